@@ -1,0 +1,300 @@
+"""The ``@fk.feature_view`` decorator and the frozen definition it returns.
+
+A decorated view is a plain, callable object: defining one touches no disk and registers
+nothing, so a notebook cell can be re-run freely. A :class:`~featurekit.Store` sees it
+only when asked (``store.register`` / ``store.materialize`` / ``store.training_set``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any, overload
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict
+
+from featurekit.definitions import Entity, Source, check_name
+from featurekit.errors import DefinitionError, did_you_mean
+from featurekit.fingerprint import code_fingerprint
+from featurekit.timeutil import format_duration, parse_duration
+
+ViewFunction = Callable[..., pl.LazyFrame | pl.DataFrame]
+
+
+class FeatureView(BaseModel):
+    """A versionable transformation from sources (or upstream views) to feature rows.
+
+    Calling it runs the function (or SQL) on the frames you pass, like the plain function
+    it decorates, so it can be unit-tested with a DataFrame.
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    name: str
+    entity: Entity
+    sources: tuple[Any, ...]
+    fn: Any = None
+    sql: str | None = None
+    sql_normalized: str | None = None
+    ttl: timedelta | None = None
+    timestamp: str
+    tags: tuple[tuple[str, str], ...] = ()
+    description: str = ""
+    version: str | None = None
+    code_fingerprint: str
+
+    # ---- derived, pure ------------------------------------------------------------------
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The entity's join keys."""
+        return self.entity.keys
+
+    @property
+    def inputs(self) -> dict[str, Source | FeatureView]:
+        """Inputs by the name they are bound to."""
+        return {s.name: s for s in self.sources}
+
+    @property
+    def created_timestamp_candidates(self) -> tuple[str, ...]:
+        """Created-time column names of the inputs; the first one the output holds is used."""
+        names: list[str] = []
+        for src in self.sources:
+            created = src.created_timestamp if isinstance(src, Source) else None
+            if isinstance(src, FeatureView):
+                created = next(iter(src.created_timestamp_candidates), None)
+            if created and created not in names:
+                names.append(created)
+        return tuple(names)
+
+    def options(self) -> dict[str, Any]:
+        """Decorator arguments that change the data (part of the fingerprint)."""
+        return {
+            "entity": self.entity.name,
+            "keys": list(self.entity.keys),
+            "timestamp": self.timestamp,
+            "ttl": format_duration(self.ttl),
+            "inputs": [s.name for s in self.sources],
+            "version": self.version,
+        }
+
+    def __call__(self, *args: Any, **kwargs: Any) -> pl.LazyFrame | pl.DataFrame:
+        """Run the view on frames you pass, exactly as the store would (no store needed)."""
+        if self.fn is not None and self.sql is None:
+            result: pl.LazyFrame | pl.DataFrame = self.fn(*args, **kwargs)
+            return result
+        from featurekit.sqlview import run_sql
+
+        bound = inspect.signature(_sql_signature(self)).bind(*args, **kwargs).arguments
+        return run_sql(self.sql or "", {k: _lazy(v) for k, v in bound.items()})
+
+    def __repr__(self) -> str:
+        kind = "sql" if self.sql else "polars"
+        return (
+            f"FeatureView({self.name!r}, entity={self.entity.name!r}, keys={list(self.keys)}, "
+            f"inputs={[s.name for s in self.sources]}, ttl={self.ttl}, kind={kind!r})"
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.code_fingerprint, repr(self.options())))
+
+
+def _lazy(frame: Any) -> pl.LazyFrame:
+    if isinstance(frame, pl.LazyFrame):
+        return frame
+    return pl.DataFrame(frame).lazy()
+
+
+def _sql_signature(view: FeatureView) -> Callable[..., None]:
+    params = [
+        inspect.Parameter(s.name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for s in view.sources
+    ]
+
+    def signature_only(*args: Any, **kwargs: Any) -> None:  # pragma: no cover - never called
+        return None
+
+    signature_only.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    return signature_only
+
+
+@overload
+def feature_view(
+    fn: ViewFunction,
+    *,
+    entity: Entity,
+    sources: Sequence[Source | FeatureView],
+    ttl: str | timedelta | None = None,
+    timestamp: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    sql: str | None = None,
+    name: str | None = None,
+    version: str | None = None,
+    description: str | None = None,
+) -> FeatureView: ...
+
+
+@overload
+def feature_view(
+    fn: None = None,
+    *,
+    entity: Entity,
+    sources: Sequence[Source | FeatureView],
+    ttl: str | timedelta | None = None,
+    timestamp: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    sql: str | None = None,
+    name: str | None = None,
+    version: str | None = None,
+    description: str | None = None,
+) -> Callable[[ViewFunction], FeatureView]: ...
+
+
+def feature_view(
+    fn: ViewFunction | None = None,
+    *,
+    entity: Entity,
+    sources: Sequence[Source | FeatureView],
+    ttl: str | timedelta | None = None,
+    timestamp: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    sql: str | None = None,
+    name: str | None = None,
+    version: str | None = None,
+    description: str | None = None,
+) -> FeatureView | Callable[[ViewFunction], FeatureView]:
+    """Declare a feature view from a polars function (or SQL).
+
+    Parameters are bound to ``sources`` (or upstream views) by name. The output must hold
+    the entity keys and the timestamp column (default: the first source's); every other
+    column is a feature, except a source's created-timestamp column, which becomes the
+    row's knowledge time.
+
+    Example:
+        >>> @fk.feature_view(entity=driver, sources=[trips], ttl="7d")
+        ... def driver_stats(trips: pl.LazyFrame) -> pl.LazyFrame:
+        ...     return trips.select("driver_id", "event_ts", (pl.col("fare") * 2).alias("f2"))
+
+    SQL views need no function body: ``fk.feature_view(name="x", entity=..., sources=[...],
+    sql="SELECT ...")`` returns the view directly.
+    """
+
+    def build(func: ViewFunction | None) -> FeatureView:
+        return _build_view(
+            func,
+            entity=entity,
+            sources=sources,
+            ttl=ttl,
+            timestamp=timestamp,
+            tags=tags,
+            sql=sql,
+            name=name,
+            version=version,
+            description=description,
+        )
+
+    if fn is not None:
+        return build(fn)
+    if sql is not None and name is not None:
+        return build(None)
+    return build
+
+
+def _build_view(
+    fn: ViewFunction | None,
+    *,
+    entity: Entity,
+    sources: Sequence[Source | FeatureView],
+    ttl: str | timedelta | None,
+    timestamp: str | None,
+    tags: Mapping[str, str] | None,
+    sql: str | None,
+    name: str | None,
+    version: str | None,
+    description: str | None,
+) -> FeatureView:
+    view_name = check_name(name or getattr(fn, "__name__", None), "feature view")
+    if not isinstance(entity, Entity):
+        raise DefinitionError(
+            f"view {view_name!r}: entity must be an fk.Entity, got {type(entity).__name__}."
+        )
+    inputs = _check_inputs(view_name, sources)
+    if fn is None and sql is None:
+        raise DefinitionError(f"view {view_name!r} needs a function or sql=.")
+    if fn is not None and not callable(fn):
+        raise DefinitionError(f"view {view_name!r}: the decorated object is not callable.")
+    ts = timestamp or inputs[0].timestamp
+    doc = description if description is not None else inspect.getdoc(fn) if fn else None
+    sql_normalized = None
+    if sql is not None:
+        sql_normalized = _check_sql(view_name, sql, inputs)
+        fingerprint = ""
+    else:
+        assert fn is not None
+        _check_parameters(view_name, fn, inputs)
+        fingerprint = code_fingerprint(fn) if version is None else ""
+    return FeatureView(
+        name=view_name,
+        entity=entity,
+        sources=tuple(inputs),
+        fn=fn,
+        sql=sql,
+        sql_normalized=sql_normalized,
+        ttl=parse_duration(ttl, what=f"view {view_name!r} ttl"),
+        timestamp=ts,
+        tags=tuple(sorted((str(k), str(v)) for k, v in (tags or {}).items())),
+        description=doc or "",
+        version=version,
+        code_fingerprint=fingerprint,
+    )
+
+
+def _check_inputs(view: str, sources: Sequence[Source | FeatureView]) -> list[Source | FeatureView]:
+    if isinstance(sources, Source | FeatureView):
+        sources = [sources]
+    inputs = list(sources or [])
+    if not inputs:
+        raise DefinitionError(f"view {view!r} needs at least one source in sources=[...].")
+    seen: set[str] = set()
+    for src in inputs:
+        if not isinstance(src, Source | FeatureView):
+            raise DefinitionError(
+                f"view {view!r}: sources must be fk.Source or feature views, "
+                f"got {type(src).__name__}."
+            )
+        if src.name in seen:
+            raise DefinitionError(f"view {view!r} lists input {src.name!r} twice.")
+        if src.name == view:
+            raise DefinitionError(f"view {view!r} cannot read itself.")
+        seen.add(src.name)
+    return inputs
+
+
+def _check_parameters(view: str, fn: ViewFunction, inputs: list[Source | FeatureView]) -> None:
+    names = [s.name for s in inputs]
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError) as err:
+        raise DefinitionError(f"view {view!r}: cannot read the function's signature: {err}") from err
+    for param in params.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        if param.name not in names and param.default is inspect.Parameter.empty:
+            raise DefinitionError(
+                f"view {view!r}: parameter {param.name!r} is not bound to any input "
+                f"(inputs are {names}).{did_you_mean(param.name, names)} Parameters bind "
+                "to sources and upstream views by name."
+            )
+
+
+def _check_sql(view: str, sql: str, inputs: list[Source | FeatureView]) -> str:
+    from featurekit.sqlview import parse_sql, sql_schema
+
+    tables: dict[str, dict[str, str] | None] = {}
+    for src in inputs:
+        if isinstance(src, Source) and src.frame is not None:
+            tables[src.name] = sql_schema(src.frame.collect_schema())
+        else:
+            tables[src.name] = None  # checked when a store resolves the schema
+    return parse_sql(sql, view=view, tables=tables).normalized
+

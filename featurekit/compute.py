@@ -1,0 +1,217 @@
+"""Run a view: bind inputs, call user code behind one error boundary, shape its output.
+
+Every view's stored rows have the same shape: entity keys, the event timestamp and the
+optional created timestamp (both UTC ``Datetime('us')``), then the features. Rows with a
+null key or event time are dropped (with a warning); exact duplicates of (keys, event
+time, created time) keep the last row the view produced, which is what the
+point-in-time tie-break would pick anyway; rows are sorted by (keys, event time).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+
+from featurekit.authoring import FeatureView
+from featurekit.definitions import Source
+from featurekit.errors import FeatureKitError, FeatureKitWarning, SchemaError, UserCodeError
+from featurekit.storage.sources import scan_source
+from featurekit.timeutil import UTC_US, to_utc_expr
+
+
+@dataclass(frozen=True)
+class Window:
+    """Half-open event-time window ``[start, end)``; None means unbounded."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def filter(self, column: str) -> pl.Expr | None:
+        """Filter expression on a UTC timestamp column, or None when unbounded."""
+        parts = []
+        if self.start is not None:
+            parts.append(pl.col(column) >= pl.lit(self.start).cast(UTC_US))
+        if self.end is not None:
+            parts.append(pl.col(column) < pl.lit(self.end).cast(UTC_US))
+        if not parts:
+            return None
+        return pl.all_horizontal(parts)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which output column plays which role, and the stored schema."""
+
+    keys: tuple[str, ...]
+    timestamp: str
+    created_timestamp: str | None
+    features: tuple[str, ...]
+    schema: tuple[tuple[str, pl.DataType], ...]
+
+    @property
+    def dtypes(self) -> dict[str, str]:
+        """Stored schema as text (for the registry and fingerprints)."""
+        return {name: str(dtype) for name, dtype in self.schema}
+
+    @property
+    def columns(self) -> list[str]:
+        """Stored column order."""
+        created = [self.created_timestamp] if self.created_timestamp else []
+        return [*self.keys, self.timestamp, *created, *self.features]
+
+
+def describe(view: FeatureView, version: int | None) -> str:
+    """``view 'x' (version 3)`` for messages."""
+    return f"view {view.name!r}" + (f" (version {version})" if version else "")
+
+
+def call_view(
+    view: FeatureView, inputs: Mapping[str, pl.LazyFrame], version: int | None = None
+) -> pl.LazyFrame:
+    """Call the user's function or SQL; any failure becomes a :class:`UserCodeError`."""
+    if view.sql is not None:
+        from featurekit.sqlview import run_sql
+
+        try:
+            return run_sql(view.sql, inputs)
+        except Exception as err:
+            raise UserCodeError(f"SQL of {describe(view, version)} failed: {err}") from err
+    try:
+        result = view.fn(**{k: v for k, v in inputs.items() if k in _params(view)})
+    except FeatureKitError:
+        raise
+    except Exception as err:
+        raise UserCodeError(
+            f"{describe(view, version)} raised {type(err).__name__}: {err}"
+        ) from err
+    if isinstance(result, pl.DataFrame):
+        return result.lazy()
+    if isinstance(result, pl.LazyFrame):
+        return result
+    raise SchemaError(
+        f"{describe(view, version)} returned {type(result).__name__}; a view must return a "
+        "polars LazyFrame or DataFrame."
+    )
+
+
+def _params(view: FeatureView) -> set[str]:
+    import inspect
+
+    params = inspect.signature(view.fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return {s.name for s in view.sources}
+    return set(params)
+
+
+def output_layout(view: FeatureView, schema: pl.Schema, version: int | None = None) -> Layout:
+    """Check the output schema and name each column's role."""
+    what = describe(view, version)
+    names = schema.names()
+    for key in view.keys:
+        if key not in schema:
+            raise SchemaError(
+                f"{what} output has no key column {key!r} of entity {view.entity.name!r}; "
+                f"output columns are {names}."
+            )
+        dtype = schema[key]
+        if not (dtype.is_integer() or dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum)):
+            raise SchemaError(
+                f"{what}: key column {key!r} is {dtype}; keys must be integers or strings. "
+                f"Cast it, e.g. pl.col({key!r}).cast(pl.Int64)."
+            )
+    if view.timestamp not in schema:
+        raise SchemaError(
+            f"{what} output has no timestamp column {view.timestamp!r}; output columns are "
+            f"{names}. Keep it in the output or pass timestamp= to the decorator."
+        )
+    to_utc_expr(view.timestamp, schema[view.timestamp], what=f"{what} timestamp")
+    created = next((c for c in view.created_timestamp_candidates if c in schema), None)
+    if created is not None:
+        to_utc_expr(created, schema[created], what=f"{what} created timestamp")
+    taken = {*view.keys, view.timestamp, created}
+    features = tuple(n for n in names if n not in taken)
+    if not features:
+        raise SchemaError(f"{what} output has no feature columns besides keys and timestamps.")
+    for feature in features:
+        if feature.startswith("__fk_"):
+            raise SchemaError(f"{what}: column {feature!r} uses the reserved prefix '__fk_'.")
+    stored = {n: schema[n] for n in names}
+    stored[view.timestamp] = UTC_US
+    if created:
+        stored[created] = UTC_US
+    layout_cols = [*view.keys, view.timestamp, *([created] if created else []), *features]
+    return Layout(
+        keys=view.keys,
+        timestamp=view.timestamp,
+        created_timestamp=created,
+        features=features,
+        schema=tuple((n, stored[n]) for n in layout_cols),
+    )
+
+
+def shaped(lf: pl.LazyFrame, layout: Layout) -> pl.LazyFrame:
+    """Output in stored order with UTC timestamps."""
+    exprs: list[pl.Expr] = [pl.col(k) for k in layout.keys]
+    schema = lf.collect_schema()
+    for col in (layout.timestamp, layout.created_timestamp):
+        if col is not None:
+            exprs.append(to_utc_expr(col, schema[col], what=col).alias(col))
+    exprs.extend(pl.col(f) for f in layout.features)
+    return lf.select(exprs)
+
+
+def view_inputs(
+    view: FeatureView,
+    window: Window,
+    upstream_rows: Mapping[str, tuple[pl.LazyFrame, Layout]],
+) -> dict[str, pl.LazyFrame]:
+    """Input frames for a run, each limited to the window by its event time."""
+    frames: dict[str, pl.LazyFrame] = {}
+    for src in view.sources:
+        if isinstance(src, Source):
+            frame, column = scan_source(src), src.timestamp
+        else:
+            frame, layout = upstream_rows[src.name]
+            column = layout.timestamp
+        condition = window.filter(column)
+        frames[src.name] = frame.filter(condition) if condition is not None else frame
+    return frames
+
+
+def collect_rows(
+    view: FeatureView, lf: pl.LazyFrame, layout: Layout, version: int | None = None
+) -> pl.DataFrame:
+    """Collect a run's output: nulls dropped, exact duplicates resolved, sorted."""
+    what = describe(view, version)
+    try:
+        frame = shaped(lf, layout).collect()
+    except FeatureKitError:
+        raise
+    except Exception as err:
+        raise UserCodeError(f"{what} failed while computing: {type(err).__name__}: {err}") from err
+    return tidy_rows(frame, layout, what)
+
+
+def tidy_rows(frame: pl.DataFrame, layout: Layout, what: str) -> pl.DataFrame:
+    """Drop rows that can never match, keep the last of exact duplicates, sort by key/time."""
+    required = [*layout.keys, layout.timestamp]
+    kept = frame.drop_nulls(required)
+    if kept.height < frame.height:
+        warnings.warn(
+            f"{what}: dropped {frame.height - kept.height} row(s) with a null key or event time.",
+            FeatureKitWarning,
+            stacklevel=3,
+        )
+    identity = [*required, *([layout.created_timestamp] if layout.created_timestamp else [])]
+    kept = kept.unique(subset=identity, keep="last", maintain_order=True)
+    return kept.sort(identity, maintain_order=True)
+
+
+def empty_frame(schema: Mapping[str, Any]) -> pl.LazyFrame:
+    """A zero-row frame with a schema: used to learn a view's output schema cheaply."""
+    return pl.LazyFrame(schema=dict(schema))

@@ -1,0 +1,213 @@
+"""Entities, sources and feature references: frozen, validated, no I/O."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from featurekit.config import RESERVED_PREFIX
+from featurekit.errors import DefinitionError
+
+SourceKind = Literal["parquet", "csv", "delta", "frame"]
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check_name(name: object, what: str) -> str:
+    """Names become folder names and SQL table names: letters, digits and underscores only."""
+    if not isinstance(name, str) or not _NAME.match(name) or name.startswith(RESERVED_PREFIX):
+        raise DefinitionError(
+            f"{what} name {name!r} is not valid: use letters, digits and underscores, "
+            f"starting with a letter (and not the reserved prefix {RESERVED_PREFIX!r})."
+        )
+    return name
+
+
+def _validation_message(what: str, err: ValidationError) -> str:
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in err.errors()]
+    return f"{what} is not valid: " + "; ".join(parts)
+
+
+class Entity(BaseModel):
+    """What features describe, with its join keys.
+
+    Example:
+        >>> driver = fk.Entity("driver", keys=["driver_id"])
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    keys: tuple[str, ...]
+    description: str = ""
+
+    def __init__(self, name: str, keys: Sequence[str] | str, description: str = "") -> None:
+        check_name(name, "entity")
+        key_list = [keys] if isinstance(keys, str) else list(keys)
+        if not key_list:
+            raise DefinitionError(f"entity {name!r} needs at least one key column.")
+        if len(set(key_list)) != len(key_list):
+            raise DefinitionError(f"entity {name!r} lists a key twice: {key_list}.")
+        for key in key_list:
+            if not isinstance(key, str) or not key or key.startswith(RESERVED_PREFIX):
+                raise DefinitionError(f"entity {name!r} has an invalid key column {key!r}.")
+        try:
+            super().__init__(name=name, keys=tuple(key_list), description=description)
+        except ValidationError as err:
+            raise DefinitionError(_validation_message(f"entity {name!r}", err)) from None
+
+
+class Source(BaseModel):
+    """Raw data with an event-time column.
+
+    ``data`` is a parquet or CSV path (globs allowed), a Delta table folder or URI, or an
+    in-memory polars/pyarrow frame. ``created_timestamp`` names the column that says when a
+    row became known; with it, late rows can never leak into earlier labels.
+
+    Example:
+        >>> trips = fk.Source("trips", "data/trips.parquet", timestamp="event_ts",
+        ...                   created_timestamp="ingested_at")
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    name: str
+    location: str | None
+    frame: Any = None
+    timestamp: str
+    created_timestamp: str | None = None
+    kind: SourceKind
+    storage_options: tuple[tuple[str, str], ...] = ()
+    description: str = ""
+
+    def __init__(
+        self,
+        name: str,
+        data: str | Path | pl.DataFrame | pl.LazyFrame | Any,
+        *,
+        timestamp: str,
+        created_timestamp: str | None = None,
+        kind: SourceKind | None = None,
+        storage_options: Mapping[str, str] | None = None,
+        description: str = "",
+    ) -> None:
+        check_name(name, "source")
+        location, frame = _split_data(name, data)
+        resolved = kind or _guess_kind(name, location)
+        if resolved == "frame" and frame is None:
+            raise DefinitionError(f"source {name!r}: kind='frame' needs an in-memory frame.")
+        if frame is not None:
+            _check_frame_columns(name, frame, timestamp, created_timestamp)
+        try:
+            super().__init__(
+                name=name,
+                location=location,
+                frame=frame,
+                timestamp=timestamp,
+                created_timestamp=created_timestamp,
+                kind=resolved,
+                storage_options=tuple(sorted((storage_options or {}).items())),
+                description=description,
+            )
+        except ValidationError as err:
+            raise DefinitionError(_validation_message(f"source {name!r}", err)) from None
+
+    @field_validator("timestamp")
+    @classmethod
+    def _timestamp_named(cls, value: str) -> str:
+        if not value:
+            raise ValueError("timestamp column name is empty")
+        return value
+
+    def identity(self) -> dict[str, Any]:
+        """What identifies this source in a fingerprint: name, kind and location."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "location": self.location,
+            "timestamp": self.timestamp,
+            "created_timestamp": self.created_timestamp,
+        }
+
+    def __repr__(self) -> str:
+        where = self.location if self.location is not None else "<in-memory frame>"
+        return f"Source({self.name!r}, {where!r}, timestamp={self.timestamp!r})"
+
+
+def _split_data(name: str, data: object) -> tuple[str | None, pl.LazyFrame | None]:
+    if isinstance(data, str | Path):
+        return str(data), None
+    if isinstance(data, pl.DataFrame):
+        return None, data.lazy()
+    if isinstance(data, pl.LazyFrame):
+        return None, data
+    if hasattr(data, "__arrow_c_stream__") or type(data).__module__.startswith("pyarrow"):
+        try:
+            converted = pl.DataFrame(data)
+        except Exception as err:  # pragma: no cover - depends on the foreign object
+            raise DefinitionError(f"source {name!r}: cannot read {type(data).__name__}: {err}") from err
+        return None, converted.lazy()
+    raise DefinitionError(
+        f"source {name!r}: data must be a path, a URI, or a polars/pyarrow frame, "
+        f"got {type(data).__name__}."
+    )
+
+
+def _guess_kind(name: str, location: str | None) -> SourceKind:
+    if location is None:
+        return "frame"
+    lowered = location.lower().rstrip("/")
+    if lowered.endswith((".parquet", ".pq")) or lowered.endswith("*.parquet"):
+        return "parquet"
+    if lowered.endswith((".csv", ".csv.gz", ".tsv")):
+        return "csv"
+    if "://" in location or Path(location).is_dir() or not Path(location).suffix:
+        return "delta"
+    raise DefinitionError(
+        f"source {name!r}: cannot tell the format of {location!r}; "
+        "pass kind='parquet', 'csv' or 'delta'."
+    )
+
+
+def _check_frame_columns(
+    name: str, frame: pl.LazyFrame, timestamp: str, created: str | None
+) -> None:
+    columns = frame.collect_schema().names()
+    for col, role in ((timestamp, "timestamp"), (created, "created_timestamp")):
+        if col is not None and col not in columns:
+            raise DefinitionError(
+                f"source {name!r}: {role} column {col!r} is not in the frame; "
+                f"columns are {columns}."
+            )
+
+
+class FeatureRef(BaseModel):
+    """A parsed feature reference: ``view:feature``, ``view@3:feature`` or ``view:*``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    view: str
+    version: int | None
+    feature: str
+
+    @classmethod
+    def parse(cls, text: str) -> FeatureRef:
+        """Parse ``"view:feature"`` / ``"view@3:feature"``; errors show the accepted forms."""
+        match = re.fullmatch(r"\s*([A-Za-z_]\w*)(?:@(\d+))?:(\*|[^:@\s]+)\s*", text)
+        if not match:
+            raise DefinitionError(
+                f"feature reference {text!r} does not parse; use 'view:feature', "
+                "'view@3:feature' (pinned version) or 'view:*'."
+            )
+        version = int(match.group(2)) if match.group(2) else None
+        if version is not None and version < 1:
+            raise DefinitionError(f"feature reference {text!r}: versions start at 1.")
+        return cls(view=match.group(1), version=version, feature=match.group(3))
+
+    def __str__(self) -> str:
+        pin = f"@{self.version}" if self.version is not None else ""
+        return f"{self.view}{pin}:{self.feature}"

@@ -1,0 +1,96 @@
+"""Every error featurekit raises to users.
+
+The tree (catch ``FeatureKitError`` to catch them all)::
+
+    FeatureKitError
+    ├── DefinitionError        a view, entity, source or feature reference is malformed
+    │   └── SqlError           a SQL view does not parse, or names unknown tables/columns
+    ├── VersionError           a definition cannot be fingerprinted (no source code)
+    ├── SchemaError            data has missing columns or wrong dtypes
+    ├── UserCodeError          a user's view function raised; the original is ``__cause__``
+    ├── StorageError           the store root or a table is unusable (not a store, newer format)
+    ├── NotFoundError          an unknown view, version, feature or training set
+    └── ReproducibilityError   a rebuilt training set differs from its recorded hash
+
+Messages name the offending object, say expected vs actual, and suggest a fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "DefinitionError",
+    "FeatureKitError",
+    "FeatureKitWarning",
+    "NotFoundError",
+    "ReproducibilityError",
+    "SchemaError",
+    "SqlError",
+    "StorageError",
+    "UserCodeError",
+    "VersionError",
+    "did_you_mean",
+]
+
+
+class FeatureKitError(Exception):
+    """Base of every error featurekit raises on purpose."""
+
+
+class DefinitionError(FeatureKitError):
+    """A definition (entity, source, view, aggregation, feature reference) is malformed."""
+
+
+class SqlError(DefinitionError):
+    """A SQL view does not parse or names unknown tables or columns.
+
+    ``line`` and ``col`` point into the SQL text when known (1-based).
+    """
+
+    def __init__(self, message: str, *, line: int | None = None, col: int | None = None):
+        super().__init__(message)
+        self.line = line
+        self.col = col
+
+
+class VersionError(FeatureKitError):
+    """A definition cannot be fingerprinted, so it cannot be versioned safely."""
+
+
+class SchemaError(FeatureKitError):
+    """Data is missing a column or has a column of the wrong dtype."""
+
+
+class UserCodeError(FeatureKitError):
+    """User code (a view function) raised. The original exception is ``__cause__``."""
+
+
+class StorageError(FeatureKitError):
+    """The store root, registry or a Delta table cannot be used as asked."""
+
+
+class NotFoundError(FeatureKitError):
+    """A named view, version, feature, training set or model does not exist."""
+
+
+class ReproducibilityError(FeatureKitError):
+    """A training set rebuilt from its manifest differs from what was recorded."""
+
+
+class FeatureKitWarning(UserWarning):
+    """Something worth knowing that is not an error (e.g. rows dropped for null timestamps)."""
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """Return ``" Did you mean 'x'?"`` for the closest candidate, or a list of known names."""
+    known = sorted(set(candidates))
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    if close:
+        return f" Did you mean {close[0]!r}?"
+    if not known:
+        return " Nothing of that kind exists yet."
+    shown = ", ".join(repr(k) for k in known[:10])
+    more = f" (and {len(known) - 10} more)" if len(known) > 10 else ""
+    return f" Known: {shown}{more}."

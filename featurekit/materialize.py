@@ -1,0 +1,264 @@
+"""Materialization: compute a view version and write it to its own Delta table.
+
+Incremental by event time, and late data is never lost:
+
+- The first run (or ``full_refresh=True``) computes everything and replaces the table.
+- Each run records, per raw source, watermarks in its Delta commit metadata: the greatest
+  event time and created time it read.
+- The next run finds the earliest event time T among the *new* source rows: rows created
+  after the created-time watermark (so late-arriving rows with old event times count), or,
+  for sources without a created column, rows after the event-time watermark. It recomputes
+  the view over source rows with event time >= T and atomically replaces the stored rows
+  with event time >= T. Re-running finds nothing new and writes nothing.
+- ``start``/``end`` recompute and replace exactly ``[start, end)`` (a backfill); they do
+  not move the watermarks.
+
+This assumes a view's row at event time e is computed from source rows at event time
+>= T whenever e >= T (row-level maps, filters, joins to dimension sources). Views that
+accumulate over history should use ``full_refresh=True``.
+
+The Delta commit is the atomic step: a run killed before it leaves no visible rows, and
+the registry records a new version only after its first commit, so the registry never
+names a version without data.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+
+from featurekit.compute import Layout, Window, call_view, collect_rows, shaped, view_inputs
+from featurekit.definitions import Source
+from featurekit.errors import SchemaError
+from featurekit.resolve import ResolvedView, changed_parts
+from featurekit.storage import delta
+from featurekit.storage.registry import Registry, VersionRecord
+from featurekit.storage.sources import scan_source
+from featurekit.timeutil import to_utc_datetime, utcnow
+
+RunMode = Literal["full", "incremental", "range", "noop"]
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class MaterializeResult:
+    """What one materialization run did."""
+
+    view: str
+    version: int
+    fingerprint: str
+    run_id: str
+    mode: RunMode
+    rows_written: int
+    delta_version: int | None
+    window: Window
+
+    def __repr__(self) -> str:
+        return (
+            f"MaterializeResult(view={self.view!r}, version={self.version}, mode={self.mode!r}, "
+            f"rows_written={self.rows_written}, delta_version={self.delta_version})"
+        )
+
+
+def table_uri(root: Path, view: str, version: int) -> str:
+    """Where one view version's Delta table lives."""
+    return str(root / "features" / view / f"v{version}")
+
+
+def materialize(
+    registry: Registry,
+    resolved: ResolvedView,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    full_refresh: bool = False,
+    step: Progress = lambda _: None,
+) -> MaterializeResult:
+    """Materialize one resolved view (see the module docstring for the rules)."""
+    name = resolved.name
+    with registry.lock(name):
+        existing = next(
+            (r for r in registry.versions(name) if r.fingerprint == resolved.fingerprint), None
+        )
+        number = existing.version if existing else _next_version(registry, name)
+        uri = table_uri(registry.root, name, number)
+        runs = delta.history(uri) if existing else []
+        previous = _last_watermarks(runs)
+        step("finding new rows")
+        mode, window = _plan(resolved, start, end, full_refresh, previous)
+        run_id = uuid.uuid4().hex[:16]
+        if mode == "noop":
+            return MaterializeResult(
+                name, number, resolved.fingerprint, run_id, "noop", 0, runs[-1]["version"], window
+            )
+        step("computing")
+        rows = _compute(resolved, window, number)
+        if rows.height == 0 and mode == "full":
+            _refuse_empty_sources(resolved)
+        watermarks = dict(previous or {})
+        if mode != "range":
+            watermarks.update(_watermarks(resolved, window))
+        step("writing")
+        predicate = None
+        if existing is not None and mode != "full":
+            predicate = delta.window_predicate(resolved.layout.timestamp, window.start, window.end)
+        version = delta.write_rows(
+            uri,
+            rows,
+            predicate=predicate,
+            metadata={
+                "view": name,
+                "version": str(number),
+                "fingerprint": resolved.fingerprint,
+                "run_id": run_id,
+                "mode": mode,
+                "window": {"start": _iso(window.start), "end": _iso(window.end)},
+                "watermarks": watermarks,
+            },
+        )
+        if existing is None:
+            registry.add_version(_record(registry, resolved, number))
+        return MaterializeResult(
+            name, number, resolved.fingerprint, run_id, mode, rows.height, version, window
+        )
+
+
+def register(registry: Registry, resolved: ResolvedView) -> VersionRecord:
+    """Record the version without computing it (idempotent)."""
+    name = resolved.name
+    with registry.lock(name):
+        for record in registry.versions(name):
+            if record.fingerprint == resolved.fingerprint:
+                return record
+        record = _record(registry, resolved, _next_version(registry, name))
+        registry.add_version(record)
+        return record
+
+
+def _next_version(registry: Registry, name: str) -> int:
+    records = registry.versions(name)
+    return records[-1].version + 1 if records else 1
+
+
+def _record(registry: Registry, resolved: ResolvedView, number: int) -> VersionRecord:
+    view, layout = resolved.view, resolved.layout
+    previous = registry.versions(view.name)
+    reason = changed_parts(previous[-1].parts, resolved.parts) if previous else ["new"]
+    return VersionRecord(
+        view=view.name,
+        version=number,
+        fingerprint=resolved.fingerprint,
+        created_at=utcnow(),
+        reason=reason,
+        entity=view.entity.name,
+        keys=list(layout.keys),
+        timestamp=layout.timestamp,
+        created_timestamp=layout.created_timestamp,
+        features={f: layout.dtypes[f] for f in layout.features},
+        ttl_us=None if view.ttl is None else int(view.ttl.total_seconds() * 1_000_000),
+        parts=resolved.parts,
+        description=view.description,
+        tags=dict(view.tags),
+    )
+
+
+def _plan(
+    resolved: ResolvedView,
+    start: datetime | None,
+    end: datetime | None,
+    full_refresh: bool,
+    previous: Mapping[str, Any] | None,
+) -> tuple[RunMode, Window]:
+    if start is not None or end is not None:
+        window = Window(
+            to_utc_datetime(start) if start else None, to_utc_datetime(end) if end else None
+        )
+        if window.start and window.end and window.start >= window.end:
+            raise SchemaError(f"materialize: start {start} must be before end {end}.")
+        return "range", window
+    if full_refresh or previous is None:
+        return "full", Window()
+    earliest: datetime | None = None
+    for src in resolved.leaf_sources():
+        mark = previous.get(src.name)
+        if mark is None:
+            return "full", Window()  # a source never read before: recompute everything
+        first = _earliest_new_event(src, mark)
+        if first is not None and (earliest is None or first < earliest):
+            earliest = first
+    if earliest is None:
+        return "noop", Window()
+    return "incremental", Window(start=earliest)
+
+
+def _earliest_new_event(src: Source, mark: Mapping[str, Any]) -> datetime | None:
+    lf = scan_source(src)
+    if src.created_timestamp and mark.get("max_created"):
+        new = pl.col(src.created_timestamp) > pl.lit(_parse(mark["max_created"]))
+    elif mark.get("max_event"):
+        new = pl.col(src.timestamp) > pl.lit(_parse(mark["max_event"]))
+    else:
+        new = pl.lit(True)
+    value = lf.filter(new).select(pl.col(src.timestamp).min()).collect().item()
+    return value if isinstance(value, datetime) else None
+
+
+def _watermarks(resolved: ResolvedView, window: Window) -> dict[str, dict[str, str | None]]:
+    marks: dict[str, dict[str, str | None]] = {}
+    for src in resolved.leaf_sources():
+        lf = scan_source(src)
+        condition = window.filter(src.timestamp)
+        if condition is not None:
+            lf = lf.filter(condition)
+        exprs = [pl.col(src.timestamp).max().alias("max_event")]
+        if src.created_timestamp:
+            exprs.append(pl.col(src.created_timestamp).max().alias("max_created"))
+        row = lf.select(exprs).collect().row(0, named=True)
+        marks[src.name] = {k: _iso(v) for k, v in row.items()}
+    return marks
+
+
+def _last_watermarks(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    for run in reversed(runs):
+        marks = run["featurekit"].get("watermarks")
+        if isinstance(marks, dict):
+            return marks
+    return None
+
+
+def _compute(resolved: ResolvedView, window: Window, version: int | None) -> pl.DataFrame:
+    lf, layout = _lazy_rows(resolved, window, version)
+    return collect_rows(resolved.view, lf, layout, version)
+
+
+def _lazy_rows(
+    resolved: ResolvedView, window: Window, version: int | None
+) -> tuple[pl.LazyFrame, Layout]:
+    """A view's shaped output as one lazy plan, upstream views computed in the same plan."""
+    upstream = {u.name: _lazy_rows(u, window, None) for u in resolved.upstream}
+    inputs = view_inputs(resolved.view, window, upstream)
+    lf = call_view(resolved.view, inputs, version)
+    return shaped(lf, resolved.layout), resolved.layout
+
+
+def _refuse_empty_sources(resolved: ResolvedView) -> None:
+    for src in resolved.leaf_sources():
+        if scan_source(src).select(pl.len()).collect().item() == 0:
+            raise SchemaError(
+                f"source {src.name!r} of view {resolved.name!r} has no rows; nothing was "
+                "materialized. Check the source's path or filter."
+            )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else to_utc_datetime(value).isoformat()
+
+
+def _parse(text: str) -> datetime:
+    return to_utc_datetime(datetime.fromisoformat(text))

@@ -1,0 +1,224 @@
+"""The point-in-time join kernel: polars in, polars out, no I/O.
+
+For each label row (keys k, time t) and each view, pick the row r with r.keys == k,
+r.event_ts <= t, inside the TTL, and (knowledge mode, when rows carry a created time)
+r.created_ts <= t, whose (event_ts, created_ts, position) is greatest. See docs/pit.md.
+
+How: rows are ranked once by (keys, event_ts, created_ts, position). A row becomes a
+candidate at ``avail = max(event_ts, created_ts)``; a running maximum of the rank in
+``avail`` order per entity gives, at every instant, the best candidate known so far. One
+backward as-of join on ``avail`` then finds each label's best candidate, and the TTL is
+checked on that row's event time (if the best candidate is too old, every other one is
+older still). Cost: two sorts of the view rows and one of the labels, linear otherwise.
+
+The kernel sits behind :class:`JoinKernel` so a scale-out engine can replace it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal, Protocol
+
+import polars as pl
+
+from featurekit.errors import SchemaError
+from featurekit.timeutil import to_utc_expr
+
+PointInTime = Literal["knowledge", "event"]
+
+_IDX = "__fk_label_idx"
+_T = "__fk_t"
+_E = "__fk_e"
+_C = "__fk_c"
+_AVAIL = "__fk_avail"
+_RANK = "__fk_rank"
+_BEST = "__fk_best"
+
+
+@dataclass(frozen=True)
+class ViewFrame:
+    """One view's rows, as the kernel needs them.
+
+    Attributes:
+        name: view name, used for clash-safe output names (``view__feature``).
+        frame: the view's rows in output order (later rows win exact ties).
+        keys: entity key columns, named the same in the labels.
+        timestamp: event-time column.
+        created_timestamp: knowledge-time column, or None.
+        features: feature columns to attach, in output order.
+        ttl: maximum age of a value at the label's time (inclusive), or None.
+    """
+
+    name: str
+    frame: pl.DataFrame
+    keys: tuple[str, ...]
+    timestamp: str
+    created_timestamp: str | None
+    features: tuple[str, ...]
+    ttl: timedelta | None
+
+
+class JoinKernel(Protocol):
+    """What a point-in-time engine must provide (polars today; Daft/Ray later)."""
+
+    def __call__(
+        self,
+        labels: pl.DataFrame,
+        *,
+        timestamp: str,
+        views: Sequence[ViewFrame],
+        point_in_time: PointInTime = "knowledge",
+    ) -> pl.DataFrame: ...
+
+
+def output_names(label_columns: Sequence[str], views: Sequence[ViewFrame]) -> list[str]:
+    """Output column name per requested feature: ``feature``, or ``view__feature`` on a clash."""
+    counts = Counter(f for v in views for f in v.features)
+    taken = set(label_columns)
+    return [
+        f"{v.name}__{f}" if counts[f] > 1 or f in taken else f for v in views for f in v.features
+    ]
+
+
+def pit_join(
+    labels: pl.DataFrame,
+    *,
+    timestamp: str,
+    views: Sequence[ViewFrame],
+    point_in_time: PointInTime = "knowledge",
+) -> pl.DataFrame:
+    """Attach each view's point-in-time-correct feature values to ``labels``.
+
+    Labels come back with the same rows in the same order, plus one column per feature.
+
+    Example:
+        >>> out = pit_join(labels, timestamp="label_ts", views=[ViewFrame(...)])
+    """
+    if timestamp not in labels.columns:
+        raise SchemaError(
+            f"label timestamp column {timestamp!r} is not in the labels; "
+            f"columns are {labels.columns}."
+        )
+    if point_in_time not in ("knowledge", "event"):
+        raise SchemaError(f"point_in_time must be 'knowledge' or 'event', got {point_in_time!r}.")
+    t_expr = to_utc_expr(timestamp, labels.schema[timestamp], what="label timestamp")
+    names = output_names(labels.columns, views)
+    columns: list[pl.Series] = []
+    for view in views:
+        picked = _join_one(labels, t_expr, view, point_in_time)
+        columns.extend(picked.get_columns())
+    renamed = [s.alias(n) for s, n in zip(columns, names, strict=True)]
+    return labels.hstack(renamed)
+
+
+def _join_one(
+    labels: pl.DataFrame, t_expr: pl.Expr, view: ViewFrame, point_in_time: PointInTime
+) -> pl.DataFrame:
+    """Feature columns of one view aligned to ``labels`` row by row."""
+    keys = list(view.keys)
+    label_keys, row_keys = _aligned_keys(labels, view)
+    knowledge = point_in_time == "knowledge" and view.created_timestamp is not None
+
+    rows = _ranked_rows(view, row_keys, knowledge)
+    candidates = rows.select([*keys, _AVAIL, _RANK])
+    if knowledge:  # in event mode rank order is already avail order
+        candidates = candidates.sort([*keys, _AVAIL, _RANK])
+    candidates = (
+        candidates.with_columns(pl.col(_RANK).cum_max().over(keys).alias(_BEST))
+        # one candidate per (entity, instant): the best one, so the as-of join is unambiguous
+        .unique(subset=[*keys, _AVAIL], keep="last", maintain_order=True)
+        .sort(_AVAIL)
+        .select([*keys, _AVAIL, _BEST])
+    )
+    left = (
+        labels.select([*label_keys, t_expr.alias(_T)])
+        .with_row_index(_IDX)
+        .drop_nulls([*keys, _T])
+        .sort(_T)
+    )
+    matched = left.join_asof(
+        candidates,
+        left_on=_T,
+        right_on=_AVAIL,
+        by=keys,
+        strategy="backward",
+        check_sortedness=False,
+    )
+    best = (
+        pl.DataFrame({_IDX: pl.int_range(labels.height, eager=True, dtype=pl.UInt32)})
+        .join(matched.select(_IDX, _T, _BEST), on=_IDX, how="left", maintain_order="left")
+    )
+    picked = rows.select([_E, *view.features]).gather(best[_BEST])
+    if view.ttl is not None:
+        too_old = (best[_T] - picked[_E]) > view.ttl
+        picked = picked.with_columns(
+            pl.when(pl.lit(too_old)).then(None).otherwise(pl.col(f)).alias(f)
+            for f in view.features
+        )
+    return picked.select(view.features)
+
+
+def _ranked_rows(view: ViewFrame, row_keys: list[pl.Expr], knowledge: bool) -> pl.DataFrame:
+    """View rows in (keys, event, created, position) order with their rank and ``avail``."""
+    frame = view.frame
+    keys = list(view.keys)
+    for col in (*keys, view.timestamp, *view.features):
+        if col not in frame.columns:
+            raise SchemaError(
+                f"view {view.name!r} has no column {col!r}; its columns are {frame.columns}."
+            )
+    e = to_utc_expr(view.timestamp, frame.schema[view.timestamp], what=f"view {view.name!r} timestamp")
+    selected = [*row_keys, e.alias(_E)]
+    order = [*keys, _E]
+    if view.created_timestamp is not None:
+        c = to_utc_expr(
+            view.created_timestamp,
+            frame.schema[view.created_timestamp],
+            what=f"view {view.name!r} created timestamp",
+        )
+        selected.append(c.alias(_C))
+        order.append(_C)
+    selected.extend(pl.col(f) for f in view.features if f not in keys)
+    rows = frame.select(selected).drop_nulls([*keys, _E])
+    if knowledge:
+        rows = rows.drop_nulls([_C])
+    rows = rows.sort(order, maintain_order=True, nulls_last=False).with_row_index(_RANK)
+    avail = pl.max_horizontal(_E, _C) if knowledge else pl.col(_E)
+    return rows.with_columns(avail.alias(_AVAIL))
+
+
+def _aligned_keys(labels: pl.DataFrame, view: ViewFrame) -> tuple[list[pl.Expr], list[pl.Expr]]:
+    """Key expressions for labels and view rows, cast to one common dtype per key."""
+    label_exprs: list[pl.Expr] = []
+    row_exprs: list[pl.Expr] = []
+    for key in view.keys:
+        if key not in labels.columns:
+            raise SchemaError(
+                f"labels have no key column {key!r} needed by view {view.name!r}; "
+                f"label columns are {labels.columns}."
+            )
+        if key not in view.frame.columns:
+            raise SchemaError(f"view {view.name!r} has no key column {key!r}.")
+        common = _common_key_dtype(key, labels.schema[key], view.frame.schema[key], view.name)
+        label_exprs.append(pl.col(key).cast(common))
+        row_exprs.append(pl.col(key).cast(common))
+    return label_exprs, row_exprs
+
+
+def _common_key_dtype(key: str, left: pl.DataType, right: pl.DataType, view: str) -> pl.DataType:
+    if left == right and not isinstance(left, pl.Categorical | pl.Enum):
+        return left
+    if left.is_integer() and right.is_integer():
+        return pl.Int64 if not (left == pl.UInt64 or right == pl.UInt64) else pl.UInt64
+    stringy = (pl.String, pl.Categorical, pl.Enum)
+    if isinstance(left, stringy) and isinstance(right, stringy):
+        return pl.String()
+    if left == pl.Null:
+        return right
+    raise SchemaError(
+        f"key column {key!r} is {left} in the labels but {right} in view {view!r}; "
+        f"cast the labels' column, e.g. pl.col({key!r}).cast(pl.{right})."
+    )

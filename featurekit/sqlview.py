@@ -1,0 +1,113 @@
+"""SQL feature views: parse and check with sqlglot, run with polars' SQL engine.
+
+sqlglot is imported here only, and lazily, so ``import featurekit`` stays fast.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from featurekit.errors import SqlError, did_you_mean
+
+#: sqlglot dialect closest to polars' SQL.
+DIALECT = "duckdb"
+
+
+@dataclass(frozen=True)
+class ParsedSql:
+    """A checked SQL view: its normalized text (for fingerprints) and the tables it reads."""
+
+    normalized: str
+    tables: tuple[str, ...]
+
+
+def _position(sql: str, word: str) -> tuple[int | None, int | None]:
+    match = re.search(rf"\b{re.escape(word)}\b", sql)
+    if not match:
+        return None, None
+    before = sql[: match.start()]
+    return before.count("\n") + 1, match.start() - (before.rfind("\n") + 1) + 1
+
+
+def parse_sql(
+    sql: str, *, view: str, tables: Mapping[str, Mapping[str, str] | None]
+) -> ParsedSql:
+    """Parse ``sql``; unknown tables always, unknown columns when schemas are given, are errors.
+
+    ``tables`` maps each table the view may read to its schema (column -> SQL type), or to
+    None when the schema is not known yet (checked again when the store sees the view).
+    """
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.optimizer.qualify import qualify
+
+    try:
+        tree = sqlglot.parse_one(sql, read=DIALECT)
+    except sqlglot.errors.ParseError as err:
+        first: dict[str, Any] = err.errors[0] if err.errors else {}
+        line, col = first.get("line"), first.get("col")
+        raise SqlError(
+            f"SQL of view {view!r} does not parse at line {line}, column {col}: "
+            f"{first.get('description', err)} (near {first.get('highlight', '')!r}).",
+            line=line,
+            col=col,
+        ) from None
+    if not isinstance(tree, exp.Query):
+        raise SqlError(f"SQL of view {view!r} must be a SELECT query, got {tree.key.upper()}.")
+    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    read = sorted({t.name for t in tree.find_all(exp.Table) if t.name not in ctes})
+    for table in read:
+        if table not in tables:
+            line, col = _position(sql, table)
+            raise SqlError(
+                f"SQL of view {view!r} reads table {table!r} at line {line}, column {col}, "
+                f"which is not one of its sources.{did_you_mean(table, tables)} "
+                "Add it to sources=[...].",
+                line=line,
+                col=col,
+            )
+    normalized = tree.sql(dialect=DIALECT, comments=False, normalize=True)
+    schemas = {name: dict(schema) for name, schema in tables.items() if schema is not None}
+    if len(schemas) == len(tables):
+        try:
+            qualify(tree.copy(), schema=schemas, validate_qualify_columns=True, dialect=DIALECT)
+        except sqlglot.errors.OptimizeError as err:
+            text = str(err)
+            name = re.search(r"Column '([^']+)'", text)
+            line, col = _position(sql, name.group(1)) if name else (None, None)
+            known = [c for schema in schemas.values() for c in schema]
+            hint = did_you_mean(name.group(1), known) if name else ""
+            raise SqlError(
+                f"SQL of view {view!r}: {text}.{hint}", line=line, col=col
+            ) from None
+    return ParsedSql(normalized=normalized, tables=tuple(read))
+
+
+def sql_schema(schema: pl.Schema) -> dict[str, str]:
+    """A polars schema as sqlglot types (only names matter for column checks)."""
+    return {name: _sql_type(dtype) for name, dtype in schema.items()}
+
+
+def _sql_type(dtype: pl.DataType) -> str:
+    if dtype.is_integer():
+        return "BIGINT"
+    if dtype.is_float():
+        return "DOUBLE"
+    if isinstance(dtype, pl.Datetime):
+        return "TIMESTAMP"
+    if dtype == pl.Boolean:
+        return "BOOLEAN"
+    if dtype == pl.Date:
+        return "DATE"
+    return "VARCHAR"
+
+
+def run_sql(sql: str, frames: Mapping[str, pl.LazyFrame]) -> pl.LazyFrame:
+    """Run a view's SQL over its inputs with polars' SQL engine (lazily)."""
+    context = pl.SQLContext(frames=dict(frames), eager=False)
+    return context.execute(sql, eager=False)

@@ -1,0 +1,292 @@
+"""Training sets: point-in-time joins recorded so they can be rebuilt bit for bit.
+
+A training set's id hashes what defines it: the labels' content, every view version and
+fingerprint, the pinned Delta version of every feature table, TTLs and PIT options. Its
+manifest and labels are stored under ``<root>/training_sets/<id>/``; rebuilding reads the
+same labels and the same table versions, runs the same kernel and must reproduce the
+recorded content hash, or raises :class:`~featurekit.errors.ReproducibilityError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+
+from featurekit.errors import ReproducibilityError, SchemaError
+from featurekit.hashing import frame_hash, stable_hash
+from featurekit.pit import PointInTime, ViewFrame, pit_join
+from featurekit.storage import delta
+from featurekit.storage.registry import Registry, VersionRecord, write_json_once
+from featurekit.timeutil import to_utc_expr, utcnow
+
+_ROW = "__fk_row"
+
+
+@dataclass(frozen=True)
+class ViewRequest:
+    """One view version and the features wanted from it."""
+
+    record: VersionRecord
+    features: tuple[str, ...]
+    ttl: timedelta | None
+    table: str
+    delta_version: int | None
+
+
+class TrainingSet:
+    """Labels joined point-in-time to features, with the manifest that can rebuild them.
+
+    Example:
+        >>> ts = store.training_set(labels, features=["driver_stats:conv_rate"], timestamp="ts")
+        >>> ts.id, ts.to_polars().shape
+    """
+
+    def __init__(self, registry: Registry, manifest: dict[str, Any], frame: pl.DataFrame) -> None:
+        self._registry = registry
+        self.manifest = manifest
+        self._frame = frame
+
+    @property
+    def id(self) -> str:
+        """Stable id: the same inputs always give the same id."""
+        return str(self.manifest["id"])
+
+    def to_polars(self) -> pl.DataFrame:
+        """The rows as a polars DataFrame (labels in their order, then features)."""
+        return self._frame.clone()
+
+    def to_arrow(self) -> pa.Table:
+        """The rows as a pyarrow Table."""
+        return self._frame.to_arrow()
+
+    def save(self, name: str) -> TrainingSet:
+        """Name this training set and keep a materialized copy of its rows."""
+        from featurekit.definitions import check_name
+
+        check_name(name, "training set")
+        data = self._registry.training_set_dir(self.id) / "data"
+        if not delta.table_exists(str(data)):
+            delta.write_rows(str(data), self._frame, metadata={"training_set": self.id})
+        self._registry.name_training_set(name, self.id)
+        return self
+
+    def __len__(self) -> int:
+        return self._frame.height
+
+    def __repr__(self) -> str:
+        views = ", ".join(f"{v['view']}@{v['version']}" for v in self.manifest["views"])
+        return f"TrainingSet(id={self.id!r}, rows={self._frame.height}, views=[{views}])"
+
+    def _repr_html_(self) -> str:
+        views = "".join(
+            f"<tr><td>{html.escape(v['view'])}</td><td>{v['version']}</td>"
+            f"<td><code>{v['fingerprint']}</code></td><td>{v['delta_version']}</td></tr>"
+            for v in self.manifest["views"]
+        )
+        return (
+            f"<div><b>TrainingSet</b> <code>{self.id}</code> · {self._frame.height} rows · "
+            f"point_in_time={self.manifest['point_in_time']}"
+            f"<table><tr><th>view</th><th>version</th><th>fingerprint</th><th>Delta version</th>"
+            f"</tr>{views}</table>{self._frame.head(5)._repr_html_()}</div>"
+        )
+
+
+def build(
+    registry: Registry,
+    labels: pl.DataFrame,
+    *,
+    timestamp: str,
+    requests: Sequence[ViewRequest],
+    point_in_time: PointInTime,
+    as_of: datetime | None,
+) -> TrainingSet:
+    """Join, record the manifest and labels, and return the training set."""
+    _check_label_timestamp(labels, timestamp)
+    frames = [_read_view(req, labels, timestamp) for req in requests]
+    result = pit_join(labels, timestamp=timestamp, views=frames, point_in_time=point_in_time)
+    views = [
+        {
+            "view": r.record.view,
+            "version": r.record.version,
+            "fingerprint": r.record.fingerprint,
+            "table": str(Path(r.table).relative_to(registry.root)),
+            "delta_version": r.delta_version,
+            "keys": r.record.keys,
+            "timestamp": r.record.timestamp,
+            "created_timestamp": r.record.created_timestamp,
+            "features": list(r.features),
+            "ttl_us": None if r.ttl is None else int(r.ttl / timedelta(microseconds=1)),
+        }
+        for r in requests
+    ]
+    identity = {
+        "labels": frame_hash(labels),
+        "timestamp": timestamp,
+        "views": views,
+        "point_in_time": point_in_time,
+        "as_of": as_of.isoformat() if as_of else None,
+    }
+    ts_id = stable_hash(identity, 16)
+    manifest = {
+        "id": ts_id,
+        "format_version": 1,
+        "created_at": utcnow().isoformat(),
+        "labels": {
+            "hash": identity["labels"],
+            "rows": labels.height,
+            "columns": labels.columns,
+            "timestamp": timestamp,
+            "schema": base64.b64encode(labels.to_arrow().schema.serialize().to_pybytes()).decode(),
+        },
+        "views": views,
+        "columns": result.columns[labels.width :],
+        "point_in_time": point_in_time,
+        "as_of": identity["as_of"],
+        "result_hash": frame_hash(result),
+        "result_rows": result.height,
+        "library_versions": library_versions(),
+    }
+    _persist(registry, manifest, labels)
+    return TrainingSet(registry, manifest, result)
+
+
+def rebuild(registry: Registry, manifest: dict[str, Any]) -> TrainingSet:
+    """Rebuild a training set from its manifest and verify its content hash."""
+    folder = registry.training_set_dir(manifest["id"])
+    labels = _read_labels(folder / "labels", manifest["labels"]["schema"])
+    timestamp = manifest["labels"]["timestamp"]
+    requests = []
+    for v in manifest["views"]:
+        record = registry.version(v["view"], v["version"])
+        ttl = None if v["ttl_us"] is None else timedelta(microseconds=v["ttl_us"])
+        requests.append(
+            ViewRequest(
+                record, tuple(v["features"]), ttl, str(registry.root / v["table"]), v["delta_version"]
+            )
+        )
+    frames = [_read_view(req, labels, timestamp) for req in requests]
+    result = pit_join(
+        labels, timestamp=timestamp, views=frames, point_in_time=manifest["point_in_time"]
+    )
+    got = frame_hash(result)
+    if got != manifest["result_hash"]:
+        raise ReproducibilityError(
+            f"training set {manifest['id']!r} rebuilt to different rows (hash {got[:16]} != "
+            f"recorded {manifest['result_hash'][:16]}). Built with {manifest['library_versions']}, "
+            f"now {library_versions()}. Were feature tables vacuumed or edited outside featurekit?"
+        )
+    return TrainingSet(registry, manifest, result)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that define a training set's values."""
+    return {name: metadata.version(name) for name in ("featurekit", "polars", "deltalake", "pyarrow")}
+
+
+def _check_label_timestamp(labels: pl.DataFrame, timestamp: str) -> None:
+    if timestamp not in labels.columns:
+        raise SchemaError(
+            f"labels have no timestamp column {timestamp!r}; label columns are {labels.columns}. "
+            "Pass timestamp='<your label time column>'."
+        )
+    to_utc_expr(timestamp, labels.schema[timestamp], what="label timestamp")
+
+
+def _read_view(req: ViewRequest, labels: pl.DataFrame, timestamp: str) -> ViewFrame:
+    record = req.record
+    columns = [*record.keys, record.timestamp]
+    if record.created_timestamp:
+        columns.append(record.created_timestamp)
+    columns.extend(f for f in req.features if f not in columns)
+    if req.delta_version is None:  # the table did not exist yet (as_of before it)
+        frame = pl.DataFrame(
+            schema={c: _dtype(record, c) for c in columns}
+        )
+    else:
+        frame = delta.read_rows(
+            req.table,
+            version=req.delta_version,
+            columns=columns,
+            where=_prune(labels, timestamp, record.timestamp, req.ttl),
+        )
+    return ViewFrame(
+        name=record.view,
+        frame=frame,
+        keys=tuple(record.keys),
+        timestamp=record.timestamp,
+        created_timestamp=record.created_timestamp,
+        features=req.features,
+        ttl=req.ttl,
+    )
+
+
+def _dtype(record: VersionRecord, column: str) -> pl.DataType:
+    if column in (record.timestamp, record.created_timestamp):
+        return pl.Datetime("us", "UTC")
+    if column in record.features:
+        text = record.features[column]
+        return pl.Float64() if "Float" in text else pl.Int64() if "Int" in text else pl.String()
+    return pl.Int64()
+
+
+def _prune(
+    labels: pl.DataFrame, timestamp: str, column: str, ttl: timedelta | None
+) -> pl.Expr | None:
+    """Only rows that some label could pick: event time within [min t - ttl, max t]."""
+    times = labels.select(to_utc_expr(timestamp, labels.schema[timestamp], what="label timestamp"))
+    low, high = times.to_series().min(), times.to_series().max()
+    if not isinstance(high, datetime):
+        return pl.lit(False)
+    condition = pl.col(column) <= pl.lit(high)
+    if ttl is not None and isinstance(low, datetime):
+        condition = condition & (pl.col(column) >= pl.lit(low - ttl))
+    return condition
+
+
+def _persist(registry: Registry, manifest: Mapping[str, Any], labels: pl.DataFrame) -> None:
+    folder = registry.training_set_dir(manifest["id"])
+    if (folder / "manifest.json").exists():
+        return
+    stored = _storable(labels.with_row_index(_ROW))
+    delta.write_rows(str(folder / "labels"), stored, metadata={"training_set": manifest["id"]})
+    write_json_once(folder / "manifest.json", dict(manifest))
+
+
+def _storable(frame: pl.DataFrame) -> pl.DataFrame:
+    """Delta keeps microsecond UTC timestamps only: store raw integers, restore from schema."""
+    casts = []
+    for name, dtype in frame.schema.items():
+        if isinstance(dtype, pl.Datetime | pl.Duration):
+            casts.append(pl.col(name).to_physical())
+        elif isinstance(dtype, pl.Categorical | pl.Enum):
+            casts.append(pl.col(name).cast(pl.String))
+    return frame.with_columns(casts) if casts else frame
+
+
+def _read_labels(path: Path, schema_b64: str) -> pl.DataFrame:
+    schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(schema_b64)))
+    version = delta.current_version(str(path))
+    if version is None:
+        raise ReproducibilityError(f"the stored labels at {str(path)!r} are missing.")
+    stored = delta.read_rows(str(path), version=0).sort(_ROW).drop(_ROW)
+    table = stored.to_arrow()
+    columns = []
+    for field in schema:
+        column = table.column(field.name)
+        if pa.types.is_timestamp(field.type) or pa.types.is_duration(field.type):
+            column = column.cast(pa.int64()).cast(field.type)
+        else:
+            column = column.cast(field.type)
+        columns.append(column)
+    restored = pl.from_arrow(pa.table(columns, schema=schema))
+    assert isinstance(restored, pl.DataFrame)
+    return restored
