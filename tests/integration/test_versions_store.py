@@ -1,0 +1,126 @@
+"""Versions as the store sees them: what makes a new one, and why it is recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+from conftest import load_module, trips_frame
+
+import featurekit as fk
+
+MODULE = """
+import polars as pl
+import featurekit as fk
+from pathlib import Path
+
+FOLDER = Path({folder!r})
+RATE = {rate}
+driver = fk.Entity("driver", keys=["driver_id"])
+trips = fk.Source("trips", FOLDER / "trips.parquet", timestamp="event_ts",
+                  created_timestamp="ingested_at")
+
+
+def scale(col):
+    {helper_body}
+
+
+@fk.feature_view(entity=driver, sources=[trips], ttl={ttl!r}, tags={tags!r})
+def fares(trips: pl.LazyFrame) -> pl.LazyFrame:
+    {doc}
+    return trips.select("driver_id", "event_ts", "ingested_at",
+                        scale(pl.col("fare")).alias("fare_scaled"))  {comment}
+"""
+
+
+def make(tmp_path: Path, name: str, **changes: object) -> fk.FeatureView:
+    values: dict[str, object] = {
+        "folder": str(tmp_path / "data"),
+        "rate": 2,
+        "helper_body": "return col * RATE",
+        "ttl": "1d",
+        "tags": {"team": "a"},
+        "doc": '"""Fares."""',
+        "comment": "",
+    }
+    values.update(changes)
+    module = load_module(tmp_path / f"{name}.py", name, MODULE.format(**values))
+    view: fk.FeatureView = module.fares
+    return view
+
+
+@pytest.fixture
+def base(tmp_path: Path, data_dir: Path) -> fk.FeatureView:
+    return make(tmp_path, "m_base")
+
+
+def test_cosmetic_edits_and_tags_keep_the_version(
+    store: fk.Store, tmp_path: Path, base: fk.FeatureView
+) -> None:
+    first = store.register(base)
+    cosmetic = make(
+        tmp_path, "m_cosmetic", doc='"""Other words."""', comment="# a comment", tags={"team": "b"}
+    )
+    assert store.register(cosmetic).version == first.version == 1
+    assert len(store.versions("fares")) == 1
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"helper_body": "return col * RATE + 0"}, ["code"]),
+        ({"rate": 3}, ["code"]),
+        ({"ttl": "2d"}, ["options"]),
+    ],
+)
+def test_real_changes_make_a_new_version_with_the_reason(
+    store: fk.Store,
+    tmp_path: Path,
+    base: fk.FeatureView,
+    changes: dict[str, object],
+    reason: list[str],
+) -> None:
+    store.register(base)
+    changed = make(tmp_path, "m_changed", **changes)
+    record = store.register(changed)
+    assert record.version == 2
+    assert record.reason == reason
+    assert [r.version for r in store.versions("fares")] == [1, 2]
+    assert store.register(base).version == 1  # the old definition keeps its number
+
+
+def test_new_unused_source_column_keeps_version_retyped_used_column_does_not(
+    store: fk.Store, tmp_path: Path, data_dir: Path, base: fk.FeatureView
+) -> None:
+    store.materialize(base)
+    trips_frame().with_columns(pl.lit("x").alias("new_col")).write_parquet(
+        data_dir / "trips.parquet"
+    )
+    assert store.register(base).version == 1
+    assert store.materialize(base).version == 1
+    trips_frame().with_columns(pl.col("fare").cast(pl.Int64)).write_parquet(
+        data_dir / "trips.parquet"
+    )
+    record = store.register(base)
+    assert record.version == 2
+    assert record.reason == ["source_schema"]
+    assert store.read("fares", 1)["fare_scaled"].dtype == pl.Float64  # old data untouched
+
+
+def test_removed_used_column_is_a_clear_error_and_changes_nothing(
+    store: fk.Store, data_dir: Path, base: fk.FeatureView
+) -> None:
+    store.materialize(base)
+    before = store.read("fares")
+    trips_frame().drop("fare").write_parquet(data_dir / "trips.parquet")
+    with pytest.raises(fk.UserCodeError, match="view 'fares' does not fit its inputs' schemas"):
+        store.materialize(base)
+    assert store.read("fares").equals(before)
+    assert [r.version for r in store.versions("fares")] == [1]
+
+
+def test_versions_of_unknown_view_suggests(store: fk.Store, base: fk.FeatureView) -> None:
+    store.register(base)
+    with pytest.raises(fk.NotFoundError, match="Did you mean 'fares'"):
+        store.versions("fare")
