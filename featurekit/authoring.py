@@ -135,6 +135,22 @@ def feature_view(
 
 
 @overload
+def feature_view(  # type: ignore[overload-overlap]  # sql + name: the view itself
+    fn: None = None,
+    *,
+    entity: Entity,
+    sources: Sequence[Source | FeatureView],
+    ttl: str | timedelta | None = None,
+    timestamp: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    sql: str,
+    name: str,
+    version: str | None = None,
+    description: str | None = None,
+) -> FeatureView: ...
+
+
+@overload
 def feature_view(
     fn: None = None,
     *,
@@ -275,7 +291,9 @@ def _check_parameters(view: str, fn: ViewFunction, inputs: list[Source | Feature
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError) as err:
-        raise DefinitionError(f"view {view!r}: cannot read the function's signature: {err}") from err
+        raise DefinitionError(
+            f"view {view!r}: cannot read the function's signature: {err}"
+        ) from err
     for param in params.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
@@ -297,4 +315,3 @@ def _check_sql(view: str, sql: str, inputs: list[Source | FeatureView]) -> str:
         else:
             tables[src.name] = None  # checked when a store resolves the schema
     return parse_sql(sql, view=view, tables=tables).normalized
-

@@ -119,7 +119,9 @@ def output_layout(view: FeatureView, schema: pl.Schema, version: int | None = No
                 f"output columns are {names}."
             )
         dtype = schema[key]
-        if not (dtype.is_integer() or dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum)):
+        if not (
+            dtype.is_integer() or dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum)
+        ):
             raise SchemaError(
                 f"{what}: key column {key!r} is {dtype}; keys must be integers or strings. "
                 f"Cast it, e.g. pl.col({key!r}).cast(pl.Int64)."

@@ -138,7 +138,7 @@ class Source(BaseModel):
         return f"Source({self.name!r}, {where!r}, timestamp={self.timestamp!r})"
 
 
-def _split_data(name: str, data: object) -> tuple[str | None, pl.LazyFrame | None]:
+def _split_data(name: str, data: Any) -> tuple[str | None, pl.LazyFrame | None]:
     if isinstance(data, str | Path):
         return str(data), None
     if isinstance(data, pl.DataFrame):
@@ -149,7 +149,9 @@ def _split_data(name: str, data: object) -> tuple[str | None, pl.LazyFrame | Non
         try:
             converted = pl.DataFrame(data)
         except Exception as err:  # pragma: no cover - depends on the foreign object
-            raise DefinitionError(f"source {name!r}: cannot read {type(data).__name__}: {err}") from err
+            raise DefinitionError(
+                f"source {name!r}: cannot read {type(data).__name__}: {err}"
+            ) from err
         return None, converted.lazy()
     raise DefinitionError(
         f"source {name!r}: data must be a path, a URI, or a polars/pyarrow frame, "

@@ -28,6 +28,7 @@ from featurekit.errors import SchemaError
 from featurekit.timeutil import to_utc_expr
 
 PointInTime = Literal["knowledge", "event"]
+TimeUnit = Literal["us", "ns"]
 
 _IDX = "__fk_label_idx"
 _T = "__fk_t"
@@ -104,25 +105,41 @@ def pit_join(
         )
     if point_in_time not in ("knowledge", "event"):
         raise SchemaError(f"point_in_time must be 'knowledge' or 'event', got {point_in_time!r}.")
-    t_expr = to_utc_expr(timestamp, labels.schema[timestamp], what="label timestamp")
+    to_utc_expr(timestamp, labels.schema[timestamp], what="label timestamp")  # checks dtype
     names = output_names(labels.columns, views)
     columns: list[pl.Series] = []
     for view in views:
-        picked = _join_one(labels, t_expr, view, point_in_time)
+        unit = _time_unit(labels.schema[timestamp], view)
+        t_expr = to_utc_expr(
+            timestamp, labels.schema[timestamp], what="label timestamp", time_unit=unit
+        )
+        picked = _join_one(labels, t_expr, view, point_in_time, unit)
         columns.extend(picked.get_columns())
     renamed = [s.alias(n) for s, n in zip(columns, names, strict=True)]
     return labels.hstack(renamed)
 
 
+def _time_unit(label_dtype: pl.DataType, view: ViewFrame) -> TimeUnit:
+    """Compare in nanoseconds when any side has them, so no instant is rounded away."""
+    columns = [view.timestamp, view.created_timestamp]
+    dtypes = [label_dtype] + [view.frame.schema.get(c) for c in columns if c]
+    nano = any(isinstance(d, pl.Datetime) and d.time_unit == "ns" for d in dtypes)
+    return "ns" if nano else "us"
+
+
 def _join_one(
-    labels: pl.DataFrame, t_expr: pl.Expr, view: ViewFrame, point_in_time: PointInTime
+    labels: pl.DataFrame,
+    t_expr: pl.Expr,
+    view: ViewFrame,
+    point_in_time: PointInTime,
+    unit: TimeUnit,
 ) -> pl.DataFrame:
     """Feature columns of one view aligned to ``labels`` row by row."""
     keys = list(view.keys)
     label_keys, row_keys = _aligned_keys(labels, view)
     knowledge = point_in_time == "knowledge" and view.created_timestamp is not None
 
-    rows = _ranked_rows(view, row_keys, knowledge)
+    rows = _ranked_rows(view, row_keys, knowledge, unit)
     candidates = rows.select([*keys, _AVAIL, _RANK])
     if knowledge:  # in event mode rank order is already avail order
         candidates = candidates.sort([*keys, _AVAIL, _RANK])
@@ -147,21 +164,21 @@ def _join_one(
         strategy="backward",
         check_sortedness=False,
     )
-    best = (
-        pl.DataFrame({_IDX: pl.int_range(labels.height, eager=True, dtype=pl.UInt32)})
-        .join(matched.select(_IDX, _T, _BEST), on=_IDX, how="left", maintain_order="left")
+    best = pl.DataFrame({_IDX: pl.int_range(labels.height, eager=True, dtype=pl.UInt32)}).join(
+        matched.select(_IDX, _T, _BEST), on=_IDX, how="left", maintain_order="left"
     )
     picked = rows.select([_E, *view.features]).gather(best[_BEST])
     if view.ttl is not None:
         too_old = (best[_T] - picked[_E]) > view.ttl
         picked = picked.with_columns(
-            pl.when(pl.lit(too_old)).then(None).otherwise(pl.col(f)).alias(f)
-            for f in view.features
+            pl.when(pl.lit(too_old)).then(None).otherwise(pl.col(f)).alias(f) for f in view.features
         )
     return picked.select(view.features)
 
 
-def _ranked_rows(view: ViewFrame, row_keys: list[pl.Expr], knowledge: bool) -> pl.DataFrame:
+def _ranked_rows(
+    view: ViewFrame, row_keys: list[pl.Expr], knowledge: bool, unit: TimeUnit
+) -> pl.DataFrame:
     """View rows in (keys, event, created, position) order with their rank and ``avail``."""
     frame = view.frame
     keys = list(view.keys)
@@ -170,7 +187,12 @@ def _ranked_rows(view: ViewFrame, row_keys: list[pl.Expr], knowledge: bool) -> p
             raise SchemaError(
                 f"view {view.name!r} has no column {col!r}; its columns are {frame.columns}."
             )
-    e = to_utc_expr(view.timestamp, frame.schema[view.timestamp], what=f"view {view.name!r} timestamp")
+    e = to_utc_expr(
+        view.timestamp,
+        frame.schema[view.timestamp],
+        what=f"view {view.name!r} timestamp",
+        time_unit=unit,
+    )
     selected = [*row_keys, e.alias(_E)]
     order = [*keys, _E]
     if view.created_timestamp is not None:
@@ -178,6 +200,7 @@ def _ranked_rows(view: ViewFrame, row_keys: list[pl.Expr], knowledge: bool) -> p
             view.created_timestamp,
             frame.schema[view.created_timestamp],
             what=f"view {view.name!r} created timestamp",
+            time_unit=unit,
         )
         selected.append(c.alias(_C))
         order.append(_C)
@@ -212,7 +235,7 @@ def _common_key_dtype(key: str, left: pl.DataType, right: pl.DataType, view: str
     if left == right and not isinstance(left, pl.Categorical | pl.Enum):
         return left
     if left.is_integer() and right.is_integer():
-        return pl.Int64 if not (left == pl.UInt64 or right == pl.UInt64) else pl.UInt64
+        return pl.UInt64() if pl.UInt64 in (left, right) else pl.Int64()
     stringy = (pl.String, pl.Categorical, pl.Enum)
     if isinstance(left, stringy) and isinstance(right, stringy):
         return pl.String()

@@ -85,9 +85,9 @@ def resolve(view: FeatureView) -> ResolvedView:
                 "columns": {c: str(schemas[src.name][c]) for c in used},
             }
     parts = {
-        "code": view.version if view.version is not None else (
-            view.sql_normalized or view.code_fingerprint
-        ),
+        "code": view.version
+        if view.version is not None
+        else (view.sql_normalized or view.code_fingerprint),
         "options": view.options(),
         "source_schema": {"sources": source_parts, "output": layout.dtypes},
         "upstream": {u.name: u.fingerprint for u in upstream},
@@ -100,7 +100,11 @@ def resolve(view: FeatureView) -> ResolvedView:
 
 def changed_parts(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Which fingerprint parts differ: the reason a new version exists."""
-    return [k for k in ("code", "options", "source_schema", "upstream", "format") if old.get(k) != new.get(k)]
+    return [
+        k
+        for k in ("code", "options", "source_schema", "upstream", "format")
+        if old.get(k) != new.get(k)
+    ]
 
 
 def _layout_schema(layout: Layout) -> pl.Schema:
@@ -122,9 +126,7 @@ def _output_schema(view: FeatureView, schemas: Mapping[str, pl.Schema]) -> pl.Sc
         ) from err
 
 
-def _used_columns(
-    view: FeatureView, schemas: Mapping[str, pl.Schema], src: Source
-) -> list[str]:
+def _used_columns(view: FeatureView, schemas: Mapping[str, pl.Schema], src: Source) -> list[str]:
     """Columns of ``src`` the view reads: leaving one out breaks or changes the output."""
     schema = schemas[src.name]
     always = [c for c in (src.timestamp, src.created_timestamp) if c is not None]

@@ -34,9 +34,7 @@ def _position(sql: str, word: str) -> tuple[int | None, int | None]:
     return before.count("\n") + 1, match.start() - (before.rfind("\n") + 1) + 1
 
 
-def parse_sql(
-    sql: str, *, view: str, tables: Mapping[str, Mapping[str, str] | None]
-) -> ParsedSql:
+def parse_sql(sql: str, *, view: str, tables: Mapping[str, Mapping[str, str] | None]) -> ParsedSql:
     """Parse ``sql``; unknown tables always, unknown columns when schemas are given, are errors.
 
     ``tables`` maps each table the view may read to its schema (column -> SQL type), or to
@@ -72,7 +70,9 @@ def parse_sql(
                 col=col,
             )
     normalized = tree.sql(dialect=DIALECT, comments=False, normalize=True)
-    schemas = {name: dict(schema) for name, schema in tables.items() if schema is not None}
+    schemas: dict[str, object] = {
+        name: dict(schema) for name, schema in tables.items() if schema is not None
+    }
     if len(schemas) == len(tables):
         try:
             qualify(tree.copy(), schema=schemas, validate_qualify_columns=True, dialect=DIALECT)
@@ -80,11 +80,9 @@ def parse_sql(
             text = str(err)
             name = re.search(r"Column '([^']+)'", text)
             line, col = _position(sql, name.group(1)) if name else (None, None)
-            known = [c for schema in schemas.values() for c in schema]
+            known = [c for schema in tables.values() if schema is not None for c in schema]
             hint = did_you_mean(name.group(1), known) if name else ""
-            raise SqlError(
-                f"SQL of view {view!r}: {text}.{hint}", line=line, col=col
-            ) from None
+            raise SqlError(f"SQL of view {view!r}: {text}.{hint}", line=line, col=col) from None
     return ParsedSql(normalized=normalized, tables=tuple(read))
 
 

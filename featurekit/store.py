@@ -223,9 +223,7 @@ class Store:
             if record.view in ttl:
                 view_ttl = parse_duration(ttl[record.view], what=f"ttl of {record.view!r}")
             else:
-                view_ttl = (
-                    None if record.ttl_us is None else timedelta(microseconds=record.ttl_us)
-                )
+                view_ttl = None if record.ttl_us is None else timedelta(microseconds=record.ttl_us)
             out.append(ViewRequest(record, tuple(names), view_ttl, uri, pinned))
         return out
 

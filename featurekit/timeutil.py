@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import polars as pl
 
@@ -35,7 +36,9 @@ _UNITS = {
     "year": timedelta(days=365),
 }
 _PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+?)s?\s*(?=\d|$)")
-ACCEPTED_DURATIONS = "'30s', '15m', '1h', '7d', '2w', '1y', '1h30m', '7 days' or a datetime.timedelta"
+ACCEPTED_DURATIONS = (
+    "'30s', '15m', '1h', '7d', '2w', '1y', '1h30m', '7 days' or a datetime.timedelta"
+)
 
 
 def parse_duration(value: str | timedelta | None, *, what: str = "duration") -> timedelta | None:
@@ -80,8 +83,10 @@ def format_duration(value: timedelta | None) -> str | None:
     return f"{int(value / timedelta(microseconds=1))}us"
 
 
-def to_utc_expr(column: str, dtype: pl.DataType, *, what: str) -> pl.Expr:
-    """Expression turning a datetime column into ``Datetime('us', 'UTC')``; naive means UTC."""
+def to_utc_expr(
+    column: str, dtype: pl.DataType, *, what: str, time_unit: Literal["us", "ns"] = "us"
+) -> pl.Expr:
+    """Expression turning a datetime column into ``Datetime(time_unit, 'UTC')``; naive means UTC."""
     if not isinstance(dtype, pl.Datetime):
         raise SchemaError(
             f"{what} column {column!r} must be a datetime, got {dtype}. "
@@ -92,7 +97,7 @@ def to_utc_expr(column: str, dtype: pl.DataType, *, what: str) -> pl.Expr:
         expr = expr.dt.replace_time_zone("UTC")
     elif dtype.time_zone != "UTC":
         expr = expr.dt.convert_time_zone("UTC")
-    return expr.cast(UTC_US)
+    return expr.cast(pl.Datetime(time_unit, "UTC"))
 
 
 def to_utc_datetime(value: datetime) -> datetime:

@@ -170,7 +170,11 @@ def rebuild(registry: Registry, manifest: dict[str, Any]) -> TrainingSet:
         ttl = None if v["ttl_us"] is None else timedelta(microseconds=v["ttl_us"])
         requests.append(
             ViewRequest(
-                record, tuple(v["features"]), ttl, str(registry.root / v["table"]), v["delta_version"]
+                record,
+                tuple(v["features"]),
+                ttl,
+                str(registry.root / v["table"]),
+                v["delta_version"],
             )
         )
     frames = [_read_view(req, labels, timestamp) for req in requests]
@@ -189,7 +193,9 @@ def rebuild(registry: Registry, manifest: dict[str, Any]) -> TrainingSet:
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that define a training set's values."""
-    return {name: metadata.version(name) for name in ("featurekit", "polars", "deltalake", "pyarrow")}
+    return {
+        name: metadata.version(name) for name in ("featurekit", "polars", "deltalake", "pyarrow")
+    }
 
 
 def _check_label_timestamp(labels: pl.DataFrame, timestamp: str) -> None:
@@ -208,9 +214,7 @@ def _read_view(req: ViewRequest, labels: pl.DataFrame, timestamp: str) -> ViewFr
         columns.append(record.created_timestamp)
     columns.extend(f for f in req.features if f not in columns)
     if req.delta_version is None:  # the table did not exist yet (as_of before it)
-        frame = pl.DataFrame(
-            schema={c: _dtype(record, c) for c in columns}
-        )
+        frame = pl.DataFrame(schema={c: _dtype(record, c) for c in columns})
     else:
         frame = delta.read_rows(
             req.table,

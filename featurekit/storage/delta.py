@@ -143,4 +143,6 @@ def read_rows(
             lf = lf.filter(where)
         return lf.collect()
     except Exception as err:
-        raise StorageError(f"reading Delta table {uri!r} at version {version} failed: {err}") from err
+        raise StorageError(
+            f"reading Delta table {uri!r} at version {version} failed: {err}"
+        ) from err

@@ -150,7 +150,9 @@ class Registry:
         path = self.training_set_dir(ts_id) / "manifest.json"
         if not path.exists():
             known = self.training_set_ids() + list(self.training_set_names())
-            raise NotFoundError(f"no training set {ts_id!r} in this store.{did_you_mean(ts_id, known)}")
+            raise NotFoundError(
+                f"no training set {ts_id!r} in this store.{did_you_mean(ts_id, known)}"
+            )
         return _read_json(path)
 
     def training_set_names(self) -> dict[str, str]:

@@ -73,7 +73,5 @@ def scan_source(source: Source) -> pl.LazyFrame:
 
 def _parse_iso(column: str) -> pl.Expr:
     return (
-        pl.col(column)
-        .str.to_datetime(time_unit="us", time_zone="UTC", strict=True)
-        .alias(column)
+        pl.col(column).str.to_datetime(time_unit="us", time_zone="UTC", strict=True).alias(column)
     )

@@ -1,0 +1,206 @@
+"""The ``featurekit`` command line: a demo, and read-only views of a store.
+
+Heavy modules (polars, deltalake, the store) are imported inside commands, so
+``featurekit --help`` stays fast. Every :class:`~featurekit.errors.FeatureKitError` becomes
+a one-line red message on stderr and exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from featurekit.store import Store
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="featurekit",
+    help="featurekit: a notebook-first feature store. Try `featurekit demo`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+StoreOption = Annotated[
+    Path,
+    typer.Option("--store", "-s", help="Store root folder (the one holding _featurekit/)."),
+]
+
+
+@app.command()
+def demo(
+    root: Annotated[
+        Path,
+        typer.Option(
+            "--root",
+            help="Folder for the demo's data and store; wiped only if an earlier demo made it.",
+        ),
+    ] = Path("./featurekit-demo"),
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show progress bars.")
+    ] = True,
+) -> None:
+    """Generate a rideshare dataset, build a feature store from it and a reproducible training set."""
+    with _errors():
+        from featurekit.demo import run_demo
+
+        run_demo(root, progress=progress, echo=typer.echo)
+
+
+@app.command()
+def views(store: StoreOption) -> None:
+    """List the feature views a store holds."""
+    with _errors():
+        opened = _open(store)
+        table = _table(title=f"feature views in {opened.root}")
+        for column in ("view", "latest", "entity", "keys", "features", "ttl"):
+            table.add_column(column, no_wrap=column in ("view", "latest"), overflow="fold")
+        for name in opened.views():
+            latest = opened.versions(name)[-1]
+            table.add_row(
+                name,
+                f"v{latest.version}",
+                latest.entity,
+                ", ".join(latest.keys),
+                "\n".join(latest.features),
+                _ttl(latest.ttl_us),
+            )
+        _show(table, empty=not opened.views(), what="feature views")
+
+
+@app.command()
+def versions(
+    name: Annotated[str, typer.Argument(help="View name.")],
+    store: StoreOption,
+) -> None:
+    """List every version of a view: fingerprint, when it was created and why it changed."""
+    with _errors():
+        opened = _open(store)
+        table = _table(title=f"versions of {name}")
+        table.add_column("version", no_wrap=True)
+        table.add_column("fingerprint", no_wrap=True)
+        table.add_column("created (UTC)", no_wrap=True)
+        table.add_column("why changed", overflow="fold")
+        for record in opened.versions(name):
+            table.add_row(
+                f"v{record.version}",
+                record.fingerprint[:12],
+                _when(record.created_at.isoformat()),
+                ", ".join(record.reason),
+            )
+        _show(table)
+
+
+@app.command("training-sets")
+def training_sets(store: StoreOption) -> None:
+    """List the training sets recorded in a store."""
+    with _errors():
+        opened = _open(store)
+        recorded = opened.training_sets()
+        table = _table(title=f"training sets in {opened.root}")
+        table.add_column("id", no_wrap=True)
+        table.add_column("names", overflow="fold")
+        table.add_column("rows", justify="right", no_wrap=True)
+        table.add_column("views", overflow="fold")
+        table.add_column("created (UTC)", no_wrap=True)
+        for info in sorted(recorded, key=lambda i: str(i["created_at"])):
+            table.add_row(
+                str(info["id"]),
+                "\n".join(info["names"]),
+                f"{info['rows']:,}",
+                "\n".join(info["views"]),
+                _when(str(info["created_at"])),
+            )
+        _show(table, empty=not recorded, what="training sets")
+
+
+def main() -> None:
+    """Entry point of the ``featurekit`` console script."""
+    app()
+
+
+# ---- helpers --------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """FeatureKitError -> one red line on stderr and exit code 1."""
+    from featurekit.errors import FeatureKitError
+
+    try:
+        yield
+    except FeatureKitError as err:
+        from rich.markup import escape
+
+        message = " ".join(str(err).split()) or type(err).__name__
+        _console(stderr=True).print(f"[bold red]error:[/bold red] [red]{escape(message)}[/red]")
+        raise typer.Exit(1) from None
+
+
+def _open(root: Path) -> Store:
+    """Open an existing store; never create one by accident from a mistyped path."""
+    from featurekit.config import REGISTRY_DIR
+    from featurekit.errors import StorageError
+    from featurekit.store import Store
+
+    marker = root.expanduser() / REGISTRY_DIR / "store.json"
+    if not marker.is_file():
+        raise StorageError(
+            f"{str(root)!r} is not a featurekit store (no {REGISTRY_DIR}/store.json). "
+            "Pass the store root with --store, e.g. --store ./featurekit-demo/store."
+        )
+    return Store(root, progress=False)
+
+
+def _console(*, stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, soft_wrap=stderr, highlight=False)
+
+
+def _table(title: str) -> Table:
+    from rich import box
+    from rich.table import Table
+
+    return Table(
+        title=title,
+        box=box.SIMPLE_HEAVY,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+        title_justify="left",
+    )
+
+
+def _show(table: Any, *, empty: bool = False, what: str = "") -> None:
+    console = _console()
+    if empty:
+        console.print(f"no {what} yet.")
+        return
+    console.print(table)
+
+
+def _when(iso: str) -> str:
+    """``2024-03-04T10:11:12.345+00:00`` -> ``2024-03-04 10:11``."""
+    return iso.replace("T", " ")[:16]
+
+
+def _ttl(ttl_us: int | None) -> str:
+    if ttl_us is None:
+        return "-"
+    seconds = ttl_us // 1_000_000
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s" if seconds else f"{ttl_us}us"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
