@@ -193,7 +193,7 @@ def test_two_processes_materializing_into_one_store_lose_nothing(setup: tuple[Pa
     ]
     deadline = time.monotonic() + 240
     for proc in procs:
-        out, err = proc.communicate(timeout=max(1, deadline - time.monotonic()))
+        _, err = proc.communicate(timeout=max(1, deadline - time.monotonic()))
         assert proc.returncode == 0, err
     store = fk.Store(root, progress=False)
     assert store.views() == ["view_a", "view_b", "view_c"]
