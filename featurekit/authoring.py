@@ -43,7 +43,6 @@ class FeatureView(BaseModel):
     tags: tuple[tuple[str, str], ...] = ()
     description: str = ""
     version: str | None = None
-    code_fingerprint: str
 
     # ---- derived, pure ------------------------------------------------------------------
     @property
@@ -67,6 +66,14 @@ class FeatureView(BaseModel):
             if created and created not in names:
                 names.append(created)
         return tuple(names)
+
+    def code_fingerprint(self) -> str:
+        """Hash of the code as it is now: the explicit version, the SQL, or the function."""
+        if self.version is not None:
+            return f"version:{self.version}"
+        if self.sql_normalized is not None:
+            return f"sql:{self.sql_normalized}"
+        return code_fingerprint(self.fn)
 
     def options(self) -> dict[str, Any]:
         """Decorator arguments that change the data (part of the fingerprint)."""
@@ -97,7 +104,7 @@ class FeatureView(BaseModel):
         )
 
     def __hash__(self) -> int:
-        return hash((self.name, self.code_fingerprint, repr(self.options())))
+        return hash((self.name, id(self.fn), self.sql, repr(self.options())))
 
 
 def _lazy(frame: Any) -> pl.LazyFrame:
@@ -244,11 +251,13 @@ def _build_view(
     sql_normalized = None
     if sql is not None:
         sql_normalized = _check_sql(view_name, sql, inputs)
-        fingerprint = ""
     else:
         assert fn is not None
         _check_parameters(view_name, fn, inputs)
-        fingerprint = code_fingerprint(fn) if version is None else ""
+        if version is None:
+            # fail now if the source cannot be read; the fingerprint itself is taken when a
+            # store resolves the view, once helpers defined later in the module exist
+            code_fingerprint(fn)
     return FeatureView(
         name=view_name,
         entity=entity,
@@ -261,7 +270,6 @@ def _build_view(
         tags=tuple(sorted((str(k), str(v)) for k, v in (tags or {}).items())),
         description=doc or "",
         version=version,
-        code_fingerprint=fingerprint,
     )
 
 

@@ -64,8 +64,8 @@ class Entity(BaseModel):
 class Source(BaseModel):
     """Raw data with an event-time column.
 
-    ``data`` is a parquet or CSV path (globs allowed), a Delta table folder or URI, or an
-    in-memory polars/pyarrow frame. ``created_timestamp`` names the column that says when a
+    ``data`` is a parquet or CSV path (globs allowed) or a list of them, a Delta table
+    folder or URI, or an in-memory polars/pyarrow frame. ``created_timestamp`` names the column that says when a
     row became known; with it, late rows can never leak into earlier labels.
 
     Example:
@@ -76,7 +76,7 @@ class Source(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     name: str
-    location: str | None
+    location: str | tuple[str, ...] | None
     frame: Any = None
     timestamp: str
     created_timestamp: str | None = None
@@ -87,7 +87,7 @@ class Source(BaseModel):
     def __init__(
         self,
         name: str,
-        data: str | Path | pl.DataFrame | pl.LazyFrame | Any,
+        data: str | Path | Sequence[str | Path] | pl.DataFrame | pl.LazyFrame | Any,
         *,
         timestamp: str,
         created_timestamp: str | None = None,
@@ -138,9 +138,11 @@ class Source(BaseModel):
         return f"Source({self.name!r}, {where!r}, timestamp={self.timestamp!r})"
 
 
-def _split_data(name: str, data: Any) -> tuple[str | None, pl.LazyFrame | None]:
+def _split_data(name: str, data: Any) -> tuple[str | tuple[str, ...] | None, pl.LazyFrame | None]:
     if isinstance(data, str | Path):
         return str(data), None
+    if isinstance(data, list | tuple) and data and all(isinstance(d, str | Path) for d in data):
+        return tuple(str(d) for d in data), None
     if isinstance(data, pl.DataFrame):
         return None, data.lazy()
     if isinstance(data, pl.LazyFrame):
@@ -159,9 +161,17 @@ def _split_data(name: str, data: Any) -> tuple[str | None, pl.LazyFrame | None]:
     )
 
 
-def _guess_kind(name: str, location: str | None) -> SourceKind:
+def _guess_kind(name: str, location: str | tuple[str, ...] | None) -> SourceKind:
     if location is None:
         return "frame"
+    if isinstance(location, tuple):
+        kinds = {_guess_kind(name, one) for one in location}
+        if len(kinds) != 1 or kinds & {"delta"}:
+            raise DefinitionError(
+                f"source {name!r}: a list of paths must be all parquet or all CSV files, "
+                f"got {sorted(kinds)}."
+            )
+        return kinds.pop()
     lowered = location.lower().rstrip("/")
     if lowered.endswith((".parquet", ".pq")) or lowered.endswith("*.parquet"):
         return "parquet"

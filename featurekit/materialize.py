@@ -1,6 +1,6 @@
 """Materialization: compute a view version and write it to its own Delta table.
 
-Incremental by event time, and late data is never lost:
+Incremental by event time; late rows are never lost when sources declare a created column:
 
 - The first run (or ``full_refresh=True``) computes everything and replaces the table.
 - Each run records, per raw source, watermarks in its Delta commit metadata: the greatest
@@ -14,8 +14,10 @@ Incremental by event time, and late data is never lost:
   not move the watermarks.
 
 This assumes a view's row at event time e is computed from source rows at event time
->= T whenever e >= T (row-level maps, filters, joins to dimension sources). Views that
-accumulate over history should use ``full_refresh=True``.
+>= T whenever e >= T (row-level maps, filters). A view that moves rows outside the window
+is refused with a clear error; views that accumulate over history should use
+``full_refresh=True``. Sources without a created column cannot reveal late rows: rows
+with old event times added later are picked up by ``full_refresh=True`` or a backfill.
 
 The Delta commit is the atomic step: a run killed before it leaves no visible rows, and
 the registry records a new version only after its first commit, so the registry never
@@ -101,6 +103,7 @@ def materialize(
         rows = _compute(resolved, window, number)
         if rows.height == 0 and mode == "full":
             _refuse_empty_sources(resolved)
+        _check_inside(resolved, rows, window)
         watermarks = dict(previous or {})
         if mode != "range":
             watermarks.update(_watermarks(resolved, window))
@@ -245,6 +248,21 @@ def _lazy_rows(
     inputs = view_inputs(resolved.view, window, upstream)
     lf = call_view(resolved.view, inputs, version)
     return shaped(lf, resolved.layout), resolved.layout
+
+
+def _check_inside(resolved: ResolvedView, rows: pl.DataFrame, window: Window) -> None:
+    """A windowed run may only replace rows inside its window; say so if the view moved any."""
+    condition = window.filter(resolved.layout.timestamp)
+    if condition is None:
+        return
+    outside = rows.filter(~condition).height
+    if outside:
+        raise SchemaError(
+            f"view {resolved.name!r} produced {outside} row(s) with event times outside the "
+            f"window [{_iso(window.start)}, {_iso(window.end)}) it was computed for (it moves "
+            "event times), so an incremental or ranged run cannot replace them safely. "
+            "Nothing was written. Use store.materialize(view, full_refresh=True)."
+        )
 
 
 def _refuse_empty_sources(resolved: ResolvedView) -> None:

@@ -85,9 +85,7 @@ def resolve(view: FeatureView) -> ResolvedView:
                 "columns": {c: str(schemas[src.name][c]) for c in used},
             }
     parts = {
-        "code": view.version
-        if view.version is not None
-        else (view.sql_normalized or view.code_fingerprint),
+        "code": view.code_fingerprint(),
         "options": view.options(),
         "source_schema": {"sources": source_parts, "output": layout.dtypes},
         "upstream": {u.name: u.fingerprint for u in upstream},

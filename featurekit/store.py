@@ -27,6 +27,9 @@ FeatureSpec = str | FeatureView
 class Store:
     """A feature store rooted at one folder: registry, Delta tables, training sets.
 
+    The root is created if missing (``create=False`` opens an existing store only).
+    ``progress=False`` turns off progress bars.
+
     Example:
         >>> store = fk.Store("./my-store")
         >>> store.materialize(driver_stats)
@@ -38,6 +41,7 @@ class Store:
         root: str | Path,
         storage_options: Mapping[str, str] | None = None,
         *,
+        create: bool = True,
         progress: bool = True,
     ) -> None:
         text = str(root)
@@ -49,7 +53,7 @@ class Store:
         self.root = Path(text.removeprefix("file://")).expanduser().resolve()
         self.storage_options = dict(storage_options or {})
         self.progress = progress
-        self.registry = Registry(self.root)
+        self.registry = Registry(self.root, create=create)
 
     # ---- definitions ----------------------------------------------------------------------
     def register(self, view: FeatureView) -> VersionRecord:

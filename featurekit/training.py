@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,7 +22,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from featurekit.errors import ReproducibilityError, SchemaError
+from featurekit.errors import DefinitionError, ReproducibilityError, SchemaError
 from featurekit.hashing import frame_hash, stable_hash
 from featurekit.pit import PointInTime, ViewFrame, pit_join
 from featurekit.storage import delta
@@ -70,9 +71,11 @@ class TrainingSet:
 
     def save(self, name: str) -> TrainingSet:
         """Name this training set and keep a materialized copy of its rows."""
-        from featurekit.definitions import check_name
-
-        check_name(name, "training set")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name or ""):
+            raise DefinitionError(
+                f"training set name {name!r} is not valid: use letters, digits, '_', '-' "
+                "and '.', starting with a letter or digit (e.g. 'churn-2026-11')."
+            )
         data = self._registry.training_set_dir(self.id) / "data"
         if not delta.table_exists(str(data)):
             delta.write_rows(str(data), self._frame, metadata={"training_set": self.id})

@@ -49,13 +49,13 @@ class VersionRecord(BaseModel):
 class Registry:
     """File-backed registry of one store root."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, create: bool = True) -> None:
         self.root = root
         self.dir = root / REGISTRY_DIR
-        self._open_or_create()
+        self._open_or_create(create)
 
     # ---- store marker -----------------------------------------------------------------
-    def _open_or_create(self) -> None:
+    def _open_or_create(self, create: bool) -> None:
         marker = self.dir / "store.json"
         if marker.exists():
             info = _read_json(marker)
@@ -67,6 +67,11 @@ class Registry:
                     "Nothing was modified."
                 )
             return
+        if not create:
+            raise StorageError(
+                f"no featurekit store at {str(self.root)!r} (no {REGISTRY_DIR}/store.json); "
+                "check the path, or open it with create=True to make a new store."
+            )
         if self.root.exists() and not self.root.is_dir():
             raise StorageError(f"store root {str(self.root)!r} is a file, not a folder.")
         if self.root.exists() and any(self.root.iterdir()):
@@ -189,7 +194,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 def write_json_once(path: Path, data: dict[str, Any]) -> bool:
     """Atomically create ``path``; returns False (and writes nothing) if it already exists."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
+    # insertion order is kept (feature order matters); records are immutable, so it is stable
+    payload = orjson.dumps(data, option=orjson.OPT_INDENT_2)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -14,13 +14,16 @@ def raw_scan(source: Source) -> pl.LazyFrame:
     if source.frame is not None:
         frame: pl.LazyFrame = source.frame
         return frame
-    location = source.location or ""
+    location: str | list[str] = (
+        list(source.location) if isinstance(source.location, tuple) else source.location or ""
+    )
     options = dict(source.storage_options) or None
     try:
         if source.kind == "parquet":
             return pl.scan_parquet(location, storage_options=options)
         if source.kind == "csv":
             return pl.scan_csv(location, try_parse_dates=True, storage_options=options)
+        assert isinstance(location, str)
         return pl.scan_delta(location, storage_options=options)
     except Exception as err:
         raise StorageError(

@@ -172,3 +172,19 @@ def test_source_timestamp_of_wrong_type(store: fk.Store, tmp_path: Path) -> None
 def test_materialize_range_must_be_ordered(filled: fk.Store, data_dir: Path) -> None:
     with pytest.raises(fk.SchemaError, match="must be before end"):
         filled.materialize(fare_view(data_dir), start=at(10), end=at(5))
+
+
+def shifts_back(trips: pl.LazyFrame) -> pl.LazyFrame:
+    return trips.select(
+        "driver_id", pl.col("event_ts") - pl.duration(hours=1), "ingested_at", "fare"
+    )
+
+
+def test_view_that_moves_rows_out_of_the_window_is_refused(store: fk.Store, data_dir: Path) -> None:
+    view = view_of(data_dir, shifts_back)
+    store.materialize(view)
+    before = store.read("shifts_back")
+    with pytest.raises(fk.SchemaError, match="outside the window.*full_refresh=True"):
+        store.materialize(view, start=at(5), end=at(20))
+    assert store.read("shifts_back").equals(before)
+    assert store.materialize(view, full_refresh=True).rows_written == 6

@@ -126,3 +126,13 @@ def test_unknown_training_set_id_suggests(store: fk.Store, data_dir: Path) -> No
     ts = store.training_set(labels(), features=["fare_features:fare"], timestamp="label_ts")
     with pytest.raises(fk.NotFoundError, match=f"Did you mean '{ts.id}'"):
         store.training_set_by_id(ts.id[:-1] + "x")
+
+
+def test_names_like_the_design_example_work(store: fk.Store, data_dir: Path) -> None:
+    store.materialize(fare_view(data_dir))
+    ts = store.training_set(labels(), features=["fare_features:fare"], timestamp="label_ts")
+    ts.save("churn-2026-11")
+    assert store.training_set_by_id("churn-2026-11").id == ts.id
+    assert store.training_sets()[0]["names"] == ["churn-2026-11"]
+    with pytest.raises(fk.DefinitionError, match="training set name '../x' is not valid"):
+        ts.save("../x")

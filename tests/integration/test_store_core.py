@@ -241,3 +241,24 @@ def test_as_of_reads_tables_as_they_stood(store: fk.Store, data_dir: Path) -> No
     assert then.to_polars()["fare"].to_list() == [50.0]
     assert then.manifest["as_of"] is not None
     assert then.manifest["views"][0]["delta_version"] == 0
+
+
+def test_open_without_create_and_list_of_paths(tmp_path: Path, data_dir: Path) -> None:
+    with pytest.raises(fk.StorageError, match="no featurekit store at"):
+        fk.Store(tmp_path / "typo", create=False)
+    assert not (tmp_path / "typo").exists()
+    trips = trips_frame()
+    trips.head(3).write_parquet(data_dir / "part1.parquet")
+    trips.tail(3).write_parquet(data_dir / "part2.parquet")
+    src = fk.Source(
+        "trips",
+        [data_dir / "part1.parquet", data_dir / "part2.parquet"],
+        timestamp="event_ts",
+        created_timestamp="ingested_at",
+    )
+    from views_trips import fare_features
+
+    view = fk.feature_view(entity=driver, sources=[src])(fare_features)
+    store = fk.Store(tmp_path / "store", progress=False)
+    store.materialize(view)
+    assert fk.Store(tmp_path / "store", create=False).read("fare_features").height == 5

@@ -124,3 +124,36 @@ def test_versions_of_unknown_view_suggests(store: fk.Store, base: fk.FeatureView
     store.register(base)
     with pytest.raises(fk.NotFoundError, match="Did you mean 'fares'"):
         store.versions("fare")
+
+
+LATER_HELPER = """
+import polars as pl
+import featurekit as fk
+from pathlib import Path
+
+driver = fk.Entity("driver", keys=["driver_id"])
+trips = fk.Source("trips", Path({folder!r}) / "trips.parquet", timestamp="event_ts")
+
+
+@fk.feature_view(entity=driver, sources=[trips])
+def later(trips: pl.LazyFrame) -> pl.LazyFrame:
+    return trips.select("driver_id", "event_ts", _helper(pl.col("fare")).alias("x"))
+
+
+def _helper(col):
+    return col * {factor}
+"""
+
+
+def test_helper_defined_below_the_view_is_versioned(
+    store: fk.Store, tmp_path: Path, data_dir: Path
+) -> None:
+    def make_later(name: str, factor: int) -> fk.FeatureView:
+        source = LATER_HELPER.format(folder=str(data_dir), factor=factor)
+        view: fk.FeatureView = load_module(tmp_path / f"{name}.py", name, source).later
+        return view
+
+    assert store.register(make_later("later_a", 2)).version == 1
+    assert store.register(make_later("later_b", 2)).version == 1
+    changed = store.register(make_later("later_c", 3))
+    assert (changed.version, changed.reason) == (2, ["code"])
