@@ -1,0 +1,123 @@
+"""Point-in-time join benchmark: featurekit's training_set vs raw polars join_asof (and DuckDB).
+
+Reports ratios against baselines measured in the same run, never bare seconds as a target.
+Usage: python benchmarks/pit.py [--labels 1e6] [--rows 1e7] [--entities 1e5] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+import featurekit as fk
+
+FEATURES = [f"f{i}" for i in range(5)]
+START_US = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000
+SPAN_S = 90 * 86_400
+
+
+def make_data(
+    labels: int, rows: int, entities: int, seed: int = 7
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Deterministic feature rows (with a created time) and labels."""
+    rng = np.random.default_rng(seed)
+    event = rng.integers(0, SPAN_S, rows)
+    features = pl.DataFrame(
+        {
+            "entity_id": rng.integers(0, entities, rows),
+            "event_ts": _instants(event),
+            "created_ts": _instants(event + rng.integers(0, 3_600, rows)),
+            **{f: rng.random(rows) for f in FEATURES},
+        }
+    )
+    label_frame = pl.DataFrame(
+        {
+            "entity_id": rng.integers(0, entities, labels),
+            "label_ts": _instants(rng.integers(0, SPAN_S, labels)),
+        }
+    )
+    return features, label_frame
+
+
+def _instants(seconds: np.ndarray) -> pl.Series:
+    return pl.Series(seconds * 1_000_000 + START_US).cast(pl.Datetime("us"))
+
+
+def timed(fn: Callable[[], object], repeat: int) -> float:
+    runs = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - began)
+    return statistics.median(runs)
+
+
+def polars_asof(features: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
+    """The baseline: event-time as-of join with the sorts it needs (no knowledge time)."""
+    return labels.sort("label_ts").join_asof(
+        features.sort("event_ts"),
+        left_on="label_ts",
+        right_on="event_ts",
+        by="entity_id",
+        tolerance="1d",
+        check_sortedness=False,
+    )
+
+
+def duckdb_asof(features: pl.DataFrame, labels: pl.DataFrame) -> object:
+    import duckdb
+
+    con = duckdb.connect()
+    con.register("f", features.to_arrow())
+    con.register("l", labels.to_arrow())
+    return con.sql(
+        "SELECT * FROM l ASOF LEFT JOIN f ON l.entity_id = f.entity_id AND l.label_ts >= f.event_ts"
+    ).arrow()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--labels", type=float, default=1e6)
+    parser.add_argument("--rows", type=float, default=1e7)
+    parser.add_argument("--entities", type=float, default=1e5)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-duckdb", action="store_true")
+    args = parser.parse_args()
+    features, labels = make_data(int(args.labels), int(args.rows), int(args.entities))
+    print(f"labels={labels.height:,} rows={features.height:,} entities={int(args.entities):,}")
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        entity = fk.Entity("entity", keys=["entity_id"])
+        source = fk.Source("rows", features, timestamp="event_ts", created_timestamp="created_ts")
+
+        def bench(rows: pl.LazyFrame) -> pl.LazyFrame:
+            return rows
+
+        view = fk.feature_view(entity=entity, sources=[source], ttl="1d")(bench)
+        store = fk.Store(Path(tmp) / "store", progress=False)
+        write_s = timed(lambda: store.materialize(view, full_refresh=True), 1)
+        baseline = timed(lambda: polars_asof(features, labels), args.repeat)
+        ours = timed(
+            lambda: store.training_set(labels, features=["bench:*"], timestamp="label_ts"),
+            args.repeat,
+        )
+        print(f"polars join_asof (sorts included)      : 1.00  ({baseline:.2f}s baseline)")
+        print(f"featurekit training_set (knowledge time): {ours / baseline:.2f}x")
+        if not args.no_duckdb:
+            duck = timed(lambda: duckdb_asof(features, labels), args.repeat)
+            print(f"duckdb ASOF JOIN (event time only)     : {duck / baseline:.2f}x")
+        print(f"materialize (one-time write)           : {write_s / baseline:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
