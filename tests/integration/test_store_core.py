@@ -262,3 +262,26 @@ def test_open_without_create_and_list_of_paths(tmp_path: Path, data_dir: Path) -
     store = fk.Store(tmp_path / "store", progress=False)
     store.materialize(view)
     assert fk.Store(tmp_path / "store", create=False).read("fare_features").height == 5
+
+
+def test_csv_and_delta_sources(tmp_path: Path, store: fk.Store) -> None:
+    from deltalake import write_deltalake
+    from views_trips import fare_features
+
+    trips = trips_frame()
+    trips.write_csv(tmp_path / "trips.csv")  # ISO strings: parsed, naive means UTC
+    write_deltalake(
+        str(tmp_path / "trips_delta"),
+        trips.with_columns(
+            pl.col("event_ts", "ingested_at").dt.replace_time_zone("UTC")
+        ).to_arrow(),
+    )
+    results = {}
+    for name, location in [("csv", tmp_path / "trips.csv"), ("delta", tmp_path / "trips_delta")]:
+        src = fk.Source("trips", location, timestamp="event_ts", created_timestamp="ingested_at")
+        assert src.kind == name
+        view = fk.feature_view(name=f"fares_{name}", entity=driver, sources=[src])(fare_features)
+        store.materialize(view)
+        results[name] = store.read(f"fares_{name}").drop("ingested_at")
+    assert results["csv"].equals(results["delta"])
+    assert results["csv"]["fare"].to_list() == [10.0, 20.0, 50.0, 30.0, 60.0]
