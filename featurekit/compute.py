@@ -9,6 +9,7 @@ point-in-time tie-break would pick anyway; rows are sorted by (keys, event time)
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -100,8 +101,6 @@ def call_view(
 
 
 def _params(view: FeatureView) -> set[str]:
-    import inspect
-
     params = inspect.signature(view.fn).parameters
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return {s.name for s in view.sources}

@@ -216,8 +216,8 @@ def _read_view(req: ViewRequest, labels: pl.DataFrame, timestamp: str) -> ViewFr
     if record.created_timestamp:
         columns.append(record.created_timestamp)
     columns.extend(f for f in req.features if f not in columns)
-    if req.delta_version is None:  # the table did not exist yet (as_of before it)
-        frame = pl.DataFrame(schema={c: _dtype(record, c) for c in columns})
+    if req.delta_version is None:  # as_of before the table's first commit: no rows yet
+        frame = delta.read_rows(req.table, version=0, columns=columns, where=pl.lit(False))
     else:
         frame = delta.read_rows(
             req.table,
@@ -234,15 +234,6 @@ def _read_view(req: ViewRequest, labels: pl.DataFrame, timestamp: str) -> ViewFr
         features=req.features,
         ttl=req.ttl,
     )
-
-
-def _dtype(record: VersionRecord, column: str) -> pl.DataType:
-    if column in (record.timestamp, record.created_timestamp):
-        return pl.Datetime("us", "UTC")
-    if column in record.features:
-        text = record.features[column]
-        return pl.Float64() if "Float" in text else pl.Int64() if "Int" in text else pl.String()
-    return pl.Int64()
 
 
 def _prune(

@@ -285,3 +285,20 @@ def test_csv_and_delta_sources(tmp_path: Path, store: fk.Store) -> None:
         results[name] = store.read(f"fares_{name}").drop("ingested_at")
     assert results["csv"].equals(results["delta"])
     assert results["csv"]["fare"].to_list() == [10.0, 20.0, 50.0, 30.0, 60.0]
+
+
+def test_as_of_before_the_first_run_gives_nulls(store: fk.Store, data_dir: Path) -> None:
+    from datetime import datetime
+
+    before = datetime.now(UTC)
+    store.materialize(fare_view(data_dir, ttl=None))
+    labels = pl.DataFrame({"driver_id": [1], "label_ts": [at(100)]})
+    pinned = store.training_set(
+        labels, features=["fare_features@1:fare"], timestamp="label_ts", as_of=before
+    )
+    assert pinned.to_polars()["fare"].to_list() == [None]
+    assert store.training_set_by_id(pinned.id).to_polars().equals(pinned.to_polars())
+    with pytest.raises(fk.NotFoundError, match="had no version yet"):
+        store.training_set(
+            labels, features=["fare_features:fare"], timestamp="label_ts", as_of=before
+        )
