@@ -25,6 +25,7 @@ from typing import Literal, Protocol
 import polars as pl
 
 from featurekit.errors import SchemaError
+from featurekit.frames import in_order
 from featurekit.timeutil import to_utc_expr
 
 PointInTime = Literal["knowledge", "event"]
@@ -108,12 +109,23 @@ def pit_join(
     to_utc_expr(timestamp, labels.schema[timestamp], what="label timestamp")  # checks dtype
     names = output_names(labels.columns, views)
     columns: list[pl.Series] = []
+    sorted_labels: dict[tuple[object, ...], pl.DataFrame] = {}  # views sharing keys share a sort
     for view in views:
         unit = _time_unit(labels.schema[timestamp], view)
-        t_expr = to_utc_expr(
-            timestamp, labels.schema[timestamp], what="label timestamp", time_unit=unit
-        )
-        picked = _join_one(labels, t_expr, view, point_in_time, unit)
+        label_keys, row_keys = _aligned_keys(labels, view)
+        cache_key = (tuple(str(k) for k in label_keys), unit)
+        if cache_key not in sorted_labels:
+            t_expr = to_utc_expr(
+                timestamp, labels.schema[timestamp], what="label timestamp", time_unit=unit
+            )
+            sorted_labels[cache_key] = (
+                labels.select([*label_keys, t_expr.alias(_T)])
+                .with_row_index(_IDX)
+                .drop_nulls([*view.keys, _T])
+                .sort([*view.keys, _T])
+            )
+        left = sorted_labels[cache_key]
+        picked = _join_one(left, labels.height, view, row_keys, point_in_time, unit)
         columns.extend(picked.get_columns())
     renamed = [s.alias(n) for s, n in zip(columns, names, strict=True)]
     return labels.hstack(renamed)
@@ -128,33 +140,33 @@ def _time_unit(label_dtype: pl.DataType, view: ViewFrame) -> TimeUnit:
 
 
 def _join_one(
-    labels: pl.DataFrame,
-    t_expr: pl.Expr,
+    left: pl.DataFrame,
+    height: int,
     view: ViewFrame,
+    row_keys: list[pl.Expr],
     point_in_time: PointInTime,
     unit: TimeUnit,
 ) -> pl.DataFrame:
-    """Feature columns of one view aligned to ``labels`` row by row."""
-    keys = list(view.keys)
-    label_keys, row_keys = _aligned_keys(labels, view)
-    knowledge = point_in_time == "knowledge" and view.created_timestamp is not None
+    """Feature columns of one view aligned to the labels row by row.
 
+    ``left`` holds the labels' keys, UTC time and row index, sorted by (keys, time).
+    """
+    keys = list(view.keys)
+    knowledge = point_in_time == "knowledge" and view.created_timestamp is not None
     rows = _ranked_rows(view, row_keys, knowledge, unit)
+    # Running best rank in (keys, avail) order. Ranks grow with the keys, so a plain cum_max
+    # never carries a value across entities. Within equal avail, ranks go descending: every
+    # row of a tie then holds the tie's best, whichever one the as-of join lands on.
     candidates = rows.select([*keys, _AVAIL, _RANK])
-    if knowledge:  # in event mode rank order is already avail order
-        candidates = candidates.sort([*keys, _AVAIL, _RANK])
-    candidates = (
-        candidates.with_columns(pl.col(_RANK).cum_max().over(keys).alias(_BEST))
-        # one candidate per (entity, instant): the best one, so the as-of join is unambiguous
-        .unique(subset=[*keys, _AVAIL], keep="last", maintain_order=True)
-        .sort(_AVAIL)
-        .select([*keys, _AVAIL, _BEST])
-    )
-    left = (
-        labels.select([*label_keys, t_expr.alias(_T)])
-        .with_row_index(_IDX)
-        .drop_nulls([*keys, _T])
-        .sort(_T)
+    # in event mode (or when nothing is known after it happened) avail order is rank order,
+    # and only exact ties need the re-sort; otherwise a known-late row makes it likely
+    maybe_in_order = not knowledge or not rows.select((pl.col(_C) > pl.col(_E)).any()).item()
+    if not (maybe_in_order and in_order(candidates, [*keys, _AVAIL], strict=True)):
+        candidates = candidates.sort(
+            [*keys, _AVAIL, _RANK], descending=[False] * (len(keys) + 1) + [True]
+        )
+    candidates = candidates.with_columns(pl.col(_RANK).cum_max().alias(_BEST)).select(
+        [*keys, _AVAIL, _BEST]
     )
     matched = left.join_asof(
         candidates,
@@ -162,18 +174,15 @@ def _join_one(
         right_on=_AVAIL,
         by=keys,
         strategy="backward",
-        check_sortedness=False,
+        check_sortedness=False,  # sorted by (keys, time): sorted within every entity
     )
-    best = pl.DataFrame({_IDX: pl.int_range(labels.height, eager=True, dtype=pl.UInt32)}).join(
-        matched.select(_IDX, _T, _BEST), on=_IDX, how="left", maintain_order="left"
-    )
-    picked = rows.select([_E, *view.features]).gather(best[_BEST])
+    chosen = matched[_BEST]
     if view.ttl is not None:
-        too_old = (best[_T] - picked[_E]) > view.ttl
-        picked = picked.with_columns(
-            pl.when(pl.lit(too_old)).then(None).otherwise(pl.col(f)).alias(f) for f in view.features
-        )
-    return picked.select(view.features)
+        age = matched[_T] - rows[_E].gather(chosen)
+        chosen = pl.select(pl.when(age > view.ttl).then(None).otherwise(chosen)).to_series()
+    best = pl.repeat(None, height, dtype=pl.get_index_type(), eager=True)
+    best = best.scatter(matched[_IDX], chosen.cast(pl.get_index_type()))
+    return rows.select(view.features).gather(best)
 
 
 def _ranked_rows(
@@ -208,9 +217,10 @@ def _ranked_rows(
     rows = frame.select(selected).drop_nulls([*keys, _E])
     if knowledge:
         rows = rows.drop_nulls([_C])
-    rows = rows.sort(order, maintain_order=True, nulls_last=False).with_row_index(_RANK)
+    if not in_order(rows, order, strict=False):  # stored tables usually are: skip the sort
+        rows = rows.sort(order, maintain_order=True, nulls_last=False)
     avail = pl.max_horizontal(_E, _C) if knowledge else pl.col(_E)
-    return rows.with_columns(avail.alias(_AVAIL))
+    return rows.with_row_index(_RANK).with_columns(avail.alias(_AVAIL))
 
 
 def _aligned_keys(labels: pl.DataFrame, view: ViewFrame) -> tuple[list[pl.Expr], list[pl.Expr]]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
 import pyarrow as pa
@@ -103,6 +103,16 @@ class TrainingSet:
         )
 
 
+class OnDemandHook(Protocol):
+    """Adds on-demand features to a joined frame (see :mod:`featurekit.services`)."""
+
+    def manifest(self) -> list[dict[str, Any]]:
+        """What the manifest and the id record about the on-demand features."""
+        ...
+
+    def __call__(self, joined: pl.DataFrame) -> pl.DataFrame: ...
+
+
 def build(
     registry: Registry,
     labels: pl.DataFrame,
@@ -111,11 +121,14 @@ def build(
     requests: Sequence[ViewRequest],
     point_in_time: PointInTime,
     as_of: datetime | None,
+    on_demand: OnDemandHook | None = None,
 ) -> TrainingSet:
     """Join, record the manifest and labels, and return the training set."""
     _check_label_timestamp(labels, timestamp)
     frames = [_read_view(req, labels, timestamp) for req in requests]
     result = pit_join(labels, timestamp=timestamp, views=frames, point_in_time=point_in_time)
+    if on_demand is not None:
+        result = on_demand(result)
     views = [
         {
             "view": r.record.view,
@@ -138,6 +151,8 @@ def build(
         "point_in_time": point_in_time,
         "as_of": as_of.isoformat() if as_of else None,
     }
+    if on_demand is not None:  # only then: ids of sets without on-demand features are unchanged
+        identity["on_demand"] = on_demand.manifest()
     ts_id = stable_hash(identity, 16)
     manifest = {
         "id": ts_id,
@@ -158,11 +173,15 @@ def build(
         "result_rows": result.height,
         "library_versions": library_versions(),
     }
+    if on_demand is not None:
+        manifest["on_demand"] = identity["on_demand"]
     _persist(registry, manifest, labels)
     return TrainingSet(registry, manifest, result)
 
 
-def rebuild(registry: Registry, manifest: dict[str, Any]) -> TrainingSet:
+def rebuild(
+    registry: Registry, manifest: dict[str, Any], on_demand: OnDemandHook | None = None
+) -> TrainingSet:
     """Rebuild a training set from its manifest and verify its content hash."""
     folder = registry.training_set_dir(manifest["id"])
     labels = _read_labels(folder / "labels", manifest["labels"]["schema"])
@@ -184,6 +203,13 @@ def rebuild(registry: Registry, manifest: dict[str, Any]) -> TrainingSet:
     result = pit_join(
         labels, timestamp=timestamp, views=frames, point_in_time=manifest["point_in_time"]
     )
+    if manifest.get("on_demand"):
+        if on_demand is None:
+            raise ReproducibilityError(
+                f"training set {manifest['id']!r} has on-demand features; rebuild it through "
+                "store.training_set_by_id(id, on_demand=[...])."
+            )
+        result = on_demand(result)
     got = frame_hash(result)
     if got != manifest["result_hash"]:
         raise ReproducibilityError(
@@ -223,7 +249,7 @@ def _read_view(req: ViewRequest, labels: pl.DataFrame, timestamp: str) -> ViewFr
             req.table,
             version=req.delta_version,
             columns=columns,
-            where=_prune(labels, timestamp, record.timestamp, req.ttl),
+            where=_prune(labels, timestamp, record, req.ttl),
         )
     return ViewFrame(
         name=record.view,
@@ -236,17 +262,29 @@ def _read_view(req: ViewRequest, labels: pl.DataFrame, timestamp: str) -> ViewFr
     )
 
 
+#: Below this many distinct label entities, reads also filter on the keys (small training
+#: sets from big stores read only what they need; above it, the filter costs more than it saves).
+KEY_PRUNE_LIMIT = 50_000
+
+
 def _prune(
-    labels: pl.DataFrame, timestamp: str, column: str, ttl: timedelta | None
-) -> pl.Expr | None:
-    """Only rows that some label could pick: event time within [min t - ttl, max t]."""
+    labels: pl.DataFrame, timestamp: str, record: VersionRecord, ttl: timedelta | None
+) -> pl.Expr:
+    """Only rows some label could pick: its entities, event time in [min t - ttl, max t]."""
     times = labels.select(to_utc_expr(timestamp, labels.schema[timestamp], what="label timestamp"))
     low, high = times.to_series().min(), times.to_series().max()
     if not isinstance(high, datetime):
         return pl.lit(False)
-    condition = pl.col(column) <= pl.lit(high)
+    condition = pl.col(record.timestamp) <= pl.lit(high)
     if ttl is not None and isinstance(low, datetime):
-        condition = condition & (pl.col(column) >= pl.lit(low - ttl))
+        condition = condition & (pl.col(record.timestamp) >= pl.lit(low - ttl))
+    stored = record.parts.get("source_schema", {}).get("output", {})
+    for key in record.keys:
+        if key not in labels.columns or str(labels.schema[key]) != stored.get(key):
+            continue  # the kernel aligns or rejects mismatched key dtypes, with a clear message
+        values = labels.get_column(key).drop_nulls().unique()
+        if values.len() <= KEY_PRUNE_LIMIT:
+            condition = condition & pl.col(key).is_in(values.implode())
     return condition
 
 
