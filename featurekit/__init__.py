@@ -10,7 +10,7 @@ Example:
 """
 
 from featurekit.authoring import FeatureView, feature_view
-from featurekit.definitions import Entity, FeatureRef, Source
+from featurekit.definitions import Aggregation, Entity, FeatureRef, Source
 from featurekit.errors import (
     DefinitionError,
     FeatureKitError,
@@ -23,7 +23,12 @@ from featurekit.errors import (
     UserCodeError,
     VersionError,
 )
+from featurekit.lineage.graph import LineageGraph
 from featurekit.materialize import MaterializeResult
+from featurekit.models import ModelRecord
+from featurekit.on_demand import OnDemandFeature, on_demand
+from featurekit.online import MemoryOnlineStore, OnlineStoreError
+from featurekit.services import FeatureService
 from featurekit.storage.registry import VersionRecord
 from featurekit.store import Store
 from featurekit.training import TrainingSet
@@ -31,14 +36,21 @@ from featurekit.training import TrainingSet
 __version__ = "0.1.0"
 
 __all__ = [
+    "Aggregation",
     "DefinitionError",
     "Entity",
     "FeatureKitError",
     "FeatureKitWarning",
     "FeatureRef",
+    "FeatureService",
     "FeatureView",
+    "LineageGraph",
     "MaterializeResult",
+    "MemoryOnlineStore",
+    "ModelRecord",
     "NotFoundError",
+    "OnDemandFeature",
+    "OnlineStoreError",
     "ReproducibilityError",
     "SchemaError",
     "Source",
@@ -51,4 +63,14 @@ __all__ = [
     "VersionRecord",
     "__version__",
     "feature_view",
+    "on_demand",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``fk.mlflow`` (optional extra ``featurekit[mlflow]``) is imported on first use."""
+    if name == "mlflow":
+        import importlib
+
+        return importlib.import_module("featurekit.mlflow")
+    raise AttributeError(f"module 'featurekit' has no attribute {name!r}")

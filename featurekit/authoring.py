@@ -15,7 +15,7 @@ from typing import Any, overload
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
-from featurekit.definitions import Entity, Source, check_name
+from featurekit.definitions import Aggregation, Entity, Source, check_name
 from featurekit.errors import DefinitionError, did_you_mean
 from featurekit.fingerprint import code_fingerprint
 from featurekit.timeutil import format_duration, parse_duration
@@ -43,6 +43,9 @@ class FeatureView(BaseModel):
     tags: tuple[tuple[str, str], ...] = ()
     description: str = ""
     version: str | None = None
+    aggregations: tuple[Aggregation, ...] = ()
+    #: ``inputs=``: declared input columns per output (lineage only; not in the fingerprint)
+    column_inputs: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     # ---- derived, pure ------------------------------------------------------------------
     @property
@@ -84,6 +87,9 @@ class FeatureView(BaseModel):
             "ttl": format_duration(self.ttl),
             "inputs": [s.name for s in self.sources],
             "version": self.version,
+            **(
+                {"aggregations": [a.spec() for a in self.aggregations]} if self.aggregations else {}
+            ),
         }
 
     def __call__(self, *args: Any, **kwargs: Any) -> pl.LazyFrame | pl.DataFrame:
@@ -138,6 +144,8 @@ def feature_view(
     name: str | None = None,
     version: str | None = None,
     description: str | None = None,
+    inputs: Mapping[str, Sequence[str]] | None = None,
+    aggregations: Sequence[Aggregation] | None = None,
 ) -> FeatureView: ...
 
 
@@ -154,6 +162,8 @@ def feature_view(  # type: ignore[overload-overlap]  # sql + name: the view itse
     name: str,
     version: str | None = None,
     description: str | None = None,
+    inputs: Mapping[str, Sequence[str]] | None = None,
+    aggregations: Sequence[Aggregation] | None = None,
 ) -> FeatureView: ...
 
 
@@ -170,6 +180,8 @@ def feature_view(
     name: str | None = None,
     version: str | None = None,
     description: str | None = None,
+    inputs: Mapping[str, Sequence[str]] | None = None,
+    aggregations: Sequence[Aggregation] | None = None,
 ) -> Callable[[ViewFunction], FeatureView]: ...
 
 
@@ -185,6 +197,8 @@ def feature_view(
     name: str | None = None,
     version: str | None = None,
     description: str | None = None,
+    inputs: Mapping[str, Sequence[str]] | None = None,
+    aggregations: Sequence[Aggregation] | None = None,
 ) -> FeatureView | Callable[[ViewFunction], FeatureView]:
     """Declare a feature view from a polars function (or SQL).
 
@@ -197,6 +211,10 @@ def feature_view(
         >>> @fk.feature_view(entity=driver, sources=[trips], ttl="7d")
         ... def driver_stats(trips: pl.LazyFrame) -> pl.LazyFrame:
         ...     return trips.select("driver_id", "event_ts", (pl.col("fare") * 2).alias("f2"))
+
+    ``inputs={"feature": ["fare", "trips.status"]}`` declares which input columns feed a
+    feature, for column lineage where featurekit cannot trace it (it changes no data, so
+    not the version either).
 
     SQL views need no function body: ``fk.feature_view(name="x", entity=..., sources=[...],
     sql="SELECT ...")`` returns the view directly.
@@ -214,6 +232,8 @@ def feature_view(
             name=name,
             version=version,
             description=description,
+            column_inputs=inputs,
+            aggregations=aggregations,
         )
 
     if fn is not None:
@@ -235,6 +255,8 @@ def _build_view(
     name: str | None,
     version: str | None,
     description: str | None,
+    column_inputs: Mapping[str, Sequence[str]] | None = None,
+    aggregations: Sequence[Aggregation] | None = None,
 ) -> FeatureView:
     view_name = check_name(name or getattr(fn, "__name__", None), "feature view")
     if not isinstance(entity, Entity):
@@ -270,7 +292,59 @@ def _build_view(
         tags=tuple(sorted((str(k), str(v)) for k, v in (tags or {}).items())),
         description=doc or "",
         version=version,
+        column_inputs=_check_column_inputs(view_name, inputs, column_inputs),
+        aggregations=_check_aggregations(view_name, aggregations, ttl),
     )
+
+
+def _check_aggregations(
+    view: str, aggregations: Sequence[Aggregation] | None, ttl: object
+) -> tuple[Aggregation, ...]:
+    """Aggregations are checked for shape here; their columns when a store resolves them."""
+    found = tuple(aggregations or ())
+    for agg in found:
+        if not isinstance(agg, Aggregation):
+            raise DefinitionError(
+                f"view {view!r}: aggregations must be fk.Aggregation objects, got "
+                f"{type(agg).__name__}."
+            )
+    names = [a.name for a in found]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise DefinitionError(
+            f"view {view!r}: aggregation names {clashes} are used twice; pass name= to tell "
+            "them apart."
+        )
+    if found and ttl is not None:
+        raise DefinitionError(
+            f"view {view!r}: ttl= does not apply to aggregations (each has its own window)."
+        )
+    return found
+
+
+def _check_column_inputs(
+    view: str, inputs: list[Source | FeatureView], declared: Mapping[str, Sequence[str]] | None
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``inputs={"feature": ["col", "source.col"]}``: lineage hints, checked for shape."""
+    if not declared:
+        return ()
+    names = [s.name for s in inputs]
+    out = []
+    for output, refs in dict(declared).items():
+        if isinstance(refs, str) or not all(isinstance(r, str) for r in refs):
+            raise DefinitionError(
+                f"view {view!r}: inputs[{output!r}] must be a list of column names such as "
+                f"['fare'] or ['{names[0]}.fare'], got {refs!r}."
+            )
+        for ref in refs:
+            table = ref.rpartition(".")[0]
+            if (table and table not in names) or (not table and len(names) > 1):
+                raise DefinitionError(
+                    f"view {view!r}: inputs[{output!r}] names {ref!r}; with inputs {names} "
+                    f"write '<input>.<column>'.{did_you_mean(table, names) if table else ''}"
+                )
+        out.append((str(output), tuple(refs)))
+    return tuple(sorted(out))
 
 
 def _check_inputs(view: str, sources: Sequence[Source | FeatureView]) -> list[Source | FeatureView]:

@@ -123,6 +123,81 @@ def training_sets(store: StoreOption) -> None:
         _show(table, empty=not recorded, what="training sets")
 
 
+@app.command()
+def lineage(
+    node: Annotated[
+        str,
+        typer.Argument(help="Node id, e.g. model:churn, view:driver_stats@3, training_set:<id>."),
+    ],
+    store: StoreOption,
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="text, json, openlineage or dot.")
+    ] = "text",
+    upstream: Annotated[bool, typer.Option("--upstream/--no-upstream")] = True,
+    downstream: Annotated[bool, typer.Option("--downstream/--no-downstream")] = True,
+    depth: Annotated[int | None, typer.Option("--depth", help="Hops to follow.")] = None,
+) -> None:
+    """Show the lineage of a node: what it was built from and what uses it."""
+    with _errors():
+        import json
+
+        from featurekit.errors import DefinitionError
+
+        if format not in ("text", "json", "openlineage", "dot"):
+            raise DefinitionError(
+                f"--format {format!r} is not one of text, json, openlineage, dot."
+            )
+        graph = _open(store).lineage(node, upstream=upstream, downstream=downstream, depth=depth)
+        if format == "json":
+            typer.echo(graph.to_json())
+        elif format == "openlineage":
+            typer.echo(json.dumps(graph.to_openlineage(), indent=2))
+        elif format == "dot":
+            typer.echo(graph.to_dot())
+        else:
+            typer.echo(graph.to_text())
+
+
+@app.command()
+def serve(
+    store: StoreOption,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    online: Annotated[
+        str | None,
+        typer.Option(help="Online store: 'sqlite' (default), or a Redis URL redis://host:port/db."),
+    ] = None,
+    definitions: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--definitions",
+            "-d",
+            help="A .py file or module with on-demand features / feature services (repeatable).",
+        ),
+    ] = None,
+    max_entities: Annotated[
+        int, typer.Option(help="Most entities one request may ask for (more: HTTP 413).")
+    ] = 10_000,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+) -> None:
+    """Serve online features over HTTP (FastAPI): POST /v1/features, /metrics, /openapi.json."""
+    with _errors():
+        import uvicorn
+
+        from featurekit.serving.app import create_app, load_definitions
+        from featurekit.store import Store
+
+        _open(store)  # refuses a path that is not a store
+        opened = Store(store, progress=False, online=online)
+        server = create_app(
+            opened, max_entities=max_entities, definitions=load_definitions(definitions or [])
+        )
+        typer.echo(
+            f"featurekit: serving {opened.root} on http://{host}:{port} ({opened.online.url})"
+        )
+        uvicorn.run(server, host=host, port=port, log_level=log_level, access_log=False)
+
+
 def main() -> None:
     """Entry point of the ``featurekit`` console script."""
     app()

@@ -18,9 +18,16 @@ from typing import Any
 
 import polars as pl
 
+from featurekit.aggregate import AggSpec, result_dtype
 from featurekit.authoring import FeatureView
 from featurekit.definitions import Source
-from featurekit.errors import FeatureKitError, FeatureKitWarning, SchemaError, UserCodeError
+from featurekit.errors import (
+    FeatureKitError,
+    FeatureKitWarning,
+    SchemaError,
+    UserCodeError,
+    did_you_mean,
+)
 from featurekit.frames import in_order, last_of_runs
 from featurekit.storage.sources import scan_source
 from featurekit.timeutil import UTC_US, to_utc_expr
@@ -56,6 +63,11 @@ class Layout:
     created_timestamp: str | None
     features: tuple[str, ...]
     schema: tuple[tuple[str, pl.DataType], ...]
+    #: aggregation views: the aggregates (their names are ``features``) and the event
+    #: columns stored to compute them; plain views store their features as they are
+    aggregations: tuple[AggSpec, ...] = ()
+    event_columns: tuple[str, ...] = ()
+    feature_dtypes: tuple[tuple[str, pl.DataType], ...] = ()
 
     @property
     def dtypes(self) -> dict[str, str]:
@@ -63,10 +75,15 @@ class Layout:
         return {name: str(dtype) for name, dtype in self.schema}
 
     @property
+    def stored_values(self) -> tuple[str, ...]:
+        """Columns stored besides keys and timestamps."""
+        return self.event_columns if self.aggregations else self.features
+
+    @property
     def columns(self) -> list[str]:
         """Stored column order."""
         created = [self.created_timestamp] if self.created_timestamp else []
-        return [*self.keys, self.timestamp, *created, *self.features]
+        return [*self.keys, self.timestamp, *created, *self.stored_values]
 
 
 def describe(view: FeatureView, version: int | None) -> str:
@@ -138,24 +155,58 @@ def output_layout(view: FeatureView, schema: pl.Schema, version: int | None = No
     if created is not None:
         to_utc_expr(created, schema[created], what=f"{what} created timestamp")
     taken = {*view.keys, view.timestamp, created}
-    features = tuple(n for n in names if n not in taken)
-    if not features:
-        raise SchemaError(f"{what} output has no feature columns besides keys and timestamps.")
-    for feature in features:
-        if feature.startswith("__fk_"):
-            raise SchemaError(f"{what}: column {feature!r} uses the reserved prefix '__fk_'.")
+    values = tuple(n for n in names if n not in taken)
+    for column in values:
+        if column.startswith("__fk_"):
+            raise SchemaError(f"{what}: column {column!r} uses the reserved prefix '__fk_'.")
     stored = {n: schema[n] for n in names}
     stored[view.timestamp] = UTC_US
     if created:
         stored[created] = UTC_US
-    layout_cols = [*view.keys, view.timestamp, *([created] if created else []), *features]
+    specs = _aggregation_specs(view, schema, what)
+    if specs:
+        used = sorted({s.column for s in specs})
+        values = tuple(c for c in used if c not in taken)
+        features = tuple(s.name for s in specs)
+        feature_dtypes = tuple((s.name, result_dtype(s.function, schema[s.column])) for s in specs)
+    else:
+        if not values:
+            raise SchemaError(f"{what} output has no feature columns besides keys and timestamps.")
+        features = values
+        feature_dtypes = tuple((f, stored[f]) for f in features)
+    layout_cols = [*view.keys, view.timestamp, *([created] if created else []), *values]
     return Layout(
         keys=view.keys,
         timestamp=view.timestamp,
         created_timestamp=created,
         features=features,
         schema=tuple((n, stored[n]) for n in layout_cols),
+        aggregations=specs,
+        event_columns=values if specs else (),
+        feature_dtypes=feature_dtypes,
     )
+
+
+_NUMERIC_ONLY = {"sum", "mean", "stddev"}
+
+
+def _aggregation_specs(view: FeatureView, schema: pl.Schema, what: str) -> tuple[AggSpec, ...]:
+    """Check each aggregation against the output schema."""
+    specs = []
+    for agg in view.aggregations:
+        if agg.column not in schema:
+            raise SchemaError(
+                f"{what}: aggregation {agg.name!r} reads column {agg.column!r}, which the view "
+                f"does not output.{did_you_mean(agg.column, schema.names())}"
+            )
+        dtype = schema[agg.column]
+        if agg.function in _NUMERIC_ONLY and not (dtype.is_numeric() or dtype == pl.Boolean):
+            raise SchemaError(
+                f"{what}: aggregation {agg.name!r} needs a numeric column, but {agg.column!r} "
+                f"is {dtype}. Use count, min, max or last, or cast the column."
+            )
+        specs.append(AggSpec(agg.column, agg.function, agg.window, agg.name))
+    return tuple(specs)
 
 
 def shaped(lf: pl.LazyFrame, layout: Layout) -> pl.LazyFrame:
@@ -165,7 +216,7 @@ def shaped(lf: pl.LazyFrame, layout: Layout) -> pl.LazyFrame:
     for col in (layout.timestamp, layout.created_timestamp):
         if col is not None:
             exprs.append(to_utc_expr(col, schema[col], what=col).alias(col))
-    exprs.extend(pl.col(f) for f in layout.features)
+    exprs.extend(pl.col(f) for f in layout.stored_values)
     return lf.select(exprs)
 
 
@@ -215,8 +266,8 @@ def tidy_rows(frame: pl.DataFrame, layout: Layout, what: str) -> pl.DataFrame:
     if not in_order(kept, identity, strict=False):
         # an unstable sort with the position as last key is a stable sort, and much faster
         kept = kept.with_row_index(_POSITION).sort([*identity, _POSITION]).drop(_POSITION)
-    if not in_order(kept, identity, strict=True):
-        kept = kept.filter(last_of_runs(identity))
+    if not layout.aggregations and not in_order(kept, identity, strict=True):
+        kept = kept.filter(last_of_runs(identity))  # events (aggregation views) all count
     return kept
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,7 +12,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from featurekit.config import RESERVED_PREFIX
-from featurekit.errors import DefinitionError
+from featurekit.errors import DefinitionError, did_you_mean
 
 SourceKind = Literal["parquet", "csv", "delta", "frame"]
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -223,3 +224,77 @@ class FeatureRef(BaseModel):
     def __str__(self) -> str:
         pin = f"@{self.version}" if self.version is not None else ""
         return f"{self.view}{pin}:{self.feature}"
+
+
+AGGREGATE_FUNCTIONS = ("count", "sum", "mean", "min", "max", "last", "stddev")
+
+
+class Aggregation(BaseModel):
+    """A windowed aggregate of one column, evaluated exactly at each label's own time.
+
+    For a label at t it covers the entity's events with ``t - window < event_ts <= t``
+    (``window=None``: all events up to t) that were known by t. Nulls are ignored, like
+    SQL aggregates; with no events, ``count`` is 0 and the others are null.
+
+    Example:
+        >>> fk.Aggregation("fare", "sum", window="7d")          # feature fare_sum_7d
+        >>> fk.Aggregation("fare", "max", window="7d", name="max_fare_7d")
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    column: str
+    function: str
+    window: timedelta | None
+    name: str
+
+    def __init__(
+        self,
+        column: str,
+        function: str,
+        window: str | timedelta | None = None,
+        *,
+        name: str | None = None,
+    ) -> None:
+        from featurekit.timeutil import parse_duration
+
+        if function not in AGGREGATE_FUNCTIONS:
+            raise DefinitionError(
+                f"aggregation of {column!r}: unknown function {function!r}.{did_you_mean(function, AGGREGATE_FUNCTIONS)} "
+                f"Accepted: {', '.join(AGGREGATE_FUNCTIONS)}."
+            )
+        if not isinstance(column, str) or not column:
+            raise DefinitionError(f"aggregation column must be a column name, got {column!r}.")
+        span = parse_duration(window, what=f"window of {column} {function}")
+        label = "lifetime" if span is None else window_label(span)
+        super().__init__(
+            column=column,
+            function=function,
+            window=span,
+            name=name or f"{column}_{function}_{label}",
+        )
+
+    def spec(self) -> dict[str, object]:
+        """Canonical form, part of the view's fingerprint."""
+        micros = None if self.window is None else int(self.window / timedelta(microseconds=1))
+        return {
+            "column": self.column,
+            "function": self.function,
+            "window_us": micros,
+            "name": self.name,
+        }
+
+
+def window_label(span: timedelta) -> str:
+    """``7d``, ``1h``, ``90s``: the largest unit that divides the window evenly."""
+    micros = int(span / timedelta(microseconds=1))
+    for unit, size in (
+        ("d", 86_400_000_000),
+        ("h", 3_600_000_000),
+        ("m", 60_000_000),
+        ("s", 1_000_000),
+        ("ms", 1_000),
+    ):
+        if micros % size == 0:
+            return f"{micros // size}{unit}"
+    return f"{micros}us"

@@ -163,11 +163,13 @@ def _record(registry: Registry, resolved: ResolvedView, number: int) -> VersionR
         keys=list(layout.keys),
         timestamp=layout.timestamp,
         created_timestamp=layout.created_timestamp,
-        features={f: layout.dtypes[f] for f in layout.features},
+        features={name: str(dtype) for name, dtype in layout.feature_dtypes},
         ttl_us=None if view.ttl is None else int(view.ttl.total_seconds() * 1_000_000),
         parts=resolved.parts,
         description=view.description,
         tags=dict(view.tags),
+        aggregations=[a.spec() for a in view.aggregations],
+        event_columns=list(layout.event_columns),
     )
 
 

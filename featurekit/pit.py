@@ -24,6 +24,7 @@ from typing import Literal, Protocol
 
 import polars as pl
 
+from featurekit.aggregate import AggSpec, aggregate
 from featurekit.errors import SchemaError
 from featurekit.frames import in_order
 from featurekit.timeutil import to_utc_expr
@@ -52,6 +53,8 @@ class ViewFrame:
         created_timestamp: knowledge-time column, or None.
         features: feature columns to attach, in output order.
         ttl: maximum age of a value at the label's time (inclusive), or None.
+        aggregations: for aggregation views, the windowed aggregates to compute (their
+            names are the ``features``); the rows are then events, not values.
     """
 
     name: str
@@ -61,6 +64,7 @@ class ViewFrame:
     created_timestamp: str | None
     features: tuple[str, ...]
     ttl: timedelta | None
+    aggregations: tuple[AggSpec, ...] = ()
 
 
 class JoinKernel(Protocol):
@@ -125,7 +129,10 @@ def pit_join(
                 .sort([*view.keys, _T])
             )
         left = sorted_labels[cache_key]
-        picked = _join_one(left, labels.height, view, row_keys, point_in_time, unit)
+        if view.aggregations:
+            picked = _aggregate_one(left, labels.height, view, row_keys, point_in_time, unit)
+        else:
+            picked = _join_one(left, labels.height, view, row_keys, point_in_time, unit)
         columns.extend(picked.get_columns())
     renamed = [s.alias(n) for s, n in zip(columns, names, strict=True)]
     return labels.hstack(renamed)
@@ -185,6 +192,55 @@ def _join_one(
     return rows.select(view.features).gather(best)
 
 
+def _aggregate_one(
+    left: pl.DataFrame,
+    height: int,
+    view: ViewFrame,
+    row_keys: list[pl.Expr],
+    point_in_time: PointInTime,
+    unit: TimeUnit,
+) -> pl.DataFrame:
+    """Windowed aggregates of one aggregation view, aligned to the labels."""
+    keys = list(view.keys)
+    knowledge = point_in_time == "knowledge" and view.created_timestamp is not None
+    columns = sorted({s.column for s in view.aggregations})
+    for col in (*keys, view.timestamp, *columns):
+        if col not in view.frame.columns:
+            raise SchemaError(
+                f"view {view.name!r} has no column {col!r}; its columns are {view.frame.columns}."
+            )
+    events = _event_times(view, row_keys, unit, [pl.col(c) for c in columns if c not in keys])
+    events = events.drop_nulls([*keys, _E])
+    if knowledge:
+        events = events.drop_nulls([_C])
+    return aggregate(
+        left, height, events, keys=keys, specs=view.aggregations, knowledge=knowledge, unit=unit
+    )
+
+
+def _event_times(
+    view: ViewFrame, row_keys: list[pl.Expr], unit: TimeUnit, extra: list[pl.Expr]
+) -> pl.DataFrame:
+    """Keys, UTC event time ``__fk_e`` (and created time ``__fk_c``), then ``extra``."""
+    frame = view.frame
+    e = to_utc_expr(
+        view.timestamp,
+        frame.schema[view.timestamp],
+        what=f"view {view.name!r} timestamp",
+        time_unit=unit,
+    )
+    selected = [*row_keys, e.alias(_E)]
+    if view.created_timestamp is not None:
+        c = to_utc_expr(
+            view.created_timestamp,
+            frame.schema[view.created_timestamp],
+            what=f"view {view.name!r} created timestamp",
+            time_unit=unit,
+        )
+        selected.append(c.alias(_C))
+    return frame.select([*selected, *extra])
+
+
 def _ranked_rows(
     view: ViewFrame, row_keys: list[pl.Expr], knowledge: bool, unit: TimeUnit
 ) -> pl.DataFrame:
@@ -196,25 +252,9 @@ def _ranked_rows(
             raise SchemaError(
                 f"view {view.name!r} has no column {col!r}; its columns are {frame.columns}."
             )
-    e = to_utc_expr(
-        view.timestamp,
-        frame.schema[view.timestamp],
-        what=f"view {view.name!r} timestamp",
-        time_unit=unit,
-    )
-    selected = [*row_keys, e.alias(_E)]
-    order = [*keys, _E]
-    if view.created_timestamp is not None:
-        c = to_utc_expr(
-            view.created_timestamp,
-            frame.schema[view.created_timestamp],
-            what=f"view {view.name!r} created timestamp",
-            time_unit=unit,
-        )
-        selected.append(c.alias(_C))
-        order.append(_C)
-    selected.extend(pl.col(f) for f in view.features if f not in keys)
-    rows = frame.select(selected).drop_nulls([*keys, _E])
+    order = [*keys, _E, *([_C] if view.created_timestamp is not None else [])]
+    features = [pl.col(f) for f in view.features if f not in keys]
+    rows = _event_times(view, row_keys, unit, features).drop_nulls([*keys, _E])
     if knowledge:
         rows = rows.drop_nulls([_C])
     if not in_order(rows, order, strict=False):  # stored tables usually are: skip the sort

@@ -6,22 +6,31 @@ import html
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from featurekit.authoring import FeatureView
 from featurekit.definitions import FeatureRef
 from featurekit.errors import DefinitionError, NotFoundError, StorageError, did_you_mean
+from featurekit.lineage.graph import LineageGraph
+from featurekit.lineage.service import StoreLineage
 from featurekit.materialize import MaterializeResult, materialize, register, table_uri
+from featurekit.models import ModelRecord
+from featurekit.on_demand import OnDemandFeature
 from featurekit.pit import PointInTime
 from featurekit.resolve import ResolvedView, resolve
+from featurekit.services import Catalog, FeatureService, rebuild_hook, training_plan
 from featurekit.storage import delta
 from featurekit.storage.registry import Registry, VersionRecord
 from featurekit.timeutil import parse_duration, to_utc_datetime
 from featurekit.training import TrainingSet, ViewRequest, build, rebuild
 
-FeatureSpec = str | FeatureView
+if TYPE_CHECKING:
+    from featurekit.online.lookup import OnlineService
+    from featurekit.online.stores import OnlineStore
+
+FeatureSpec = str | FeatureView | OnDemandFeature | FeatureService
 
 
 class Store:
@@ -43,6 +52,8 @@ class Store:
         *,
         create: bool = True,
         progress: bool = True,
+        online: str | OnlineStore | bool | None = None,
+        lineage_emitter: Any = None,
     ) -> None:
         text = str(root)
         if "://" in text and not text.startswith("file://"):
@@ -54,6 +65,12 @@ class Store:
         self.storage_options = dict(storage_options or {})
         self.progress = progress
         self.registry = Registry(self.root, create=create)
+        # lineage (issue 5): recorded as a side effect; optionally emitted as OpenLineage
+        self._lineage = StoreLineage(self.registry, lineage_emitter)
+        # online serving (issue 4): opened on first use, so a Store costs nothing until then
+        self._online_spec = online
+        self._online_service: OnlineService | None = None
+        self._catalog = Catalog()
 
     # ---- definitions ----------------------------------------------------------------------
     def register(self, view: FeatureView) -> VersionRecord:
@@ -75,10 +92,11 @@ class Store:
         their features in training sets.
         """
         resolved = self._resolve(view)
+        sources = self._lineage.before_materialize(resolved)
         show = self.progress if progress is None else progress
         bar = _progress(f"materialize {view.name}", 3, show)
         try:
-            return materialize(
+            result = materialize(
                 self.registry,
                 resolved,
                 start=start,
@@ -89,6 +107,9 @@ class Store:
         finally:
             if bar is not None:
                 bar.close()
+        self._sync_online(result)  # after the Delta commit; a no-op run repairs a lagging store
+        self._lineage.after_materialize(resolved, result, sources)
+        return result
 
     def views(self) -> list[str]:
         """Names of the views this store holds."""
@@ -145,20 +166,36 @@ class Store:
                 f"point_in_time must be 'knowledge' or 'event', got {point_in_time!r}."
             )
         when = to_utc_datetime(as_of) if as_of is not None else None
-        requests = self._requests(features, ttl or {}, when)
-        return build(
+        specs, on_demand = training_plan(  # services and on-demand features (issue 4)
+            features, self.registry, self._catalog, lambda s: self._lookup(s, when), frame.columns
+        )
+        requests = self._requests(specs, ttl or {}, when)
+        ts = build(
             self.registry,
             frame,
             timestamp=timestamp,
             requests=requests,
             point_in_time=point_in_time,
             as_of=when,
+            on_demand=on_demand(requests) if on_demand is not None else None,
         )
+        self._lineage.after_training_set(ts)
+        return ts
 
-    def training_set_by_id(self, ts_id: str) -> TrainingSet:
-        """Rebuild a recorded training set (by id or saved name) and verify it is identical."""
+    def training_set_by_id(
+        self, ts_id: str, *, on_demand: Sequence[OnDemandFeature] = ()
+    ) -> TrainingSet:
+        """Rebuild a recorded training set (by id or saved name) and verify it is identical.
+
+        A set with on-demand features needs their code: pass the decorated objects in
+        ``on_demand=`` unless this store has already used them.
+        """
         names = self.registry.training_set_names()
-        return rebuild(self.registry, self.registry.manifest(names.get(ts_id, ts_id)))
+        manifest = self.registry.manifest(names.get(ts_id, ts_id))
+        for feature in on_demand:
+            self._catalog.add(feature)
+        hook = rebuild_hook(self.registry, self._catalog, manifest)
+        return rebuild(self.registry, manifest, on_demand=hook)
 
     def training_sets(self) -> list[dict[str, Any]]:
         """Recorded training sets: id, names, rows, views, created."""
@@ -178,6 +215,134 @@ class Store:
                 }
             )
         return out
+
+    # ---- online serving (issue 4; logic lives in featurekit.online) -------------------------
+    def get_online_features(
+        self,
+        features: FeatureSpec | Sequence[FeatureSpec],
+        entities: Mapping[str, Sequence[Any]] | pl.DataFrame,
+        *,
+        with_metadata: bool = False,
+        at: datetime | None = None,
+    ) -> pl.DataFrame:
+        """Latest feature values per entity, exactly what ``training_set`` gives at this instant.
+
+        Args:
+            features: like ``training_set`` (``"view:f"``, ``"view@2:f"``, views, on-demand
+                features) or a :class:`FeatureService`.
+            entities: key columns (and request columns of on-demand features), e.g.
+                ``{"driver_id": [1, 2]}``; rows come back in this order.
+            with_metadata: add ``<view>__event_ts`` and ``<view>__status`` (``present``,
+                ``expired``: older than the TTL, values null; ``not_found``).
+            at: the lookup instant (default now; not before the latest materialization).
+
+        Example:
+            >>> store.get_online_features(["driver_stats:conv_rate"], {"driver_id": [1, 2]})
+        """
+        service = self._online()
+        return service.lookup(features, entities, with_metadata=with_metadata, at=at).frame
+
+    @property
+    def online(self) -> OnlineStore:
+        """The online store (embedded SQLite under ``<root>/online/`` unless configured)."""
+        return self._online().online
+
+    def _online(self) -> OnlineService:
+        if self._online_service is None:
+            from featurekit.online.lookup import OnlineService
+            from featurekit.online.stores import open_online_store
+
+            if self._online_spec is False:
+                raise StorageError(
+                    "this store was opened with online=False; open it with online=None "
+                    "(embedded) or a Redis URL to serve features online."
+                )
+            spec = None if self._online_spec is True else self._online_spec
+            store = open_online_store(spec, self.root)
+            self._online_service = OnlineService(self, store, self._catalog)
+        return self._online_service
+
+    def _sync_online(self, result: MaterializeResult) -> None:
+        if self._online_spec is False:
+            return
+        from featurekit.online.errors import OnlineStoreError
+        from featurekit.online.sync import sync_view
+
+        try:
+            sync_view(self.registry, self._online().online, result.view, result.version)
+        except OnlineStoreError as err:
+            raise OnlineStoreError(
+                f"view {result.view!r} version {result.version} was materialized (Delta "
+                f"version {result.delta_version}), but the online store was not updated: "
+                f"{err} Re-run store.materialize({result.view}) to retry; the offline data "
+                "is safe."
+            ) from err
+
+    # ---- models and lineage (issue 5) -----------------------------------------------------
+    def log_model(
+        self,
+        name: str,
+        *,
+        training_set: TrainingSet | str,
+        model: Any = None,
+        metrics: Mapping[str, float] | None = None,
+        params: Mapping[str, Any] | None = None,
+        mlflow_run_id: str | None = None,
+        description: str = "",
+        tags: Mapping[str, str] | None = None,
+    ) -> ModelRecord:
+        """Record a model entry (the next version of ``name``) linked to its training set.
+
+        ``model`` is any object (its type and a digest are kept, not its bytes), a URI, or an
+        MLflow reference (``"runs:/<run id>/model"``, ``"models:/churn/2"`` or the
+        ``ModelInfo`` that ``mlflow.<flavor>.log_model`` returns); ``training_set`` is a
+        :class:`TrainingSet`, an id or a saved name.
+
+        Example:
+            >>> entry = store.log_model("churn", training_set=ts, model=clf, metrics={"auc": 0.91})
+            >>> entry.id
+            'model:churn@1'
+        """
+        ts_id = training_set.id if isinstance(training_set, TrainingSet) else str(training_set)
+        ts_id = self.registry.training_set_names().get(ts_id, ts_id)
+        return self._lineage.log_model(
+            name,
+            training_set=ts_id,
+            model=model,
+            metrics=metrics,
+            params=params,
+            mlflow_run_id=mlflow_run_id,
+            description=description,
+            tags=tags,
+        )
+
+    def models(self, name: str | None = None) -> list[ModelRecord]:
+        """Model entries (of one model, or all), by name then version."""
+        from featurekit.models import model, models
+
+        if name is not None:
+            model(self.registry, name)  # unknown name: NotFoundError with suggestions
+        return models(self.registry, name)
+
+    def lineage(
+        self,
+        node: str | None = None,
+        *,
+        upstream: bool = True,
+        downstream: bool = True,
+        depth: int | None = None,
+    ) -> LineageGraph:
+        """Lineage around ``node`` (or the whole store when None) as a :class:`LineageGraph`.
+
+        Node ids: ``source:trips@v12``, ``column:trips@v12:fare``, ``view:driver_stats@3``,
+        ``feature:driver_stats@3:conv``, ``training_set:<id or name>``, ``model:churn@2``;
+        leave out ``@version`` for the latest.
+
+        Example:
+            >>> graph = store.lineage("model:churn")
+            >>> graph.raw_columns("model:churn@1"); graph.stale_models()
+        """
+        return self._lineage.graph(node, upstream=upstream, downstream=downstream, depth=depth)
 
     # ---- internals ------------------------------------------------------------------------
     def _resolve(self, view: FeatureView) -> ResolvedView:
@@ -223,6 +388,11 @@ class Store:
                 raise NotFoundError(
                     f"view {record.view!r} version {record.version} has no data yet; "
                     f"run store.materialize({record.view})."
+                )
+            if record.view in ttl and record.aggregations:
+                raise DefinitionError(
+                    f"ttl override for {record.view!r}: it is an aggregation view, whose "
+                    "windows already bound what it reads."
                 )
             if record.view in ttl:
                 view_ttl = parse_duration(ttl[record.view], what=f"ttl of {record.view!r}")

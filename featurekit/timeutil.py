@@ -54,6 +54,8 @@ def parse_duration(value: str | timedelta | None, *, what: str = "duration") -> 
         result = value
     elif isinstance(value, str):
         text = value.strip().lower()
+        if text.startswith("-"):
+            raise DefinitionError(f"{what} must be positive, got {value!r}.")
         pos, total = 0, timedelta()
         while pos < len(text):
             match = _PART.match(text, pos)

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import polars as pl
 import pyarrow as pa
 
+from featurekit.aggregate import AggSpec
 from featurekit.errors import DefinitionError, ReproducibilityError, SchemaError
 from featurekit.hashing import frame_hash, stable_hash
 from featurekit.pit import PointInTime, ViewFrame, pit_join
@@ -241,7 +242,9 @@ def _read_view(req: ViewRequest, labels: pl.DataFrame, timestamp: str) -> ViewFr
     columns = [*record.keys, record.timestamp]
     if record.created_timestamp:
         columns.append(record.created_timestamp)
-    columns.extend(f for f in req.features if f not in columns)
+    specs = aggregation_specs(record, req.features)
+    stored = record.event_columns if specs else req.features
+    columns.extend(f for f in stored if f not in columns)
     if req.delta_version is None:  # as_of before the table's first commit: no rows yet
         frame = delta.read_rows(req.table, version=0, columns=columns, where=pl.lit(False))
     else:
@@ -259,6 +262,7 @@ def _read_view(req: ViewRequest, labels: pl.DataFrame, timestamp: str) -> ViewFr
         created_timestamp=record.created_timestamp,
         features=req.features,
         ttl=req.ttl,
+        aggregations=specs,
     )
 
 
@@ -276,8 +280,12 @@ def _prune(
     if not isinstance(high, datetime):
         return pl.lit(False)
     condition = pl.col(record.timestamp) <= pl.lit(high)
-    if ttl is not None and isinstance(low, datetime):
-        condition = condition & (pl.col(record.timestamp) >= pl.lit(low - ttl))
+    reach = ttl
+    if record.aggregations:  # events count for labels up to the widest window after them
+        windows = [a["window_us"] for a in record.aggregations]
+        reach = None if None in windows else timedelta(microseconds=max(windows))
+    if reach is not None and isinstance(low, datetime):
+        condition = condition & (pl.col(record.timestamp) >= pl.lit(low - reach))
     stored = record.parts.get("source_schema", {}).get("output", {})
     for key in record.keys:
         if key not in labels.columns or str(labels.schema[key]) != stored.get(key):
@@ -286,6 +294,20 @@ def _prune(
         if values.len() <= KEY_PRUNE_LIMIT:
             condition = condition & pl.col(key).is_in(values.implode())
     return condition
+
+
+def aggregation_specs(record: VersionRecord, features: Sequence[str]) -> tuple[AggSpec, ...]:
+    """The requested aggregates of an aggregation view, in request order."""
+    by_name = {a["name"]: a for a in record.aggregations}
+    return tuple(
+        AggSpec(
+            a["column"],
+            a["function"],
+            None if a["window_us"] is None else timedelta(microseconds=a["window_us"]),
+            a["name"],
+        )
+        for a in (by_name[f] for f in features if f in by_name)
+    )
 
 
 def _persist(registry: Registry, manifest: Mapping[str, Any], labels: pl.DataFrame) -> None:

@@ -43,6 +43,10 @@ class VersionRecord(BaseModel):
     parts: dict[str, Any]
     description: str = ""
     tags: dict[str, str] = {}
+    #: aggregation views: the aggregates (column, function, window_us, name) and the event
+    #: columns stored for them; ``features`` then names the aggregates
+    aggregations: list[dict[str, Any]] = []
+    event_columns: list[str] = []
     format_version: int = FORMAT_VERSION
 
 
@@ -179,6 +183,52 @@ class Registry:
                 )
             return
         write_json_once(path, {"id": ts_id, "name": name})
+
+    # ---- lineage and models (immutable records; see featurekit.lineage) -----------------
+    def add_lineage_record(self, kind: str, key: str, data: dict[str, Any]) -> bool:
+        """Write one lineage record once; False if ``kind/key`` already exists."""
+        return write_json_once(self.dir / "lineage" / kind / f"{key}.json", data)
+
+    def lineage_record(self, kind: str, key: str) -> dict[str, Any] | None:
+        """One lineage record, or None."""
+        path = self.dir / "lineage" / kind / f"{key}.json"
+        return _checked(_read_json(path), path) if path.exists() else None
+
+    def lineage_records(self, kind: str) -> list[dict[str, Any]]:
+        """Every lineage record of one kind, in file-name order."""
+        folder = self.dir / "lineage" / kind
+        if not folder.exists():
+            return []
+        return [_checked(_read_json(p), p) for p in sorted(folder.glob("*.json"))]
+
+    def model_names(self) -> list[str]:
+        """Names of logged models, sorted."""
+        folder = self.dir / "models"
+        if not folder.exists():
+            return []
+        return sorted(p.name for p in folder.iterdir() if any(p.glob("v*.json")))
+
+    def model_versions(self, name: str) -> list[dict[str, Any]]:
+        """Every entry of one model, oldest first (raw records)."""
+        folder = self.dir / "models" / name
+        if not folder.exists():
+            return []
+        records = [_checked(_read_json(p), p) for p in folder.glob("v*.json")]
+        return sorted(records, key=lambda r: int(r["version"]))
+
+    def add_model_version(self, name: str, version: int, data: dict[str, Any]) -> bool:
+        """Write one model entry once; False if that version number is taken."""
+        return write_json_once(self.dir / "models" / name / f"v{version}.json", data)
+
+
+def _checked(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    found = int(data.get("format_version", 0) or 0)
+    if found > FORMAT_VERSION:
+        raise StorageError(
+            f"registry file {str(path)!r} was written by a newer featurekit (format {found}, "
+            f"this one reads up to {FORMAT_VERSION}); upgrade featurekit. Nothing was modified."
+        )
+    return data
 
 
 def _read_json(path: Path) -> dict[str, Any]:

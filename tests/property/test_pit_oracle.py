@@ -260,8 +260,8 @@ def at(hh: int, mm: int, ss: int = 0, us: int = 0) -> dt.datetime:
 # --------------------------------------------------------------------------------------
 
 KEY_SETS = [("driver_id",), ("city",), ("driver_id", "city"), ("city", "driver_id")]
-DRIVERS = st.sampled_from([None, 0, 1, 2, 3])
-CITIES = st.sampled_from([None, "c0", "c1", "c2", "c3"])
+DRIVERS = st.sampled_from([None, 0, 1, 2, 3, 0, 1, 2, 3])  # keys 0..3, sometimes null
+CITIES = st.sampled_from([None, "c0", "c1", "c2", "c3", "c0", "c1", "c2", "c3"])
 # "label" and "ts" can clash with label columns; "f"/"g" often clash across views.
 FEATURE_POOL = ["f", "g", "label", "h", "ts"]
 FEATURE_DTYPES = [pl.Float64, pl.Float32, pl.Int64, pl.Int32, pl.String]
@@ -306,7 +306,11 @@ def view_frames(draw: st.DrawFn, index: int, jitter: bool = False) -> ViewFrame:
     ttl_minutes = draw(st.sampled_from([None, None, 1, 2, 3, 5, 7, 10]))
     ttl = None if ttl_minutes is None else timedelta(minutes=ttl_minutes)
     n = draw(st.integers(0, 10))
-    event_min = draw(st.lists(st.sampled_from([None, *range(21)]), min_size=n, max_size=n))
+    # small per-view pools of entities and minutes, so equal keys and equal times are common
+    entities = draw(st.lists(st.tuples(DRIVERS, CITIES), min_size=1, max_size=4))
+    row_entities = draw(st.lists(st.sampled_from(entities), min_size=n, max_size=n))
+    minutes = draw(st.lists(st.sampled_from([None, *range(21)]), min_size=1, max_size=5))
+    event_min = draw(st.lists(st.sampled_from(minutes), min_size=n, max_size=n))
     created_min = []
     for m in event_min:
         delta = draw(st.sampled_from([None, -3, -1, 0, 0, 0, 1, 2, 5, 10]))
@@ -316,10 +320,10 @@ def view_frames(draw: st.DrawFn, index: int, jitter: bool = False) -> ViewFrame:
             created_min.append(None if delta is None else m + delta)
     data: dict[str, pl.Series] = {}
     if "driver_id" in keys:
-        drivers = draw(st.lists(DRIVERS, min_size=n, max_size=n))
+        drivers = [e[0] for e in row_entities]
         data["driver_id"] = pl.Series("driver_id", drivers, dtype=pl.Int64)
     if "city" in keys:
-        cities = draw(st.lists(CITIES, min_size=n, max_size=n))
+        cities = [e[1] for e in row_entities]
         data["city"] = pl.Series("city", cities, dtype=pl.String)
     data[ts_col] = ts_series(
         ts_col,
@@ -346,9 +350,19 @@ def view_frames(draw: st.DrawFn, index: int, jitter: bool = False) -> ViewFrame:
     order = list(data)
     if draw(st.booleans()):
         order = order[::-1]  # column order of the frame must not matter
+    frame = pl.DataFrame([data[c] for c in order])
+    # Stored tables usually come sorted: also feed frames already in (keys, event, created)
+    # order, with and without null rows, so a kernel's "already sorted" fast paths run.
+    # (Test-data preparation only; the oracle itself never sorts or joins.)
+    layout = draw(st.sampled_from(["as drawn", "sorted", "sorted, no nulls"]))
+    time_cols = [ts_col, *([created_col] if created_col else [])]
+    if layout == "sorted, no nulls":
+        frame = frame.drop_nulls([*keys, *time_cols])
+    if layout != "as drawn":
+        frame = frame.sort([*keys, *time_cols], nulls_last=False, maintain_order=True)
     return ViewFrame(
         name=f"view{index}",
-        frame=pl.DataFrame([data[c] for c in order]),
+        frame=frame,
         keys=keys,
         timestamp=ts_col,
         created_timestamp=created_col,
@@ -385,7 +399,30 @@ def scenarios(draw: st.DrawFn, jitter: bool = False) -> tuple[pl.DataFrame, list
         on_rows = st.sampled_from(sorted(at_rows))
         grid = st.one_of(grid, on_rows, on_rows, st.sampled_from(sorted(ttl_edges)))
     offset = grid
-    row = st.tuples(DRIVERS, CITIES, offset)
+    # label entities: mostly ones some view has rows for, else anything
+    seen = [
+        (d, c)
+        for v in views
+        for d, c in zip(
+            v.frame["driver_id"] if "driver_id" in v.keys else [None] * v.frame.height,
+            v.frame["city"] if "city" in v.keys else [None] * v.frame.height,
+            strict=True,
+        )
+    ]
+    entity = st.tuples(DRIVERS, CITIES)
+    if seen:
+        # a view keyed on one column leaves the other free: fill it from the domain
+        entity = st.one_of(
+            entity,
+            st.tuples(st.sampled_from(seen), DRIVERS, CITIES).map(
+                lambda p: (
+                    p[1] if p[0][0] is None else p[0][0],
+                    p[2] if p[0][1] is None else p[0][1],
+                )
+            ),
+            st.sampled_from(seen),
+        )
+    row = st.tuples(entity, offset).map(lambda p: (p[0][0], p[0][1], p[1]))
     rows = draw(st.lists(row, min_size=0, max_size=8))
     if rows and draw(st.booleans()):  # explicit duplicates
         rows = rows + draw(st.lists(st.sampled_from(rows), min_size=1, max_size=3))

@@ -8,14 +8,21 @@ import sys
 import featurekit as fk
 
 EXPECTED = {
+    "Aggregation",
     "DefinitionError",
     "Entity",
     "FeatureKitError",
     "FeatureKitWarning",
     "FeatureRef",
+    "FeatureService",
     "FeatureView",
+    "LineageGraph",
     "MaterializeResult",
+    "MemoryOnlineStore",
+    "ModelRecord",
     "NotFoundError",
+    "OnDemandFeature",
+    "OnlineStoreError",
     "ReproducibilityError",
     "SchemaError",
     "Source",
@@ -28,6 +35,7 @@ EXPECTED = {
     "VersionRecord",
     "__version__",
     "feature_view",
+    "on_demand",
 }
 
 

@@ -1,0 +1,194 @@
+"""What a :class:`~featurekit.Store` does for lineage: record, emit, query, log models.
+
+Recording is a side effect of normal use and never breaks it: the data is already
+committed when lineage is written, so a failure to record becomes a
+:class:`~featurekit.FeatureKitWarning`, not an error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from featurekit.errors import FeatureKitError, FeatureKitWarning, NotFoundError, did_you_mean
+from featurekit.lineage.graph import Edge, LineageGraph, Node, Run
+from featurekit.lineage.openlineage import Emitter, make_emitter, run_event
+from featurekit.lineage.record import (
+    load_graph,
+    model_record,
+    record_materialization,
+    snapshot_sources,
+    training_set_record,
+)
+from featurekit.models import ModelRecord, log_model
+from featurekit.storage.registry import Registry
+
+if TYPE_CHECKING:
+    from featurekit.materialize import MaterializeResult
+    from featurekit.resolve import ResolvedView
+    from featurekit.training import TrainingSet
+
+#: Environment setting for an emitter when ``Store(lineage_emitter=...)`` is not given.
+EMITTER_ENV = "FEATUREKIT_LINEAGE_EMITTER"
+
+
+class StoreLineage:
+    """Lineage bookkeeping of one store."""
+
+    def __init__(self, registry: Registry, emitter: Any = None) -> None:
+        self.registry = registry
+        spec = emitter if emitter is not None else os.environ.get(EMITTER_ENV) or None
+        self.emit: Emitter | None = make_emitter(spec)
+
+    # ---- recording --------------------------------------------------------------------------
+    def before_materialize(self, resolved: ResolvedView) -> dict[str, Node] | None:
+        """Snapshot the sources' versions/fingerprints just before they are read."""
+        try:
+            return snapshot_sources(resolved)
+        except Exception as err:
+            _warn(f"view {resolved.name!r}: source versions not captured", err)
+            return None
+
+    def after_materialize(
+        self, resolved: ResolvedView, result: MaterializeResult, sources: dict[str, Node] | None
+    ) -> None:
+        """Record (and emit) the lineage of one materialization run."""
+        if sources is None:
+            return
+        try:
+            record = record_materialization(self.registry, resolved, result, sources)
+        except Exception as err:
+            _warn(f"view {resolved.name!r} run {result.run_id}: lineage not recorded", err)
+            return
+        if record is not None:
+            self._emit(record)
+
+    def after_training_set(self, ts: TrainingSet) -> None:
+        """Record (and emit) the lineage of a training set, once per id."""
+        try:
+            record = training_set_record(self.registry, ts.manifest)
+            written = self.registry.add_lineage_record("training_set", ts.id, record)
+        except Exception as err:
+            _warn(f"training set {ts.id!r}: lineage not recorded", err)
+            return
+        if written:
+            self._emit(record)
+
+    def log_model(
+        self,
+        name: str,
+        *,
+        training_set: str,
+        model: Any,
+        metrics: Mapping[str, float] | None,
+        params: Mapping[str, Any] | None,
+        mlflow_run_id: str | None,
+        description: str,
+        tags: Mapping[str, str] | None,
+    ) -> ModelRecord:
+        """Write a model entry and its lineage record."""
+        self.registry.manifest(training_set)  # unknown id: NotFoundError with suggestions
+        entry = log_model(
+            self.registry,
+            name,
+            training_set=training_set,
+            model=model,
+            metrics=metrics,
+            params=params,
+            mlflow_run_id=mlflow_run_id,
+            description=description,
+            tags=tags,
+        )
+        try:
+            record = model_record(self.registry, entry.model_dump(mode="json"))
+            written = self.registry.add_lineage_record(
+                "model", f"{entry.name}-v{entry.version}", record
+            )
+        except Exception as err:
+            _warn(f"model {entry.id!r}: lineage not recorded", err)
+            return entry
+        if written:
+            self._emit(record)
+        return entry
+
+    def _emit(self, record: Mapping[str, Any]) -> None:
+        if self.emit is None:
+            return
+        try:
+            graph = record_graph(record)
+            self.emit(run_event(graph, graph.runs[record["run"]["run_id"]]))
+        except Exception as err:
+            _warn(f"OpenLineage event for run {record['run']['run_id']} not emitted", err)
+
+    # ---- queries ------------------------------------------------------------------------------
+    def graph(
+        self,
+        node: str | None,
+        *,
+        upstream: bool,
+        downstream: bool,
+        depth: int | None,
+    ) -> LineageGraph:
+        """The whole store's lineage, or the part around ``node``."""
+        full = load_graph(self.registry)
+        if node is None:
+            return full
+        node_id = resolve_id(full, node, self.registry)
+        return full.subgraph(node_id, upstream=upstream, downstream=downstream, depth=depth)
+
+
+def record_graph(record: Mapping[str, Any]) -> LineageGraph:
+    """The graph of one record alone (each record is self-contained)."""
+    return LineageGraph(
+        (Node.from_dict(n) for n in record["nodes"]),
+        (Edge.from_dict(e) for e in record["edges"]),
+        (Run.from_dict(record["run"]),),
+    )
+
+
+def resolve_id(graph: LineageGraph, text: str, registry: Registry) -> str:
+    """A node id, with the version optional (latest), or NotFoundError with suggestions.
+
+    ``model:churn`` → latest version; ``view:driver_stats`` and
+    ``feature:driver_stats:conv`` → latest view version; ``source:trips`` and
+    ``column:trips:fare`` → the most recently read; ``training_set:<saved name>`` → its id.
+    """
+    if not isinstance(text, str):
+        raise FeatureKitError(f"a lineage node id must be a string, got {type(text).__name__}.")
+    text = text.strip()
+    if text in graph.nodes:
+        return text
+    kind, _, rest = text.partition(":")
+    candidates: list[Node] = []
+    if kind == "training_set":
+        ts_id = registry.training_set_names().get(rest)
+        if ts_id and f"training_set:{ts_id}" in graph.nodes:
+            return f"training_set:{ts_id}"
+    elif kind in ("model", "view", "source") and "@" not in rest:
+        candidates = [n for n in graph.of_kind(kind) if n.name == rest]
+    elif kind in ("feature", "column") and re.fullmatch(r"[^@:]+:[^@:]+", rest):
+        name, column = rest.split(":")
+        candidates = [n for n in graph.of_kind(kind) if n.name == name and n.column == column]
+    if candidates:
+        return max(candidates, key=_recency).id
+    raise NotFoundError(
+        f"no lineage node {text!r} in this store.{did_you_mean(text, graph.nodes)} Node ids look "
+        "like 'source:trips@v12', 'column:trips@v12:fare', 'view:driver_stats@3', "
+        "'feature:driver_stats@3:conv', 'training_set:<id>' or 'model:churn@2' (the @version "
+        "may be left out for the latest)."
+    )
+
+
+def _recency(node: Node) -> tuple[int, str]:
+    version = node.version or ""
+    number = int(version) if version.isdigit() else -1
+    return number, str(node.attrs.get("read_at") or node.attrs.get("created_at") or "")
+
+
+def _warn(what: str, err: Exception) -> None:
+    known = isinstance(err, FeatureKitError)
+    detail = str(err) if known else f"{type(err).__name__}: {err}"
+    warnings.warn(f"{what}: {detail}", FeatureKitWarning, stacklevel=3)

@@ -1,0 +1,248 @@
+"""What a materialization writes online, computed by the training sets' point-in-time kernel.
+
+One code path defines the value: a snapshot is :func:`featurekit.pit.pit_join` run on the
+view version's stored rows with one label per entity at the snapshot instant ``T``
+(knowledge mode, no TTL). The chosen row's event and created times are stored with its
+values, so the TTL is applied at lookup time against the lookup instant, exactly as a
+training set applies it against the label's time.
+
+Rows that only become candidates after ``T`` (event or created time in the future) are
+not dropped: every entity also gets a label at each such instant, and the kernel's answer
+at each one is kept where it changes. A lookup at ``t >= T`` takes the last entry valid
+at ``t``, which is what ``training_set`` returns for a label at ``t``.
+
+Each entity is stored as one small orjson value::
+
+    [[valid_from_us | null, event_us | null, created_us | null, [values...], fix | null], ...]
+
+(``valid_from`` null: valid from ``T``; temporal values as integers in their unit;
+non-finite floats, which JSON cannot hold, listed in ``fix`` as ``[index, "nan"]``.)
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from typing import Any
+
+import orjson
+import polars as pl
+import pyarrow as pa
+
+from featurekit.errors import SchemaError
+from featurekit.pit import ViewFrame, pit_join
+from featurekit.storage.registry import VersionRecord
+
+__all__ = ["SnapshotMeta", "build_snapshot", "encode_key", "pick_entry"]
+
+FORMAT = 1
+_AT = "__fk_online_at"
+_UTC_US = pl.Datetime("us", "UTC")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def encode_key(values: tuple[Any, ...] | list[Any]) -> bytes:
+    """The stored form of one entity's key values (the same bytes in every online store)."""
+    return orjson.dumps(values)
+
+
+@dataclass(frozen=True)
+class SnapshotMeta:
+    """Describes one snapshot of one view version in the online store."""
+
+    view: str
+    version: int
+    fingerprint: str
+    delta_version: int
+    taken_us: int
+    keys: tuple[str, ...]
+    features: tuple[str, ...]
+    schema_b64: str
+    ttl_us: int | None
+    entities: int
+    max_event_us: int | None
+
+    def to_bytes(self) -> bytes:
+        """JSON form kept next to the snapshot's rows."""
+        return orjson.dumps({"format": FORMAT, **self.__dict__})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SnapshotMeta:
+        """Parse the JSON form (unknown future keys are ignored)."""
+        raw = orjson.loads(data)
+        names = cls.__dataclass_fields__
+        raw["keys"] = tuple(raw["keys"])
+        raw["features"] = tuple(raw["features"])
+        return cls(**{k: v for k, v in raw.items() if k in names})
+
+    @cached_property
+    def schema(self) -> pl.Schema:
+        """Exact dtypes of the key and feature columns, as stored in Delta."""
+        arrow = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(self.schema_b64)))
+        frame = pl.from_arrow(arrow.empty_table())
+        assert isinstance(frame, pl.DataFrame)
+        return frame.schema
+
+    @cached_property
+    def feature_index(self) -> dict[str, int]:
+        """Position of each feature in a stored entry's value list."""
+        return {f: i for i, f in enumerate(self.features)}
+
+    @property
+    def taken(self) -> datetime:
+        """When the snapshot was taken (UTC)."""
+        return datetime.fromtimestamp(self.taken_us / 1e6, UTC)
+
+
+def build_snapshot(
+    record: VersionRecord, rows: pl.DataFrame, *, delta_version: int, taken: datetime
+) -> tuple[SnapshotMeta, Iterator[tuple[bytes, bytes]]]:
+    """The snapshot of ``rows`` (a view version's stored rows) at instant ``taken``."""
+    keys = list(record.keys)
+    ts, created = record.timestamp, record.created_timestamp
+    features = list(record.features)
+    _check_dtypes(record, rows)
+    now = pl.lit(taken).cast(_UTC_US)
+    parts = [rows.select(keys).drop_nulls().unique().with_columns(now.alias(_AT))]
+    for column in (ts, created):
+        if column is not None:
+            at = pl.col(column).cast(_UTC_US)
+            parts.append(rows.filter(at > now).select(*keys, at.alias(_AT)))
+    labels = pl.concat(parts).drop_nulls().unique().sort([*keys, _AT])
+    carried = [ts, *([created] if created else []), *features]
+    view = ViewFrame(
+        name=record.view,
+        frame=rows,
+        keys=tuple(keys),
+        timestamp=ts,
+        created_timestamp=created,
+        features=tuple(carried),
+        ttl=None,
+    )
+    joined = pit_join(labels, timestamp=_AT, views=[view], point_in_time="knowledge")
+    names = joined.columns[len(labels.columns) :]
+    joined = joined.rename(dict(zip(names, carried, strict=True)))
+    first = pl.int_range(pl.len()).over(keys) == 0
+    changed = pl.any_horizontal(
+        [pl.col(c).ne_missing(pl.col(c).shift(1).over(keys)) for c in carried]
+    )
+    steps = joined.filter(first | changed)
+    physical = steps.select(
+        *keys,
+        pl.when(first).then(None).otherwise(pl.col(_AT).dt.epoch("us")).alias(_AT),
+        pl.col(ts).cast(_UTC_US).dt.epoch("us").alias("__fk_e"),
+        (pl.col(created).cast(_UTC_US).dt.epoch("us") if created else pl.lit(None)).alias("__fk_c"),
+        *[_physical(f, rows.schema[f]) for f in features],
+    )
+    # `first` was evaluated on `steps` above, where each entity's first row is still first
+    max_event = rows.select(pl.col(ts).cast(_UTC_US).dt.epoch("us").max()).item()
+    meta = SnapshotMeta(
+        view=record.view,
+        version=record.version,
+        fingerprint=record.fingerprint,
+        delta_version=delta_version,
+        taken_us=to_us(taken),
+        keys=tuple(keys),
+        features=tuple(features),
+        schema_b64=_schema_b64(rows.select([*keys, *features]).clear()),
+        ttl_us=record.ttl_us,
+        entities=physical.select(keys).n_unique() if physical.height else 0,
+        max_event_us=max_event,
+    )
+    floats = [i for i, f in enumerate(features) if rows.schema[f].is_float()]
+    return meta, _entries(physical, len(keys), floats)
+
+
+def _entries(frame: pl.DataFrame, nkeys: int, floats: list[int]) -> Iterator[tuple[bytes, bytes]]:
+    current: tuple[Any, ...] | None = None
+    entries: list[list[Any]] = []
+    for row in frame.iter_rows():
+        key = row[:nkeys]
+        if key != current:
+            if current is not None:
+                yield encode_key(current), orjson.dumps(entries)
+            current, entries = key, []
+        values = list(row[nkeys + 3 :])
+        fix = None
+        for i in floats:
+            v = values[i]
+            if v is not None and not math.isfinite(v):
+                fix = fix or []
+                fix.append([i, "nan" if v != v else ("inf" if v > 0 else "-inf")])
+                values[i] = None
+        entries.append([row[nkeys], row[nkeys + 1], row[nkeys + 2], values, fix])
+    if current is not None:
+        yield encode_key(current), orjson.dumps(entries)
+
+
+def to_us(when: datetime) -> int:
+    """Microseconds since the epoch of an aware instant (exact, no float rounding)."""
+    return (when - _EPOCH) // timedelta(microseconds=1)
+
+
+def pick_entry(entries: list[list[Any]], t_us: int) -> list[Any]:
+    """The entry valid at ``t_us`` (entries are in time order; the first is valid from T)."""
+    chosen: list[Any] = entries[0]
+    for entry in reversed(entries):
+        if entry[0] is None or entry[0] <= t_us:
+            chosen = entry
+            break
+    return chosen
+
+
+def restore_values(entry: list[Any]) -> list[Any]:
+    """An entry's values with non-finite floats put back."""
+    values: list[Any] = entry[3]
+    if entry[4]:
+        values = list(values)
+        for i, code in entry[4]:
+            values[i] = _NON_FINITE[code]
+    return values
+
+
+def _physical(column: str, dtype: pl.DataType) -> pl.Expr:
+    """Values as JSON can hold them; :func:`construct_dtype` says how to read them back."""
+    if dtype.is_temporal():
+        return pl.col(column).to_physical()
+    if isinstance(dtype, pl.Categorical | pl.Enum):
+        return pl.col(column).cast(pl.String)
+    return pl.col(column)
+
+
+def construct_dtype(dtype: pl.DataType) -> pl.DataType:
+    """Dtype to build a column from stored values before casting to ``dtype``."""
+    if dtype.is_temporal():
+        return pl.Int32() if isinstance(dtype, pl.Date) else pl.Int64()
+    if isinstance(dtype, pl.Categorical | pl.Enum):
+        return pl.String()
+    return dtype
+
+
+def _check_dtypes(record: VersionRecord, rows: pl.DataFrame) -> None:
+    for feature in record.features:
+        dtype = rows.schema[feature]
+        if isinstance(dtype, pl.Decimal | pl.Binary | pl.Object) or (
+            dtype.is_nested() and _has_temporal(dtype)
+        ):
+            raise SchemaError(
+                f"view {record.view!r} version {record.version}: feature {feature!r} has dtype "
+                f"{dtype}, which the online store cannot hold exactly. Cast it in the view "
+                "(e.g. to Float64 or String)."
+            )
+
+
+def _has_temporal(dtype: pl.DataType) -> bool:
+    inner = getattr(dtype, "inner", None)
+    if inner is not None:
+        return bool(inner.is_temporal() or (inner.is_nested() and _has_temporal(inner)))
+    fields = getattr(dtype, "fields", None) or []
+    return any(f.dtype.is_temporal() or _has_temporal(f.dtype) for f in fields)
+
+
+def _schema_b64(empty: pl.DataFrame) -> str:
+    return base64.b64encode(empty.to_arrow().schema.serialize().to_pybytes()).decode()

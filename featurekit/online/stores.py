@@ -1,0 +1,340 @@
+"""Online stores: where snapshots live and how a lookup reads them.
+
+Every store keeps, per view version, a pointer to its current snapshot (an id), the
+snapshot's metadata and its entries (entity key -> encoded entries). A new snapshot is
+written whole under a new id and the pointer is swapped atomically, so a reader sees one
+materialization of a view or the next, never a mix.
+
+- :class:`SQLiteOnlineStore`: the embedded default, ``<root>/online/online.sqlite`` in WAL
+  mode (readers never block the writer or each other; one transaction per swap).
+- :class:`MemoryOnlineStore`: a dict; a test double for users' own tests and the floor in
+  benchmarks.
+- ``RedisOnlineStore`` (:mod:`featurekit.online.redis_store`): a real server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import orjson
+
+from featurekit.online.errors import OnlineStoreError
+
+__all__ = ["MemoryOnlineStore", "OnlineStore", "SQLiteOnlineStore", "open_online_store"]
+
+#: One view version's part of a read: (view, version, encoded keys).
+ReadRequest = tuple[str, int, Sequence[bytes]]
+#: What a read returns per view version: (snapshot id, metadata, values aligned with keys),
+#: or (None, None, []) when the view version has no snapshot.
+ReadResult = tuple[str | None, bytes | None, list[bytes | None]]
+
+
+@runtime_checkable
+class OnlineStore(Protocol):
+    """What an online store provides. Implement it to plug in another backend."""
+
+    url: str
+
+    def write_snapshot(
+        self, view: str, version: int, meta: bytes, entries: Iterable[tuple[bytes, bytes]]
+    ) -> None:
+        """Replace the view version's snapshot atomically."""
+        ...
+
+    def read(self, requests: Sequence[ReadRequest]) -> list[ReadResult]:
+        """Entries for each view version, all from one consistent state of each view."""
+        ...
+
+    def meta(self, view: str, version: int) -> bytes | None:
+        """The current snapshot's metadata, or None."""
+        ...
+
+    def all_meta(self) -> list[bytes]:
+        """Metadata of every current snapshot (for listings and freshness metrics)."""
+        ...
+
+    def ping(self) -> None:
+        """Raise :class:`OnlineStoreError` when the store cannot be reached."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class MemoryOnlineStore:
+    """An in-process online store: a dict per view version, swapped in one assignment.
+
+    Useful as a test double in users' own tests (``fk.Store(root, online="memory")``).
+    """
+
+    def __init__(self) -> None:
+        self.url = "memory://"
+        self._data: dict[tuple[str, int], tuple[str, bytes, dict[bytes, bytes]]] = {}
+
+    def write_snapshot(
+        self, view: str, version: int, meta: bytes, entries: Iterable[tuple[bytes, bytes]]
+    ) -> None:
+        """Replace the snapshot (one dict assignment: atomic for readers)."""
+        self._data[(view, version)] = (secrets.token_hex(8), meta, dict(entries))
+
+    def read(self, requests: Sequence[ReadRequest]) -> list[ReadResult]:
+        """Entries per view version from the snapshot current when the read began."""
+        out: list[ReadResult] = []
+        for view, version, keys in requests:
+            found = self._data.get((view, version))
+            if found is None:
+                out.append((None, None, []))
+                continue
+            sid, meta, rows = found
+            get = rows.get
+            out.append((sid, meta, [get(k) for k in keys]))
+        return out
+
+    def meta(self, view: str, version: int) -> bytes | None:
+        """The current snapshot's metadata, or None."""
+        found = self._data.get((view, version))
+        return None if found is None else found[1]
+
+    def all_meta(self) -> list[bytes]:
+        """Metadata of every current snapshot."""
+        return [meta for _, meta, _ in list(self._data.values())]
+
+    def ping(self) -> None:
+        """Always reachable."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS snapshots (
+    view TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    sid TEXT NOT NULL,
+    meta BLOB NOT NULL,
+    PRIMARY KEY (view, version)
+);
+CREATE TABLE IF NOT EXISTS entries (
+    sid TEXT NOT NULL,
+    key BLOB NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (sid, key)
+) WITHOUT ROWID;
+"""
+_CHUNK = 500  # keys per SELECT ... IN (...), well under SQLite's variable limit
+
+
+class SQLiteOnlineStore:
+    """The embedded online store: one SQLite file in WAL mode under ``<root>/online/``.
+
+    Why SQLite: it ships with Python (no extra dependency or server), WAL mode lets any
+    number of readers in any number of processes read while one writer writes, a swap is
+    one ACID transaction, and a point lookup costs a few microseconds.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        self._local = threading.local()
+        self._sids: dict[tuple[str, int], str] = {}
+        self._metas: dict[str, bytes] = {}
+        self._ready = False
+
+    # ---- connections ------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        pid = getattr(self._local, "pid", None)
+        if conn is not None and pid == os.getpid():
+            return conn
+        if not self._ready:
+            self._init()
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, cached_statements=256
+            )
+            conn.execute("PRAGMA busy_timeout = 10000")
+        except sqlite3.Error as err:
+            raise OnlineStoreError(f"cannot open the online store {self.url}: {err}") from err
+        self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    def _init(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None)
+            try:
+                conn.execute("PRAGMA busy_timeout = 10000")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.executescript(_SCHEMA)
+            finally:
+                conn.close()
+        except (OSError, sqlite3.Error) as err:
+            raise OnlineStoreError(
+                f"cannot create the online store {self.url}: {err}. Check that the store "
+                "root is writable."
+            ) from err
+        self._ready = True
+
+    # ---- writes -----------------------------------------------------------------------------
+    def write_snapshot(
+        self, view: str, version: int, meta: bytes, entries: Iterable[tuple[bytes, bytes]]
+    ) -> None:
+        """Insert the new snapshot, swap the pointer and delete the old one in one transaction."""
+        conn = self._conn()
+        sid = secrets.token_hex(8)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT INTO entries (sid, key, value) VALUES (?, ?, ?)",
+                    ((sid, k, v) for k, v in entries),
+                )
+                old = conn.execute(
+                    "SELECT sid FROM snapshots WHERE view = ? AND version = ?", (view, version)
+                ).fetchone()
+                conn.execute(
+                    "INSERT OR REPLACE INTO snapshots (view, version, sid, meta) VALUES (?, ?, ?, ?)",
+                    (view, version, sid, meta),
+                )
+                if old is not None:
+                    conn.execute("DELETE FROM entries WHERE sid = ?", (old[0],))
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as err:
+            raise OnlineStoreError(
+                f"writing view {view!r} version {version} to the online store {self.url} "
+                f"failed: {err}"
+            ) from err
+
+    # ---- reads ------------------------------------------------------------------------------
+    def read(self, requests: Sequence[ReadRequest]) -> list[ReadResult]:
+        """All view versions from one read transaction (one consistent state)."""
+        conn = self._conn()
+        out: list[ReadResult] = []
+        try:
+            conn.execute("BEGIN")
+            try:
+                for view, version, keys in requests:
+                    out.append(self._read_one(conn, view, version, keys))
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            raise OnlineStoreError(f"reading the online store {self.url} failed: {err}") from err
+        return out
+
+    def _read_one(
+        self, conn: sqlite3.Connection, view: str, version: int, keys: Sequence[bytes]
+    ) -> ReadResult:
+        row = conn.execute(
+            "SELECT sid FROM snapshots WHERE view = ? AND version = ?", (view, version)
+        ).fetchone()
+        if row is None:
+            return None, None, []
+        sid: str = row[0]
+        meta = self._metas.get(sid)
+        if meta is None:
+            meta = conn.execute("SELECT meta FROM snapshots WHERE sid = ?", (sid,)).fetchone()[0]
+            self._metas[sid] = meta
+        if len(keys) == 1:
+            found = conn.execute(
+                "SELECT value FROM entries WHERE sid = ? AND key = ?", (sid, keys[0])
+            ).fetchone()
+            return sid, meta, [None if found is None else found[0]]
+        values: dict[bytes, bytes] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), _CHUNK):
+            chunk = unique[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            values.update(
+                conn.execute(
+                    f"SELECT key, value FROM entries WHERE sid = ? AND key IN ({marks})",
+                    (sid, *chunk),
+                ).fetchall()
+            )
+        return sid, meta, [values.get(k) for k in keys]
+
+    def meta(self, view: str, version: int) -> bytes | None:
+        """The current snapshot's metadata, or None."""
+        try:
+            row = (
+                self._conn()
+                .execute(
+                    "SELECT meta FROM snapshots WHERE view = ? AND version = ?", (view, version)
+                )
+                .fetchone()
+            )
+        except sqlite3.Error as err:
+            raise OnlineStoreError(f"reading the online store {self.url} failed: {err}") from err
+        return None if row is None else bytes(row[0])
+
+    def all_meta(self) -> list[bytes]:
+        """Metadata of every current snapshot."""
+        try:
+            rows = self._conn().execute("SELECT meta FROM snapshots ORDER BY view, version")
+            return [bytes(r[0]) for r in rows.fetchall()]
+        except sqlite3.Error as err:
+            raise OnlineStoreError(f"reading the online store {self.url} failed: {err}") from err
+
+    def ping(self) -> None:
+        """Open (and create if needed) the file."""
+        self._conn()
+
+    def close(self) -> None:
+        """Close this thread's connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+def open_online_store(spec: Any, root: Path) -> OnlineStore:
+    """The online store named by ``spec``.
+
+    ``None``: ``<root>/online/config.json`` if present (``{"url": "redis://..."}``), else the
+    embedded SQLite file. ``"sqlite"``, ``"memory"``, ``"redis://host:port/db"``
+    (``?prefix=name`` keeps several stores apart in one Redis database), or an object
+    implementing :class:`OnlineStore`.
+    """
+    if spec is None:
+        config = root / "online" / "config.json"
+        if config.exists():
+            try:
+                data = orjson.loads(config.read_bytes())
+                spec = data["url"]
+            except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as err:
+                raise OnlineStoreError(
+                    f"online store config {str(config)!r} cannot be read ({err}); it must be "
+                    'JSON like {"url": "redis://127.0.0.1:6379/0"}.'
+                ) from err
+        else:
+            spec = "sqlite"
+    if isinstance(spec, str):
+        text = spec.strip()
+        if text in ("sqlite", "embedded"):
+            return SQLiteOnlineStore(root / "online" / "online.sqlite")
+        if text == "memory":
+            return MemoryOnlineStore()
+        if text.startswith(("redis://", "rediss://", "unix://")):
+            from featurekit.online.redis_store import RedisOnlineStore
+
+            return RedisOnlineStore(text)
+        raise OnlineStoreError(
+            f"online store {spec!r} is not understood; use 'sqlite' (the default), 'memory' "
+            "or a Redis URL such as 'redis://127.0.0.1:6379/0'."
+        )
+    if isinstance(spec, OnlineStore):
+        return spec
+    raise OnlineStoreError(
+        f"online= must be a string or an online store object, got {type(spec).__name__}."
+    )
