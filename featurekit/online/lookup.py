@@ -29,6 +29,7 @@ import polars as pl
 from featurekit.authoring import FeatureView
 from featurekit.errors import DefinitionError, NotFoundError, SchemaError, StorageError
 from featurekit.on_demand import OnDemandFeature, OnDemandStep, apply_on_demand
+from featurekit.online.aggregates import decode_aggregates
 from featurekit.online.snapshot import (
     SnapshotMeta,
     construct_dtype,
@@ -151,14 +152,6 @@ class OnlineService:
             record, names = self._store_lookup(spec)
             _, bucket = merged.setdefault((record.view, record.version), (record, []))
             bucket.extend(n for n in names if n not in bucket)
-        for record, _ in merged.values():
-            if getattr(record, "aggregations", None):
-                raise DefinitionError(
-                    f"view {record.view!r} version {record.version} is a windowed-aggregation "
-                    "view; serving its aggregates online is not implemented yet (they move "
-                    "with the clock, so a static snapshot would be wrong). Use "
-                    "store.training_set with labels at the current time."
-                )
         key_columns = list(dict.fromkeys(k for r, _ in merged.values() for k in r.keys))
         request_columns = list(
             dict.fromkeys(c for use in expanded.on_demand for c in use.feature.request_columns)
@@ -257,7 +250,16 @@ class OnlineService:
                     "history. Use store.training_set for past instants."
                 )
             t_view = max(t_us, meta.taken_us)  # a clock behind the writer's: serve as of T
-            cols, events, statuses, counts = _decode(view, meta, keys, rows, values, t_view, n)
+            if view.record.aggregations:  # computed now, by the training sets' kernel
+                stored_keys = [orjson.loads(k) for k in keys]
+                cols, statuses = decode_aggregates(
+                    view.record, view.features, meta, stored_keys, rows, values, t_view
+                )
+                events: list[int | None] = [None] * n
+                present = statuses.count(PRESENT)
+                counts = (present, 0, n - present)
+            else:
+                cols, events, statuses, counts = _decode(view, meta, keys, rows, values, t_view, n)
             for name, feature in zip(view.names, view.features, strict=True):
                 columns.add(name, cols[feature], meta.schema[feature])
                 order.append(name)

@@ -8,6 +8,7 @@ so two processes materializing one view write their snapshots in commit order.
 from __future__ import annotations
 
 from featurekit.materialize import table_uri
+from featurekit.online.aggregates import build_event_snapshot
 from featurekit.online.snapshot import SnapshotMeta, build_snapshot
 from featurekit.online.stores import OnlineStore
 from featurekit.storage import delta
@@ -25,8 +26,6 @@ def sync_view(
     Returns the current snapshot's metadata, or None when the table has no data yet.
     """
     record = registry.version(view, version)
-    if record.aggregations:  # windowed aggregates move with the clock: no static snapshot
-        return None
     uri = table_uri(registry.root, view, version)
     with registry.lock(view):
         current = delta.current_version(uri)
@@ -38,6 +37,7 @@ def sync_view(
             if existing.delta_version == current and existing.fingerprint == record.fingerprint:
                 return existing
         rows = delta.read_rows(uri, version=current)
-        meta, entries = build_snapshot(record, rows, delta_version=current, taken=utcnow())
+        build = build_event_snapshot if record.aggregations else build_snapshot
+        meta, entries = build(record, rows, delta_version=current, taken=utcnow())
         online.write_snapshot(view, version, meta.to_bytes(), entries)
         return meta

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 import pytest
 from agg_oracle import close, oracle
+from test_online_support import redis_server
 
 import featurekit as fk
 from featurekit.aggregate import AggSpec
@@ -224,3 +226,42 @@ def test_aggregation_lineage(tmp_path: Path) -> None:
     assert ("rider_id", "INDIRECT", "GROUP_BY") in found
     assert ("event_ts", "INDIRECT", "WINDOW") in found
     assert not any(col == "status" and kind == "DIRECT" for col, kind, _ in found)
+
+
+@pytest.mark.parametrize("online", ["sqlite", "redis"])
+def test_online_equals_offline_at_the_lookup_instant(tmp_path: Path, online: str) -> None:
+    """For every function and window, online == training_set(labels at the lookup instant)."""
+    from datetime import UTC
+
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    events = trips_frame(5, 400, late_share=0.3).with_columns(
+        # put the data around "now", some events ingested in the future (not yet known)
+        pl.col("event_ts") - BASE + now - timedelta(days=20),
+        pl.col("ingested_at") - BASE + now - timedelta(days=20),
+    )
+    path = tmp_path / "trips.parquet"
+    events.write_parquet(path)
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(redis_server()) if online == "redis" else None
+        store = fk.Store(tmp_path / "store", progress=False, online=url)
+        check_online(store, path, now)
+
+
+def check_online(store: fk.Store, path: Path, now: datetime) -> None:
+    store.materialize(make_view(path))
+    trips = fk.Source("trips", path, timestamp="event_ts", created_timestamp="ingested_at")
+    finite = [a for a in AGGS if a.window is not None]  # online keeps only the widest window
+    recent = fk.feature_view(name="recent", entity=RIDER, sources=[trips], aggregations=finite)
+    store.materialize(recent(completed))
+    riders = [0, 1, 2, 3, 4, 5, 99, 2]  # 99: never seen; 2 twice
+    for later in (timedelta(seconds=5), timedelta(hours=30), timedelta(days=9)):
+        at = now + timedelta(days=1) + later
+        wanted = ["completed:*", "recent:*"]
+        got = store.get_online_features(wanted, {"rider_id": riders}, at=at, with_metadata=True)
+        labels = pl.DataFrame({"rider_id": riders, "label_ts": [at] * len(riders)})
+        offline = store.training_set(labels, wanted, "label_ts").to_polars()
+        assert got.columns[: offline.width - 1] == [c for c in offline.columns if c != "label_ts"]
+        for name in offline.columns[2:]:
+            assert_close(got[name].to_list(), offline[name].to_list())
+            assert got.schema[name] == offline.schema[name]
+        assert got["completed__status"].to_list()[6] == "not_found"
