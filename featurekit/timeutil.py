@@ -103,13 +103,13 @@ def to_utc_expr(
         # nanoseconds only reach 1677..2262: clamp "end of time" values (9999-12-31) there.
         # They stay later than every nanosecond label, so they are never picked, and a
         # clamped early value only shortens an age that no TTL in this range can reach.
-        expr = expr.clip(NS_MIN.replace(tzinfo=UTC), NS_MAX.replace(tzinfo=UTC))
+        expr = expr.clip(NS_MIN, NS_MAX)
     return expr.cast(pl.Datetime(time_unit, "UTC"))
 
 
 #: The instants nanosecond datetimes can hold (with a margin of a day).
-NS_MIN = datetime(1677, 9, 23)
-NS_MAX = datetime(2262, 4, 10)
+NS_MIN = datetime(1677, 9, 23, tzinfo=UTC)
+NS_MAX = datetime(2262, 4, 10, tzinfo=UTC)
 
 
 def to_utc_datetime(value: datetime) -> datetime:
