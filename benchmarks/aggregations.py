@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -92,32 +93,42 @@ def main() -> None:
     parser.add_argument("--labels", type=float, default=1e6)
     parser.add_argument("--events", type=float, default=1e7)
     parser.add_argument("--entities", type=float, default=1e5)
+    parser.add_argument("--repeat", type=int, default=3, help="rounds (median reported)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = (int(args.labels), int(args.events), int(args.entities))
     if args.variant:
         print(json.dumps(run(args.variant, *sizes)))
         return
-    results = {}
-    for variant in ("join_asof", "featurekit", "naive_sample"):
-        out = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--variant",
-                variant,
-                "--labels",
-                str(sizes[0]),
-                "--events",
-                str(sizes[1]),
-                "--entities",
-                str(sizes[2]),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        results[variant] = json.loads(out.stdout.strip().splitlines()[-1])
+    runs: dict[str, list[dict[str, float]]] = {}
+    # variants interleaved, each in a fresh process, so machine noise hits all of them alike
+    for _ in range(args.repeat):
+        for variant in ("join_asof", "featurekit", "naive_sample"):
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--variant",
+                    variant,
+                    "--labels",
+                    str(sizes[0]),
+                    "--events",
+                    str(sizes[1]),
+                    "--entities",
+                    str(sizes[2]),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            runs.setdefault(variant, []).append(json.loads(out.stdout.strip().splitlines()[-1]))
+    results = {
+        variant: {
+            "seconds": statistics.median(r["seconds"] for r in rs),
+            "peak_gib": max(r["peak_gib"] for r in rs),
+        }
+        for variant, rs in runs.items()
+    }
     base = results["join_asof"]["seconds"]
     print(
         f"labels={sizes[0]:,} events={sizes[1]:,} entities={sizes[2]:,}; "

@@ -26,6 +26,8 @@ from typing import Literal
 
 import polars as pl
 
+from featurekit import aggindex
+
 TimeUnit = Literal["us", "ns"]
 
 _T = "__fk_t"
@@ -66,8 +68,58 @@ def aggregate(
     """
     keys = list(keys)
     events = events.with_row_index(_POS)
+    in_flight = knowledge and _C in events.columns
+    at_labels = None
+    if aggindex.supported(specs, events.schema):
+        times = pl.concat([events.get_column(_E), left.get_column(_T)])
+        entities = events.select(keys).n_unique()
+        axis = _Axis.fit(times, entities, keys, specs, unit)
+        if axis.stride:
+            at_labels = aggindex.aggregate_by_index(
+                left,
+                events,
+                keys,
+                specs,
+                grain=axis.grain,
+                start=axis.start,
+                stride=axis.stride,
+                knowledge=in_flight,
+            )
+    if at_labels is None:
+        at_labels = _by_timeline(left, events, keys, specs, unit, in_flight)
+    if in_flight:
+        affected = at_labels.filter(pl.col(_FLIGHT))
+        if affected.height:
+            exact = _brute_force(
+                left.join(affected.select(_IDX), on=_IDX, how="semi"), events, keys, specs
+            )
+            at_labels = pl.concat(
+                [at_labels.filter(~pl.col(_FLIGHT)).select(_IDX, *(s.name for s in specs)), exact],
+                how="vertical_relaxed",
+            )
+    dtypes = {c: events.schema[c] for c in {s.column for s in specs}}
+    index = at_labels[_IDX]
+    out = {}
+    for s in specs:
+        dtype = result_dtype(s.function, dtypes[s.column])
+        column = pl.repeat(None, height, dtype=dtype, eager=True)
+        column = column.scatter(index, at_labels[s.name].cast(dtype))
+        out[s.name] = column.fill_null(0) if s.function == "count" else column
+    return pl.DataFrame(out)
+
+
+def _by_timeline(
+    left: pl.DataFrame,
+    events: pl.DataFrame,
+    keys: list[str],
+    specs: Sequence[AggSpec],
+    unit: TimeUnit,
+    in_flight: bool,
+) -> pl.DataFrame:
+    """Every aggregate with polars' sliding kernels over the merged, sorted timeline."""
     timeline = _timeline(left, events, keys, specs)
-    axis = _Axis.fit(timeline, keys, specs, unit)
+    entities = int(timeline.select(_entity_starts(keys).sum()).item())
+    axis = _Axis.fit(timeline.get_column(_T), entities, keys, specs, unit)
     timeline = axis.add(timeline)
     # counts and sums are shared by every aggregate of one (column, window)
     counts = {(s.column, s.window): f"__fk_n{i}" for i, s in enumerate(specs)}
@@ -90,25 +142,10 @@ def aggregate(
         _aggregate_expr(s, axis, counts[(s.column, s.window)], sums.get((s.column, s.window)))
         for s in specs
     )
-    in_flight = knowledge and _C in events.columns
     if in_flight:
         timeline = timeline.with_columns(_in_flight(specs, axis).alias(_FLIGHT))
-    at_labels = timeline.filter(pl.col(_IS_LABEL) == 1)
-    if in_flight:
-        affected = at_labels.filter(pl.col(_FLIGHT)).select(*keys, _T, _IDX)
-        if affected.height:
-            exact = _brute_force(affected, events, keys, specs)
-            at_labels = at_labels.filter(~pl.col(_FLIGHT)).select(_IDX, *(s.name for s in specs))
-            at_labels = pl.concat([at_labels, exact], how="vertical_relaxed")
-    dtypes = {c: events.schema[c] for c in {s.column for s in specs}}
-    index = at_labels[_IDX]
-    out = {}
-    for s in specs:
-        dtype = result_dtype(s.function, dtypes[s.column])
-        column = pl.repeat(None, height, dtype=dtype, eager=True)
-        column = column.scatter(index, at_labels[s.name].cast(dtype))
-        out[s.name] = column.fill_null(0) if s.function == "count" else column
-    return pl.DataFrame(out)
+    wanted = [_IDX, *(s.name for s in specs), *([_FLIGHT] if in_flight else [])]
+    return timeline.select(_IS_LABEL, *wanted).filter(pl.col(_IS_LABEL) == 1).drop(_IS_LABEL)
 
 
 def result_dtype(function: str, dtype: pl.DataType) -> pl.DataType:
@@ -122,7 +159,7 @@ def result_dtype(function: str, dtype: pl.DataType) -> pl.DataType:
     return dtype
 
 
-_FLIGHT = "__fk_in_flight"
+_FLIGHT = aggindex.FLIGHT
 #: Above this, the shared integer axis would overflow; windows then slide per entity.
 AXIS_LIMIT = 2**62
 _AX = "__fk_axis"
@@ -148,24 +185,29 @@ class _Axis:
 
     @classmethod
     def fit(
-        cls, timeline: pl.DataFrame, keys: list[str], specs: Sequence[AggSpec], unit: TimeUnit
+        cls,
+        times: pl.Series,
+        entities: int,
+        keys: list[str],
+        specs: Sequence[AggSpec],
+        unit: TimeUnit,
     ) -> _Axis:
+        """The coarsest axis that is exact for these times and windows, if it fits 64 bits."""
         per_us = 1000 if unit == "ns" else 1
-        times = timeline.get_column(_T).to_physical()
-        low, high = times.min(), times.max()
+        physical = times.to_physical()
+        low, high = physical.min(), physical.max()
         if not isinstance(low, int) or not isinstance(high, int):
             return cls(tuple(keys), unit, 1, 0, 0, 1)
         windows = [_physical(s.window, unit) for s in specs if s.window is not None]
         grain = 1
         for size in _GRAINS:
             step = size * per_us
-            if all(w % step == 0 for w in windows) and bool((times % step == 0).all()):
+            if all(w % step == 0 for w in windows) and bool((physical % step == 0).all()):
                 grain = step
                 break
         span = (high - low) // grain
         widest = max(windows, default=0) // grain
         stride = max(span + widest, 2 * span) + 2
-        entities = int(timeline.select(_entity_starts(keys).sum()).item())
         if (entities + 1) * stride >= AXIS_LIMIT:
             return cls(tuple(keys), unit, grain, low, 0, span + 1)
         return cls(tuple(keys), unit, grain, low, stride, span + 1)

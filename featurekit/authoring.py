@@ -109,6 +109,11 @@ class FeatureView(BaseModel):
             f"inputs={[s.name for s in self.sources]}, ttl={self.ttl}, kind={kind!r})"
         )
 
+    def _repr_html_(self) -> str:
+        from featurekit.notebook.reprs import view_html
+
+        return view_html(self)
+
     def __hash__(self) -> int:
         return hash((self.name, id(self.fn), self.sql, repr(self.options())))
 

@@ -159,6 +159,31 @@ def lineage(
 
 
 @app.command()
+def optimize(
+    store: StoreOption,
+    view: Annotated[
+        list[str] | None,
+        typer.Argument(help="View name(s); default: every view's latest version."),
+    ] = None,
+    version: Annotated[
+        int | None, typer.Option("--version", help="Version to optimize (default: latest).")
+    ] = None,
+) -> None:
+    """Compact feature tables into globally sorted files (after many incremental runs)."""
+    with _errors():
+        opened = _open(store)
+        for name in view or opened.views():
+            result = opened.optimize(name, version)
+            if result.changed:
+                typer.echo(
+                    f"{name} v{result.version}: {result.rows:,} rows, {result.files_before} -> "
+                    f"{result.files_after} files (Delta version {result.delta_version_after})"
+                )
+            else:
+                typer.echo(f"{name} v{result.version}: already compact ({result.files_after} file)")
+
+
+@app.command()
 def serve(
     store: StoreOption,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",

@@ -28,11 +28,9 @@ from featurekit.errors import (
     UserCodeError,
     did_you_mean,
 )
-from featurekit.frames import in_order, last_of_runs
-from featurekit.storage.sources import scan_source
+from featurekit.frames import in_order, last_of_runs, sort_rows
+from featurekit.storage.sources import TimeBound, scan_source
 from featurekit.timeutil import UTC_US, to_utc_expr
-
-_POSITION = "__fk_position"
 
 
 @dataclass(frozen=True)
@@ -52,6 +50,15 @@ class Window:
         if not parts:
             return None
         return pl.all_horizontal(parts)
+
+    def bounds(self, column: str) -> list[TimeBound]:
+        """The window as source scan bounds (pushed into the scan where possible)."""
+        out: list[TimeBound] = []
+        if self.start is not None:
+            out.append((column, ">=", self.start))
+        if self.end is not None:
+            out.append((column, "<", self.end))
+        return out
 
 
 @dataclass(frozen=True)
@@ -229,7 +236,7 @@ def view_inputs(
     frames: dict[str, pl.LazyFrame] = {}
     for src in view.sources:
         if isinstance(src, Source):
-            frame, column = scan_source(src), src.timestamp
+            frame, column = scan_source(src, bounds=window.bounds(src.timestamp)), src.timestamp
         else:
             frame, layout = upstream_rows[src.name]
             column = layout.timestamp
@@ -264,8 +271,7 @@ def tidy_rows(frame: pl.DataFrame, layout: Layout, what: str) -> pl.DataFrame:
         )
     identity = [*required, *([layout.created_timestamp] if layout.created_timestamp else [])]
     if not in_order(kept, identity, strict=False):
-        # an unstable sort with the position as last key is a stable sort, and much faster
-        kept = kept.with_row_index(_POSITION).sort([*identity, _POSITION]).drop(_POSITION)
+        kept = sort_rows(kept, list(layout.keys), layout.timestamp, layout.created_timestamp)
     if not layout.aggregations and not in_order(kept, identity, strict=True):
         kept = kept.filter(last_of_runs(identity))  # events (aggregation views) all count
     return kept

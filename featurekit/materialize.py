@@ -22,12 +22,16 @@ with old event times added later are picked up by ``full_refresh=True`` or a bac
 The Delta commit is the atomic step: a run killed before it leaves no visible rows, and
 the registry records a new version only after its first commit, so the registry never
 names a version without data.
+
+A run whose sources are estimated to exceed the memory budget is computed and written in
+batches of entity keys, streamed into that same single commit (see
+:mod:`featurekit.batching`); the table it writes is the one the in-memory path writes.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -35,13 +39,14 @@ from typing import Any, Literal
 
 import polars as pl
 
+from featurekit.batching import DEFAULT_BUDGET, batch_count, estimate_bytes, key_partitions
 from featurekit.compute import Layout, Window, call_view, collect_rows, shaped, view_inputs
 from featurekit.definitions import Source
 from featurekit.errors import SchemaError
 from featurekit.resolve import ResolvedView, changed_parts
 from featurekit.storage import delta
 from featurekit.storage.registry import Registry, VersionRecord
-from featurekit.storage.sources import scan_source
+from featurekit.storage.sources import TimeBound, scan_source
 from featurekit.timeutil import to_utc_datetime, utcnow
 
 RunMode = Literal["full", "incremental", "range", "noop"]
@@ -81,8 +86,13 @@ def materialize(
     end: datetime | None = None,
     full_refresh: bool = False,
     step: Progress = lambda _: None,
+    memory_budget: int | None = None,
 ) -> MaterializeResult:
-    """Materialize one resolved view (see the module docstring for the rules)."""
+    """Materialize one resolved view (see the module docstring for the rules).
+
+    ``memory_budget`` (bytes; default :data:`~featurekit.batching.DEFAULT_BUDGET`) bounds
+    the run's memory: larger inputs are computed and written in batches of entity keys.
+    """
     name = resolved.name
     with registry.lock(name):
         existing = next(
@@ -100,10 +110,8 @@ def materialize(
                 name, number, resolved.fingerprint, run_id, "noop", 0, runs[-1]["version"], window
             )
         step("computing")
-        rows = _compute(resolved, window, number)
-        if rows.height == 0 and mode == "full":
-            _refuse_empty_sources(resolved)
-        _check_inside(resolved, rows, window)
+        batches = _batches(resolved, window, number, memory_budget or DEFAULT_BUDGET)
+        counted = _Counted(resolved, window, mode, batches)
         watermarks = dict(previous or {})
         if mode != "range":
             watermarks.update(_watermarks(resolved, window))
@@ -113,7 +121,7 @@ def materialize(
             predicate = delta.window_predicate(resolved.layout.timestamp, window.start, window.end)
         version = delta.write_rows(
             uri,
-            rows,
+            counted.frames() if len(batches) > 1 else next(counted.frames()),
             predicate=predicate,
             metadata={
                 "view": name,
@@ -128,8 +136,49 @@ def materialize(
         if existing is None:
             registry.add_version(_record(registry, resolved, number))
         return MaterializeResult(
-            name, number, resolved.fingerprint, run_id, mode, rows.height, version, window
+            name, number, resolved.fingerprint, run_id, mode, counted.rows, version, window
         )
+
+
+class _Counted:
+    """The run's tidy rows batch by batch, checked before the commit can happen.
+
+    A check that fails raises while the writer is still consuming, so nothing commits.
+    """
+
+    def __init__(
+        self, resolved: ResolvedView, window: Window, mode: RunMode, batches: list[_Batch]
+    ) -> None:
+        self.resolved, self.window, self.mode, self.batches = resolved, window, mode, batches
+        self.rows = 0
+
+    def frames(self) -> Iterator[pl.DataFrame]:
+        for compute in self.batches:
+            rows = compute()
+            _check_inside(self.resolved, rows, self.window)
+            self.rows += rows.height
+            if compute is self.batches[-1] and self.rows == 0 and self.mode == "full":
+                _refuse_empty_sources(self.resolved)
+            yield rows
+
+
+_Batch = Callable[[], pl.DataFrame]
+
+
+def _batches(resolved: ResolvedView, window: Window, version: int, budget: int) -> list[_Batch]:
+    """One callable per batch; one batch when the inputs fit the budget."""
+    lf, layout = _lazy_rows(resolved, window, version)
+    sources = resolved.leaf_sources()
+    estimated = estimate_bytes(sources, [window.bounds(s.timestamp) for s in sources])
+    n = batch_count(estimated, budget)
+    view = resolved.view
+    if n == 1:
+        return [lambda: collect_rows(view, lf, layout, version)]
+    parts = key_partitions(lf, layout.keys, n)
+    return [
+        lambda part=part: collect_rows(view, lf.filter(part), layout, version)  # type: ignore[misc]
+        for part in parts
+    ]
 
 
 def register(registry: Registry, resolved: ResolvedView) -> VersionRecord:
@@ -203,24 +252,20 @@ def _plan(
 
 
 def _earliest_new_event(src: Source, mark: Mapping[str, Any]) -> datetime | None:
-    lf = scan_source(src)
+    bounds: list[TimeBound] = []
     if src.created_timestamp and mark.get("max_created"):
-        new = pl.col(src.created_timestamp) > pl.lit(_parse(mark["max_created"]))
+        bounds.append((src.created_timestamp, ">", _parse(mark["max_created"])))
     elif mark.get("max_event"):
-        new = pl.col(src.timestamp) > pl.lit(_parse(mark["max_event"]))
-    else:
-        new = pl.lit(True)
-    value = lf.filter(new).select(pl.col(src.timestamp).min()).collect().item()
+        bounds.append((src.timestamp, ">", _parse(mark["max_event"])))
+    lf = scan_source(src, bounds=bounds)  # pushed into the scan: old files are skipped
+    value = lf.select(pl.col(src.timestamp).min()).collect().item()
     return value if isinstance(value, datetime) else None
 
 
 def _watermarks(resolved: ResolvedView, window: Window) -> dict[str, dict[str, str | None]]:
     marks: dict[str, dict[str, str | None]] = {}
     for src in resolved.leaf_sources():
-        lf = scan_source(src)
-        condition = window.filter(src.timestamp)
-        if condition is not None:
-            lf = lf.filter(condition)
+        lf = scan_source(src, bounds=window.bounds(src.timestamp))
         exprs = [pl.col(src.timestamp).max().alias("max_event")]
         if src.created_timestamp:
             exprs.append(pl.col(src.created_timestamp).max().alias("max_created"))
@@ -235,11 +280,6 @@ def _last_watermarks(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
         if isinstance(marks, dict):
             return marks
     return None
-
-
-def _compute(resolved: ResolvedView, window: Window, version: int | None) -> pl.DataFrame:
-    lf, layout = _lazy_rows(resolved, window, version)
-    return collect_rows(resolved.view, lf, layout, version)
 
 
 def _lazy_rows(

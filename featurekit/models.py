@@ -54,6 +54,11 @@ class ModelRecord(BaseModel):
         """Lineage node id, ``model:<name>@<version>``."""
         return f"model:{self.name}@{self.version}"
 
+    def _repr_html_(self) -> str:
+        from featurekit.notebook.reprs import model_html
+
+        return model_html(self)
+
 
 def describe_model(model: Any, mlflow_run_id: str | None) -> tuple[dict[str, Any], str | None]:
     """What to record about ``model``, and the MLflow run id it names (if any)."""

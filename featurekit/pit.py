@@ -11,14 +11,19 @@ backward as-of join on ``avail`` then finds each label's best candidate, and the
 checked on that row's event time (if the best candidate is too old, every other one is
 older still). Cost: two sorts of the view rows and one of the labels, linear otherwise.
 
+Fast paths (same answers; tests/integration/test_perf_kernel.py compares them): stored
+rows are usually already in rank order, so their sort is skipped; with one integer key,
+the ``avail``-order re-sort is replaced by a suffix minimum of ``avail`` in rank order
+(see ``_join_one``), and sorts by (key, time) use one packed ``UInt64`` key.
+
 The kernel sits behind :class:`JoinKernel` so a scale-out engine can replace it.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Literal, Protocol
 
@@ -26,7 +31,7 @@ import polars as pl
 
 from featurekit.aggregate import AggSpec, aggregate
 from featurekit.errors import SchemaError
-from featurekit.frames import in_order
+from featurekit.frames import gather_rows, in_order, known_from, last_of_runs, packed_order
 from featurekit.timeutil import to_utc_expr
 
 PointInTime = Literal["knowledge", "event"]
@@ -47,7 +52,9 @@ class ViewFrame:
 
     Attributes:
         name: view name, used for clash-safe output names (``view__feature``).
-        frame: the view's rows in output order (later rows win exact ties).
+        frame: the view's rows in output order (later rows win exact ties), or a function
+            that loads them: the kernel then loads one view at a time and lets it go
+            before the next, so several big views never sit in memory together.
         keys: entity key columns, named the same in the labels.
         timestamp: event-time column.
         created_timestamp: knowledge-time column, or None.
@@ -58,13 +65,24 @@ class ViewFrame:
     """
 
     name: str
-    frame: pl.DataFrame
+    frame: pl.DataFrame | Callable[[], pl.DataFrame]
     keys: tuple[str, ...]
     timestamp: str
     created_timestamp: str | None
     features: tuple[str, ...]
     ttl: timedelta | None
     aggregations: tuple[AggSpec, ...] = ()
+
+    def loaded(self) -> LoadedView:
+        """This view with its rows in memory."""
+        frame = self.frame if isinstance(self.frame, pl.DataFrame) else self.frame()
+        return replace(self, frame=frame)  # type: ignore[return-value]
+
+
+class LoadedView(ViewFrame):
+    """A :class:`ViewFrame` whose rows are in memory (for type checkers only)."""
+
+    frame: pl.DataFrame
 
 
 class JoinKernel(Protocol):
@@ -114,7 +132,8 @@ def pit_join(
     names = output_names(labels.columns, views)
     columns: list[pl.Series] = []
     sorted_labels: dict[tuple[object, ...], pl.DataFrame] = {}  # views sharing keys share a sort
-    for view in views:
+    for lazy_view in views:
+        view = lazy_view.loaded()  # released when the next view is loaded
         unit = _time_unit(labels.schema[timestamp], view)
         label_keys, row_keys = _aligned_keys(labels, view)
         cache_key = (tuple(str(k) for k in label_keys), unit)
@@ -122,11 +141,14 @@ def pit_join(
             t_expr = to_utc_expr(
                 timestamp, labels.schema[timestamp], what="label timestamp", time_unit=unit
             )
-            sorted_labels[cache_key] = (
+            base = (
                 labels.select([*label_keys, t_expr.alias(_T)])
                 .with_row_index(_IDX)
                 .drop_nulls([*view.keys, _T])
-                .sort([*view.keys, _T])
+            )
+            order = packed_order(base, list(view.keys), _T, [])
+            sorted_labels[cache_key] = (
+                gather_rows(base, order) if order is not None else base.sort([*view.keys, _T])
             )
         left = sorted_labels[cache_key]
         if view.aggregations:
@@ -138,7 +160,7 @@ def pit_join(
     return labels.hstack(renamed)
 
 
-def _time_unit(label_dtype: pl.DataType, view: ViewFrame) -> TimeUnit:
+def _time_unit(label_dtype: pl.DataType, view: LoadedView) -> TimeUnit:
     """Compare in nanoseconds when any side has them, so no instant is rounded away."""
     columns = [view.timestamp, view.created_timestamp]
     dtypes = [label_dtype] + [view.frame.schema.get(c) for c in columns if c]
@@ -149,7 +171,7 @@ def _time_unit(label_dtype: pl.DataType, view: ViewFrame) -> TimeUnit:
 def _join_one(
     left: pl.DataFrame,
     height: int,
-    view: ViewFrame,
+    view: LoadedView,
     row_keys: list[pl.Expr],
     point_in_time: PointInTime,
     unit: TimeUnit,
@@ -161,20 +183,34 @@ def _join_one(
     keys = list(view.keys)
     knowledge = point_in_time == "knowledge" and view.created_timestamp is not None
     rows = _ranked_rows(view, row_keys, knowledge, unit)
-    # Running best rank in (keys, avail) order. Ranks grow with the keys, so a plain cum_max
-    # never carries a value across entities. Within equal avail, ranks go descending: every
-    # row of a tie then holds the tie's best, whichever one the as-of join lands on.
+    # General path: running best rank in (keys, avail) order. Ranks grow with the keys, so a
+    # plain cum_max never carries a value across entities. Within equal avail, ranks go
+    # descending: every row of a tie then holds the tie's best, whichever one the as-of
+    # join lands on.
     candidates = rows.select([*keys, _AVAIL, _RANK])
     # in event mode (or when nothing is known after it happened) avail order is rank order,
     # and only exact ties need the re-sort; otherwise a known-late row makes it likely
     maybe_in_order = not knowledge or not rows.select((pl.col(_C) > pl.col(_E)).any()).item()
-    if not (maybe_in_order and in_order(candidates, [*keys, _AVAIL], strict=True)):
+    if maybe_in_order and in_order(candidates, [*keys, _AVAIL], strict=True):
+        candidates = candidates.select([*keys, _AVAIL, pl.col(_RANK).alias(_BEST)])
+    elif (known := known_from(rows, keys, _AVAIL)) is not None:
+        # No re-sort: in rank order, "known from" = the least avail of this row and every
+        # better row of its entity is nondecreasing, and the best row known at t is the
+        # greatest rank whose "known from" is <= t (any better row would be known by t
+        # itself). Keep the last row of each run of equal instants: no ties for the join.
+        candidates = (
+            rows.select([*keys, pl.col(_RANK).alias(_BEST)])
+            .with_columns(known.alias(_AVAIL))
+            .filter(last_of_runs([*keys, _AVAIL]))
+            .select([*keys, _AVAIL, _BEST])
+        )
+    else:
         candidates = candidates.sort(
             [*keys, _AVAIL, _RANK], descending=[False] * (len(keys) + 1) + [True]
         )
-    candidates = candidates.with_columns(pl.col(_RANK).cum_max().alias(_BEST)).select(
-        [*keys, _AVAIL, _BEST]
-    )
+        candidates = candidates.with_columns(pl.col(_RANK).cum_max().alias(_BEST)).select(
+            [*keys, _AVAIL, _BEST]
+        )
     matched = left.join_asof(
         candidates,
         left_on=_T,
@@ -195,7 +231,7 @@ def _join_one(
 def _aggregate_one(
     left: pl.DataFrame,
     height: int,
-    view: ViewFrame,
+    view: LoadedView,
     row_keys: list[pl.Expr],
     point_in_time: PointInTime,
     unit: TimeUnit,
@@ -219,7 +255,7 @@ def _aggregate_one(
 
 
 def _event_times(
-    view: ViewFrame, row_keys: list[pl.Expr], unit: TimeUnit, extra: list[pl.Expr]
+    view: LoadedView, row_keys: list[pl.Expr], unit: TimeUnit, extra: list[pl.Expr]
 ) -> pl.DataFrame:
     """Keys, UTC event time ``__fk_e`` (and created time ``__fk_c``), then ``extra``."""
     frame = view.frame
@@ -242,7 +278,7 @@ def _event_times(
 
 
 def _ranked_rows(
-    view: ViewFrame, row_keys: list[pl.Expr], knowledge: bool, unit: TimeUnit
+    view: LoadedView, row_keys: list[pl.Expr], knowledge: bool, unit: TimeUnit
 ) -> pl.DataFrame:
     """View rows in (keys, event, created, position) order with their rank and ``avail``."""
     frame = view.frame
@@ -263,7 +299,7 @@ def _ranked_rows(
     return rows.with_row_index(_RANK).with_columns(avail.alias(_AVAIL))
 
 
-def _aligned_keys(labels: pl.DataFrame, view: ViewFrame) -> tuple[list[pl.Expr], list[pl.Expr]]:
+def _aligned_keys(labels: pl.DataFrame, view: LoadedView) -> tuple[list[pl.Expr], list[pl.Expr]]:
     """Key expressions for labels and view rows, cast to one common dtype per key."""
     label_exprs: list[pl.Expr] = []
     row_exprs: list[pl.Expr] = []

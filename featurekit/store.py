@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -11,12 +10,14 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from featurekit.authoring import FeatureView
+from featurekit.batching import parse_size
 from featurekit.definitions import FeatureRef
 from featurekit.errors import DefinitionError, NotFoundError, StorageError, did_you_mean
 from featurekit.lineage.graph import LineageGraph
 from featurekit.lineage.service import StoreLineage
 from featurekit.materialize import MaterializeResult, materialize, register, table_uri
 from featurekit.models import ModelRecord
+from featurekit.notebook.progress import Progress
 from featurekit.on_demand import OnDemandFeature
 from featurekit.pit import PointInTime
 from featurekit.resolve import ResolvedView, resolve
@@ -29,15 +30,20 @@ from featurekit.training import TrainingSet, ViewRequest, build, rebuild
 if TYPE_CHECKING:
     from featurekit.online.lookup import OnlineService
     from featurekit.online.stores import OnlineStore
+    from featurekit.optimize import OptimizeResult
 
 FeatureSpec = str | FeatureView | OnDemandFeature | FeatureService
+#: Labels with at least this many rows get a progress bar in ``training_set``.
+LONG_TRAINING_SET = 100_000
 
 
 class Store:
     """A feature store rooted at one folder: registry, Delta tables, training sets.
 
     The root is created if missing (``create=False`` opens an existing store only).
-    ``progress=False`` turns off progress bars.
+    ``progress=False`` turns off progress bars (default: on, unless the environment sets
+    ``FEATUREKIT_PROGRESS=0``). ``memory_budget`` (e.g. ``"4GiB"``; default 8 GiB) bounds
+    a materialization run's memory: larger inputs are computed and written in batches.
 
     Example:
         >>> store = fk.Store("./my-store")
@@ -51,9 +57,10 @@ class Store:
         storage_options: Mapping[str, str] | None = None,
         *,
         create: bool = True,
-        progress: bool = True,
+        progress: bool | None = None,
         online: str | OnlineStore | bool | None = None,
         lineage_emitter: Any = None,
+        memory_budget: str | int | None = None,
     ) -> None:
         text = str(root)
         if "://" in text and not text.startswith("file://"):
@@ -64,6 +71,8 @@ class Store:
         self.root = Path(text.removeprefix("file://")).expanduser().resolve()
         self.storage_options = dict(storage_options or {})
         self.progress = progress
+        # performance (issue 7): materialization streams in batches above this budget
+        self.memory_budget = parse_size(memory_budget)
         self.registry = Registry(self.root, create=create)
         # lineage (issue 5): recorded as a side effect; optionally emitted as OpenLineage
         self._lineage = StoreLineage(self.registry, lineage_emitter)
@@ -85,11 +94,12 @@ class Store:
         *,
         full_refresh: bool = False,
         progress: bool | None = None,
+        memory_budget: str | int | None = None,
     ) -> MaterializeResult:
         """Compute the view and write it to its version's Delta table (incremental by default).
 
         Upstream views are computed in the same plan; materialize them too if you want
-        their features in training sets.
+        their features in training sets. ``memory_budget`` overrides the store's for this run.
         """
         resolved = self._resolve(view)
         sources = self._lineage.before_materialize(resolved)
@@ -103,10 +113,10 @@ class Store:
                 end=end,
                 full_refresh=full_refresh,
                 step=lambda text: _advance(bar, text),
+                memory_budget=parse_size(memory_budget) or self.memory_budget,
             )
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
         self._sync_online(result)  # after the Delta commit; a no-op run repairs a lagging store
         self._lineage.after_materialize(resolved, result, sources)
         return result
@@ -138,6 +148,22 @@ class Store:
             )
         return delta.read_rows(uri, version=current)
 
+    def optimize(self, view: FeatureView | str, version: int | None = None) -> OptimizeResult:
+        """Compact a view version's table into globally sorted files (issue 7).
+
+        After many incremental runs a table is many small per-run files; this rewrites the
+        latest Delta version's rows in (keys, event time) order in one commit, so training
+        sets read it without re-sorting. It changes no training set: the rows are the
+        same, and older versions stay readable for training sets pinned to them.
+
+        Example:
+            >>> store.optimize("driver_stats")
+        """
+        from featurekit.optimize import optimize
+
+        name = view.name if isinstance(view, FeatureView) else view
+        return optimize(self.registry, name, version)
+
     # ---- training sets --------------------------------------------------------------------
     def training_set(
         self,
@@ -148,6 +174,7 @@ class Store:
         ttl: Mapping[str, str | timedelta | None] | None = None,
         as_of: datetime | None = None,
         point_in_time: PointInTime = "knowledge",
+        progress: bool | None = None,
     ) -> TrainingSet:
         """Join features onto labels point-in-time correctly; the result is reproducible by id.
 
@@ -159,6 +186,8 @@ class Store:
             as_of: read every feature table as it stood at this wall-clock time.
             point_in_time: ``"knowledge"`` (default: rows must be known by the label time)
                 or ``"event"`` (event time only).
+            progress: show a progress bar (default: the store's setting; only for labels
+                of at least ``LONG_TRAINING_SET`` rows).
         """
         frame = _as_frame(labels)
         if point_in_time not in ("knowledge", "event"):
@@ -170,15 +199,22 @@ class Store:
             features, self.registry, self._catalog, lambda s: self._lookup(s, when), frame.columns
         )
         requests = self._requests(specs, ttl or {}, when)
-        ts = build(
-            self.registry,
-            frame,
-            timestamp=timestamp,
-            requests=requests,
-            point_in_time=point_in_time,
-            as_of=when,
-            on_demand=on_demand(requests) if on_demand is not None else None,
-        )
+        show = self.progress if progress is None else progress
+        bar = _progress("training set", 2, show if frame.height >= LONG_TRAINING_SET else False)
+        try:
+            _advance(bar, f"joining {len(requests)} views onto {frame.height:,} labels")
+            ts = build(
+                self.registry,
+                frame,
+                timestamp=timestamp,
+                requests=requests,
+                point_in_time=point_in_time,
+                as_of=when,
+                on_demand=on_demand(requests) if on_demand is not None else None,
+            )
+            _advance(bar, "recording lineage")
+        finally:
+            bar.close()
         self._lineage.after_training_set(ts)
         return ts
 
@@ -440,14 +476,9 @@ class Store:
         return f"Store({str(self.root)!r}, views={self.views()})"
 
     def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><td>{html.escape(v)}</td><td>{len(self.registry.versions(v))}</td></tr>"
-            for v in self.views()
-        )
-        return (
-            f"<div><b>featurekit Store</b> <code>{html.escape(str(self.root))}</code>"
-            f"<table><tr><th>view</th><th>versions</th></tr>{rows}</table></div>"
-        )
+        from featurekit.notebook.reprs import store_html
+
+        return store_html(self)
 
 
 def _as_frame(labels: Any) -> pl.DataFrame:
@@ -464,15 +495,9 @@ def _as_frame(labels: Any) -> pl.DataFrame:
     return frame
 
 
-def _progress(label: str, total: int, show: bool) -> Any:
-    if not show:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=label, leave=False)
+def _progress(label: str, total: int, show: bool | None) -> Progress:
+    return Progress(label, total, show=show)
 
 
-def _advance(bar: Any, text: str) -> None:
-    if bar is not None:
-        bar.set_postfix_str(text)
-        bar.update(1)
+def _advance(bar: Progress, text: str) -> None:
+    bar.step(text)

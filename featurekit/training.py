@@ -10,14 +10,13 @@ recorded content hash, or raises :class:`~featurekit.errors.ReproducibilityError
 from __future__ import annotations
 
 import base64
-import html
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import polars as pl
 import pyarrow as pa
@@ -29,6 +28,9 @@ from featurekit.pit import PointInTime, ViewFrame, pit_join
 from featurekit.storage import delta
 from featurekit.storage.registry import Registry, VersionRecord, write_json_once
 from featurekit.timeutil import to_utc_expr, utcnow
+
+if TYPE_CHECKING:
+    from featurekit.notebook.explain import Explanation
 
 _ROW = "__fk_row"
 
@@ -90,18 +92,22 @@ class TrainingSet:
         views = ", ".join(f"{v['view']}@{v['version']}" for v in self.manifest["views"])
         return f"TrainingSet(id={self.id!r}, rows={self._frame.height}, views=[{views}])"
 
+    def explain(self, row: int) -> Explanation:
+        """Why row ``row`` holds its feature values: every candidate row of every view on a
+        timeline, which one the point-in-time join chose, and why the others were not
+        (future, not yet known, outside TTL, lost a tie, older).
+
+        Example:
+            >>> ts.explain(0)  # a timeline per view in Jupyter; .to_polars() for the rows
+        """
+        from featurekit.notebook.explain import explain
+
+        return explain(self, row)
+
     def _repr_html_(self) -> str:
-        views = "".join(
-            f"<tr><td>{html.escape(v['view'])}</td><td>{v['version']}</td>"
-            f"<td><code>{v['fingerprint']}</code></td><td>{v['delta_version']}</td></tr>"
-            for v in self.manifest["views"]
-        )
-        return (
-            f"<div><b>TrainingSet</b> <code>{self.id}</code> · {self._frame.height} rows · "
-            f"point_in_time={self.manifest['point_in_time']}"
-            f"<table><tr><th>view</th><th>version</th><th>fingerprint</th><th>Delta version</th>"
-            f"</tr>{views}</table>{self._frame.head(5)._repr_html_()}</div>"
-        )
+        from featurekit.notebook.reprs import training_set_html
+
+        return training_set_html(self)
 
 
 class OnDemandHook(Protocol):
@@ -245,18 +251,18 @@ def _read_view(req: ViewRequest, labels: pl.DataFrame, timestamp: str) -> ViewFr
     specs = aggregation_specs(record, req.features)
     stored = record.event_columns if specs else req.features
     columns.extend(f for f in stored if f not in columns)
-    if req.delta_version is None:  # as_of before the table's first commit: no rows yet
-        frame = delta.read_rows(req.table, version=0, columns=columns, where=pl.lit(False))
-    else:
-        frame = delta.read_rows(
-            req.table,
-            version=req.delta_version,
-            columns=columns,
-            where=_prune(labels, timestamp, record, req.ttl),
-        )
+    version = 0 if req.delta_version is None else req.delta_version
+    # as_of before the table's first commit: no rows yet (the schema still comes from v0)
+    where = (
+        pl.lit(False) if req.delta_version is None else _prune(labels, timestamp, record, req.ttl)
+    )
+
+    def load() -> pl.DataFrame:  # the kernel reads one view at a time (issue 7: memory)
+        return delta.read_rows(req.table, version=version, columns=columns, where=where)
+
     return ViewFrame(
         name=record.view,
-        frame=frame,
+        frame=load,
         keys=tuple(record.keys),
         timestamp=record.timestamp,
         created_timestamp=record.created_timestamp,

@@ -430,6 +430,13 @@ class LineageGraph:
 
         return to_html(self)
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """In Jupyter: the interactive widget, with the static SVG as ``text/html`` fallback
+        for viewers without a kernel (see :mod:`featurekit.notebook.display`)."""
+        from featurekit.notebook.display import graph_mimebundle
+
+        return graph_mimebundle(self)
+
     def __repr__(self) -> str:
         counts = {k: len(self.of_kind(k)) for k in NODE_KINDS}
         shown = ", ".join(f"{k}s={v}" for k, v in counts.items() if v)

@@ -49,6 +49,11 @@ class VersionRecord(BaseModel):
     event_columns: list[str] = []
     format_version: int = FORMAT_VERSION
 
+    def _repr_html_(self) -> str:
+        from featurekit.notebook.reprs import version_html
+
+        return version_html(self)
+
 
 class Registry:
     """File-backed registry of one store root."""

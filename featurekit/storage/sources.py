@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Literal
+
 import polars as pl
 
 from featurekit.definitions import Source
@@ -43,8 +47,18 @@ def source_schema(source: Source) -> pl.Schema:
         ) from err
 
 
-def scan_source(source: Source) -> pl.LazyFrame:
-    """The source with its timestamp (and created) columns as UTC ``Datetime('us')``."""
+#: ``(column, op, instant)``: keep rows whose UTC ``column`` compares so with ``instant``.
+TimeBound = tuple[str, Literal[">=", ">", "<"], datetime]
+
+
+def scan_source(source: Source, *, bounds: Sequence[TimeBound] = ()) -> pl.LazyFrame:
+    """The source with its timestamp (and created) columns as UTC ``Datetime('us')``.
+
+    ``bounds`` filter rows by time. Each is applied twice: first on the column as stored
+    (when it is a us/ns datetime), which polars can push into the scan and check against
+    file and row-group statistics, so an incremental run skips files it does not need;
+    then exactly, on the normalized column.
+    """
     frame = raw_scan(source)
     try:
         schema = frame.collect_schema()
@@ -52,6 +66,9 @@ def scan_source(source: Source) -> pl.LazyFrame:
         raise StorageError(
             f"source {source.name!r}: cannot read {source.location!r}: {err}"
         ) from err
+    early = [c for c in (_stored_bound(b, schema) for b in bounds) if c is not None]
+    if early:
+        frame = frame.filter(early)
     fixes = []
     for column, role in ((source.timestamp, "timestamp"), (source.created_timestamp, "created")):
         if column is None:
@@ -71,7 +88,35 @@ def scan_source(source: Source) -> pl.LazyFrame:
         fixes.append(
             to_utc_expr(column, dtype, what=f"source {source.name!r} {role}").alias(column)
         )
-    return frame.with_columns(fixes) if fixes else frame
+    frame = frame.with_columns(fixes) if fixes else frame
+    exact = [_compare(pl.col(column), op, pl.lit(_utc(when))) for column, op, when in bounds]
+    return frame.filter(exact) if exact else frame
+
+
+def _utc(when: datetime) -> datetime:
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _compare(column: pl.Expr, op: str, value: pl.Expr) -> pl.Expr:
+    if op == ">=":
+        return column >= value
+    if op == ">":
+        return column > value
+    return column < value
+
+
+def _stored_bound(bound: TimeBound, schema: pl.Schema) -> pl.Expr | None:
+    """The bound on the stored column, when that is exact (us/ns datetimes), else None."""
+    column, op, when = bound
+    dtype = schema.get(column)
+    if not isinstance(dtype, pl.Datetime) or dtype.time_unit not in ("us", "ns"):
+        return None  # a coarser unit would round the instant; the exact filter still applies
+    instant = _utc(when)
+    if dtype.time_zone is None:  # naive values are UTC wall times
+        value = pl.lit(instant.replace(tzinfo=None), dtype=pl.Datetime(dtype.time_unit))
+    else:
+        value = pl.lit(instant).dt.convert_time_zone(dtype.time_zone).cast(dtype)
+    return _compare(pl.col(column), op, value)
 
 
 def _parse_iso(column: str) -> pl.Expr:

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import featurekit.aggregate as aggregate_module
+from featurekit import aggindex
 from featurekit.aggregate import AggSpec
 from featurekit.pit import ViewFrame, pit_join
 
@@ -32,7 +33,7 @@ event_st = st.tuples(
 label_st = st.tuples(st.sampled_from([None, 0, 1, 2]), st.one_of(st.none(), st.integers(-5, 60)))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     events=st.lists(event_st, max_size=25),
     labels=st.lists(label_st, min_size=1, max_size=15),
@@ -40,7 +41,7 @@ label_st = st.tuples(st.sampled_from([None, 0, 1, 2]), st.one_of(st.none(), st.i
     functions=st.lists(st.sampled_from(FUNCTIONS), min_size=1, max_size=4, unique=True),
     knowledge=st.booleans(),
     floats=st.booleans(),
-    per_entity=st.booleans(),
+    path=st.sampled_from(["index", "index", "axis", "per_entity"]),
 )
 @example(  # an event exactly at t and exactly at t - window; a late one; equal times
     events=[(1, 10, 0, 5), (1, 15, 0, 7), (1, 15, 20, 9), (1, 5, 0, 1)],
@@ -49,7 +50,7 @@ label_st = st.tuples(st.sampled_from([None, 0, 1, 2]), st.one_of(st.none(), st.i
     functions=["count", "sum", "last", "max"],
     knowledge=True,
     floats=False,
-    per_entity=False,
+    path="index",
 )
 @example(  # equal event times, the later-known row first; a label with an event in flight
     events=[(1, 15, 20, 9), (1, 15, 0, 7), (1, 30, 10, 1)],
@@ -58,7 +59,16 @@ label_st = st.tuples(st.sampled_from([None, 0, 1, 2]), st.one_of(st.none(), st.i
     functions=["last", "count"],
     knowledge=True,
     floats=False,
-    per_entity=False,
+    path="index",
+)
+@example(  # index path, nothing in flight: events exactly at t and exactly at t - window
+    events=[(1, 10, 0, 5), (1, 15, 0, 7), (1, 5, 0, None), (1, 15, 0, 2), (2, 14, 0, 3)],
+    labels=[(1, 15), (1, 20), (1, 10), (2, 19), (1, 4)],
+    windows=[5, None],
+    functions=["count", "sum", "max", "last", "mean", "min"],
+    knowledge=False,
+    floats=False,
+    path="index",
 )
 def test_aggregations_match_oracle(
     events: list[tuple[Any, Any, Any, Any]],
@@ -67,7 +77,7 @@ def test_aggregations_match_oracle(
     functions: list[str],
     knowledge: bool,
     floats: bool,
-    per_entity: bool,
+    path: str,
 ) -> None:
     rows = [
         (k, minute(e), None if e is None or d is None else minute(e + d), v)
@@ -97,8 +107,12 @@ def test_aggregations_match_oracle(
         for fn in functions
     )
     view = ViewFrame("agg", frame, ("k",), "e", "c", tuple(s.name for s in specs), None, specs)
-    # per_entity: force the fallback that slides windows per entity instead of on one axis
-    with mock.patch.object(aggregate_module, "AXIS_LIMIT", 0 if per_entity else 2**62):
+    # index: prefix sums and sparse tables; axis: sliding kernels on one shared axis;
+    # per_entity: the fallback that slides windows per entity (no shared axis fits)
+    with (
+        mock.patch.object(aggregate_module, "AXIS_LIMIT", 0 if path == "per_entity" else 2**62),
+        mock.patch.object(aggindex, "ENABLED", path == "index"),
+    ):
         got = pit_join(
             label_frame,
             timestamp="t",
