@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, overload
+from dataclasses import dataclass
 
 import polars as pl
 
@@ -108,55 +108,72 @@ def known_from(frame: pl.DataFrame, keys: list[str], time: str) -> pl.Series | N
     """Per row, the least ``time`` of this row and every later row of its key, or None.
 
     ``frame`` must be grouped by ``keys`` in ascending key order (e.g. sorted by them) with
-    no nulls there or in ``time``. Used by the point-in-time kernel: in rank order, a row
-    is "beaten by a known row" from this instant on. None when the key cannot be packed.
+    no nulls there or in ``time``. In rank order, that is the instant from which the row
+    or a better one of its entity is known (see the kernel). None when it cannot pack.
     """
-    packed = _packed_key(frame, keys, time, with_bounds=True)
-    if packed is None:
+    packing = Packing.of(frame, keys, time)
+    if packing is None:
         return None
-    series, low_time, bits = packed
-    # the key sits in the high bits, so a later key never lowers an earlier key's minimum
-    suffix = series.cum_min(reverse=True)
-    offsets = (suffix % (1 << bits)).cast(pl.Int64) + low_time
-    return offsets.cast(frame.schema[time]).alias(time)
+    suffix = frame.select(packing.expr(keys[0], time).cum_min(reverse=True).alias("s"))
+    known = packing.time_of(pl.col("s")).cast(frame.schema[time]).alias(time)
+    return suffix.select(known).to_series()
 
 
-@overload
-def _packed_key(
-    frame: pl.DataFrame, keys: list[str], event: str, *, with_bounds: Literal[True]
-) -> tuple[pl.Series, int, int] | None: ...
+@dataclass(frozen=True)
+class Packing:
+    """One ``UInt64`` per (integer key, datetime): key offset high, time offset low.
 
-
-@overload
-def _packed_key(
-    frame: pl.DataFrame, keys: list[str], event: str, *, with_bounds: Literal[False] = False
-) -> pl.Series | None: ...
-
-
-def _packed_key(
-    frame: pl.DataFrame, keys: list[str], event: str, *, with_bounds: bool = False
-) -> pl.Series | tuple[pl.Series, int, int] | None:
-    """``(key - min) << bits(event span) | (event - min)`` as UInt64, when it fits; else None.
-
-    With ``with_bounds``: also the least event (physical) and the number of event bits.
+    Ordering packed values orders by (key, time); a later key's values all exceed an
+    earlier key's, so running minima and as-of searches never cross entities unseen.
     """
-    if len(keys) != 1 or frame.height < 2:
+
+    key_min: int
+    key_max: int
+    time_min: int  # physical (integer) datetime value
+    time_max: int
+    bits: int  # bits of the time offset
+
+    @staticmethod
+    def of(frame: pl.DataFrame, keys: list[str], time: str) -> Packing | None:
+        """The packing of ``frame``'s values, or None (several keys, non-integer key, too wide)."""
+        if len(keys) != 1 or frame.height < 2:
+            return None
+        key_dtype, time_dtype = frame.schema[keys[0]], frame.schema[time]
+        if not key_dtype.is_integer() or not isinstance(time_dtype, pl.Datetime):
+            return None
+        key, t = pl.col(keys[0]), pl.col(time).to_physical()
+        bounds = frame.select(
+            key.min().alias("kmin"),
+            key.max().alias("kmax"),
+            t.min().alias("lo"),
+            t.max().alias("hi"),
+        )
+        kmin, kmax, tmin, tmax = (int(v) for v in bounds.row(0))
+        key_bits, bits = (kmax - kmin).bit_length(), (tmax - tmin).bit_length()
+        if key_bits > 62 or bits > 62 or key_bits + bits > 64:
+            return None
+        return Packing(kmin, kmax, tmin, tmax, bits)
+
+    def expr(self, key: str, time: str | pl.Expr) -> pl.Expr:
+        """The packed value of ``key`` and ``time`` (a column, or an expression giving the
+        physical time); both must lie inside the packing's bounds."""
+        wide = pl.UInt64 if self.key_min >= 0 else pl.Int64  # no overflow in narrow ints
+        offset = (pl.col(key).cast(wide) - self.key_min).cast(pl.UInt64)
+        t = pl.col(time).to_physical() if isinstance(time, str) else time
+        return offset * pl.lit(1 << self.bits, pl.UInt64) + (t - self.time_min).cast(pl.UInt64)
+
+    def key_of(self, packed: pl.Expr) -> pl.Expr:
+        """The key offset of packed values (equal offsets: equal keys)."""
+        return packed // (1 << self.bits)
+
+    def time_of(self, packed: pl.Expr) -> pl.Expr:
+        """The physical time value of packed values."""
+        return (packed % (1 << self.bits)).cast(pl.Int64) + self.time_min
+
+
+def _packed_key(frame: pl.DataFrame, keys: list[str], event: str) -> pl.Series | None:
+    """Packed (key, event) values of ``frame`` (see :class:`Packing`), or None."""
+    packing = Packing.of(frame, keys, event)
+    if packing is None:
         return None
-    key_dtype, event_dtype = frame.schema[keys[0]], frame.schema[event]
-    if not key_dtype.is_integer() or not isinstance(event_dtype, pl.Datetime):
-        return None
-    key, e = pl.col(keys[0]), pl.col(event).to_physical()
-    bounds = frame.select(
-        key.min().alias("kmin"),
-        key.max().alias("kmax"),
-        e.min().alias("emin"),
-        e.max().alias("emax"),
-    ).row(0)
-    kmin, kmax, emin, emax = (int(v) for v in bounds)
-    key_bits, event_bits = (kmax - kmin).bit_length(), (emax - emin).bit_length()
-    if key_bits > 62 or event_bits > 62 or key_bits + event_bits > 64:
-        return None
-    high = (key - pl.lit(kmin)).cast(pl.UInt64) * pl.lit(1 << event_bits, dtype=pl.UInt64)
-    low = (e - pl.lit(emin)).cast(pl.UInt64)
-    packed = frame.select((high + low).alias("k")).to_series()
-    return (packed, emin, event_bits) if with_bounds else packed
+    return frame.select(packing.expr(keys[0], event)).to_series()

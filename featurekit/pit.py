@@ -31,7 +31,7 @@ import polars as pl
 
 from featurekit.aggregate import AggSpec, aggregate
 from featurekit.errors import SchemaError
-from featurekit.frames import gather_rows, in_order, known_from, last_of_runs, packed_order
+from featurekit.frames import Packing, gather_rows, in_order, last_of_runs, packed_order
 from featurekit.timeutil import to_utc_expr
 
 PointInTime = Literal["knowledge", "event"]
@@ -44,6 +44,8 @@ _C = "__fk_c"
 _AVAIL = "__fk_avail"
 _RANK = "__fk_rank"
 _BEST = "__fk_best"
+_PACKED = "__fk_packed"
+_PACKED_R = "__fk_packed_right"
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,60 @@ def _join_one(
     keys = list(view.keys)
     knowledge = point_in_time == "knowledge" and view.created_timestamp is not None
     rows = _ranked_rows(view, row_keys, knowledge, unit)
+    packing = Packing.of(rows, keys, _AVAIL)
+    if packing is not None:
+        matched = _packed_match(left, rows, keys[0], packing)
+    else:
+        matched = _general_match(left, rows, keys, knowledge)
+    chosen = matched[_BEST]
+    if view.ttl is not None:
+        age = matched[_T] - rows[_E].gather(chosen)
+        chosen = pl.select(pl.when(age > view.ttl).then(None).otherwise(chosen)).to_series()
+    best = pl.repeat(None, height, dtype=pl.get_index_type(), eager=True)
+    best = best.scatter(matched[_IDX], chosen.cast(pl.get_index_type()))
+    return rows.select(view.features).gather(best)
+
+
+def _packed_match(
+    left: pl.DataFrame, rows: pl.DataFrame, key: str, packing: Packing
+) -> pl.DataFrame:
+    """Each label's best known row (``_BEST``) for one integer key: no re-sort, no hashing.
+
+    In rank order, "known from" (the least ``avail`` of a row and every better row of its
+    entity) never decreases, and the best row known at t is the greatest rank whose
+    "known from" is <= t: any better row would itself be known by t. Packed with the key,
+    those instants form one sorted ``UInt64`` column; one as-of search on it (no ``by``)
+    answers every label, and a match that lands in another entity is discarded.
+    """
+    known = packing.expr(key, _AVAIL).cum_min(reverse=True)
+    right = rows.select(known.alias(_PACKED_R), pl.col(_RANK).alias(_BEST)).filter(
+        last_of_runs([_PACKED_R])  # the best row of each run of equal instants
+    )
+    t = pl.col(_T).to_physical()
+    # labels of unknown entities, or earlier than anything is known, match nothing; later
+    # than everything is known, they see every row: clip them onto the packing's range
+    reachable = pl.col(key).is_between(packing.key_min, packing.key_max) & (t >= packing.time_min)
+    probe = left.filter(reachable).with_columns(_packed_label(packing, key).alias(_PACKED))
+    matched = probe.join_asof(
+        right,
+        left_on=_PACKED,
+        right_on=_PACKED_R,
+        strategy="backward",
+        check_sortedness=False,  # labels sorted by (key, time), rows by (key, known from)
+    )
+    same = packing.key_of(pl.col(_PACKED)) == packing.key_of(pl.col(_PACKED_R))
+    return matched.select(_IDX, _T, pl.when(same).then(pl.col(_BEST)).alias(_BEST))
+
+
+def _packed_label(packing: Packing, key: str) -> pl.Expr:
+    """A label's (key, time) packed like the rows' instants, its time clipped to their range."""
+    return packing.expr(key, pl.col(_T).to_physical().clip(upper_bound=packing.time_max))
+
+
+def _general_match(
+    left: pl.DataFrame, rows: pl.DataFrame, keys: list[str], knowledge: bool
+) -> pl.DataFrame:
+    """Each label's best known row (``_BEST``), any keys."""
     # General path: running best rank in (keys, avail) order. Ranks grow with the keys, so a
     # plain cum_max never carries a value across entities. Within equal avail, ranks go
     # descending: every row of a tie then holds the tie's best, whichever one the as-of
@@ -193,17 +249,6 @@ def _join_one(
     maybe_in_order = not knowledge or not rows.select((pl.col(_C) > pl.col(_E)).any()).item()
     if maybe_in_order and in_order(candidates, [*keys, _AVAIL], strict=True):
         candidates = candidates.select([*keys, _AVAIL, pl.col(_RANK).alias(_BEST)])
-    elif (known := known_from(rows, keys, _AVAIL)) is not None:
-        # No re-sort: in rank order, "known from" = the least avail of this row and every
-        # better row of its entity is nondecreasing, and the best row known at t is the
-        # greatest rank whose "known from" is <= t (any better row would be known by t
-        # itself). Keep the last row of each run of equal instants: no ties for the join.
-        candidates = (
-            rows.select([*keys, pl.col(_RANK).alias(_BEST)])
-            .with_columns(known.alias(_AVAIL))
-            .filter(last_of_runs([*keys, _AVAIL]))
-            .select([*keys, _AVAIL, _BEST])
-        )
     else:
         candidates = candidates.sort(
             [*keys, _AVAIL, _RANK], descending=[False] * (len(keys) + 1) + [True]
@@ -211,7 +256,7 @@ def _join_one(
         candidates = candidates.with_columns(pl.col(_RANK).cum_max().alias(_BEST)).select(
             [*keys, _AVAIL, _BEST]
         )
-    matched = left.join_asof(
+    return left.join_asof(
         candidates,
         left_on=_T,
         right_on=_AVAIL,
@@ -219,13 +264,6 @@ def _join_one(
         strategy="backward",
         check_sortedness=False,  # sorted by (keys, time): sorted within every entity
     )
-    chosen = matched[_BEST]
-    if view.ttl is not None:
-        age = matched[_T] - rows[_E].gather(chosen)
-        chosen = pl.select(pl.when(age > view.ttl).then(None).otherwise(chosen)).to_series()
-    best = pl.repeat(None, height, dtype=pl.get_index_type(), eager=True)
-    best = best.scatter(matched[_IDX], chosen.cast(pl.get_index_type()))
-    return rows.select(view.features).gather(best)
 
 
 def _aggregate_one(

@@ -40,23 +40,29 @@ def at(minutes: list[int]) -> pl.Series:
     labels=labels_st,
     ttl=st.sampled_from([None, 3, 10]),
     mode=st.sampled_from(["knowledge", "event"]),
+    key_dtype=st.sampled_from([pl.Int64, pl.Int8, pl.UInt8, pl.UInt64, pl.Int32]),
 )
 def test_packed_paths_match_general_path(
     rows: list[tuple[int, int, int]],
     labels: list[tuple[int, int]],
     ttl: int | None,
     mode: str,
+    key_dtype: type[pl.DataType],
 ) -> None:
+    shift = 2 if key_dtype in (pl.UInt8, pl.UInt64) else 0  # unsigned: no negative keys
     frame = pl.DataFrame(
         {
-            "k": pl.Series([k for k, _, _ in rows], dtype=pl.Int64),
+            "k": pl.Series([k + shift for k, _, _ in rows], dtype=key_dtype),
             "e": at([e for _, e, _ in rows]),
             "c": at([e + c for _, e, c in rows]),
             "v": pl.Series([float(i) for i in range(len(rows))]),
         }
     )
     label_frame = pl.DataFrame(
-        {"k": pl.Series([k for k, _ in labels], dtype=pl.Int64), "t": at([t for _, t in labels])}
+        {
+            "k": pl.Series([k + shift for k, _ in labels], dtype=key_dtype),
+            "t": at([t for _, t in labels]),
+        }
     )
     answers = []
     for stringy in (False, True):
