@@ -14,7 +14,6 @@ fix | null], ...]`` with values in the view's event columns order (encoded as in
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,7 +27,7 @@ from featurekit.online.snapshot import (
     _physical,
     _schema_b64,
     construct_dtype,
-    encode_key,
+    encode_entries,
     restore_values,
     to_us,
 )
@@ -91,29 +90,7 @@ def build_event_snapshot(
         max_event_us=physical.select(pl.col(_E).max()).item() if physical.height else None,
     )
     floats = [i for i, c in enumerate(columns) if rows.schema[c].is_float()]
-    return meta, _entries(physical, len(keys), floats)
-
-
-def _entries(frame: pl.DataFrame, nkeys: int, floats: list[int]) -> Iterator[tuple[bytes, bytes]]:
-    current: tuple[Any, ...] | None = None
-    events: list[list[Any]] = []
-    for row in frame.iter_rows():
-        key = row[:nkeys]
-        if key != current:
-            if current is not None:
-                yield encode_key(current), orjson.dumps(events)
-            current, events = key, []
-        values = list(row[nkeys + 2 :])
-        fix = None
-        for i in floats:
-            v = values[i]
-            if v is not None and not math.isfinite(v):
-                fix = fix or []
-                fix.append([i, "nan" if v != v else ("inf" if v > 0 else "-inf")])
-                values[i] = None
-        events.append([row[nkeys], row[nkeys + 1], values, fix])
-    if current is not None:
-        yield encode_key(current), orjson.dumps(events)
+    return meta, encode_entries(physical, len(keys), 2, floats)
 
 
 def decode_aggregates(

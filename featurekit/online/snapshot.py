@@ -155,10 +155,17 @@ def build_snapshot(
         max_event_us=max_event,
     )
     floats = [i for i, f in enumerate(features) if rows.schema[f].is_float()]
-    return meta, _entries(physical, len(keys), floats)
+    return meta, encode_entries(physical, len(keys), 3, floats)
 
 
-def _entries(frame: pl.DataFrame, nkeys: int, floats: list[int]) -> Iterator[tuple[bytes, bytes]]:
+def encode_entries(
+    frame: pl.DataFrame, nkeys: int, times: int, floats: list[int]
+) -> Iterator[tuple[bytes, bytes]]:
+    """One orjson value per entity: ``[[*time columns, [values...], fix | null], ...]``.
+
+    ``frame`` is sorted by its first ``nkeys`` (key) columns; ``times`` integer columns
+    follow, then the values. Non-finite floats, which JSON cannot hold, go in ``fix``.
+    """
     current: tuple[Any, ...] | None = None
     entries: list[list[Any]] = []
     for row in frame.iter_rows():
@@ -167,7 +174,7 @@ def _entries(frame: pl.DataFrame, nkeys: int, floats: list[int]) -> Iterator[tup
             if current is not None:
                 yield encode_key(current), orjson.dumps(entries)
             current, entries = key, []
-        values = list(row[nkeys + 3 :])
+        values = list(row[nkeys + times :])
         fix = None
         for i in floats:
             v = values[i]
@@ -175,7 +182,7 @@ def _entries(frame: pl.DataFrame, nkeys: int, floats: list[int]) -> Iterator[tup
                 fix = fix or []
                 fix.append([i, "nan" if v != v else ("inf" if v > 0 else "-inf")])
                 values[i] = None
-        entries.append([row[nkeys], row[nkeys + 1], row[nkeys + 2], values, fix])
+        entries.append([*row[nkeys : nkeys + times], values, fix])
     if current is not None:
         yield encode_key(current), orjson.dumps(entries)
 
