@@ -104,21 +104,6 @@ def packed_order(
     return order
 
 
-def known_from(frame: pl.DataFrame, keys: list[str], time: str) -> pl.Series | None:
-    """Per row, the least ``time`` of this row and every later row of its key, or None.
-
-    ``frame`` must be grouped by ``keys`` in ascending key order (e.g. sorted by them) with
-    no nulls there or in ``time``. In rank order, that is the instant from which the row
-    or a better one of its entity is known (see the kernel). None when it cannot pack.
-    """
-    packing = Packing.of(frame, keys, time)
-    if packing is None:
-        return None
-    suffix = frame.select(packing.expr(keys[0], time).cum_min(reverse=True).alias("s"))
-    known = packing.time_of(pl.col("s")).cast(frame.schema[time]).alias(time)
-    return suffix.select(known).to_series()
-
-
 @dataclass(frozen=True)
 class Packing:
     """One ``UInt64`` per (integer key, datetime): key offset high, time offset low.

@@ -66,13 +66,6 @@ class OnDemandFeature(BaseModel):
         """Names of the request columns the function reads."""
         return tuple(name for name, _ in self.request)
 
-    def request_dtype(self, column: str) -> pl.DataType | None:
-        """The declared dtype of a request column, or None when it is taken as given."""
-        for name, dtype in self.request:
-            if name == column:
-                return dtype if isinstance(dtype, pl.DataType) else None
-        return None
-
     def code_fingerprint(self) -> str:
         """Hash of the code as it is now (or of the explicit ``version=``)."""
         if self.version is not None:

@@ -593,8 +593,3 @@ def _rename_unregistered(registry: Registry, graph: LineageGraph) -> LineageGrap
         for r in graph.runs.values()
     ]
     return LineageGraph(nodes, edges, runs)
-
-
-def record_once(registry: Registry, kind: str, key: str, record: dict[str, Any]) -> bool:
-    """Write ``record`` unless one exists; True when it was written now."""
-    return registry.add_lineage_record(kind, key, record)

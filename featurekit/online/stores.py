@@ -144,7 +144,6 @@ class SQLiteOnlineStore:
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self._local = threading.local()
-        self._sids: dict[tuple[str, int], str] = {}
         self._metas: dict[str, bytes] = {}
         self._ready = False
 

@@ -13,7 +13,7 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from featurekit.frames import known_from, packed_order, sort_rows
+from featurekit.frames import packed_order, sort_rows
 from featurekit.pit import ViewFrame, pit_join
 
 BASE = datetime(2026, 3, 1)
@@ -101,9 +101,3 @@ def test_frame_helpers(rows: list[tuple[int, int, int]]) -> None:
     order = packed_order(frame, ["k"], "e", [("r", True)])
     if order is not None:
         assert frame[order].equals(frame.sort(["k", "e", "r"], descending=[False, False, True]))
-    # known_from: per key, the least c of this row and every later row of that key
-    ordered = frame.sort("k", maintain_order=True)
-    got = known_from(ordered, ["k"], "c")
-    want = ordered.select(pl.col("c").reverse().cum_min().reverse().over("k")).to_series()
-    if got is not None:
-        assert got.equals(want, check_names=False)
