@@ -79,7 +79,7 @@ def resolve(view: FeatureView) -> ResolvedView:
     source_parts = {}
     for src in view.sources:
         if isinstance(src, Source):
-            used = _used_columns(view, schemas, src)
+            used = _used_columns(view, schemas, src, out_schema)
             source_parts[src.name] = {
                 "identity": src.identity(),
                 "columns": {c: str(schemas[src.name][c]) for c in used},
@@ -124,14 +124,15 @@ def _output_schema(view: FeatureView, schemas: Mapping[str, pl.Schema]) -> pl.Sc
         ) from err
 
 
-def _used_columns(view: FeatureView, schemas: Mapping[str, pl.Schema], src: Source) -> list[str]:
+def _used_columns(
+    view: FeatureView, schemas: Mapping[str, pl.Schema], src: Source, baseline: pl.Schema
+) -> list[str]:
     """Columns of ``src`` the view reads: leaving one out breaks or changes the output."""
     schema = schemas[src.name]
     always = [c for c in (src.timestamp, src.created_timestamp) if c is not None]
     names = schema.names()
     if len(names) > MAX_PROBED_COLUMNS:
         return names
-    baseline = _output_schema(view, schemas)
     used = list(always)
     for column in names:
         if column in always:
