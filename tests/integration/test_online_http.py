@@ -6,10 +6,6 @@ OpenAPI checked into docs/, Redis going down gives 503 while the server stays up
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,11 +14,11 @@ import httpx
 import pytest
 from test_online_support import (
     fare_ratio,
-    free_port,
     http_server,
     now_floor,
     pricing,
     redis_server,
+    served,
     views,
     write_data,
 )
@@ -220,38 +216,9 @@ def test_redis_down_is_503_and_the_server_stays_up(filled: fk.Store) -> None:
 
 
 def test_featurekit_serve_command(filled: fk.Store) -> None:
-    port = free_port()
     support = Path(__file__).with_name("test_online_support.py")
-    env = {**os.environ, "PYTHONPATH": str(support.parent)}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "featurekit.cli",
-            "serve",
-            "--store",
-            str(filled.root),
-            "--port",
-            str(port),
-            "--definitions",
-            str(support),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.monotonic() < deadline, "featurekit serve did not start"
-            time.sleep(0.1)
+    definitions = ("--definitions", str(support))
+    with served(filled.root, *definitions, env={"PYTHONPATH": str(support.parent)}) as base:
         reply = httpx.post(
             f"{base}/v1/features",
             json={
@@ -269,6 +236,3 @@ def test_featurekit_serve_command(filled: fk.Store) -> None:
             "fare_ratio",
             "no_fare",
         ]
-    finally:
-        proc.terminate()
-        proc.wait(10)

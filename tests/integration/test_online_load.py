@@ -9,9 +9,6 @@ requests); benchmarks/online.py --load runs the full 8 x 2,000.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -21,7 +18,7 @@ from typing import Any
 import httpx
 import polars as pl
 import pytest
-from test_online_support import free_port, redis_server
+from test_online_support import redis_server, served
 
 import featurekit as fk
 
@@ -100,36 +97,26 @@ def run_clients(call: Any, written: list[int]) -> tuple[list[str], set[int]]:
     return errors, seen
 
 
+def reads_during_writes(
+    store: fk.Store, view: fk.FeatureView, tmp_path: Path, call: Any
+) -> tuple[list[str], set[int], list[int]]:
+    """Client threads calling ``call`` while a writer thread keeps materializing."""
+    stop = threading.Event()
+    written: list[int] = []
+    thread = threading.Thread(target=writer, args=(store, view, tmp_path / "data", stop, written))
+    thread.start()
+    try:
+        errors, seen = run_clients(call, written)
+    finally:
+        stop.set()
+        thread.join(120)
+    return errors, seen, written
+
+
 @pytest.mark.slow
 def test_http_load_while_materializing(tmp_path: Path) -> None:
     store, view = make_store(tmp_path)
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "featurekit.cli",
-            "serve",
-            "--store",
-            str(store.root),
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=dict(os.environ),
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.1)
+    with served(store.root) as base:
         body = {"features": ["generation_stats:*"], "entities": {"item_id": list(range(ENTITIES))}}
         local = threading.local()
 
@@ -143,18 +130,7 @@ def test_http_load_while_materializing(tmp_path: Path) -> None:
             columns: dict[str, list[Any]] = reply.json()["columns"]
             return columns
 
-        stop = threading.Event()
-        written: list[int] = []
-        thread = threading.Thread(
-            target=writer, args=(store, view, tmp_path / "data", stop, written)
-        )
-        thread.start()
-        errors, seen = run_clients(call, written)
-        stop.set()
-        thread.join(120)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+        errors, seen, written = reads_during_writes(store, view, tmp_path, call)
     assert not errors, errors[:5]
     assert written, "no materialization ran during the load"
     assert len(seen) >= 2, f"the load saw only generations {seen}; writes did not overlap reads"
@@ -173,14 +149,6 @@ def test_redis_reads_are_never_torn(tmp_path: Path) -> None:
             )
             return frame.to_dict(as_series=False)
 
-        stop = threading.Event()
-        written: list[int] = []
-        thread = threading.Thread(
-            target=writer, args=(store, view, tmp_path / "data", stop, written)
-        )
-        thread.start()
-        errors, seen = run_clients(call, written)
-        stop.set()
-        thread.join(120)
+        errors, seen, _ = reads_during_writes(store, view, tmp_path, call)
     assert not errors, errors[:5]
     assert len(seen) >= 2, f"reads saw only generations {seen}"

@@ -192,6 +192,42 @@ def redis_server() -> Iterator[str]:
         proc.wait(10)
 
 
+SERVE = ("python", "-m", "featurekit.cli", "serve")
+
+
+@contextlib.contextmanager
+def served(root: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``featurekit serve`` as a real subprocess on a free loopback port; yields its URL."""
+    import sys
+
+    import httpx
+
+    port = free_port()
+    serve = (sys.executable, *SERVE[1:])
+    proc = subprocess.Popen(
+        [*serve, "--store", str(root), "--port", str(port), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            if proc.poll() is not None:
+                output = proc.stdout.read() if proc.stdout else b""
+                raise AssertionError(f"featurekit serve exited: {output!r}")
+            assert time.monotonic() < deadline, "featurekit serve did not start"
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 @contextlib.contextmanager
 def http_server(app: Any) -> Iterator[str]:
     """Run ``app`` on uvicorn in a thread on a free loopback port; stop it afterwards."""
