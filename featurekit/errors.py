@@ -9,6 +9,7 @@ The tree (catch ``FeatureKitError`` to catch them all)::
     ├── SchemaError            data has missing columns or wrong dtypes
     ├── UserCodeError          a user's view function raised; the original is ``__cause__``
     ├── StorageError           the store root or a table is unusable (not a store, newer format)
+│   └── OnlineStoreError   the online store (SQLite file, Redis) cannot be reached or used
     ├── NotFoundError          an unknown view, version, feature or training set
     └── ReproducibilityError   a rebuilt training set differs from its recorded hash
 
