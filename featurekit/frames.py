@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import polars as pl
 
 _POSITION = "__fk_position"
+_PACKED = "__fk_packed"
 
 
 def in_order(frame: pl.DataFrame, columns: list[str], *, strict: bool) -> bool:
@@ -49,14 +50,55 @@ def sort_rows(
     """Rows stably sorted by (keys, event, created): ties keep their order (nulls first).
 
     Same result as ``frame.with_row_index().sort([*keys, event, created, index])``, but
-    much cheaper when :func:`packed_order` applies.
+    much cheaper when a :class:`Packing` applies: one stable sort on a packed ``UInt64``
+    (polars' streaming engine moves whole rows while sorting, cheaper than an arg-sort
+    followed by a random gather of every column), then the few rows tied on it are put in
+    ``created`` order on their own.
     """
-    ties = [(created, False)] if created else []
-    order = packed_order(frame, keys, event, ties)
-    if order is None:
-        identity = [*keys, event, *([created] if created else [])]
+    identity = [*keys, event, *([created] if created else [])]
+    packing = Packing.of(frame, keys, event)
+    if packing is None:
         return frame.with_row_index(_POSITION).sort([*identity, _POSITION]).drop(_POSITION)
-    return gather_rows(frame, order)
+    ordered = (
+        frame.lazy()
+        .with_columns(packing.expr(keys[0], event).alias(_PACKED))
+        .sort(_PACKED, maintain_order=True)
+        .collect(engine="streaming")
+    )
+    packed = ordered.get_column(_PACKED)
+    columns = ordered.drop(_PACKED).get_columns()
+    del ordered  # the columns are now the only owners: scatter can write in place
+    if created is not None:
+        _order_ties(columns, packed, frame.columns.index(created))
+    return pl.DataFrame(columns)
+
+
+def _order_ties(columns: list[pl.Series], packed: pl.Series, created: int) -> None:
+    """Reorder rows tied on ``packed`` by (created, position), nulls first, in place.
+
+    Ties are rare (same key and event time), so only they are gathered, sorted and
+    scattered back; every other row stays where the stable sort put it. A column nobody
+    else holds is written in place (polars copies shared ones, which is slower, not wrong).
+    """
+    tied = (packed == packed.shift(1)).fill_null(False) | (packed == packed.shift(-1)).fill_null(
+        False
+    )
+    if not tied.any():
+        return
+    where = tied.arg_true()
+    fixed = (
+        pl.DataFrame(
+            {
+                "__k": packed.gather(where),
+                "__c": columns[created].gather(where),
+                "__i": where,
+            }
+        )
+        .sort(["__k", "__c", "__i"], nulls_last=False)
+        .get_column("__i")
+    )
+    for column in columns:
+        column.scatter(where, column.gather(fixed))
 
 
 def gather_rows(frame: pl.DataFrame, order: pl.Series) -> pl.DataFrame:

@@ -101,3 +101,48 @@ def test_frame_helpers(rows: list[tuple[int, int, int]]) -> None:
     order = packed_order(frame, ["k"], "e", [("r", True)])
     if order is not None:
         assert frame[order].equals(frame.sort(["k", "e", "r"], descending=[False, False, True]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=rows_st, nulls=st.lists(st.booleans(), min_size=40, max_size=40))
+def test_sort_rows_null_created_and_no_created(
+    rows: list[tuple[int, int, int]], nulls: list[bool]
+) -> None:
+    created = [
+        None if nulls[i] else BASE + timedelta(minutes=e + c) for i, (_, e, c) in enumerate(rows)
+    ]
+    frame = pl.DataFrame(
+        {
+            "k": pl.Series([k for k, _, _ in rows], dtype=pl.Int64),
+            "e": at([e for _, e, _ in rows]),
+            "c": pl.Series(created, dtype=pl.Datetime("us")),
+            "i": pl.Series(list(range(len(rows)))),
+        }
+    )
+    ranked = frame.with_row_index("p")
+    expected = ranked.sort(["k", "e", "c", "p"], nulls_last=False).drop("p")
+    assert sort_rows(frame, ["k"], "e", "c").equals(expected)
+    assert sort_rows(frame, ["k"], "e", None).equals(ranked.sort(["k", "e", "p"]).drop("p"))
+
+
+def test_sort_rows_large_chunked_frame_with_many_ties() -> None:
+    """Big enough for the streaming sort to split into morsels; stability must survive."""
+    n, parts = 400_000, 4
+    size = n // parts
+    chunks = []
+    for i in range(parts):
+        row = pl.int_range(0, size, eager=True)
+        chunks.append(
+            pl.DataFrame(
+                {
+                    "k": (row * (7919 + i)) % 997,
+                    "e": ((row % 13) * 60_000_000).cast(pl.Datetime("us")),
+                    "c": ((row % (5 + i)) * 1_000_000).cast(pl.Datetime("us")),
+                    "i": pl.int_range(i * size, (i + 1) * size, eager=True),
+                }
+            )
+        )
+    frame = pl.concat(chunks, rechunk=False)
+    assert frame.n_chunks() == parts
+    expected = frame.with_row_index("p").sort(["k", "e", "c", "p"]).drop("p")
+    assert sort_rows(frame, ["k"], "e", "c").equals(expected)
