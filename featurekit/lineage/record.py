@@ -19,7 +19,7 @@ import hashlib
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import polars as pl
 
@@ -94,12 +94,36 @@ def _file_hash(path: str) -> str:
         return "missing"
     key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
     if key not in _FILE_HASHES:
-        digest = hashlib.sha256()
+        digest = hashlib.sha256(str(stat.st_size).encode() + b"\0")
         with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
+            footer = _parquet_footer(handle, stat.st_size)
+            if footer is not None:
+                digest.update(footer)
+            else:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
         _FILE_HASHES[key] = digest.hexdigest()
     return _FILE_HASHES[key]
+
+
+def _parquet_footer(handle: BinaryIO, size: int) -> bytes | None:
+    """A parquet file's footer, or None for anything else.
+
+    The footer records every row group's and column chunk's byte sizes, offsets, row
+    counts and min/max/null statistics, so a change to the data changes it; hashing it
+    instead of every byte keeps lineage cheap on large sources (issue 7: 0.34 s of a
+    10M-row materialization went to hashing the file).
+    """
+    if size < 12:
+        return None
+    handle.seek(size - 8)
+    tail = handle.read(8)
+    length = int.from_bytes(tail[:4], "little")
+    if tail[4:] != b"PAR1" or length > size - 12:
+        handle.seek(0)
+        return None
+    handle.seek(size - 8 - length)
+    return handle.read(length)
 
 
 # ---- materialization ----------------------------------------------------------------------
