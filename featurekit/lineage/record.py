@@ -19,9 +19,10 @@ import hashlib
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
+import xxhash
 
 from featurekit.config import FORMAT_VERSION
 from featurekit.definitions import Source
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from featurekit.materialize import MaterializeResult
     from featurekit.resolve import ResolvedView
 
-#: (path, size, mtime_ns) -> sha256 of the file, so unchanged files are hashed once.
+#: (path, size, mtime_ns) -> xxh3-128 of the file, so unchanged files are hashed once.
 _FILE_HASHES: dict[tuple[str, int, int], str] = {}
 
 
@@ -88,42 +89,20 @@ def _fingerprint(src: Source) -> tuple[str, str]:
 
 
 def _file_hash(path: str) -> str:
+    """xxh3-128 of the file's bytes: every byte counts, at memory speed (~10 GB/s; sha256
+    took 0.35 s on a 0.5 GB source, a tenth of a 10M-row materialization)."""
     try:
         stat = os.stat(path)
     except OSError:
         return "missing"
     key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
     if key not in _FILE_HASHES:
-        digest = hashlib.sha256(str(stat.st_size).encode() + b"\0")
+        digest = xxhash.xxh3_128()
         with open(path, "rb") as handle:
-            footer = _parquet_footer(handle, stat.st_size)
-            if footer is not None:
-                digest.update(footer)
-            else:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(chunk)
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
         _FILE_HASHES[key] = digest.hexdigest()
     return _FILE_HASHES[key]
-
-
-def _parquet_footer(handle: BinaryIO, size: int) -> bytes | None:
-    """A parquet file's footer, or None for anything else.
-
-    The footer records every row group's and column chunk's byte sizes, offsets, row
-    counts and min/max/null statistics, so a change to the data changes it; hashing it
-    instead of every byte keeps lineage cheap on large sources (issue 7: 0.34 s of a
-    10M-row materialization went to hashing the file).
-    """
-    if size < 12:
-        return None
-    handle.seek(size - 8)
-    tail = handle.read(8)
-    length = int.from_bytes(tail[:4], "little")
-    if tail[4:] != b"PAR1" or length > size - 12:
-        handle.seek(0)
-        return None
-    handle.seek(size - 8 - length)
-    return handle.read(length)
 
 
 # ---- materialization ----------------------------------------------------------------------
