@@ -8,12 +8,13 @@ general multi-column sorts. Both must agree with each other and with the oracle.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from itertools import pairwise
 
 import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from featurekit.frames import packed_order, sort_rows
+from featurekit.frames import in_order, packed_order, sort_rows
 from featurekit.pit import ViewFrame, pit_join
 
 BASE = datetime(2026, 3, 1)
@@ -146,3 +147,55 @@ def test_sort_rows_large_chunked_frame_with_many_ties() -> None:
     assert frame.n_chunks() == parts
     expected = frame.with_row_index("p").sort(["k", "e", "c", "p"]).drop("p")
     assert sort_rows(frame, ["k"], "e", "c").equals(expected)
+
+
+def _in_order_by_loop(frame: pl.DataFrame, columns: list[str], strict: bool) -> bool:
+    """Plain Python: every row compared with the one before it (nulls make it False)."""
+    rows = frame.select(columns).rows()
+    if any(v is None for row in rows for v in row):
+        return len(rows) < 2
+    return all(a < b if strict else a <= b for a, b in pairwise(rows))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.integers(-2, 3),
+            st.integers(0, 4),
+            st.integers(0, 3),
+            st.integers(0, 2),
+        ),
+        min_size=0,
+        max_size=30,
+    ),
+    sort_by=st.sampled_from([0, 2, 4]),
+    null_at=st.one_of(st.none(), st.integers(0, 29)),
+    strict=st.booleans(),
+    width=st.sampled_from([1, 2, 3, 4]),
+)
+def test_in_order_matches_a_loop(
+    rows: list[tuple[int, int, int, int]],
+    sort_by: int,
+    null_at: int | None,
+    strict: bool,
+    width: int,
+) -> None:
+    frame = pl.DataFrame(
+        {
+            "k": pl.Series([r[0] for r in rows], dtype=pl.Int64),
+            "e": at([r[1] for r in rows]),
+            "c": pl.Series(
+                [
+                    None if i == null_at else BASE + timedelta(minutes=r[2])
+                    for i, r in enumerate(rows)
+                ],
+                dtype=pl.Datetime("us"),
+            ),
+            "x": pl.Series([r[3] for r in rows], dtype=pl.Int64),
+        }
+    )
+    columns = ["k", "e", "c", "x"][:width]
+    if sort_by:  # by the first two columns only, or by all of them
+        frame = frame.sort(columns[:sort_by], nulls_last=False, maintain_order=True)
+    assert in_order(frame, columns, strict=strict) == _in_order_by_loop(frame, columns, strict)
