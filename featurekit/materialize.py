@@ -160,6 +160,7 @@ class _Counted:
             if compute is self.batches[-1] and self.rows == 0 and self.mode == "full":
                 _refuse_empty_sources(self.resolved)
             yield rows
+            del rows  # released before the next batch is computed: one batch held at a time
 
 
 _Batch = Callable[[], pl.DataFrame]

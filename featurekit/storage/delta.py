@@ -70,7 +70,11 @@ def write_rows(
 
 
 def _stream(frames: Iterable[pl.DataFrame], failures: list[BaseException]) -> Any:
-    """A pyarrow RecordBatchReader over frames, recording the producer's own errors."""
+    """A pyarrow RecordBatchReader over frames, recording the producer's own errors.
+
+    Holds one frame at a time: each is released before the next one is computed, so a
+    batched run's peak is one batch, not two.
+    """
     import pyarrow as pa
 
     iterator = iter(frames)
@@ -79,15 +83,20 @@ def _stream(frames: Iterable[pl.DataFrame], failures: list[BaseException]) -> An
     except StopIteration:
         raise StorageError("nothing to write: no batches were produced.") from None
     schema = first.schema
+    pending: list[Any] = [first]
+    del first
 
     def batches() -> Iterator[pa.RecordBatch]:
-        yield from first.to_batches()
         try:
-            for frame in iterator:
+            while pending:
+                yield from pending.pop().to_batches()
+                frame = next(iterator, None)
+                if frame is None:
+                    return
                 table = _one_batch(frame)
-                if table.schema != schema:
-                    table = table.cast(schema)
-                yield from table.to_batches()
+                del frame
+                pending.append(table if table.schema == schema else table.cast(schema))
+                del table
         except BaseException as err:
             failures.append(err)
             raise
@@ -157,6 +166,18 @@ def version_at(
     """The table version current at wall-clock ``when`` (Delta time travel), or None."""
     versions = [h["version"] for h in history(uri, storage_options) if h["timestamp"] <= when]
     return max(versions) if versions else None
+
+
+def scan_rows(
+    uri: str, *, version: int, storage_options: Mapping[str, str] | None = None
+) -> pl.LazyFrame:
+    """A lazy scan of the table at a pinned ``version`` (filters are pushed to file stats)."""
+    try:
+        return pl.scan_delta(uri, version=version, storage_options=_options(storage_options))
+    except Exception as err:
+        raise StorageError(
+            f"reading Delta table {uri!r} at version {version} failed: {err}"
+        ) from err
 
 
 def read_rows(
