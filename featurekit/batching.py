@@ -1,4 +1,4 @@
-"""Memory budgets for materialization: how many batches a run needs, and which rows each holds.
+"""Memory budgets for materialization and online syncs: how many batches, which rows each holds.
 
 A run whose sources are estimated to need more memory than the budget is computed in
 batches. Each batch is the view's *output* filtered to a disjoint set of entity keys (a
@@ -24,9 +24,15 @@ from featurekit.storage.sources import TimeBound, scan_source
 #: Default memory budget of one materialization run (bytes).
 DEFAULT_BUDGET = 8 * 1024**3
 
-#: Peak memory of the in-memory path relative to the rows it computes: the collected
-#: rows, their sorted copy and the writer's buffers.
-PEAK_FACTOR = 3
+#: Peak memory of a batch relative to the rows it computes: the collected rows, their
+#: sorted copy and the sort's buffers, the previous batch still held by the Delta
+#: writer, and memory the allocator keeps after freeing it (measured on 50M rows with
+#: budgets of 2, 4 and 8 GiB; see docs/materialization.md).
+PEAK_FACTOR = 6
+
+#: Memory a run needs whatever its size: the interpreter and libraries, the Delta
+#: writer's file buffers (measured: about 0.5 GiB).
+BASE_BYTES = 512 * 1024**2
 
 #: Each batch scans the sources again (filtered), so their number is capped.
 MAX_BATCHES = 256
@@ -63,18 +69,23 @@ def parse_size(value: str | int | None, *, what: str = "memory_budget") -> int |
 
 def estimate_bytes(sources: Sequence[Source], bounds: Sequence[Sequence[TimeBound]]) -> int:
     """Rows the run reads times their width in memory, summed over the raw sources."""
-    total = 0
-    for src, bound in zip(sources, bounds, strict=True):
-        lf = scan_source(src, bounds=bound)
-        schema = lf.collect_schema()
-        rows = int(lf.select(pl.len()).collect().item())
-        total += rows * sum(_width(dtype) for dtype in schema.dtypes())
-    return total
+    return sum(
+        frame_bytes(scan_source(src, bounds=bound))
+        for src, bound in zip(sources, bounds, strict=True)
+    )
+
+
+def frame_bytes(lf: pl.LazyFrame) -> int:
+    """Rows times their width in memory (counting rows reads file metadata, not data)."""
+    width = sum(_width(dtype) for dtype in lf.collect_schema().dtypes())
+    return int(lf.select(pl.len()).collect().item()) * width
 
 
 def batch_count(estimated: int, budget: int) -> int:
-    """Batches so that each one's peak (``PEAK_FACTOR`` x its rows) fits the budget."""
-    return min(MAX_BATCHES, max(1, math.ceil(estimated * PEAK_FACTOR / budget)))
+    """Batches so that each one's peak (``PEAK_FACTOR`` x its rows) fits the budget, less
+    :data:`BASE_BYTES` (with at least a quarter of the budget left for the batch)."""
+    room = max(budget - BASE_BYTES, budget // 4)
+    return min(MAX_BATCHES, max(1, math.ceil(estimated * PEAK_FACTOR / room)))
 
 
 def key_partitions(lf: pl.LazyFrame, keys: Sequence[str], n: int) -> list[pl.Expr]:
