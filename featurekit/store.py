@@ -105,6 +105,7 @@ class Store:
         sources = self._lineage.before_materialize(resolved)
         show = self.progress if progress is None else progress
         bar = _progress(f"materialize {view.name}", 3, show)
+        budget = parse_size(memory_budget) or self.memory_budget
         try:
             result = materialize(
                 self.registry,
@@ -113,11 +114,11 @@ class Store:
                 end=end,
                 full_refresh=full_refresh,
                 step=lambda text: _advance(bar, text),
-                memory_budget=parse_size(memory_budget) or self.memory_budget,
+                memory_budget=budget,
             )
         finally:
             bar.close()
-        self._sync_online(result)  # after the Delta commit; a no-op run repairs a lagging store
+        self._sync_online(result, budget)  # after the commit; a no-op run repairs a lagging store
         self._lineage.after_materialize(resolved, result, sources)
         return result
 
@@ -298,14 +299,20 @@ class Store:
             self._online_service = OnlineService(self, store, self._catalog)
         return self._online_service
 
-    def _sync_online(self, result: MaterializeResult) -> None:
+    def _sync_online(self, result: MaterializeResult, budget: int | None) -> None:
         if self._online_spec is False:
             return
         from featurekit.online.errors import OnlineStoreError
         from featurekit.online.sync import sync_view
 
         try:
-            sync_view(self.registry, self._online().online, result.view, result.version)
+            sync_view(
+                self.registry,
+                self._online().online,
+                result.view,
+                result.version,
+                memory_budget=budget,
+            )
         except OnlineStoreError as err:
             raise OnlineStoreError(
                 f"view {result.view!r} version {result.version} was materialized (Delta "

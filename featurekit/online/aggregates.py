@@ -35,7 +35,12 @@ from featurekit.pit import ViewFrame, pit_join
 from featurekit.storage.registry import VersionRecord
 from featurekit.training import aggregation_specs
 
-__all__ = ["build_event_snapshot", "decode_aggregates"]
+__all__ = [
+    "build_event_snapshot",
+    "decode_aggregates",
+    "event_snapshot_entries",
+    "event_snapshot_meta",
+]
 
 _UTC_US = pl.Datetime("us", "UTC")
 _E, _C, _T = "__fk_online_e", "__fk_online_c", "__fk_online_t"
@@ -51,32 +56,45 @@ def build_event_snapshot(
     record: VersionRecord, rows: pl.DataFrame, *, delta_version: int, taken: datetime
 ) -> tuple[SnapshotMeta, Iterator[tuple[bytes, bytes]]]:
     """The events of an aggregation view version that lookups at ``t >= taken`` may count."""
-    keys = list(record.keys)
-    columns = list(record.event_columns)
-    ts, created = record.timestamp, record.created_timestamp
+    meta = event_snapshot_meta(record, rows.lazy(), delta_version=delta_version, taken=taken)
+    return meta, event_snapshot_entries(record, rows, taken=taken)
+
+
+def _retained(record: VersionRecord, rows: pl.LazyFrame, taken: datetime) -> pl.LazyFrame:
+    """The rows a lookup at ``t >= taken`` may still count (keys and event time known)."""
     keep = retention(record)
+    ts = record.timestamp
     if keep is not None:
         rows = rows.filter(pl.col(ts).cast(_UTC_US) > pl.lit(taken - keep).cast(_UTC_US))
-    physical = rows.drop_nulls([*keys, ts]).select(
-        *keys,
-        pl.col(ts).cast(_UTC_US).dt.epoch("us").alias(_E),
-        (pl.col(created).cast(_UTC_US).dt.epoch("us") if created else pl.lit(None)).alias(_C),
-        *[_physical(c, rows.schema[c]) for c in columns],
+    return rows.drop_nulls([*record.keys, ts])
+
+
+def event_snapshot_meta(
+    record: VersionRecord, rows: pl.LazyFrame, *, delta_version: int, taken: datetime
+) -> SnapshotMeta:
+    """The metadata of the event snapshot of ``rows`` at ``taken``, from aggregates only."""
+    keys, columns = list(record.keys), list(record.event_columns)
+    schema = rows.collect_schema()
+    entities, max_event = (
+        _retained(record, rows, taken)
+        .select(
+            pl.struct(keys).n_unique().alias("entities"),
+            pl.col(record.timestamp).cast(_UTC_US).dt.epoch("us").max().alias("max_event"),
+        )
+        .collect(engine="streaming")
+        .row(0)
     )
-    physical = physical.with_row_index("__fk_pos").sort([*keys, _E, _C, "__fk_pos"])
-    physical = physical.drop("__fk_pos")
     result_types = {
-        a["name"]: result_dtype(a["function"], rows.schema[a["column"]])
-        for a in record.aggregations
+        a["name"]: result_dtype(a["function"], schema[a["column"]]) for a in record.aggregations
     }
     empty = pl.DataFrame(
         schema={
-            **{k: rows.schema[k] for k in keys},
+            **{k: schema[k] for k in keys},
             **result_types,
-            **{f"__fk_event__{c}": rows.schema[c] for c in columns},
+            **{f"__fk_event__{c}": schema[c] for c in columns},
         }
     )
-    meta = SnapshotMeta(
+    return SnapshotMeta(
         view=record.view,
         version=record.version,
         fingerprint=record.fingerprint,
@@ -86,11 +104,31 @@ def build_event_snapshot(
         features=tuple(record.features),
         schema_b64=_schema_b64(empty),
         ttl_us=None,
-        entities=physical.select(keys).n_unique() if physical.height else 0,
-        max_event_us=physical.select(pl.col(_E).max()).item() if physical.height else None,
+        entities=int(entities),
+        max_event_us=max_event,
     )
+
+
+def event_snapshot_entries(
+    record: VersionRecord, rows: pl.DataFrame, *, taken: datetime
+) -> Iterator[tuple[bytes, bytes]]:
+    """The encoded retained events of every entity in ``rows`` (whole entities)."""
+    keys, columns = list(record.keys), list(record.event_columns)
+    ts, created = record.timestamp, record.created_timestamp
+    physical = (
+        _retained(record, rows.lazy(), taken)
+        .select(
+            *keys,
+            pl.col(ts).cast(_UTC_US).dt.epoch("us").alias(_E),
+            (pl.col(created).cast(_UTC_US).dt.epoch("us") if created else pl.lit(None)).alias(_C),
+            *[_physical(c, rows.schema[c]) for c in columns],
+        )
+        .collect()
+    )
+    physical = physical.with_row_index("__fk_pos").sort([*keys, _E, _C, "__fk_pos"])
+    physical = physical.drop("__fk_pos")
     floats = [i for i, c in enumerate(columns) if rows.schema[c].is_float()]
-    return meta, encode_entries(physical, len(keys), 2, floats)
+    return encode_entries(physical, len(keys), 2, floats)
 
 
 def decode_aggregates(

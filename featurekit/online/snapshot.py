@@ -37,7 +37,14 @@ from featurekit.errors import SchemaError
 from featurekit.pit import ViewFrame, pit_join
 from featurekit.storage.registry import VersionRecord
 
-__all__ = ["SnapshotMeta", "build_snapshot", "encode_key", "pick_entry"]
+__all__ = [
+    "SnapshotMeta",
+    "build_snapshot",
+    "encode_key",
+    "pick_entry",
+    "snapshot_entries",
+    "snapshot_meta",
+]
 
 FORMAT = 1
 _AT = "__fk_online_at"
@@ -103,10 +110,54 @@ def build_snapshot(
     record: VersionRecord, rows: pl.DataFrame, *, delta_version: int, taken: datetime
 ) -> tuple[SnapshotMeta, Iterator[tuple[bytes, bytes]]]:
     """The snapshot of ``rows`` (a view version's stored rows) at instant ``taken``."""
+    meta = snapshot_meta(record, rows.lazy(), delta_version=delta_version, taken=taken)
+    return meta, snapshot_entries(record, rows, taken=taken)
+
+
+def snapshot_meta(
+    record: VersionRecord, rows: pl.LazyFrame, *, delta_version: int, taken: datetime
+) -> SnapshotMeta:
+    """The metadata of the snapshot of ``rows`` at ``taken``, from aggregates only.
+
+    Lazy, so a large table's metadata is computed without holding it (batched syncs).
+    Raises :class:`SchemaError` for feature dtypes the online store cannot hold.
+    """
+    keys, ts = list(record.keys), record.timestamp
+    schema = rows.collect_schema()
+    _check_dtypes(record, schema)
+    known = pl.all_horizontal(pl.col(keys).is_not_null())
+    entities, max_event = (
+        rows.select(
+            pl.struct(keys).filter(known).n_unique().alias("entities"),
+            pl.col(ts).cast(_UTC_US).dt.epoch("us").max().alias("max_event"),
+        )
+        .collect(engine="streaming")
+        .row(0)
+    )
+    return SnapshotMeta(
+        view=record.view,
+        version=record.version,
+        fingerprint=record.fingerprint,
+        delta_version=delta_version,
+        taken_us=to_us(taken),
+        keys=tuple(keys),
+        features=tuple(record.features),
+        schema_b64=_schema_b64(
+            pl.DataFrame(schema={c: schema[c] for c in [*keys, *record.features]})
+        ),
+        ttl_us=record.ttl_us,
+        entities=int(entities),
+        max_event_us=max_event,
+    )
+
+
+def snapshot_entries(
+    record: VersionRecord, rows: pl.DataFrame, *, taken: datetime
+) -> Iterator[tuple[bytes, bytes]]:
+    """The encoded entries of every entity in ``rows`` (whole entities) at ``taken``."""
     keys = list(record.keys)
     ts, created = record.timestamp, record.created_timestamp
     features = list(record.features)
-    _check_dtypes(record, rows)
     now = pl.lit(taken).cast(_UTC_US)
     parts = [rows.select(keys).drop_nulls().unique().with_columns(now.alias(_AT))]
     for column in (ts, created):
@@ -132,6 +183,7 @@ def build_snapshot(
         [pl.col(c).ne_missing(pl.col(c).shift(1).over(keys)) for c in carried]
     )
     steps = joined.filter(first | changed)
+    # `first` is evaluated again on `steps`, where each entity's first row is still first
     physical = steps.select(
         *keys,
         pl.when(first).then(None).otherwise(pl.col(_AT).dt.epoch("us")).alias(_AT),
@@ -139,23 +191,8 @@ def build_snapshot(
         (pl.col(created).cast(_UTC_US).dt.epoch("us") if created else pl.lit(None)).alias("__fk_c"),
         *[_physical(f, rows.schema[f]) for f in features],
     )
-    # `first` was evaluated on `steps` above, where each entity's first row is still first
-    max_event = rows.select(pl.col(ts).cast(_UTC_US).dt.epoch("us").max()).item()
-    meta = SnapshotMeta(
-        view=record.view,
-        version=record.version,
-        fingerprint=record.fingerprint,
-        delta_version=delta_version,
-        taken_us=to_us(taken),
-        keys=tuple(keys),
-        features=tuple(features),
-        schema_b64=_schema_b64(rows.select([*keys, *features]).clear()),
-        ttl_us=record.ttl_us,
-        entities=physical.select(keys).n_unique() if physical.height else 0,
-        max_event_us=max_event,
-    )
     floats = [i for i, f in enumerate(features) if rows.schema[f].is_float()]
-    return meta, encode_entries(physical, len(keys), 3, floats)
+    return encode_entries(physical, len(keys), 3, floats)
 
 
 def encode_entries(
@@ -230,9 +267,9 @@ def construct_dtype(dtype: pl.DataType) -> pl.DataType:
     return dtype
 
 
-def _check_dtypes(record: VersionRecord, rows: pl.DataFrame) -> None:
+def _check_dtypes(record: VersionRecord, schema: pl.Schema) -> None:
     for feature in record.features:
-        dtype = rows.schema[feature]
+        dtype = schema[feature]
         if isinstance(dtype, pl.Decimal | pl.Binary | pl.Object) or (
             dtype.is_nested() and _has_temporal(dtype)
         ):
