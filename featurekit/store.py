@@ -43,7 +43,8 @@ class Store:
     The root is created if missing (``create=False`` opens an existing store only).
     ``progress=False`` turns off progress bars (default: on, unless the environment sets
     ``FEATUREKIT_PROGRESS=0``). ``memory_budget`` (e.g. ``"4GiB"``; default 8 GiB) bounds
-    a materialization run's memory: larger inputs are computed and written in batches.
+    a materialization run's memory, its online sync included: larger inputs are computed,
+    written and synced in batches of entity keys.
 
     Example:
         >>> store = fk.Store("./my-store")
