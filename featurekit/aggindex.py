@@ -8,8 +8,9 @@ index range ``(lo, hi]``, found by binary search. Then:
 - mean is their ratio,
 - min and max come from a sparse table (range extremes in O(1) per label),
 - last is the latest non-null index at or before ``hi``, if it is after ``lo``,
-- in knowledge mode, a sparse-table maximum of created times over the widest window flags
-  the labels with an event "in flight", which the caller recomputes exactly.
+- in knowledge mode, a sparse-table maximum of created times over the part of the widest
+  window that late events can reach flags the labels with an event "in flight", which the
+  caller recomputes exactly.
 
 Cost: O(events + labels × windows × log events), without sliding anything over the
 labels-and-events timeline. ``stddev`` and min/max of non-numeric columns are left to the
@@ -95,23 +96,60 @@ def aggregate_by_index(
             reach = _physical_window(window, events.schema[_E]) // grain
             lo = np.searchsorted(ev_axis, lab_axis - reach, side="right") - 1
         bounds[window] = np.maximum(lo, first_of_entity - 1)
-    columns: dict[str, pl.Series] = {_IDX: known.get_column(_IDX)}
+    results: dict[str, pl.Series] = {}
+    extremes: dict[tuple[str, str], list[tuple[str, np.ndarray, np.ndarray]]] = {}
     cache: dict[str, _Column] = {}
     for spec in specs:
         lo = bounds[spec.window]
         top = np.maximum(hi, lo)  # labels before their entity's first event: empty range
         if spec.column not in cache:
             cache[spec.column] = _Column(events.get_column(spec.column), entity_of_event)
+        if spec.function in ("min", "max"):  # one sparse table per column and function
+            extremes.setdefault((spec.column, spec.function), []).append((spec.name, lo, top))
+            continue
         column = cache[spec.column]
-        columns[spec.name] = column.aggregate(spec.function, lo, top, first_of_entity, spec.name)
+        results[spec.name] = column.aggregate(spec.function, lo, top, first_of_entity, spec.name)
+    for (name, function), asks in extremes.items():
+        results |= cache[name].extremes(function, asks)
+    columns = {_IDX: known.get_column(_IDX), **{s.name: results[s.name] for s in specs}}
     if knowledge and _C in events.columns:
-        lo = bounds[_widest(specs)]
-        top = np.maximum(hi, lo)
-        created = events.get_column(_C).to_physical().to_numpy()
-        table = _SparseTable(created, np.maximum, np.iinfo(np.int64).min)
-        latest = table.query(lo, top)
-        columns[FLIGHT] = pl.Series(FLIGHT, (top > lo) & (latest > t_phys))
+        columns[FLIGHT] = _in_flight(
+            events, ev_axis, lab_axis, hi, first_of_entity, t_phys, grain, specs
+        )
     return pl.DataFrame(columns)
+
+
+def _in_flight(
+    events: pl.DataFrame,
+    ev_axis: np.ndarray,
+    lab_axis: np.ndarray,
+    hi: np.ndarray,
+    first_of_entity: np.ndarray,
+    t_phys: np.ndarray,
+    grain: int,
+    specs: Sequence[Any],
+) -> pl.Series:
+    """Labels with an event inside the widest window but created after the label's time.
+
+    Such an event has ``event <= t < created <= event + lateness``, so only events less than
+    the largest lateness before ``t`` can be in flight: the range searched is that short
+    tail of the window, not the whole window (for hour-late data and 30-day windows, a few
+    events instead of dozens).
+    """
+    event = events.get_column(_E).to_physical().to_numpy()
+    created = events.get_column(_C).to_physical().to_numpy()
+    lateness = int((created - event).max()) if len(event) else 0
+    if lateness <= 0:  # nothing is ever known after it happened
+        return pl.Series(FLIGHT, np.zeros(len(hi), dtype=bool))
+    reach = lateness // grain + 1
+    widest = _widest(specs)
+    if widest is not None:
+        reach = min(reach, _physical_window(widest, events.schema[_E]) // grain)
+    lo = np.searchsorted(ev_axis, lab_axis - reach, side="right") - 1
+    lo = np.maximum(lo, first_of_entity - 1)
+    top = np.maximum(hi, lo)
+    (latest,) = range_extremes(created, np.maximum, np.iinfo(np.int64).min, [(lo, top)])
+    return pl.Series(FLIGHT, (top > lo) & (latest > t_phys))
 
 
 class _Column:
@@ -120,17 +158,27 @@ class _Column:
     def __init__(self, series: pl.Series, entity: np.ndarray) -> None:
         self.entity = entity
         self.dtype = series.dtype
-        self.present = series.is_not_null().to_numpy()
         self.values = _values(series)
-        self.count = _prefix(self.present.astype(np.int64))
+        # Without nulls (the usual case) counts are range lengths: no mask, no prefix, no
+        # masked copies. Each array of this size costs more to touch than to compute.
+        self.complete = not series.has_nulls()
+        self.present = None if self.complete else series.is_not_null().to_numpy()
+        self.count = None if self.present is None else _prefix(self.present.astype(np.int64))
         self._sums: np.ndarray | None = None
-        self._tables: dict[str, _SparseTable] = {}
         self._latest: np.ndarray | None = None
+
+    def counts(self, lo: np.ndarray, top: np.ndarray) -> np.ndarray:
+        """Non-null values in each ``(lo, top]`` range."""
+        if self.count is None:
+            length: np.ndarray = top - lo
+            return length
+        counted: np.ndarray = self.count[top + 1] - self.count[lo + 1]
+        return counted
 
     def aggregate(
         self, function: str, lo: np.ndarray, top: np.ndarray, first: np.ndarray, name: str
     ) -> pl.Series:
-        n = self.count[top + 1] - self.count[lo + 1]
+        n = self.counts(lo, top)
         empty = pl.Series(n == 0)
         if function == "count":
             return pl.Series(name, n)
@@ -140,14 +188,14 @@ class _Column:
                 return pl.Series(name, sums).set(empty, None)  # type: ignore[arg-type]
             with np.errstate(invalid="ignore", divide="ignore"):
                 return pl.Series(name, sums / np.where(n == 0, 1, n)).set(empty, None)  # type: ignore[arg-type]
-        if function in ("min", "max"):
-            extreme = self.table(function).query(lo, top)
-            return _typed(name, extreme, self.dtype).set(empty, None)  # type: ignore[arg-type]
         # last: the latest non-null event at or before the range's end (inside: n > 0)
-        if self._latest is None:
-            positions = np.arange(len(self.present))
-            self._latest = np.maximum.accumulate(np.where(self.present, positions, -1))
-        at = self._latest[np.maximum(top, 0)] if len(self.present) else np.zeros(len(top), int)
+        if self.present is None:
+            at = top
+        else:
+            if self._latest is None:
+                positions = np.arange(len(self.present))
+                self._latest = np.maximum.accumulate(np.where(self.present, positions, -1))
+            at = self._latest[np.maximum(top, 0)] if len(self.present) else np.zeros(len(top), int)
         picked = self.values[np.where(n > 0, at, 0)] if len(self.values) else at
         return _typed(name, picked, self.dtype).set(empty, None)  # type: ignore[arg-type]
 
@@ -158,11 +206,14 @@ class _Column:
         integer = self.values.dtype.kind in "iub"
         if self._sums is None:
             kind = np.int64 if integer else np.float64
-            summable = np.where(self.present, self.values.astype(kind), 0)
+            summable = self.values.astype(kind, copy=False)
+            if self.present is not None:
+                summable = np.where(self.present, summable, 0)
             if integer:
                 self._sums = _prefix(summable)
             else:
-                frame = pl.DataFrame({"entity": self.entity, "value": summable})
+                entity = pl.Series("entity", self.entity).set_sorted()  # 3x faster `over`
+                frame = pl.DataFrame({"entity": entity, "value": summable})
                 running = frame.select(pl.col("value").cum_sum().over("entity")).to_series()
                 self._sums = running.to_numpy()
         if integer:
@@ -172,45 +223,57 @@ class _Column:
         before = np.where(lo >= first, self._sums[np.maximum(lo, 0)], 0.0)
         return np.where(top > lo, upto - before, 0.0)
 
-    def table(self, function: str) -> _SparseTable:
-        if function not in self._tables:
-            pick = np.minimum if function == "min" else np.maximum
-            fill = _sentinel(self.values.dtype, function)
-            self._tables[function] = _SparseTable(
-                np.where(self.present, self.values, fill), pick, fill
-            )
-        return self._tables[function]
-
-
-class _SparseTable:
-    """Range extremes in O(1): level j holds the extreme of every run of 2**j values.
-
-    Levels are built lazily, only as high as the longest range asked for.
-    """
-
-    def __init__(self, values: np.ndarray, pick: Any, fill: Any) -> None:
-        self.levels = [values]
-        self.pick = pick
-        self.fill = fill
-
-    def query(self, lo: np.ndarray, top: np.ndarray) -> np.ndarray:
-        """The extreme of ``values[lo+1 : top+1]`` per row (``fill`` where empty)."""
-        length = top - lo
-        out = np.full(len(lo), self.fill, dtype=self.levels[0].dtype)
-        valid = length > 0
-        if not valid.any():
-            return out
-        level_of = np.zeros(len(lo), dtype=np.int64)
-        level_of[valid] = np.floor(np.log2(length[valid])).astype(np.int64)
-        while len(self.levels) <= int(level_of.max()):
-            prev, step = self.levels[-1], 1 << (len(self.levels) - 1)
-            self.levels.append(self.pick(prev[:-step], prev[step:]))
-        for j in np.unique(level_of[valid]):
-            rows = valid & (level_of == j)
-            a = lo[rows] + 1
-            b = top[rows] - (1 << int(j)) + 1
-            out[rows] = self.pick(self.levels[j][a], self.levels[j][b])
+    def extremes(
+        self, function: str, asks: list[tuple[str, np.ndarray, np.ndarray]]
+    ) -> dict[str, pl.Series]:
+        """``function`` (min or max) over each named ``(lo, top]`` range set, one table."""
+        pick = np.minimum if function == "min" else np.maximum
+        fill = _sentinel(self.values.dtype, function)
+        values = self.values if self.present is None else np.where(self.present, self.values, fill)
+        found = range_extremes(values, pick, fill, [(lo, top) for _, lo, top in asks])
+        out = {}
+        for (name, lo, top), extreme in zip(asks, found, strict=True):
+            empty = pl.Series(self.counts(lo, top) == 0)
+            out[name] = _typed(name, extreme, self.dtype).set(empty, None)  # type: ignore[arg-type]
         return out
+
+
+def range_extremes(
+    values: np.ndarray, pick: Any, fill: Any, ranges: list[tuple[np.ndarray, np.ndarray]]
+) -> list[np.ndarray]:
+    """The extreme of ``values[lo+1 : top+1]`` for every row of every ``(lo, top)`` range
+    set (``fill`` where a range is empty), in O(1) per row.
+
+    A sparse table: level j holds the extreme of every run of 2**j values, and a range is
+    covered by two runs of its level (the largest power of two within its length). Levels
+    are built one at a time into two reused buffers, each answering the rows at that
+    level: two arrays the size of ``values`` instead of one per level, because on this
+    machine touching fresh memory costs more than computing the level (0.15 s vs 0.01 s
+    per level of 10M values).
+    """
+    plans = []
+    for lo, top in ranges:
+        length = top - lo
+        level = np.full(len(lo), -1, dtype=np.int64)
+        valid = length > 0
+        level[valid] = np.floor(np.log2(length[valid])).astype(np.int64)
+        plans.append((lo, top, level, np.full(len(lo), fill, dtype=values.dtype)))
+    highest = max((int(level.max()) for _, _, level, _ in plans if len(level)), default=-1)
+    current = values
+    buffers: list[np.ndarray] = []
+    for j in range(highest + 1):
+        if j:
+            if len(buffers) < 2:
+                buffers.append(np.empty_like(values))
+            target = buffers[0] if current is not buffers[0] else buffers[1]
+            step = 1 << (j - 1)
+            pick(current[:-step], current[step:], out=target[:-step])
+            current = target
+        for lo, top, level, out in plans:
+            rows = np.flatnonzero(level == j)
+            if len(rows):
+                out[rows] = pick(current[lo[rows] + 1], current[top[rows] - (1 << j) + 1])
+    return [out for _, _, _, out in plans]
 
 
 def _entity_starts(frame: pl.DataFrame, keys: list[str]) -> pl.Series:

@@ -42,6 +42,7 @@ label_st = st.tuples(st.sampled_from([None, 0, 1, 2]), st.one_of(st.none(), st.i
     knowledge=st.booleans(),
     floats=st.booleans(),
     path=st.sampled_from(["index", "index", "axis", "per_entity"]),
+    complete=st.booleans(),
 )
 @example(  # an event exactly at t and exactly at t - window; a late one; equal times
     events=[(1, 10, 0, 5), (1, 15, 0, 7), (1, 15, 20, 9), (1, 5, 0, 1)],
@@ -51,6 +52,7 @@ label_st = st.tuples(st.sampled_from([None, 0, 1, 2]), st.one_of(st.none(), st.i
     knowledge=True,
     floats=False,
     path="index",
+    complete=False,
 )
 @example(  # equal event times, the later-known row first; a label with an event in flight
     events=[(1, 15, 20, 9), (1, 15, 0, 7), (1, 30, 10, 1)],
@@ -60,6 +62,7 @@ label_st = st.tuples(st.sampled_from([None, 0, 1, 2]), st.one_of(st.none(), st.i
     knowledge=True,
     floats=False,
     path="index",
+    complete=False,
 )
 @example(  # index path, nothing in flight: events exactly at t and exactly at t - window
     events=[(1, 10, 0, 5), (1, 15, 0, 7), (1, 5, 0, None), (1, 15, 0, 2), (2, 14, 0, 3)],
@@ -69,6 +72,18 @@ label_st = st.tuples(st.sampled_from([None, 0, 1, 2]), st.one_of(st.none(), st.i
     knowledge=False,
     floats=False,
     path="index",
+    complete=False,
+)
+@example(  # the latest-known event is in flight one minute before it is known: the
+    # in-flight search reaches back exactly the largest lateness
+    events=[(1, 10, 30, 5), (1, 20, 0, 7), (1, 25, 1, 2)],
+    labels=[(1, 39), (1, 40), (1, 25)],
+    windows=[None],
+    functions=["count", "sum", "max"],
+    knowledge=True,
+    floats=False,
+    path="index",
+    complete=True,
 )
 def test_aggregations_match_oracle(
     events: list[tuple[Any, Any, Any, Any]],
@@ -78,7 +93,10 @@ def test_aggregations_match_oracle(
     knowledge: bool,
     floats: bool,
     path: str,
+    complete: bool,
 ) -> None:
+    if complete:  # no null values: the index path's no-null shortcuts (counts are lengths)
+        events = [(k, e, d, 0 if v is None else v) for k, e, d, v in events]
     rows = [
         (k, minute(e), None if e is None or d is None else minute(e + d), v)
         for k, e, d, v in events
@@ -127,3 +145,23 @@ def test_aggregations_match_oracle(
             actual,
             expected,
         )
+
+
+def test_in_flight_search_covers_lateness_off_the_time_grid() -> None:
+    """Events on whole minutes, created 30.5 minutes later: the in-flight search must reach
+    back 31 minutes, or the label one second before the late event is known counts it."""
+    frame = pl.DataFrame(
+        {
+            "k": [1, 1],
+            "e": [BASE + timedelta(minutes=10), BASE + timedelta(minutes=20)],
+            "c": [BASE + timedelta(minutes=40, seconds=30), BASE + timedelta(minutes=20)],
+            "v": [5, 7],
+        }
+    )
+    labels = pl.DataFrame(
+        {"k": [1, 1], "t": [BASE + timedelta(minutes=40), BASE + timedelta(minutes=41)]}
+    )
+    spec = AggSpec("v", "sum", None, "v_sum")
+    view = ViewFrame("agg", frame, ("k",), "e", "c", ("v_sum",), None, (spec,))
+    got = pit_join(labels, timestamp="t", views=[view], point_in_time="knowledge")
+    assert got["v_sum"].to_list() == [7, 12]
