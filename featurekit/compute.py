@@ -270,10 +270,12 @@ def tidy_rows(frame: pl.DataFrame, layout: Layout, what: str) -> pl.DataFrame:
             stacklevel=3,
         )
     identity = [*required, *([layout.created_timestamp] if layout.created_timestamp else [])]
+    unique = not layout.aggregations  # events (aggregation views) all count
     if not in_order(kept, identity, strict=False):
-        kept = sort_rows(kept, list(layout.keys), layout.timestamp, layout.created_timestamp)
-    if not layout.aggregations and not in_order(kept, identity, strict=True):
-        kept = kept.filter(last_of_runs(identity))  # events (aggregation views) all count
+        keys, ts, created = list(layout.keys), layout.timestamp, layout.created_timestamp
+        return sort_rows(kept, keys, ts, created, unique=unique)
+    if unique and not in_order(kept, identity, strict=True):
+        kept = kept.filter(last_of_runs(identity))
     return kept
 
 

@@ -80,7 +80,12 @@ def last_of_runs(columns: list[str]) -> pl.Expr:
 
 
 def sort_rows(
-    frame: pl.DataFrame, keys: list[str], event: str, created: str | None
+    frame: pl.DataFrame,
+    keys: list[str],
+    event: str,
+    created: str | None,
+    *,
+    unique: bool = False,
 ) -> pl.DataFrame:
     """Rows stably sorted by (keys, event, created): ties keep their order (nulls first).
 
@@ -88,12 +93,15 @@ def sort_rows(
     much cheaper when a :class:`Packing` applies: one stable sort on a packed ``UInt64``
     (polars' streaming engine moves whole rows while sorting, cheaper than an arg-sort
     followed by a random gather of every column), then the few rows tied on it are put in
-    ``created`` order on their own.
+    ``created`` order on their own. ``unique=True`` also keeps only the last row of each
+    run of equal (keys, event, created), as ``filter(last_of_runs(...))`` would; the
+    packed path finds those runs among the tied rows, without another pass.
     """
     identity = [*keys, event, *([created] if created else [])]
     packing = Packing.of(frame, keys, event)
     if packing is None:
-        return frame.with_row_index(_POSITION).sort([*identity, _POSITION]).drop(_POSITION)
+        ordered = frame.with_row_index(_POSITION).sort([*identity, _POSITION]).drop(_POSITION)
+        return ordered.filter(last_of_runs(identity)) if unique else ordered
     ordered = (
         frame.lazy()
         .with_columns(packing.expr(keys[0], event).alias(_PACKED))
@@ -103,37 +111,47 @@ def sort_rows(
     packed = ordered.get_column(_PACKED)
     columns = ordered.drop(_PACKED).get_columns()
     del ordered  # the columns are now the only owners: scatter can write in place
-    if created is not None:
-        _order_ties(columns, packed, frame.columns.index(created))
-    return pl.DataFrame(columns)
+    position = None if created is None else frame.columns.index(created)
+    repeated = _order_ties(columns, packed, position)
+    out = pl.DataFrame(columns)
+    if unique and repeated is not None and repeated.len():
+        keep = pl.repeat(True, out.height, eager=True).scatter(repeated, False)
+        out = out.filter(keep)
+    return out
 
 
-def _order_ties(columns: list[pl.Series], packed: pl.Series, created: int) -> None:
+def _order_ties(
+    columns: list[pl.Series], packed: pl.Series, created: int | None
+) -> pl.Series | None:
     """Reorder rows tied on ``packed`` by (created, position), nulls first, in place.
 
     Ties are rare (same key and event time), so only they are gathered, sorted and
     scattered back; every other row stays where the stable sort put it. A column nobody
     else holds is written in place (polars copies shared ones, which is slower, not wrong).
+    Returns the rows (in the new order) followed by an equal row (same packed value and
+    created time): the ones a dedupe that keeps the last of each run drops. None: no ties.
     """
     tied = (packed == packed.shift(1)).fill_null(False) | (packed == packed.shift(-1)).fill_null(
         False
     )
     if not tied.any():
-        return
+        return None
     where = tied.arg_true()
-    fixed = (
-        pl.DataFrame(
-            {
-                "__k": packed.gather(where),
-                "__c": columns[created].gather(where),
-                "__i": where,
-            }
+    ties = {"__k": packed.gather(where)}
+    if created is not None:
+        ties["__c"] = columns[created].gather(where)
+        fixed = (
+            pl.DataFrame({**ties, "__i": where})
+            .sort(["__k", "__c", "__i"], nulls_last=False)
+            .get_column("__i")
         )
-        .sort(["__k", "__c", "__i"], nulls_last=False)
-        .get_column("__i")
-    )
-    for column in columns:
-        column.scatter(where, column.gather(fixed))
+        for column in columns:
+            column.scatter(where, column.gather(fixed))
+        ties["__c"] = columns[created].gather(where)
+    # ``where`` lists each run of tied rows whole and in order, so within it a row and the
+    # next are neighbours in the frame whenever they belong to the same run
+    last = pl.DataFrame(ties).select(last_of_runs(list(ties))).to_series()
+    return where.filter(~last)
 
 
 def gather_rows(frame: pl.DataFrame, order: pl.Series) -> pl.DataFrame:

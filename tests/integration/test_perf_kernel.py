@@ -14,7 +14,7 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from featurekit.frames import in_order, packed_order, sort_rows
+from featurekit.frames import in_order, last_of_runs, packed_order, sort_rows
 from featurekit.pit import ViewFrame, pit_join
 
 BASE = datetime(2026, 3, 1)
@@ -99,6 +99,8 @@ def test_frame_helpers(rows: list[tuple[int, int, int]]) -> None:
     # sort_rows is a stable sort by (k, e, c)
     expected = frame.with_row_index("p").sort(["k", "e", "c", "p"]).drop("p")
     assert sort_rows(frame, ["k"], "e", "c").equals(expected)
+    unique = expected.filter(last_of_runs(["k", "e", "c"]))
+    assert sort_rows(frame, ["k"], "e", "c", unique=True).equals(unique)
     order = packed_order(frame, ["k"], "e", [("r", True)])
     if order is not None:
         assert frame[order].equals(frame.sort(["k", "e", "r"], descending=[False, False, True]))
@@ -123,7 +125,17 @@ def test_sort_rows_null_created_and_no_created(
     ranked = frame.with_row_index("p")
     expected = ranked.sort(["k", "e", "c", "p"], nulls_last=False).drop("p")
     assert sort_rows(frame, ["k"], "e", "c").equals(expected)
-    assert sort_rows(frame, ["k"], "e", None).equals(ranked.sort(["k", "e", "p"]).drop("p"))
+    unique = expected.filter(last_of_runs(["k", "e", "c"]))
+    assert sort_rows(frame, ["k"], "e", "c", unique=True).equals(unique)
+    by_event = ranked.sort(["k", "e", "p"]).drop("p")
+    assert sort_rows(frame, ["k"], "e", None).equals(by_event)
+    unique = by_event.filter(last_of_runs(["k", "e"]))
+    assert sort_rows(frame, ["k"], "e", None, unique=True).equals(unique)
+    # the general (unpacked) path answers the same
+    stringy = frame.with_columns(pl.col("k").add(10).cast(pl.String).str.zfill(3))
+    assert sort_rows(stringy, ["k"], "e", "c", unique=True)["i"].equals(
+        sort_rows(frame, ["k"], "e", "c", unique=True)["i"]
+    )
 
 
 def test_sort_rows_large_chunked_frame_with_many_ties() -> None:
@@ -147,6 +159,12 @@ def test_sort_rows_large_chunked_frame_with_many_ties() -> None:
     assert frame.n_chunks() == parts
     expected = frame.with_row_index("p").sort(["k", "e", "c", "p"]).drop("p")
     assert sort_rows(frame, ["k"], "e", "c").equals(expected)
+    unique = expected.filter(last_of_runs(["k", "e", "c"]))
+    assert unique.height < expected.height  # the data has exact duplicates
+    assert sort_rows(frame, ["k"], "e", "c", unique=True).equals(unique)
+    unique = expected.filter(last_of_runs(["k", "e", "c"]))
+    assert unique.height < expected.height  # the data has exact duplicates
+    assert sort_rows(frame, ["k"], "e", "c", unique=True).equals(unique)
 
 
 def _in_order_by_loop(frame: pl.DataFrame, columns: list[str], strict: bool) -> bool:
