@@ -72,11 +72,15 @@ def aggregate_by_index(
         events = events.sort(order)
     first = _entity_starts(events, keys)
     entities = events.filter(first).select(keys).with_row_index("__fk_entity")
-    starts = np.flatnonzero(first.to_numpy())
-    entity_of_event = np.cumsum(first.to_numpy()) - 1
-    ev_axis = (
-        entity_of_event * stride + (events.get_column(_E).to_physical().to_numpy() - start) // grain
-    )
+    starts_mask = first.to_numpy()
+    starts = np.flatnonzero(starts_mask)
+    # in place where possible: each fresh array of events' size costs page faults
+    entity_of_event = np.cumsum(starts_mask, dtype=np.int64)
+    entity_of_event -= 1
+    ev_axis = events.get_column(_E).to_physical().to_numpy().astype(np.int64, copy=True)
+    ev_axis -= start
+    ev_axis //= grain
+    ev_axis += entity_of_event * stride
 
     located = left.select(_IDX, _T, *keys).join(
         entities, on=keys, how="left", maintain_order="left"
@@ -136,9 +140,8 @@ def _in_flight(
     tail of the window, not the whole window (for hour-late data and 30-day windows, a few
     events instead of dozens).
     """
-    event = events.get_column(_E).to_physical().to_numpy()
-    created = events.get_column(_C).to_physical().to_numpy()
-    lateness = int((created - event).max()) if len(event) else 0
+    late = events.select((pl.col(_C).to_physical() - pl.col(_E).to_physical()).max()).item()
+    lateness = 0 if late is None else int(late)
     if lateness <= 0:  # nothing is ever known after it happened
         return pl.Series(FLIGHT, np.zeros(len(hi), dtype=bool))
     reach = lateness // grain + 1
@@ -148,6 +151,7 @@ def _in_flight(
     lo = np.searchsorted(ev_axis, lab_axis - reach, side="right") - 1
     lo = np.maximum(lo, first_of_entity - 1)
     top = np.maximum(hi, lo)
+    created = events.get_column(_C).to_physical().to_numpy()
     (latest,) = range_extremes(created, np.maximum, np.iinfo(np.int64).min, [(lo, top)])
     return pl.Series(FLIGHT, (top > lo) & (latest > t_phys))
 
