@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--labels", type=float, default=1e6)
     parser.add_argument("--events", type=float, default=1e7)
     parser.add_argument("--entities", type=float, default=1e5)
-    parser.add_argument("--repeat", type=int, default=3, help="rounds (median reported)")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds (median reported)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = (int(args.labels), int(args.events), int(args.entities))

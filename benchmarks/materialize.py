@@ -11,7 +11,7 @@ them as they are):
   - ``--stream-rows 5e7 --budget 8GiB``: a run over a source larger than the budget, in a
     fresh child process, with its peak RSS (target: within the budget, 8 GiB).
 
-Usage: python benchmarks/materialize.py [--rows 1e7] [--entities 1e5] [--repeat 3]
+Usage: python benchmarks/materialize.py [--rows 1e7] [--entities 1e5] [--repeat 5]
        [--stream-rows 5e7] [--budget 8GiB]
 """
 
@@ -97,7 +97,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=float, default=1e7)
     parser.add_argument("--entities", type=float, default=1e5)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--stream-rows", type=float, default=0, help="e.g. 5e7; 0: skip")
     parser.add_argument("--budget", default="8GiB")
     parser.add_argument("--child", help=argparse.SUPPRESS)

@@ -103,22 +103,21 @@ def start_redis() -> tuple[subprocess.Popen[bytes], str] | None:
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
-def in_process(store: fk.Store, label: str, entities: int, n: int) -> None:
+def in_process(store: fk.Store, label: str, entities: int, n: int, embedded: bool) -> None:
+    """Lookups from this process. The targets are for embedded stores; Redis adds a hop."""
     refs = [f"bench_stats:{f}" for f in FEATURES]
     ids = list(range(entities))
-    one = {"driver_id": [0]}
     report(
         f"get_online_features {label}, 1 entity x 10",
         timed(lambda: store.get_online_features(refs, {"driver_id": [random.choice(ids)]}), n),
-        "(target p99 <= 200 us)",
+        "(target p99 <= 200 us)" if embedded else "(server hop: compare with raw HGET)",
     )
-    del one
     report(
         f"get_online_features {label}, 100 entities x 10",
         timed(
             lambda: store.get_online_features(refs, {"driver_id": random.sample(ids, 100)}), n // 4
         ),
-        "(target p99 <= 2 ms)",
+        "(target p99 <= 2 ms)" if embedded else "(server hop)",
     )
 
 
@@ -215,10 +214,10 @@ def main() -> None:
             "floor: raw SQLite point read",
             timed(lambda: conn.execute(sql, (sid, random.choice(keys))).fetchone(), n),
         )
-        in_process(store, "(SQLite)", args.entities, n)
+        in_process(store, "(SQLite)", args.entities, n, embedded=True)
         memory = fk.Store(folder / "store", progress=False, online="memory")
         memory.materialize(view)
-        in_process(memory, "(memory)", args.entities, n)
+        in_process(memory, "(memory)", args.entities, n, embedded=True)
         redis = start_redis()
         if redis is None:
             print("redis-server not installed: Redis rows skipped")
@@ -236,7 +235,7 @@ def main() -> None:
                     "floor: raw Redis HGET",
                     timed(lambda: client.hget(rows, random.choice(keys)), n),
                 )
-                in_process(on_redis, "(Redis)", args.entities, n)
+                in_process(on_redis, "(Redis)", args.entities, n, embedded=False)
             finally:
                 proc.terminate()
                 proc.wait(10)

@@ -24,7 +24,7 @@ QUICK: dict[str, list[str]] = {
         *("--rows", "2e4", "--entities", "200", "--repeat", "1"),
         *("--stream-rows", "1e5", "--budget", "2MB"),
     ],
-    "aggregations.py": ["--labels", "2e3", "--events", "2e4", "--entities", "200"],
+    "aggregations.py": ["--labels", "2e3", "--events", "2e4", "--entities", "200", "--repeat", "1"],
     "online.py": ["--entities", "200", "--requests", "200"],
 }
 
