@@ -20,6 +20,7 @@ timeline path, which computes them with polars' sliding kernels.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -100,26 +101,34 @@ def aggregate_by_index(
             reach = _physical_window(window, events.schema[_E]) // grain
             lo = np.searchsorted(ev_axis, lab_axis - reach, side="right") - 1
         bounds[window] = np.maximum(lo, first_of_entity - 1)
-    results: dict[str, pl.Series] = {}
+    tops = {w: np.maximum(hi, lo) for w, lo in bounds.items()}  # before the first event: empty
+    cache = {c: _Column(events.get_column(c), entity_of_event) for c in {s.column for s in specs}}
     extremes: dict[tuple[str, str], list[tuple[str, np.ndarray, np.ndarray]]] = {}
-    cache: dict[str, _Column] = {}
     for spec in specs:
-        lo = bounds[spec.window]
-        top = np.maximum(hi, lo)  # labels before their entity's first event: empty range
-        if spec.column not in cache:
-            cache[spec.column] = _Column(events.get_column(spec.column), entity_of_event)
         if spec.function in ("min", "max"):  # one sparse table per column and function
-            extremes.setdefault((spec.column, spec.function), []).append((spec.name, lo, top))
-            continue
-        column = cache[spec.column]
-        results[spec.name] = column.aggregate(spec.function, lo, top, first_of_entity, spec.name)
-    for (name, function), asks in extremes.items():
-        results |= cache[name].extremes(function, asks)
-    columns = {_IDX: known.get_column(_IDX), **{s.name: results[s.name] for s in specs}}
-    if knowledge and _C in events.columns:
-        columns[FLIGHT] = _in_flight(
-            events, ev_axis, lab_axis, hi, first_of_entity, t_phys, grain, specs
-        )
+            asks = extremes.setdefault((spec.column, spec.function), [])
+            asks.append((spec.name, bounds[spec.window], tops[spec.window]))
+    # numpy runs on one core: sparse tables and the in-flight search go to a second thread
+    # (numpy releases the GIL in its loops) while counts, sums and lasts run here
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        tables = [pool.submit(cache[c].extremes, fn, asks) for (c, fn), asks in extremes.items()]
+        flight = None
+        if knowledge and _C in events.columns:
+            flight = pool.submit(
+                _in_flight, events, ev_axis, lab_axis, hi, first_of_entity, t_phys, grain, specs
+            )
+        results: dict[str, pl.Series] = {}
+        for spec in specs:
+            if spec.function not in ("min", "max"):
+                lo, top = bounds[spec.window], tops[spec.window]
+                results[spec.name] = cache[spec.column].aggregate(
+                    spec.function, spec.window, lo, top, first_of_entity, spec.name
+                )
+        for table in tables:
+            results |= table.result()
+        columns = {_IDX: known.get_column(_IDX), **{s.name: results[s.name] for s in specs}}
+        if flight is not None:
+            columns[FLIGHT] = flight.result()
     return pl.DataFrame(columns)
 
 
@@ -169,6 +178,7 @@ class _Column:
         self.present = None if self.complete else series.is_not_null().to_numpy()
         self.count = None if self.present is None else _prefix(self.present.astype(np.int64))
         self._sums: np.ndarray | None = None
+        self._window_sums: dict[Any, np.ndarray] = {}
         self._latest: np.ndarray | None = None
 
     def counts(self, lo: np.ndarray, top: np.ndarray) -> np.ndarray:
@@ -180,14 +190,22 @@ class _Column:
         return counted
 
     def aggregate(
-        self, function: str, lo: np.ndarray, top: np.ndarray, first: np.ndarray, name: str
+        self,
+        function: str,
+        window: Any,
+        lo: np.ndarray,
+        top: np.ndarray,
+        first: np.ndarray,
+        name: str,
     ) -> pl.Series:
         n = self.counts(lo, top)
         empty = pl.Series(n == 0)
         if function == "count":
             return pl.Series(name, n)
         if function in ("sum", "mean"):
-            sums = self.window_sums(lo, top, first)
+            if window not in self._window_sums:  # sum and mean of one window share them
+                self._window_sums[window] = self.window_sums(lo, top, first)
+            sums = self._window_sums[window]
             if function == "sum":
                 return pl.Series(name, sums).set(empty, None)  # type: ignore[arg-type]
             with np.errstate(invalid="ignore", divide="ignore"):

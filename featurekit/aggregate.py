@@ -98,14 +98,15 @@ def aggregate(
                 how="vertical_relaxed",
             )
     dtypes = {c: events.schema[c] for c in {s.column for s in specs}}
-    index = at_labels[_IDX]
-    out = {}
-    for s in specs:
-        dtype = result_dtype(s.function, dtypes[s.column])
-        column = pl.repeat(None, height, dtype=dtype, eager=True)
-        column = column.scatter(index, at_labels[s.name].cast(dtype))
-        out[s.name] = column.fill_null(0) if s.function == "count" else column
-    return pl.DataFrame(out)
+    index_type = pl.get_index_type()
+    position = pl.repeat(None, height, dtype=index_type, eager=True).scatter(
+        at_labels[_IDX], pl.int_range(0, at_labels.height, dtype=index_type, eager=True)
+    )
+    values = at_labels.select(
+        pl.col(s.name).cast(result_dtype(s.function, dtypes[s.column])) for s in specs
+    )
+    aligned = values.gather(position)  # every column in one (parallel) gather
+    return aligned.with_columns(pl.col(s.name).fill_null(0) for s in specs if s.function == "count")
 
 
 def _by_timeline(
