@@ -25,11 +25,10 @@ from featurekit.aggregate import result_dtype
 from featurekit.online.snapshot import (
     SnapshotMeta,
     _physical,
-    _schema_b64,
     construct_dtype,
     encode_entries,
+    meta_of,
     restore_values,
-    to_us,
 )
 from featurekit.pit import ViewFrame, pit_join
 from featurekit.storage.registry import VersionRecord
@@ -75,15 +74,6 @@ def event_snapshot_meta(
     """The metadata of the event snapshot of ``rows`` at ``taken``, from aggregates only."""
     keys, columns = list(record.keys), list(record.event_columns)
     schema = rows.collect_schema()
-    entities, max_event = (
-        _retained(record, rows, taken)
-        .select(
-            pl.struct(keys).n_unique().alias("entities"),
-            pl.col(record.timestamp).cast(_UTC_US).dt.epoch("us").max().alias("max_event"),
-        )
-        .collect(engine="streaming")
-        .row(0)
-    )
     result_types = {
         a["name"]: result_dtype(a["function"], schema[a["column"]]) for a in record.aggregations
     }
@@ -94,19 +84,7 @@ def event_snapshot_meta(
             **{f"__fk_event__{c}": schema[c] for c in columns},
         }
     )
-    return SnapshotMeta(
-        view=record.view,
-        version=record.version,
-        fingerprint=record.fingerprint,
-        delta_version=delta_version,
-        taken_us=to_us(taken),
-        keys=tuple(keys),
-        features=tuple(record.features),
-        schema_b64=_schema_b64(empty),
-        ttl_us=None,
-        entities=int(entities),
-        max_event_us=max_event,
-    )
+    return meta_of(record, _retained(record, rows, taken), delta_version, taken, empty, None)
 
 
 def event_snapshot_entries(

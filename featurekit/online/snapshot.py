@@ -122,14 +122,29 @@ def snapshot_meta(
     Lazy, so a large table's metadata is computed without holding it (batched syncs).
     Raises :class:`SchemaError` for feature dtypes the online store cannot hold.
     """
-    keys, ts = list(record.keys), record.timestamp
+    keys = list(record.keys)
     schema = rows.collect_schema()
     _check_dtypes(record, schema)
+    empty = pl.DataFrame(schema={c: schema[c] for c in [*keys, *record.features]})
+    return meta_of(record, rows, delta_version, taken, empty, record.ttl_us)
+
+
+def meta_of(
+    record: VersionRecord,
+    rows: pl.LazyFrame,
+    delta_version: int,
+    taken: datetime,
+    empty: pl.DataFrame,
+    ttl_us: int | None,
+) -> SnapshotMeta:
+    """A snapshot's metadata: entity count and latest event of ``rows`` (lazily, so a big
+    table is not held), ``empty`` giving the schema lookups decode with."""
+    keys = list(record.keys)
     known = pl.all_horizontal(pl.col(keys).is_not_null())
     entities, max_event = (
         rows.select(
             pl.struct(keys).filter(known).n_unique().alias("entities"),
-            pl.col(ts).cast(_UTC_US).dt.epoch("us").max().alias("max_event"),
+            pl.col(record.timestamp).cast(_UTC_US).dt.epoch("us").max().alias("max_event"),
         )
         .collect(engine="streaming")
         .row(0)
@@ -142,10 +157,8 @@ def snapshot_meta(
         taken_us=to_us(taken),
         keys=tuple(keys),
         features=tuple(record.features),
-        schema_b64=_schema_b64(
-            pl.DataFrame(schema={c: schema[c] for c in [*keys, *record.features]})
-        ),
-        ttl_us=record.ttl_us,
+        schema_b64=_schema_b64(empty),
+        ttl_us=ttl_us,
         entities=int(entities),
         max_event_us=max_event,
     )
