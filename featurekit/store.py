@@ -16,7 +16,7 @@ from featurekit.errors import DefinitionError, NotFoundError, StorageError, did_
 from featurekit.lineage.graph import LineageGraph
 from featurekit.lineage.service import StoreLineage
 from featurekit.materialize import MaterializeResult, materialize, register, table_uri
-from featurekit.models import ModelRecord
+from featurekit.models import ModelRecord, log_model
 from featurekit.notebook.progress import Progress
 from featurekit.on_demand import OnDemandFeature
 from featurekit.pit import PointInTime
@@ -349,7 +349,9 @@ class Store:
         """
         ts_id = training_set.id if isinstance(training_set, TrainingSet) else str(training_set)
         ts_id = self.registry.training_set_names().get(ts_id, ts_id)
-        return self._lineage.log_model(
+        self.registry.manifest(ts_id)  # unknown id: NotFoundError with suggestions
+        entry = log_model(
+            self.registry,
             name,
             training_set=ts_id,
             model=model,
@@ -359,6 +361,8 @@ class Store:
             description=description,
             tags=tags,
         )
+        self._lineage.after_log_model(entry)
+        return entry
 
     def models(self, name: str | None = None) -> list[ModelRecord]:
         """Model entries (of one model, or all), by name then version."""

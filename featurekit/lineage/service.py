@@ -1,4 +1,4 @@
-"""What a :class:`~featurekit.Store` does for lineage: record, emit, query, log models.
+"""What a :class:`~featurekit.Store` does for lineage: record, emit and query.
 
 Recording is a side effect of normal use and never breaks it: the data is already
 committed when lineage is written, so a failure to record becomes a
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from featurekit.errors import FeatureKitError, FeatureKitWarning, NotFoundError, did_you_mean
@@ -23,7 +23,7 @@ from featurekit.lineage.record import (
     snapshot_sources,
     training_set_record,
 )
-from featurekit.models import ModelRecord, log_model
+from featurekit.models import ModelRecord
 from featurekit.storage.registry import Registry
 
 if TYPE_CHECKING:
@@ -68,51 +68,32 @@ class StoreLineage:
 
     def after_training_set(self, ts: TrainingSet) -> None:
         """Record (and emit) the lineage of a training set, once per id."""
+        self._record(
+            "training_set",
+            ts.id,
+            lambda: training_set_record(self.registry, ts.manifest),
+            f"training set {ts.id!r}",
+        )
+
+    def after_log_model(self, entry: ModelRecord) -> None:
+        """Record (and emit) the lineage of a model entry."""
+        self._record(
+            "model",
+            f"{entry.name}-v{entry.version}",
+            lambda: model_record(self.registry, entry.model_dump(mode="json")),
+            f"model {entry.id!r}",
+        )
+
+    def _record(self, kind: str, key: str, build: Callable[[], dict[str, Any]], what: str) -> None:
+        """Build a record and write it once; emit it when it was new. Failures only warn."""
         try:
-            record = training_set_record(self.registry, ts.manifest)
-            written = self.registry.add_lineage_record("training_set", ts.id, record)
+            record = build()
+            written = self.registry.add_lineage_record(kind, key, record)
         except Exception as err:
-            _warn(f"training set {ts.id!r}: lineage not recorded", err)
+            _warn(f"{what}: lineage not recorded", err)
             return
         if written:
             self._emit(record)
-
-    def log_model(
-        self,
-        name: str,
-        *,
-        training_set: str,
-        model: Any,
-        metrics: Mapping[str, float] | None,
-        params: Mapping[str, Any] | None,
-        mlflow_run_id: str | None,
-        description: str,
-        tags: Mapping[str, str] | None,
-    ) -> ModelRecord:
-        """Write a model entry and its lineage record."""
-        self.registry.manifest(training_set)  # unknown id: NotFoundError with suggestions
-        entry = log_model(
-            self.registry,
-            name,
-            training_set=training_set,
-            model=model,
-            metrics=metrics,
-            params=params,
-            mlflow_run_id=mlflow_run_id,
-            description=description,
-            tags=tags,
-        )
-        try:
-            record = model_record(self.registry, entry.model_dump(mode="json"))
-            written = self.registry.add_lineage_record(
-                "model", f"{entry.name}-v{entry.version}", record
-            )
-        except Exception as err:
-            _warn(f"model {entry.id!r}: lineage not recorded", err)
-            return entry
-        if written:
-            self._emit(record)
-        return entry
 
     def _emit(self, record: Mapping[str, Any]) -> None:
         if self.emit is None:
