@@ -140,10 +140,13 @@ def meta_of(
     """A snapshot's metadata: entity count and latest event of ``rows`` (lazily, so a big
     table is not held), ``empty`` giving the schema lookups decode with."""
     keys = list(record.keys)
-    known = pl.all_horizontal(pl.col(keys).is_not_null())
+    if len(keys) == 1:  # a plain column counts ten times faster than a struct
+        distinct = pl.col(keys[0]).drop_nulls().n_unique()
+    else:
+        distinct = pl.struct(keys).filter(pl.all_horizontal(pl.col(keys).is_not_null())).n_unique()
     entities, max_event = (
         rows.select(
-            pl.struct(keys).filter(known).n_unique().alias("entities"),
+            distinct.alias("entities"),
             pl.col(record.timestamp).cast(_UTC_US).dt.epoch("us").max().alias("max_event"),
         )
         .collect(engine="streaming")

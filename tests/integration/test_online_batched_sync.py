@@ -8,7 +8,7 @@ key (hash buckets), and an aggregation view (retained events).
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -22,6 +22,7 @@ from featurekit.online.stores import MemoryOnlineStore
 from featurekit.storage import delta
 
 RIDER = fk.Entity("rider", keys=["rider_id"])
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def ride_stats(rides: pl.LazyFrame) -> pl.LazyFrame:
@@ -106,3 +107,20 @@ def test_store_passes_its_budget_to_the_sync(
     store.materialize(views(tmp_path)[0])
     store.materialize(views(tmp_path)[1], memory_budget=4096)
     assert seen == [1024**2, 4096]
+
+
+@pytest.mark.parametrize("name", ["driver_stats", "zone_stats", "ride_stats"])
+def test_snapshot_metadata_counts_the_table(store: fk.Store, name: str) -> None:
+    """Entity count and latest event, against the stored rows read back independently."""
+    record = store.registry.version(name, 1)
+    meta = sync.sync_view(store.registry, MemoryOnlineStore(), name, 1, memory_budget=600)
+    assert meta is not None
+    rows = store.read(name).with_columns(pl.col(record.timestamp).dt.replace_time_zone("UTC"))
+    if record.aggregations:  # only the events a later lookup can still count are kept
+        oldest = meta.taken - timedelta(days=7)
+        rows = rows.filter(pl.col(record.timestamp) > oldest)
+    keys = {tuple(r) for r in rows.select(record.keys).rows() if None not in r}
+    assert meta.entities == len(keys) > 0
+    latest = rows[record.timestamp].max()
+    assert isinstance(latest, datetime)
+    assert meta.max_event_us == (latest - EPOCH) // timedelta(microseconds=1)
