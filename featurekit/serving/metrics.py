@@ -106,21 +106,13 @@ class Metrics:
                 lines,
                 "featurekit_view_lookup_misses_total",
                 "Entities with no value (not_found) per view version.",
-                {
-                    ("view", v, "version", n): c
-                    for (v, n, s), c in outcomes.items()
-                    if s == "not_found"
-                },
+                _with_status(outcomes, "not_found"),
             )
             _counter(
                 lines,
                 "featurekit_view_lookup_expired_total",
                 "Entities whose value was older than the view's TTL, per view version.",
-                {
-                    ("view", v, "version", n): c
-                    for (v, n, s), c in outcomes.items()
-                    if s == "expired"
-                },
+                _with_status(outcomes, "expired"),
             )
         now = time.time()
         fresh: dict[tuple[str, ...], float] = {}
@@ -176,3 +168,10 @@ def _histograms(
         lines.append(f"{name}_bucket{_labels((*key, 'le', '+Inf'))} {hist.count}")
         lines.append(f"{name}_sum{_labels(key)} {hist.total:.9f}")
         lines.append(f"{name}_count{_labels(key)} {hist.count}")
+
+
+def _with_status(
+    outcomes: dict[tuple[str, str, str], int], status: str
+) -> dict[tuple[str, ...], int]:
+    """Per view version, the entities looked up with ``status``."""
+    return {("view", v, "version", n): c for (v, n, s), c in outcomes.items() if s == status}
