@@ -35,7 +35,6 @@ from featurekit.storage.registry import VersionRecord
 from featurekit.training import aggregation_specs
 
 __all__ = [
-    "build_event_snapshot",
     "decode_aggregates",
     "event_snapshot_entries",
     "event_snapshot_meta",
@@ -49,14 +48,6 @@ def retention(record: VersionRecord) -> timedelta | None:
     """How far back events can still count for a lookup after the snapshot (None: all)."""
     windows = [a["window_us"] for a in record.aggregations]
     return None if None in windows else timedelta(microseconds=max(windows))
-
-
-def build_event_snapshot(
-    record: VersionRecord, rows: pl.DataFrame, *, delta_version: int, taken: datetime
-) -> tuple[SnapshotMeta, Iterator[tuple[bytes, bytes]]]:
-    """The events of an aggregation view version that lookups at ``t >= taken`` may count."""
-    meta = event_snapshot_meta(record, rows.lazy(), delta_version=delta_version, taken=taken)
-    return meta, event_snapshot_entries(record, rows, taken=taken)
 
 
 def _retained(record: VersionRecord, rows: pl.LazyFrame, taken: datetime) -> pl.LazyFrame:

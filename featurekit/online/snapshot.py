@@ -39,7 +39,6 @@ from featurekit.storage.registry import VersionRecord
 
 __all__ = [
     "SnapshotMeta",
-    "build_snapshot",
     "encode_key",
     "pick_entry",
     "snapshot_entries",
@@ -104,14 +103,6 @@ class SnapshotMeta:
     def taken(self) -> datetime:
         """When the snapshot was taken (UTC)."""
         return datetime.fromtimestamp(self.taken_us / 1e6, UTC)
-
-
-def build_snapshot(
-    record: VersionRecord, rows: pl.DataFrame, *, delta_version: int, taken: datetime
-) -> tuple[SnapshotMeta, Iterator[tuple[bytes, bytes]]]:
-    """The snapshot of ``rows`` (a view version's stored rows) at instant ``taken``."""
-    meta = snapshot_meta(record, rows.lazy(), delta_version=delta_version, taken=taken)
-    return meta, snapshot_entries(record, rows, taken=taken)
 
 
 def snapshot_meta(

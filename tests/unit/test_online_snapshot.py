@@ -14,7 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import featurekit as fk
-from featurekit.online.snapshot import build_snapshot, encode_key, pick_entry, restore_values, to_us
+from featurekit.online.snapshot import (
+    encode_key,
+    pick_entry,
+    restore_values,
+    snapshot_entries,
+    snapshot_meta,
+    to_us,
+)
 from featurekit.pit import ViewFrame, pit_join
 from featurekit.serving.metrics import Metrics
 from featurekit.storage.registry import VersionRecord
@@ -72,8 +79,8 @@ def test_snapshot_lookup_equals_kernel_at_any_later_instant(
         schema={"k": pl.Int64, "event_ts": UTC_US, "created_ts": UTC_US, "x": pl.Float64},
     )
     ttl_us = None if ttl is None else ttl * 60_000_000
-    meta, entries = build_snapshot(record(ttl_us), frame, delta_version=0, taken=T)
-    stored = dict(entries)
+    meta = snapshot_meta(record(ttl_us), frame.lazy(), delta_version=0, taken=T)
+    stored = dict(snapshot_entries(record(ttl_us), frame, taken=T))
     view = ViewFrame(
         "v",
         frame,
