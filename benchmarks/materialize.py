@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from pit import make_data, peak_mib
 
 import featurekit as fk
-from featurekit.frames import in_order
+from featurekit.kernels.frames import in_order
 
 
 def rows(source: pl.LazyFrame) -> pl.LazyFrame:
@@ -73,7 +73,7 @@ def new_rows(folder: Path, n: int, entities: int) -> None:
 
 def child(folder: Path, budget: str) -> None:
     """One streaming run in this fresh process; prints seconds, peak RSS and the batches."""
-    from featurekit.batching import batch_count, estimate_bytes, parse_size
+    from featurekit.offline.batching import batch_count, estimate_bytes, parse_size
 
     view = make_view(folder / "source")
     source = view.sources[0]

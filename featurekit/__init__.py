@@ -9,9 +9,10 @@ Example:
     >>> store = fk.Store("./store"); store.materialize(driver_stats)
 """
 
-from featurekit.authoring import FeatureView, feature_view
-from featurekit.definitions import Aggregation, Entity, FeatureRef, Source
-from featurekit.errors import (
+from featurekit.core.authoring import FeatureView, feature_view
+from featurekit.core.config import __version__
+from featurekit.core.definitions import Aggregation, Entity, FeatureRef, Source
+from featurekit.core.errors import (
     DefinitionError,
     FeatureKitError,
     FeatureKitWarning,
@@ -23,17 +24,15 @@ from featurekit.errors import (
     UserCodeError,
     VersionError,
 )
+from featurekit.core.on_demand import OnDemandFeature, on_demand
 from featurekit.lineage.graph import LineageGraph
-from featurekit.materialize import MaterializeResult
-from featurekit.models import ModelRecord
-from featurekit.on_demand import OnDemandFeature, on_demand
+from featurekit.offline.materialize import MaterializeResult
+from featurekit.offline.models import ModelRecord
+from featurekit.offline.services import FeatureService
+from featurekit.offline.training import TrainingSet
 from featurekit.online import MemoryOnlineStore, OnlineStoreError
-from featurekit.services import FeatureService
 from featurekit.storage.registry import VersionRecord
 from featurekit.store import Store
-from featurekit.training import TrainingSet
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Aggregation",

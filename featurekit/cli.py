@@ -1,7 +1,7 @@
 """The ``featurekit`` command line: a demo, and read-only views of a store.
 
 Heavy modules (polars, deltalake, the store) are imported inside commands, so
-``featurekit --help`` stays fast. Every :class:`~featurekit.errors.FeatureKitError` becomes
+``featurekit --help`` stays fast. Every :class:`~featurekit.core.errors.FeatureKitError` becomes
 a one-line red message on stderr and exit code 1, never a traceback.
 """
 
@@ -141,7 +141,7 @@ def lineage(
     with _errors():
         import json
 
-        from featurekit.errors import DefinitionError
+        from featurekit.core.errors import DefinitionError
 
         if format not in ("text", "json", "openlineage", "dot"):
             raise DefinitionError(
@@ -232,7 +232,7 @@ def main() -> None:
 @contextlib.contextmanager
 def _errors() -> Iterator[None]:
     """FeatureKitError -> one red line on stderr and exit code 1."""
-    from featurekit.errors import FeatureKitError
+    from featurekit.core.errors import FeatureKitError
 
     try:
         yield
@@ -246,8 +246,8 @@ def _errors() -> Iterator[None]:
 
 def _open(root: Path) -> Store:
     """Open an existing store; never create one by accident from a mistyped path."""
-    from featurekit.config import REGISTRY_DIR
-    from featurekit.errors import StorageError
+    from featurekit.core.config import REGISTRY_DIR
+    from featurekit.core.errors import StorageError
     from featurekit.store import Store
 
     marker = root.expanduser() / REGISTRY_DIR / "store.json"

@@ -20,8 +20,8 @@ from typing import Any
 import polars as pl
 
 import featurekit as fk
+from featurekit.core.errors import ReproducibilityError, StorageError
 from featurekit.demo_data import generate_rideshare
-from featurekit.errors import ReproducibilityError, StorageError
 
 __all__ = ["MARKER", "TRAINING_SET_NAME", "driver_trip_stats", "run_demo"]
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from featurekit.errors import DefinitionError
+from featurekit.core.errors import DefinitionError
 
 __all__ = ["generate_rideshare"]
 

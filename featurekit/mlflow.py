@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from featurekit.errors import FeatureKitError
+from featurekit.core.errors import FeatureKitError
 from featurekit.storage.registry import Registry
 
 if TYPE_CHECKING:
-    from featurekit.training import TrainingSet
+    from featurekit.offline.training import TrainingSet
 
 #: Run tags set by :func:`log_training_set`.
 TAG_TRAINING_SET = "featurekit.training_set_id"

@@ -9,28 +9,28 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from featurekit.authoring import FeatureView
-from featurekit.batching import parse_size
-from featurekit.definitions import FeatureRef
-from featurekit.errors import DefinitionError, NotFoundError, StorageError, did_you_mean
+from featurekit.core.authoring import FeatureView
+from featurekit.core.definitions import FeatureRef
+from featurekit.core.errors import DefinitionError, NotFoundError, StorageError, did_you_mean
+from featurekit.core.on_demand import OnDemandFeature
+from featurekit.core.timeutil import parse_duration, to_utc_datetime
+from featurekit.kernels.pit import PointInTime
 from featurekit.lineage.graph import LineageGraph
 from featurekit.lineage.service import StoreLineage
-from featurekit.materialize import MaterializeResult, materialize, register, table_uri
-from featurekit.models import ModelRecord, log_model
 from featurekit.notebook.progress import Progress
-from featurekit.on_demand import OnDemandFeature
-from featurekit.pit import PointInTime
-from featurekit.resolve import ResolvedView, resolve
-from featurekit.services import Catalog, FeatureService, rebuild_hook, training_plan
+from featurekit.offline.batching import parse_size
+from featurekit.offline.materialize import MaterializeResult, materialize, register, table_uri
+from featurekit.offline.models import ModelRecord, log_model
+from featurekit.offline.resolve import ResolvedView, resolve
+from featurekit.offline.services import Catalog, FeatureService, rebuild_hook, training_plan
+from featurekit.offline.training import TrainingSet, ViewRequest, build, rebuild
 from featurekit.storage import delta
 from featurekit.storage.registry import Registry, VersionRecord
-from featurekit.timeutil import parse_duration, to_utc_datetime
-from featurekit.training import TrainingSet, ViewRequest, build, rebuild
 
 if TYPE_CHECKING:
+    from featurekit.offline.optimize import OptimizeResult
     from featurekit.online.lookup import OnlineService
     from featurekit.online.stores import OnlineStore
-    from featurekit.optimize import OptimizeResult
 
 FeatureSpec = str | FeatureView | OnDemandFeature | FeatureService
 #: Labels with at least this many rows get a progress bar in ``training_set``.
@@ -161,7 +161,7 @@ class Store:
         Example:
             >>> store.optimize("driver_stats")
         """
-        from featurekit.optimize import optimize
+        from featurekit.offline.optimize import optimize
 
         name = view.name if isinstance(view, FeatureView) else view
         return optimize(self.registry, name, version)
@@ -366,7 +366,7 @@ class Store:
 
     def models(self, name: str | None = None) -> list[ModelRecord]:
         """Model entries (of one model, or all), by name then version."""
-        from featurekit.models import model, models
+        from featurekit.offline.models import model, models
 
         if name is not None:
             model(self.registry, name)  # unknown name: NotFoundError with suggestions

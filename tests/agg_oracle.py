@@ -7,7 +7,7 @@ import statistics
 from datetime import datetime
 from typing import Any
 
-from featurekit.aggregate import AggSpec
+from featurekit.kernels.aggregate import AggSpec
 
 EARLIEST = datetime(1, 1, 1)  # naive, like the test data: sorts before any created time
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import polars as pl
 
-from featurekit.authoring import FeatureView
-from featurekit.errors import FeatureKitError
+from featurekit.core.authoring import FeatureView
+from featurekit.core.errors import FeatureKitError
 
 _PROBE = "__fk_lineage_probe"
 #: Transformation strength, for merging two routes to the same input.
@@ -88,8 +88,8 @@ def view_column_lineage(
     the outputs every row needs (keys, timestamps); ``outputs`` are all output columns.
     """
     if view.sql is not None:
+        from featurekit.core.sqlview import sql_schema
         from featurekit.lineage.sql import sql_column_lineage
-        from featurekit.sqlview import sql_schema
 
         tables = {name: sql_schema(schema) for name, schema in schemas.items()}
         found = sql_column_lineage(view.sql, view=view.name, tables=tables)
@@ -172,7 +172,7 @@ def _reads(
     """Input columns polars reads to compute ``columns`` of the view; None if it cannot tell."""
     from polars.io.plugins import register_io_source
 
-    from featurekit.compute import call_view
+    from featurekit.offline.compute import call_view
 
     log: dict[str, list[list[str] | None]] = {}
 

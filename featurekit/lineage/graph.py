@@ -38,7 +38,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from featurekit.errors import NotFoundError, did_you_mean
+from featurekit.core.errors import NotFoundError, did_you_mean
 
 NodeKind = Literal["source", "column", "view", "feature", "training_set", "model"]
 EdgeKind = Literal["reads", "contains", "derives", "selects"]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from featurekit.errors import DefinitionError, FeatureKitError
+from featurekit.core.errors import DefinitionError, FeatureKitError
 
 if TYPE_CHECKING:
     from featurekit.lineage.graph import LineageGraph, Run
@@ -69,7 +69,7 @@ def graph_events(graph: LineageGraph) -> list[dict[str, Any]]:
 
 def run_event(graph: LineageGraph, run: Run) -> dict[str, Any]:
     """The RunEvent of one run (a plain dict in the spec's shape)."""
-    from featurekit import __version__
+    from featurekit.core.config import __version__
 
     versions = run.attrs.get("dataset_versions") or {}
     inputs = [

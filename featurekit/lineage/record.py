@@ -24,19 +24,19 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 import xxhash
 
-from featurekit.config import FORMAT_VERSION
-from featurekit.definitions import Source
+from featurekit.core.config import FORMAT_VERSION
+from featurekit.core.definitions import Source
+from featurekit.core.timeutil import utcnow
 from featurekit.lineage.columns import ColumnDep, strongest, view_column_lineage
 from featurekit.lineage.graph import Edge, LineageGraph, Node, Run
 from featurekit.lineage.openlineage import dataset_naming
 from featurekit.storage import delta
 from featurekit.storage.registry import Registry
 from featurekit.storage.sources import source_schema
-from featurekit.timeutil import utcnow
 
 if TYPE_CHECKING:
-    from featurekit.materialize import MaterializeResult
-    from featurekit.resolve import ResolvedView
+    from featurekit.offline.materialize import MaterializeResult
+    from featurekit.offline.resolve import ResolvedView
 
 #: (path, size, mtime_ns) -> xxh3-128 of the file, so unchanged files are hashed once.
 _FILE_HASHES: dict[tuple[str, int, int], str] = {}
@@ -75,7 +75,7 @@ def source_node(src: Source, *, read_at: str) -> Node:
 def _fingerprint(src: Source) -> tuple[str, str]:
     """12 hex chars: file contents (local files), the location (remote), or frame values."""
     if src.frame is not None:
-        from featurekit.hashing import frame_hash
+        from featurekit.core.hashing import frame_hash
 
         return frame_hash(src.frame.collect())[:12], "values"
     locations = list(src.location) if isinstance(src.location, tuple) else [src.location or ""]

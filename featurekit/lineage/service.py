@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from featurekit.errors import FeatureKitError, FeatureKitWarning, NotFoundError, did_you_mean
+from featurekit.core.errors import FeatureKitError, FeatureKitWarning, NotFoundError, did_you_mean
 from featurekit.lineage.graph import Edge, LineageGraph, Node, Run
 from featurekit.lineage.openlineage import Emitter, make_emitter, run_event
 from featurekit.lineage.record import (
@@ -23,13 +23,13 @@ from featurekit.lineage.record import (
     snapshot_sources,
     training_set_record,
 )
-from featurekit.models import ModelRecord
+from featurekit.offline.models import ModelRecord
 from featurekit.storage.registry import Registry
 
 if TYPE_CHECKING:
-    from featurekit.materialize import MaterializeResult
-    from featurekit.resolve import ResolvedView
-    from featurekit.training import TrainingSet
+    from featurekit.offline.materialize import MaterializeResult
+    from featurekit.offline.resolve import ResolvedView
+    from featurekit.offline.training import TrainingSet
 
 #: Environment setting for an emitter when ``Store(lineage_emitter=...)`` is not given.
 EMITTER_ENV = "FEATUREKIT_LINEAGE_EMITTER"

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from featurekit.errors import SqlError
+from featurekit.core.errors import SqlError
 from featurekit.lineage.columns import ColumnDep, strongest
 
 DIALECT = "duckdb"

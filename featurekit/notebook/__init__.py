@@ -22,7 +22,7 @@ from featurekit.notebook.lineage import node_details, widget_state
 from featurekit.notebook.progress import Progress
 
 if TYPE_CHECKING:
-    from featurekit.authoring import FeatureView
+    from featurekit.core.authoring import FeatureView
     from featurekit.notebook.widget import LineageWidget
     from featurekit.store import Store
 
@@ -91,9 +91,9 @@ def enable() -> None:
 
 def load_ipython_extension(shell: Any) -> None:
     """``%load_ext featurekit.notebook``: see :func:`enable`."""
-    from featurekit.authoring import FeatureView
-    from featurekit.models import ModelRecord
+    from featurekit.core.authoring import FeatureView
     from featurekit.notebook import reprs
+    from featurekit.offline.models import ModelRecord
     from featurekit.storage.registry import VersionRecord
 
     formatter = shell.display_formatter.formatters["text/html"]

@@ -1,6 +1,6 @@
 """PIT explain: for one label row, every candidate feature row and why it was or wasn't used.
 
-The choice itself is made by the point-in-time kernel (:func:`featurekit.pit.pit_join`) on
+The choice itself is made by the point-in-time kernel (:func:`featurekit.kernels.pit.pit_join`) on
 the candidate rows, exactly as when the training set was built: the explanation only adds
 the reasons for the rows the kernel passed over, in the order of the rules of docs/pit.md:
 
@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from featurekit.errors import DefinitionError, NotFoundError
-from featurekit.pit import ViewFrame, pit_join
+from featurekit.core.errors import DefinitionError, NotFoundError
+from featurekit.core.timeutil import to_utc_expr
+from featurekit.kernels.pit import ViewFrame, pit_join
 from featurekit.storage import delta
-from featurekit.timeutil import to_utc_expr
 
 if TYPE_CHECKING:
-    from featurekit.training import TrainingSet
+    from featurekit.offline.training import TrainingSet
 
 _ROW = "__fk_candidate"
 _E = "__fk_event_utc"
@@ -194,7 +194,7 @@ def _explain_view(
     mode: str,
     values: dict[str, Any],
 ) -> ViewExplanation:
-    from featurekit.training import aggregation_specs
+    from featurekit.offline.training import aggregation_specs
 
     registry = ts._registry
     record = registry.version(spec["view"], spec["version"])

@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from featurekit.errors import FeatureKitError
-from featurekit.timeutil import utcnow
+from featurekit.core.errors import FeatureKitError
+from featurekit.core.timeutil import utcnow
 
 if TYPE_CHECKING:
-    from featurekit.authoring import FeatureView
-    from featurekit.models import ModelRecord
+    from featurekit.core.authoring import FeatureView
     from featurekit.notebook.explain import Explanation, ViewExplanation
+    from featurekit.offline.models import ModelRecord
+    from featurekit.offline.training import TrainingSet
     from featurekit.storage.registry import VersionRecord
     from featurekit.store import Store
-    from featurekit.training import TrainingSet
 
 #: Longest lists shown in full; the rest is summarized ("… and 12 more").
 MAX_ROWS = 20
@@ -94,7 +94,7 @@ def _duration(us: int | None) -> str:
 # ---- Store ------------------------------------------------------------------------------------
 def store_html(store: Store) -> str:
     """Views (latest version, features, freshness), training sets and models of a store."""
-    from featurekit.materialize import table_uri
+    from featurekit.offline.materialize import table_uri
     from featurekit.storage import delta
 
     views = store.views()
@@ -184,7 +184,7 @@ def _metrics(metrics: dict[str, float]) -> str:
 # ---- FeatureView ------------------------------------------------------------------------------
 def view_html(view: FeatureView, store: Store | None = None) -> str:
     """A view's signature, features with dtypes and, given a store, its version history."""
-    from featurekit.resolve import resolve
+    from featurekit.offline.resolve import resolve
 
     kind = "SQL" if view.sql else "polars"
     inputs = ", ".join(f"{_e(s.name)}: {_e(type(s).__name__)}" for s in view.sources)
@@ -225,7 +225,7 @@ def view_html(view: FeatureView, store: Store | None = None) -> str:
 
 
 def _history_html(store: Store, name: str, fingerprint: str | None) -> str:
-    from featurekit.materialize import table_uri
+    from featurekit.offline.materialize import table_uri
     from featurekit.storage import delta
 
     records = store.registry.versions(name)

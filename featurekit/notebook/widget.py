@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from featurekit.errors import FeatureKitError
+from featurekit.core.errors import FeatureKitError
 from featurekit.lineage.graph import LineageGraph
 from featurekit.notebook.lineage import (
     DEFAULT_HEIGHT,

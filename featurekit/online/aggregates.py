@@ -4,7 +4,7 @@ An aggregate moves with the clock even when no event arrives, so no value can be
 precomputed. Instead a snapshot keeps, per entity, the events that a lookup at any
 ``t >= T`` could still count: those with ``event_ts > T - widest window`` (all of them when
 a lifetime aggregate exists). A lookup decodes the requested entities' events and runs
-:func:`featurekit.pit.pit_join`, the training sets' own kernel, with one label per
+:func:`featurekit.kernels.pit.pit_join`, the training sets' own kernel, with one label per
 requested row at ``t``: online and offline cannot disagree.
 
 Each entity is stored as one orjson value: ``[[event_us, created_us | null, [values...],
@@ -21,7 +21,9 @@ from typing import Any
 import orjson
 import polars as pl
 
-from featurekit.aggregate import result_dtype
+from featurekit.kernels.aggregate import result_dtype
+from featurekit.kernels.pit import ViewFrame, pit_join
+from featurekit.offline.training import aggregation_specs
 from featurekit.online.snapshot import (
     SnapshotMeta,
     _physical,
@@ -30,9 +32,7 @@ from featurekit.online.snapshot import (
     meta_of,
     restore_values,
 )
-from featurekit.pit import ViewFrame, pit_join
 from featurekit.storage.registry import VersionRecord
-from featurekit.training import aggregation_specs
 
 __all__ = [
     "decode_aggregates",

@@ -1,8 +1,8 @@
-"""Errors of the online path (they extend the tree in :mod:`featurekit.errors`)."""
+"""Errors of the online path (they extend the tree in :mod:`featurekit.core.errors`)."""
 
 from __future__ import annotations
 
-from featurekit.errors import DefinitionError, StorageError
+from featurekit.core.errors import DefinitionError, StorageError
 
 __all__ = ["OnlineStoreError", "TooManyEntitiesError"]
 

@@ -26,9 +26,17 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import polars as pl
 
-from featurekit.authoring import FeatureView
-from featurekit.errors import DefinitionError, NotFoundError, SchemaError, StorageError
-from featurekit.on_demand import OnDemandFeature, OnDemandStep, apply_on_demand
+from featurekit.core.authoring import FeatureView
+from featurekit.core.errors import DefinitionError, NotFoundError, SchemaError, StorageError
+from featurekit.core.on_demand import OnDemandFeature, OnDemandStep, apply_on_demand
+from featurekit.core.timeutil import to_utc_datetime
+from featurekit.offline.services import (
+    Catalog,
+    FeatureService,
+    column_map,
+    expand,
+    service_features,
+)
 from featurekit.online.aggregates import decode_aggregates
 from featurekit.online.snapshot import (
     SnapshotMeta,
@@ -38,15 +46,7 @@ from featurekit.online.snapshot import (
     restore_values,
     to_us,
 )
-from featurekit.services import (
-    Catalog,
-    FeatureService,
-    column_map,
-    expand,
-    service_features,
-)
 from featurekit.storage.registry import VersionRecord
-from featurekit.timeutil import to_utc_datetime
 
 if TYPE_CHECKING:
     from featurekit.online.stores import OnlineStore
@@ -506,7 +506,7 @@ def _decode(
 def _steps(
     expanded: Any, cols: Mapping[tuple[str, int, str], str]
 ) -> tuple[list[OnDemandStep], list[str]]:
-    from featurekit.services import steps_for
+    from featurekit.offline.services import steps_for
 
     return steps_for(expanded, cols)
 

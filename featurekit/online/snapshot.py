@@ -1,6 +1,6 @@
 """What a materialization writes online, computed by the training sets' point-in-time kernel.
 
-One code path defines the value: a snapshot is :func:`featurekit.pit.pit_join` run on the
+One code path defines the value: a snapshot is :func:`featurekit.kernels.pit.pit_join` run on the
 view version's stored rows with one label per entity at the snapshot instant ``T``
 (knowledge mode, no TTL). The chosen row's event and created times are stored with its
 values, so the TTL is applied at lookup time against the lookup instant, exactly as a
@@ -33,8 +33,8 @@ import orjson
 import polars as pl
 import pyarrow as pa
 
-from featurekit.errors import SchemaError
-from featurekit.pit import ViewFrame, pit_join
+from featurekit.core.errors import SchemaError
+from featurekit.kernels.pit import ViewFrame, pit_join
 from featurekit.storage.registry import VersionRecord
 
 __all__ = [

@@ -5,7 +5,7 @@ write is repaired by simply materializing again). It runs under the view's regis
 so two processes materializing one view write their snapshots in commit order.
 
 A table larger than the memory budget is read and encoded in batches of entity keys, as
-materialization computes it (:mod:`featurekit.batching`): each entity's snapshot depends
+materialization computes it (:mod:`featurekit.offline.batching`): each entity's snapshot depends
 only on its own rows, so the batches' entries are exactly the one-batch entries. The
 metadata comes from lazy aggregates, and every batch streams into the same atomic swap.
 """
@@ -17,14 +17,14 @@ from datetime import datetime
 
 import polars as pl
 
-from featurekit.batching import DEFAULT_BUDGET, batch_count, frame_bytes, key_partitions
-from featurekit.materialize import table_uri
+from featurekit.core.timeutil import utcnow
+from featurekit.offline.batching import DEFAULT_BUDGET, batch_count, frame_bytes, key_partitions
+from featurekit.offline.materialize import table_uri
 from featurekit.online.aggregates import event_snapshot_entries, event_snapshot_meta
 from featurekit.online.snapshot import SnapshotMeta, snapshot_entries, snapshot_meta
 from featurekit.online.stores import OnlineStore
 from featurekit.storage import delta
 from featurekit.storage.registry import Registry, VersionRecord
-from featurekit.timeutil import utcnow
 
 __all__ = ["sync_view"]
 
@@ -43,7 +43,7 @@ def sync_view(
     """Write the snapshot of ``view`` version ``version`` if the online store lags its table.
 
     Returns the current snapshot's metadata, or None when the table has no data yet.
-    ``memory_budget`` (bytes; default :data:`~featurekit.batching.DEFAULT_BUDGET`) bounds
+    ``memory_budget`` (bytes; default :data:`~featurekit.offline.batching.DEFAULT_BUDGET`) bounds
     the rows held at once.
     """
     record = registry.version(view, version)

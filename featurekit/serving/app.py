@@ -24,13 +24,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
-from featurekit import __version__
-from featurekit.errors import FeatureKitError, NotFoundError, StorageError, did_you_mean
-from featurekit.on_demand import OnDemandFeature
+from featurekit.core.config import __version__
+from featurekit.core.errors import FeatureKitError, NotFoundError, StorageError, did_you_mean
+from featurekit.core.on_demand import OnDemandFeature
+from featurekit.offline.services import FeatureService, register_service
 from featurekit.online.errors import OnlineStoreError, TooManyEntitiesError
 from featurekit.online.lookup import ServiceName
 from featurekit.online.snapshot import SnapshotMeta
-from featurekit.services import FeatureService, register_service
 from featurekit.serving.metrics import Metrics
 from featurekit.store import Store
 
@@ -343,7 +343,7 @@ def _import(target: str) -> Any:
 
 
 def _run(fn: Callable[[], Any], target: str) -> Any:
-    from featurekit.errors import UserCodeError
+    from featurekit.core.errors import UserCodeError
 
     try:
         return fn()

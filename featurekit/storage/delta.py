@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import polars as pl
 
-from featurekit.errors import StorageError
+from featurekit.core.errors import StorageError
 
 META_PREFIX = "featurekit."
 

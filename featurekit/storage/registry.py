@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-from featurekit.config import FORMAT_VERSION, REGISTRY_DIR
-from featurekit.errors import NotFoundError, StorageError, did_you_mean
+from featurekit.core.config import FORMAT_VERSION, REGISTRY_DIR
+from featurekit.core.errors import NotFoundError, StorageError, did_you_mean
 
 
 class VersionRecord(BaseModel):

@@ -8,9 +8,9 @@ from typing import Literal
 
 import polars as pl
 
-from featurekit.definitions import Source
-from featurekit.errors import SchemaError, StorageError
-from featurekit.timeutil import to_utc_expr
+from featurekit.core.definitions import Source
+from featurekit.core.errors import SchemaError, StorageError
+from featurekit.core.timeutil import to_utc_expr
 
 
 def raw_scan(source: Source) -> pl.LazyFrame:

@@ -12,7 +12,7 @@ from agg_oracle import close, oracle
 from test_online_support import redis_server
 
 import featurekit as fk
-from featurekit.aggregate import AggSpec
+from featurekit.kernels.aggregate import AggSpec
 
 BASE = datetime(2026, 2, 1)
 RIDER = fk.Entity("rider", keys=["rider_id"])

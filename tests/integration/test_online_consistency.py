@@ -28,7 +28,7 @@ from test_online_support import (
 )
 
 import featurekit as fk
-from featurekit.hashing import frame_hash
+from featurekit.core.hashing import frame_hash
 
 FEATURES: list[Any] = [
     "driver_stats:*",

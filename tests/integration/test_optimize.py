@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import featurekit as fk
 from featurekit.cli import app
-from featurekit.frames import in_order
+from featurekit.kernels.frames import in_order
 
 BASE = datetime(2026, 3, 1)
 ENTITY = fk.Entity("driver", keys=["driver_id"])

@@ -14,8 +14,8 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from featurekit.frames import in_order, last_of_runs, packed_order, sort_rows
-from featurekit.pit import ViewFrame, pit_join
+from featurekit.kernels.frames import in_order, last_of_runs, packed_order, sort_rows
+from featurekit.kernels.pit import ViewFrame, pit_join
 
 BASE = datetime(2026, 3, 1)
 

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import featurekit as fk
-from featurekit.batching import batch_count, key_partitions, parse_size
-from featurekit.errors import DefinitionError, UserCodeError
+from featurekit.core.errors import DefinitionError, UserCodeError
+from featurekit.offline.batching import batch_count, key_partitions, parse_size
 
 BASE = datetime(2026, 3, 1)
 TINY = 600  # bytes: a budget that splits even a handful of rows into several batches

@@ -14,7 +14,7 @@ from deltalake import write_deltalake
 from views_trips import driver, fare_view, trips_source
 
 import featurekit as fk
-from featurekit.hashing import frame_hash
+from featurekit.core.hashing import frame_hash
 
 
 def labels() -> pl.DataFrame:
@@ -65,7 +65,7 @@ def test_rebuild_in_a_fresh_process_after_new_data_and_new_code(
 
     script = (
         "import sys, featurekit as fk\n"
-        "from featurekit.hashing import frame_hash\n"
+        "from featurekit.core.hashing import frame_hash\n"
         "s = fk.Store(sys.argv[1], progress=False)\n"
         "print(frame_hash(s.training_set_by_id(sys.argv[2]).to_polars()))\n"
     )

@@ -11,10 +11,10 @@ from agg_oracle import close, oracle
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import featurekit.aggregate as aggregate_module
-from featurekit import aggindex
-from featurekit.aggregate import AggSpec
-from featurekit.pit import ViewFrame, pit_join
+import featurekit.kernels.aggregate as aggregate_module
+from featurekit.kernels import aggindex
+from featurekit.kernels.aggregate import AggSpec
+from featurekit.kernels.pit import ViewFrame, pit_join
 
 BASE = datetime(2026, 5, 1)
 FUNCTIONS = ["count", "sum", "mean", "min", "max", "last", "stddev"]

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from featurekit.fingerprint import code_fingerprint, describe_code
+from featurekit.core.fingerprint import code_fingerprint, describe_code
 
 SAMPLES = [
     '''

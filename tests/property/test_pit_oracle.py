@@ -1,6 +1,6 @@
 """Brute-force oracle and property tests for the point-in-time join kernel.
 
-The oracle below is written independently of ``featurekit.pit`` in plain Python loops over
+The oracle below is written independently of ``featurekit.kernels.pit`` in plain Python loops over
 rows (no polars joins), straight from DESIGN.md "Point-in-time semantics":
 
 For each label row with keys k and timestamp t, a view row r is a *candidate* when
@@ -58,8 +58,8 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from featurekit.errors import SchemaError
-from featurekit.pit import ViewFrame, pit_join
+from featurekit.core.errors import SchemaError
+from featurekit.kernels.pit import ViewFrame, pit_join
 
 # --------------------------------------------------------------------------------------
 # Oracle

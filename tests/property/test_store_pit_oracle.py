@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from test_pit_oracle import oracle_pit_join
 
 import featurekit as fk
-from featurekit.pit import ViewFrame
+from featurekit.kernels.pit import ViewFrame
 
 BASE = datetime(2026, 3, 1)
 ENTITY = fk.Entity("driver", keys=["driver_id"])

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 import featurekit as fk
-from featurekit.timeutil import format_duration, parse_duration
+from featurekit.core.timeutil import format_duration, parse_duration
 
 
 def test_entity_keys() -> None:

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from featurekit.errors import VersionError
-from featurekit.fingerprint import code_fingerprint, describe_code
+from featurekit.core.errors import VersionError
+from featurekit.core.fingerprint import code_fingerprint, describe_code
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _names = itertools.count()
@@ -219,7 +219,7 @@ def test_library_code_is_named_never_followed(load: Load) -> None:
         import math
         import polars as pl
         from polars import when
-        from featurekit.errors import did_you_mean
+        from featurekit.core.errors import did_you_mean
 
 
         def view(df):
@@ -475,7 +475,7 @@ def test_fingerprint_does_not_depend_on_pythonhashseed(load: Load, tmp_path: Pat
     module = load(source, name="fkfp_seeded")
     script = (
         "import fkfp_seeded\n"
-        "from featurekit.fingerprint import code_fingerprint\n"
+        "from featurekit.core.fingerprint import code_fingerprint\n"
         "print(code_fingerprint(fkfp_seeded.view))\n"
     )
     outputs = []

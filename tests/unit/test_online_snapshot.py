@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import featurekit as fk
+from featurekit.kernels.pit import ViewFrame, pit_join
 from featurekit.online.snapshot import (
     encode_key,
     pick_entry,
@@ -22,7 +23,6 @@ from featurekit.online.snapshot import (
     snapshot_meta,
     to_us,
 )
-from featurekit.pit import ViewFrame, pit_join
 from featurekit.serving.metrics import Metrics
 from featurekit.storage.registry import VersionRecord
 

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import polars as pl
 
-from featurekit.pit import ViewFrame, pit_join
+from featurekit.kernels.pit import ViewFrame, pit_join
 
 
 def test_far_future_rows_next_to_nanosecond_labels() -> None:

@@ -25,10 +25,10 @@ from typing import Any
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
-from featurekit.config import RESERVED_PREFIX
-from featurekit.definitions import FeatureRef, check_name
-from featurekit.errors import DefinitionError, FeatureKitError, SchemaError, UserCodeError
-from featurekit.fingerprint import code_fingerprint
+from featurekit.core.config import RESERVED_PREFIX
+from featurekit.core.definitions import FeatureRef, check_name
+from featurekit.core.errors import DefinitionError, FeatureKitError, SchemaError, UserCodeError
+from featurekit.core.fingerprint import code_fingerprint
 
 __all__ = ["OnDemandFeature", "OnDemandStep", "apply_on_demand", "on_demand", "parse_dtype"]
 

@@ -1,7 +1,7 @@
 """Windowed aggregates by index arithmetic over the sorted events (numpy, no I/O).
 
 With events sorted by (entity, event time) on one integer axis (see
-:mod:`featurekit.aggregate`), the events of a label's window ``(t - w, t]`` are a contiguous
+:mod:`featurekit.kernels.aggregate`), the events of a label's window ``(t - w, t]`` are a contiguous
 index range ``(lo, hi]``, found by binary search. Then:
 
 - count and sum are differences of prefix sums,
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from featurekit.frames import in_order
+from featurekit.kernels.frames import in_order
 
 _IDX = "__fk_label_idx"
 _T = "__fk_t"

@@ -18,19 +18,19 @@ from typing import Any
 
 import polars as pl
 
-from featurekit.aggregate import AggSpec, result_dtype
-from featurekit.authoring import FeatureView
-from featurekit.definitions import Source
-from featurekit.errors import (
+from featurekit.core.authoring import FeatureView
+from featurekit.core.definitions import Source
+from featurekit.core.errors import (
     FeatureKitError,
     FeatureKitWarning,
     SchemaError,
     UserCodeError,
     did_you_mean,
 )
-from featurekit.frames import in_order, last_of_runs, sort_rows
+from featurekit.core.timeutil import UTC_US, to_utc_expr
+from featurekit.kernels.aggregate import AggSpec, result_dtype
+from featurekit.kernels.frames import in_order, last_of_runs, sort_rows
 from featurekit.storage.sources import TimeBound, scan_source
-from featurekit.timeutil import UTC_US, to_utc_expr
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def call_view(
 ) -> pl.LazyFrame:
     """Call the user's function or SQL; any failure becomes a :class:`UserCodeError`."""
     if view.sql is not None:
-        from featurekit.sqlview import run_sql
+        from featurekit.core.sqlview import run_sql
 
         try:
             return run_sql(view.sql, inputs)

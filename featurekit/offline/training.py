@@ -4,7 +4,7 @@ A training set's id hashes what defines it: the labels' content, every view vers
 fingerprint, the pinned Delta version of every feature table, TTLs and PIT options. Its
 manifest and labels are stored under ``<root>/training_sets/<id>/``; rebuilding reads the
 same labels and the same table versions, runs the same kernel and must reproduce the
-recorded content hash, or raises :class:`~featurekit.errors.ReproducibilityError`.
+recorded content hash, or raises :class:`~featurekit.core.errors.ReproducibilityError`.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 import polars as pl
 import pyarrow as pa
 
-from featurekit.aggregate import AggSpec
-from featurekit.errors import DefinitionError, ReproducibilityError, SchemaError
-from featurekit.hashing import frame_hash, stable_hash
-from featurekit.pit import PointInTime, ViewFrame, pit_join
+from featurekit.core.config import __version__
+from featurekit.core.errors import DefinitionError, ReproducibilityError, SchemaError
+from featurekit.core.hashing import frame_hash, stable_hash
+from featurekit.core.timeutil import to_utc_expr, utcnow
+from featurekit.kernels.aggregate import AggSpec
+from featurekit.kernels.pit import PointInTime, ViewFrame, pit_join
 from featurekit.storage import delta
 from featurekit.storage.registry import Registry, VersionRecord, write_json_once
-from featurekit.timeutil import to_utc_expr, utcnow
 
 if TYPE_CHECKING:
     from featurekit.notebook.explain import Explanation
@@ -111,7 +112,7 @@ class TrainingSet:
 
 
 class OnDemandHook(Protocol):
-    """Adds on-demand features to a joined frame (see :mod:`featurekit.services`)."""
+    """Adds on-demand features to a joined frame (see :mod:`featurekit.offline.services`)."""
 
     def manifest(self) -> list[dict[str, Any]]:
         """What the manifest and the id record about the on-demand features."""
@@ -229,9 +230,9 @@ def rebuild(
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that define a training set's values."""
-    return {
-        name: metadata.version(name) for name in ("featurekit", "polars", "deltalake", "pyarrow")
-    }
+    versions = {"featurekit": __version__}
+    versions.update({name: metadata.version(name) for name in ("polars", "deltalake", "pyarrow")})
+    return versions
 
 
 def _check_label_timestamp(labels: pl.DataFrame, timestamp: str) -> None:

@@ -25,7 +25,7 @@ names a version without data.
 
 A run whose sources are estimated to exceed the memory budget is computed and written in
 batches of entity keys, streamed into that same single commit (see
-:mod:`featurekit.batching`); the table it writes is the one the in-memory path writes.
+:mod:`featurekit.offline.batching`); the table it writes is the one the in-memory path writes.
 """
 
 from __future__ import annotations
@@ -39,15 +39,15 @@ from typing import Any, Literal
 
 import polars as pl
 
-from featurekit.batching import DEFAULT_BUDGET, batch_count, estimate_bytes, key_partitions
-from featurekit.compute import Layout, Window, call_view, collect_rows, shaped, view_inputs
-from featurekit.definitions import Source
-from featurekit.errors import SchemaError
-from featurekit.resolve import ResolvedView, changed_parts
+from featurekit.core.definitions import Source
+from featurekit.core.errors import SchemaError
+from featurekit.core.timeutil import to_utc_datetime, utcnow
+from featurekit.offline.batching import DEFAULT_BUDGET, batch_count, estimate_bytes, key_partitions
+from featurekit.offline.compute import Layout, Window, call_view, collect_rows, shaped, view_inputs
+from featurekit.offline.resolve import ResolvedView, changed_parts
 from featurekit.storage import delta
 from featurekit.storage.registry import Registry, VersionRecord
 from featurekit.storage.sources import TimeBound, scan_source
-from featurekit.timeutil import to_utc_datetime, utcnow
 
 RunMode = Literal["full", "incremental", "range", "noop"]
 Progress = Callable[[str], None]
@@ -90,7 +90,7 @@ def materialize(
 ) -> MaterializeResult:
     """Materialize one resolved view (see the module docstring for the rules).
 
-    ``memory_budget`` (bytes; default :data:`~featurekit.batching.DEFAULT_BUDGET`) bounds
+    ``memory_budget`` (bytes; default :data:`~featurekit.offline.batching.DEFAULT_BUDGET`) bounds
     the run's memory: larger inputs are computed and written in batches of entity keys.
     """
     name = resolved.name

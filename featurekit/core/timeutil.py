@@ -12,7 +12,7 @@ from typing import Literal
 
 import polars as pl
 
-from featurekit.errors import DefinitionError, SchemaError
+from featurekit.core.errors import DefinitionError, SchemaError
 
 #: The one dtype every timestamp is normalized to before comparison and storage.
 UTC_US = pl.Datetime("us", "UTC")

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from featurekit.definitions import Source
-from featurekit.errors import DefinitionError
+from featurekit.core.definitions import Source
+from featurekit.core.errors import DefinitionError
 from featurekit.storage.sources import TimeBound, scan_source
 
 #: Default memory budget of one materialization run (bytes).

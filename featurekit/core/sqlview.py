@@ -12,7 +12,7 @@ from typing import Any
 
 import polars as pl
 
-from featurekit.errors import SqlError, did_you_mean
+from featurekit.core.errors import SqlError, did_you_mean
 
 #: sqlglot dialect closest to polars' SQL.
 DIALECT = "duckdb"

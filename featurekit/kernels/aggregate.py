@@ -26,7 +26,7 @@ from typing import Literal
 
 import polars as pl
 
-from featurekit import aggindex
+from featurekit.kernels import aggindex
 
 TimeUnit = Literal["us", "ns"]
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from featurekit.frames import in_order, sort_rows
-from featurekit.materialize import table_uri
+from featurekit.kernels.frames import in_order, sort_rows
+from featurekit.offline.materialize import table_uri
 from featurekit.storage import delta
 from featurekit.storage.registry import Registry
 
@@ -41,7 +41,7 @@ class OptimizeResult:
 
 def optimize(registry: Registry, view: str, version: int | None = None) -> OptimizeResult:
     """Compact and globally sort the latest Delta version of one view version's table."""
-    from featurekit.errors import NotFoundError
+    from featurekit.core.errors import NotFoundError
 
     record = registry.version(view, version)
     uri = table_uri(registry.root, view, record.version)

@@ -11,8 +11,8 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from featurekit.config import RESERVED_PREFIX
-from featurekit.errors import DefinitionError, did_you_mean
+from featurekit.core.config import RESERVED_PREFIX
+from featurekit.core.errors import DefinitionError, did_you_mean
 
 SourceKind = Literal["parquet", "csv", "delta", "frame"]
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -256,7 +256,7 @@ class Aggregation(BaseModel):
         *,
         name: str | None = None,
     ) -> None:
-        from featurekit.timeutil import parse_duration
+        from featurekit.core.timeutil import parse_duration
 
         if function not in AGGREGATE_FUNCTIONS:
             raise DefinitionError(

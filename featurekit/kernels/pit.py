@@ -29,10 +29,10 @@ from typing import Literal, Protocol
 
 import polars as pl
 
-from featurekit.aggregate import AggSpec, aggregate
-from featurekit.errors import SchemaError
-from featurekit.frames import Packing, gather_rows, in_order, last_of_runs, packed_order
-from featurekit.timeutil import to_utc_expr
+from featurekit.core.errors import SchemaError
+from featurekit.core.timeutil import to_utc_expr
+from featurekit.kernels.aggregate import AggSpec, aggregate
+from featurekit.kernels.frames import Packing, gather_rows, in_order, last_of_runs, packed_order
 
 PointInTime = Literal["knowledge", "event"]
 TimeUnit = Literal["us", "ns"]

@@ -15,10 +15,10 @@ from typing import Any, overload
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
-from featurekit.definitions import Aggregation, Entity, Source, check_name
-from featurekit.errors import DefinitionError, did_you_mean
-from featurekit.fingerprint import code_fingerprint
-from featurekit.timeutil import format_duration, parse_duration
+from featurekit.core.definitions import Aggregation, Entity, Source, check_name
+from featurekit.core.errors import DefinitionError, did_you_mean
+from featurekit.core.fingerprint import code_fingerprint
+from featurekit.core.timeutil import format_duration, parse_duration
 
 ViewFunction = Callable[..., pl.LazyFrame | pl.DataFrame]
 
@@ -97,7 +97,7 @@ class FeatureView(BaseModel):
         if self.fn is not None and self.sql is None:
             result: pl.LazyFrame | pl.DataFrame = self.fn(*args, **kwargs)
             return result
-        from featurekit.sqlview import run_sql
+        from featurekit.core.sqlview import run_sql
 
         bound = inspect.signature(_sql_signature(self)).bind(*args, **kwargs).arguments
         return run_sql(self.sql or "", {k: _lazy(v) for k, v in bound.items()})
@@ -393,7 +393,7 @@ def _check_parameters(view: str, fn: ViewFunction, inputs: list[Source | Feature
 
 
 def _check_sql(view: str, sql: str, inputs: list[Source | FeatureView]) -> str:
-    from featurekit.sqlview import parse_sql, sql_schema
+    from featurekit.core.sqlview import parse_sql, sql_schema
 
     tables: dict[str, dict[str, str] | None] = {}
     for src in inputs:

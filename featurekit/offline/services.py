@@ -21,25 +21,25 @@ import orjson
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
-from featurekit.authoring import FeatureView
-from featurekit.config import FORMAT_VERSION
-from featurekit.definitions import FeatureRef, check_name
-from featurekit.errors import (
+from featurekit.core.authoring import FeatureView
+from featurekit.core.config import FORMAT_VERSION
+from featurekit.core.definitions import FeatureRef, check_name
+from featurekit.core.errors import (
     DefinitionError,
     FeatureKitError,
     NotFoundError,
     ReproducibilityError,
     did_you_mean,
 )
-from featurekit.hashing import stable_hash
-from featurekit.on_demand import OnDemandFeature, OnDemandStep, apply_on_demand, parse_dtype
-from featurekit.pit import ViewFrame
-from featurekit.pit import output_names as view_output_names
+from featurekit.core.hashing import stable_hash
+from featurekit.core.on_demand import OnDemandFeature, OnDemandStep, apply_on_demand, parse_dtype
+from featurekit.core.timeutil import utcnow
+from featurekit.kernels.pit import ViewFrame
+from featurekit.kernels.pit import output_names as view_output_names
 from featurekit.storage.registry import Registry, VersionRecord, write_json_once
-from featurekit.timeutil import utcnow
 
 if TYPE_CHECKING:
-    from featurekit.training import ViewRequest
+    from featurekit.offline.training import ViewRequest
 
 __all__ = ["Catalog", "Expanded", "FeatureService", "expand"]
 

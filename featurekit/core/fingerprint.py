@@ -39,8 +39,8 @@ from collections.abc import Callable
 from pathlib import Path, PurePath
 from typing import Any
 
-from featurekit.config import FORMAT_VERSION
-from featurekit.errors import VersionError
+from featurekit.core.config import FORMAT_VERSION
+from featurekit.core.errors import VersionError
 
 __all__ = ["code_fingerprint", "describe_code"]
 

@@ -23,12 +23,12 @@ from typing import Any
 
 import polars as pl
 
-from featurekit.authoring import FeatureView
-from featurekit.compute import Layout, call_view, empty_frame, output_layout
-from featurekit.config import FORMAT_VERSION
-from featurekit.definitions import Source
-from featurekit.errors import FeatureKitError
-from featurekit.hashing import stable_hash
+from featurekit.core.authoring import FeatureView
+from featurekit.core.config import FORMAT_VERSION
+from featurekit.core.definitions import Source
+from featurekit.core.errors import FeatureKitError
+from featurekit.core.hashing import stable_hash
+from featurekit.offline.compute import Layout, call_view, empty_frame, output_layout
 from featurekit.storage.sources import source_schema
 
 #: Sources wider than this are hashed whole instead of probed column by column.
@@ -117,7 +117,7 @@ def _output_schema(view: FeatureView, schemas: Mapping[str, pl.Schema]) -> pl.Sc
     except FeatureKitError:
         raise
     except Exception as err:
-        from featurekit.errors import UserCodeError
+        from featurekit.core.errors import UserCodeError
 
         raise UserCodeError(
             f"view {view.name!r} does not fit its inputs' schemas: {type(err).__name__}: {err}"
@@ -149,7 +149,7 @@ def _used_columns(
 
 
 def _recheck_sql(view: FeatureView, schemas: Mapping[str, pl.Schema]) -> None:
-    from featurekit.sqlview import parse_sql, sql_schema
+    from featurekit.core.sqlview import parse_sql, sql_schema
 
     parse_sql(
         view.sql or "",

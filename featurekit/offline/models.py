@@ -20,11 +20,11 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-from featurekit.config import FORMAT_VERSION
-from featurekit.definitions import check_name
-from featurekit.errors import DefinitionError, NotFoundError, did_you_mean
+from featurekit.core.config import FORMAT_VERSION
+from featurekit.core.definitions import check_name
+from featurekit.core.errors import DefinitionError, NotFoundError, did_you_mean
+from featurekit.core.timeutil import utcnow
 from featurekit.storage.registry import Registry
-from featurekit.timeutil import utcnow
 
 
 class ModelRecord(BaseModel):
