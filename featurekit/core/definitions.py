@@ -6,26 +6,31 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from featurekit.core.config import RESERVED_PREFIX
 from featurekit.core.errors import DefinitionError, did_you_mean
+from featurekit.core.names import MAX_NAME_LENGTH, NameKind, is_valid_name, shown
 
 SourceKind = Literal["parquet", "csv", "delta", "frame"]
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def check_name(name: object, what: str) -> str:
-    """Names become folder names and SQL table names: letters, digits and underscores only."""
-    if not isinstance(name, str) or not _NAME.match(name) or name.startswith(RESERVED_PREFIX):
-        raise DefinitionError(
-            f"{what} name {name!r} is not valid: use letters, digits and underscores, "
-            f"starting with a letter (and not the reserved prefix {RESERVED_PREFIX!r})."
-        )
-    return name
+    """Names become folder names and SQL table names; see :mod:`featurekit.core.names`."""
+    kind = what if what in _KINDS else "view"
+    if is_valid_name(name, kind):  # type: ignore[arg-type]
+        return name  # type: ignore[return-value]
+    raise DefinitionError(
+        f"{what} name {shown(name)} is not valid: use letters, digits and underscores, "
+        f"starting with a letter (at most {MAX_NAME_LENGTH} characters, and not the reserved "
+        f"prefix {RESERVED_PREFIX!r})."
+    )
+
+
+_KINDS = frozenset(get_args(NameKind))
 
 
 def _validation_message(what: str, err: ValidationError) -> str:
