@@ -33,7 +33,7 @@ def test_materialize_writes_sorted_delta_table_with_commit_metadata(
     uri = store.root / "features" / "fare_features" / "v1"
     table = DeltaTable(str(uri))
     info = table.history()[0]
-    assert info["featurekit.core.fingerprint"] == result.fingerprint
+    assert info["featurekit.fingerprint"] == result.fingerprint
     assert info["featurekit.run_id"] == result.run_id
     rows = pl.read_delta(str(uri))
     assert rows.columns == ["driver_id", "event_ts", "ingested_at", "fare", "fare_x2"]
