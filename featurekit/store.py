@@ -295,7 +295,8 @@ class Store:
             entities: key columns (and request columns of on-demand features), e.g.
                 ``{"driver_id": [1, 2]}``; rows come back in this order.
             with_metadata: add ``<view>__event_ts`` and ``<view>__status`` (``present``,
-                ``expired``: older than the TTL, values null; ``not_found``).
+                ``expired``: older than the TTL, values null; ``not_found``); the prefix is
+                ``<view>@<N>`` when two versions of a view are requested.
             at: the lookup instant (default now; not before the latest materialization).
 
         Example:
