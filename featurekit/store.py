@@ -234,7 +234,8 @@ class Store:
         """Rebuild a recorded training set (by id or saved name) and verify it is identical.
 
         A set with on-demand features needs their code: pass the decorated objects in
-        ``on_demand=`` unless this store has already used them.
+        ``on_demand=``, or give them to the store as ``definitions`` (a store also keeps
+        the ones it was handed in earlier requests).
         """
         names = self.registry.training_set_names()
         manifest = self.registry.manifest(names.get(ts_id, ts_id))

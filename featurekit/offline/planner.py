@@ -42,6 +42,7 @@ from featurekit.core.errors import (
     SchemaError,
     did_you_mean,
 )
+from featurekit.core.names import shown
 from featurekit.core.on_demand import OnDemandFeature, OnDemandStep, apply_on_demand
 from featurekit.core.timeutil import parse_duration
 from featurekit.kernels.pit import ViewFrame, output_names
@@ -520,7 +521,7 @@ def _output_columns(
     for column in caller:
         if column.startswith(RESERVED_PREFIX):
             raise SchemaError(
-                f"column {column!r} uses the prefix {RESERVED_PREFIX!r}, which featurekit "
+                f"column {shown(column)} uses the prefix {RESERVED_PREFIX!r}, which featurekit "
                 "reserves for its internal columns; rename it."
             )
     labels = qualifiers([(r.view, r.version) for r, _ in views])
@@ -539,9 +540,9 @@ def _output_columns(
             what = f"feature {feature!r} of view {label!r}"
             if name in taken:
                 raise SchemaError(
-                    f"column {name!r} is both a label (entity) column and the name of {what} "
-                    f"(a feature whose name clashes is named '<view>__<feature>'); rename the "
-                    f"column {name!r}."
+                    f"column {shown(name)} is both a label (entity) column and the name of "
+                    f"{what} (a feature whose name clashes is named '<view>__<feature>'); "
+                    f"rename the column {shown(name)}."
                 )
             if name in seen:
                 raise SchemaError(

@@ -178,3 +178,16 @@ def test_definitions_give_a_fresh_store_the_code_to_rebuild(world: dict[str, Any
         fk.Store(store.root, progress=False).training_set_by_id(ts.id)
     with pytest.raises(fk.DefinitionError, match="definitions must be on-demand features"):
         fk.Store(store.root, progress=False, definitions=["driver_stats:*"])  # type: ignore[list-item]
+
+
+def test_explain_reads_each_views_values_by_its_recorded_columns(world: dict[str, Any]) -> None:
+    store: fk.Store = world["store"]
+    ts = store.training_set(
+        labels_at(entities(), datetime.now(UTC)), features=[pricing], timestamp="label_ts"
+    )
+    out = ts.to_polars()
+    row = next(i for i, r in enumerate(out.iter_rows(named=True)) if r["fare_ratio"] is not None)
+    explained = ts.explain(row)
+    assert explained.view("zone_stats").values == {"surge": out["surge"][row]}
+    # avg_fare fed fare_ratio and was dropped: it is not a column of the set, so no value
+    assert explained.view("driver_stats").values == {"avg_fare": None}
