@@ -62,7 +62,7 @@ def log_training_set(
             f"fk.mlflow.log_training_set({ts.id!r}) needs an active MLflow run: call it inside "
             "`with mlflow.start_run():`."
         )
-    registry: Registry = ts._registry
+    registry: Registry = ts.registry
     manifest = ts.manifest
     frame = ts.to_polars()
     specs: list[Any] = [ColSpec(_mlflow_type(DataType, frame.schema[c]), c) for c in frame.columns]
@@ -71,27 +71,27 @@ def log_training_set(
     dataset = MetaDataset(  # type: ignore[abstract]  # profile is optional at runtime
         DeltaDatasetSource(path=str(folder / "labels"), delta_table_version=0),
         name=name or (saved[0] if saved else f"training_set-{ts.id}"),
-        digest=str(manifest["result_hash"])[:DIGEST_LENGTH],
+        digest=manifest.result_hash[:DIGEST_LENGTH],
         schema=Schema(specs),
     )
     mlflow.log_input(dataset, context=context, tags={TAG_TRAINING_SET: ts.id})
-    for view in manifest["views"]:
-        if view.get("delta_version") is None:
+    for view in manifest.views:
+        if view.delta_version is None:
             continue
         table = MetaDataset(  # type: ignore[abstract]
             DeltaDatasetSource(
-                path=str(registry.root / view["table"]),
-                delta_table_version=int(view["delta_version"]),
+                path=str(registry.root / view.table),
+                delta_table_version=view.delta_version,
             ),
-            name=f"{view['view']}@{view['version']}",
-            digest=str(view["fingerprint"])[:DIGEST_LENGTH],
+            name=view.ref,
+            digest=view.fingerprint[:DIGEST_LENGTH],
         )
         mlflow.log_input(table, context="featurekit.feature_table", tags={TAG_TRAINING_SET: ts.id})
     mlflow.set_tags(
         {
             TAG_TRAINING_SET: ts.id,
             TAG_STORE: str(registry.root),
-            TAG_RESULT_HASH: str(manifest["result_hash"]),
+            TAG_RESULT_HASH: manifest.result_hash,
         }
     )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,10 +10,9 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from featurekit.core.authoring import FeatureView
-from featurekit.core.definitions import FeatureRef
-from featurekit.core.errors import DefinitionError, NotFoundError, StorageError, did_you_mean
+from featurekit.core.errors import DefinitionError, NotFoundError, StorageError
 from featurekit.core.on_demand import OnDemandFeature
-from featurekit.core.timeutil import parse_duration, to_utc_datetime
+from featurekit.core.timeutil import to_utc_datetime
 from featurekit.kernels.pit import PointInTime
 from featurekit.lineage.graph import LineageGraph
 from featurekit.lineage.service import StoreLineage
@@ -21,11 +20,13 @@ from featurekit.notebook.progress import Progress
 from featurekit.offline.batching import parse_size
 from featurekit.offline.materialize import MaterializeResult, materialize, register, table_uri
 from featurekit.offline.models import ModelRecord, log_model
+from featurekit.offline.planner import Catalog, Planner
 from featurekit.offline.resolve import ResolvedView, resolve
-from featurekit.offline.services import Catalog, FeatureService, rebuild_hook, training_plan
-from featurekit.offline.training import TrainingSet, ViewRequest, build, rebuild
+from featurekit.offline.services import FeatureService
+from featurekit.offline.training import TrainingSet, build, rebuild
 from featurekit.storage import delta
 from featurekit.storage.registry import Registry, VersionRecord
+from featurekit.storage.runs import RunRecord, runs
 
 if TYPE_CHECKING:
     from featurekit.offline.optimize import OptimizeResult
@@ -44,7 +45,9 @@ class Store:
     ``progress=False`` turns off progress bars (default: on, unless the environment sets
     ``FEATUREKIT_PROGRESS=0``). ``memory_budget`` (e.g. ``"4GiB"``; default 8 GiB) bounds
     a materialization run's memory, its online sync included: larger inputs are computed,
-    written and synced in batches of entity keys.
+    written and synced in batches of entity keys. ``definitions`` gives the code of
+    on-demand features and services the registry records by fingerprint only (needed to
+    rebuild training sets that use them, or to serve services by name).
 
     Example:
         >>> store = fk.Store("./my-store")
@@ -62,6 +65,7 @@ class Store:
         online: str | OnlineStore | bool | None = None,
         lineage_emitter: Any = None,
         memory_budget: str | int | None = None,
+        definitions: Catalog | Iterable[OnDemandFeature | FeatureService] = (),
     ) -> None:
         text = str(root)
         if "://" in text and not text.startswith("file://"):
@@ -72,15 +76,17 @@ class Store:
         self.root = Path(text.removeprefix("file://")).expanduser().resolve()
         self.storage_options = dict(storage_options or {})
         self.progress = progress
-        # performance (issue 7): materialization streams in batches above this budget
+        # materialization streams in batches above this budget
         self.memory_budget = parse_size(memory_budget)
         self.registry = Registry(self.root, create=create)
-        # lineage (issue 5): recorded as a side effect; optionally emitted as OpenLineage
+        # lineage: recorded as a side effect; optionally emitted as OpenLineage
         self._lineage = StoreLineage(self.registry, lineage_emitter)
-        # online serving (issue 4): opened on first use, so a Store costs nothing until then
+        # online serving: opened on first use, so a Store costs nothing until then
         self._online_spec = online
         self._online_service: OnlineService | None = None
-        self._catalog = Catalog()
+        catalog = definitions if isinstance(definitions, Catalog) else Catalog(definitions)
+        #: plans every feature request (training sets, online lookups, the server)
+        self.planner = Planner(self.registry, catalog)
 
     # ---- definitions ----------------------------------------------------------------------
     def register(self, view: FeatureView) -> VersionRecord:
@@ -134,10 +140,14 @@ class Store:
             self.registry.version(name)  # raises NotFoundError with suggestions
         return records
 
-    def runs(self, name: str, version: int | None = None) -> list[dict[str, Any]]:
-        """Materialization runs of a view version (from its Delta commit log), oldest first."""
+    def runs(self, name: str, version: int | None = None) -> list[RunRecord]:
+        """Materialization runs of a view version (from its Delta commit log), oldest first.
+
+        Example:
+            >>> [(r.delta_version, r.mode, r.rows_written) for r in store.runs("driver_stats")]
+        """
         record = self.registry.version(name, version)
-        return delta.history(table_uri(self.root, name, record.version))
+        return runs(table_uri(self.root, name, record.version))
 
     def read(self, name: str, version: int | None = None) -> pl.DataFrame:
         """The stored rows of a view version (latest Delta version)."""
@@ -151,7 +161,7 @@ class Store:
         return delta.read_rows(uri, version=current)
 
     def optimize(self, view: FeatureView | str, version: int | None = None) -> OptimizeResult:
-        """Compact a view version's table into globally sorted files (issue 7).
+        """Compact a view version's table into globally sorted files.
 
         After many incremental runs a table is many small per-run files; this rewrites the
         latest Delta version's rows in (keys, event time) order in one commit, so training
@@ -197,10 +207,8 @@ class Store:
                 f"point_in_time must be 'knowledge' or 'event', got {point_in_time!r}."
             )
         when = to_utc_datetime(as_of) if as_of is not None else None
-        specs, on_demand = training_plan(  # services and on-demand features (issue 4)
-            features, self.registry, self._catalog, lambda s: self._lookup(s, when), frame.columns
-        )
-        requests = self._requests(specs, ttl or {}, when)
+        plan = self.planner.plan(features, columns=frame.columns, as_of=when, ttl=ttl, pin=True)
+        requests = plan.views
         show = self.progress if progress is None else progress
         bar = _progress("training set", 2, show if frame.height >= LONG_TRAINING_SET else False)
         try:
@@ -212,7 +220,7 @@ class Store:
                 requests=requests,
                 point_in_time=point_in_time,
                 as_of=when,
-                on_demand=on_demand(requests) if on_demand is not None else None,
+                on_demand=plan.hook(),
             )
             _advance(bar, "recording lineage")
         finally:
@@ -226,13 +234,14 @@ class Store:
         """Rebuild a recorded training set (by id or saved name) and verify it is identical.
 
         A set with on-demand features needs their code: pass the decorated objects in
-        ``on_demand=`` unless this store has already used them.
+        ``on_demand=``, or give them to the store as ``definitions`` (a store also keeps
+        the ones it was handed in earlier requests).
         """
         names = self.registry.training_set_names()
         manifest = self.registry.manifest(names.get(ts_id, ts_id))
         for feature in on_demand:
-            self._catalog.add(feature)
-        hook = rebuild_hook(self.registry, self._catalog, manifest)
+            self.planner.catalog.add(feature)
+        hook = self.planner.rebuild_hook(manifest)
         return rebuild(self.registry, manifest, on_demand=hook)
 
     def training_sets(self) -> list[dict[str, Any]]:
@@ -247,14 +256,30 @@ class Store:
                 {
                     "id": ts_id,
                     "names": names.get(ts_id, []),
-                    "rows": m["result_rows"],
-                    "views": [f"{v['view']}@{v['version']}" for v in m["views"]],
-                    "created_at": m["created_at"],
+                    "rows": m.result_rows,
+                    "views": [v.ref for v in m.views],
+                    "created_at": m.created_at.isoformat(),
                 }
             )
         return out
 
-    # ---- online serving (issue 4; logic lives in featurekit.online) -------------------------
+    # ---- definitions the registry cannot hold ---------------------------------------------
+    def add_definitions(self, definitions: Iterable[OnDemandFeature | FeatureService]) -> None:
+        """Give this store the code of on-demand features and services; record services.
+
+        Services are registered (by content: re-adding an unchanged one is a no-op), so a
+        server can answer ``feature_service`` requests by name.
+
+        Example:
+            >>> store.add_definitions([fare_ratio, pricing])
+        """
+        for obj in definitions:
+            if isinstance(obj, FeatureService):
+                self.planner.register_service(obj)
+            else:
+                self.planner.catalog.add(obj)
+
+    # ---- online serving (logic lives in featurekit.online) --------------------------------
     def get_online_features(
         self,
         features: FeatureSpec | Sequence[FeatureSpec],
@@ -271,21 +296,26 @@ class Store:
             entities: key columns (and request columns of on-demand features), e.g.
                 ``{"driver_id": [1, 2]}``; rows come back in this order.
             with_metadata: add ``<view>__event_ts`` and ``<view>__status`` (``present``,
-                ``expired``: older than the TTL, values null; ``not_found``).
+                ``expired``: older than the TTL, values null; ``not_found``); the prefix is
+                ``<view>@<N>`` when two versions of a view are requested.
             at: the lookup instant (default now; not before the latest materialization).
 
         Example:
             >>> store.get_online_features(["driver_stats:conv_rate"], {"driver_id": [1, 2]})
         """
-        service = self._online()
+        service = self.online_service()
         return service.lookup(features, entities, with_metadata=with_metadata, at=at).frame
 
     @property
     def online(self) -> OnlineStore:
         """The online store (embedded SQLite under ``<root>/online/`` unless configured)."""
-        return self._online().online
+        return self.online_service().online
 
-    def _online(self) -> OnlineService:
+    def online_service(self) -> OnlineService:
+        """The online lookup service of this store (opened on first use, then shared).
+
+        The HTTP server answers through it; ``get_online_features`` is its ``lookup``.
+        """
         if self._online_service is None:
             from featurekit.online.lookup import OnlineService
             from featurekit.online.stores import open_online_store
@@ -297,7 +327,7 @@ class Store:
                 )
             spec = None if self._online_spec is True else self._online_spec
             store = open_online_store(spec, self.root)
-            self._online_service = OnlineService(self, store, self._catalog)
+            self._online_service = OnlineService(self.planner, store)
         return self._online_service
 
     def _sync_online(self, result: MaterializeResult, budget: int | None) -> None:
@@ -309,7 +339,7 @@ class Store:
         try:
             sync_view(
                 self.registry,
-                self._online().online,
+                self.online_service().online,
                 result.view,
                 result.version,
                 memory_budget=budget,
@@ -322,7 +352,7 @@ class Store:
                 "is safe."
             ) from err
 
-    # ---- models and lineage (issue 5) -----------------------------------------------------
+    # ---- models and lineage -----------------------------------------------------------
     def log_model(
         self,
         name: str,
@@ -400,89 +430,6 @@ class Store:
                 f"{type(view).__name__}."
             )
         return resolve(view)
-
-    def _requests(
-        self,
-        features: Sequence[FeatureSpec],
-        ttl: Mapping[str, str | timedelta | None],
-        as_of: datetime | None,
-    ) -> list[ViewRequest]:
-        if isinstance(features, str | FeatureView):
-            features = [features]
-        if not features:
-            raise DefinitionError("training_set needs at least one feature.")
-        wanted: dict[tuple[str, int], list[str]] = {}
-        records: dict[tuple[str, int], VersionRecord] = {}
-        for spec in features:
-            record, names = self._lookup(spec, as_of)
-            key = (record.view, record.version)
-            records[key] = record
-            bucket = wanted.setdefault(key, [])
-            bucket.extend(n for n in names if n not in bucket)
-        for view_name in ttl:
-            if view_name not in {v for v, _ in wanted}:
-                raise DefinitionError(
-                    f"ttl override names view {view_name!r}, which is not requested."
-                    f"{did_you_mean(view_name, [v for v, _ in wanted])}"
-                )
-        out = []
-        for key, names in wanted.items():
-            record = records[key]
-            uri = table_uri(self.root, record.view, record.version)
-            pinned = (
-                delta.version_at(uri, as_of) if as_of is not None else delta.current_version(uri)
-            )
-            if pinned is None and as_of is None:
-                raise NotFoundError(
-                    f"view {record.view!r} version {record.version} has no data yet; "
-                    f"run store.materialize({record.view})."
-                )
-            if record.view in ttl and record.aggregations:
-                raise DefinitionError(
-                    f"ttl override for {record.view!r}: it is an aggregation view, whose "
-                    "windows already bound what it reads."
-                )
-            if record.view in ttl:
-                view_ttl = parse_duration(ttl[record.view], what=f"ttl of {record.view!r}")
-            else:
-                view_ttl = None if record.ttl_us is None else timedelta(microseconds=record.ttl_us)
-            out.append(ViewRequest(record, tuple(names), view_ttl, uri, pinned))
-        return out
-
-    def _lookup(self, spec: FeatureSpec, as_of: datetime | None) -> tuple[VersionRecord, list[str]]:
-        if isinstance(spec, FeatureView):
-            resolved = resolve(spec)
-            for record in self.registry.versions(spec.name):
-                if record.fingerprint == resolved.fingerprint:
-                    return record, list(record.features)
-            raise NotFoundError(
-                f"the current definition of view {spec.name!r} (fingerprint "
-                f"{resolved.fingerprint}) is not in this store; run store.materialize({spec.name})."
-            )
-        if not isinstance(spec, str):
-            raise DefinitionError(
-                f"features must be 'view:feature' strings or views, got {type(spec).__name__}."
-            )
-        ref = FeatureRef.parse(spec)
-        if ref.version is None and as_of is not None:
-            record = self._latest_at(ref.view, as_of)
-        else:
-            record = self.registry.version(ref.view, ref.version)
-        if ref.feature == "*":
-            return record, list(record.features)
-        if ref.feature not in record.features:
-            raise NotFoundError(
-                f"view {record.view!r} version {record.version} has no feature {ref.feature!r}."
-                f"{did_you_mean(ref.feature, record.features)}"
-            )
-        return record, [ref.feature]
-
-    def _latest_at(self, view: str, as_of: datetime) -> VersionRecord:
-        records = [r for r in self.registry.versions(view) if r.created_at <= as_of]
-        if not records:
-            self.registry.version(view)  # unknown view: raises with suggestions
-            raise NotFoundError(f"view {view!r} had no version yet at {as_of.isoformat()}.")
-        return records[-1]
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r}, views={self.views()})"

@@ -31,6 +31,7 @@ from featurekit.lineage.columns import ColumnDep, strongest, view_column_lineage
 from featurekit.lineage.graph import Edge, LineageGraph, Node, Run
 from featurekit.lineage.openlineage import dataset_naming
 from featurekit.storage import delta
+from featurekit.storage.manifest import Manifest
 from featurekit.storage.registry import Registry
 from featurekit.storage.sources import source_schema
 
@@ -365,27 +366,27 @@ def _column_lineage(
 
 
 # ---- training sets and models ---------------------------------------------------------------
-def training_set_record(registry: Registry, manifest: Mapping[str, Any]) -> dict[str, Any]:
+def training_set_record(registry: Registry, manifest: Manifest) -> dict[str, Any]:
     """The lineage record of a training set, from its manifest alone."""
-    ts_id = str(manifest["id"])
+    ts_id = manifest.id
     tid = f"training_set:{ts_id}"
-    time = str(manifest["created_at"])
+    time = manifest.created_at.isoformat()
     nodes: dict[str, Node] = {}
     edges: list[Edge] = []
     pinned: dict[str, int | None] = {}
-    columns = list(manifest.get("columns") or [])
-    for v in manifest["views"]:
-        vid = f"view:{v['view']}@{v['version']}"
-        pinned[vid] = v.get("delta_version")
+    columns = list(manifest.columns)
+    for v in manifest.views:
+        vid = f"view:{v.ref}"
+        pinned[vid] = v.delta_version
         nodes[vid] = Node(
             vid,
             "view",
-            v["view"],
-            str(v["version"]),
+            v.view,
+            str(v.version),
             None,
             {
-                "fingerprint": v["fingerprint"],
-                "dataset": dataset_naming(str(registry.root / v["table"]), vid),
+                "fingerprint": v.fingerprint,
+                "dataset": dataset_naming(str(registry.root / v.table), vid),
             },
         )
         edges.append(
@@ -395,18 +396,17 @@ def training_set_record(registry: Registry, manifest: Mapping[str, Any]) -> dict
                 "reads",
                 None,
                 None,
-                f"Delta version {v.get('delta_version')}",
+                f"Delta version {v.delta_version}",
                 ts_id,
                 time,
             )
         )
-        for feature in v["features"]:
-            fid = f"feature:{v['view']}@{v['version']}:{feature}"
-            nodes[fid] = Node(fid, "feature", v["view"], str(v["version"]), feature, {})
+        for feature, name in zip(v.features, v.columns, strict=True):
+            fid = f"feature:{v.ref}:{feature}"
+            nodes[fid] = Node(fid, "feature", v.view, str(v.version), feature, {})
             edges.append(Edge(vid, fid, "contains", None, None, None, ts_id, time))
-            name = feature if feature in columns else f"{v['view']}__{feature}"
             edges.append(Edge(fid, tid, "selects", None, None, name, ts_id, time))
-    labels = manifest.get("labels") or {}
+    labels = manifest.labels
     nodes[tid] = Node(
         tid,
         "training_set",
@@ -414,12 +414,17 @@ def training_set_record(registry: Registry, manifest: Mapping[str, Any]) -> dict
         None,
         None,
         {
-            "rows": manifest.get("result_rows"),
-            "labels": {k: labels.get(k) for k in ("hash", "rows", "columns", "timestamp")},
+            "rows": manifest.result_rows,
+            "labels": {
+                "hash": labels.hash,
+                "rows": labels.rows,
+                "columns": labels.columns,
+                "timestamp": labels.timestamp,
+            },
             "columns": columns,
-            "result_hash": manifest.get("result_hash"),
-            "point_in_time": manifest.get("point_in_time"),
-            "as_of": manifest.get("as_of"),
+            "result_hash": manifest.result_hash,
+            "point_in_time": manifest.point_in_time,
+            "as_of": None if manifest.as_of is None else manifest.as_of.isoformat(),
             "pinned": pinned,
             "created_at": time,
             "dataset": dataset_naming(str(registry.training_set_dir(ts_id)), tid),

@@ -28,6 +28,7 @@ from featurekit.core.errors import DefinitionError, NotFoundError
 from featurekit.core.timeutil import to_utc_expr
 from featurekit.kernels.pit import ViewFrame, pit_join
 from featurekit.storage import delta
+from featurekit.storage.manifest import ManifestView
 
 if TYPE_CHECKING:
     from featurekit.offline.training import TrainingSet
@@ -162,18 +163,17 @@ def explain(ts: TrainingSet, row: int) -> Explanation:
         )
     row = row % frame.height
     manifest = ts.manifest
-    label_columns = list(manifest["labels"]["columns"])
-    timestamp = manifest["labels"]["timestamp"]
+    label_columns = list(manifest.labels.columns)
+    timestamp = manifest.labels.timestamp
     labels = frame.slice(row, 1).select(label_columns)
     t = labels.select(to_utc_expr(timestamp, labels.schema[timestamp], what="label timestamp"))
     when = t.item()
-    mode = manifest["point_in_time"]
+    mode = manifest.point_in_time
     result_row = frame.row(row, named=True)
-    columns = iter(manifest["columns"])
     views = []
-    for spec in manifest["views"]:
-        names = [next(columns) for _ in spec["features"]]
-        values = {f: result_row[n] for f, n in zip(spec["features"], names, strict=True)}
+    for spec in manifest.views:
+        # helper columns (on-demand inputs nobody asked for) are gone from the frame
+        values = {f: result_row.get(n) for f, n in zip(spec.features, spec.columns, strict=True)}
         views.append(_explain_view(ts, spec, labels, timestamp, when, mode, values))
     return Explanation(
         training_set=ts.id,
@@ -187,7 +187,7 @@ def explain(ts: TrainingSet, row: int) -> Explanation:
 
 def _explain_view(
     ts: TrainingSet,
-    spec: dict[str, Any],
+    spec: ManifestView,
     labels: pl.DataFrame,
     timestamp: str,
     when: datetime | None,
@@ -196,29 +196,29 @@ def _explain_view(
 ) -> ViewExplanation:
     from featurekit.offline.training import aggregation_specs
 
-    registry = ts._registry
-    record = registry.version(spec["view"], spec["version"])
-    keys = list(spec["keys"])
+    registry = ts.registry
+    record = registry.version(spec.view, spec.version)
+    keys = list(spec.keys)
     key_values = {k: labels.get_column(k).item() for k in keys}
-    ttl = None if spec["ttl_us"] is None else timedelta(microseconds=spec["ttl_us"])
-    created = spec["created_timestamp"]
+    ttl = None if spec.ttl_us is None else timedelta(microseconds=spec.ttl_us)
+    created = spec.created_timestamp
     knowledge = mode == "knowledge" and created is not None
-    aggs = aggregation_specs(record, spec["features"])
-    stored = record.event_columns if aggs else spec["features"]
-    wanted = [*keys, spec["timestamp"], *([created] if created else [])]
+    aggs = aggregation_specs(record, spec.features)
+    stored = record.event_columns if aggs else spec.features
+    wanted = [*keys, spec.timestamp, *([created] if created else [])]
     wanted.extend(c for c in stored if c not in wanted)
+    table = str(registry.root / spec.table)
     if any(v is None for v in key_values.values()) or when is None:
-        rows = _empty(registry.root / spec["table"], spec, wanted)
+        rows = _empty(table, spec, wanted)
     else:
         where = pl.lit(True)
         for key, value in key_values.items():
             where = where & (pl.col(key) == pl.lit(value))
-        table = str(registry.root / spec["table"])
-        version = spec["delta_version"]
+        version = spec.delta_version
         rows = (
             delta.read_rows(table, version=version, columns=wanted, where=where)
             if version is not None
-            else _empty(registry.root / spec["table"], spec, wanted)
+            else _empty(table, spec, wanted)
         )
     rows = rows.with_row_index(_ROW)
     chosen: int | None = None
@@ -229,8 +229,8 @@ def _explain_view(
         chosen = _kernel_choice(spec, rows, labels, timestamp, ttl, mode)
     candidates = _classify(rows, spec, when, ttl, knowledge, chosen, aggregation=bool(aggs))
     return ViewExplanation(
-        view=spec["view"],
-        version=spec["version"],
+        view=spec.view,
+        version=spec.version,
         keys=key_values,
         ttl=ttl,
         knowledge=knowledge,
@@ -241,14 +241,14 @@ def _explain_view(
     )
 
 
-def _empty(table: Any, spec: dict[str, Any], columns: list[str]) -> pl.DataFrame:
+def _empty(table: str, spec: ManifestView, columns: list[str]) -> pl.DataFrame:
     """No candidates, with the table's schema (version 0 when it had no commit yet)."""
-    version = spec["delta_version"] or 0
-    return delta.read_rows(str(table), version=version, columns=columns, where=pl.lit(False))
+    version = spec.delta_version or 0
+    return delta.read_rows(table, version=version, columns=columns, where=pl.lit(False))
 
 
 def _kernel_choice(
-    spec: dict[str, Any],
+    spec: ManifestView,
     rows: pl.DataFrame,
     labels: pl.DataFrame,
     timestamp: str,
@@ -257,11 +257,11 @@ def _kernel_choice(
 ) -> int | None:
     """The candidate the PIT kernel picks for this label: the same code as the training set."""
     view = ViewFrame(
-        name=spec["view"],
+        name=spec.view,
         frame=rows,
-        keys=tuple(spec["keys"]),
-        timestamp=spec["timestamp"],
-        created_timestamp=spec["created_timestamp"],
+        keys=tuple(spec.keys),
+        timestamp=spec.timestamp,
+        created_timestamp=spec.created_timestamp,
         features=(_ROW,),
         ttl=ttl,
     )
@@ -272,7 +272,7 @@ def _kernel_choice(
 
 def _classify(
     rows: pl.DataFrame,
-    spec: dict[str, Any],
+    spec: ManifestView,
     when: datetime | None,
     ttl: timedelta | None,
     knowledge: bool,
@@ -280,7 +280,7 @@ def _classify(
     *,
     aggregation: bool,
 ) -> pl.DataFrame:
-    ts_col, created = spec["timestamp"], spec["created_timestamp"]
+    ts_col, created = spec.timestamp, spec.created_timestamp
     times = [to_utc_expr(ts_col, rows.schema[ts_col], what="event timestamp").alias(_E)]
     if created:
         times.append(to_utc_expr(created, rows.schema[created], what="created").alias(_C))
@@ -294,7 +294,7 @@ def _classify(
         status, reason = _reason(item, when, ttl, knowledge, best, aggregation)
         statuses.append(status)
         reasons.append(reason)
-    features = [c for c in rows.columns if c not in (_ROW, *spec["keys"], ts_col, created)]
+    features = [c for c in rows.columns if c not in (_ROW, *spec.keys, ts_col, created)]
     return timed.select(
         pl.col(_ROW).cast(pl.Int64).alias("candidate"),
         pl.col(_E).alias("event_ts"),

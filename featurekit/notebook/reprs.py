@@ -94,19 +94,16 @@ def _duration(us: int | None) -> str:
 # ---- Store ------------------------------------------------------------------------------------
 def store_html(store: Store) -> str:
     """Views (latest version, features, freshness), training sets and models of a store."""
-    from featurekit.offline.materialize import table_uri
-    from featurekit.storage import delta
-
     views = store.views()
     rows = []
     for name in views[:MAX_ROWS]:
         records = store.registry.versions(name)
         latest = records[-1]
-        history = delta.history(table_uri(store.root, name, latest.version))
+        history = store.runs(name, latest.version)
         last = history[-1] if history else None
         fresh = (
-            f"{_e(_ago(last['timestamp']))} <span class='fkr-muted'>"
-            f"({_e(last['featurekit'].get('mode', last['operation']))}, Delta v{last['version']})"
+            f"{_e(_ago(last.committed_at))} <span class='fkr-muted'>"
+            f"({_e(last.mode or last.operation)}, Delta v{last.delta_version})"
             "</span>"
             if last
             else "<span class='fkr-muted'>not materialized</span>"
@@ -225,15 +222,12 @@ def view_html(view: FeatureView, store: Store | None = None) -> str:
 
 
 def _history_html(store: Store, name: str, fingerprint: str | None) -> str:
-    from featurekit.offline.materialize import table_uri
-    from featurekit.storage import delta
-
     records = store.registry.versions(name)
     if not records:
         return "<p class='fkr-muted'>Not in this store yet: store.materialize(view) adds it.</p>"
     rows = []
     for r in records:
-        history = delta.history(table_uri(store.root, name, r.version))
+        history = store.runs(name, r.version)
         last = history[-1] if history else None
         current = " ← current definition" if r.fingerprint == fingerprint else ""
         rows.append(
@@ -242,7 +236,7 @@ def _history_html(store: Store, name: str, fingerprint: str | None) -> str:
                 f"<code>{_e(r.fingerprint)}</code>",
                 _e(r.created_at.isoformat()[:19]),
                 _e(", ".join(r.reason)),
-                _e(_ago(last["timestamp"]) if last else "never"),
+                _e(_ago(last.committed_at) if last else "never"),
                 _e(f"{len(history)} runs"),
             ]
         )
@@ -287,19 +281,19 @@ def training_set_html(ts: TrainingSet) -> str:
     """Manifest, row count, null rate and a small histogram per feature, first rows."""
     m = ts.manifest
     frame = ts.to_polars()
-    label_columns = set(m["labels"]["columns"])
+    label_columns = set(m.labels.columns)
     views = _table(
         ["view", "version", "fingerprint", "Delta version", "ttl", "features"],
         [
             [
-                _e(v["view"]),
-                str(v["version"]),
-                f"<code>{_e(v['fingerprint'])}</code>",
-                _e(v["delta_version"]),
-                _e(_duration(v["ttl_us"])),
-                _e(", ".join(v["features"])),
+                _e(v.view),
+                str(v.version),
+                f"<code>{_e(v.fingerprint)}</code>",
+                _e(v.delta_version),
+                _e(_duration(v.ttl_us)),
+                _e(", ".join(v.features)),
             ]
-            for v in m["views"]
+            for v in m.views
         ],
     )
     stats = []
@@ -314,17 +308,17 @@ def training_set_html(ts: TrainingSet) -> str:
                 _histogram(column),
             ]
         )
-    versions = ", ".join(f"{k} {v}" for k, v in m["library_versions"].items())
+    versions = ", ".join(f"{k} {v}" for k, v in m.library_versions.items())
     return "".join(
         [
             _STYLE,
             "<div class='fkr fk-training-set'>",
             f"<h4><b>TrainingSet</b> <code>{_e(ts.id)}</code></h4>",
             f"<div>{frame.height:,} rows × {frame.width} columns · point_in_time="
-            f"<b>{_e(m['point_in_time'])}</b> · label time <code>{_e(m['labels']['timestamp'])}</code>"
-            f"{' · as_of ' + _e(m['as_of']) if m.get('as_of') else ''} · created "
-            f"{_e(str(m['created_at'])[:19])}</div>",
-            f"<div class='fkr-muted'>result hash <code>{_e(m['result_hash'][:16])}</code> · "
+            f"<b>{_e(m.point_in_time)}</b> · label time <code>{_e(m.labels.timestamp)}</code>"
+            f"{' · as_of ' + _e(m.as_of.isoformat()) if m.as_of else ''} · created "
+            f"{_e(m.created_at.isoformat()[:19])}</div>",
+            f"<div class='fkr-muted'>result hash <code>{_e(m.result_hash[:16])}</code> · "
             f"{_e(versions)} · rebuild with store.training_set_by_id({ts.id!r})</div>",
             views,
             "<b>Features</b>",

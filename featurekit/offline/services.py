@@ -1,4 +1,4 @@
-"""Feature services and on-demand features in a store: versions, and feature-list planning.
+"""Feature services and on-demand features in a store: their versions.
 
 A :class:`FeatureService` names a list of features so a model asks for them by one name,
 in ``training_set`` and online alike. On-demand features get versions like views: a
@@ -6,16 +6,13 @@ fingerprint of their code, options and the fingerprints of the view versions the
 and a number ``1, 2, 3…`` in the order fingerprints were first seen. Records are plain
 JSON under ``<root>/_featurekit/on_demand/`` and ``<root>/_featurekit/services/``.
 
-:func:`expand` turns a feature list (strings, views, on-demand features, services) into
-view references plus on-demand steps; training sets and online lookups both use it, so
-they agree on which columns come back and in which order.
+Planning a request that uses them is :mod:`featurekit.offline.planner`'s job.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import polars as pl
@@ -26,24 +23,16 @@ from featurekit.core.config import FORMAT_VERSION
 from featurekit.core.definitions import FeatureRef, check_name
 from featurekit.core.errors import (
     DefinitionError,
-    FeatureKitError,
     NotFoundError,
-    ReproducibilityError,
     did_you_mean,
 )
 from featurekit.core.hashing import stable_hash
-from featurekit.core.on_demand import OnDemandFeature, OnDemandStep, apply_on_demand, parse_dtype
+from featurekit.core.on_demand import OnDemandFeature, parse_dtype
 from featurekit.core.timeutil import utcnow
-from featurekit.kernels.pit import ViewFrame
-from featurekit.kernels.pit import output_names as view_output_names
 from featurekit.storage.registry import Registry, VersionRecord, write_json_once
 
-if TYPE_CHECKING:
-    from featurekit.offline.training import ViewRequest
+__all__ = ["FeatureService", "OnDemandRecord", "register_service", "resolve_on_demand"]
 
-__all__ = ["Catalog", "Expanded", "FeatureService", "expand"]
-
-Spec = Any  # str | FeatureView | OnDemandFeature | FeatureService
 Lookup = Callable[[Any], tuple[VersionRecord, list[str]]]
 
 
@@ -99,24 +88,6 @@ class OnDemandRecord(BaseModel):
     parts: dict[str, Any]
     created_at: str
     format_version: int = FORMAT_VERSION
-
-
-@dataclass
-class Catalog:
-    """On-demand features and services this process has seen, by name (their code lives here)."""
-
-    on_demand: dict[str, OnDemandFeature] = field(default_factory=dict)
-    services: dict[str, FeatureService] = field(default_factory=dict)
-
-    def add(self, obj: OnDemandFeature | FeatureService) -> None:
-        """Remember a definition (the latest one with a name wins)."""
-        if isinstance(obj, OnDemandFeature):
-            self.on_demand[obj.name] = obj
-        else:
-            self.services[obj.name] = obj
-            for item in obj.features:
-                if isinstance(item, OnDemandFeature):
-                    self.on_demand[item.name] = item
 
 
 # ---- on-demand versions ----------------------------------------------------------------------
@@ -263,280 +234,3 @@ def service_names(registry: Registry) -> list[str]:
     if not folder.exists():
         return []
     return sorted(p.name for p in folder.iterdir() if any(p.glob("v*.json")))
-
-
-def service_features(registry: Registry, catalog: Catalog, name: str) -> list[Any]:
-    """The feature list of a service known in this process or registered in the store."""
-    if name in catalog.services:
-        return list(catalog.services[name].features)
-    records = service_records(registry, name)
-    if not records:
-        known = set(service_names(registry)) | set(catalog.services)
-        raise NotFoundError(f"no feature service named {name!r}.{did_you_mean(name, known)}")
-    return list(records[-1]["features"])
-
-
-# ---- planning --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class OnDemandUse:
-    """An on-demand feature version and the outputs wanted from it."""
-
-    feature: OnDemandFeature
-    record: OnDemandRecord
-    outputs: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Expanded:
-    """A feature list split into view references and on-demand uses.
-
-    Attributes:
-        view_specs: what the caller asked from views, in order.
-        hidden_specs: pinned inputs of on-demand features the caller did not ask for.
-        on_demand: on-demand features in order, each with its wanted outputs.
-        watch: registry folders whose change may change this plan (views read as latest).
-    """
-
-    view_specs: tuple[Any, ...]
-    hidden_specs: tuple[str, ...]
-    on_demand: tuple[OnDemandUse, ...]
-    watch: tuple[str, ...]
-
-
-def flatten(specs: Any, registry: Registry, catalog: Catalog) -> list[Any]:
-    """Feature list with services replaced by their features (services are remembered)."""
-    if isinstance(specs, str | FeatureView | OnDemandFeature | FeatureService):
-        specs = [specs]
-    out: list[Any] = []
-    for spec in specs:
-        if isinstance(spec, FeatureService):
-            catalog.add(spec)
-            out.extend(spec.features)
-        elif isinstance(spec, OnDemandFeature):
-            catalog.add(spec)
-            out.append(spec)
-        else:
-            out.append(spec)
-    return out
-
-
-def expand(specs: Any, registry: Registry, catalog: Catalog, lookup: Lookup) -> Expanded:
-    """Split ``specs`` into view references and on-demand uses (see :class:`Expanded`)."""
-    items = flatten(specs, registry, catalog)
-    if not items:
-        raise DefinitionError("no features requested; pass at least one 'view:feature'.")
-    view_specs: list[Any] = []
-    uses: dict[str, tuple[OnDemandFeature, OnDemandRecord, list[str]]] = {}
-    watch: list[str] = []
-    for item in items:
-        feature, wanted = _as_on_demand(item, registry, catalog)
-        if feature is None:
-            view_specs.append(item)
-            if isinstance(item, str):
-                ref = FeatureRef.parse(item)
-                if ref.version is None:
-                    watch.append(ref.view)
-            continue
-        record = resolve_on_demand(registry, feature)
-        watch.extend(r.view for r in feature.input_refs if r.version is None)
-        if wanted != "*" and wanted not in record.outputs:
-            raise NotFoundError(
-                f"on-demand feature {feature.name!r} version {record.version} has no output "
-                f"{wanted!r}.{did_you_mean(wanted, record.outputs)}"
-            )
-        _, _, outs = uses.setdefault(feature.name, (feature, record, []))
-        for out in record.outputs if wanted == "*" else [wanted]:
-            if out not in outs:
-                outs.append(out)
-    requested: set[tuple[str, int, str]] = set()
-    for spec in view_specs:
-        view, names = lookup(spec)
-        requested.update((view.view, view.version, n) for n in names)
-    hidden: list[str] = []
-    for _, used, _ in uses.values():
-        for pinned in used.inputs:
-            parsed = FeatureRef.parse(pinned)
-            key = (parsed.view, parsed.version or 0, parsed.feature)
-            if key not in requested and pinned not in hidden:
-                hidden.append(pinned)
-    return Expanded(
-        view_specs=tuple(view_specs),
-        hidden_specs=tuple(hidden),
-        on_demand=tuple(OnDemandUse(f, r, tuple(o)) for f, r, o in uses.values()),
-        watch=tuple(dict.fromkeys(watch)),
-    )
-
-
-def _as_on_demand(
-    item: Any, registry: Registry, catalog: Catalog
-) -> tuple[OnDemandFeature | None, str]:
-    if isinstance(item, OnDemandFeature):
-        return item, "*"
-    if not isinstance(item, str):
-        return None, ""
-    ref = FeatureRef.parse(item)
-    if registry.versions(ref.view):
-        return None, ""
-    if ref.view in catalog.on_demand:
-        feature = catalog.on_demand[ref.view]
-        if ref.version is not None:
-            record = resolve_on_demand(registry, feature)
-            if record.version != ref.version:
-                raise NotFoundError(
-                    f"{item!r}: on-demand feature {ref.view!r} loaded here is version "
-                    f"{record.version}; only the loaded version can run."
-                )
-        return feature, ref.feature
-    if on_demand_records(registry, ref.view):
-        raise NotFoundError(
-            f"on-demand feature {ref.view!r} is registered in this store, but its code is not "
-            "loaded in this process; pass the decorated object (or a FeatureService holding it), "
-            "or start the server with --definitions pointing at the module that defines it."
-        )
-    return None, ""  # not on-demand: the view lookup raises a clear NotFoundError
-
-
-def column_map(
-    label_columns: Sequence[str], merged: Sequence[tuple[VersionRecord, Sequence[str]]]
-) -> dict[tuple[str, int, str], str]:
-    """(view, version, feature) -> output column, by the training-set naming rule."""
-    stubs = [
-        ViewFrame(r.view, pl.DataFrame(), tuple(r.keys), r.timestamp, None, tuple(f), None)
-        for r, f in merged
-    ]
-    names = iter(view_output_names(label_columns, stubs))
-    return {(r.view, r.version, f): next(names) for r, feats in merged for f in feats}
-
-
-def steps_for(
-    expanded: Expanded, columns: Mapping[tuple[str, int, str], str]
-) -> tuple[list[OnDemandStep], list[str]]:
-    """On-demand steps wired to frame columns, and the helper columns to drop afterwards."""
-    steps = []
-    for use in expanded.on_demand:
-        inputs = []
-        for ref in use.record.inputs:
-            parsed = FeatureRef.parse(ref)
-            inputs.append(
-                (parsed.feature, columns[(parsed.view, parsed.version or 0, parsed.feature)])
-            )
-        steps.append(
-            OnDemandStep(
-                use.feature, use.record.version, use.record.fingerprint, tuple(inputs), use.outputs
-            )
-        )
-    drop = []
-    for ref in expanded.hidden_specs:
-        parsed = FeatureRef.parse(ref)
-        drop.append(columns[(parsed.view, parsed.version or 0, parsed.feature)])
-    return steps, drop
-
-
-# ---- training-set hook -----------------------------------------------------------------------
-class TrainingHook:
-    """Applies on-demand steps to a joined training frame and describes them for the manifest."""
-
-    def __init__(self, steps: Sequence[OnDemandStep], drop: Sequence[str]) -> None:
-        self.steps = list(steps)
-        self.drop = list(drop)
-
-    def manifest(self) -> list[dict[str, Any]]:
-        """What the manifest (and the training set's id) records about on-demand features."""
-        return [
-            {
-                "name": s.feature.name,
-                "version": s.version,
-                "fingerprint": s.fingerprint,
-                "inputs": [list(pair) for pair in s.inputs],
-                "outputs": list(s.outputs),
-                "drop": self.drop if i == len(self.steps) - 1 else [],
-            }
-            for i, s in enumerate(self.steps)
-        ]
-
-    def __call__(self, joined: pl.DataFrame) -> pl.DataFrame:
-        return apply_on_demand(joined, self.steps, drop=self.drop)
-
-
-def training_plan(
-    specs: Any,
-    registry: Registry,
-    catalog: Catalog,
-    lookup: Lookup,
-    label_columns: Sequence[str],
-) -> tuple[list[Any], Callable[[Sequence[ViewRequest]], TrainingHook] | None]:
-    """View specs for ``Store._requests`` and, with on-demand features, a hook factory."""
-    plain = not isinstance(specs, FeatureService | OnDemandFeature) and (
-        isinstance(specs, str | FeatureView)
-        or not any(isinstance(s, FeatureService | OnDemandFeature) for s in specs)
-    )
-    if plain and not _names_on_demand(specs, registry, catalog):
-        return list(specs) if not isinstance(specs, str | FeatureView) else [specs], None
-    expanded = expand(specs, registry, catalog, lookup)
-    if not expanded.on_demand:
-        return list(expanded.view_specs), None
-
-    def factory(requests: Sequence[ViewRequest]) -> TrainingHook:
-        merged = [(r.record, r.features) for r in requests]
-        steps, drop = steps_for(expanded, column_map(label_columns, merged))
-        return TrainingHook(steps, drop)
-
-    return [*expanded.view_specs, *expanded.hidden_specs], factory
-
-
-def _names_on_demand(specs: Any, registry: Registry, catalog: Catalog) -> bool:
-    items = [specs] if isinstance(specs, str | FeatureView) else list(specs)
-    for item in items:
-        if isinstance(item, str):
-            try:
-                ref = FeatureRef.parse(item)
-            except FeatureKitError:
-                return False  # the view path reports the parse error
-            if ref.view in catalog.on_demand or (
-                not registry.versions(ref.view) and on_demand_records(registry, ref.view)
-            ):
-                return True
-    return False
-
-
-def rebuild_hook(
-    registry: Registry, catalog: Catalog, manifest: Mapping[str, Any]
-) -> TrainingHook | None:
-    """The hook that re-applies a recorded training set's on-demand features, or None.
-
-    The code loaded in this process must be the code that built the set (same code
-    fingerprint as the recorded version), or the rebuild is refused.
-    """
-    entries = manifest.get("on_demand") or []
-    if not entries:
-        return None
-    steps = []
-    drop: list[str] = []
-    for entry in entries:
-        name, version = entry["name"], int(entry["version"])
-        feature = catalog.on_demand.get(name)
-        if feature is None:
-            raise ReproducibilityError(
-                f"training set {manifest['id']!r} uses on-demand feature {name!r} (version "
-                f"{version}), whose code is not loaded in this process. Pass it: "
-                f"store.training_set_by_id({manifest['id']!r}, on_demand=[{name}])."
-            )
-        recorded = next(
-            (r for r in on_demand_records(registry, name) if r.version == version), None
-        )
-        if recorded is None or recorded.parts.get("code") != feature.code_fingerprint():
-            raise ReproducibilityError(
-                f"on-demand feature {name!r} loaded here is not the code of version {version} "
-                "that built this training set (its code fingerprint differs). Load that code."
-            )
-        steps.append(
-            OnDemandStep(
-                feature,
-                version,
-                str(entry["fingerprint"]),
-                tuple((a, b) for a, b in entry["inputs"]),
-                tuple(entry["outputs"]),
-            )
-        )
-        drop.extend(entry.get("drop") or [])
-    return TrainingHook(steps, drop)

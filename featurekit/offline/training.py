@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import metadata
@@ -28,7 +29,8 @@ from featurekit.core.timeutil import to_utc_expr, utcnow
 from featurekit.kernels.aggregate import AggSpec
 from featurekit.kernels.pit import PointInTime, ViewFrame, pit_join
 from featurekit.storage import delta
-from featurekit.storage.registry import Registry, VersionRecord, write_json_once
+from featurekit.storage.manifest import LabelsInfo, Manifest, ManifestView, OnDemandEntry
+from featurekit.storage.registry import Registry, VersionRecord
 
 if TYPE_CHECKING:
     from featurekit.notebook.explain import Explanation
@@ -38,13 +40,30 @@ _ROW = "__fk_row"
 
 @dataclass(frozen=True)
 class ViewRequest:
-    """One view version and the features wanted from it."""
+    """One view version and the features wanted from it.
+
+    ``qualifier`` prefixes the view's clashing output columns (see :func:`qualifiers`);
+    empty means the view's name.
+    """
 
     record: VersionRecord
     features: tuple[str, ...]
     ttl: timedelta | None
     table: str
     delta_version: int | None
+    qualifier: str = ""
+
+
+def qualifiers(views: Sequence[tuple[str, int]]) -> list[str]:
+    """The prefix of each view version's clashing output columns, ``view`` or ``view@N``.
+
+    A request that reads one version of a view qualifies its clashing features with the
+    view's name (``view__feature``); one that reads several versions of the same view needs
+    the version too (``view@1__feature``, ``view@2__feature``), or their columns would
+    collide. Rebuilds call this on the manifest's views, so a set is named as it was built.
+    """
+    counts = Counter(view for view, _ in views)
+    return [view if counts[view] == 1 else f"{view}@{version}" for view, version in views]
 
 
 class TrainingSet:
@@ -55,7 +74,7 @@ class TrainingSet:
         >>> ts.id, ts.to_polars().shape
     """
 
-    def __init__(self, registry: Registry, manifest: dict[str, Any], frame: pl.DataFrame) -> None:
+    def __init__(self, registry: Registry, manifest: Manifest, frame: pl.DataFrame) -> None:
         self._registry = registry
         self.manifest = manifest
         self._frame = frame
@@ -63,7 +82,12 @@ class TrainingSet:
     @property
     def id(self) -> str:
         """Stable id: the same inputs always give the same id."""
-        return str(self.manifest["id"])
+        return self.manifest.id
+
+    @property
+    def registry(self) -> Registry:
+        """The registry of the store that built this set (its views and tables)."""
+        return self._registry
 
     def to_polars(self) -> pl.DataFrame:
         """The rows as a polars DataFrame (labels in their order, then features)."""
@@ -90,7 +114,7 @@ class TrainingSet:
         return self._frame.height
 
     def __repr__(self) -> str:
-        views = ", ".join(f"{v['view']}@{v['version']}" for v in self.manifest["views"])
+        views = ", ".join(v.ref for v in self.manifest.views)
         return f"TrainingSet(id={self.id!r}, rows={self._frame.height}, views=[{views}])"
 
     def explain(self, row: int) -> Explanation:
@@ -114,7 +138,7 @@ class TrainingSet:
 class OnDemandHook(Protocol):
     """Adds on-demand features to a joined frame (see :mod:`featurekit.offline.services`)."""
 
-    def manifest(self) -> list[dict[str, Any]]:
+    def manifest(self) -> list[OnDemandEntry]:
         """What the manifest and the id record about the on-demand features."""
         ...
 
@@ -135,9 +159,10 @@ def build(
     _check_label_timestamp(labels, timestamp)
     frames = [_read_view(req, labels, timestamp) for req in requests]
     result = pit_join(labels, timestamp=timestamp, views=frames, point_in_time=point_in_time)
+    joined = iter(result.columns[labels.width :])  # the kernel's names, view by view
     if on_demand is not None:
         result = on_demand(result)
-    views = [
+    views: list[dict[str, Any]] = [
         {
             "view": r.record.view,
             "version": r.record.version,
@@ -152,77 +177,79 @@ def build(
         }
         for r in requests
     ]
-    identity = {
+    identity: dict[str, Any] = {
         "labels": frame_hash(labels),
         "timestamp": timestamp,
         "views": views,
         "point_in_time": point_in_time,
         "as_of": as_of.isoformat() if as_of else None,
     }
+    entries = on_demand.manifest() if on_demand is not None else []
     if on_demand is not None:  # only then: ids of sets without on-demand features are unchanged
-        identity["on_demand"] = on_demand.manifest()
+        identity["on_demand"] = [e.model_dump(mode="json") for e in entries]
     ts_id = stable_hash(identity, 16)
-    manifest = {
-        "id": ts_id,
-        "format_version": 1,
-        "created_at": utcnow().isoformat(),
-        "labels": {
-            "hash": identity["labels"],
-            "rows": labels.height,
-            "columns": labels.columns,
-            "timestamp": timestamp,
-            "schema": base64.b64encode(labels.to_arrow().schema.serialize().to_pybytes()).decode(),
-        },
-        "views": views,
-        "columns": result.columns[labels.width :],
-        "point_in_time": point_in_time,
-        "as_of": identity["as_of"],
-        "result_hash": frame_hash(result),
-        "result_rows": result.height,
-        "library_versions": library_versions(),
-    }
-    if on_demand is not None:
-        manifest["on_demand"] = identity["on_demand"]
+    manifest = Manifest(
+        id=ts_id,
+        created_at=utcnow(),
+        labels=LabelsInfo.model_validate(
+            {
+                "hash": identity["labels"],
+                "rows": labels.height,
+                "columns": labels.columns,
+                "timestamp": timestamp,
+                "schema": base64.b64encode(
+                    labels.to_arrow().schema.serialize().to_pybytes()
+                ).decode(),
+            }
+        ),
+        views=[
+            ManifestView.model_validate({**v, "columns": [next(joined) for _ in v["features"]]})
+            for v in views
+        ],
+        columns=result.columns[labels.width :],
+        point_in_time=point_in_time,
+        as_of=as_of,
+        result_hash=frame_hash(result),
+        result_rows=result.height,
+        library_versions=library_versions(),
+        on_demand=entries,
+    )
     _persist(registry, manifest, labels)
     return TrainingSet(registry, manifest, result)
 
 
 def rebuild(
-    registry: Registry, manifest: dict[str, Any], on_demand: OnDemandHook | None = None
+    registry: Registry, manifest: Manifest, on_demand: OnDemandHook | None = None
 ) -> TrainingSet:
     """Rebuild a training set from its manifest and verify its content hash."""
-    folder = registry.training_set_dir(manifest["id"])
-    labels = _read_labels(folder / "labels", manifest["labels"]["schema"])
-    timestamp = manifest["labels"]["timestamp"]
+    folder = registry.training_set_dir(manifest.id)
+    labels = _read_labels(folder / "labels", manifest.labels.arrow_schema)
+    timestamp = manifest.labels.timestamp
     requests = []
-    for v in manifest["views"]:
-        record = registry.version(v["view"], v["version"])
-        ttl = None if v["ttl_us"] is None else timedelta(microseconds=v["ttl_us"])
+    labels_of = qualifiers([(v.view, v.version) for v in manifest.views])
+    for v, qualifier in zip(manifest.views, labels_of, strict=True):
+        record = registry.version(v.view, v.version)
+        ttl = None if v.ttl_us is None else timedelta(microseconds=v.ttl_us)
+        table = str(registry.root / v.table)
         requests.append(
-            ViewRequest(
-                record,
-                tuple(v["features"]),
-                ttl,
-                str(registry.root / v["table"]),
-                v["delta_version"],
-            )
+            ViewRequest(record, tuple(v.features), ttl, table, v.delta_version, qualifier)
         )
     frames = [_read_view(req, labels, timestamp) for req in requests]
     result = pit_join(
-        labels, timestamp=timestamp, views=frames, point_in_time=manifest["point_in_time"]
+        labels, timestamp=timestamp, views=frames, point_in_time=manifest.point_in_time
     )
-    if manifest.get("on_demand"):
+    if manifest.on_demand:
         if on_demand is None:
             raise ReproducibilityError(
-                f"training set {manifest['id']!r} has on-demand features; rebuild it through "
+                f"training set {manifest.id!r} has on-demand features; rebuild it through "
                 "store.training_set_by_id(id, on_demand=[...])."
             )
         result = on_demand(result)
     got = frame_hash(result)
-    if got != manifest["result_hash"]:
+    if got != manifest.result_hash:
         raise ReproducibilityError(
-            f"training set {manifest['id']!r} rebuilt to different rows (hash {got[:16]} != "
-            f"recorded {manifest['result_hash'][:16]}). Built with {manifest['library_versions']}, "
+            f"training set {manifest.id!r} rebuilt to different rows (hash {got[:16]} != "
+            f"recorded {manifest.result_hash[:16]}). Built with {manifest.library_versions}, "
             f"now {library_versions()}. Were feature tables vacuumed or edited outside featurekit?"
         )
     return TrainingSet(registry, manifest, result)
@@ -262,7 +289,7 @@ def _read_view(req: ViewRequest, labels: pl.DataFrame, timestamp: str) -> ViewFr
         return delta.read_rows(req.table, version=version, columns=columns, where=where)
 
     return ViewFrame(
-        name=record.view,
+        name=req.qualifier or record.view,
         frame=load,
         keys=tuple(record.keys),
         timestamp=record.timestamp,
@@ -317,13 +344,13 @@ def aggregation_specs(record: VersionRecord, features: Sequence[str]) -> tuple[A
     )
 
 
-def _persist(registry: Registry, manifest: Mapping[str, Any], labels: pl.DataFrame) -> None:
-    folder = registry.training_set_dir(manifest["id"])
+def _persist(registry: Registry, manifest: Manifest, labels: pl.DataFrame) -> None:
+    folder = registry.training_set_dir(manifest.id)
     if (folder / "manifest.json").exists():
         return
     stored = _storable(labels.with_row_index(_ROW))
-    delta.write_rows(str(folder / "labels"), stored, metadata={"training_set": manifest["id"]})
-    write_json_once(folder / "manifest.json", dict(manifest))
+    delta.write_rows(str(folder / "labels"), stored, metadata={"training_set": manifest.id})
+    registry.add_manifest(manifest)
 
 
 def _storable(frame: pl.DataFrame) -> pl.DataFrame:

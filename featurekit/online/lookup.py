@@ -30,13 +30,8 @@ from featurekit.core.authoring import FeatureView
 from featurekit.core.errors import DefinitionError, NotFoundError, SchemaError, StorageError
 from featurekit.core.on_demand import OnDemandFeature, OnDemandStep, apply_on_demand
 from featurekit.core.timeutil import to_utc_datetime
-from featurekit.offline.services import (
-    Catalog,
-    FeatureService,
-    column_map,
-    expand,
-    service_features,
-)
+from featurekit.offline.planner import Planner, ServiceName
+from featurekit.offline.services import FeatureService
 from featurekit.online.aggregates import decode_aggregates
 from featurekit.online.snapshot import (
     SnapshotMeta,
@@ -50,9 +45,8 @@ from featurekit.storage.registry import VersionRecord
 
 if TYPE_CHECKING:
     from featurekit.online.stores import OnlineStore
-    from featurekit.store import Store
 
-__all__ = ["LookupResult", "OnlineService", "ViewStats"]
+__all__ = ["LookupResult", "OnlineService", "ServiceName", "ViewStats"]
 
 PRESENT, EXPIRED, NOT_FOUND = "present", "expired", "not_found"
 _INT_RANGES = {
@@ -113,12 +107,15 @@ class _Plan:
 
 
 class OnlineService:
-    """Answers ``get_online_features`` for one store, with plans and snapshot metadata cached."""
+    """Answers ``get_online_features`` for one store, with plans and snapshot metadata cached.
 
-    def __init__(self, store: Store, online: OnlineStore, catalog: Catalog) -> None:
-        self._store = store
+    Requests are planned by the store's :class:`~featurekit.offline.planner.Planner`, the
+    one that plans training sets, so both name and order columns alike.
+    """
+
+    def __init__(self, planner: Planner, online: OnlineStore) -> None:
+        self.planner = planner
         self.online = online
-        self._catalog = catalog
         self._plans: dict[Any, _Plan] = {}
         self._metas: dict[str, SnapshotMeta] = {}
         self._lock = threading.Lock()
@@ -141,50 +138,39 @@ class OnlineService:
         return plan
 
     def _make_plan(self, features: Any, columns: tuple[str, ...]) -> _Plan:
-        registry = self._store.registry
-        watch_dirs: list[str] = []
-        if isinstance(features, ServiceName):
-            watch_dirs.append(str(registry.dir / "services" / features.name))
-            features = service_features(registry, self._catalog, features.name)
-        expanded = expand(features, registry, self._catalog, self._store_lookup)
-        merged: dict[tuple[str, int], tuple[VersionRecord, list[str]]] = {}
-        for spec in [*expanded.view_specs, *expanded.hidden_specs]:
-            record, names = self._store_lookup(spec)
-            _, bucket = merged.setdefault((record.view, record.version), (record, []))
-            bucket.extend(n for n in names if n not in bucket)
-        key_columns = list(dict.fromkeys(k for r, _ in merged.values() for k in r.keys))
-        request_columns = list(
-            dict.fromkeys(c for use in expanded.on_demand for c in use.feature.request_columns)
+        planned = self.planner.plan(features, columns=columns)
+        views = [(r.record, r.features) for r in planned.views]
+        _check_columns(
+            columns,
+            planned.key_columns,
+            planned.request_columns,
+            [(r.view, r.version) for r, _ in views],
         )
-        _check_columns(columns, key_columns, request_columns, list(merged))
-        pairs = [(r, tuple(f)) for r, f in merged.values()]
-        cols = column_map(columns, pairs)
-        steps, drop = _steps(expanded, cols)
-        counts: dict[str, int] = {}
-        for record, _ in pairs:
-            counts[record.view] = counts.get(record.view, 0) + 1
-        views = []
-        for record, feats in pairs:
-            tag = record.view if counts[record.view] == 1 else f"{record.view}_v{record.version}"
-            views.append(
+        plans = []
+        for request in planned.views:
+            record = request.record
+            tag = request.qualifier or record.view
+            plans.append(
                 _ViewPlan(
                     record=record,
-                    features=feats,
-                    names=tuple(cols[(record.view, record.version, f)] for f in feats),
+                    features=request.features,
+                    names=planned.names(request),
                     key_kinds=tuple(_key_kind(record, k) for k in record.keys),
                     event_name=f"{tag}__event_ts",
                     status_name=f"{tag}__status",
                 )
             )
-        for name in expanded.watch:
-            watch_dirs.append(str(registry.dir / "views" / name))
-        for use in expanded.on_demand:
-            watch_dirs.append(str(registry.dir / "on_demand" / use.feature.name))
-        watch = [(p, _mtime(p)) for p in dict.fromkeys(watch_dirs)]
-        return _Plan(views, tuple(key_columns), tuple(request_columns), steps, drop, watch)
-
-    def _store_lookup(self, spec: Any) -> tuple[VersionRecord, list[str]]:
-        return self._store._lookup(spec, None)
+        registry = self.planner.registry
+        paths = dict.fromkeys(str(registry.dir / kind / name) for kind, name in planned.watch)
+        watch = [(p, _mtime(p)) for p in paths]
+        return _Plan(
+            plans,
+            planned.key_columns,
+            planned.request_columns,
+            list(planned.steps),
+            list(planned.drop),
+            watch,
+        )
 
     def _meta(self, sid: str, raw: bytes) -> SnapshotMeta:
         meta = self._metas.get(sid)
@@ -314,21 +300,6 @@ class _Columns:
         if self.casts:
             frame = frame.with_columns(pl.col(c).cast(d) for c, d in self.casts.items())
         return frame
-
-
-class ServiceName:
-    """A feature service named by string (HTTP requests), resolved against the registry."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __hash__(self) -> int:
-        return hash(("service", self.name))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ServiceName) and other.name == self.name
 
 
 def _spec_key(features: Any) -> Any:
@@ -501,14 +472,6 @@ def _decode(
     present = statuses.count(PRESENT)
     expired = statuses.count(EXPIRED)
     return cols, events, statuses, (present, expired, n - present - expired)
-
-
-def _steps(
-    expanded: Any, cols: Mapping[tuple[str, int, str], str]
-) -> tuple[list[OnDemandStep], list[str]]:
-    from featurekit.offline.services import steps_for
-
-    return steps_for(expanded, cols)
 
 
 def check_fingerprint(meta: SnapshotMeta, record: VersionRecord) -> None:

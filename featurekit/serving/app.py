@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 from featurekit.core.config import __version__
 from featurekit.core.errors import FeatureKitError, NotFoundError, StorageError, did_you_mean
 from featurekit.core.on_demand import OnDemandFeature
-from featurekit.offline.services import FeatureService, register_service
+from featurekit.offline.services import FeatureService
 from featurekit.online.errors import OnlineStoreError, TooManyEntitiesError
 from featurekit.online.lookup import ServiceName
 from featurekit.online.snapshot import SnapshotMeta
@@ -119,11 +119,8 @@ def create_app(
         >>> import uvicorn
         >>> uvicorn.run(create_app(fk.Store("./store")), host="127.0.0.1", port=8000)
     """
-    for obj in definitions:
-        store._catalog.add(obj)
-        if isinstance(obj, FeatureService):
-            register_service(store.registry, obj, lambda s: store._lookup(s, None))
-    service = store._online()
+    store.add_definitions(definitions)
+    service = store.online_service()
     metrics = Metrics()
     app = FastAPI(
         title="featurekit feature server",

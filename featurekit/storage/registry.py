@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from featurekit.core.config import FORMAT_VERSION, REGISTRY_DIR
 from featurekit.core.errors import NotFoundError, StorageError, did_you_mean
+from featurekit.storage.manifest import Manifest, parse_manifest
 
 
 class VersionRecord(BaseModel):
@@ -159,7 +160,7 @@ class Registry:
             return []
         return sorted(p.name for p in folder.iterdir() if (p / "manifest.json").exists())
 
-    def manifest(self, ts_id: str) -> dict[str, Any]:
+    def manifest(self, ts_id: str) -> Manifest:
         """A training set's manifest, or NotFoundError."""
         path = self.training_set_dir(ts_id) / "manifest.json"
         if not path.exists():
@@ -167,7 +168,13 @@ class Registry:
             raise NotFoundError(
                 f"no training set {ts_id!r} in this store.{did_you_mean(ts_id, known)}"
             )
-        return _read_json(path)
+        return parse_manifest(_read_json(path), str(path))
+
+    def add_manifest(self, manifest: Manifest) -> bool:
+        """Record a training set's manifest once; False if it is already recorded."""
+        return write_json_once(
+            self.training_set_dir(manifest.id) / "manifest.json", manifest.to_json()
+        )
 
     def training_set_names(self) -> dict[str, str]:
         """Saved names -> training set ids."""

@@ -167,7 +167,7 @@ def test_killed_incremental_run_keeps_previous_rows(setup: tuple[Path, Path]) ->
     kill_halfway(folder, root, "vals")
     assert store.read("vals").sort("k", "ts").equals(before)
     assert len(store.versions("vals")) == 1
-    assert [r["featurekit"]["mode"] for r in store.runs("vals")] == ["full"]
+    assert [r.mode for r in store.runs("vals")] == ["full"]
     out = subprocess.run(
         [sys.executable, str(folder / "plain.py"), str(folder), str(root), "vals"],
         check=True,

@@ -56,10 +56,10 @@ def test_training_set_is_logged_as_a_dataset_input_and_linked_to_the_model(
         mlflow.log_metric("auc", 0.91)
     logged = mlflow.get_run(run.info.run_id)
     assert logged.data.tags["featurekit.training_set_id"] == ts.id
-    assert logged.data.tags["featurekit.training_set_hash"] == ts.manifest["result_hash"]
+    assert logged.data.tags["featurekit.training_set_hash"] == ts.manifest.result_hash
     inputs = {d.dataset.name: d for d in logged.inputs.dataset_inputs}
     main = inputs["churn-train"]
-    assert main.dataset.digest == ts.manifest["result_hash"][:32]
+    assert main.dataset.digest == ts.manifest.result_hash[:32]
     assert main.dataset.source_type == "delta_table"
     assert str(store.root / "training_sets" / ts.id / "labels") in main.dataset.source
     assert {t.key: t.value for t in main.tags}["mlflow.data.context"] == "training"

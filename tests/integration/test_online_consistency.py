@@ -164,7 +164,7 @@ def test_training_set_with_on_demand_features_rebuilds(world: dict[str, Any]) ->
     ts = store.training_set(
         labels_at(entities(), datetime.now(UTC)), features=[pricing], timestamp="label_ts"
     )
-    assert ts.manifest["on_demand"][0]["name"] == "fare_ratio"
+    assert ts.manifest.on_demand[0].name == "fare_ratio"
     again = fk.Store(store.root, progress=False).training_set_by_id(ts.id, on_demand=[fare_ratio])
     assert frame_hash(again.to_polars()) == frame_hash(ts.to_polars())
     with pytest.raises(fk.ReproducibilityError, match="on_demand=\\[fare_ratio\\]"):

@@ -76,7 +76,7 @@ def test_rebuild_in_a_fresh_process_after_new_data_and_new_code(
         check=True,
         env={"TZ": "Asia/Kolkata", "PATH": ""},
     )
-    assert out.stdout.strip() == frame_hash(expected) == ts.manifest["result_hash"]
+    assert out.stdout.strip() == frame_hash(expected) == ts.manifest.result_hash
 
 
 def test_same_inputs_give_the_same_id(store: fk.Store, data_dir: Path) -> None:
@@ -93,13 +93,13 @@ def test_manifest_records_what_defines_the_set(store: fk.Store, data_dir: Path) 
     result = store.materialize(fare_view(data_dir))
     ts = store.training_set(labels(), features=["fare_features:fare"], timestamp="label_ts")
     m = ts.manifest
-    assert m["views"][0]["fingerprint"] == result.fingerprint
-    assert m["views"][0]["delta_version"] == result.delta_version
-    assert m["labels"]["hash"] == frame_hash(labels())
-    assert m["result_hash"] == frame_hash(ts.to_polars())
-    assert set(m["library_versions"]) == {"featurekit", "polars", "deltalake", "pyarrow"}
+    assert m.views[0].fingerprint == result.fingerprint
+    assert m.views[0].delta_version == result.delta_version
+    assert m.labels.hash == frame_hash(labels())
+    assert m.result_hash == frame_hash(ts.to_polars())
+    assert set(m.library_versions) == {"featurekit", "polars", "deltalake", "pyarrow"}
     on_disk = json.loads((store.root / "training_sets" / ts.id / "manifest.json").read_text())
-    assert on_disk["result_hash"] == m["result_hash"]
+    assert on_disk["result_hash"] == m.result_hash
 
 
 def test_saved_name_and_tampering_is_detected(store: fk.Store, data_dir: Path) -> None:

@@ -72,7 +72,7 @@ def test_incremental_run_picks_up_late_rows(store: fk.Store, data_dir: Path) -> 
     assert sorted(rows["fare"].to_list()) == [10.0, 20.0, 30.0, 50.0, 60.0, 70.0, 80.0]
     assert store.materialize(view).mode == "noop"
     runs = store.runs("fare_features")
-    assert [r["featurekit"]["mode"] for r in runs] == ["full", "incremental"]
+    assert [r.mode for r in runs] == ["full", "incremental"]
 
 
 def test_training_set_is_point_in_time_correct(store: fk.Store, data_dir: Path) -> None:
@@ -91,7 +91,7 @@ def test_training_set_is_point_in_time_correct(store: fk.Store, data_dir: Path) 
         labels_frame(), features=["fare_features:fare"], timestamp="label_ts", point_in_time="event"
     )
     assert event.to_polars()["fare"].to_list() == [20.0, 60.0, 20.0, None, 60.0, None, 20.0]
-    assert event.manifest["point_in_time"] == "event"
+    assert event.manifest.point_in_time == "event"
     assert event.id != ts.id
 
 
@@ -239,8 +239,8 @@ def test_as_of_reads_tables_as_they_stood(store: fk.Store, data_dir: Path) -> No
     )
     assert now.to_polars()["fare"].to_list() == [1050.0]
     assert then.to_polars()["fare"].to_list() == [50.0]
-    assert then.manifest["as_of"] is not None
-    assert then.manifest["views"][0]["delta_version"] == 0
+    assert then.manifest.as_of is not None
+    assert then.manifest.views[0].delta_version == 0
 
 
 def test_open_without_create_and_list_of_paths(tmp_path: Path, data_dir: Path) -> None:
