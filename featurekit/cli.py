@@ -206,6 +206,9 @@ def serve(
     max_features: Annotated[
         int, typer.Option(help="Most feature references in one request (more: HTTP 413).")
     ] = 1_000,
+    max_columns: Annotated[
+        int, typer.Option(help="Most entity columns in one request (more: HTTP 413).")
+    ] = 256,
     max_body_bytes: Annotated[
         int, typer.Option(help="Largest request body in bytes (more: HTTP 413).")
     ] = 4 * 1024 * 1024,
@@ -226,6 +229,7 @@ def serve(
             max_body_bytes=max_body_bytes,
             max_features=max_features,
             max_entities=max_entities,
+            max_columns=max_columns,
             max_name_length=max_name_length,
         )
         _open(store)  # refuses a path that is not a store

@@ -61,6 +61,7 @@ from featurekit.store import Store
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_COLUMNS",
     "DEFAULT_MAX_ENTITIES",
     "DEFAULT_MAX_FEATURES",
     "Limits",
@@ -72,6 +73,7 @@ __all__ = [
 DEFAULT_MAX_ENTITIES = 10_000
 DEFAULT_MAX_FEATURES = 1_000
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_COLUMNS = 256
 #: Longest error message a response carries; anything longer is cut (never echo megabytes).
 MAX_MESSAGE = 1_000
 
@@ -89,6 +91,8 @@ class Limits:
             so a huge body is never read whole.
         max_features: feature references in one ``features`` list (HTTP 413).
         max_entities: entity rows in one request (HTTP 413).
+        max_columns: entity columns in one request: keys, request columns and columns
+            passed through (HTTP 413).
         max_name_length: characters in any name from a request (HTTP 422); at most
             :data:`featurekit.core.names.MAX_NAME_LENGTH`, which no valid name exceeds.
 
@@ -99,10 +103,12 @@ class Limits:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_features: int = DEFAULT_MAX_FEATURES
     max_entities: int = DEFAULT_MAX_ENTITIES
+    max_columns: int = DEFAULT_MAX_COLUMNS
     max_name_length: int = MAX_NAME_LENGTH
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_features", "max_entities", "max_name_length"):
+        limits = ("max_body_bytes", "max_features", "max_entities", "max_columns")
+        for name in (*limits, "max_name_length"):
             if getattr(self, name) < 1:
                 raise DefinitionError(f"server limit {name} must be at least 1.")
         if self.max_name_length > MAX_NAME_LENGTH:
@@ -307,6 +313,12 @@ def _checked_features(body: FeaturesRequest, limits: Limits) -> Any:
     if (body.features is None) == (body.feature_service is None):
         raise RequestFieldError(
             "pass exactly one of 'features' and 'feature_service'.", field="features"
+        )
+    if len(body.entities) > limits.max_columns:
+        raise RequestTooLargeError(
+            f"{len(body.entities)} entity columns in one request; the limit is "
+            f"{limits.max_columns}. Send only the key and request columns.",
+            limit=limits.max_columns,
         )
     for column in body.entities:
         if len(column) > limits.max_name_length:

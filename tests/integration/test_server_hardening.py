@@ -164,6 +164,23 @@ def test_too_many_features_is_413_before_any_work(client: httpx.Client, filled: 
     assert time.perf_counter() - began < 2.0
 
 
+def test_too_many_entity_columns_is_413(client: httpx.Client, filled: fk.Store) -> None:
+    # 40,000 pass-through columns took 2 s of CPU and came back whole
+    entities = {"driver_id": [1]} | {f"c{i}": [1] for i in range(40_000)}
+    began = time.perf_counter()
+    reply = client.post(
+        "/v1/features", json={"features": ["driver_stats:avg_fare"], "entities": entities}
+    )
+    assert reply.status_code == 413
+    error = error_of(reply, filled)
+    assert (error["type"], error["limit"]) == ("RequestTooLargeError", 256)
+    assert error["message"] == (
+        "40001 entity columns in one request; the limit is 256. Send only the key and "
+        "request columns."
+    )
+    assert time.perf_counter() - began < 1.0
+
+
 def test_too_many_entities_is_413(client: httpx.Client, filled: fk.Store) -> None:
     reply = client.post(
         "/v1/features",
@@ -317,3 +334,11 @@ def test_metrics_label_requests_by_route(client: httpx.Client) -> None:
     assert 'featurekit_http_requests_total{endpoint="unmatched",code="404"}' in text
     assert "nope_a" not in text and "/really/not/here" not in text
     assert 'featurekit_http_requests_total{endpoint="/v1/features",code="413"}' in text
+
+
+def test_health_shows_no_server_path(client: httpx.Client, filled: fk.Store) -> None:
+    reply = client.get("/health")
+    assert reply.json() == {
+        "status": "ok",
+        "online_store": "sqlite:///<store>/online/online.sqlite",
+    }
