@@ -282,8 +282,8 @@ def create_app(
         try:
             service.online.ping()
         except FeatureKitError as err:
-            body = {"status": "unavailable", "online_store": where, "error": str(err)}
-            return _json(503, {**body, "error": _public(str(err), store.root)})
+            reason = _public(str(err), store.root)
+            return _json(503, {"status": "unavailable", "online_store": where, "error": reason})
         return _json(200, {"status": "ok", "online_store": where})
 
     @app.get("/metrics", summary="Prometheus metrics")

@@ -15,7 +15,15 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from test_online_support import fare_ratio, http_server, now_floor, pricing, views, write_data
+from test_online_support import (
+    fare_ratio,
+    http_server,
+    now_floor,
+    pricing,
+    served,
+    views,
+    write_data,
+)
 
 import featurekit as fk
 
@@ -342,3 +350,20 @@ def test_health_shows_no_server_path(client: httpx.Client, filled: fk.Store) -> 
         "status": "ok",
         "online_store": "sqlite:///<store>/online/online.sqlite",
     }
+
+
+def test_serve_flags_set_the_limits(filled: fk.Store) -> None:
+    flags = ("--max-features", "1", "--max-columns", "1", "--max-body-bytes", "300")
+    with served(filled.root, *flags) as url:
+        refs = ["driver_stats:avg_fare", "driver_stats:rating"]
+        reply = httpx.post(
+            f"{url}/v1/features", json={"features": refs, "entities": {"driver_id": [1]}}
+        )
+        assert (reply.status_code, reply.json()["error"]["limit"]) == (413, 1)
+        entities = {"driver_id": [1], "extra": [2]}
+        reply = httpx.post(f"{url}/v1/features", json={"features": refs[:1], "entities": entities})
+        assert (reply.status_code, reply.json()["error"]["limit"]) == (413, 1)
+        reply = httpx.post(
+            f"{url}/v1/features", json={"features": refs[:1], "entities": {"driver_id": [1] * 400}}
+        )
+        assert (reply.status_code, reply.json()["error"]["limit"]) == (413, 300)
