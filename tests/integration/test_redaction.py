@@ -161,7 +161,9 @@ def test_http_bodies_and_logs_never_show_the_password(
             replies = [http.get("/health"), http.post("/v1/features", json=body)]
             replies += [http.get("/v1/feature-views"), http.get("/metrics")]
     assert [r.status_code for r in replies] == [503, 503, 503, 200]
-    assert "redis://:***@127.0.0.1:" in replies[1].json()["error"]["message"]
+    for reply in replies[:3]:
+        assert reply.json()["error"]["type"] == "OnlineStoreError"
+        assert "redis://:***@127.0.0.1:" in reply.json()["error"]["message"]
     assert_clean(*(r.text for r in replies), caplog.text)
 
 
