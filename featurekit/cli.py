@@ -203,23 +203,40 @@ def serve(
     max_entities: Annotated[
         int, typer.Option(help="Most entities one request may ask for (more: HTTP 413).")
     ] = 10_000,
+    max_features: Annotated[
+        int, typer.Option(help="Most feature references in one request (more: HTTP 413).")
+    ] = 1_000,
+    max_columns: Annotated[
+        int, typer.Option(help="Most entity columns in one request (more: HTTP 413).")
+    ] = 256,
+    max_body_bytes: Annotated[
+        int, typer.Option(help="Largest request body in bytes (more: HTTP 413).")
+    ] = 4 * 1024 * 1024,
+    max_name_length: Annotated[
+        int, typer.Option(help="Longest name in a request, at most 128 (more: HTTP 422).")
+    ] = 128,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Serve online features over HTTP (FastAPI): POST /v1/features, /metrics, /openapi.json."""
     with _errors():
         import uvicorn
 
-        from featurekit.serving.app import create_app, load_definitions
+        from featurekit.core.redact import redact
+        from featurekit.serving.app import Limits, create_app, load_definitions
         from featurekit.store import Store
 
+        limits = Limits(
+            max_body_bytes=max_body_bytes,
+            max_features=max_features,
+            max_entities=max_entities,
+            max_columns=max_columns,
+            max_name_length=max_name_length,
+        )
         _open(store)  # refuses a path that is not a store
         opened = Store(store, progress=False, online=online)
-        server = create_app(
-            opened, max_entities=max_entities, definitions=load_definitions(definitions or [])
-        )
-        typer.echo(
-            f"featurekit: serving {opened.root} on http://{host}:{port} ({opened.online.url})"
-        )
+        server = create_app(opened, limits=limits, definitions=load_definitions(definitions or []))
+        where = redact(opened.online.url)  # the Redis password stays out of terminals and logs
+        typer.echo(f"featurekit: serving {opened.root} on http://{host}:{port} ({where})")
         uvicorn.run(server, host=host, port=port, log_level=log_level, access_log=False)
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from featurekit.core.config import RESERVED_PREFIX
 from featurekit.core.errors import DefinitionError, did_you_mean
 from featurekit.core.names import MAX_NAME_LENGTH, NameKind, is_valid_name, shown
+from featurekit.core.redact import redact_url
 
 SourceKind = Literal["parquet", "csv", "delta", "frame"]
 
@@ -130,18 +131,33 @@ class Source(BaseModel):
         return value
 
     def identity(self) -> dict[str, Any]:
-        """What identifies this source in a fingerprint: name, kind and location."""
+        """What identifies this source in a fingerprint: name, kind and location.
+
+        The location is credential-free (:func:`~featurekit.core.redact.redact_url`): the
+        identity is stored in registry records and shown in lineage, and a rotated token
+        is not a new data source. Plain paths are unchanged.
+        """
         return {
             "name": self.name,
             "kind": self.kind,
-            "location": self.location,
+            "location": _shown_location(self.location),
             "timestamp": self.timestamp,
             "created_timestamp": self.created_timestamp,
         }
 
     def __repr__(self) -> str:
-        where = self.location if self.location is not None else "<in-memory frame>"
+        where = _shown_location(self.location)
+        where = where if where is not None else "<in-memory frame>"
         return f"Source({self.name!r}, {where!r}, timestamp={self.timestamp!r})"
+
+    def __str__(self) -> str:  # pydantic's default lists every field, storage_options too
+        return repr(self)
+
+
+def _shown_location(location: str | tuple[str, ...] | None) -> str | tuple[str, ...] | None:
+    if isinstance(location, tuple):
+        return tuple(redact_url(p) for p in location)
+    return None if location is None else redact_url(location)
 
 
 def _split_data(name: str, data: Any) -> tuple[str | tuple[str, ...] | None, pl.LazyFrame | None]:

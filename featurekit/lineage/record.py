@@ -26,6 +26,7 @@ import xxhash
 
 from featurekit.core.config import FORMAT_VERSION
 from featurekit.core.definitions import Source
+from featurekit.core.redact import redact_url
 from featurekit.core.timeutil import utcnow
 from featurekit.lineage.columns import ColumnDep, strongest, view_column_lineage
 from featurekit.lineage.graph import Edge, LineageGraph, Node, Run
@@ -48,14 +49,17 @@ def source_node(src: Source, *, read_at: str) -> Node:
     """The node of a source as it is now: Delta version, or a content fingerprint."""
     attrs: dict[str, Any] = {
         "kind": src.kind,
-        "location": src.location if not isinstance(src.location, tuple) else list(src.location),
+        "location": redact_url(src.location)
+        if isinstance(src.location, str)
+        else [redact_url(p) for p in src.location or ()] or None,
         "timestamp": src.timestamp,
         "read_at": read_at,
     }
     location = src.location if isinstance(src.location, str) else None
     if isinstance(src.location, tuple):
         location = os.path.commonpath([str(Path(p).absolute()) for p in src.location])
-    attrs["dataset"] = dataset_naming(location, f"featurekit/{src.name}")
+    shown = None if location is None else redact_url(location)  # OpenLineage events leave us
+    attrs["dataset"] = dataset_naming(shown, f"featurekit/{src.name}")
     try:
         attrs["schema"] = {k: str(v) for k, v in source_schema(src).items()}
     except Exception:

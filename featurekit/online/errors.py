@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from featurekit.core.errors import DefinitionError, StorageError
+from featurekit.core.errors import DefinitionError, SchemaError, StorageError
 
-__all__ = ["OnlineStoreError", "TooManyEntitiesError"]
+__all__ = ["EntityError", "OnlineStoreError", "TooManyEntitiesError"]
 
 
 class OnlineStoreError(StorageError):
@@ -17,3 +17,14 @@ class TooManyEntitiesError(DefinitionError):
     def __init__(self, message: str, *, limit: int) -> None:
         super().__init__(message)
         self.limit = limit
+
+
+class EntityError(SchemaError):
+    """The entities of an online lookup are malformed; ``field`` names the column, if one.
+
+    The HTTP server reports ``field`` as is, so clients can point at the bad input.
+    """
+
+    def __init__(self, message: str, *, field: str | None) -> None:
+        super().__init__(message)
+        self.field = field

@@ -28,11 +28,13 @@ import polars as pl
 
 from featurekit.core.authoring import FeatureView
 from featurekit.core.errors import DefinitionError, NotFoundError, SchemaError, StorageError
+from featurekit.core.names import shown
 from featurekit.core.on_demand import OnDemandFeature, OnDemandStep, apply_on_demand
 from featurekit.core.timeutil import to_utc_datetime
 from featurekit.offline.planner import Planner, ServiceName
 from featurekit.offline.services import FeatureService
 from featurekit.online.aggregates import decode_aggregates
+from featurekit.online.errors import EntityError
 from featurekit.online.snapshot import (
     SnapshotMeta,
     construct_dtype,
@@ -326,11 +328,12 @@ def _columns(entities: Any) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
     for name, values in entities.items():
         if not isinstance(name, str):
-            raise SchemaError(f"entity column names must be strings, got {name!r}.")
+            raise EntityError(f"entity column names must be strings, got {name!r}.", field=None)
         if isinstance(values, str | bytes) or not hasattr(values, "__len__"):
-            raise SchemaError(
+            raise EntityError(
                 f"entities[{name!r}] must be a list of values, got {type(values).__name__}; "
-                f"e.g. {{{name!r}: [{values!r}]}}."
+                f"e.g. {{{name!r}: [{values!r}]}}.",
+                field=name,
             )
         out[name] = values.to_list() if hasattr(values, "to_list") else list(values)
     return out
@@ -352,16 +355,18 @@ def _check_columns(
     names = ", ".join(f"{v}@{n}" for v, n in views)
     for key in keys:
         if key not in given:
-            raise SchemaError(
+            raise EntityError(
                 f"entities are missing key column {key!r} (needed by {names}); pass "
                 f"entities={{{key!r}: [...], ...}}. Expected keys {list(keys)}"
-                + (f" and request columns {list(request)}." if request else ".")
+                + (f" and request columns {list(request)}." if request else "."),
+                field=key,
             )
     for column in request:
         if column not in given:
-            raise SchemaError(
+            raise EntityError(
                 f"entities are missing request column {column!r}, read by an on-demand "
-                f"feature; pass it next to the keys, e.g. {{{column!r}: [...]}}."
+                f"feature; pass it next to the keys, e.g. {{{column!r}: [...]}}.",
+                field=column,
             )
 
 
@@ -369,9 +374,10 @@ def _series(name: str, values: list[Any]) -> pl.Series:
     try:
         return pl.Series(name, values)
     except Exception as err:
-        raise SchemaError(
+        raise EntityError(
             f"entity column {name!r} mixes value types ({type(err).__name__}: {err}); "
-            "give each column one type."
+            "give each column one type.",
+            field=name,
         ) from err
 
 
@@ -417,9 +423,10 @@ def _check_key_values(
     if kind is None:
         for i, value in enumerate(values):
             if value is not None and type(value) is not str:
-                raise SchemaError(
+                raise EntityError(
                     f"entity key {key!r} must be strings (view {record.view!r} keys are "
-                    f"strings); got {value!r} ({type(value).__name__}) at position {i}."
+                    f"strings); got {shown(value)} ({type(value).__name__}) at position {i}.",
+                    field=key,
                 )
         return
     dtype, low, high = kind
@@ -427,13 +434,15 @@ def _check_key_values(
         if value is None:
             continue
         if type(value) is not int:
-            raise SchemaError(
+            raise EntityError(
                 f"entity key {key!r} must be integers (view {record.view!r} stores {dtype}); "
-                f"got {value!r} ({type(value).__name__}) at position {i}."
+                f"got {shown(value)} ({type(value).__name__}) at position {i}.",
+                field=key,
             )
         if not low <= value <= high:
-            raise SchemaError(
-                f"entity key {key!r}: {value} at position {i} is out of range for {dtype}."
+            raise EntityError(
+                f"entity key {key!r}: {value} at position {i} is out of range for {dtype}.",
+                field=key,
             )
 
 

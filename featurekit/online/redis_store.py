@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+from featurekit.core.redact import redact, redact_url
 from featurekit.online.errors import OnlineStoreError
 from featurekit.online.stores import ReadRequest, ReadResult
 
@@ -77,25 +78,42 @@ class RedisOnlineStore:
         query = parse_qs(parts.query)
         self.prefix = (query.pop("prefix", ["featurekit"]) or ["featurekit"])[0]
         clean = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
-        self.url = url
+        #: The URL for display: the password (and secret query values) masked. The real
+        #: one is only handed to the client below.
+        self.url = redact_url(url)
+        secrets_ = [parts.password or "", "" if parts.password else parts.username or ""]
+        self._secrets = tuple(s for s in (*secrets_, *_secret_values(query)) if s)
         self._errors: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
-        self._client = redis.Redis.from_url(
-            clean,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_timeout,
-            health_check_interval=0,
-        )
+        try:
+            self._client = redis.Redis.from_url(
+                clean,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_timeout,
+                health_check_interval=0,
+            )
+        except ValueError as err:  # redis-py's message may quote the URL, password and all
+            raise OnlineStoreError(
+                redact(f"the Redis URL {self.url} is not valid: {err}", known=self._secrets)
+            ) from None
         self._read = self._client.register_script(_READ)
         self._swap = self._client.register_script(_SWAP)
         self._metas: dict[str, bytes] = {}
+
+    def __repr__(self) -> str:
+        return f"RedisOnlineStore({self.url!r})"
 
     def _key(self, *parts: object) -> str:
         return ":".join([self.prefix, *(str(p) for p in parts)])
 
     def _unavailable(self, err: BaseException, doing: str) -> OnlineStoreError:
+        # redis-py's messages are not ours: mask anything secret they may carry
         return OnlineStoreError(
-            f"the Redis online store {self.url} is unavailable while {doing}: "
-            f"{type(err).__name__}: {err}. Check that redis-server is running and reachable."
+            redact(
+                f"the Redis online store {self.url} is unavailable while {doing}: "
+                f"{type(err).__name__}: {err}. Check that redis-server is running and "
+                "reachable (and the password, if it asks for one).",
+                known=self._secrets,
+            )
         )
 
     def write_snapshot(
@@ -201,6 +219,16 @@ class RedisOnlineStore:
     def close(self) -> None:
         """Close the connection pool."""
         self._client.close()
+
+
+def _secret_values(query: dict[str, list[str]]) -> list[str]:
+    """Values of query parameters that carry credentials (``?password=...``)."""
+    return [
+        v
+        for name, values in query.items()
+        if name.lower() in ("password", "username")
+        for v in values
+    ]
 
 
 def _text(value: bytes | str) -> str:

@@ -25,6 +25,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
+from featurekit.core.names import shown
+from featurekit.core.redact import redact
 from featurekit.online.errors import OnlineStoreError
 
 __all__ = ["MemoryOnlineStore", "OnlineStore", "SQLiteOnlineStore", "open_online_store"]
@@ -78,6 +80,9 @@ class MemoryOnlineStore:
     def __init__(self) -> None:
         self.url = "memory://"
         self._data: dict[tuple[str, int], tuple[str, bytes, dict[bytes, bytes]]] = {}
+
+    def __repr__(self) -> str:
+        return "MemoryOnlineStore()"
 
     def write_snapshot(
         self, view: str, version: int, meta: bytes, entries: Iterable[tuple[bytes, bytes]]
@@ -146,6 +151,9 @@ class SQLiteOnlineStore:
         self._local = threading.local()
         self._metas: dict[str, bytes] = {}
         self._ready = False
+
+    def __repr__(self) -> str:
+        return f"SQLiteOnlineStore({str(self.path)!r})"
 
     # ---- connections ------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -313,9 +321,10 @@ def open_online_store(spec: Any, root: Path) -> OnlineStore:
                 spec = data["url"]
             except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as err:
                 raise OnlineStoreError(
-                    f"online store config {str(config)!r} cannot be read ({err}); it must be "
-                    'JSON like {"url": "redis://127.0.0.1:6379/0"}.'
-                ) from err
+                    f"online store config {str(config)!r} cannot be read "
+                    f"({redact(str(err))}); it must be JSON like "
+                    '{"url": "redis://127.0.0.1:6379/0"}.'
+                ) from None  # the cause may quote the file, password and all
         else:
             spec = "sqlite"
     if isinstance(spec, str):
@@ -329,7 +338,8 @@ def open_online_store(spec: Any, root: Path) -> OnlineStore:
 
             return RedisOnlineStore(text)
         raise OnlineStoreError(
-            f"online store {spec!r} is not understood; use 'sqlite' (the default), 'memory' "
+            f"online store {shown(redact(text))} is not understood; use 'sqlite' (the "
+            "default), 'memory' "
             "or a Redis URL such as 'redis://127.0.0.1:6379/0'."
         )
     if isinstance(spec, OnlineStore):

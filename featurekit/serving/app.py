@@ -1,32 +1,57 @@
 """The feature server: ``featurekit serve`` (FastAPI on uvicorn).
 
 ``POST /v1/features`` is ``store.get_online_features`` over JSON: the same plan, the same
-lookup, the same values. Bad input gets a JSON error naming the field and, for unknown
-names, the closest known one (404 unknown feature or view, 413 too many entities, 422
-malformed request or wrong key type); an unreachable online store gets 503 and the server
-stays up. Responses are encoded with orjson.
+lookup, the same values. Responses are encoded with orjson.
+
+One boundary (:class:`_Boundary`, a plain ASGI middleware) wraps every request: it
+enforces the body limit while the body streams in, turns every exception (ours,
+FastAPI's validation errors, Starlette's 404/405) into the one error shape
+``{"error": {"type", "message", "field"?, "limit"?}}``, and records the request's
+latency and status in the metrics. The handlers only compute.
+
+Input is bounded before any work is done (:class:`Limits`): body bytes (413), features per
+request (413), entities per request (413) and name length (422). Every name from a
+request passes :func:`featurekit.core.names.validate_name` before it is looked up, so
+nothing from a request reaches a path unchecked. Error messages never echo unbounded
+input, never show a server path (the store root becomes ``<store>``) and never show a
+credential (:mod:`featurekit.core.redact`).
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import re
+import logging
+import secrets
 import sys
 import time
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from featurekit.core.config import __version__
-from featurekit.core.errors import FeatureKitError, NotFoundError, StorageError, did_you_mean
+from featurekit.core.definitions import FeatureRef
+from featurekit.core.errors import (
+    DefinitionError,
+    FeatureKitError,
+    NotFoundError,
+    StorageError,
+    did_you_mean,
+)
+from featurekit.core.names import MAX_NAME_LENGTH, NameKind, shown, validate_name
 from featurekit.core.on_demand import OnDemandFeature
+from featurekit.core.redact import redact
 from featurekit.offline.services import FeatureService
 from featurekit.online.errors import OnlineStoreError, TooManyEntitiesError
 from featurekit.online.lookup import ServiceName
@@ -34,12 +59,79 @@ from featurekit.online.snapshot import SnapshotMeta
 from featurekit.serving.metrics import Metrics
 from featurekit.store import Store
 
-__all__ = ["DEFAULT_MAX_ENTITIES", "create_app", "load_definitions"]
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_COLUMNS",
+    "DEFAULT_MAX_ENTITIES",
+    "DEFAULT_MAX_FEATURES",
+    "Limits",
+    "RequestTooLargeError",
+    "create_app",
+    "load_definitions",
+]
 
 DEFAULT_MAX_ENTITIES = 10_000
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+DEFAULT_MAX_FEATURES = 1_000
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_COLUMNS = 256
+#: Longest error message a response carries; anything longer is cut (never echo megabytes).
+MAX_MESSAGE = 1_000
+
+_log = logging.getLogger("featurekit.serving")
 
 Value = StrictInt | StrictStr | StrictFloat | StrictBool | None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for; larger requests are refused before any work is done.
+
+    Attributes:
+        max_body_bytes: request body size (HTTP 413); counted while the body streams in,
+            so a huge body is never read whole.
+        max_features: feature references in one ``features`` list (HTTP 413).
+        max_entities: entity rows in one request (HTTP 413).
+        max_columns: entity columns in one request: keys, request columns and columns
+            passed through (HTTP 413).
+        max_name_length: characters in any name from a request (HTTP 422); at most
+            :data:`featurekit.core.names.MAX_NAME_LENGTH`, which no valid name exceeds.
+
+    Example:
+        >>> create_app(store, limits=Limits(max_entities=1_000))
+    """
+
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_features: int = DEFAULT_MAX_FEATURES
+    max_entities: int = DEFAULT_MAX_ENTITIES
+    max_columns: int = DEFAULT_MAX_COLUMNS
+    max_name_length: int = MAX_NAME_LENGTH
+
+    def __post_init__(self) -> None:
+        limits = ("max_body_bytes", "max_features", "max_entities", "max_columns")
+        for name in (*limits, "max_name_length"):
+            if getattr(self, name) < 1:
+                raise DefinitionError(f"server limit {name} must be at least 1.")
+        if self.max_name_length > MAX_NAME_LENGTH:
+            raise DefinitionError(
+                f"server limit max_name_length={self.max_name_length} is above "
+                f"{MAX_NAME_LENGTH}, the longest name featurekit accepts anywhere."
+            )
+
+
+class RequestTooLargeError(FeatureKitError):
+    """A request is larger than a server limit (body, features or entities); see ``limit``."""
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class RequestFieldError(DefinitionError):
+    """One field of a request is invalid; ``field`` names it (a dotted path)."""
+
+    def __init__(self, message: str, *, field: str | None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class FeaturesRequest(BaseModel):
@@ -100,8 +192,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in (
         (404, "Unknown feature, view, version or service (the message suggests the closest)."),
-        (413, "Too many entities in one request (the message and 'limit' give the limit)."),
-        (422, "Malformed request, missing key column or wrong key type (names the field)."),
+        (413, "Body, feature list or entities above the server's limits ('limit' says which)."),
+        (422, "Malformed request or name, missing key column or wrong key type (names the field)."),
         (503, "The online store is unavailable (e.g. Redis is down); retry later."),
     )
 }
@@ -110,15 +202,19 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 def create_app(
     store: Store,
     *,
-    max_entities: int = DEFAULT_MAX_ENTITIES,
+    limits: Limits | None = None,
     definitions: Sequence[OnDemandFeature | FeatureService] = (),
 ) -> FastAPI:
     """The FastAPI app serving ``store`` (on-demand code and services from ``definitions``).
+
+    ``/docs`` is a self-contained page (no CDN): it lists the endpoints and links the
+    OpenAPI spec at ``/openapi.json``.
 
     Example:
         >>> import uvicorn
         >>> uvicorn.run(create_app(fk.Store("./store")), host="127.0.0.1", port=8000)
     """
+    limits = limits or Limits()
     store.add_definitions(definitions)
     service = store.online_service()
     metrics = Metrics()
@@ -129,27 +225,13 @@ def create_app(
             "Online features from a featurekit store: exactly what a training set built "
             "with labels at the lookup instant would hold."
         ),
+        docs_url=None,
+        redoc_url=None,
     )
-
-    def respond(endpoint: str, began: float, status: int, body: Any) -> Response:
-        metrics.request(endpoint, status, time.perf_counter() - began)
-        return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-    def failure(endpoint: str, began: float, err: Exception) -> Response:
-        status, body = _error(err, max_entities)
-        return respond(endpoint, began, status, body)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> Response:
-        first = exc.errors()[0] if exc.errors() else {}
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-        field = ".".join(loc) or None
-        message = f"{field or 'request'}: {first.get('msg', 'invalid request')}"
-        if first.get("type") == "extra_forbidden":
-            message += " (allowed: features, feature_service, entities, with_metadata)"
-        body = {"error": {"type": "ValidationError", "message": message, "field": field}}
-        metrics.request(request.url.path, 422, 0.0)
-        return Response(orjson.dumps(body), status_code=422, media_type="application/json")
+    # FastAPI's own answers (404/405, validation, bad JSON) go to the one boundary too
+    app.add_exception_handler(HTTPException, _reraise)
+    app.add_exception_handler(RequestValidationError, _reraise)
+    app.add_middleware(_Boundary, metrics=metrics, limits=limits, root=store.root)
 
     @app.post(
         "/v1/features",
@@ -160,73 +242,45 @@ def create_app(
     def get_features(body: FeaturesRequest) -> Response:
         """Same semantics as ``store.get_online_features``; rows come back in request order."""
         began = time.perf_counter()
-        try:
-            n = max((len(v) for v in body.entities.values()), default=0)
-            if n > max_entities:
-                raise TooManyEntitiesError(
-                    f"{n} entities in one request; the limit is {max_entities}. Split the "
-                    "request into batches.",
-                    limit=max_entities,
-                )
-            features: Any
-            if (body.features is None) == (body.feature_service is None):
-                raise _Invalid("pass exactly one of 'features' and 'feature_service'.", "features")
-            if body.feature_service is not None:
-                features = ServiceName(body.feature_service)
-            else:
-                features = tuple(body.features or ())
-            result = service.lookup(features, body.entities, with_metadata=body.with_metadata)
-        except Exception as err:
-            return failure("/v1/features", began, err)
+        features = _checked_features(body, limits)
+        result = service.lookup(features, body.entities, with_metadata=body.with_metadata)
         metrics.lookup(result.stats, time.perf_counter() - began)
-        payload = {
-            "lookup_ts": _iso(result.at_us),
-            "columns": result.frame.to_dict(as_series=False),
-        }
-        return respond("/v1/features", began, 200, payload)
+        columns = result.frame.to_dict(as_series=False)
+        return _json(200, {"lookup_ts": _iso(result.at_us), "columns": columns})
 
     @app.get("/v1/feature-views", summary="List feature views")
     def list_views() -> Response:
         """Every view with its latest version, keys, features, TTL and online snapshot."""
-        began = time.perf_counter()
-        try:
-            snapshots = _snapshots(store)
-            out = [
-                _describe(store, name, store.registry.versions(name)[-1].version, snapshots)
-                for name in store.views()
-            ]
-        except Exception as err:
-            return failure("/v1/feature-views", began, err)
-        return respond("/v1/feature-views", began, 200, {"feature_views": out})
+        snapshots = _snapshots(store)
+        out = [
+            _describe(store, name, store.registry.versions(name)[-1].version, snapshots)
+            for name in store.views()
+        ]
+        return _json(200, {"feature_views": out})
 
     @app.get("/v1/feature-views/{name}", responses=_ERRORS, summary="Describe a feature view")
     def get_view(name: str) -> Response:
         """One view: every version, its features and dtypes, and its online snapshot."""
-        began = time.perf_counter()
-        try:
-            if not _NAME.match(name) or not store.registry.versions(name):
-                raise NotFoundError(
-                    f"no view named {name!r} in this store.{did_you_mean(name, store.views())}"
-                )
-            snapshots = _snapshots(store)
-            versions = [
-                _describe(store, name, r.version, snapshots) for r in store.registry.versions(name)
-            ]
-            body = {"name": name, "latest": versions[-1]["version"], "versions": versions}
-        except Exception as err:
-            return failure("/v1/feature-views/{name}", began, err)
-        return respond("/v1/feature-views/{name}", began, 200, body)
+        _checked_name(name, "view", "name", limits)
+        if not store.registry.versions(name):
+            raise NotFoundError(
+                f"no view named {name!r} in this store.{did_you_mean(name, store.views())}"
+            )
+        snapshots = _snapshots(store)
+        versions = [
+            _describe(store, name, r.version, snapshots) for r in store.registry.versions(name)
+        ]
+        return _json(200, {"name": name, "latest": versions[-1]["version"], "versions": versions})
 
-    @app.get("/health", summary="Liveness and online-store reachability")
+    @app.get(
+        "/health",
+        responses={503: _ERRORS[503]},
+        summary="Liveness and online-store reachability",
+    )
     def health() -> Response:
-        """200 when the online store answers, 503 (with the reason) when it does not."""
-        began = time.perf_counter()
-        try:
-            service.online.ping()
-        except FeatureKitError as err:
-            body = {"status": "unavailable", "online_store": service.online.url, "error": str(err)}
-            return respond("/health", began, 503, body)
-        return respond("/health", began, 200, {"status": "ok", "online_store": service.online.url})
+        """200 when the online store answers; 503 in the error shape, naming it, when not."""
+        service.online.ping()  # OnlineStoreError -> 503 at the boundary
+        return _json(200, {"status": "ok", "online_store": _public(service.online.url, store.root)})
 
     @app.get("/metrics", summary="Prometheus metrics")
     def metrics_endpoint() -> Response:
@@ -241,34 +295,288 @@ def create_app(
         text = metrics.render(snaps)
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        """The endpoints, from the OpenAPI spec, on one page that loads nothing else."""
+        return HTMLResponse(_docs_page(app.openapi()))
+
     return app
 
 
-class _Invalid(FeatureKitError):
-    def __init__(self, message: str, field: str) -> None:
-        super().__init__(message)
-        self.field = field
+# ---- request checks -------------------------------------------------------------------------
+def _checked_features(body: FeaturesRequest, limits: Limits) -> Any:
+    """The request's feature list with every name validated; limits checked first."""
+    if (body.features is None) == (body.feature_service is None):
+        raise RequestFieldError(
+            "pass exactly one of 'features' and 'feature_service'.", field="features"
+        )
+    if len(body.entities) > limits.max_columns:
+        raise RequestTooLargeError(
+            f"{len(body.entities)} entity columns in one request; the limit is "
+            f"{limits.max_columns}. Send only the key and request columns.",
+            limit=limits.max_columns,
+        )
+    for column in body.entities:
+        if len(column) > limits.max_name_length:
+            raise RequestFieldError(
+                f"entity column name {shown(column)} is longer than {limits.max_name_length} "
+                "characters.",
+                field="entities",
+            )
+    n = max((len(v) for v in body.entities.values()), default=0)
+    if n > limits.max_entities:
+        raise TooManyEntitiesError(
+            f"{n} entities in one request; the limit is {limits.max_entities}. Split the "
+            "request into batches.",
+            limit=limits.max_entities,
+        )
+    if body.feature_service is not None:
+        name = _checked_name(body.feature_service, "service", "feature_service", limits)
+        return ServiceName(name)
+    refs = body.features or []
+    if len(refs) > limits.max_features:
+        raise RequestTooLargeError(
+            f"{len(refs)} feature references in one request; the limit is "
+            f"{limits.max_features}. Ask for 'view:*' or split the request.",
+            limit=limits.max_features,
+        )
+    longest = 2 * limits.max_name_length + 24  # view@version:feature
+    for i, ref in enumerate(refs):
+        field = f"features.{i}"
+        if len(ref) > longest:
+            raise RequestFieldError(
+                f"feature reference {shown(ref)} is longer than {longest} characters.",
+                field=field,
+            )
+        try:
+            parsed = FeatureRef.parse(ref)
+        except DefinitionError as err:
+            raise RequestFieldError(str(err), field=field) from None
+        _checked_name(parsed.view, "view", field, limits)
+        if parsed.feature != "*":
+            _checked_name(parsed.feature, "feature", field, limits)
+    # a repeated reference asks for the same column again: look each up once
+    return tuple(dict.fromkeys(refs))
 
 
-def _error(err: Exception, max_entities: int) -> tuple[int, dict[str, Any]]:
-    body: dict[str, Any] = {"type": type(err).__name__, "message": str(err)}
-    if isinstance(err, TooManyEntitiesError):
-        body["limit"] = err.limit
-        return 413, {"error": body}
-    if isinstance(err, NotFoundError):
-        return 404, {"error": body}
-    if isinstance(err, OnlineStoreError | StorageError):
-        return 503, {"error": body}
-    if isinstance(err, _Invalid):
-        body["type"] = "ValidationError"
-        body["field"] = err.field
-        return 422, {"error": body}
-    if isinstance(err, FeatureKitError):
-        field = re.search(r"(?:column|key) '([^']+)'", str(err))
-        body["field"] = field.group(1) if field else None
-        return 422, {"error": body}
-    body = {"type": "InternalError", "message": f"{type(err).__name__}: {err}"}
-    return 500, {"error": body}
+def _checked_name(name: str, kind: NameKind, field: str, limits: Limits) -> str:
+    """``name`` if it is a valid ``kind`` name within the length limit, else a 422."""
+    if len(name) > limits.max_name_length:
+        raise RequestFieldError(
+            f"{kind} name {shown(name)} is longer than {limits.max_name_length} characters.",
+            field=field,
+        )
+    try:
+        return validate_name(name, kind)
+    except DefinitionError as err:
+        raise RequestFieldError(str(err), field=field) from None
+
+
+# ---- the boundary: body limit, error mapping, timing, metrics -------------------------------
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class _BodyTooLarge(HTTPException):
+    """Raised while streaming a body past the limit (an HTTPException, so FastAPI passes it on)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413)
+        self.limit = limit
+
+
+class _Boundary:
+    """Wraps every HTTP request: body limit, error mapping, latency and status metrics."""
+
+    def __init__(self, app: Any, *, metrics: Metrics, limits: Limits, root: Path) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.limits = limits
+        self.root = root
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        endpoint = _endpoint(scope)
+        state = {"status": 500, "started": False, "received": 0, "too_large": False}
+        limit = self.limits.max_body_bytes
+
+        async def counted_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > limit:
+                    state["too_large"] = True
+                    raise _BodyTooLarge(limit)
+            return message
+
+        async def watched_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["started"], state["status"] = True, message["status"]
+            await send(message)
+
+        try:
+            if _declared_length(scope) > limit:
+                raise _BodyTooLarge(limit)
+            await self.app(scope, counted_receive, watched_send)
+        except Exception as err:
+            if state["started"]:
+                raise  # the response is on its way; nothing sane can be sent instead
+            mapped = _BodyTooLarge(limit) if state["too_large"] else err
+            status, body, headers = self._error(mapped, scope)
+            response = _json(status, body)
+            response.headers.update(headers)
+            await response(scope, receive, watched_send)
+        finally:
+            self.metrics.request(endpoint, int(state["status"]), time.perf_counter() - began)
+
+    def _error(self, err: Exception, scope: Scope) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """Status, body (the one error shape) and headers for ``err``."""
+        status, kind, message = 422, type(err).__name__, str(err)
+        field: str | None = getattr(err, "field", None)
+        limit: int | None = getattr(err, "limit", None)
+        headers: dict[str, str] = {}
+        if isinstance(err, _BodyTooLarge):
+            status, kind = 413, "RequestTooLargeError"
+            message = (
+                f"the request body is larger than {err.limit} bytes; split the request "
+                "(featurekit serve --max-body-bytes raises the limit)."
+            )
+        elif isinstance(err, RequestValidationError):
+            kind, message, field = "ValidationError", *_validation(err)
+        elif isinstance(err, HTTPException):
+            status, kind, message, headers = _http(err, scope)
+        elif isinstance(err, TooManyEntitiesError | RequestTooLargeError):
+            status = 413
+        elif isinstance(err, NotFoundError):
+            status = 404
+        elif isinstance(err, OnlineStoreError | StorageError):
+            status = 503
+        elif isinstance(err, RequestFieldError):
+            kind = "ValidationError"
+        elif not isinstance(err, FeatureKitError):
+            ref = secrets.token_hex(4)
+            trace = "".join(traceback.format_exception(err))
+            _log.error(
+                "internal error %s on %s %s:\n%s",
+                ref,
+                scope.get("method"),
+                shown(scope.get("path", ""), 200),
+                redact(trace),
+            )
+            status, kind = 500, "InternalError"
+            message = f"internal error (reference {ref}); the server log has the details."
+        error = ErrorBody(
+            type=kind,
+            message=_public(message, self.root),
+            field=None if field is None else _public(field, self.root)[:200],
+            limit=limit,
+        )
+        return status, {"error": error.model_dump(exclude_none=True)}, headers
+
+
+async def _reraise(request: Request, exc: Exception) -> Response:
+    """Hand FastAPI's own errors to :class:`_Boundary`, the one place that maps errors."""
+    raise exc
+
+
+def _endpoint(scope: Scope) -> str:
+    """The route template for metrics (bounded label values: never the raw path)."""
+    app = scope.get("app")
+    for route in getattr(getattr(app, "router", None), "routes", ()):
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            return str(getattr(route, "path", "unmatched"))
+    return "unmatched"
+
+
+def _declared_length(scope: Scope) -> int:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
+
+
+def _validation(err: RequestValidationError) -> tuple[str, str | None]:
+    """Message and field of FastAPI's validation error, read from the error object."""
+    first = err.errors()[0] if err.errors() else {}
+    if first.get("type") == "json_invalid":
+        ctx = first.get("ctx") or {}
+        pos = next((p for p in first.get("loc", ()) if isinstance(p, int)), None)
+        where = f" at character {pos}" if pos is not None else ""
+        return (
+            f"the request body is not valid JSON ({ctx.get('error', 'decode error')}{where}).",
+            None,
+        )
+    loc = [
+        shown(p, 40) if isinstance(p, str) and len(p) > 40 else str(p)
+        for p in first.get("loc", ())
+        if p != "body"
+    ]
+    field = ".".join(loc) or None
+    message = f"{field or 'request'}: {first.get('msg', 'invalid request')}"
+    if first.get("type") == "extra_forbidden":
+        message += " (allowed: features, feature_service, entities, with_metadata)"
+    return message, field
+
+
+def _http(err: HTTPException, scope: Scope) -> tuple[int, str, str, dict[str, str]]:
+    """Starlette's own 404/405/400 in the error shape (the path cut, never echoed whole)."""
+    method, path = scope.get("method", ""), shown(scope.get("path", ""))
+    headers = dict(err.headers or {})
+    if err.status_code == 404:
+        return 404, "NotFoundError", f"no endpoint at {path}; see /docs for the API.", headers
+    if err.status_code == 405:
+        allowed = headers.get("Allow") or headers.get("allow") or ""
+        message = f"{method} is not allowed on {path}; use {allowed or 'another method'}."
+        return 405, "MethodNotAllowedError", message, headers
+    if err.status_code == 413:
+        return 413, "RequestTooLargeError", str(err.detail), headers
+    return err.status_code, "BadRequestError", str(err.detail), headers
+
+
+def _public(text: str, root: Path) -> str:
+    """``text`` fit for a response: credentials masked, store paths hidden, length cut."""
+    out = redact(text)
+    for path in dict.fromkeys((str(root.resolve()), str(root), str(root.absolute()))):
+        out = out.replace(path, "<store>")
+    return out if len(out) <= MAX_MESSAGE else f"{out[: MAX_MESSAGE - 20]}... (cut)"
+
+
+def _json(status: int, body: Any) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _docs_page(spec: dict[str, Any]) -> str:
+    """A self-contained HTML page of the endpoints (no script, no stylesheet, no CDN)."""
+    rows = []
+    for path, operations in spec.get("paths", {}).items():
+        for method, op in operations.items():
+            summary = escape(str(op.get("summary", "")))
+            text = escape(str(op.get("description", "")))
+            rows.append(
+                f"<tr><td><code>{escape(method.upper())} {escape(path)}</code></td>"
+                f"<td><b>{summary}</b><br>{text}</td></tr>"
+            )
+    title = escape(str(spec.get("info", {}).get("title", "")))
+    version = escape(str(spec.get("info", {}).get("version", "")))
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{title}</title></head><body style='font-family:sans-serif;max-width:60em'>"
+        f"<h1>{title} <small>{version}</small></h1>"
+        "<p>The full specification is <a href='openapi.json'>openapi.json</a>. Errors "
+        'have the shape <code>{"error": {"type", "message", "field"?, '
+        '"limit"?}}</code>.</p>'
+        f"<table border='1' cellpadding='6' style='border-collapse:collapse'>{''.join(rows)}"
+        "</table></body></html>"
+    )
 
 
 def _iso(us: int) -> str:

@@ -41,9 +41,10 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> fk.Store:
 
 @pytest.fixture(scope="module")
 def client(filled: fk.Store) -> Iterator[httpx.Client]:
-    from featurekit.serving.app import create_app
+    from featurekit.serving.app import Limits, create_app
 
-    app = create_app(filled, definitions=[fare_ratio, pricing], max_entities=10_000)
+    limits = Limits(max_entities=10_000)
+    app = create_app(filled, definitions=[fare_ratio, pricing], limits=limits)
     with http_server(app) as base, httpx.Client(base_url=base, timeout=30) as http:
         yield http
 
