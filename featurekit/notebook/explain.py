@@ -208,17 +208,17 @@ def _explain_view(
     wanted = [*keys, spec["timestamp"], *([created] if created else [])]
     wanted.extend(c for c in stored if c not in wanted)
     if any(v is None for v in key_values.values()) or when is None:
-        rows = _empty(registry.root / spec["table"], spec, wanted)
+        rows = _empty(registry.layout.uri(spec["table"]), spec, wanted)
     else:
         where = pl.lit(True)
         for key, value in key_values.items():
             where = where & (pl.col(key) == pl.lit(value))
-        table = str(registry.root / spec["table"])
+        table = registry.layout.uri(spec["table"])
         version = spec["delta_version"]
         rows = (
             delta.read_rows(table, version=version, columns=wanted, where=where)
             if version is not None
-            else _empty(registry.root / spec["table"], spec, wanted)
+            else _empty(table, spec, wanted)
         )
     rows = rows.with_row_index(_ROW)
     chosen: int | None = None

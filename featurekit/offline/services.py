@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
@@ -36,7 +35,12 @@ from featurekit.core.on_demand import OnDemandFeature, OnDemandStep, apply_on_de
 from featurekit.core.timeutil import utcnow
 from featurekit.kernels.pit import ViewFrame
 from featurekit.kernels.pit import output_names as view_output_names
-from featurekit.storage.registry import Registry, VersionRecord, write_json_once
+from featurekit.storage.registry import (
+    OnDemandRecord,
+    Registry,
+    ServiceRecord,
+    VersionRecord,
+)
 
 if TYPE_CHECKING:
     from featurekit.offline.training import ViewRequest
@@ -85,22 +89,6 @@ class FeatureService(BaseModel):
         return f"FeatureService({self.name!r}, features={shown})"
 
 
-class OnDemandRecord(BaseModel):
-    """One version of an on-demand feature, as the registry keeps it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    version: int
-    fingerprint: str
-    inputs: list[str]  # pinned: "view@N:feature"
-    request: list[str]
-    outputs: list[str]
-    parts: dict[str, Any]
-    created_at: str
-    format_version: int = FORMAT_VERSION
-
-
 @dataclass
 class Catalog:
     """On-demand features and services this process has seen, by name (their code lives here)."""
@@ -120,19 +108,9 @@ class Catalog:
 
 
 # ---- on-demand versions ----------------------------------------------------------------------
-def _on_demand_dir(registry: Registry, name: str) -> Any:
-    return registry.dir / "on_demand" / name
-
-
 def on_demand_records(registry: Registry, name: str) -> list[OnDemandRecord]:
     """Every version of an on-demand feature, oldest first (empty if unknown)."""
-    folder = _on_demand_dir(registry, name)
-    if not folder.exists():
-        return []
-    records = [
-        OnDemandRecord.model_validate(orjson.loads(p.read_bytes())) for p in folder.glob("v*.json")
-    ]
-    return sorted(records, key=lambda r: r.version)
+    return registry.on_demand_versions(name)
 
 
 def resolve_on_demand(registry: Registry, feature: OnDemandFeature) -> OnDemandRecord:
@@ -167,24 +145,22 @@ def resolve_on_demand(registry: Registry, feature: OnDemandFeature) -> OnDemandR
             "pick another name (features are addressed as 'name:feature')."
         )
     outputs = _discover_outputs(feature, dtypes)
-    with registry.lock(f"on_demand.{feature.name}"):
-        records = on_demand_records(registry, feature.name)
-        for existing in records:
-            if existing.fingerprint == fingerprint:
-                return existing
-        record = OnDemandRecord(
+    record: OnDemandRecord = registry.append_version(
+        "on_demand",
+        feature.name,
+        lambda number: OnDemandRecord(
             name=feature.name,
-            version=records[-1].version + 1 if records else 1,
+            version=number,
             fingerprint=fingerprint,
             inputs=inputs,
             request=list(feature.request_columns),
             outputs=outputs,
             parts=parts,
-            created_at=utcnow().isoformat(),
-        )
-        path = _on_demand_dir(registry, feature.name) / f"v{record.version}.json"
-        write_json_once(path, record.model_dump(mode="json"))
-        return record
+            created_at=utcnow(),
+        ),
+        reuse=lambda records: next((r for r in records if r.fingerprint == fingerprint), None),
+    )
+    return record
 
 
 def _discover_outputs(feature: OnDemandFeature, dtypes: Mapping[str, pl.DataType]) -> list[str]:
@@ -224,45 +200,38 @@ def register_service(registry: Registry, service: FeatureService, lookup: Lookup
             refs.append(f"{item.name}:*")
         else:
             refs.append(str(FeatureRef.parse(item)))
-    folder = registry.dir / "services" / service.name
     digest = stable_hash({"features": refs})
-    existing = service_records(registry, service.name)
-    if existing and existing[-1]["hash"] == digest:
+    existing = registry.service_versions(service.name)
+    if existing and existing[-1].hash == digest:
         return refs
-    with registry.lock(f"service.{service.name}"):
-        existing = service_records(registry, service.name)
-        if existing and existing[-1]["hash"] == digest:
-            return refs
-        number = existing[-1]["version"] + 1 if existing else 1
-        write_json_once(
-            folder / f"v{number}.json",
-            {
-                "name": service.name,
-                "version": number,
-                "hash": digest,
-                "features": refs,
-                "description": service.description,
-                "created_at": utcnow().isoformat(),
-            },
+
+    def build(number: int) -> ServiceRecord:
+        return ServiceRecord(
+            name=service.name,
+            version=number,
+            hash=digest,
+            features=refs,
+            description=service.description,
+            created_at=utcnow(),
         )
+
+    registry.append_version(  # a change back to an older list is a new version
+        "service",
+        service.name,
+        build,
+        reuse=lambda records: records[-1] if records and records[-1].hash == digest else None,
+    )
     return refs
 
 
-def service_records(registry: Registry, name: str) -> list[dict[str, Any]]:
+def service_records(registry: Registry, name: str) -> list[ServiceRecord]:
     """Every version of a service, oldest first."""
-    folder = registry.dir / "services" / name
-    if not folder.exists():
-        return []
-    records = [orjson.loads(p.read_bytes()) for p in folder.glob("v*.json")]
-    return sorted(records, key=lambda r: int(r["version"]))
+    return registry.service_versions(name)
 
 
 def service_names(registry: Registry) -> list[str]:
     """Names of registered services, sorted."""
-    folder = registry.dir / "services"
-    if not folder.exists():
-        return []
-    return sorted(p.name for p in folder.iterdir() if any(p.glob("v*.json")))
+    return registry.service_names()
 
 
 def service_features(registry: Registry, catalog: Catalog, name: str) -> list[Any]:
@@ -273,7 +242,7 @@ def service_features(registry: Registry, catalog: Catalog, name: str) -> list[An
     if not records:
         known = set(service_names(registry)) | set(catalog.services)
         raise NotFoundError(f"no feature service named {name!r}.{did_you_mean(name, known)}")
-    return list(records[-1]["features"])
+    return list(records[-1].features)
 
 
 # ---- planning --------------------------------------------------------------------------------
@@ -524,7 +493,7 @@ def rebuild_hook(
         recorded = next(
             (r for r in on_demand_records(registry, name) if r.version == version), None
         )
-        if recorded is None or recorded.parts.get("code") != feature.code_fingerprint():
+        if recorded is None or recorded.code != feature.code_fingerprint():
             raise ReproducibilityError(
                 f"on-demand feature {name!r} loaded here is not the code of version {version} "
                 "that built this training set (its code fingerprint differs). Load that code."

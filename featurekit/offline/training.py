@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import metadata
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import polars as pl
@@ -28,7 +27,7 @@ from featurekit.core.timeutil import to_utc_expr, utcnow
 from featurekit.kernels.aggregate import AggSpec
 from featurekit.kernels.pit import PointInTime, ViewFrame, pit_join
 from featurekit.storage import delta
-from featurekit.storage.registry import Registry, VersionRecord, write_json_once
+from featurekit.storage.registry import Registry, VersionRecord
 
 if TYPE_CHECKING:
     from featurekit.notebook.explain import Explanation
@@ -80,9 +79,9 @@ class TrainingSet:
                 f"training set name {name!r} is not valid: use letters, digits, '_', '-' "
                 "and '.', starting with a letter or digit (e.g. 'churn-2026-11')."
             )
-        data = self._registry.training_set_dir(self.id) / "data"
-        if not delta.table_exists(str(data)):
-            delta.write_rows(str(data), self._frame, metadata={"training_set": self.id})
+        data = self._registry.layout.training_set_uri(self.id, "data")
+        if not delta.table_exists(data):
+            delta.write_rows(data, self._frame, metadata={"training_set": self.id})
         self._registry.name_training_set(name, self.id)
         return self
 
@@ -142,7 +141,7 @@ def build(
             "view": r.record.view,
             "version": r.record.version,
             "fingerprint": r.record.fingerprint,
-            "table": str(Path(r.table).relative_to(registry.root)),
+            "table": registry.layout.key_of(r.table),
             "delta_version": r.delta_version,
             "keys": r.record.keys,
             "timestamp": r.record.timestamp,
@@ -191,8 +190,8 @@ def rebuild(
     registry: Registry, manifest: dict[str, Any], on_demand: OnDemandHook | None = None
 ) -> TrainingSet:
     """Rebuild a training set from its manifest and verify its content hash."""
-    folder = registry.training_set_dir(manifest["id"])
-    labels = _read_labels(folder / "labels", manifest["labels"]["schema"])
+    labels_uri = registry.layout.training_set_uri(manifest["id"], "labels")
+    labels = _read_labels(labels_uri, manifest["labels"]["schema"])
     timestamp = manifest["labels"]["timestamp"]
     requests = []
     for v in manifest["views"]:
@@ -203,7 +202,7 @@ def rebuild(
                 record,
                 tuple(v["features"]),
                 ttl,
-                str(registry.root / v["table"]),
+                registry.layout.uri(v["table"]),
                 v["delta_version"],
             )
         )
@@ -289,13 +288,14 @@ def _prune(
     condition = pl.col(record.timestamp) <= pl.lit(high)
     reach = ttl
     if record.aggregations:  # events count for labels up to the widest window after them
-        windows = [a["window_us"] for a in record.aggregations]
-        reach = None if None in windows else timedelta(microseconds=max(windows))
+        windows = [a.window for a in record.aggregations]
+        reach = (
+            None if any(w is None for w in windows) else max(w for w in windows if w is not None)
+        )
     if reach is not None and isinstance(low, datetime):
         condition = condition & (pl.col(record.timestamp) >= pl.lit(low - reach))
-    stored = record.parts.get("source_schema", {}).get("output", {})
     for key in record.keys:
-        if key not in labels.columns or str(labels.schema[key]) != stored.get(key):
+        if key not in labels.columns or str(labels.schema[key]) != record.output.get(key):
             continue  # the kernel aligns or rejects mismatched key dtypes, with a clear message
         values = labels.get_column(key).drop_nulls().unique()
         if values.len() <= KEY_PRUNE_LIMIT:
@@ -305,25 +305,21 @@ def _prune(
 
 def aggregation_specs(record: VersionRecord, features: Sequence[str]) -> tuple[AggSpec, ...]:
     """The requested aggregates of an aggregation view, in request order."""
-    by_name = {a["name"]: a for a in record.aggregations}
+    by_name = {a.name: a for a in record.aggregations}
     return tuple(
-        AggSpec(
-            a["column"],
-            a["function"],
-            None if a["window_us"] is None else timedelta(microseconds=a["window_us"]),
-            a["name"],
-        )
+        AggSpec(a.column, a.function, a.window, a.name)
         for a in (by_name[f] for f in features if f in by_name)
     )
 
 
 def _persist(registry: Registry, manifest: Mapping[str, Any], labels: pl.DataFrame) -> None:
-    folder = registry.training_set_dir(manifest["id"])
-    if (folder / "manifest.json").exists():
+    ts_id = str(manifest["id"])
+    if registry.has_manifest(ts_id):
         return
     stored = _storable(labels.with_row_index(_ROW))
-    delta.write_rows(str(folder / "labels"), stored, metadata={"training_set": manifest["id"]})
-    write_json_once(folder / "manifest.json", dict(manifest))
+    uri = registry.layout.training_set_uri(ts_id, "labels")
+    delta.write_rows(uri, stored, metadata={"training_set": ts_id})
+    registry.add_manifest(ts_id, manifest)
 
 
 def _storable(frame: pl.DataFrame) -> pl.DataFrame:
@@ -337,7 +333,7 @@ def _storable(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(casts) if casts else frame
 
 
-def _read_labels(path: Path, schema_b64: str) -> pl.DataFrame:
+def _read_labels(path: str, schema_b64: str) -> pl.DataFrame:
     schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(schema_b64)))
     version = delta.current_version(str(path))
     if version is None:

@@ -144,7 +144,7 @@ class OnlineService:
         registry = self._store.registry
         watch_dirs: list[str] = []
         if isinstance(features, ServiceName):
-            watch_dirs.append(str(registry.dir / "services" / features.name))
+            watch_dirs.append(str(registry.layout.watch_path("service", features.name)))
             features = service_features(registry, self._catalog, features.name)
         expanded = expand(features, registry, self._catalog, self._store_lookup)
         merged: dict[tuple[str, int], tuple[VersionRecord, list[str]]] = {}
@@ -177,9 +177,9 @@ class OnlineService:
                 )
             )
         for name in expanded.watch:
-            watch_dirs.append(str(registry.dir / "views" / name))
+            watch_dirs.append(str(registry.layout.watch_path("view", name)))
         for use in expanded.on_demand:
-            watch_dirs.append(str(registry.dir / "on_demand" / use.feature.name))
+            watch_dirs.append(str(registry.layout.watch_path("on_demand", use.feature.name)))
         watch = [(p, _mtime(p)) for p in dict.fromkeys(watch_dirs)]
         return _Plan(views, tuple(key_columns), tuple(request_columns), steps, drop, watch)
 
@@ -405,7 +405,7 @@ def _series(name: str, values: list[Any]) -> pl.Series:
 
 
 def _key_kind(record: VersionRecord, key: str) -> tuple[str, int, int] | None:
-    dtype = str(record.parts.get("source_schema", {}).get("output", {}).get(key, "Int64"))
+    dtype = record.output.get(key, "Int64")
     if dtype in _INT_RANGES:
         low, high = _INT_RANGES[dtype]
         return dtype, low, high
