@@ -78,7 +78,8 @@ def validate_name(name: object, kind: NameKind) -> str:
         rule = "letters, digits, '_', '-' and '.', starting with a letter, digit or '_'"
     else:
         rule = "letters, digits and underscores, starting with a letter or '_'"
+    what = kind if kind.endswith(" id") else f"{kind} name"
     raise DefinitionError(
-        f"{kind} name {shown(name)} is not valid: use {rule}, at most {MAX_NAME_LENGTH} "
+        f"{what} {shown(name)} is not valid: use {rule}, at most {MAX_NAME_LENGTH} "
         f"characters (and not the reserved prefix {RESERVED_PREFIX!r})."
     )

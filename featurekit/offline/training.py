@@ -10,7 +10,6 @@ recorded content hash, or raises :class:`~featurekit.core.errors.Reproducibility
 from __future__ import annotations
 
 import base64
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,8 +20,9 @@ import polars as pl
 import pyarrow as pa
 
 from featurekit.core.config import __version__
-from featurekit.core.errors import DefinitionError, ReproducibilityError, SchemaError
+from featurekit.core.errors import ReproducibilityError, SchemaError
 from featurekit.core.hashing import frame_hash, stable_hash
+from featurekit.core.names import validate_name
 from featurekit.core.timeutil import to_utc_expr, utcnow
 from featurekit.kernels.aggregate import AggSpec
 from featurekit.kernels.pit import PointInTime, ViewFrame, pit_join
@@ -74,11 +74,7 @@ class TrainingSet:
 
     def save(self, name: str) -> TrainingSet:
         """Name this training set and keep a materialized copy of its rows."""
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name or ""):
-            raise DefinitionError(
-                f"training set name {name!r} is not valid: use letters, digits, '_', '-' "
-                "and '.', starting with a letter or digit (e.g. 'churn-2026-11')."
-            )
+        validate_name(name, "training set")
         data = self._registry.layout.training_set_uri(self.id, "data")
         if not delta.table_exists(data):
             delta.write_rows(data, self._frame, metadata={"training_set": self.id})

@@ -34,7 +34,7 @@ Example:
 from __future__ import annotations
 
 import re
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Literal, get_args
 
 from featurekit.core.config import REGISTRY_DIR
@@ -192,12 +192,12 @@ class StoreLayout:
         Refuses keys that are absolute or climb out of the root, so a record on disk
         cannot point a reader at another folder.
         """
-        parts = PurePosixPath(key).parts
-        if not parts or key.startswith("/") or any(p in ("..", ".", "") for p in parts):
+        parts = key.removesuffix("/").split("/") if isinstance(key, str) else [""]
+        if any(p in ("..", ".", "") or "\\" in p or "\x00" in p for p in parts):
             raise StorageError(
                 f"stored path {shown(key)} is not inside the store; the record is corrupt."
             )
-        return str(self.root.joinpath(*parts)).rstrip("/")
+        return str(self.root.joinpath(*parts))
 
     def key_of(self, uri: str) -> str:
         """The key of a location under this root (inverse of :meth:`uri`)."""

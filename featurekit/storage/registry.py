@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import ValidationError
 
-from featurekit.core.config import FORMAT_VERSION, REGISTRY_DIR
+from featurekit.core.config import FORMAT_VERSION
 from featurekit.core.errors import NotFoundError, StorageError, did_you_mean
 from featurekit.storage.layout import LineageKind, RecordKind, StoreLayout
 from featurekit.storage.objectstore import ObjectStore
@@ -82,14 +82,14 @@ class Registry:
             return
         if not create:
             raise StorageError(
-                f"no featurekit store at {str(self.root)!r} (no {REGISTRY_DIR}/store.json); "
+                f"no featurekit store at {str(self.root)!r} (no {self.layout.marker_key}); "
                 "check the path, or open it with create=True to make a new store."
             )
         if self.root.exists() and not self.root.is_dir():
             raise StorageError(f"store root {str(self.root)!r} is a file, not a folder.")
         if self.root.exists() and any(self.root.iterdir()):
             raise StorageError(
-                f"{str(self.root)!r} is not a featurekit store (no {REGISTRY_DIR}/store.json) and "
+                f"{str(self.root)!r} is not a featurekit store (no {self.layout.marker_key}) and "
                 "is not empty; refusing to write into it. Pick an empty or new folder."
             )
         self._write_once(marker, {"format_version": FORMAT_VERSION, "kind": "featurekit-store"})
