@@ -20,11 +20,11 @@ import polars as pl
 import pyarrow as pa
 
 from featurekit.core.config import __version__
+from featurekit.core.definitions import Aggregation
 from featurekit.core.errors import ReproducibilityError, SchemaError
 from featurekit.core.hashing import frame_hash, stable_hash
 from featurekit.core.names import validate_name
 from featurekit.core.timeutil import to_utc_expr, utcnow
-from featurekit.kernels.aggregate import AggSpec
 from featurekit.kernels.pit import PointInTime, ViewFrame, pit_join
 from featurekit.storage import delta
 from featurekit.storage.registry import Registry, VersionRecord
@@ -299,13 +299,10 @@ def _prune(
     return condition
 
 
-def aggregation_specs(record: VersionRecord, features: Sequence[str]) -> tuple[AggSpec, ...]:
+def aggregation_specs(record: VersionRecord, features: Sequence[str]) -> tuple[Aggregation, ...]:
     """The requested aggregates of an aggregation view, in request order."""
     by_name = {a.name: a for a in record.aggregations}
-    return tuple(
-        AggSpec(a.column, a.function, a.window, a.name)
-        for a in (by_name[f] for f in features if f in by_name)
-    )
+    return tuple(by_name[f] for f in features if f in by_name)
 
 
 def _persist(registry: Registry, manifest: Mapping[str, Any], labels: pl.DataFrame) -> None:
