@@ -108,11 +108,6 @@ class Catalog:
 
 
 # ---- on-demand versions ----------------------------------------------------------------------
-def on_demand_records(registry: Registry, name: str) -> list[OnDemandRecord]:
-    """Every version of an on-demand feature, oldest first (empty if unknown)."""
-    return registry.on_demand_versions(name)
-
-
 def resolve_on_demand(registry: Registry, feature: OnDemandFeature) -> OnDemandRecord:
     """Fingerprint ``feature`` against the view versions it reads; record a new version if new."""
     inputs: list[str] = []
@@ -136,7 +131,7 @@ def resolve_on_demand(registry: Registry, feature: OnDemandFeature) -> OnDemandR
         "format": FORMAT_VERSION,
     }
     fingerprint = stable_hash(parts)
-    for existing in on_demand_records(registry, feature.name):
+    for existing in registry.on_demand_versions(feature.name):
         if existing.fingerprint == fingerprint:
             return existing
     if registry.versions(feature.name):
@@ -224,23 +219,13 @@ def register_service(registry: Registry, service: FeatureService, lookup: Lookup
     return refs
 
 
-def service_records(registry: Registry, name: str) -> list[ServiceRecord]:
-    """Every version of a service, oldest first."""
-    return registry.service_versions(name)
-
-
-def service_names(registry: Registry) -> list[str]:
-    """Names of registered services, sorted."""
-    return registry.service_names()
-
-
 def service_features(registry: Registry, catalog: Catalog, name: str) -> list[Any]:
     """The feature list of a service known in this process or registered in the store."""
     if name in catalog.services:
         return list(catalog.services[name].features)
-    records = service_records(registry, name)
+    records = registry.service_versions(name)
     if not records:
-        known = set(service_names(registry)) | set(catalog.services)
+        known = set(registry.service_names()) | set(catalog.services)
         raise NotFoundError(f"no feature service named {name!r}.{did_you_mean(name, known)}")
     return list(records[-1].features)
 
@@ -356,7 +341,7 @@ def _as_on_demand(
                     f"{record.version}; only the loaded version can run."
                 )
         return feature, ref.feature
-    if on_demand_records(registry, ref.view):
+    if registry.on_demand_versions(ref.view):
         raise NotFoundError(
             f"on-demand feature {ref.view!r} is registered in this store, but its code is not "
             "loaded in this process; pass the decorated object (or a FeatureService holding it), "
@@ -462,7 +447,7 @@ def _names_on_demand(specs: Any, registry: Registry, catalog: Catalog) -> bool:
             except FeatureKitError:
                 return False  # the view path reports the parse error
             if ref.view in catalog.on_demand or (
-                not registry.versions(ref.view) and on_demand_records(registry, ref.view)
+                not registry.versions(ref.view) and registry.on_demand_versions(ref.view)
             ):
                 return True
     return False
@@ -491,7 +476,7 @@ def rebuild_hook(
                 f"store.training_set_by_id({manifest['id']!r}, on_demand=[{name}])."
             )
         recorded = next(
-            (r for r in on_demand_records(registry, name) if r.version == version), None
+            (r for r in registry.on_demand_versions(name) if r.version == version), None
         )
         if recorded is None or recorded.code != feature.code_fingerprint():
             raise ReproducibilityError(
