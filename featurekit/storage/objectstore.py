@@ -93,13 +93,22 @@ class LocalObjectStore:
 
     def list(self, prefix: str) -> list[str]:
         """Every file under ``prefix``, as keys, sorted (temporary files left out)."""
-        folder = self.path(prefix.rstrip("/")) if prefix else self.root
-        if not folder.is_dir():
-            return []
+        base = prefix.rstrip("/")
         keys: list[str] = []
-        for dirpath, _, files in os.walk(folder):
-            base = Path(dirpath).relative_to(self.root).as_posix()
-            keys.extend(f"{base}/{name}" for name in files if not name.startswith(TEMP_PREFIX))
+        pending = [(str(self.path(base)) if base else str(self.root), base)]
+        while pending:  # scandir, not Path objects: the registry lists on every lookup
+            folder, key = pending.pop()
+            try:
+                entries = os.scandir(folder)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            with entries:
+                for entry in entries:
+                    child = f"{key}/{entry.name}" if key else entry.name
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append((entry.path, child))
+                    elif not entry.name.startswith(TEMP_PREFIX):
+                        keys.append(child)
         return sorted(keys)
 
     def exists(self, key: str) -> bool:
