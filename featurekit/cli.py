@@ -263,14 +263,14 @@ def _errors() -> Iterator[None]:
 
 def _open(root: Path) -> Store:
     """Open an existing store; never create one by accident from a mistyped path."""
-    from featurekit.core.config import REGISTRY_DIR
     from featurekit.core.errors import StorageError
+    from featurekit.storage.layout import StoreLayout
     from featurekit.store import Store
 
-    marker = root.expanduser() / REGISTRY_DIR / "store.json"
-    if not marker.is_file():
+    layout = StoreLayout(root.expanduser())
+    if not layout.has_store():
         raise StorageError(
-            f"{str(root)!r} is not a featurekit store (no {REGISTRY_DIR}/store.json). "
+            f"{str(root)!r} is not a featurekit store (no {layout.marker_key}). "
             "Pass the store root with --store, e.g. --store ./featurekit-demo/store."
         )
     return Store(root, progress=False)

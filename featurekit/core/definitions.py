@@ -274,7 +274,6 @@ class Aggregation(BaseModel):
         column: str,
         function: str,
         window: str | timedelta | None = None,
-        *,
         name: str | None = None,
     ) -> None:
         from featurekit.core.timeutil import parse_duration

@@ -29,9 +29,10 @@ from typing import Literal, Protocol
 
 import polars as pl
 
+from featurekit.core.definitions import Aggregation
 from featurekit.core.errors import SchemaError
 from featurekit.core.timeutil import to_utc_expr
-from featurekit.kernels.aggregate import AggSpec, aggregate
+from featurekit.kernels.aggregate import aggregate
 from featurekit.kernels.frames import Packing, gather_rows, in_order, last_of_runs, packed_order
 
 PointInTime = Literal["knowledge", "event"]
@@ -73,7 +74,7 @@ class ViewFrame:
     created_timestamp: str | None
     features: tuple[str, ...]
     ttl: timedelta | None
-    aggregations: tuple[AggSpec, ...] = ()
+    aggregations: tuple[Aggregation, ...] = ()
 
     def loaded(self) -> LoadedView:
         """This view with its rows in memory."""

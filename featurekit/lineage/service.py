@@ -24,6 +24,7 @@ from featurekit.lineage.record import (
     training_set_record,
 )
 from featurekit.offline.models import ModelRecord
+from featurekit.storage.layout import LineageKind
 from featurekit.storage.registry import Registry
 
 if TYPE_CHECKING:
@@ -84,7 +85,9 @@ class StoreLineage:
             f"model {entry.id!r}",
         )
 
-    def _record(self, kind: str, key: str, build: Callable[[], dict[str, Any]], what: str) -> None:
+    def _record(
+        self, kind: LineageKind, key: str, build: Callable[[], dict[str, Any]], what: str
+    ) -> None:
         """Build a record and write it once; emit it when it was new. Failures only warn."""
         try:
             record = build()

@@ -207,7 +207,7 @@ def _explain_view(
     stored = record.event_columns if aggs else spec.features
     wanted = [*keys, spec.timestamp, *([created] if created else [])]
     wanted.extend(c for c in stored if c not in wanted)
-    table = str(registry.root / spec.table)
+    table = registry.layout.uri(spec.table)
     if any(v is None for v in key_values.values()) or when is None:
         rows = _empty(table, spec, wanted)
     else:

@@ -40,12 +40,13 @@ from typing import Any, Literal
 import polars as pl
 
 from featurekit.core.definitions import Source
-from featurekit.core.errors import SchemaError
+from featurekit.core.errors import SchemaError, StorageError
 from featurekit.core.timeutil import to_utc_datetime, utcnow
 from featurekit.offline.batching import DEFAULT_BUDGET, batch_count, estimate_bytes, key_partitions
 from featurekit.offline.compute import Layout, Window, call_view, collect_rows, shaped, view_inputs
 from featurekit.offline.resolve import ResolvedView, changed_parts
 from featurekit.storage import delta
+from featurekit.storage.layout import StoreLayout
 from featurekit.storage.registry import Registry, VersionRecord
 from featurekit.storage.sources import TimeBound, scan_source
 
@@ -74,8 +75,8 @@ class MaterializeResult:
 
 
 def table_uri(root: Path, view: str, version: int) -> str:
-    """Where one view version's Delta table lives."""
-    return str(root / "features" / view / f"v{version}")
+    """Where one view version's Delta table lives (the store layout decides)."""
+    return StoreLayout(root).table_uri(view, version)
 
 
 def materialize(
@@ -98,8 +99,8 @@ def materialize(
         existing = next(
             (r for r in registry.versions(name) if r.fingerprint == resolved.fingerprint), None
         )
-        number = existing.version if existing else _next_version(registry, name)
-        uri = table_uri(registry.root, name, number)
+        number = existing.version if existing else registry.next_version("view", name)
+        uri = registry.layout.table_uri(name, number)
         runs = delta.history(uri) if existing else []
         previous = _last_watermarks(runs)
         step("finding new rows")
@@ -133,8 +134,12 @@ def materialize(
                 "watermarks": watermarks,
             },
         )
-        if existing is None:
-            registry.add_version(_record(registry, resolved, number))
+        if existing is None and _append(registry, resolved).version != number:
+            # the run holds the view's lock, so only a writer ignoring it can get here
+            raise StorageError(
+                f"view {name!r}: version {number} was taken by another writer while this run "
+                f"wrote its table (Delta version {version}); re-run store.materialize({name})."
+            )
         return MaterializeResult(
             name, number, resolved.fingerprint, run_id, mode, counted.rows, version, window
         )
@@ -184,19 +189,20 @@ def _batches(resolved: ResolvedView, window: Window, version: int, budget: int) 
 
 def register(registry: Registry, resolved: ResolvedView) -> VersionRecord:
     """Record the version without computing it (idempotent)."""
-    name = resolved.name
-    with registry.lock(name):
-        for record in registry.versions(name):
-            if record.fingerprint == resolved.fingerprint:
-                return record
-        record = _record(registry, resolved, _next_version(registry, name))
-        registry.add_version(record)
-        return record
+    return _append(registry, resolved)
 
 
-def _next_version(registry: Registry, name: str) -> int:
-    records = registry.versions(name)
-    return records[-1].version + 1 if records else 1
+def _append(registry: Registry, resolved: ResolvedView) -> VersionRecord:
+    """The version of ``resolved``: its existing record, or the next number, recorded once."""
+    record: VersionRecord = registry.append_version(
+        "view",
+        resolved.name,
+        lambda number: _record(registry, resolved, number),
+        reuse=lambda records: next(
+            (r for r in records if r.fingerprint == resolved.fingerprint), None
+        ),
+    )
+    return record
 
 
 def _record(registry: Registry, resolved: ResolvedView, number: int) -> VersionRecord:
@@ -218,7 +224,7 @@ def _record(registry: Registry, resolved: ResolvedView, number: int) -> VersionR
         parts=resolved.parts,
         description=view.description,
         tags=dict(view.tags),
-        aggregations=[a.spec() for a in view.aggregations],
+        aggregations=list(view.aggregations),
         event_columns=list(layout.event_columns),
     )
 

@@ -28,6 +28,7 @@ import orjson
 from featurekit.core.names import shown
 from featurekit.core.redact import redact
 from featurekit.online.errors import OnlineStoreError
+from featurekit.storage.layout import StoreLayout
 
 __all__ = ["MemoryOnlineStore", "OnlineStore", "SQLiteOnlineStore", "open_online_store"]
 
@@ -314,7 +315,7 @@ def open_online_store(spec: Any, root: Path) -> OnlineStore:
     implementing :class:`OnlineStore`.
     """
     if spec is None:
-        config = root / "online" / "config.json"
+        config = StoreLayout(root).online_path("config.json")
         if config.exists():
             try:
                 data = orjson.loads(config.read_bytes())
@@ -330,7 +331,7 @@ def open_online_store(spec: Any, root: Path) -> OnlineStore:
     if isinstance(spec, str):
         text = spec.strip()
         if text in ("sqlite", "embedded"):
-            return SQLiteOnlineStore(root / "online" / "online.sqlite")
+            return SQLiteOnlineStore(StoreLayout(root).online_path("online.sqlite"))
         if text == "memory":
             return MemoryOnlineStore()
         if text.startswith(("redis://", "rediss://", "unix://")):

@@ -19,7 +19,6 @@ import polars as pl
 
 from featurekit.core.timeutil import utcnow
 from featurekit.offline.batching import DEFAULT_BUDGET, batch_count, frame_bytes, key_partitions
-from featurekit.offline.materialize import table_uri
 from featurekit.online.aggregates import event_snapshot_entries, event_snapshot_meta
 from featurekit.online.snapshot import SnapshotMeta, snapshot_entries, snapshot_meta
 from featurekit.online.stores import OnlineStore
@@ -47,7 +46,7 @@ def sync_view(
     the rows held at once.
     """
     record = registry.version(view, version)
-    uri = table_uri(registry.root, view, version)
+    uri = registry.layout.table_uri(view, version)
     with registry.lock(view):
         current = delta.current_version(uri)
         if current is None:
