@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+from featurekit.core import display
 from featurekit.core.config import FORMAT_VERSION
 from featurekit.core.definitions import check_name
 from featurekit.core.errors import DefinitionError, NotFoundError, did_you_mean
@@ -54,10 +55,8 @@ class ModelRecord(BaseModel):
         """Lineage node id, ``model:<name>@<version>``."""
         return f"model:{self.name}@{self.version}"
 
-    def _repr_html_(self) -> str:
-        from featurekit.notebook.reprs import model_html
-
-        return model_html(self)
+    def _repr_html_(self) -> str | None:
+        return display.html_for(self)
 
 
 def describe_model(model: Any, mlflow_run_id: str | None) -> tuple[dict[str, Any], str | None]:

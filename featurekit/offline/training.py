@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import polars as pl
 import pyarrow as pa
 
+from featurekit.core import display
 from featurekit.core.config import __version__
 from featurekit.core.errors import DefinitionError, ReproducibilityError, SchemaError
 from featurekit.core.hashing import frame_hash, stable_hash
@@ -101,14 +102,11 @@ class TrainingSet:
         Example:
             >>> ts.explain(0)  # a timeline per view in Jupyter; .to_polars() for the rows
         """
-        from featurekit.notebook.explain import explain
+        explanation: Explanation = display.explain(self, row)
+        return explanation
 
-        return explain(self, row)
-
-    def _repr_html_(self) -> str:
-        from featurekit.notebook.reprs import training_set_html
-
-        return training_set_html(self)
+    def _repr_html_(self) -> str | None:
+        return display.html_for(self)
 
 
 class OnDemandHook(Protocol):

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from featurekit.online.errors import OnlineStoreError
-from featurekit.online.stores import ReadRequest, ReadResult
+from featurekit.online.types import ReadRequest, ReadResult
 
 __all__ = ["RedisOnlineStore"]
 

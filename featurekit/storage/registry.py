@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+from featurekit.core import display
 from featurekit.core.config import FORMAT_VERSION, REGISTRY_DIR
 from featurekit.core.errors import NotFoundError, StorageError, did_you_mean
 
@@ -49,10 +50,8 @@ class VersionRecord(BaseModel):
     event_columns: list[str] = []
     format_version: int = FORMAT_VERSION
 
-    def _repr_html_(self) -> str:
-        from featurekit.notebook.reprs import version_html
-
-        return version_html(self)
+    def _repr_html_(self) -> str | None:
+        return display.html_for(self)
 
 
 class Registry:
