@@ -85,6 +85,33 @@ def format_duration(value: timedelta | None) -> str | None:
     return f"{int(value / timedelta(microseconds=1))}us"
 
 
+#: Display units, largest first, in microseconds (the notation :func:`parse_duration` reads).
+_LABEL_UNITS: tuple[tuple[str, int], ...] = (
+    ("d", 86_400_000_000),
+    ("h", 3_600_000_000),
+    ("m", 60_000_000),
+    ("s", 1_000_000),
+    ("ms", 1_000),
+)
+
+
+def duration_label(span: timedelta) -> str:
+    """A TTL or window as people write it: the largest unit that divides it evenly.
+
+    The one formatter for durations shown to people (CLI, notebook cards, explanations) and
+    for the window part of aggregate names, so ``7d`` reads the same everywhere.
+
+    Example:
+        >>> duration_label(timedelta(days=7)), duration_label(timedelta(minutes=90))
+        ('7d', '90m')
+    """
+    micros = int(span / timedelta(microseconds=1))
+    for unit, size in _LABEL_UNITS:
+        if micros % size == 0:
+            return f"{micros // size}{unit}"
+    return f"{micros}us"
+
+
 def to_utc_expr(
     column: str, dtype: pl.DataType, *, what: str, time_unit: Literal["us", "ns"] = "us"
 ) -> pl.Expr:
