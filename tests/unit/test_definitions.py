@@ -169,3 +169,26 @@ def test_aggregate_names_use_the_same_duration_labels() -> None:
     assert fk.Aggregation("fare", "sum", "168h").name == "fare_sum_7d"
     assert fk.Aggregation("fare", "sum", "90m").name == "fare_sum_90m"
     assert fk.Aggregation("fare", "count").name == "fare_count_lifetime"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1500ms", timedelta(milliseconds=1500)),  # not 1500 minutes with a plural 's'
+        ("7us", timedelta(microseconds=7)),
+        ("5 mins", timedelta(minutes=5)),
+        ("2 hours", timedelta(hours=2)),
+        ("30 secs", timedelta(seconds=30)),
+    ],
+)
+def test_milliseconds_and_microseconds_are_not_read_as_plurals(
+    text: str, expected: timedelta
+) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("span", [timedelta(seconds=1.5), timedelta(microseconds=7)])
+def test_every_duration_label_parses_back(span: timedelta) -> None:
+    from featurekit.core.timeutil import duration_label
+
+    assert parse_duration(duration_label(span)) == span
