@@ -72,12 +72,12 @@ class Store:
         self.root = Path(text.removeprefix("file://")).expanduser().resolve()
         self.storage_options = dict(storage_options or {})
         self.progress = progress
-        # performance (issue 7): materialization streams in batches above this budget
+        # materialization streams in batches above this budget
         self.memory_budget = parse_size(memory_budget)
         self.registry = Registry(self.root, create=create)
-        # lineage (issue 5): recorded as a side effect; optionally emitted as OpenLineage
+        # lineage is recorded as a side effect; optionally emitted as OpenLineage
         self._lineage = StoreLineage(self.registry, lineage_emitter)
-        # online serving (issue 4): opened on first use, so a Store costs nothing until then
+        # the online store is opened on first use, so a Store costs nothing until then
         self._online_spec = online
         self._online_service: OnlineService | None = None
         self._catalog = Catalog()
@@ -105,7 +105,7 @@ class Store:
         resolved = self._resolve(view)
         sources = self._lineage.before_materialize(resolved)
         show = self.progress if progress is None else progress
-        bar = _progress(f"materialize {view.name}", 3, show)
+        bar = Progress(f"materialize {view.name}", 3, show=show)
         budget = parse_size(memory_budget) or self.memory_budget
         try:
             result = materialize(
@@ -114,7 +114,7 @@ class Store:
                 start=start,
                 end=end,
                 full_refresh=full_refresh,
-                step=lambda text: _advance(bar, text),
+                step=bar.step,
                 memory_budget=budget,
             )
         finally:
@@ -151,7 +151,7 @@ class Store:
         return delta.read_rows(uri, version=current)
 
     def optimize(self, view: FeatureView | str, version: int | None = None) -> OptimizeResult:
-        """Compact a view version's table into globally sorted files (issue 7).
+        """Compact a view version's table into globally sorted files.
 
         After many incremental runs a table is many small per-run files; this rewrites the
         latest Delta version's rows in (keys, event time) order in one commit, so training
@@ -197,14 +197,14 @@ class Store:
                 f"point_in_time must be 'knowledge' or 'event', got {point_in_time!r}."
             )
         when = to_utc_datetime(as_of) if as_of is not None else None
-        specs, on_demand = training_plan(  # services and on-demand features (issue 4)
+        specs, on_demand = training_plan(  # services and on-demand features
             features, self.registry, self._catalog, lambda s: self._lookup(s, when), frame.columns
         )
         requests = self._requests(specs, ttl or {}, when)
         show = self.progress if progress is None else progress
-        bar = _progress("training set", 2, show if frame.height >= LONG_TRAINING_SET else False)
+        bar = Progress("training set", 2, show=show if frame.height >= LONG_TRAINING_SET else False)
         try:
-            _advance(bar, f"joining {len(requests)} views onto {frame.height:,} labels")
+            bar.step(f"joining {len(requests)} views onto {frame.height:,} labels")
             ts = build(
                 self.registry,
                 frame,
@@ -214,7 +214,7 @@ class Store:
                 as_of=when,
                 on_demand=on_demand(requests) if on_demand is not None else None,
             )
-            _advance(bar, "recording lineage")
+            bar.step("recording lineage")
         finally:
             bar.close()
         self._lineage.after_training_set(ts)
@@ -254,7 +254,7 @@ class Store:
             )
         return out
 
-    # ---- online serving (issue 4; logic lives in featurekit.online) -------------------------
+    # ---- online serving (logic lives in featurekit.online) --------------------------------
     def get_online_features(
         self,
         features: FeatureSpec | Sequence[FeatureSpec],
@@ -322,7 +322,7 @@ class Store:
                 "is safe."
             ) from err
 
-    # ---- models and lineage (issue 5) -----------------------------------------------------
+    # ---- models and lineage ---------------------------------------------------------------
     def log_model(
         self,
         name: str,
@@ -505,11 +505,3 @@ def _as_frame(labels: Any) -> pl.DataFrame:
             f"labels must be a polars/pyarrow/pandas frame, got {type(labels).__name__}."
         ) from err
     return frame
-
-
-def _progress(label: str, total: int, show: bool | None) -> Progress:
-    return Progress(label, total, show=show)
-
-
-def _advance(bar: Progress, text: str) -> None:
-    bar.step(text)

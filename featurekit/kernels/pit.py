@@ -15,8 +15,6 @@ Fast paths (same answers; tests/integration/test_perf_kernel.py compares them): 
 rows are usually already in rank order, so their sort is skipped; with one integer key,
 the ``avail``-order re-sort is replaced by a suffix minimum of ``avail`` in rank order
 (see ``_join_one``), and sorts by (key, time) use one packed ``UInt64`` key.
-
-The kernel sits behind :class:`JoinKernel` so a scale-out engine can replace it.
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Literal, Protocol
+from typing import Literal
 
 import polars as pl
 
@@ -85,19 +83,6 @@ class LoadedView(ViewFrame):
     """A :class:`ViewFrame` whose rows are in memory (for type checkers only)."""
 
     frame: pl.DataFrame
-
-
-class JoinKernel(Protocol):
-    """What a point-in-time engine must provide (polars today; Daft/Ray later)."""
-
-    def __call__(
-        self,
-        labels: pl.DataFrame,
-        *,
-        timestamp: str,
-        views: Sequence[ViewFrame],
-        point_in_time: PointInTime = "knowledge",
-    ) -> pl.DataFrame: ...
 
 
 def output_names(label_columns: Sequence[str], views: Sequence[ViewFrame]) -> list[str]:

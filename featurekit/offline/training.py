@@ -256,7 +256,7 @@ def _read_view(req: ViewRequest, labels: pl.DataFrame, timestamp: str) -> ViewFr
         pl.lit(False) if req.delta_version is None else _prune(labels, timestamp, record, req.ttl)
     )
 
-    def load() -> pl.DataFrame:  # the kernel reads one view at a time (issue 7: memory)
+    def load() -> pl.DataFrame:  # the kernel reads one view at a time: memory holds one table
         return delta.read_rows(req.table, version=version, columns=columns, where=where)
 
     return ViewFrame(
