@@ -27,7 +27,7 @@ from typing import Literal
 
 import polars as pl
 
-from featurekit.core.errors import SchemaError
+from featurekit.core.errors import DefinitionError, SchemaError
 from featurekit.core.timeutil import to_utc_expr
 from featurekit.kernels.aggregate import AggSpec, aggregate
 from featurekit.kernels.frames import Packing, gather_rows, in_order, last_of_runs, packed_order
@@ -114,7 +114,9 @@ def pit_join(
             f"columns are {labels.columns}."
         )
     if point_in_time not in ("knowledge", "event"):
-        raise SchemaError(f"point_in_time must be 'knowledge' or 'event', got {point_in_time!r}.")
+        raise DefinitionError(
+            f"point_in_time must be 'knowledge' or 'event', got {point_in_time!r}."
+        )
     to_utc_expr(timestamp, labels.schema[timestamp], what="label timestamp")  # checks dtype
     names = output_names(labels.columns, views)
     columns: list[pl.Series] = []

@@ -350,3 +350,61 @@ def test_explain_without_a_registered_explainer_says_what_to_do() -> None:
         "no explainer is registered for object: import featurekit (it registers the "
         "notebook layer's) before calling explain()."
     )
+
+
+# ---- one mistake, one error class -------------------------------------------------------------
+def test_a_bad_point_in_time_mode_is_a_definition_error_in_the_kernel_too() -> None:
+    """``Store.training_set`` raises DefinitionError for it; the kernel must agree."""
+    from featurekit.core.errors import DefinitionError
+    from featurekit.kernels.pit import pit_join
+
+    labels = pl.DataFrame({"driver_id": [1], "ts": [datetime(2024, 1, 1)]})
+    with pytest.raises(DefinitionError) as err:
+        pit_join(labels, timestamp="ts", views=[], point_in_time="now")  # type: ignore[arg-type]
+    assert str(err.value) == "point_in_time must be 'knowledge' or 'event', got 'now'."
+
+
+def test_a_lineage_node_id_of_the_wrong_type_is_a_definition_error() -> None:
+    import featurekit as fk
+    from featurekit.lineage.service import resolve_id
+
+    with pytest.raises(fk.DefinitionError) as err:
+        resolve_id(fk.LineageGraph(), 3, None)  # type: ignore[arg-type]
+    assert str(err.value) == "a lineage node id must be a string, got int."
+
+
+def _tree_parents(text: str) -> dict[str, str]:
+    """Class -> parent, read from a drawn tree (``├──``/``└──`` lines under a root line)."""
+    parents: dict[str, str] = {}
+    stack: list[tuple[int, str]] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped == "FeatureKitError":
+            stack = [(line.index("F"), "FeatureKitError")]
+            continue
+        if not stack or not ("├── " in line or "└── " in line):
+            continue
+        depth = max(line.find("├── "), line.find("└── ")) + 4  # where the name starts
+        name = line[depth:].split()[0]
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        parents[name] = stack[-1][1]
+        stack.append((depth, name))
+    return parents
+
+
+def test_every_error_class_is_in_both_drawn_trees_under_its_real_parent() -> None:
+    from featurekit.core import errors
+    from featurekit.online import errors as online_errors
+
+    classes = {
+        obj.__name__: obj.__mro__[1].__name__
+        for module in (errors, online_errors)
+        for obj in vars(module).values()
+        if isinstance(obj, type)
+        and issubclass(obj, errors.FeatureKitError)
+        and obj is not errors.FeatureKitError
+    }
+    docs = (PACKAGE.parent / "docs" / "concepts.md").read_text()
+    assert _tree_parents(errors.__doc__ or "") == classes
+    assert _tree_parents(docs) == classes
