@@ -408,3 +408,20 @@ def test_every_error_class_is_in_both_drawn_trees_under_its_real_parent() -> Non
     docs = (PACKAGE.parent / "docs" / "concepts.md").read_text()
     assert _tree_parents(errors.__doc__ or "") == classes
     assert _tree_parents(docs) == classes
+
+
+def test_docs_architecture_lists_every_module_under_its_layer() -> None:
+    """A new module gets its line in docs/architecture.md (table rows: layer, module, job)."""
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    listed: set[str] = set()
+    for row in text.splitlines():
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        if len(cells) != 3 or cells[0] not in (*LAYERS, "surface"):
+            continue
+        for name in cells[1].replace("`", "").split(","):
+            prefix = "featurekit" if cells[0] == "surface" else f"featurekit.{cells[0]}"
+            listed.add(f"{prefix}.{name.strip()}")
+    expected = {n for n in modules() if n.count(".") >= 1 and not _is_package(n)} | {
+        "featurekit.__init__"
+    }
+    assert expected - listed == set()
