@@ -35,7 +35,8 @@ _UNITS = {
     "y": timedelta(days=365),
     "year": timedelta(days=365),
 }
-_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*(?=\d|$)")
+#: A number and its unit; "ms" and "us" are tried first, or "ms" would read as a plural of "m".
+_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|us|[a-z]+?)s?\s*(?=\d|$)")
 ACCEPTED_DURATIONS = (
     "'30s', '15m', '1h', '7d', '2w', '1y', '1h30m', '7 days' or a datetime.timedelta"
 )
@@ -59,12 +60,11 @@ def parse_duration(value: str | timedelta | None, *, what: str = "duration") -> 
         pos, total = 0, timedelta()
         while pos < len(text):
             match = _PART.match(text, pos)
-            unit = _unit(match.group(2)) if match else None
-            if match is None or unit is None:
+            if not match or match.group(2) not in _UNITS:
                 raise DefinitionError(
                     f"{what} {value!r} does not parse. Accepted forms: {ACCEPTED_DURATIONS}."
                 )
-            total += float(match.group(1)) * unit
+            total += float(match.group(1)) * _UNITS[match.group(2)]
             pos = match.end()
         if not text:
             raise DefinitionError(f"{what} is empty. Accepted forms: {ACCEPTED_DURATIONS}.")
@@ -77,14 +77,6 @@ def parse_duration(value: str | timedelta | None, *, what: str = "duration") -> 
     if result <= timedelta(0):
         raise DefinitionError(f"{what} must be positive, got {value!r}.")
     return result
-
-
-def _unit(word: str) -> timedelta | None:
-    """A unit word, plural or not. The whole word is tried first: "ms" is milliseconds,
-    not a plural of minutes."""
-    if word in _UNITS:
-        return _UNITS[word]
-    return _UNITS.get(word[:-1]) if word.endswith("s") else None
 
 
 def format_duration(value: timedelta | None) -> str | None:
