@@ -72,12 +72,12 @@ class Store:
         self.root = Path(text.removeprefix("file://")).expanduser().resolve()
         self.storage_options = dict(storage_options or {})
         self.progress = progress
-        # materialization streams in batches above this budget
+        # performance (issue 7): materialization streams in batches above this budget
         self.memory_budget = parse_size(memory_budget)
         self.registry = Registry(self.root, create=create)
-        # lineage is recorded as a side effect; optionally emitted as OpenLineage
+        # lineage (issue 5): recorded as a side effect; optionally emitted as OpenLineage
         self._lineage = StoreLineage(self.registry, lineage_emitter)
-        # the online store is opened on first use, so a Store costs nothing until then
+        # online serving (issue 4): opened on first use, so a Store costs nothing until then
         self._online_spec = online
         self._online_service: OnlineService | None = None
         self._catalog = Catalog()
@@ -151,7 +151,7 @@ class Store:
         return delta.read_rows(uri, version=current)
 
     def optimize(self, view: FeatureView | str, version: int | None = None) -> OptimizeResult:
-        """Compact a view version's table into globally sorted files.
+        """Compact a view version's table into globally sorted files (issue 7).
 
         After many incremental runs a table is many small per-run files; this rewrites the
         latest Delta version's rows in (keys, event time) order in one commit, so training
@@ -197,7 +197,7 @@ class Store:
                 f"point_in_time must be 'knowledge' or 'event', got {point_in_time!r}."
             )
         when = to_utc_datetime(as_of) if as_of is not None else None
-        specs, on_demand = training_plan(  # services and on-demand features
+        specs, on_demand = training_plan(  # services and on-demand features (issue 4)
             features, self.registry, self._catalog, lambda s: self._lookup(s, when), frame.columns
         )
         requests = self._requests(specs, ttl or {}, when)
@@ -254,7 +254,7 @@ class Store:
             )
         return out
 
-    # ---- online serving (logic lives in featurekit.online) --------------------------------
+    # ---- online serving (issue 4; logic lives in featurekit.online) -------------------------
     def get_online_features(
         self,
         features: FeatureSpec | Sequence[FeatureSpec],
@@ -322,7 +322,7 @@ class Store:
                 "is safe."
             ) from err
 
-    # ---- models and lineage ---------------------------------------------------------------
+    # ---- models and lineage (issue 5) -----------------------------------------------------
     def log_model(
         self,
         name: str,

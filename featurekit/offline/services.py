@@ -303,7 +303,7 @@ class Expanded:
     watch: tuple[str, ...]
 
 
-def flatten(specs: Any, catalog: Catalog) -> list[Any]:
+def flatten(specs: Any, registry: Registry, catalog: Catalog) -> list[Any]:
     """Feature list with services replaced by their features (services are remembered)."""
     if isinstance(specs, str | FeatureView | OnDemandFeature | FeatureService):
         specs = [specs]
@@ -322,7 +322,7 @@ def flatten(specs: Any, catalog: Catalog) -> list[Any]:
 
 def expand(specs: Any, registry: Registry, catalog: Catalog, lookup: Lookup) -> Expanded:
     """Split ``specs`` into view references and on-demand uses (see :class:`Expanded`)."""
-    items = flatten(specs, catalog)
+    items = flatten(specs, registry, catalog)
     if not items:
         raise DefinitionError("no features requested; pass at least one 'view:feature'.")
     view_specs: list[Any] = []

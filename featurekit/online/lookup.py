@@ -36,7 +36,6 @@ from featurekit.offline.services import (
     column_map,
     expand,
     service_features,
-    steps_for,
 )
 from featurekit.online.aggregates import decode_aggregates
 from featurekit.online.snapshot import (
@@ -160,7 +159,7 @@ class OnlineService:
         _check_columns(columns, key_columns, request_columns, list(merged))
         pairs = [(r, tuple(f)) for r, f in merged.values()]
         cols = column_map(columns, pairs)
-        steps, drop = steps_for(expanded, cols)
+        steps, drop = _steps(expanded, cols)
         counts: dict[str, int] = {}
         for record, _ in pairs:
             counts[record.view] = counts.get(record.view, 0) + 1
@@ -502,6 +501,14 @@ def _decode(
     present = statuses.count(PRESENT)
     expired = statuses.count(EXPIRED)
     return cols, events, statuses, (present, expired, n - present - expired)
+
+
+def _steps(
+    expanded: Any, cols: Mapping[tuple[str, int, str], str]
+) -> tuple[list[OnDemandStep], list[str]]:
+    from featurekit.offline.services import steps_for
+
+    return steps_for(expanded, cols)
 
 
 def check_fingerprint(meta: SnapshotMeta, record: VersionRecord) -> None:
