@@ -9,6 +9,9 @@ Example:
     >>> store = fk.Store("./store"); store.materialize(driver_stats)
 """
 
+# Imported for its effect: the notebook layer attaches the displays of the lower layers'
+# classes (and TrainingSet.explain); it imports neither IPython nor ipywidgets until used.
+from featurekit import notebook as notebook
 from featurekit.core.authoring import FeatureView, feature_view
 from featurekit.core.config import __version__
 from featurekit.core.definitions import Aggregation, Entity, FeatureRef, Source

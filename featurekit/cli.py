@@ -60,6 +60,10 @@ def demo(
 def views(store: StoreOption) -> None:
     """List the feature views a store holds."""
     with _errors():
+        from datetime import timedelta
+
+        from featurekit.core.timeutil import duration_label
+
         opened = _open(store)
         table = _table(title=f"feature views in {opened.root}")
         for column in ("view", "latest", "entity", "keys", "features", "ttl"):
@@ -72,7 +76,9 @@ def views(store: StoreOption) -> None:
                 latest.entity,
                 ", ".join(latest.keys),
                 "\n".join(latest.features),
-                _ttl(latest.ttl_us),
+                "-"
+                if latest.ttl_us is None
+                else duration_label(timedelta(microseconds=latest.ttl_us)),
             )
         _show(table, empty=not opened.views(), what="feature views")
 
@@ -307,16 +313,6 @@ def _show(table: Any, *, empty: bool = False, what: str = "") -> None:
 def _when(iso: str) -> str:
     """``2024-03-04T10:11:12.345+00:00`` -> ``2024-03-04 10:11``."""
     return iso.replace("T", " ")[:16]
-
-
-def _ttl(ttl_us: int | None) -> str:
-    if ttl_us is None:
-        return "-"
-    seconds = ttl_us // 1_000_000
-    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
-        if seconds and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s" if seconds else f"{ttl_us}us"
 
 
 if __name__ == "__main__":  # pragma: no cover

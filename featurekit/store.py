@@ -111,7 +111,7 @@ class Store:
         resolved = self._resolve(view)
         sources = self._lineage.before_materialize(resolved)
         show = self.progress if progress is None else progress
-        bar = _progress(f"materialize {view.name}", 3, show)
+        bar = Progress(f"materialize {view.name}", 3, show=show)
         budget = parse_size(memory_budget) or self.memory_budget
         try:
             result = materialize(
@@ -120,7 +120,7 @@ class Store:
                 start=start,
                 end=end,
                 full_refresh=full_refresh,
-                step=lambda text: _advance(bar, text),
+                step=bar.step,
                 memory_budget=budget,
             )
         finally:
@@ -210,9 +210,9 @@ class Store:
         plan = self.planner.plan(features, columns=frame.columns, as_of=when, ttl=ttl, pin=True)
         requests = plan.views
         show = self.progress if progress is None else progress
-        bar = _progress("training set", 2, show if frame.height >= LONG_TRAINING_SET else False)
+        bar = Progress("training set", 2, show=show if frame.height >= LONG_TRAINING_SET else False)
         try:
-            _advance(bar, f"joining {len(requests)} views onto {frame.height:,} labels")
+            bar.step(f"joining {len(requests)} views onto {frame.height:,} labels")
             ts = build(
                 self.registry,
                 frame,
@@ -222,7 +222,7 @@ class Store:
                 as_of=when,
                 on_demand=plan.hook(),
             )
-            _advance(bar, "recording lineage")
+            bar.step("recording lineage")
         finally:
             bar.close()
         self._lineage.after_training_set(ts)
@@ -452,11 +452,3 @@ def _as_frame(labels: Any) -> pl.DataFrame:
             f"labels must be a polars/pyarrow/pandas frame, got {type(labels).__name__}."
         ) from err
     return frame
-
-
-def _progress(label: str, total: int, show: bool | None) -> Progress:
-    return Progress(label, total, show=show)
-
-
-def _advance(bar: Progress, text: str) -> None:
-    bar.step(text)

@@ -15,6 +15,7 @@ from typing import Any, overload
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
+from featurekit.core import display
 from featurekit.core.definitions import Aggregation, Entity, Source, check_name
 from featurekit.core.errors import DefinitionError, did_you_mean
 from featurekit.core.fingerprint import code_fingerprint
@@ -109,10 +110,8 @@ class FeatureView(BaseModel):
             f"inputs={[s.name for s in self.sources]}, ttl={self.ttl}, kind={kind!r})"
         )
 
-    def _repr_html_(self) -> str:
-        from featurekit.notebook.reprs import view_html
-
-        return view_html(self)
+    def _repr_html_(self) -> str | None:
+        return display.html_for(self)
 
     def __hash__(self) -> int:
         return hash((self.name, id(self.fn), self.sql, repr(self.options())))

@@ -4,14 +4,22 @@ The tree (catch ``FeatureKitError`` to catch them all)::
 
     FeatureKitError
     ├── DefinitionError        a view, entity, source or feature reference is malformed
-    │   └── SqlError           a SQL view does not parse, or names unknown tables/columns
+    │   ├── SqlError           a SQL view does not parse, or names unknown tables/columns
+    │   └── TooManyEntitiesError  one online lookup asks for more entities than allowed
     ├── VersionError           a definition cannot be fingerprinted (no source code)
     ├── SchemaError            data has missing columns or wrong dtypes
+    │   └── EntityError        the entities of an online lookup are malformed (``field`` names the column)
     ├── UserCodeError          a user's view function raised; the original is ``__cause__``
     ├── StorageError           the store root or a table is unusable (not a store, newer format)
-│   └── OnlineStoreError   the online store (SQLite file, Redis) cannot be reached or used
+    │   └── OnlineStoreError   the online store (SQLite file, Redis) cannot be reached or used
     ├── NotFoundError          an unknown view, version, feature or training set
     └── ReproducibilityError   a rebuilt training set differs from its recorded hash
+
+``OnlineStoreError``, ``TooManyEntitiesError`` and ``EntityError`` live in :mod:`featurekit.online.errors`
+(``fk.OnlineStoreError``; ``featurekit.online.TooManyEntitiesError``, with its ``limit``).
+The same mistake raises the same class wherever it is caught: an invalid argument value
+(``point_in_time``, a name, a duration) is a ``DefinitionError`` in the kernel as in
+``Store``, and an unknown name is a ``NotFoundError``.
 
 Messages name the offending object, say expected vs actual, and suggest a fix.
 """

@@ -35,7 +35,8 @@ _UNITS = {
     "y": timedelta(days=365),
     "year": timedelta(days=365),
 }
-_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+?)s?\s*(?=\d|$)")
+#: A number and its unit; "ms" and "us" are tried first, or "ms" would read as a plural of "m".
+_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|us|[a-z]+?)s?\s*(?=\d|$)")
 ACCEPTED_DURATIONS = (
     "'30s', '15m', '1h', '7d', '2w', '1y', '1h30m', '7 days' or a datetime.timedelta"
 )
@@ -83,6 +84,33 @@ def format_duration(value: timedelta | None) -> str | None:
     if value is None:
         return None
     return f"{int(value / timedelta(microseconds=1))}us"
+
+
+#: Display units, largest first, in microseconds (the notation :func:`parse_duration` reads).
+_LABEL_UNITS: tuple[tuple[str, int], ...] = (
+    ("d", 86_400_000_000),
+    ("h", 3_600_000_000),
+    ("m", 60_000_000),
+    ("s", 1_000_000),
+    ("ms", 1_000),
+)
+
+
+def duration_label(span: timedelta) -> str:
+    """A TTL or window as people write it: the largest unit that divides it evenly.
+
+    The one formatter for durations shown to people (CLI, notebook cards, explanations) and
+    for the window part of aggregate names, so ``7d`` reads the same everywhere.
+
+    Example:
+        >>> duration_label(timedelta(days=7)), duration_label(timedelta(minutes=90))
+        ('7d', '90m')
+    """
+    micros = int(span / timedelta(microseconds=1))
+    for unit, size in _LABEL_UNITS:
+        if micros % size == 0:
+            return f"{micros // size}{unit}"
+    return f"{micros}us"
 
 
 def to_utc_expr(

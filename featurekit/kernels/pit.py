@@ -15,8 +15,6 @@ Fast paths (same answers; tests/integration/test_perf_kernel.py compares them): 
 rows are usually already in rank order, so their sort is skipped; with one integer key,
 the ``avail``-order re-sort is replaced by a suffix minimum of ``avail`` in rank order
 (see ``_join_one``), and sorts by (key, time) use one packed ``UInt64`` key.
-
-The kernel sits behind :class:`JoinKernel` so a scale-out engine can replace it.
 """
 
 from __future__ import annotations
@@ -25,12 +23,12 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Literal, Protocol
+from typing import Literal
 
 import polars as pl
 
 from featurekit.core.definitions import Aggregation
-from featurekit.core.errors import SchemaError
+from featurekit.core.errors import DefinitionError, SchemaError
 from featurekit.core.timeutil import to_utc_expr
 from featurekit.kernels.aggregate import aggregate
 from featurekit.kernels.frames import Packing, gather_rows, in_order, last_of_runs, packed_order
@@ -88,19 +86,6 @@ class LoadedView(ViewFrame):
     frame: pl.DataFrame
 
 
-class JoinKernel(Protocol):
-    """What a point-in-time engine must provide (polars today; Daft/Ray later)."""
-
-    def __call__(
-        self,
-        labels: pl.DataFrame,
-        *,
-        timestamp: str,
-        views: Sequence[ViewFrame],
-        point_in_time: PointInTime = "knowledge",
-    ) -> pl.DataFrame: ...
-
-
 def output_names(label_columns: Sequence[str], views: Sequence[ViewFrame]) -> list[str]:
     """Output column name per requested feature: ``feature``, or ``view__feature`` on a clash."""
     counts = Counter(f for v in views for f in v.features)
@@ -130,7 +115,9 @@ def pit_join(
             f"columns are {labels.columns}."
         )
     if point_in_time not in ("knowledge", "event"):
-        raise SchemaError(f"point_in_time must be 'knowledge' or 'event', got {point_in_time!r}.")
+        raise DefinitionError(
+            f"point_in_time must be 'knowledge' or 'event', got {point_in_time!r}."
+        )
     to_utc_expr(timestamp, labels.schema[timestamp], what="label timestamp")  # checks dtype
     names = output_names(labels.columns, views)
     columns: list[pl.Series] = []

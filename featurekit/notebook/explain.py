@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from featurekit.core.errors import DefinitionError, NotFoundError
-from featurekit.core.timeutil import to_utc_expr
+from featurekit.core.timeutil import duration_label, to_utc_expr
 from featurekit.kernels.pit import ViewFrame, pit_join
 from featurekit.storage import delta
 from featurekit.storage.manifest import ManifestView
@@ -330,11 +330,14 @@ def _reason(
         if ttl is not None and when - e >= ttl:
             return (
                 BEFORE_WINDOW,
-                f"{_age(when - e)} before the label time; the widest window is {_age(ttl)}",
+                f"{_age(when - e)} before the label time; the widest window is {duration_label(ttl)}",
             )
         return IN_WINDOW, "inside the window: aggregated into the features"
     if ttl is not None and when - e > ttl:
-        return OUTSIDE_TTL, f"{_age(when - e)} old at the label time; the TTL is {_age(ttl)}"
+        return (
+            OUTSIDE_TTL,
+            f"{_age(when - e)} old at the label time; the TTL is {duration_label(ttl)}",
+        )
     if best is None:  # cannot happen when the kernel agrees with these rules
         return OLDER, "eligible, but the kernel chose no row"
     if item[_ROW] == best[_ROW]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import polars as pl
 import pyarrow as pa
 
+from featurekit.core import display
 from featurekit.core.config import __version__
 from featurekit.core.definitions import Aggregation
 from featurekit.core.errors import ReproducibilityError, SchemaError
@@ -120,14 +121,11 @@ class TrainingSet:
         Example:
             >>> ts.explain(0)  # a timeline per view in Jupyter; .to_polars() for the rows
         """
-        from featurekit.notebook.explain import explain
+        explanation: Explanation = display.explain(self, row)
+        return explanation
 
-        return explain(self, row)
-
-    def _repr_html_(self) -> str:
-        from featurekit.notebook.reprs import training_set_html
-
-        return training_set_html(self)
+    def _repr_html_(self) -> str | None:
+        return display.html_for(self)
 
 
 class OnDemandHook(Protocol):
@@ -280,7 +278,7 @@ def _read_view(req: ViewRequest, labels: pl.DataFrame, timestamp: str) -> ViewFr
         pl.lit(False) if req.delta_version is None else _prune(labels, timestamp, record, req.ttl)
     )
 
-    def load() -> pl.DataFrame:  # the kernel reads one view at a time (issue 7: memory)
+    def load() -> pl.DataFrame:  # the kernel reads one view at a time: memory holds one table
         return delta.read_rows(req.table, version=version, columns=columns, where=where)
 
     return ViewFrame(

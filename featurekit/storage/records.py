@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_serializer, field_validator, model_validator
 
+from featurekit.core import display
 from featurekit.core.config import FORMAT_VERSION
 from featurekit.core.definitions import Aggregation
 
@@ -90,10 +91,8 @@ class VersionRecord(Record):
     def _aggregations_as_specs(self, value: list[Aggregation]) -> list[dict[str, object]]:
         return [a.spec() for a in value]
 
-    def _repr_html_(self) -> str:
-        from featurekit.notebook.reprs import version_html
-
-        return version_html(self)
+    def _repr_html_(self) -> str | None:
+        return display.html_for(self)
 
 
 def _aggregation(item: Any) -> Any:
@@ -173,7 +172,5 @@ class ModelRecord(Record):
         """Lineage node id, ``model:<name>@<version>``."""
         return f"model:{self.name}@{self.version}"
 
-    def _repr_html_(self) -> str:
-        from featurekit.notebook.reprs import model_html
-
-        return model_html(self)
+    def _repr_html_(self) -> str | None:
+        return display.html_for(self)
