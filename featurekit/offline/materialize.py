@@ -31,7 +31,10 @@ picked up by ``full_refresh=True`` or a backfill.
 
 The Delta commit is the atomic step: a run killed before it leaves no visible rows, and
 the registry records a new version only after its first commit, so the registry never
-names a version without data.
+names a version without data. Whatever can be known to fail is checked before the commit
+(the version record is built first; ``before_commit`` lets the caller check its own
+later steps, such as the online sync, against the version's schema). A step that still
+fails after the commit says what was committed and how to resume.
 
 A run whose sources are estimated to exceed the memory budget is computed and written in
 batches of entity keys, streamed into that same single commit (see
@@ -49,7 +52,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-from featurekit.core.errors import SchemaError
+from featurekit.core.errors import SchemaError, StorageError
 from featurekit.core.timeutil import to_utc_datetime, utcnow
 from featurekit.offline.batching import DEFAULT_BUDGET, batch_count, estimate_bytes, key_partitions
 from featurekit.offline.compute import Layout, Window, call_view, collect_rows, shaped, view_inputs
@@ -96,11 +99,14 @@ def materialize(
     full_refresh: bool = False,
     step: Progress = lambda _: None,
     memory_budget: int | None = None,
+    before_commit: Callable[[VersionRecord, pl.Schema], None] | None = None,
 ) -> MaterializeResult:
     """Materialize one resolved view (see the module docstring for the rules).
 
     ``memory_budget`` (bytes; default :data:`~featurekit.offline.batching.DEFAULT_BUDGET`) bounds
     the run's memory: larger inputs are computed and written in batches of entity keys.
+    ``before_commit(record, schema)`` runs before anything is computed, with the version's
+    record and stored schema; it raises to refuse a run whose later steps would fail.
     """
     name = resolved.name
     with registry.lock(name):
@@ -108,6 +114,9 @@ def materialize(
             (r for r in registry.versions(name) if r.fingerprint == resolved.fingerprint), None
         )
         number = existing.version if existing else _next_version(registry, name)
+        record = existing or _record(registry, resolved, number)
+        if before_commit is not None:
+            before_commit(record, pl.Schema(dict(resolved.layout.schema)))
         uri = table_uri(registry.root, name, number)
         runs = delta.history(uri) if existing else []
         previous = _last_watermarks(runs)
@@ -144,7 +153,7 @@ def materialize(
             },
         )
         if existing is None:
-            registry.add_version(_record(registry, resolved, number))
+            _add_committed(registry, record, uri, version)
         return MaterializeResult(
             name, number, resolved.fingerprint, run_id, mode, counted.rows, version, window
         )
@@ -214,6 +223,20 @@ def register(registry: Registry, resolved: ResolvedView) -> VersionRecord:
         record = _record(registry, resolved, _next_version(registry, name))
         registry.add_version(record)
         return record
+
+
+def _add_committed(registry: Registry, record: VersionRecord, uri: str, delta_version: int) -> None:
+    """Register a version whose first rows are committed; a failure says how to resume."""
+    try:
+        registry.add_version(record)
+    except Exception as err:
+        raise StorageError(
+            f"view {record.view!r} version {record.version}: its rows are committed (Delta "
+            f"version {delta_version} of {uri}), but recording the version in the registry "
+            f"failed: {type(err).__name__}: {err} Until it is recorded, training sets and "
+            f"store.versions() do not see it. Fix the cause, then run "
+            f"store.materialize({record.view}) again: it rewrites the table and records it."
+        ) from err
 
 
 def _next_version(registry: Registry, name: str) -> int:

@@ -7,15 +7,22 @@ Delta tables and real source files, the concurrent case with a real writer proce
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import socket
 import subprocess
 import sys
+import time
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 import featurekit as fk
+from featurekit.online.errors import OnlineStoreError
+from featurekit.storage.registry import Registry, VersionRecord
 from featurekit.storage.sources import scan_source, snapshot
 
 ENTITY = fk.Entity("driver", keys=["driver_id"])
@@ -276,3 +283,122 @@ def test_a_watermark_without_tie_counts_rereads_its_ties(tmp_path: Path) -> None
     assert store.materialize(view).mode == "incremental"
     assert stored_ids(store, "old") == list(range(5))
     assert store.materialize(view).mode == "noop"
+
+
+# ---- nothing fails silently after the commit -------------------------------------------
+
+
+def frame_source(column: pl.Series) -> fk.Source:
+    frame = pl.DataFrame(
+        {"driver_id": [1, 2], "event_ts": [datetime.now(UTC) - timedelta(hours=1)] * 2}
+    )
+    return fk.Source("trips", frame.with_columns(column), timestamp="event_ts")
+
+
+@pytest.mark.parametrize(
+    ("column", "aggregate", "why"),
+    [
+        (pl.Series("fare", [Decimal("1.50"), Decimal("2.25")]), None, "decimals"),
+        (pl.Series("fare", [b"a", b"b"]), None, "bytes"),
+        (pl.Series("fare", [[date(2026, 1, 1)], []]), None, "dates and times inside lists"),
+        (pl.Series("fare", [Decimal("1.50"), Decimal("2.25")]), "max", "decimals"),
+        (pl.Series("fare", [b"a", b"b"]), "count", "bytes"),
+    ],
+    ids=["decimal", "binary", "list-of-dates", "decimal-events", "binary-events"],
+)
+def test_a_feature_the_online_store_cannot_hold_is_refused_before_the_commit(
+    tmp_path: Path, column: pl.Series, aggregate: str | None, why: str
+) -> None:
+    aggregations = [fk.Aggregation("fare", aggregate, window="7d")] if aggregate else []
+    view = fk.feature_view(
+        name="odd", entity=ENTITY, sources=[frame_source(column)], aggregations=aggregations
+    )(lambda trips: trips)
+    store = fk.Store(tmp_path / "store", progress=False)
+    with pytest.raises(fk.SchemaError) as caught:
+        store.materialize(view)
+    assert store.views() == []
+    assert not (store.root / "features" / "odd").exists()  # no offline commit either
+    assert str(caught.value).startswith(
+        f"view 'odd' version 1: column 'fare' has dtype {column.dtype}, which the online "
+        f"store cannot hold exactly ({why}"
+    )
+    assert "Nothing was written. Cast it in the view" in str(caught.value)
+    assert "fk.Store(..., online=False)" in str(caught.value)
+    offline = fk.Store(tmp_path / "offline", progress=False, online=False)
+    assert offline.materialize(view).rows_written == 2  # an offline-only store takes it
+
+
+def test_an_online_failure_after_the_commit_says_what_was_committed_and_how_to_resume(
+    tmp_path: Path,
+) -> None:
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    view = fk.feature_view(
+        name="fares", entity=ENTITY, sources=[frame_source(pl.Series("fare", [1.5, 2.5]))]
+    )(lambda trips: trips)
+    store = fk.Store(tmp_path / "store", progress=False, online=f"redis://127.0.0.1:{port}/0")
+    with pytest.raises(OnlineStoreError) as caught:  # nothing listens on the port yet
+        store.materialize(view)
+    run = store.runs("fares")[-1]
+    assert str(caught.value).startswith(
+        f"view 'fares' version 1 is committed offline (Delta version 0, run "
+        f"{run['featurekit']['run_id']}, mode 'full', 2 row(s) written), but the online "
+        "store was not updated: "
+    )
+    assert str(caught.value).endswith(
+        "The offline data is safe and training sets already see it. Once the cause is fixed, "
+        "run store.materialize(fares) again: it finds nothing new offline and retries the "
+        "online write."
+    )
+    assert store.read("fares")["fare"].to_list() == [1.5, 2.5]
+    graph = store.lineage("view:fares")
+    assert [n.kind for n in graph.nodes.values()].count("source") == 1  # the run is recorded
+    proc = subprocess.Popen(
+        [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            assert time.monotonic() < deadline and proc.poll() is None, "redis did not start"
+            time.sleep(0.05)
+        assert store.materialize(view).mode == "noop"  # the resume the message describes
+        online = store.get_online_features(["fares:fare"], {"driver_id": [1, 2]})
+        assert online["fare"].to_list() == [1.5, 2.5]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_registry_failure_after_the_commit_says_what_was_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    view = fk.feature_view(
+        name="fares", entity=ENTITY, sources=[frame_source(pl.Series("fare", [1.5, 2.5]))]
+    )(lambda trips: trips)
+    store = fk.Store(tmp_path / "store", progress=False, online=False)
+
+    def full_disk(self: Registry, record: VersionRecord) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Registry, "add_version", full_disk)
+    with pytest.raises(fk.StorageError) as caught:
+        store.materialize(view)
+    uri = store.root / "features" / "fares" / "v1"
+    assert str(caught.value) == (
+        f"view 'fares' version 1: its rows are committed (Delta version 0 of {uri}), but "
+        "recording the version in the registry failed: OSError: [Errno 28] No space left on "
+        "device Until it is recorded, training sets and store.versions() do not see it. Fix "
+        "the cause, then run store.materialize(fares) again: it rewrites the table and "
+        "records it."
+    )
+    monkeypatch.undo()
+    again = store.materialize(view)
+    assert (again.version, again.mode, again.rows_written) == (1, "full", 2)
+    assert [r.version for r in store.versions("fares")] == [1]
