@@ -44,6 +44,7 @@ batches of entity keys, streamed into that same single commit (see
 from __future__ import annotations
 
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -52,7 +53,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-from featurekit.core.errors import SchemaError, StorageError
+from featurekit.core.errors import FeatureKitWarning, SchemaError, StorageError
 from featurekit.core.timeutil import to_utc_datetime, utcnow
 from featurekit.offline.batching import DEFAULT_BUDGET, batch_count, estimate_bytes, key_partitions
 from featurekit.offline.compute import Layout, Window, call_view, collect_rows, shaped, view_inputs
@@ -115,6 +116,7 @@ def materialize(
         )
         number = existing.version if existing else _next_version(registry, name)
         record = existing or _record(registry, resolved, number)
+        _warn_knowledge_time(resolved, number)
         if before_commit is not None:
             before_commit(record, pl.Schema(dict(resolved.layout.schema)))
         uri = table_uri(registry.root, name, number)
@@ -219,10 +221,20 @@ def register(registry: Registry, resolved: ResolvedView) -> VersionRecord:
     with registry.lock(name):
         for record in registry.versions(name):
             if record.fingerprint == resolved.fingerprint:
+                _warn_knowledge_time(resolved, record.version)
                 return record
         record = _record(registry, resolved, _next_version(registry, name))
+        _warn_knowledge_time(resolved, record.version)
         registry.add_version(record)
         return record
+
+
+def _warn_knowledge_time(resolved: ResolvedView, version: int) -> None:
+    """Say so, every time, when a view's rows are not guarded against late values."""
+    message = resolved.knowledge_time_warning(version)
+    if message is not None:
+        # stacklevel: this helper, register/materialize, the Store method, the user's call
+        warnings.warn(message, FeatureKitWarning, stacklevel=4)
 
 
 def _add_committed(registry: Registry, record: VersionRecord, uri: str, delta_version: int) -> None:
@@ -265,6 +277,7 @@ def _record(registry: Registry, resolved: ResolvedView, number: int) -> VersionR
         tags=dict(view.tags),
         aggregations=[a.spec() for a in view.aggregations],
         event_columns=list(layout.event_columns),
+        knowledge_time_dropped=resolved.knowledge_time_dropped,
     )
 
 

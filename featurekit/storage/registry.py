@@ -47,6 +47,10 @@ class VersionRecord(BaseModel):
     #: columns stored for them; ``features`` then names the aggregates
     aggregations: list[dict[str, Any]] = []
     event_columns: list[str] = []
+    #: created-time columns of the view's inputs that its output does not carry as its
+    #: knowledge time; with ``created_timestamp`` None, the rows have no knowledge time
+    #: at all and the training sets' guard against late-arriving values cannot apply
+    knowledge_time_dropped: list[str] = []
     format_version: int = FORMAT_VERSION
 
     def _repr_html_(self) -> str:

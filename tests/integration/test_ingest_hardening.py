@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +22,7 @@ import polars as pl
 import pytest
 
 import featurekit as fk
+from featurekit.core.errors import FeatureKitWarning
 from featurekit.online.errors import OnlineStoreError
 from featurekit.storage.registry import Registry, VersionRecord
 from featurekit.storage.sources import scan_source, snapshot
@@ -402,3 +404,106 @@ def test_a_registry_failure_after_the_commit_says_what_was_committed(
     again = store.materialize(view)
     assert (again.version, again.mode, again.rows_written) == (1, "full", 2)
     assert [r.version for r in store.versions("fares")] == [1]
+
+
+# ---- the knowledge-time guard never switches off silently ------------------------------
+
+
+def knowledge_sources() -> tuple[fk.Source, fk.Source]:
+    """Trips (one value known only 10 hours after its event) and ratings, each with a
+    created-time column."""
+    trips = pl.DataFrame(
+        {
+            "driver_id": [1, 1],
+            "event_ts": [BASE, BASE + timedelta(hours=1)],
+            "ingested_at": [BASE, BASE + timedelta(hours=11)],  # the second row arrived late
+            "fare": [10.0, 99.0],
+        }
+    )
+    ratings = pl.DataFrame(
+        {
+            "driver_id": [1],
+            "event_ts": [BASE],
+            "rated_at": [BASE + timedelta(hours=20)],
+            "rating": [4.5],
+        }
+    )
+    return (
+        fk.Source("trips", trips, timestamp="event_ts", created_timestamp="ingested_at"),
+        fk.Source("ratings", ratings, timestamp="event_ts", created_timestamp="rated_at"),
+    )
+
+
+def label_at(hours: float) -> pl.DataFrame:
+    return pl.DataFrame({"driver_id": [1], "label_ts": [BASE + timedelta(hours=hours)]})
+
+
+def test_a_view_without_knowledge_time_says_so_at_register_and_materialize(
+    tmp_path: Path,
+) -> None:
+    trips, _ = knowledge_sources()
+    view = fk.feature_view(name="fares", entity=ENTITY, sources=[trips])(
+        lambda trips: trips.select("driver_id", "event_ts", "fare")
+    )
+    store = fk.Store(tmp_path / "store", progress=False, online=False)
+    expected = (
+        "view 'fares' version 1 has no knowledge time: its output drops the created-time "
+        "column(s) 'ingested_at' of its inputs. Training sets cannot tell when its values "
+        "became known, so a value that arrived after a label's time can leak into that label, "
+        "even with point_in_time='knowledge'. Keep 'ingested_at' in the output (in a "
+        "group_by, aggregate it as pl.col('ingested_at').max()) to have the guard."
+    )
+    with pytest.warns(FeatureKitWarning) as registered:
+        store.register(view)
+    assert [str(w.message) for w in registered] == [expected]
+    with pytest.warns(FeatureKitWarning) as materialized:
+        store.materialize(view)
+    assert [str(w.message) for w in materialized] == [expected]
+    record = store.versions("fares")[0]
+    assert (record.created_timestamp, record.knowledge_time_dropped) == (None, ["ingested_at"])
+    # what the warning says is true: the late value leaks into a label before it was known
+    ts = store.training_set(label_at(2), features=["fares:fare"], timestamp="label_ts")
+    assert ts.to_polars()["fare"].to_list() == [99.0]
+
+
+def test_a_view_keeping_its_knowledge_time_is_guarded_and_quiet(tmp_path: Path) -> None:
+    trips, _ = knowledge_sources()
+    view = fk.feature_view(name="fares", entity=ENTITY, sources=[trips])(
+        lambda trips: trips.group_by("driver_id", "event_ts").agg(
+            pl.col("fare").sum(), pl.col("ingested_at").max()
+        )
+    )
+    store = fk.Store(tmp_path / "store", progress=False, online=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FeatureKitWarning)
+        store.materialize(view)
+    assert store.versions("fares")[0].knowledge_time_dropped == []
+    ts = store.training_set(label_at(2), features=["fares:fare"], timestamp="label_ts")
+    assert ts.to_polars()["fare"].to_list() == [10.0]  # the late 99.0 was not known at 2h
+
+
+def test_a_view_keeping_one_of_two_knowledge_times_says_which_is_lost(tmp_path: Path) -> None:
+    trips, ratings = knowledge_sources()
+
+    def joined(trips: pl.LazyFrame, ratings: pl.LazyFrame) -> pl.LazyFrame:
+        rated = ratings.select("driver_id", "event_ts", "rating")
+        return trips.join(rated, on=["driver_id", "event_ts"], how="left").select(
+            "driver_id", "event_ts", "ingested_at", "fare", "rating"
+        )
+
+    view = fk.feature_view(name="joined", entity=ENTITY, sources=[trips, ratings])(joined)
+    store = fk.Store(tmp_path / "store", progress=False, online=False)
+    with pytest.warns(FeatureKitWarning) as caught:
+        store.materialize(view)
+    assert [str(w.message) for w in caught] == [
+        "view 'joined' version 1 uses only 'ingested_at' as its knowledge time, not the "
+        "created-time column(s) 'rated_at' of its other inputs, so late values from those "
+        "inputs are not guarded against in training sets. Output one created-time column "
+        "that is the latest of them, e.g. pl.max_horizontal('ingested_at', "
+        "'rated_at').alias('ingested_at')."
+    ]
+    record = store.versions("joined")[0]
+    assert (record.created_timestamp, record.knowledge_time_dropped) == (
+        "ingested_at",
+        ["rated_at"],
+    )
