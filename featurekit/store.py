@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -122,11 +122,12 @@ class Store:
                 full_refresh=full_refresh,
                 step=bar.step,
                 memory_budget=budget,
+                before_commit=self._online_check(),
             )
         finally:
             bar.close()
+        self._lineage.after_materialize(resolved, result, sources)  # the commit is done
         self._sync_online(result, budget)  # after the commit; a no-op run repairs a lagging store
-        self._lineage.after_materialize(resolved, result, sources)
         return result
 
     def views(self) -> list[str]:
@@ -330,27 +331,21 @@ class Store:
             self._online_service = OnlineService(self.planner, store)
         return self._online_service
 
+    def _online_check(self) -> Callable[[VersionRecord, pl.Schema], None] | None:
+        """What materialize checks before its commit so that the online sync cannot fail."""
+        if self._online_spec is False:
+            return None
+        from featurekit.online.sync import check_syncable
+
+        self.online_service()  # a misconfigured online store fails here, before anything is written
+        return check_syncable
+
     def _sync_online(self, result: MaterializeResult, budget: int | None) -> None:
         if self._online_spec is False:
             return
-        from featurekit.online.errors import OnlineStoreError
-        from featurekit.online.sync import sync_view
+        from featurekit.online.sync import sync_materialized
 
-        try:
-            sync_view(
-                self.registry,
-                self.online_service().online,
-                result.view,
-                result.version,
-                memory_budget=budget,
-            )
-        except OnlineStoreError as err:
-            raise OnlineStoreError(
-                f"view {result.view!r} version {result.version} was materialized (Delta "
-                f"version {result.delta_version}), but the online store was not updated: "
-                f"{err} Re-run store.materialize({result.view}) to retry; the offline data "
-                "is safe."
-            ) from err
+        sync_materialized(self.registry, self.online_service().online, result, memory_budget=budget)
 
     # ---- models and lineage -----------------------------------------------------------
     def log_model(

@@ -69,6 +69,10 @@ class VersionRecord(Record):
     tags: dict[str, str] = {}
     aggregations: list[Aggregation] = []
     event_columns: list[str] = []
+    #: created-time columns of the view's inputs that its output does not carry as its
+    #: knowledge time; with ``created_timestamp`` None, the rows have no knowledge time
+    #: at all and the training sets' guard against late-arriving values cannot apply
+    knowledge_time_dropped: list[str] = []
 
     @model_validator(mode="before")
     @classmethod
