@@ -8,11 +8,13 @@ a one-line red message on stderr and exit code 1, never a traceback.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -22,8 +24,62 @@ if TYPE_CHECKING:
 
 __all__ = ["app", "main"]
 
+
+# ---- help rendering -------------------------------------------------------------------------
+# Recent typer releases print a Python type after every parameter in --help, flags included:
+# `--help <bool>`, `--progress/--no-progress <bool>`, `view... <list[str]>`. These classes
+# restore the usual shape: flags show no value, options show their METAVAR, and arguments
+# show only their name (already in the first column). Older typer releases never call
+# display_type_rich, so the overrides are harmless there.
+_CLICK_WORDS = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "path": "PATH"}
+
+
+class _Option(TyperOption):
+    def display_type_rich(self, ctx: Any) -> str | None:
+        if self.is_flag or self.count:
+            return None
+        if self.metavar is not None:
+            return self.metavar
+        # typer's label, e.g. "<int>" or "<list[str]>" (repeatable), in click's words: INTEGER
+        shown = super().display_type_rich(ctx) or ""
+        label = re.sub(r"^list\[(.*)\]$", r"\1", shown.strip("<>.").lower())
+        return _CLICK_WORDS.get(label, label.upper()) or None
+
+
+class _Argument(TyperArgument):
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+
+def _plain(param: Any) -> Any:
+    """``param`` with the help display above (its class swapped in place; nothing else changes)."""
+    if type(param) is TyperOption:
+        param.__class__ = _Option
+    elif type(param) is TyperArgument:
+        param.__class__ = _Argument
+    return param
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return [_plain(param) for param in super().get_params(ctx)]
+
+
+class _Group(TyperGroup):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return [_plain(param) for param in super().get_params(ctx)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        # Every subcommand gets the same help display, without each one naming a class.
+        command = super().get_command(ctx, cmd_name)
+        if type(command) is TyperCommand:
+            command.__class__ = _Command
+        return command
+
+
 app = typer.Typer(
     name="featurekit",
+    cls=_Group,
     help="featurekit: a notebook-first feature store. Try `featurekit demo`.",
     no_args_is_help=True,
     add_completion=False,
@@ -32,7 +88,12 @@ app = typer.Typer(
 
 StoreOption = Annotated[
     Path,
-    typer.Option("--store", "-s", help="Store root folder (the one holding _featurekit/)."),
+    typer.Option(
+        "--store",
+        "-s",
+        metavar="PATH",
+        help="Store root folder (the one holding _featurekit/).",
+    ),
 ]
 
 
@@ -42,6 +103,7 @@ def demo(
         Path,
         typer.Option(
             "--root",
+            metavar="PATH",
             help="Folder for the demo's data and store; wiped only if an earlier demo made it.",
         ),
     ] = Path("./featurekit-demo"),
@@ -79,7 +141,7 @@ def views(store: StoreOption) -> None:
 
 @app.command()
 def versions(
-    name: Annotated[str, typer.Argument(help="View name.")],
+    name: Annotated[str, typer.Argument(metavar="VIEW", help="View name.")],
     store: StoreOption,
 ) -> None:
     """List every version of a view: fingerprint, when it was created and why it changed."""
@@ -127,15 +189,21 @@ def training_sets(store: StoreOption) -> None:
 def lineage(
     node: Annotated[
         str,
-        typer.Argument(help="Node id, e.g. model:churn, view:driver_stats@3, training_set:<id>."),
+        typer.Argument(
+            metavar="NODE",
+            help="Node id, e.g. model:churn, view:driver_stats@3, training_set:<id>.",
+        ),
     ],
     store: StoreOption,
     format: Annotated[
-        str, typer.Option("--format", "-f", help="text, json, openlineage or dot.")
+        str,
+        typer.Option("--format", "-f", metavar="FORMAT", help="text, json, openlineage or dot."),
     ] = "text",
     upstream: Annotated[bool, typer.Option("--upstream/--no-upstream")] = True,
     downstream: Annotated[bool, typer.Option("--downstream/--no-downstream")] = True,
-    depth: Annotated[int | None, typer.Option("--depth", help="Hops to follow.")] = None,
+    depth: Annotated[
+        int | None, typer.Option("--depth", metavar="N", help="Hops to follow.")
+    ] = None,
 ) -> None:
     """Show the lineage of a node: what it was built from and what uses it."""
     with _errors():
@@ -163,10 +231,13 @@ def optimize(
     store: StoreOption,
     view: Annotated[
         list[str] | None,
-        typer.Argument(help="View name(s); default: every view's latest version."),
+        typer.Argument(
+            metavar="VIEW...", help="View name(s); default: every view's latest version."
+        ),
     ] = None,
     version: Annotated[
-        int | None, typer.Option("--version", help="Version to optimize (default: latest).")
+        int | None,
+        typer.Option("--version", metavar="N", help="Version to optimize (default: latest)."),
     ] = None,
 ) -> None:
     """Compact feature tables into globally sorted files (after many incremental runs)."""

@@ -279,6 +279,34 @@ def test_help_lists_the_commands() -> None:
         assert command in result.stdout
 
 
+COMMANDS = ("demo", "views", "versions", "training-sets", "lineage", "optimize", "serve")
+PYTHON_TYPE = re.compile(r"<(bool|str|int|float|path|list\[[^>]*\])>(\.\.\.)?")
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS])
+def test_help_shows_metavars_not_python_types(command: str) -> None:
+    result = _invoke(*([command] if command else []), "--help")
+    assert result.exit_code == 0, result.output
+    assert PYTHON_TYPE.search(result.stdout) is None, result.stdout
+    help_line = next(ln for ln in result.stdout.splitlines() if "--help" in ln)
+    assert re.search(r"--help\s+Show this message and exit\.", help_line), help_line
+    if command:
+        store_line = next(
+            ln for ln in result.stdout.splitlines() if "--store" in ln or "--root" in ln
+        )
+        assert re.search(r"--(store|root)\b.*\bPATH\b", store_line), store_line
+
+
+def test_help_of_flags_and_repeated_arguments() -> None:
+    demo = _invoke("demo", "--help").stdout
+    assert re.search(r"--progress\s+--no-progress\s+Show progress bars\.", demo), demo
+    optimize = _invoke("optimize", "--help").stdout
+    assert "[VIEW...]" in optimize and re.search(r"VIEW\.\.\.\s+View name\(s\)", optimize)
+    serve = _invoke("serve", "--help").stdout
+    assert re.search(r"--definitions\s+-d\s+TEXT\s", serve), serve
+    assert re.search(r"--port\s+INTEGER\s", serve), serve
+
+
 # ---- the tutorial -----------------------------------------------------------------------
 @pytest.mark.slow
 def test_rideshare_example_runs_twice(tmp_path: Path) -> None:
