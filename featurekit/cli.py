@@ -191,7 +191,10 @@ def lineage(
         str,
         typer.Argument(
             metavar="NODE",
-            help="Node id, e.g. model:churn, view:driver_stats@3, training_set:<id>.",
+            help=(
+                "Node id; on the demo store, e.g. model:churn, view:driver_trip_stats@1, "
+                "training_set:rideshare_churn (a name or an id)."
+            ),
         ),
     ],
     store: StoreOption,
@@ -205,7 +208,10 @@ def lineage(
         int | None, typer.Option("--depth", metavar="N", help="Hops to follow.")
     ] = None,
 ) -> None:
-    """Show the lineage of a node: what it was built from and what uses it."""
+    """Show the lineage of a node: what it was built from and what uses it.
+
+    Example (after `featurekit demo`): featurekit lineage model:churn --store ./featurekit-demo/store
+    """
     with _errors():
         import json
 
