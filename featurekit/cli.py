@@ -261,6 +261,24 @@ def optimize(
 
 
 @app.command()
+def doctor(store: StoreOption) -> None:
+    """Check a store's integrity: registry records parse, tables and pinned versions read.
+
+    Reads every view version's Delta table and every Delta version a training set pinned,
+    in full, and changes nothing. Exit code 0: healthy; 1: problems (each on its own line).
+    """
+    with _errors():
+        from featurekit.doctor import check_store
+
+        _open_marker(store)  # a mistyped path is a plain error, not a report of problems
+        report = check_store(store)
+        for line in report.lines():
+            typer.echo(line)
+        if not report.healthy:
+            raise typer.Exit(1)
+
+
+@app.command()
 def serve(
     store: StoreOption,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
@@ -323,9 +341,16 @@ def _errors() -> Iterator[None]:
 
 def _open(root: Path) -> Store:
     """Open an existing store; never create one by accident from a mistyped path."""
+    from featurekit.store import Store
+
+    _open_marker(root)
+    return Store(root, progress=False)
+
+
+def _open_marker(root: Path) -> None:
+    """Refuse a path that holds no store marker (so nothing creates a store by accident)."""
     from featurekit.core.config import REGISTRY_DIR
     from featurekit.core.errors import StorageError
-    from featurekit.store import Store
 
     marker = root.expanduser() / REGISTRY_DIR / "store.json"
     if not marker.is_file():
@@ -333,7 +358,6 @@ def _open(root: Path) -> Store:
             f"{str(root)!r} is not a featurekit store (no {REGISTRY_DIR}/store.json). "
             "Pass the store root with --store, e.g. --store ./featurekit-demo/store."
         )
-    return Store(root, progress=False)
 
 
 def _console(*, stderr: bool = False) -> Console:
