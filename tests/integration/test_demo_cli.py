@@ -220,6 +220,49 @@ def test_demo_store_serves_fresh_values_now(demo_root: Path) -> None:
     assert online["rating"][0] is not None
 
 
+@pytest.mark.slow
+def test_featurekit_serve_on_the_demo_store_answers_with_values(demo_root: Path) -> None:
+    """The real pair of commands a newcomer runs: `featurekit demo`, then `featurekit serve`."""
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = str(demo_root / "store")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "featurekit.cli", "serve", "--store", store, "--port", str(port)],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        body = {
+            "features": ["driver_trip_stats:fare", "driver_rating:rating"],
+            "entities": {"driver_id": [1, 2, 3]},
+            "with_metadata": True,
+        }
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                reply = httpx.post(f"http://127.0.0.1:{port}/v1/features", json=body, timeout=10)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None, server.communicate()[1]
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+        assert reply.status_code == 200, reply.text
+        columns = reply.json()["columns"]
+        assert columns["driver_trip_stats__status"] == ["present"] * 3
+        assert columns["driver_rating__status"] == ["present"] * 3
+        assert all(isinstance(v, float) for v in columns["fare"] + columns["rating"])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def test_lineage_help_examples_run_on_the_demo_store(demo_root: Path) -> None:
     shown = " ".join(_invoke("lineage", "--help").stdout.split())
     examples = re.findall(r"\b(?:model|view|training_set|feature):[\w@:]*\w", shown)
