@@ -1,4 +1,4 @@
-"""The ``featurekit`` command line: a demo, and read-only views of a store.
+"""The ``featurekit`` command line: a demo, views of a store, its integrity check, the server.
 
 Heavy modules (polars, deltalake, the store) are imported inside commands, so
 ``featurekit --help`` stays fast. Every :class:`~featurekit.core.errors.FeatureKitError` becomes

@@ -28,7 +28,7 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from featurekit.core.config import REGISTRY_DIR
-from featurekit.core.errors import FeatureKitError
+from featurekit.core.errors import FeatureKitError, StorageError
 from featurekit.offline.materialize import table_uri
 from featurekit.offline.models import models
 from featurekit.storage import delta
@@ -158,7 +158,7 @@ def _check_views(report: DoctorReport, registry: Registry) -> None:
 def _read_latest(uri: str) -> str:
     version = delta.current_version(uri)
     if version is None:
-        raise FeatureKitError(f"{uri} holds files but no readable Delta log (_delta_log/).")
+        raise StorageError(f"{uri} holds files but no readable Delta log (_delta_log/).")
     rows = delta.read_rows(uri, version=version).height
     return f"Delta table reads in full at version {version} ({rows:,} rows)"
 
@@ -190,7 +190,9 @@ def _check_training_sets(report: DoctorReport, registry: Registry) -> None:
         for pinned in manifest.views:
             where = f"{subject} reads {pinned.view}@{pinned.version}"
             if pinned.delta_version is None:
-                report.checks.append(Check("note", where, "the table was empty when it was built"))
+                report.checks.append(
+                    Check("note", where, "nothing pinned: the table did not exist at its as_of")
+                )
                 continue
             # the manifest records the table relative to the store root, as rebuilds read it
             uri = str(registry.root / pinned.table)
