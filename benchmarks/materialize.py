@@ -171,8 +171,8 @@ def main() -> None:
             assert result.mode == "incremental", result
         inc = statistics.median(incremental)
         print(
-            f"incremental run, +1% rows            : {inc:.2f}s -> {inc / f:.3f} of the full run "
-            f"{target('(target <= 0.05)')}"
+            f"incremental run, +1% rows            : {inc:.2f}s -> {inc / f:.3f} of the full run"
+            f"{target(' (target <= 0.05)')}"
         )
         if args.stream_rows:
             stream = folder / "stream"
