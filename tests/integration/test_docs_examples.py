@@ -28,6 +28,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\s*$")
 NO_RUN = re.compile(r"^<!--\s*no-run:\s*(.*?)\s*-->$")
+#: Optional extras a page's examples use (the CI installs them; a bare dev install skips the page).
+REQUIRES = {"notebooks.md": ["anywidget", "ipywidgets"]}
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)|href=\"([^\"]+)\"")
 
 
@@ -128,6 +130,8 @@ def test_every_page_has_runnable_examples_and_reasons_for_the_rest() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
 def test_page_examples_run(page: Path, workdir: Path) -> None:
+    for module in REQUIRES.get(page.name, []):
+        pytest.importorskip(module)
     import polars as pl
 
     import featurekit as fk
