@@ -109,7 +109,10 @@ def to_svg(graph: GraphModel) -> str:
     total_w = 20 + max(1, len(columns)) * (width + gap_x)
     total_h = 20 + max((len(v) for v in columns.values()), default=1) * (height + gap_y)
     parts = [
+        # viewBox + max-width: wide graphs scale down to their container instead of
+        # running off its right edge; small ones keep their natural size
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{total_w}" height="{total_h}" '
+        f'viewBox="0 0 {total_w} {total_h}" style="max-width:100%;height:auto" '
         'font-family="monospace" font-size="11">'
     ]
     for edge in graph.edges:
