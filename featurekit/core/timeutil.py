@@ -13,6 +13,7 @@ from typing import Literal
 import polars as pl
 
 from featurekit.core.errors import DefinitionError, SchemaError
+from featurekit.core.names import shown
 
 #: The one dtype every timestamp is normalized to before comparison and storage.
 UTC_US = pl.Datetime("us", "UTC")
@@ -41,8 +42,18 @@ ACCEPTED_DURATIONS = (
 )
 
 
+#: The longest duration featurekit accepts (a TTL or window of 100 years). Longer spans
+#: reach past the instants timestamps can hold (``label - ttl`` before year 1, a window
+#: wider than nanosecond timestamps' 292 years), so they are refused when the view is
+#: defined, not found by an overflow after a commit. No limit is spelled ``None``.
+MAX_DURATION = timedelta(days=365 * 100)
+
+
 def parse_duration(value: str | timedelta | None, *, what: str = "duration") -> timedelta | None:
     """Read a positive duration such as ``"7d"``, ``"1h30m"`` or ``"7 days"``.
+
+    Durations longer than :data:`MAX_DURATION` (100 years) are refused: use ``None``
+    (no TTL, or a lifetime window) for "no limit".
 
     Example:
         >>> parse_duration("1h30m")
@@ -55,27 +66,48 @@ def parse_duration(value: str | timedelta | None, *, what: str = "duration") -> 
     elif isinstance(value, str):
         text = value.strip().lower()
         if text.startswith("-"):
-            raise DefinitionError(f"{what} must be positive, got {value!r}.")
-        pos, total = 0, timedelta()
+            raise DefinitionError(f"{what} must be positive, got {shown(value)}.")
+        pos, seconds = 0, 0.0
         while pos < len(text):
             match = _PART.match(text, pos)
             if not match or match.group(2) not in _UNITS:
                 raise DefinitionError(
-                    f"{what} {value!r} does not parse. Accepted forms: {ACCEPTED_DURATIONS}."
+                    f"{what} {shown(value)} does not parse. Accepted forms: {ACCEPTED_DURATIONS}."
                 )
-            total += float(match.group(1)) * _UNITS[match.group(2)]
+            # summed as float seconds first: a timedelta overflows (OverflowError) long
+            # before the bound below would have refused the value with a clear message
+            seconds += float(match.group(1)) * _UNITS[match.group(2)].total_seconds()
             pos = match.end()
         if not text:
             raise DefinitionError(f"{what} is empty. Accepted forms: {ACCEPTED_DURATIONS}.")
-        result = total
+        _check_bound(seconds > MAX_DURATION.total_seconds(), value, what)
+        result = _exact(text)
     else:
         raise DefinitionError(
             f"{what} must be a string or timedelta, got {type(value).__name__}. "
             f"Accepted forms: {ACCEPTED_DURATIONS}."
         )
     if result <= timedelta(0):
-        raise DefinitionError(f"{what} must be positive, got {value!r}.")
+        raise DefinitionError(f"{what} must be positive, got {shown(value)}.")
+    _check_bound(result > MAX_DURATION, value, what)
     return result
+
+
+def _exact(text: str) -> timedelta:
+    """The exact sum of a duration text's parts (bounded already, so it cannot overflow)."""
+    total = timedelta()
+    for match in _PART.finditer(text):
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+    return total
+
+
+def _check_bound(too_long: bool, value: str | timedelta, what: str) -> None:
+    if too_long:
+        raise DefinitionError(
+            f"{what} {shown(str(value))} is longer than 100 years, the longest duration "
+            "featurekit accepts. For no limit, pass None instead (no TTL: values never "
+            "expire; no window: the aggregate covers the entity's whole history)."
+        )
 
 
 def format_duration(value: timedelta | None) -> str | None:

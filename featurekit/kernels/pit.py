@@ -192,9 +192,22 @@ def _join_one(
         matched = _general_match(left, rows, keys, knowledge)
     chosen = matched[_BEST]
     if view.ttl is not None:
-        age = matched[_T] - rows[_E].gather(chosen)
-        chosen = pl.select(pl.when(age > view.ttl).then(None).otherwise(chosen)).to_series()
+        expired = _older_than(matched[_T], rows[_E].gather(chosen), view.ttl, unit)
+        chosen = pl.select(pl.when(expired).then(None).otherwise(chosen)).to_series()
     return _aligned(rows.select(view.features), chosen, matched[_IDX], height)
+
+
+def _older_than(t: pl.Series, event: pl.Series, ttl: timedelta, unit: TimeUnit) -> pl.Series:
+    """``t - event > ttl``, computed in 128 bits.
+
+    Nanosecond instants span 584 years, so the age of a row clamped to 1677 at a label in
+    2026 does not fit a 64-bit nanosecond duration: it would wrap around, negative, and
+    look fresh.
+    """
+    per_us = 1000 if unit == "ns" else 1
+    limit = int(ttl / timedelta(microseconds=1)) * per_us
+    age = t.to_physical().cast(pl.Int128) - event.to_physical().cast(pl.Int128)
+    return age.to_frame("age").select(pl.col("age") > pl.lit(limit, pl.Int128)).to_series()
 
 
 def _aligned(
