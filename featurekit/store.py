@@ -90,8 +90,8 @@ class Store:
     def materialize(
         self,
         view: FeatureView,
-        start: datetime | None = None,
-        end: datetime | None = None,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
         *,
         full_refresh: bool = False,
         progress: bool | None = None,
@@ -111,8 +111,8 @@ class Store:
             result = materialize(
                 self.registry,
                 resolved,
-                start=start,
-                end=end,
+                start=None if start is None else to_utc_datetime(start, what="start"),
+                end=None if end is None else to_utc_datetime(end, what="end"),
                 full_refresh=full_refresh,
                 step=lambda text: _advance(bar, text),
                 memory_budget=budget,
@@ -174,7 +174,7 @@ class Store:
         timestamp: str,
         *,
         ttl: Mapping[str, str | timedelta | None] | None = None,
-        as_of: datetime | None = None,
+        as_of: datetime | str | None = None,
         point_in_time: PointInTime = "knowledge",
         progress: bool | None = None,
     ) -> TrainingSet:
@@ -185,7 +185,8 @@ class Store:
             features: ``"view:feature"``, ``"view@3:feature"``, ``"view:*"`` or view objects.
             timestamp: the labels' datetime column.
             ttl: per-view TTL overrides, e.g. ``{"driver_stats": "1d"}``.
-            as_of: read every feature table as it stood at this wall-clock time.
+            as_of: read every feature table as it stood at this wall-clock time (a
+                datetime, a date or an ISO 8601 string; naive means UTC).
             point_in_time: ``"knowledge"`` (default: rows must be known by the label time)
                 or ``"event"`` (event time only).
             progress: show a progress bar (default: the store's setting; only for labels
@@ -196,7 +197,7 @@ class Store:
             raise DefinitionError(
                 f"point_in_time must be 'knowledge' or 'event', got {point_in_time!r}."
             )
-        when = to_utc_datetime(as_of) if as_of is not None else None
+        when = to_utc_datetime(as_of, what="as_of") if as_of is not None else None
         specs, on_demand = training_plan(  # services and on-demand features (issue 4)
             features, self.registry, self._catalog, lambda s: self._lookup(s, when), frame.columns
         )
@@ -261,7 +262,7 @@ class Store:
         entities: Mapping[str, Sequence[Any]] | pl.DataFrame,
         *,
         with_metadata: bool = False,
-        at: datetime | None = None,
+        at: datetime | str | None = None,
     ) -> pl.DataFrame:
         """Latest feature values per entity, exactly what ``training_set`` gives at this instant.
 
@@ -278,7 +279,8 @@ class Store:
             >>> store.get_online_features(["driver_stats:conv_rate"], {"driver_id": [1, 2]})
         """
         service = self._online()
-        return service.lookup(features, entities, with_metadata=with_metadata, at=at).frame
+        when = None if at is None else to_utc_datetime(at, what="at")
+        return service.lookup(features, entities, with_metadata=with_metadata, at=when).frame
 
     @property
     def online(self) -> OnlineStore:

@@ -7,7 +7,8 @@ featurekit compares timestamps as UTC instants. Naive timestamps are read as UTC
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Literal
 
 import polars as pl
@@ -118,9 +119,22 @@ def format_duration(value: timedelta | None) -> str | None:
 
 
 def to_utc_expr(
-    column: str, dtype: pl.DataType, *, what: str, time_unit: Literal["us", "ns"] = "us"
+    column: str,
+    dtype: pl.DataType,
+    *,
+    what: str,
+    time_unit: Literal["us", "ns"] = "us",
+    rounding: Literal["up", "down"] = "up",
 ) -> pl.Expr:
-    """Expression turning a datetime column into ``Datetime(time_unit, 'UTC')``; naive means UTC."""
+    """Expression turning a datetime column into ``Datetime(time_unit, 'UTC')``; naive means UTC.
+
+    Nanoseconds narrowed to microseconds (Delta Lake keeps microseconds) round ``"up"`` by
+    default: an event or created time becomes the first microsecond at or after it, so a
+    row stored at microseconds is never known earlier than it really was, and a value that
+    arrives 800 ns after a label can never leak into it. A label time must round
+    ``"down"`` for the same reason. Either way the rounding is exact (floor/ceil of the
+    integer nanoseconds), before 1970 too.
+    """
     if not isinstance(dtype, pl.Datetime):
         raise SchemaError(
             f"{what} column {column!r} must be a datetime, got {dtype}. "
@@ -136,7 +150,57 @@ def to_utc_expr(
         # They stay later than every nanosecond label, so they are never picked, and a
         # clamped early value only shortens an age that no TTL in this range can reach.
         expr = expr.clip(NS_MIN, NS_MAX)
+    if time_unit == "us" and dtype.time_unit == "ns":
+        return narrow_ns(expr, rounding)
     return expr.cast(pl.Datetime(time_unit, "UTC"))
+
+
+def narrow_ns(expr: pl.Expr, rounding: Literal["up", "down"] = "up") -> pl.Expr:
+    """A UTC nanosecond datetime expression as microseconds, rounded up or down exactly."""
+    ns = expr.to_physical()
+    us = ns // 1000  # floor division, also for instants before 1970
+    if rounding == "up":
+        us = us + (ns % 1000 != 0).cast(pl.Int64)
+    return us.cast(UTC_US)
+
+
+def iso_datetime_expr(column: str, *, what: str) -> pl.Expr:
+    """Parse an ISO 8601 string column into ``Datetime('us', 'UTC')``, failing by name.
+
+    A value that does not parse raises :class:`SchemaError` naming ``what`` and the column
+    (with a few of the values), when the plan runs, instead of a bare polars error. Strings
+    with more than six fractional digits round up to the next microsecond, like every
+    nanosecond time featurekit stores (see :func:`to_utc_expr`).
+    """
+    return (
+        pl.col(column)
+        .map_batches(partial(_parse_iso, column=column, what=what), return_dtype=UTC_US)
+        .alias(column)
+    )
+
+
+def _parse_iso(values: pl.Series, *, column: str, what: str) -> pl.Series:
+    parsed = values.str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
+    bad = parsed.is_null() & values.is_not_null()
+    if bad.any():
+        samples = values.filter(bad).unique(maintain_order=True).head(3).to_list()
+        raise SchemaError(
+            f"{what} column {column!r} has {bad.sum()} value(s) that are not ISO 8601 "
+            f"date-times, e.g. {shown(samples)}. Fix those rows, or parse the column "
+            f"yourself with a format, e.g. pl.col({column!r}).str.to_datetime('%d/%m/%Y %H:%M')."
+        )
+    if values.str.contains(r"[.,]\d{7}").any():  # sub-microsecond digits: round them up
+        # the digits past the sixth, when any is not 0, add one microsecond to the
+        # (truncating) microsecond parse
+        finer = values.str.extract(r"[.,]\d{6}(\d+)").str.contains("[1-9]").fill_null(False)
+        parsed = (
+            pl.DataFrame({"us": parsed, "finer": finer})
+            .select(
+                pl.when("finer").then(pl.col("us") + pl.duration(microseconds=1)).otherwise("us")
+            )
+            .to_series()
+        )
+    return parsed.alias(values.name)
 
 
 #: The instants nanosecond datetimes can hold (with a margin of a day).
@@ -144,8 +208,35 @@ NS_MIN = datetime(1677, 9, 23, tzinfo=UTC)
 NS_MAX = datetime(2262, 4, 10, tzinfo=UTC)
 
 
-def to_utc_datetime(value: datetime) -> datetime:
-    """A Python datetime as an aware UTC instant; naive means UTC."""
+def to_utc_datetime(value: datetime | date | str, *, what: str = "time") -> datetime:
+    """An instant as an aware UTC datetime; naive means UTC.
+
+    Accepts a ``datetime``, a ``date`` (its midnight, UTC) or an ISO 8601 string such as
+    ``"2026-03-01"``, ``"2026-03-01T12:30:00"`` or ``"2026-03-01T12:30:00+01:00"``.
+
+    Raises:
+        DefinitionError: ``value`` is none of these; the message names ``what``.
+
+    Example:
+        >>> to_utc_datetime("2026-03-01T12:00:00+01:00")
+        datetime.datetime(2026, 3, 1, 11, 0, tzinfo=datetime.timezone.utc)
+    """
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise DefinitionError(
+                f"{what} {shown(value)} is not an ISO 8601 date or time. Pass a datetime or "
+                "a string such as '2026-03-01', '2026-03-01T12:30:00' or "
+                "'2026-03-01T12:30:00+01:00' (no zone means UTC)."
+            ) from None
+    elif isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day, tzinfo=UTC)
+    elif not isinstance(value, datetime):
+        raise DefinitionError(
+            f"{what} must be a datetime, a date or an ISO 8601 string, got "
+            f"{type(value).__name__} {shown(value)}."
+        )
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)

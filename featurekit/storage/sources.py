@@ -10,7 +10,7 @@ import polars as pl
 
 from featurekit.core.definitions import Source
 from featurekit.core.errors import SchemaError, StorageError
-from featurekit.core.timeutil import to_utc_expr
+from featurekit.core.timeutil import iso_datetime_expr, to_utc_expr
 
 
 def raw_scan(source: Source) -> pl.LazyFrame:
@@ -26,7 +26,12 @@ def raw_scan(source: Source) -> pl.LazyFrame:
         if source.kind == "parquet":
             return pl.scan_parquet(location, storage_options=options)
         if source.kind == "csv":
-            return pl.scan_csv(location, try_parse_dates=True, storage_options=options)
+            # time columns stay text here: the CSV reader would cut nanoseconds off
+            # (rounding down), scan_source parses them rounding up
+            times = {c: pl.String for c in (source.timestamp, source.created_timestamp) if c}
+            return pl.scan_csv(
+                location, try_parse_dates=True, schema_overrides=times, storage_options=options
+            )
         assert isinstance(location, str)
         return pl.scan_delta(location, storage_options=options)
     except Exception as err:
@@ -80,7 +85,7 @@ def scan_source(source: Source, *, bounds: Sequence[TimeBound] = ()) -> pl.LazyF
             )
         dtype = schema[column]
         if dtype == pl.String:  # CSV and JSON often carry ISO strings
-            fixes.append(_parse_iso(column))
+            fixes.append(iso_datetime_expr(column, what=f"source {source.name!r} {role}"))
             continue
         if dtype == pl.Date:
             fixes.append(pl.col(column).cast(pl.Datetime("us")).dt.replace_time_zone("UTC"))
@@ -117,9 +122,3 @@ def _stored_bound(bound: TimeBound, schema: pl.Schema) -> pl.Expr | None:
     else:
         value = pl.lit(instant).dt.convert_time_zone(dtype.time_zone).cast(dtype)
     return _compare(pl.col(column), op, value)
-
-
-def _parse_iso(column: str) -> pl.Expr:
-    return (
-        pl.col(column).str.to_datetime(time_unit="us", time_zone="UTC", strict=True).alias(column)
-    )
