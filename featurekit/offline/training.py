@@ -27,6 +27,7 @@ from featurekit.core.hashing import frame_hash, stable_hash
 from featurekit.core.timeutil import to_utc_expr, utcnow
 from featurekit.kernels.aggregate import AggSpec
 from featurekit.kernels.pit import PointInTime, ViewFrame, pit_join
+from featurekit.offline.damage import damaged_data_is_irreproducible
 from featurekit.storage import delta
 from featurekit.storage.registry import Registry, VersionRecord, write_json_once
 
@@ -187,6 +188,7 @@ def build(
     return TrainingSet(registry, manifest, result)
 
 
+@damaged_data_is_irreproducible
 def rebuild(
     registry: Registry, manifest: dict[str, Any], on_demand: OnDemandHook | None = None
 ) -> TrainingSet:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import orjson
 import polars as pl
@@ -26,7 +28,56 @@ def table_exists(uri: str, storage_options: Mapping[str, str] | None = None) -> 
     """Whether a Delta table lives at ``uri``."""
     from deltalake import DeltaTable
 
-    return bool(DeltaTable.is_deltatable(uri, storage_options=_options(storage_options)))
+    try:
+        return bool(DeltaTable.is_deltatable(uri, storage_options=_options(storage_options)))
+    except BaseException as err:
+        if not _is_failure(err):
+            raise
+        raise StorageError(
+            f"Delta table {uri!r} cannot be opened: {_first_line(err)}. {_DAMAGED}"
+        ) from err
+
+
+#: What to do about a table damaged outside featurekit.
+_DAMAGED = (
+    "The table was changed outside featurekit (a truncated, edited or deleted file, or a "
+    "damaged _delta_log): restore its folder from a backup."
+)
+
+
+def _is_failure(err: BaseException) -> bool:
+    """Whether ``err`` is a failure to report: an Exception, or a Rust panic.
+
+    Rust panics in polars and deltalake arrive as ``PanicException``, which derives from
+    ``BaseException`` (each library has its own class, so it is known by name); they mean
+    a file or log the reader could not make sense of. KeyboardInterrupt and SystemExit
+    are not failures of the table and pass through.
+    """
+    return isinstance(err, Exception) or type(err).__name__ == "PanicException"
+
+
+def _first_line(err: BaseException) -> str:
+    """The message of a library error without the Rust backtrace lines it may carry."""
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _open(
+    uri: str, version: int | None = None, storage_options: Mapping[str, str] | None = None
+) -> Any:
+    """The DeltaTable at ``uri`` (at ``version``), or a StorageError naming the table."""
+    from deltalake import DeltaTable
+
+    try:
+        return DeltaTable(uri, version=version, storage_options=_options(storage_options))
+    except BaseException as err:
+        if not _is_failure(err):
+            raise
+        at = "" if version is None else f" at version {version}"
+        raise StorageError(
+            f"Delta table {uri!r}: its transaction log (_delta_log) cannot be read{at}: "
+            f"{_first_line(err)}. {_DAMAGED}"
+        ) from err
 
 
 def write_rows(
@@ -63,10 +114,12 @@ def write_rows(
             commit_properties=CommitProperties(custom_metadata=custom),
         )
         return int(DeltaTable(uri, storage_options=_options(storage_options)).version())
-    except Exception as err:
+    except BaseException as err:
         if failures:  # the batches' producer failed (e.g. user code): that is the error
             raise failures[0] from None
-        raise StorageError(f"writing Delta table {uri!r} failed: {err}") from err
+        if not _is_failure(err):
+            raise
+        raise StorageError(f"writing Delta table {uri!r} failed: {_first_line(err)}") from err
 
 
 def _stream(frames: Iterable[pl.DataFrame], failures: list[BaseException]) -> Any:
@@ -121,20 +174,25 @@ def _iso(value: datetime) -> str:
 
 def current_version(uri: str, storage_options: Mapping[str, str] | None = None) -> int | None:
     """Latest version of the table, or None if there is no table."""
-    from deltalake import DeltaTable
-
     if not table_exists(uri, storage_options):
         return None
-    return int(DeltaTable(uri, storage_options=_options(storage_options)).version())
+    return int(_open(uri, storage_options=storage_options).version())
 
 
 def history(uri: str, storage_options: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """Commits oldest first, with featurekit metadata decoded under ``"featurekit"``."""
-    from deltalake import DeltaTable
-
     if not table_exists(uri, storage_options):
         return []
-    entries = DeltaTable(uri, storage_options=_options(storage_options)).history()
+    table = _open(uri, storage_options=storage_options)
+    try:
+        entries = table.history()
+    except BaseException as err:
+        if not _is_failure(err):
+            raise
+        raise StorageError(
+            f"Delta table {uri!r}: its history (_delta_log) cannot be read: "
+            f"{_first_line(err)}. {_DAMAGED}"
+        ) from err
     out = []
     for entry in sorted(entries, key=lambda e: int(e["version"])):
         meta = {}
@@ -171,13 +229,20 @@ def version_at(
 def scan_rows(
     uri: str, *, version: int, storage_options: Mapping[str, str] | None = None
 ) -> pl.LazyFrame:
-    """A lazy scan of the table at a pinned ``version`` (filters are pushed to file stats)."""
+    """A lazy scan of the table at a pinned ``version`` (filters are pushed to file stats).
+
+    The data files are checked against the log first (local tables: every file is there,
+    with the size the log recorded), because a damaged file found later, while the scan
+    runs, would surface in the caller as a bare polars error or a Rust panic.
+    """
+    table = _open(uri, version, storage_options)
+    _check_files(uri, version, table)
     try:
-        return pl.scan_delta(uri, version=version, storage_options=_options(storage_options))
-    except Exception as err:
-        raise StorageError(
-            f"reading Delta table {uri!r} at version {version} failed: {err}"
-        ) from err
+        return pl.scan_delta(table)
+    except BaseException as err:
+        if not _is_failure(err):
+            raise
+        raise _read_error(uri, version, table, err) from err
 
 
 def read_rows(
@@ -188,18 +253,102 @@ def read_rows(
     where: pl.Expr | None = None,
     storage_options: Mapping[str, str] | None = None,
 ) -> pl.DataFrame:
-    """Read ``columns`` of the table at a pinned ``version``, filtered by ``where``."""
+    """Read ``columns`` of the table at a pinned ``version``, filtered by ``where``.
+
+    Raises:
+        StorageError: the table or one of its files cannot be read; the message names
+            the table and, when it can be found, the damaged file.
+    """
+    table = _open(uri, version, storage_options)
+    _check_files(uri, version, table)
     try:
-        lf = pl.scan_delta(uri, version=version, storage_options=_options(storage_options))
+        lf = pl.scan_delta(table)
         if columns is not None:
             lf = lf.select(list(columns))
         if where is not None:
             lf = lf.filter(where)
         return lf.collect()
-    except Exception as err:
+    except BaseException as err:
+        if not _is_failure(err):
+            raise
+        raise _read_error(uri, version, table, err) from err
+
+
+def _files(table: Any) -> list[tuple[str, int]]:
+    """(relative path, size in bytes) of every data file of ``table``, as its log records."""
+    import pyarrow as pa
+
+    actions = pa.table(table.get_add_actions(flatten=False))
+    return list(
+        zip(
+            actions.column("path").to_pylist(),
+            actions.column("size_bytes").to_pylist(),
+            strict=True,
+        )
+    )
+
+
+def _local_root(table: Any) -> Path | None:
+    """The folder of a table on the local file system, or None for object stores."""
+    root = str(table.table_uri)
+    if root.startswith("file://"):
+        return Path(unquote(urlparse(root).path))
+    return None if "://" in root else Path(root)
+
+
+def _file_problems(table: Any, *, read_footers: bool) -> list[str]:
+    """What is wrong with each damaged data file (at most three): missing, wrong size, or
+    (``read_footers``) a footer that does not parse. Local tables only; else []."""
+    root = _local_root(table)
+    if root is None:
+        return []
+    problems = []
+    for relative, size in _files(table):
+        path = root / unquote(relative)
+        if not path.is_file():
+            problems.append(f"data file {relative!r} is missing")
+        elif path.stat().st_size != size:
+            problems.append(
+                f"data file {relative!r} is {path.stat().st_size} bytes, but the log "
+                f"recorded {size}"
+            )
+        elif read_footers:
+            import pyarrow.parquet as pq
+
+            try:
+                pq.read_metadata(path)
+            except Exception as err:
+                problems.append(f"data file {relative!r} is not valid parquet ({_first_line(err)})")
+        if len(problems) == 3:
+            break
+    return problems
+
+
+def _check_files(uri: str, version: int, table: Any) -> None:
+    """Refuse, before reading, a local table whose files are missing or were resized."""
+    try:
+        problems = _file_problems(table, read_footers=False)
+    except BaseException as err:
+        if not _is_failure(err):
+            raise
+        raise _read_error(uri, version, table, err) from err
+    if problems:
         raise StorageError(
-            f"reading Delta table {uri!r} at version {version} failed: {err}"
-        ) from err
+            f"reading Delta table {uri!r} at version {version} failed: "
+            f"{'; '.join(problems)}. {_DAMAGED}"
+        )
+
+
+def _read_error(uri: str, version: int, table: Any, err: BaseException) -> StorageError:
+    """A StorageError for a failed read, naming the damaged files when they can be found."""
+    try:
+        problems = _file_problems(table, read_footers=True)
+    except Exception:  # the diagnosis is best effort: the original error is the news
+        problems = []
+    cause = "; ".join(problems) if problems else _first_line(err)
+    return StorageError(
+        f"reading Delta table {uri!r} at version {version} failed: {cause}. {_DAMAGED}"
+    )
 
 
 def _one_batch(frame: pl.DataFrame) -> Any:
@@ -216,11 +365,7 @@ def _one_batch(frame: pl.DataFrame) -> Any:
 
 def file_count(uri: str, version: int, storage_options: Mapping[str, str] | None = None) -> int:
     """Number of data files in the table at ``version``."""
-    from deltalake import DeltaTable
-
-    return len(
-        DeltaTable(uri, version=version, storage_options=_options(storage_options)).file_uris()
-    )
+    return len(_open(uri, version, storage_options).file_uris())
 
 
 def _writer_properties(schema: Any) -> Any:
