@@ -384,11 +384,24 @@ def _aligned_keys(labels: pl.DataFrame, view: LoadedView) -> tuple[list[pl.Expr]
     return label_exprs, row_exprs
 
 
+def _common_integer(left: pl.DataType, right: pl.DataType) -> pl.DataType:
+    """An integer dtype holding every value of both: UInt64 beside a signed key is Int128
+    (a negative label key next to keys above 2**63 must neither fail nor wrap)."""
+    both = (left, right)
+    if pl.UInt128 in both:
+        return pl.UInt128() if all(d.is_unsigned_integer() for d in both) else pl.Int128()
+    if pl.Int128 in both:
+        return pl.Int128()
+    if pl.UInt64 in both:
+        return pl.UInt64() if all(d.is_unsigned_integer() for d in both) else pl.Int128()
+    return pl.Int64()
+
+
 def _common_key_dtype(key: str, left: pl.DataType, right: pl.DataType, view: str) -> pl.DataType:
     if left == right and not isinstance(left, pl.Categorical | pl.Enum):
         return left
     if left.is_integer() and right.is_integer():
-        return pl.UInt64() if pl.UInt64 in (left, right) else pl.Int64()
+        return _common_integer(left, right)
     stringy = (pl.String, pl.Categorical, pl.Enum)
     if isinstance(left, stringy) and isinstance(right, stringy):
         return pl.String()

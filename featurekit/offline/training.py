@@ -28,6 +28,7 @@ from featurekit.core.timeutil import to_utc_expr, utcnow
 from featurekit.kernels.aggregate import AggSpec
 from featurekit.kernels.pit import PointInTime, ViewFrame, pit_join
 from featurekit.offline.damage import damaged_data_is_irreproducible
+from featurekit.offline.dtypes import check_label_columns
 from featurekit.storage import delta
 from featurekit.storage.registry import Registry, VersionRecord, write_json_once
 
@@ -134,6 +135,7 @@ def build(
 ) -> TrainingSet:
     """Join, record the manifest and labels, and return the training set."""
     _check_label_timestamp(labels, timestamp)
+    check_label_columns(labels)
     frames = [_read_view(req, labels, timestamp) for req in requests]
     result = pit_join(labels, timestamp=timestamp, views=frames, point_in_time=point_in_time)
     if on_demand is not None:

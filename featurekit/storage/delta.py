@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlparse
 
 import orjson
 import polars as pl
+from polars.datatypes import DataTypeClass
 
 from featurekit.core.errors import StorageError
 
@@ -238,7 +239,7 @@ def scan_rows(
     table = _open(uri, version, storage_options)
     _check_files(uri, version, table)
     try:
-        return pl.scan_delta(table)
+        return _decode(table, pl.scan_delta(table))
     except BaseException as err:
         if not _is_failure(err):
             raise
@@ -262,7 +263,7 @@ def read_rows(
     table = _open(uri, version, storage_options)
     _check_files(uri, version, table)
     try:
-        lf = pl.scan_delta(table)
+        lf = _decode(table, pl.scan_delta(table))
         if columns is not None:
             lf = lf.select(list(columns))
         if where is not None:
@@ -352,15 +353,175 @@ def _read_error(uri: str, version: int, table: Any, err: BaseException) -> Stora
 
 
 def _one_batch(frame: pl.DataFrame) -> Any:
-    """The frame as an Arrow table of one record batch.
+    """The frame as an Arrow table of one record batch, in types Delta Lake can hold.
 
     delta-rs deals record batches round-robin to parallel writers, so the rows of two
     batches can land in the table in either order; inside one batch the order is kept.
     Keeping each frame in one batch keeps its (sorted) order, and with it the order of
     exact ties that the point-in-time tie-break reads.
     """
+    import pyarrow as pa
+
+    frame, encoded = _encode(frame)
     table = (frame.rechunk() if frame.n_chunks() > 1 else frame).to_arrow()
+    if encoded:
+        fields = [
+            f.with_metadata({DTYPE_KEY: encoded[f.name]}) if f.name in encoded else f
+            for f in table.schema
+        ]
+        table = table.cast(pa.schema(fields))  # same types, with the metadata
     return table.combine_chunks() if table.num_rows else table
+
+
+# ---- dtypes Delta Lake cannot hold --------------------------------------------------------
+# Delta has no unsigned or 128-bit integers, times of day, durations, fixed-size arrays or
+# enums. Such columns are stored in a type that holds every value exactly (and keeps the
+# order where it can: UInt64 as Decimal(20, 0)), with the original polars dtype in the
+# Delta schema's field metadata; reads cast them back, so a UInt64 key comes back UInt64
+# with values above the signed range intact. Other dtypes are stored as they are.
+
+#: Field metadata key holding the original dtype of a column stored in another type.
+DTYPE_KEY = "featurekit.dtype"
+
+_WIDER: dict[Any, pl.DataType] = {
+    pl.UInt8: pl.Int16(),
+    pl.UInt16: pl.Int32(),
+    pl.UInt32: pl.Int64(),
+    pl.UInt64: pl.Decimal(20, 0),
+    pl.Int128: pl.String(),
+    pl.UInt128: pl.String(),
+    pl.Time: pl.Int64(),
+}
+
+
+def _storable(dtype: pl.DataType | DataTypeClass) -> pl.DataType | None:
+    """The dtype ``dtype`` is stored as, or None when Delta holds it as it is."""
+    dtype = _instance(dtype)
+    for kind, stored in _WIDER.items():
+        if dtype == kind:
+            return stored
+    if isinstance(dtype, pl.Duration):
+        return pl.Int64()
+    if isinstance(dtype, pl.Enum):
+        return pl.String()
+    if isinstance(dtype, pl.Array):
+        inner = dtype.inner
+        return pl.List(_storable(inner) or inner)
+    if isinstance(dtype, pl.List):
+        inner_stored = _storable(dtype.inner)
+        return None if inner_stored is None else pl.List(inner_stored)
+    if isinstance(dtype, pl.Struct):
+        stored_fields = [_storable(f.dtype) for f in dtype.fields]
+        if all(f is None for f in stored_fields):
+            return None
+        return pl.Struct(
+            [
+                pl.Field(f.name, s or f.dtype)
+                for f, s in zip(dtype.fields, stored_fields, strict=True)
+            ]
+        )
+    return None
+
+
+def _encode(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, str]]:
+    """``frame`` in storable dtypes, and the original dtype (JSON) of each changed column."""
+    encoded: dict[str, str] = {}
+    casts = []
+    for name, dtype in frame.schema.items():
+        stored = _storable(dtype)
+        if stored is None:
+            continue
+        encoded[name] = orjson.dumps(dtype_to_json(dtype)).decode()
+        expr = pl.col(name)
+        if dtype == pl.Time or isinstance(dtype, pl.Duration):
+            expr = expr.to_physical()
+        casts.append(expr.cast(stored))
+    return (frame.with_columns(casts) if casts else frame), encoded
+
+
+def _decode(table: Any, lf: pl.LazyFrame) -> pl.LazyFrame:
+    """Cast the columns stored in another dtype (see :func:`_encode`) back to theirs."""
+    casts = []
+    for field in table.schema().fields:
+        spec = (field.metadata or {}).get(DTYPE_KEY)
+        if spec is None:
+            continue
+        dtype = dtype_from_json(orjson.loads(spec))
+        casts.append(pl.col(field.name).cast(dtype))
+    return lf.with_columns(casts) if casts else lf
+
+
+_SIMPLE: dict[str, pl.DataType] = {
+    str(d): d
+    for d in (
+        pl.Int8(),
+        pl.Int16(),
+        pl.Int32(),
+        pl.Int64(),
+        pl.Int128(),
+        pl.UInt8(),
+        pl.UInt16(),
+        pl.UInt32(),
+        pl.UInt64(),
+        pl.UInt128(),
+        pl.Float32(),
+        pl.Float64(),
+        pl.Boolean(),
+        pl.String(),
+        pl.Binary(),
+        pl.Date(),
+        pl.Time(),
+        pl.Null(),
+        pl.Categorical(),
+    )
+}
+
+
+def _instance(dtype: pl.DataType | DataTypeClass) -> pl.DataType:
+    """Nested dtypes may hold their inner dtypes as classes (``pl.Int64``): an instance."""
+    return dtype() if isinstance(dtype, type) else dtype
+
+
+def dtype_to_json(dtype: pl.DataType | DataTypeClass) -> Any:
+    """A polars dtype as plain JSON data (stable across polars versions, unlike its repr)."""
+    dtype = _instance(dtype)
+    if isinstance(dtype, pl.Datetime):
+        return {"datetime": dtype.time_unit, "zone": dtype.time_zone}
+    if isinstance(dtype, pl.Duration):
+        return {"duration": dtype.time_unit}
+    if isinstance(dtype, pl.Decimal):
+        return {"decimal": [dtype.precision, dtype.scale]}
+    if isinstance(dtype, pl.Enum):
+        return {"enum": dtype.categories.to_list()}
+    if isinstance(dtype, pl.Array):
+        return {"array": dtype_to_json(dtype.inner), "size": dtype.size}
+    if isinstance(dtype, pl.List):
+        return {"list": dtype_to_json(dtype.inner)}
+    if isinstance(dtype, pl.Struct):
+        return {"struct": [[f.name, dtype_to_json(f.dtype)] for f in dtype.fields]}
+    name = str(dtype)
+    if name not in _SIMPLE:
+        raise StorageError(f"dtype {dtype} cannot be recorded in a Delta table's schema.")
+    return name
+
+
+def dtype_from_json(data: Any) -> pl.DataType:
+    """The inverse of :func:`dtype_to_json`."""
+    if isinstance(data, str):
+        return _SIMPLE[data]
+    if "datetime" in data:
+        return pl.Datetime(data["datetime"], data["zone"])
+    if "duration" in data:
+        return pl.Duration(data["duration"])
+    if "decimal" in data:
+        return pl.Decimal(*data["decimal"])
+    if "enum" in data:
+        return pl.Enum(data["enum"])
+    if "array" in data:
+        return pl.Array(dtype_from_json(data["array"]), data["size"])
+    if "list" in data:
+        return pl.List(dtype_from_json(data["list"]))
+    return pl.Struct([pl.Field(n, dtype_from_json(d)) for n, d in data["struct"]])
 
 
 def file_count(uri: str, version: int, storage_options: Mapping[str, str] | None = None) -> int:

@@ -172,3 +172,166 @@ def test_unparsable_source_timestamp_names_the_source(tmp_path: Path) -> None:
         "a format, e.g. pl.col('event_ts').str.to_datetime('%d/%m/%Y %H:%M')."
     )
     assert store.views() == [] or all(not store.versions(v) for v in store.views())
+
+
+# ---- dtypes: each works end to end, or is refused when the training set is built --------
+
+U64_MAX = 2**64 - 1
+FEATURE_VALUES = {
+    "date": pl.Series([date(2026, 1, 1), None]),
+    "time": pl.Series([datetime(2026, 1, 1, 13, 5, 1, 7).time(), None]),
+    "duration": pl.Series([timedelta(days=3, microseconds=5), None]),
+    "uint8": pl.Series([255, None], dtype=pl.UInt8),
+    "uint16": pl.Series([65_535, None], dtype=pl.UInt16),
+    "uint32": pl.Series([4_000_000_000, None], dtype=pl.UInt32),
+    "uint64": pl.Series([U64_MAX, None], dtype=pl.UInt64),
+    "int8": pl.Series([-128, None], dtype=pl.Int8),
+    "float32": pl.Series([1.5, None], dtype=pl.Float32),
+    "array": pl.Series([[1, 2], None], dtype=pl.Array(pl.Int64, 2)),
+    "enum": pl.Series(["b", None], dtype=pl.Enum(["a", "b"])),
+    "list_uint8": pl.Series([[1, 255], None], dtype=pl.List(pl.UInt8)),
+    "struct_uint64": pl.Series([{"a": U64_MAX}, None], dtype=pl.Struct({"a": pl.UInt64})),
+}
+
+
+@pytest.mark.parametrize("kind", list(FEATURE_VALUES))
+def test_feature_dtypes_keep_their_dtype_and_values(tmp_path: Path, kind: str) -> None:
+    values = FEATURE_VALUES[kind]
+    rows = pl.DataFrame({"driver_id": [1, 2], "event_ts": [datetime(2026, 3, 1)] * 2, "f": values})
+    store, _ = store_with(tmp_path, rows)
+    labels = pl.DataFrame({"driver_id": [2, 1, 3], "ts": [datetime(2026, 3, 5)] * 3})
+    ts = store.training_set(labels, features=["v:f"], timestamp="ts")
+    out = ts.to_polars()
+    assert out.schema["f"] == values.dtype
+    first, second = values.to_list()
+    assert out["f"].to_list() == [second, first, None]
+    again = store.training_set_by_id(ts.id).to_polars()
+    assert again.equals(out)
+    assert again.schema == out.schema
+    online = store.get_online_features(["v:f"], {"driver_id": [1, 2]})
+    assert online.schema["f"] == values.dtype
+    assert online["f"].to_list() == values.to_list()
+
+
+LABEL_VALUES = {
+    **FEATURE_VALUES,
+    "decimal": pl.Series([1.25, None]).cast(pl.Decimal(10, 2)),
+    "binary": pl.Series([b"\x00x", None]),
+    "categorical": pl.Series(["x", None], dtype=pl.Categorical),
+    "list_decimal": pl.Series([[1.5], None]).cast(pl.List(pl.Decimal(10, 1))),
+    "array_enum": pl.Series([["x", "y"], None], dtype=pl.Array(pl.Enum(["x", "y"]), 2)),
+    "null": pl.Series([None, None], dtype=pl.Null),
+    "datetime_ns_zone": pl.Series([datetime(2026, 1, 1), None]).cast(
+        pl.Datetime("ns", "Europe/Paris")
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(LABEL_VALUES))
+def test_label_columns_of_every_kept_dtype_rebuild_exactly(tmp_path: Path, kind: str) -> None:
+    rows = pl.DataFrame({"driver_id": [1], "event_ts": [datetime(2026, 3, 1)], "value": [7.0]})
+    store, _ = store_with(tmp_path, rows)
+    labels = pl.DataFrame(
+        {"driver_id": [1, 2], "ts": [datetime(2026, 3, 5)] * 2, "label": LABEL_VALUES[kind]}
+    )
+    ts = store.training_set(labels, features=["v:value"], timestamp="ts")
+    out = ts.to_polars()
+    assert out.select(labels.columns).equals(labels)
+    assert out["value"].to_list() == [7.0, None]
+    again = store.training_set_by_id(ts.id).to_polars()
+    assert again.equals(out)
+    assert again.schema == out.schema
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        (
+            pl.Series([object(), None], dtype=pl.Object),
+            "has dtype Object: arbitrary Python objects have no stable stored form",
+        ),
+        (
+            pl.Series([2**100, None], dtype=pl.Int128),
+            "has dtype Int128: Arrow, which stores the labels, has no 128-bit integers",
+        ),
+        (
+            pl.Series([[1], None], dtype=pl.List(pl.Int128)),
+            "has dtype List(Int128): its items: Arrow, which stores the labels, has no "
+            "128-bit integers",
+        ),
+    ],
+)
+def test_label_columns_that_could_never_rebuild_are_refused_when_built(
+    tmp_path: Path, values: pl.Series, reason: str
+) -> None:
+    rows = pl.DataFrame({"driver_id": [1], "event_ts": [datetime(2026, 3, 1)], "value": [7.0]})
+    store, _ = store_with(tmp_path, rows)
+    labels = pl.DataFrame({"driver_id": [1, 2], "ts": [datetime(2026, 3, 5)] * 2, "label": values})
+    with pytest.raises(fk.SchemaError) as info:
+        store.training_set(labels, features=["v:value"], timestamp="ts")
+    assert str(info.value).startswith(
+        f"label column 'label' {reason}, so a training set built from these labels could "
+        "not be stored and rebuilt exactly."
+    )
+    assert store.training_sets() == []
+    assert not (store.root / "training_sets").exists() or not any(
+        (store.root / "training_sets").iterdir()
+    )
+
+
+@pytest.mark.parametrize("dtype", [pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64])
+def test_unsigned_keys_work_offline_and_online(tmp_path: Path, dtype: pl.DataType) -> None:
+    top = {pl.UInt8: 255, pl.UInt16: 65_535, pl.UInt32: 4_294_967_295, pl.UInt64: U64_MAX}[dtype]
+    keys = pl.Series([top, 7], dtype=dtype)
+    rows = pl.DataFrame(
+        {"driver_id": keys, "event_ts": [datetime(2026, 3, 1)] * 2, "value": [1.0, 2.0]}
+    )
+    store, _ = store_with(tmp_path, rows)
+    labels = pl.DataFrame(
+        {"driver_id": pl.Series([7, top, 8], dtype=dtype), "ts": [datetime(2026, 3, 5)] * 3}
+    )
+    ts = store.training_set(labels, features=["v:value"], timestamp="ts")
+    assert ts.to_polars()["value"].to_list() == [2.0, 1.0, None]
+    assert ts.to_polars().schema["driver_id"] == dtype
+    assert store.training_set_by_id(ts.id).to_polars().equals(ts.to_polars())
+    online = store.get_online_features(["v:value"], {"driver_id": pl.Series([top, 7], dtype=dtype)})
+    assert online["value"].to_list() == [1.0, 2.0]
+    assert online.schema["driver_id"] == dtype
+    assert store.read("v").schema["driver_id"] == dtype
+
+
+def test_signed_label_keys_next_to_uint64_keys_above_the_signed_range(tmp_path: Path) -> None:
+    rows = pl.DataFrame(
+        {
+            "driver_id": pl.Series([U64_MAX, 5], dtype=pl.UInt64),
+            "event_ts": [datetime(2026, 3, 1)] * 2,
+            "value": [1.0, 2.0],
+        }
+    )
+    store, _ = store_with(tmp_path, rows)
+    labels = pl.DataFrame({"driver_id": [-1, 5], "ts": [datetime(2026, 3, 5)] * 2})
+    out = store.training_set(labels, features=["v:value"], timestamp="ts").to_polars()
+    assert out["value"].to_list() == [None, 2.0]
+    assert out.schema["driver_id"] == pl.Int64
+
+
+def test_date_columns_everywhere(tmp_path: Path) -> None:
+    rows = pl.DataFrame(
+        {
+            "driver_id": [1, 1],
+            "event_ts": [date(2026, 3, 1), date(2026, 3, 3)],
+            "known": [date(2026, 3, 2), date(2026, 3, 3)],
+            "day": [date(2020, 1, 1), date(2020, 1, 2)],
+        }
+    )
+    store, _ = store_with(tmp_path, rows, created="known")
+    labels = pl.DataFrame(
+        {
+            "driver_id": [1, 1, 1],
+            "ts": [datetime(2026, 3, 1, 12), datetime(2026, 3, 2, 12), datetime(2026, 3, 4)],
+            "label_day": [date(2026, 1, 1), None, date(2026, 1, 3)],
+        }
+    )
+    ts = store.training_set(labels, features=["v:day"], timestamp="ts")
+    assert ts.to_polars()["day"].to_list() == [None, date(2020, 1, 1), date(2020, 1, 2)]
+    assert store.training_set_by_id(ts.id).to_polars().equals(ts.to_polars())
