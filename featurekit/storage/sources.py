@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import polars as pl
@@ -117,6 +117,9 @@ def _stored_bound(bound: TimeBound, schema: pl.Schema) -> pl.Expr | None:
     if not isinstance(dtype, pl.Datetime) or dtype.time_unit not in ("us", "ns"):
         return None  # a coarser unit would round the instant; the exact filter still applies
     instant = _utc(when)
+    if dtype.time_unit == "ns" and op == ">=":
+        # nanoseconds are stored rounded up: ceil(v) >= t exactly when v > t - 1 us
+        op, instant = ">", instant - timedelta(microseconds=1)
     if dtype.time_zone is None:  # naive values are UTC wall times
         value = pl.lit(instant.replace(tzinfo=None), dtype=pl.Datetime(dtype.time_unit))
     else:

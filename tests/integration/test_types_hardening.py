@@ -335,3 +335,19 @@ def test_date_columns_everywhere(tmp_path: Path) -> None:
     ts = store.training_set(labels, features=["v:day"], timestamp="ts")
     assert ts.to_polars()["day"].to_list() == [None, date(2020, 1, 1), date(2020, 1, 2)]
     assert store.training_set_by_id(ts.id).to_polars().equals(ts.to_polars())
+
+
+def test_range_run_keeps_a_row_that_rounds_up_onto_its_start(tmp_path: Path) -> None:
+    # stored at T0 (rounded up from T0 - 200 ns), the row belongs to [T0, ...): a range
+    # run from T0 replaces it, so it must also read it, though its raw time is before T0
+    path = tmp_path / "trips.parquet"
+    pl.DataFrame(
+        {"driver_id": [1, 2], "event_ts": ns_times(-200, -1_200), "value": [1.0, 2.0]}
+    ).write_parquet(path)
+    store, fv = store_with(tmp_path, path)
+    store.materialize(fv, start=T0, end=T0 + timedelta(hours=1))
+    stored = store.read("v").sort("driver_id")
+    micros = stored["event_ts"].dt.epoch("us").to_list()
+    base = int((T0 - datetime(1970, 1, 1)) / timedelta(microseconds=1))
+    assert micros == [base, base - 1]
+    assert stored["value"].to_list() == [1.0, 2.0]
