@@ -236,14 +236,23 @@ def scan_rows(
     with the size the log recorded), because a damaged file found later, while the scan
     runs, would surface in the caller as a bare polars error or a Rust panic.
     """
+    return scan_table(uri, version=version, storage_options=storage_options)
+
+
+def scan_table(
+    uri: str, *, version: int | None = None, storage_options: Mapping[str, str] | None = None
+) -> pl.LazyFrame:
+    """A lazy scan of any Delta table (latest version by default), checked as
+    :func:`scan_rows` checks it; for source tables as well as featurekit's own."""
     table = _open(uri, version, storage_options)
-    _check_files(uri, version, table)
+    at = int(table.version())
+    _check_files(uri, at, table)
     try:
         return _decode(table, pl.scan_delta(table))
     except BaseException as err:
         if not _is_failure(err):
             raise
-        raise _read_error(uri, version, table, err) from err
+        raise _read_error(uri, at, table, err) from err
 
 
 def read_rows(

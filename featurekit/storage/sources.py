@@ -11,6 +11,7 @@ import polars as pl
 from featurekit.core.definitions import Source
 from featurekit.core.errors import SchemaError, StorageError
 from featurekit.core.timeutil import iso_datetime_expr, to_utc_expr
+from featurekit.storage import delta
 
 
 def raw_scan(source: Source) -> pl.LazyFrame:
@@ -33,7 +34,7 @@ def raw_scan(source: Source) -> pl.LazyFrame:
                 location, try_parse_dates=True, schema_overrides=times, storage_options=options
             )
         assert isinstance(location, str)
-        return pl.scan_delta(location, storage_options=options)
+        return delta.scan_table(location, storage_options=options)
     except Exception as err:
         raise StorageError(
             f"source {source.name!r}: cannot open {location!r} as {source.kind}: {err}"

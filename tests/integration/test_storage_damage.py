@@ -140,3 +140,22 @@ def test_garbled_delta_log_is_a_storage_error(built) -> None:  # type: ignore[no
         store.training_set_by_id(ts_id)
     with pytest.raises(fk.StorageError, match="cannot be read"):
         delta.history(str(table(store)))
+
+
+def test_damaged_delta_source_names_the_source_and_file(tmp_path: Path) -> None:
+    location = tmp_path / "trips_delta"
+    rows = pl.DataFrame(
+        {"driver_id": list(range(100)), "event_ts": [datetime(2026, 3, 1)] * 100}
+    ).with_columns(value=pl.col("driver_id").cast(pl.Float64))
+    rows.write_delta(location)
+    path = data_file(location)
+    path.write_bytes(path.read_bytes()[:300])
+    src = fk.Source("trips", location, timestamp="event_ts")
+    fv = fk.feature_view(entity=ENTITY, sources=[src], name="v")(passthrough)
+    store = fk.Store(tmp_path / "store", progress=False)
+    with pytest.raises(fk.StorageError) as info:
+        store.materialize(fv)
+    message = str(info.value)
+    assert message.startswith("source 'trips': cannot ")
+    assert f"data file {path.name!r} is 300 bytes, but the log recorded" in message
+    assert store.views() == [] or not any(store.runs(name) for name in store.views())
