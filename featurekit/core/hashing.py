@@ -67,14 +67,11 @@ def _hash_array(digest: Any, array: pa.Array | pa.ChunkedArray) -> None:
     if pa.types.is_dictionary(kind):
         array = array.cast(kind.value_type)
         kind = array.type
-    if pa.types.is_date32(kind):  # days: Arrow casts them to int32 only
+    if pa.types.is_date32(kind):  # Arrow casts days to int32 only, not straight to int64
         array = array.cast(pa.int32())
         kind = array.type
     if pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_duration(kind):
         array = array.cast(pa.int64())
-        kind = array.type
-    if pa.types.is_time(kind):
-        array = array.cast(pa.int64() if pa.types.is_time64(kind) else pa.int32())
         kind = array.type
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
         values = array.fill_null(False if pa.types.is_boolean(kind) else 0)
