@@ -242,6 +242,18 @@ def to_utc_datetime(value: datetime | date | str, *, what: str = "time") -> date
     return value.astimezone(UTC)
 
 
+def before(when: datetime, span: timedelta) -> datetime | None:
+    """``when - span``, or None when that is before year 1 (no instant is that early).
+
+    Label times near ``datetime.min`` are legal; a lower bound computed from them must not
+    raise OverflowError: None means "no lower bound".
+    """
+    try:
+        return when - span
+    except OverflowError:
+        return None
+
+
 def utcnow() -> datetime:
     """The current instant, aware, in UTC."""
     return datetime.now(UTC)

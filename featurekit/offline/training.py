@@ -24,7 +24,7 @@ import pyarrow as pa
 from featurekit.core.config import __version__
 from featurekit.core.errors import DefinitionError, ReproducibilityError, SchemaError
 from featurekit.core.hashing import frame_hash, stable_hash
-from featurekit.core.timeutil import to_utc_expr, utcnow
+from featurekit.core.timeutil import before, to_utc_expr, utcnow
 from featurekit.kernels.aggregate import AggSpec
 from featurekit.kernels.pit import PointInTime, ViewFrame, pit_join
 from featurekit.offline.damage import damaged_data_is_irreproducible
@@ -295,8 +295,9 @@ def _prune(
     if record.aggregations:  # events count for labels up to the widest window after them
         windows = [a["window_us"] for a in record.aggregations]
         reach = None if None in windows else timedelta(microseconds=max(windows))
-    if reach is not None and isinstance(low, datetime):
-        condition = condition & (pl.col(record.timestamp) >= pl.lit(low - reach))
+    floor = before(low, reach) if reach is not None and isinstance(low, datetime) else None
+    if floor is not None:  # None: labels so early that nothing is too old for them
+        condition = condition & (pl.col(record.timestamp) >= pl.lit(floor))
     stored = record.parts.get("source_schema", {}).get("output", {})
     for key in record.keys:
         if key not in labels.columns or str(labels.schema[key]) != stored.get(key):

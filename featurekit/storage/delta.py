@@ -170,7 +170,9 @@ def window_predicate(column: str, start: datetime | None, end: datetime | None) 
 
 
 def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime("%Y"): that writes year 1 as "1", which Delta cannot parse
+    plain = value.astimezone(UTC).replace(tzinfo=None)
+    return plain.isoformat(timespec="microseconds") + "Z"
 
 
 def current_version(uri: str, storage_options: Mapping[str, str] | None = None) -> int | None:

@@ -10,7 +10,7 @@ import polars as pl
 
 from featurekit.core.definitions import Source
 from featurekit.core.errors import SchemaError, StorageError
-from featurekit.core.timeutil import iso_datetime_expr, to_utc_expr
+from featurekit.core.timeutil import NS_MAX, NS_MIN, before, iso_datetime_expr, to_utc_expr
 from featurekit.storage import delta
 
 
@@ -118,9 +118,14 @@ def _stored_bound(bound: TimeBound, schema: pl.Schema) -> pl.Expr | None:
     if not isinstance(dtype, pl.Datetime) or dtype.time_unit not in ("us", "ns"):
         return None  # a coarser unit would round the instant; the exact filter still applies
     instant = _utc(when)
+    if dtype.time_unit == "ns" and not NS_MIN <= instant <= NS_MAX:
+        return None  # nanoseconds cannot hold the instant; the exact filter applies
     if dtype.time_unit == "ns" and op == ">=":
         # nanoseconds are stored rounded up: ceil(v) >= t exactly when v > t - 1 us
-        op, instant = ">", instant - timedelta(microseconds=1)
+        earlier = before(instant, timedelta(microseconds=1))
+        if earlier is None:
+            return None
+        op, instant = ">", earlier
     if dtype.time_zone is None:  # naive values are UTC wall times
         value = pl.lit(instant.replace(tzinfo=None), dtype=pl.Datetime(dtype.time_unit))
     else:

@@ -351,3 +351,33 @@ def test_range_run_keeps_a_row_that_rounds_up_onto_its_start(tmp_path: Path) -> 
     base = int((T0 - datetime(1970, 1, 1)) / timedelta(microseconds=1))
     assert micros == [base, base - 1]
     assert stored["value"].to_list() == [1.0, 2.0]
+
+
+def test_labels_at_the_start_of_time_with_a_ttl_and_a_window(tmp_path: Path) -> None:
+    # "label time - ttl" is before year 1: no lower bound, not an OverflowError
+    rows = pl.DataFrame({"driver_id": [1], "event_ts": [datetime(1, 1, 1)], "value": [1.0]})
+    src = fk.Source("trips", rows, timestamp="event_ts")
+    store = fk.Store(tmp_path / "store", progress=False)
+    plain = fk.feature_view(entity=ENTITY, sources=[src], ttl="7d", name="v")(passthrough)
+    windowed = fk.feature_view(
+        entity=ENTITY,
+        sources=[src],
+        name="a",
+        aggregations=[fk.Aggregation("value", "sum", window="100y")],
+    )(passthrough)
+    store.materialize(plain)
+    store.materialize(windowed)
+    labels = pl.DataFrame({"driver_id": [1, 1], "ts": [datetime(1, 1, 1), datetime(1, 1, 9)]})
+    out = store.training_set(
+        labels, features=["v:value", "a:value_sum_36500d"], timestamp="ts"
+    ).to_polars()
+    assert out["value"].to_list() == [1.0, None]  # 8 days old at the second label
+    assert out["value_sum_36500d"].to_list() == [1.0, 1.0]
+
+
+def test_range_run_from_the_first_instant_over_nanosecond_source(tmp_path: Path) -> None:
+    path = tmp_path / "trips.parquet"
+    pl.DataFrame({"driver_id": [1], "event_ts": ns_times(5), "value": [1.0]}).write_parquet(path)
+    store, fv = store_with(tmp_path, path)
+    result = store.materialize(fv, start=datetime(1, 1, 1), end=datetime(9999, 1, 1))
+    assert result.rows_written == 1
