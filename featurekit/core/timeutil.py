@@ -137,8 +137,7 @@ def to_utc_expr(
     """
     if not isinstance(dtype, pl.Datetime):
         raise SchemaError(
-            f"{what} column {column!r} must be a datetime, got {dtype}. "
-            f"Parse it first, e.g. pl.col({column!r}).str.to_datetime()."
+            f"{what} column {column!r} must be a datetime, got {dtype}. {_hint(column, dtype)}"
         )
     expr = pl.col(column)
     if dtype.time_zone is None:
@@ -153,6 +152,18 @@ def to_utc_expr(
     if time_unit == "us" and dtype.time_unit == "ns":
         return narrow_ns(expr, rounding)
     return expr.cast(pl.Datetime(time_unit, "UTC"))
+
+
+def _hint(column: str, dtype: pl.DataType) -> str:
+    """How to turn a column of ``dtype`` into a datetime."""
+    if dtype == pl.Date:
+        return (
+            f"Cast it, e.g. pl.col({column!r}).cast(pl.Datetime('us')) (midnight UTC); if a "
+            "value is only complete at the end of its day, add pl.duration(days=1)."
+        )
+    if dtype.is_integer():
+        return f"Convert it, e.g. pl.from_epoch({column!r}, time_unit='s') for epoch seconds."
+    return f"Parse it first, e.g. pl.col({column!r}).str.to_datetime()."
 
 
 def narrow_ns(expr: pl.Expr, rounding: Literal["up", "down"] = "up") -> pl.Expr:

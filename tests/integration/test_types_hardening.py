@@ -381,3 +381,27 @@ def test_range_run_from_the_first_instant_over_nanosecond_source(tmp_path: Path)
     store, fv = store_with(tmp_path, path)
     result = store.materialize(fv, start=datetime(1, 1, 1), end=datetime(9999, 1, 1))
     assert result.rows_written == 1
+
+
+def day_view(trips: pl.LazyFrame) -> pl.LazyFrame:
+    return trips.with_columns(pl.col("event_ts").dt.date())
+
+
+def test_date_times_in_view_output_and_labels_say_how_to_cast(tmp_path: Path) -> None:
+    rows = pl.DataFrame({"driver_id": [1], "event_ts": [datetime(2026, 3, 1)], "value": [1.0]})
+    src = fk.Source("trips", rows, timestamp="event_ts")
+    daily = fk.feature_view(entity=ENTITY, sources=[src], name="daily")(day_view)
+    store = fk.Store(tmp_path / "store", progress=False)
+    hint = (
+        "must be a datetime, got Date. Cast it, e.g. pl.col('{c}').cast(pl.Datetime('us')) "
+        "(midnight UTC); if a value is only complete at the end of its day, add "
+        "pl.duration(days=1)."
+    )
+    with pytest.raises(fk.SchemaError) as info:
+        store.materialize(daily)
+    assert str(info.value).endswith("timestamp column 'event_ts' " + hint.format(c="event_ts"))
+    store.materialize(fk.feature_view(entity=ENTITY, sources=[src], name="v")(passthrough))
+    labels = pl.DataFrame({"driver_id": [1], "ts": [date(2026, 3, 5)]})
+    with pytest.raises(fk.SchemaError) as info:
+        store.training_set(labels, features=["v:value"], timestamp="ts")
+    assert str(info.value) == "label timestamp column 'ts' " + hint.format(c="ts")
