@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,8 +90,8 @@ class Store:
     def materialize(
         self,
         view: FeatureView,
-        start: datetime | str | None = None,
-        end: datetime | str | None = None,
+        start: datetime | date | str | None = None,
+        end: datetime | date | str | None = None,
         *,
         full_refresh: bool = False,
         progress: bool | None = None,
@@ -174,7 +174,7 @@ class Store:
         timestamp: str,
         *,
         ttl: Mapping[str, str | timedelta | None] | None = None,
-        as_of: datetime | str | None = None,
+        as_of: datetime | date | str | None = None,
         point_in_time: PointInTime = "knowledge",
         progress: bool | None = None,
     ) -> TrainingSet:
@@ -262,7 +262,7 @@ class Store:
         entities: Mapping[str, Sequence[Any]] | pl.DataFrame,
         *,
         with_metadata: bool = False,
-        at: datetime | str | None = None,
+        at: datetime | date | str | None = None,
     ) -> pl.DataFrame:
         """Latest feature values per entity, exactly what ``training_set`` gives at this instant.
 
