@@ -316,6 +316,8 @@ def _file_problems(table: Any, *, read_footers: bool) -> list[str]:
         return []
     problems = []
     for relative, size in _files(table):
+        if "://" in relative:  # a file outside the table's folder (a shallow clone): not ours
+            continue
         path = root / unquote(relative)
         if not path.is_file():
             problems.append(f"data file {relative!r} is missing")
