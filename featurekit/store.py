@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,8 +96,8 @@ class Store:
     def materialize(
         self,
         view: FeatureView,
-        start: datetime | None = None,
-        end: datetime | None = None,
+        start: datetime | date | str | None = None,
+        end: datetime | date | str | None = None,
         *,
         full_refresh: bool = False,
         progress: bool | None = None,
@@ -117,8 +117,8 @@ class Store:
             result = materialize(
                 self.registry,
                 resolved,
-                start=start,
-                end=end,
+                start=None if start is None else to_utc_datetime(start, what="start"),
+                end=None if end is None else to_utc_datetime(end, what="end"),
                 full_refresh=full_refresh,
                 step=bar.step,
                 memory_budget=budget,
@@ -185,7 +185,7 @@ class Store:
         timestamp: str,
         *,
         ttl: Mapping[str, str | timedelta | None] | None = None,
-        as_of: datetime | None = None,
+        as_of: datetime | date | str | None = None,
         point_in_time: PointInTime = "knowledge",
         progress: bool | None = None,
     ) -> TrainingSet:
@@ -196,7 +196,8 @@ class Store:
             features: ``"view:feature"``, ``"view@3:feature"``, ``"view:*"`` or view objects.
             timestamp: the labels' datetime column.
             ttl: per-view TTL overrides, e.g. ``{"driver_stats": "1d"}``.
-            as_of: read every feature table as it stood at this wall-clock time.
+            as_of: read every feature table as it stood at this wall-clock time (a
+                datetime, a date or an ISO 8601 string; naive means UTC).
             point_in_time: ``"knowledge"`` (default: rows must be known by the label time)
                 or ``"event"`` (event time only).
             progress: show a progress bar (default: the store's setting; only for labels
@@ -207,7 +208,7 @@ class Store:
             raise DefinitionError(
                 f"point_in_time must be 'knowledge' or 'event', got {point_in_time!r}."
             )
-        when = to_utc_datetime(as_of) if as_of is not None else None
+        when = to_utc_datetime(as_of, what="as_of") if as_of is not None else None
         plan = self.planner.plan(features, columns=frame.columns, as_of=when, ttl=ttl, pin=True)
         requests = plan.views
         show = self.progress if progress is None else progress
@@ -287,7 +288,7 @@ class Store:
         entities: Mapping[str, Sequence[Any]] | pl.DataFrame,
         *,
         with_metadata: bool = False,
-        at: datetime | None = None,
+        at: datetime | date | str | None = None,
     ) -> pl.DataFrame:
         """Latest feature values per entity, exactly what ``training_set`` gives at this instant.
 
@@ -305,7 +306,8 @@ class Store:
             >>> store.get_online_features(["driver_stats:conv_rate"], {"driver_id": [1, 2]})
         """
         service = self.online_service()
-        return service.lookup(features, entities, with_metadata=with_metadata, at=at).frame
+        when = None if at is None else to_utc_datetime(at, what="at")
+        return service.lookup(features, entities, with_metadata=with_metadata, at=when).frame
 
     @property
     def online(self) -> OnlineStore:

@@ -180,9 +180,22 @@ def _join_one(
         matched = _general_match(left, rows, keys, knowledge)
     chosen = matched[_BEST]
     if view.ttl is not None:
-        age = matched[_T] - rows[_E].gather(chosen)
-        chosen = pl.select(pl.when(age > view.ttl).then(None).otherwise(chosen)).to_series()
+        expired = _older_than(matched[_T], rows[_E].gather(chosen), view.ttl, unit)
+        chosen = pl.select(pl.when(expired).then(None).otherwise(chosen)).to_series()
     return _aligned(rows.select(view.features), chosen, matched[_IDX], height)
+
+
+def _older_than(t: pl.Series, event: pl.Series, ttl: timedelta, unit: TimeUnit) -> pl.Series:
+    """``t - event > ttl``, computed in 128 bits.
+
+    Nanosecond instants span 584 years, so the age of a row clamped to 1677 at a label in
+    2026 does not fit a 64-bit nanosecond duration: it would wrap around, negative, and
+    look fresh.
+    """
+    per_us = 1000 if unit == "ns" else 1
+    limit = int(ttl / timedelta(microseconds=1)) * per_us
+    age = t.to_physical().cast(pl.Int128) - event.to_physical().cast(pl.Int128)
+    return age.to_frame("age").select(pl.col("age") > pl.lit(limit, pl.Int128)).to_series()
 
 
 def _aligned(
@@ -359,11 +372,24 @@ def _aligned_keys(labels: pl.DataFrame, view: LoadedView) -> tuple[list[pl.Expr]
     return label_exprs, row_exprs
 
 
+def _common_integer(left: pl.DataType, right: pl.DataType) -> pl.DataType:
+    """An integer dtype holding every value of both: UInt64 beside a signed key is Int128
+    (a negative label key next to keys above 2**63 must neither fail nor wrap)."""
+    both = (left, right)
+    if pl.UInt128 in both:
+        return pl.UInt128() if all(d.is_unsigned_integer() for d in both) else pl.Int128()
+    if pl.Int128 in both:
+        return pl.Int128()
+    if pl.UInt64 in both:
+        return pl.UInt64() if all(d.is_unsigned_integer() for d in both) else pl.Int128()
+    return pl.Int64()
+
+
 def _common_key_dtype(key: str, left: pl.DataType, right: pl.DataType, view: str) -> pl.DataType:
     if left == right and not isinstance(left, pl.Categorical | pl.Enum):
         return left
     if left.is_integer() and right.is_integer():
-        return pl.UInt64() if pl.UInt64 in (left, right) else pl.Int64()
+        return _common_integer(left, right)
     stringy = (pl.String, pl.Categorical, pl.Enum)
     if isinstance(left, stringy) and isinstance(right, stringy):
         return pl.String()

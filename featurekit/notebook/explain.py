@@ -166,7 +166,8 @@ def explain(ts: TrainingSet, row: int) -> Explanation:
     label_columns = list(manifest.labels.columns)
     timestamp = manifest.labels.timestamp
     labels = frame.slice(row, 1).select(label_columns)
-    t = labels.select(to_utc_expr(timestamp, labels.schema[timestamp], what="label timestamp"))
+    label_dtype = labels.schema[timestamp]
+    t = labels.select(to_utc_expr(timestamp, label_dtype, what="label timestamp", rounding="down"))
     when = t.item()
     mode = manifest.point_in_time
     result_row = frame.row(row, named=True)

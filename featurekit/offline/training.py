@@ -26,8 +26,10 @@ from featurekit.core.definitions import Aggregation
 from featurekit.core.errors import ReproducibilityError, SchemaError
 from featurekit.core.hashing import frame_hash, stable_hash
 from featurekit.core.names import validate_name
-from featurekit.core.timeutil import to_utc_expr, utcnow
+from featurekit.core.timeutil import before, to_utc_expr, utcnow
 from featurekit.kernels.pit import PointInTime, ViewFrame, pit_join
+from featurekit.offline.damage import damaged_data_is_irreproducible
+from featurekit.offline.dtypes import check_label_columns
 from featurekit.storage import delta
 from featurekit.storage.manifest import LabelsInfo, Manifest, ManifestView, OnDemandEntry
 from featurekit.storage.registry import Registry, VersionRecord
@@ -150,6 +152,7 @@ def build(
 ) -> TrainingSet:
     """Join, record the manifest and labels, and return the training set."""
     _check_label_timestamp(labels, timestamp)
+    check_label_columns(labels)
     frames = [_read_view(req, labels, timestamp) for req in requests]
     result = pit_join(labels, timestamp=timestamp, views=frames, point_in_time=point_in_time)
     joined = iter(result.columns[labels.width :])  # the kernel's names, view by view
@@ -211,6 +214,7 @@ def build(
     return TrainingSet(registry, manifest, result)
 
 
+@damaged_data_is_irreproducible
 def rebuild(
     registry: Registry, manifest: Manifest, on_demand: OnDemandHook | None = None
 ) -> TrainingSet:
@@ -313,8 +317,9 @@ def _prune(
         reach = (
             None if any(w is None for w in windows) else max(w for w in windows if w is not None)
         )
-    if reach is not None and isinstance(low, datetime):
-        condition = condition & (pl.col(record.timestamp) >= pl.lit(low - reach))
+    floor = before(low, reach) if reach is not None and isinstance(low, datetime) else None
+    if floor is not None:  # None: labels so early that nothing is too old for them
+        condition = condition & (pl.col(record.timestamp) >= pl.lit(floor))
     for key in record.keys:
         if key not in labels.columns or str(labels.schema[key]) != record.output.get(key):
             continue  # the kernel aligns or rejects mismatched key dtypes, with a clear message

@@ -277,7 +277,7 @@ def construct_dtype(dtype: pl.DataType) -> pl.DataType:
 def _check_dtypes(record: VersionRecord, schema: pl.Schema) -> None:
     for feature in record.features:
         dtype = schema[feature]
-        if isinstance(dtype, pl.Decimal | pl.Binary | pl.Object) or (
+        if isinstance(dtype, pl.Decimal | pl.Binary | pl.Object | pl.Int128 | pl.UInt128) or (
             dtype.is_nested() and _has_temporal(dtype)
         ):
             raise SchemaError(

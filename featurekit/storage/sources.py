@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -20,7 +20,7 @@ import polars as pl
 
 from featurekit.core.definitions import Source
 from featurekit.core.errors import SchemaError, StorageError
-from featurekit.core.timeutil import to_utc_expr
+from featurekit.core.timeutil import NS_MAX, NS_MIN, before, iso_datetime_expr, to_utc_expr
 from featurekit.storage import delta
 
 _GLOB_CHARS = ("*", "?", "[")
@@ -120,11 +120,18 @@ def raw_scan(source: Source | SourceSnapshot, *, include_paths: bool = False) ->
         if source.kind == "parquet":
             return pl.scan_parquet(location, storage_options=options, include_file_paths=paths)
         if source.kind == "csv":
+            # time columns stay text here: the CSV reader would cut nanoseconds off
+            # (rounding down), scan_source parses them rounding up
+            times = {c: pl.String for c in (source.timestamp, source.created_timestamp) if c}
             return pl.scan_csv(
-                location, try_parse_dates=True, storage_options=options, include_file_paths=paths
+                location,
+                try_parse_dates=True,
+                schema_overrides=times,
+                storage_options=options,
+                include_file_paths=paths,
             )
         assert isinstance(location, str)
-        return pl.scan_delta(location, storage_options=options)
+        return delta.scan_table(location, storage_options=options)
     except Exception as err:
         raise StorageError(
             f"source {source.name!r}: cannot open {location!r} as {source.kind}: {err}"
@@ -141,7 +148,11 @@ def _scan_files(source: Source, files: tuple[str, ...]) -> pl.LazyFrame:
     try:
         if source.kind == "parquet":
             return pl.scan_parquet(list(files), storage_options=options, hive_partitioning=hive)
-        return pl.scan_csv(list(files), try_parse_dates=True, storage_options=options)
+        # time columns stay text, as in _open: scan_source parses them rounding up
+        times = {c: pl.String for c in (source.timestamp, source.created_timestamp) if c}
+        return pl.scan_csv(
+            list(files), try_parse_dates=True, schema_overrides=times, storage_options=options
+        )
     except Exception as err:
         raise StorageError(
             f"source {source.name!r}: cannot open {len(files)} file(s) of {source.location!r} "
@@ -197,7 +208,7 @@ def scan_source(
             )
         dtype = schema[column]
         if dtype == pl.String:  # CSV and JSON often carry ISO strings
-            fixes.append(_parse_iso(column))
+            fixes.append(iso_datetime_expr(column, what=f"source {source.name!r} {role}"))
             continue
         if dtype == pl.Date:
             fixes.append(pl.col(column).cast(pl.Datetime("us")).dt.replace_time_zone("UTC"))
@@ -229,14 +240,16 @@ def _stored_bound(bound: TimeBound, schema: pl.Schema) -> pl.Expr | None:
     if not isinstance(dtype, pl.Datetime) or dtype.time_unit not in ("us", "ns"):
         return None  # a coarser unit would round the instant; the exact filter still applies
     instant = _utc(when)
+    if dtype.time_unit == "ns" and not NS_MIN <= instant <= NS_MAX:
+        return None  # nanoseconds cannot hold the instant; the exact filter applies
+    if dtype.time_unit == "ns" and op == ">=":
+        # nanoseconds are stored rounded up: ceil(v) >= t exactly when v > t - 1 us
+        earlier = before(instant, timedelta(microseconds=1))
+        if earlier is None:
+            return None
+        op, instant = ">", earlier
     if dtype.time_zone is None:  # naive values are UTC wall times
         value = pl.lit(instant.replace(tzinfo=None), dtype=pl.Datetime(dtype.time_unit))
     else:
         value = pl.lit(instant).dt.convert_time_zone(dtype.time_zone).cast(dtype)
     return _compare(pl.col(column), op, value)
-
-
-def _parse_iso(column: str) -> pl.Expr:
-    return (
-        pl.col(column).str.to_datetime(time_unit="us", time_zone="UTC", strict=True).alias(column)
-    )
