@@ -13,6 +13,7 @@ Example:
 # classes (and TrainingSet.explain); it imports neither IPython nor ipywidgets until used.
 from featurekit import notebook as notebook
 from featurekit.core.authoring import FeatureView, feature_view
+from featurekit.core.checks import Check
 from featurekit.core.config import __version__
 from featurekit.core.definitions import Aggregation, Entity, FeatureRef, Source
 from featurekit.core.errors import (
@@ -25,6 +26,7 @@ from featurekit.core.errors import (
     SqlError,
     StorageError,
     UserCodeError,
+    ValidationError,
     VersionError,
 )
 from featurekit.core.on_demand import OnDemandFeature, on_demand
@@ -39,6 +41,7 @@ from featurekit.store import Store
 
 __all__ = [
     "Aggregation",
+    "Check",
     "DefinitionError",
     "Entity",
     "FeatureKitError",
@@ -61,6 +64,7 @@ __all__ = [
     "Store",
     "TrainingSet",
     "UserCodeError",
+    "ValidationError",
     "VersionError",
     "VersionRecord",
     "__version__",

@@ -9,6 +9,7 @@ import featurekit as fk
 
 EXPECTED = {
     "Aggregation",
+    "Check",
     "DefinitionError",
     "Entity",
     "FeatureKitError",
@@ -31,6 +32,7 @@ EXPECTED = {
     "Store",
     "TrainingSet",
     "UserCodeError",
+    "ValidationError",
     "VersionError",
     "VersionRecord",
     "__version__",
