@@ -30,6 +30,7 @@ from featurekit.core.errors import (
     VersionError,
 )
 from featurekit.core.on_demand import OnDemandFeature, on_demand
+from featurekit.kernels.drift import DriftReport
 from featurekit.lineage.graph import LineageGraph
 from featurekit.offline.materialize import MaterializeResult
 from featurekit.offline.models import ModelRecord
@@ -43,6 +44,7 @@ __all__ = [
     "Aggregation",
     "Check",
     "DefinitionError",
+    "DriftReport",
     "Entity",
     "FeatureKitError",
     "FeatureKitWarning",
