@@ -22,6 +22,9 @@ The same mistake raises the same class wherever it is caught: an invalid argumen
 (``point_in_time``, a name, a duration) is a ``DefinitionError`` in the kernel as in
 ``Store``, and an unknown name is a ``NotFoundError``.
 
+Warnings derive from ``FeatureKitWarning`` (a ``UserWarning``); ``LeakageWarning`` says a
+view's event times may be earlier than the data behind them.
+
 Messages name the offending object, say expected vs actual, and suggest a fix.
 """
 
@@ -38,6 +41,7 @@ __all__ = [
     "DefinitionError",
     "FeatureKitError",
     "FeatureKitWarning",
+    "LeakageWarning",
     "NotFoundError",
     "ReproducibilityError",
     "SchemaError",
@@ -108,6 +112,10 @@ class ValidationError(FeatureKitError):
 
 class FeatureKitWarning(UserWarning):
     """Something worth knowing that is not an error (e.g. rows dropped for null timestamps)."""
+
+
+class LeakageWarning(FeatureKitWarning):
+    """A view's event times may be earlier than the data behind them (a future leak)."""
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
