@@ -192,15 +192,22 @@ def partial_stats(
     lazy = frame.lazy()
     schema = lazy.collect_schema()
     names = list(features) if features is not None else list(schema.names())
+    missing = [n for n in names if n not in schema]
+    if missing:
+        raise SchemaError(
+            f"statistics: features {missing} are not in the rows (columns: {schema.names()})."
+        )
     exprs: list[pl.Expr] = [pl.len().alias("__fk_rows")]
     for i, name in enumerate(names):
         col, dtype = pl.col(name), schema[name]
         kind = feature_kind(dtype)
         exprs.append(col.null_count().alias(f"n{i}"))
-        if kind == "numeric":
-            valid = col.drop_nulls().cast(pl.Float64)
-            exprs.append(valid.is_nan().sum().alias(f"nan{i}"))
-            exprs.append(valid.filter(valid.is_not_nan()).implode().alias(f"v{i}"))
+        if kind == "numeric" and dtype.is_float():
+            exprs.append(col.is_nan().sum().alias(f"nan{i}"))
+            exprs.append(col.drop_nulls().drop_nans().implode().alias(f"v{i}"))
+        elif kind == "numeric":
+            exprs.append(pl.lit(0).alias(f"nan{i}"))
+            exprs.append(col.drop_nulls().implode().alias(f"v{i}"))
         elif kind == "categorical":
             exprs.append(col.drop_nulls().cast(pl.String).implode().alias(f"v{i}"))
     row = lazy.select(exprs).collect()
@@ -302,8 +309,9 @@ _SCHEMA = pl.Schema(_COLUMNS)
 
 # ---- building states ----------------------------------------------------------------------
 def _numeric_state(
-    base: StatsState, values: pl.Series, nans: int, sketch_size: int | None
+    base: StatsState, raw: pl.Series, nans: int, sketch_size: int | None
 ) -> StatsState:
+    values = raw.cast(pl.Float64)
     n = values.len()
     if n == 0:
         return replace(base, nans=nans, values=values, hashes=pl.Series([], dtype=pl.UInt64))
@@ -312,8 +320,9 @@ def _numeric_state(
     summary, weights = values, None
     if sketch_size is not None and n > sketch_size:
         summary, weights = _compact(values.sort(), None, sketch_size)
-    # + 0.0 makes -0.0 and 0.0 one value, as they compare equal
-    hashes = _smallest((values + 0.0).hash(_HASH_SEED))
+    # hash the values as stored, so large integers (ids) stay apart; for floats, + 0.0
+    # makes -0.0 and 0.0 one value, as they compare equal
+    hashes = _smallest((raw + 0.0 if raw.dtype.is_float() else raw).hash(_HASH_SEED))
     return replace(
         base,
         nans=nans,

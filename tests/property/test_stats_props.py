@@ -161,6 +161,18 @@ def test_large_batched_quantiles_stay_within_the_sketch_rank_error() -> None:
     assert approx.distinct == exact.distinct  # the distinct sketch merges exactly
 
 
+def test_distinct_keeps_large_integers_apart_and_missing_features_are_named() -> None:
+    from featurekit.core.errors import SchemaError
+
+    ids = pl.DataFrame({"trip_id": [2**60, 2**60 + 1, 2**60 + 2]})
+    assert compute_stats(ids)[0].distinct == 3  # as floats they would be one value
+    with pytest.raises(SchemaError) as caught:
+        compute_stats(ids, ["trip", "trip_id"])
+    assert str(caught.value) == (
+        "statistics: features ['trip'] are not in the rows (columns: ['trip_id'])."
+    )
+
+
 def test_stats_frame_schema_and_other_kinds() -> None:
     from datetime import datetime
 
