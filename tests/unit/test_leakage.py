@@ -231,3 +231,27 @@ def test_the_view_object_can_be_linted_through_its_call() -> None:
     output = view(trips=trips().lazy())
     assert isinstance(output, pl.LazyFrame)
     assert len(plan_findings(output, view.timestamp, view=view.name)) == 1
+
+
+def test_a_sql_view_is_linted_by_both_detectors() -> None:
+    driver = fk.Entity("driver", keys=["driver_id"])
+    source = fk.Source("trips", trips(), timestamp="event_ts")
+    view = fk.feature_view(
+        name="daily_sql",
+        entity=driver,
+        sources=[source],
+        sql=(
+            "SELECT driver_id, date_trunc('day', event_ts) AS event_ts, SUM(fare) AS fare_day "
+            "FROM trips GROUP BY driver_id, date_trunc('day', event_ts)"
+        ),
+    )
+    output = view(trips=trips().lazy())
+    assert isinstance(output, pl.LazyFrame)
+    assert [f.method for f in plan_findings(output, "event_ts", view=view.name)] == ["plan"]
+    findings = prefix_findings(
+        lambda frames: view(**frames),
+        {"trips": (trips(), "event_ts")},
+        timestamp="event_ts",
+        view=view.name,
+    )
+    assert [f.method for f in findings] == ["data"]
