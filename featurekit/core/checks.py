@@ -60,6 +60,7 @@ __all__ = [
     "UniqueRule",
     "as_checks",
     "evaluate_checks",
+    "with_default_checks",
 ]
 
 Severity = Literal["error", "warn"]
@@ -484,6 +485,22 @@ def as_checks(items: Iterable[Check | Any] | None) -> tuple[Check, ...]:
             f"check names {twice} are used twice; pass name= to tell the checks apart."
         )
     return checks
+
+
+def with_default_checks(checks: Iterable[Check | Any] | None) -> tuple[Check, ...]:
+    """A view's checks plus the ones every view gets: today, duplicate detection.
+
+    Rows sharing (keys, event time) but differing in values silently resolve to one of
+    them in a lookup, so every view reports them at least as a warning: unless the view
+    declares its own ``Check.unique()`` on the default columns (at any severity), a
+    ``Check.unique(severity="warn")`` is added, named ``unique`` (``default_unique`` if
+    the view already uses that name).
+    """
+    declared = as_checks(checks)
+    if any(isinstance(c.rule, UniqueRule) and not c.rule.columns for c in declared):
+        return declared
+    name = "default_unique" if any(c.name == "unique" for c in declared) else "unique"
+    return (*declared, Check.unique(name=name, severity="warn"))
 
 
 @dataclass(frozen=True, eq=False)

@@ -15,6 +15,7 @@ from featurekit.core.checks import (
     CheckReport,
     as_checks,
     evaluate_checks,
+    with_default_checks,
 )
 from featurekit.core.errors import (
     DefinitionError,
@@ -340,3 +341,24 @@ def test_now_defaults_to_the_clock() -> None:
     )
     report = evaluate_checks(recent, [Check.fresh("1h")], keys=["driver_id"], timestamp="event_ts")
     assert report.passed
+
+
+def test_every_view_reports_differing_duplicates_at_least_as_a_warning() -> None:
+    added = with_default_checks([Check.not_null("fare")])
+    assert added == (Check.not_null("fare"), Check.unique(severity="warn"))
+    report = run(*added)
+    assert [r.name for r in report.warnings] == ["unique"] and report.errors[0].name == (
+        "fare_not_null"
+    )
+    # a declared unique() on the default columns, at any severity, replaces the default
+    assert with_default_checks([Check.unique()]) == (Check.unique(),)
+    assert with_default_checks([Check.unique(severity="warn", name="dups")]) == (
+        Check.unique(severity="warn", name="dups"),
+    )
+    # unique on other columns does not; the default then avoids the taken name
+    declared = Check.unique(["trip_id"], name="unique")
+    assert with_default_checks([declared]) == (
+        declared,
+        Check.unique(name="default_unique", severity="warn"),
+    )
+    assert with_default_checks(None) == (Check.unique(severity="warn"),)
