@@ -100,8 +100,8 @@ def plan_findings(output: pl.LazyFrame, timestamp: str, *, view: str) -> list[Le
 
     Example:
         >>> lf = trips.group_by("driver_id", pl.col("ts").dt.truncate("1d")).agg(...)
-        >>> plan_findings(lf, "ts", view="daily")[0].fix
-        'stamp the period\\'s end: pl.col("ts").dt.truncate("1d").dt.offset_by("1d") ...'
+        >>> print(plan_findings(lf, "ts", view="daily")[0].fix)
+        stamp the period's end: pl.col('ts').dt.truncate('1d').dt.offset_by('1d'), so ...
     """
     producers: dict[str, list[str]] = {}
     for expr in _expressions(output.explain(optimized=False)):
