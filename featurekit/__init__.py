@@ -31,12 +31,14 @@ from featurekit.offline.models import ModelRecord
 from featurekit.offline.services import FeatureService
 from featurekit.offline.training import TrainingSet
 from featurekit.online import MemoryOnlineStore, OnlineStoreError
+from featurekit.project.definitions import Definitions
 from featurekit.storage.registry import VersionRecord
 from featurekit.store import Store
 
 __all__ = [
     "Aggregation",
     "DefinitionError",
+    "Definitions",
     "Entity",
     "FeatureKitError",
     "FeatureKitWarning",

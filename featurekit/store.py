@@ -24,6 +24,7 @@ from featurekit.offline.planner import Catalog, Planner
 from featurekit.offline.resolve import ResolvedView, resolve
 from featurekit.offline.services import FeatureService
 from featurekit.offline.training import TrainingSet, build, rebuild
+from featurekit.project.definitions import Definitions
 from featurekit.storage import delta
 from featurekit.storage.registry import Registry, VersionRecord
 from featurekit.storage.runs import RunRecord, runs
@@ -45,9 +46,10 @@ class Store:
     ``progress=False`` turns off progress bars (default: on, unless the environment sets
     ``FEATUREKIT_PROGRESS=0``). ``memory_budget`` (e.g. ``"4GiB"``; default 8 GiB) bounds
     a materialization run's memory, its online sync included: larger inputs are computed,
-    written and synced in batches of entity keys. ``definitions`` gives the code of
-    on-demand features and services the registry records by fingerprint only (needed to
-    rebuild training sets that use them, or to serve services by name).
+    written and synced in batches of entity keys. ``definitions`` (an ``fk.Definitions``,
+    or a list of on-demand features and services) gives the code of on-demand features
+    and services the registry records by fingerprint only (needed to rebuild training
+    sets that use them, or to serve services by name).
 
     Example:
         >>> store = fk.Store("./my-store")
@@ -65,7 +67,7 @@ class Store:
         online: str | OnlineStore | bool | None = None,
         lineage_emitter: Any = None,
         memory_budget: str | int | None = None,
-        definitions: Catalog | Iterable[OnDemandFeature | FeatureService] = (),
+        definitions: Definitions | Catalog | Iterable[OnDemandFeature | FeatureService] = (),
     ) -> None:
         text = str(root)
         if "://" in text and not text.startswith("file://"):
@@ -84,7 +86,14 @@ class Store:
         # online serving: opened on first use, so a Store costs nothing until then
         self._online_spec = online
         self._online_service: OnlineService | None = None
-        catalog = definitions if isinstance(definitions, Catalog) else Catalog(definitions)
+        #: the project's declared definitions (``fk.Definitions``), when it was given them
+        self.definitions = definitions if isinstance(definitions, Definitions) else None
+        if isinstance(definitions, Definitions):
+            catalog = definitions.catalog()
+        elif isinstance(definitions, Catalog):
+            catalog = definitions
+        else:
+            catalog = Catalog(definitions)
         #: plans every feature request (training sets, online lookups, the server)
         self.planner = Planner(self.registry, catalog)
 

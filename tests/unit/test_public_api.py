@@ -10,6 +10,7 @@ import featurekit as fk
 EXPECTED = {
     "Aggregation",
     "DefinitionError",
+    "Definitions",
     "Entity",
     "FeatureKitError",
     "FeatureKitWarning",
