@@ -25,6 +25,7 @@ from featurekit.offline.resolve import ResolvedView, resolve
 from featurekit.offline.services import FeatureService
 from featurekit.offline.training import TrainingSet, build, rebuild
 from featurekit.project.definitions import Definitions
+from featurekit.project.sources import save_source
 from featurekit.storage import delta
 from featurekit.storage.registry import Registry, VersionRecord
 from featurekit.storage.runs import RunRecord, runs
@@ -100,7 +101,10 @@ class Store:
     # ---- definitions ----------------------------------------------------------------------
     def register(self, view: FeatureView) -> VersionRecord:
         """Record the view's current definition as a version (idempotent); computes nothing."""
-        return register(self.registry, self._resolve(view))
+        resolved = self._resolve(view)
+        record = register(self.registry, resolved)
+        self._keep_source(resolved)
+        return record
 
     def materialize(
         self,
@@ -134,6 +138,7 @@ class Store:
             )
         finally:
             bar.close()
+        self._keep_source(resolved)
         self._sync_online(result, budget)  # after the commit; a no-op run repairs a lagging store
         self._lineage.after_materialize(resolved, result, sources)
         return result
@@ -432,6 +437,13 @@ class Store:
         return self._lineage.graph(node, upstream=upstream, downstream=downstream, depth=depth)
 
     # ---- internals ------------------------------------------------------------------------
+    def _keep_source(self, resolved: ResolvedView) -> None:
+        """Keep the normalized source of a registered version, so `featurekit plan` can
+        diff a later change against it (a no-op once kept)."""
+        save_source(
+            self.registry, "view", resolved.name, resolved.view, str(resolved.parts["code"])
+        )
+
     def _resolve(self, view: FeatureView) -> ResolvedView:
         if not isinstance(view, FeatureView):
             raise DefinitionError(

@@ -26,7 +26,8 @@ from featurekit.offline.materialize import MaterializeResult
 from featurekit.offline.resolve import resolve
 from featurekit.offline.services import resolve_on_demand
 from featurekit.project.definitions import Definitions
-from featurekit.project.plan import Change, Plan, make_plan, save_source
+from featurekit.project.plan import Change, Plan, make_plan
+from featurekit.project.sources import save_source
 from featurekit.store import Store
 
 __all__ = ["PlanChangedError", "RunSummary", "apply_plan", "materialize_views"]

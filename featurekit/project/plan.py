@@ -24,15 +24,13 @@ A plan carries a digest of all of this. ``featurekit apply`` re-plans and refuse
 when the digest differs (the definitions or the store moved since the plan was shown),
 so it registers exactly what the plan showed.
 
-Normalized sources are kept under ``<root>/_featurekit/code/`` (one write-once record per
-code fingerprint), next to the version records, which hold only the code's hash.
+Normalized sources come from :mod:`featurekit.project.sources`.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import orjson
@@ -43,7 +41,6 @@ from featurekit.core.authoring import FeatureView
 from featurekit.core.config import FORMAT_VERSION
 from featurekit.core.definitions import FeatureRef
 from featurekit.core.errors import DefinitionError, NotFoundError, did_you_mean
-from featurekit.core.fingerprint import describe_source
 from featurekit.core.hashing import stable_hash
 from featurekit.core.on_demand import OnDemandFeature, parse_dtype
 from featurekit.offline.models import models
@@ -55,16 +52,10 @@ from featurekit.offline.services import (
     service_records,
 )
 from featurekit.project.definitions import Definitions
-from featurekit.storage.registry import Registry, write_json_once
+from featurekit.project.sources import code_source, recorded_source
+from featurekit.storage.registry import Registry
 
-__all__ = [
-    "Change",
-    "Plan",
-    "code_source",
-    "make_plan",
-    "recorded_source",
-    "save_source",
-]
+__all__ = ["Change", "Plan", "make_plan"]
 
 Kind = Literal["view", "on_demand", "service"]
 Status = Literal["new", "unchanged", "new_version"]
@@ -576,64 +567,6 @@ def _outputs(feature: OnDemandFeature, dtypes: Mapping[str, pl.DataType]) -> lis
     except Exception:
         return []
     return list(result.columns) if isinstance(result, pl.DataFrame) else []
-
-
-# ---- normalized sources -------------------------------------------------------------------
-def code_source(obj: FeatureView | OnDemandFeature) -> str:
-    """The normalized source of a definition's code: function and helpers, SQL, or version."""
-    if obj.version is not None:
-        return f"# explicit version={obj.version!r}; featurekit does not read this code\n"
-    if isinstance(obj, FeatureView) and obj.sql_normalized is not None:
-        return obj.sql_normalized.rstrip("\n") + "\n"
-    entries = describe_source(obj.fn)
-    blocks = [entries.pop("<self>", "")]
-    blocks.extend(_block(key, value) for key, value in entries.items())
-    return "\n\n".join(b for b in blocks if b) + "\n"
-
-
-def _block(key: str, value: str) -> str:
-    """One reached name as a line of Python a reviewer recognises."""
-    if value.startswith(("def ", "class ", "async def ", "@")):
-        return value
-    if value == "module:<project>":
-        return f"import {key}  # a project module"
-    if value.startswith("module:"):
-        module = value.removeprefix("module:")
-        return f"import {module}" if module == key else f"import {module} as {key}"
-    return f"{key} = {value}"
-
-
-def _source_path(registry: Registry, kind: str, name: str, code: str) -> Path:
-    return registry.dir / "code" / kind / name / f"{stable_hash(code, 24)}.json"
-
-
-def save_source(
-    registry: Registry, kind: str, name: str, obj: FeatureView | OnDemandFeature
-) -> None:
-    """Keep the normalized source under its code fingerprint (write-once; a no-op if kept)."""
-    code = obj.code_fingerprint()
-    path = _source_path(registry, kind, name, code)
-    if path.exists():
-        return
-    write_json_once(
-        path,
-        {
-            "kind": kind,
-            "name": name,
-            "code_fingerprint": code,
-            "source": code_source(obj),
-            "format_version": FORMAT_VERSION,
-        },
-    )
-
-
-def recorded_source(registry: Registry, kind: str, name: str, code: str) -> str | None:
-    """The normalized source kept for a code fingerprint, or None (stores without it)."""
-    path = _source_path(registry, kind, name, code)
-    if not path.exists():
-        return None
-    data = orjson.loads(path.read_bytes())
-    return str(data["source"]) if data.get("code_fingerprint") == code else None
 
 
 def _diff(old: str | None, new: str, name: str, version: int) -> str:
