@@ -573,7 +573,7 @@ def _diff(old: str | None, new: str, name: str, version: int) -> str:
     if old is None:
         return (
             f"(the source of {name} version {version} was not recorded: it was registered "
-            "without `featurekit apply`, so only the new source can be shown)\n"
+            "before featurekit kept sources, so only the new source can be shown)\n"
             + "".join(f"+{line}\n" for line in new.splitlines())
         )
     lines = difflib.unified_diff(

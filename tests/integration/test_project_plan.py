@@ -107,8 +107,8 @@ def test_a_notebook_born_version_diffs_and_an_old_store_says_why_not(project: Pr
     shutil.rmtree(project.store.registry.dir / "code")  # a store from before sources were kept
     old = by_name(project.plan(project.module(rate=5.0)))["base"]
     assert old.diff.startswith(
-        "(the source of base version 1 was not recorded: it was registered without "
-        "`featurekit apply`, so only the new source can be shown)\n+def base(trips"
+        "(the source of base version 1 was not recorded: it was registered before "
+        "featurekit kept sources, so only the new source can be shown)\n+def base(trips"
     )
 
 
