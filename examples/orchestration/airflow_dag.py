@@ -5,7 +5,8 @@ One task per view runs ``featurekit materialize <view> --json`` in the project f
 writes nothing, and two overlapping runs lose nothing, so retries and catch-up runs are
 safe. A failure exits non-zero with a one-line reason, which Airflow shows as the task log.
 
-Copy it into your DAGs folder and set ``FEATUREKIT_PROJECT`` (and ``VIEWS``: the views of
+Written for Airflow 2 (on Airflow 3, import ``BashOperator`` from
+``airflow.providers.standard.operators.bash``). Copy it into your DAGs folder and set ``FEATUREKIT_PROJECT`` (and ``VIEWS``: the views of
 your definitions, upstream first). Not run in featurekit's CI: Airflow is too heavy to
 install there; the tests only check that this file is valid Python.
 """
