@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import orjson
 import polars as pl
@@ -43,7 +44,7 @@ from featurekit.core.definitions import FeatureRef
 from featurekit.core.errors import DefinitionError, NotFoundError, did_you_mean
 from featurekit.core.hashing import stable_hash
 from featurekit.core.on_demand import OnDemandFeature, parse_dtype
-from featurekit.offline.models import models
+from featurekit.offline.models import ModelRecord, models
 from featurekit.offline.resolve import changed_parts, resolve
 from featurekit.offline.services import (
     FeatureService,
@@ -141,6 +142,15 @@ class Plan(BaseModel):
 
 
 # ---- planning ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _ModelUse:
+    """What a logged model's training set read: ``(view, version, features)`` and on-demand."""
+
+    id: str
+    views: tuple[tuple[str, int, tuple[str, ...]], ...]
+    on_demand: tuple[str, ...]
+
+
 class _Planned:
     """A view as it will be once applied: number, fingerprint, features."""
 
@@ -180,7 +190,7 @@ class _Context:
         #: what an unpinned ``"view:feature"`` will mean once applied
         self.latest: dict[str, _Planned] = {}
         self.on_demand_outputs: dict[str, list[str]] = {}
-        self._models: list[tuple[str, list[tuple[str, int, list[str]]], list[str]]] | None = None
+        self._models: list[_ModelUse] | None = None
 
     # ---- views --------------------------------------------------------------------------
     def view_change(self, view: FeatureView) -> Change:
@@ -266,9 +276,9 @@ class _Context:
             if any(r.view == name and r.version is None for r in feature.input_refs):
                 stale.append(f"on_demand:{feature.name}")
         stale.extend(f"service:{s}" for s in self._services_reading(name))
-        for model_id, views, _ in self._model_uses():
-            if any(v == name and version != number for v, version, _ in views):
-                stale.append(model_id)
+        for use in self._model_uses():
+            if any(v == name and version != number for v, version, _ in use.views):
+                stale.append(use.id)
         return list(dict.fromkeys(stale))
 
     # ---- on-demand features ---------------------------------------------------------------
@@ -330,10 +340,8 @@ class _Context:
         ]
         removed = [o for o in latest.outputs if o not in outputs]
         number = latest.version + 1
-        stale = [f"service:{s}" for s in self._services_with_on_demand(feature.name)]
-        for model_id, _, on_demand in self._model_uses():
-            if feature.name in on_demand:
-                stale.append(model_id)
+        stale = [f"service:{s}" for s in self._services_reading(feature.name)]
+        stale.extend(use.id for use in self._model_uses() if feature.name in use.on_demand)
         return Change(
             kind="on_demand",
             name=feature.name,
@@ -457,12 +465,12 @@ class _Context:
                     if whole or ref.feature == "*" or ref.feature in lost:
                         users.append(f"service:{name}")
                         break
-            for model_id, views, on_demand in self._model_uses():
+            for use in self._model_uses():
                 if change.kind == "view":
-                    if any(v == change.name and (whole or lost & set(f)) for v, _, f in views):
-                        users.append(model_id)
-                elif change.name in on_demand:
-                    users.append(model_id)
+                    if any(v == change.name and (whole or lost & set(f)) for v, _, f in use.views):
+                        users.append(use.id)
+                elif change.name in use.on_demand:
+                    users.append(use.id)
             out.append(change.model_copy(update={"used_by": list(dict.fromkeys(users))}))
         return out
 
@@ -484,21 +492,19 @@ class _Context:
             ]
         return refs
 
-    def _services_reading(self, view: str) -> list[str]:
+    def _services_reading(self, name: str) -> list[str]:
+        """Services with a feature of the view or on-demand feature ``name``."""
         out = []
-        for name, refs in self._all_service_refs().items():
-            if any(FeatureRef.parse(r).view == view for r in refs):
-                out.append(name)
+        for service, refs in self._all_service_refs().items():
+            if any(FeatureRef.parse(r).view == name for r in refs):
+                out.append(service)
         return out
 
-    def _services_with_on_demand(self, feature: str) -> list[str]:
-        return [n for n, refs in self._all_service_refs().items() if f"{feature}:*" in refs]
-
-    def _model_uses(self) -> list[tuple[str, list[tuple[str, int, list[str]]], list[str]]]:
-        """Per logged model (latest entry of each): the view versions and features it used."""
+    def _model_uses(self) -> list[_ModelUse]:
+        """Per logged model (latest entry of each): what its training set read."""
         if self._models is None:
             found = []
-            latest: dict[str, Any] = {}
+            latest: dict[str, ModelRecord] = {}
             for entry in models(self.registry):
                 latest[entry.name] = entry
             for entry in latest.values():
@@ -506,8 +512,8 @@ class _Context:
                     manifest = self.registry.manifest(entry.training_set)
                 except NotFoundError:
                     continue
-                views = [(v.view, v.version, list(v.features)) for v in manifest.views]
-                found.append((entry.id, views, [o.name for o in manifest.on_demand]))
+                views = tuple((v.view, v.version, tuple(v.features)) for v in manifest.views)
+                found.append(_ModelUse(entry.id, views, tuple(o.name for o in manifest.on_demand)))
             self._models = found
         return self._models
 
