@@ -106,6 +106,14 @@ def on_demand_records(registry: Registry, name: str) -> list[OnDemandRecord]:
     return sorted(records, key=lambda r: r.version)
 
 
+def on_demand_names(registry: Registry) -> list[str]:
+    """Names of registered on-demand features, sorted."""
+    folder = registry.dir / "on_demand"
+    if not folder.exists():
+        return []
+    return sorted(p.name for p in folder.iterdir() if any(p.glob("v*.json")))
+
+
 def resolve_on_demand(registry: Registry, feature: OnDemandFeature) -> OnDemandRecord:
     """Fingerprint ``feature`` against the view versions it reads; record a new version if new."""
     inputs: list[str] = []

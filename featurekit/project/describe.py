@@ -14,6 +14,7 @@ from typing import Any, Literal
 from featurekit.core.errors import NotFoundError, did_you_mean
 from featurekit.offline.models import models
 from featurekit.offline.services import (
+    on_demand_names,
     on_demand_records,
     service_names,
     service_records,
@@ -68,10 +69,8 @@ def list_entries(registry: Registry) -> list[Entry]:
     out: list[Entry] = []
     for name in registry.view_names():
         out.append(_view(registry, name))
-    folder = registry.dir / "on_demand"
-    for name in sorted(p.name for p in folder.iterdir()) if folder.exists() else []:
-        if on_demand_records(registry, name):
-            out.append(_on_demand(registry, name))
+    for name in on_demand_names(registry):
+        out.append(_on_demand(registry, name))
     for name in service_names(registry):
         out.append(_service(registry, name))
     latest: dict[str, Any] = {}
