@@ -81,7 +81,7 @@ defs = fk.Definitions(views=[driver_stats], services=[pricing], on_demand=[quote
 TEST_PY = '''\
 """Build a training set from the project's definitions in a throwaway store."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
@@ -104,7 +104,8 @@ def test_pricing_training_set(tmp_path: Path) -> None:
 
     store = fk.Store(tmp_path / "store", definitions=defs, progress=False)
     store.materialize(driver_stats)
-    when = datetime.now(UTC) - timedelta(hours=1)
+    # an hour after the last example trip: every driver has a row inside the 2-day TTL
+    when = pl.read_parquet("data/trips.parquet")["event_ts"].max() + timedelta(hours=1)
     labels = pl.DataFrame(
         {"driver_id": [0, 1, 2], "trip_km": [3.0, 5.0, 8.0], "label_ts": [when] * 3}
     )

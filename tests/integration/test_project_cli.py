@@ -17,7 +17,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from featurekit.project.scaffold import FILES, example_trips
+from featurekit.project.scaffold import FILES, example_trips, scaffold
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -75,6 +75,19 @@ def test_init_writes_a_project_whose_own_tests_pass(project: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 passed" in done.stdout
+
+
+def test_the_scaffold_tests_still_pass_a_month_later(tmp_path: Path) -> None:
+    scaffold(tmp_path / "old", now=datetime.now(UTC) - timedelta(days=30))
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=tmp_path / "old",
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_init_refuses_a_non_empty_folder(tmp_path: Path) -> None:
