@@ -151,7 +151,9 @@ def _on_demand(registry: Registry, name: str) -> Entry:
         details={
             "inputs": ", ".join(latest.inputs) or "-",
             "request": ", ".join(latest.request) or "-",
-            "versions": [f"v{r.version} {r.fingerprint} {r.created_at.isoformat()[:16]}" for r in records],
+            "versions": [
+                f"v{r.version} {r.fingerprint} {r.created_at.isoformat()[:16]}" for r in records
+            ],
         },
     )
 

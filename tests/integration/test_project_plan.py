@@ -104,7 +104,9 @@ def test_a_notebook_born_version_diffs_and_an_old_store_says_why_not(project: Pr
     project.store.materialize(first.base)  # no apply: the store keeps the source anyway
     changed = by_name(project.plan(project.module(rate=5.0)))["base"]
     assert "-RATE = 2.0\n+RATE = 5.0\n" in changed.diff
-    shutil.rmtree(project.store.root / "_featurekit" / "code")  # a store from before sources were kept
+    shutil.rmtree(
+        project.store.root / "_featurekit" / "code"
+    )  # a store from before sources were kept
     old = by_name(project.plan(project.module(rate=5.0)))["base"]
     assert old.diff.startswith(
         "(the source of base version 1 was not recorded: it was registered before "
