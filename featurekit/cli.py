@@ -341,6 +341,25 @@ def serve(
         uvicorn.run(server, host=host, port=port, log_level=log_level, access_log=False)
 
 
+@app.command()
+def ui(
+    store: StoreOption,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8001,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+) -> None:
+    """Open the catalog: a read-only web page to find and understand features (offline)."""
+    with _errors():
+        import uvicorn
+
+        from featurekit.ui.routes import create_ui_app
+
+        opened = _open(store)  # refuses a path that is not a store; never creates one
+        server = create_ui_app(opened)
+        typer.echo(f"featurekit: the catalog of {opened.root} is at http://{host}:{port}/ui/")
+        uvicorn.run(server, host=host, port=port, log_level=log_level, access_log=False)
+
+
 # ---- project commands (init, plan, apply, materialize, ls, show) live in featurekit.project ----
 from featurekit.project.commands import add_commands  # noqa: E402  (after the app exists)
 

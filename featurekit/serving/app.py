@@ -58,6 +58,7 @@ from featurekit.online.lookup import ServiceName
 from featurekit.online.snapshot import SnapshotMeta
 from featurekit.serving.metrics import Metrics
 from featurekit.store import Store
+from featurekit.ui.routes import catalog_router
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -300,6 +301,7 @@ def create_app(
         """The endpoints, from the OpenAPI spec, on one page that loads nothing else."""
         return HTMLResponse(_docs_page(app.openapi()))
 
+    app.include_router(catalog_router(store, max_name_length=limits.max_name_length))  # /ui
     return app
 
 
