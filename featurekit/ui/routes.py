@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
-from fastapi import APIRouter, FastAPI, Query
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 
 from featurekit.core.config import __version__
@@ -90,7 +91,8 @@ def catalog_router(store: Store, *, max_name_length: int = MAX_NAME_LENGTH) -> A
     """
     catalog = Catalog(store)
     assets = _assets()
-    router = APIRouter(prefix=PREFIX, tags=["catalog"])
+    # documented in docs/catalog.md, not in the feature server's OpenAPI spec (its /v1 contract)
+    router = APIRouter(prefix=PREFIX, tags=["catalog"], include_in_schema=False)
 
     def name(value: str, kind: NameKind, field: str) -> str:
         if len(value) > max_name_length:
@@ -214,12 +216,22 @@ def create_ui_app(store: Store, *, max_name_length: int = MAX_NAME_LENGTH) -> Fa
         redoc_url=None,
     )
     app.include_router(catalog_router(store, max_name_length=max_name_length))
+    # a malformed query parameter (?from=abc) answers in the server's error shape too
+    app.add_exception_handler(RequestValidationError, _invalid)
 
     @app.get("/", include_in_schema=False)
     def home() -> RedirectResponse:
         return RedirectResponse(f"{PREFIX}/", status_code=307)
 
     return app
+
+
+async def _invalid(request: Request, exc: Exception) -> Response:
+    first = exc.errors()[0] if isinstance(exc, RequestValidationError) and exc.errors() else {}
+    field = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "path")) or None
+    message = f"{field or 'request'}: {first.get('msg', 'invalid request')}"
+    body = {"type": "ValidationError", "message": message[:300], "field": field}
+    return _json(422, {"error": body})
 
 
 def _asset(assets: dict[str, bytes], file: str) -> Response:

@@ -135,6 +135,7 @@ def test_a_training_set_still_rebuilds_until_a_pinned_table_is_gone(
         ("/ui/api/training-sets/nope", 404, None, "no training set named or with id 'nope'"),
         ("/ui/api/lineage?node=bogus", 422, "node", "node id 'bogus' does not parse"),
         ("/ui/api/views/" + "v" * 200, 422, "view", "view name 'vvvvvvvvv"),
+        ("/ui/api/views/driver_stats/diff?from=a&to=2", 422, "from", "from: Input should be"),
     ],
 )
 def test_bad_names_get_the_servers_error_shape(

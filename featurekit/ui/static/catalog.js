@@ -21,7 +21,7 @@ function el(tag, attrs, ...children) {
     if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
     else node.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -320,7 +320,18 @@ async function mountLineage(host, node, isPage) {
   const open = el("p", { "data-testid": "selected-page" });
   host.replaceChildren(holder, open);
   widget.render({ model, el: holder });
+  // the widget redraws its nodes on every change, which drops keyboard focus: put it back
+  // on the same node, so Tab + Enter can keep working in the graph
+  let focused = null;
+  holder.addEventListener("focusin", (ev) => {
+    const g = ev.target.closest && ev.target.closest(".fk-node");
+    focused = g ? g.getAttribute("data-id") : null;
+  });
   const mark = () => {
+    if (focused && (document.activeElement === document.body || !document.activeElement)) {
+      const again = holder.querySelector(`.fk-node[data-id="${CSS.escape(focused)}"]`);
+      if (again) again.focus();
+    }
     for (const [id, reasons] of Object.entries(data.stale)) {
       const g = holder.querySelector(`.fk-node[data-id="${CSS.escape(id)}"]`);
       if (!g) continue;
@@ -406,6 +417,7 @@ function nameVersion(text) {
 export async function route() {
   const parts = location.hash.replace(/^#\/?/, "").split("/");
   const [head, ...rest] = parts;
+  document.body.dataset.ready = "false";
   try {
     await loadIndex();
     if (!head) return await showHome();
@@ -468,5 +480,8 @@ document.addEventListener("keydown", (ev) => {
 });
 // the skip link must not change the hash: the hash is the route
 document.querySelector("[data-skip]").addEventListener("click", (ev) => { ev.preventDefault(); main.focus(); });
-window.addEventListener("hashchange", () => { route().then(() => main.focus({ preventScroll: true })); });
+// after a navigation, focus moves to the new content (unless the page put it somewhere in it)
+window.addEventListener("hashchange", () => {
+  route().then(() => { if (!main.contains(document.activeElement)) main.focus({ preventScroll: true }); });
+});
 route();
