@@ -39,7 +39,7 @@ from featurekit.ui.catalog import Catalog
 if TYPE_CHECKING:
     from featurekit.store import Store
 
-__all__ = ["PREFIX", "catalog_router", "create_ui_app"]
+__all__ = ["PREFIX", "catalog_router", "create_ui_app", "page_assets"]
 
 #: Where the catalog lives on any server that mounts it.
 PREFIX = "/ui"
@@ -67,7 +67,7 @@ class CatalogRequestError(DefinitionError):
         self.field = field
 
 
-def _assets() -> dict[str, bytes]:
+def page_assets() -> dict[str, bytes]:
     """Every file the page loads: the catalog's own, plus the lineage widget's JS and CSS."""
     files: dict[str, bytes] = {}
     folder = resources.files("featurekit.ui").joinpath("static")
@@ -90,7 +90,7 @@ def catalog_router(store: Store, *, max_name_length: int = MAX_NAME_LENGTH) -> A
         >>> app.include_router(catalog_router(store))
     """
     catalog = Catalog(store)
-    assets = _assets()
+    assets = page_assets()
     # documented in docs/catalog.md, not in the feature server's OpenAPI spec (its /v1 contract)
     router = APIRouter(prefix=PREFIX, tags=["catalog"], include_in_schema=False)
 

@@ -247,3 +247,34 @@ def test_first_page_on_200_views(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert len(index.json()["views"]) == 200
     with capsys.disabled():
         print(f"\ncatalog first page (page + /ui/api/index), 200 views: {elapsed * 1000:.0f} ms")
+
+
+def test_every_asset_the_page_names_ships_in_the_wheel() -> None:
+    """The page's files are package data: the wheel packages all of featurekit/, and every
+    file the page or its modules name is served from the package."""
+    import re
+    import tomllib
+
+    config = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    wheel = config["tool"]["hatch"]["build"]["targets"]["wheel"]
+    assert wheel["packages"] == ["featurekit"] and "exclude" not in wheel
+    from featurekit.ui.routes import page_assets
+
+    assets = page_assets()
+    page = assets["index.html"].decode()
+    named = re.findall(r'(?:src|href)="static/([^"]+)"', page)
+    named += re.findall(r'from "\./([^"]+)"', assets["catalog.js"].decode())
+    assert sorted(set(named)) == ["catalog.css", "catalog.js", "lineage.css", "lineage.js"]
+    assert set(named) <= set(assets)
+
+
+def test_featurekit_ui_refuses_a_folder_that_is_not_a_store(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from featurekit.cli import app
+
+    result = CliRunner().invoke(app, ["ui", "--store", str(tmp_path / "nothing")])
+    assert result.exit_code == 1
+    assert "is not a featurekit store" in result.output
+    assert not (tmp_path / "nothing").exists()  # nothing created by accident
+    assert "catalog" in CliRunner().invoke(app, ["--help"]).output
