@@ -17,8 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 from catalog_store import build_catalog_store
+
+import featurekit as fk
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
@@ -242,3 +245,75 @@ def test_screenshot(browser: tuple[Any, list[str]], server: dict[str, Any], tmp_
     if os.environ.get("FEATUREKIT_UPDATE_SCREENSHOT") == "1":
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, SCREENSHOT)
+
+
+class _QualityStore(fk.Store):
+    """A store with statistics and drift, shaped as the quality work records them."""
+
+    def stats(self, view: str, version: int | None = None, run: Any = None) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                "feature": ["fare_scaled"],
+                "count": [5],
+                "mean": [23.0],
+                "histogram_edges": [[10.0, 20.0, 30.0, 40.0]],
+                "histogram_counts": [[2, 1, 2]],
+            }
+        )
+
+    def drift(self, view: str, reference: Any = None, current: Any = "serving") -> Any:
+        frame = pl.DataFrame(
+            {"feature": ["fare_scaled"], "metric": ["psi"], "value": [0.31], "drifted": [True]}
+        )
+        return type("Report", (), {"to_polars": lambda self: frame})()
+
+
+def test_statistics_and_drift_render_when_recorded(
+    browser: tuple[Any, list[str]], server: dict[str, Any]
+) -> None:
+    import threading
+
+    import uvicorn
+
+    from featurekit.ui.routes import create_ui_app
+
+    store = _QualityStore(server["store"].root, progress=False, online=False)
+    port = _free_port()
+    config = uvicorn.Config(create_ui_app(store), host="127.0.0.1", port=port, log_level="error")
+    quality = uvicorn.Server(config)
+    thread = threading.Thread(target=quality.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 15
+        while not quality.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        page, _ = browser
+        seen: list[str] = []
+
+        def loopback_only(r: Any) -> None:  # this second server is on loopback too
+            seen.append(r.request.url)
+            local = r.request.url.startswith(f"http://127.0.0.1:{port}/")
+            r.continue_() if local else r.abort()
+
+        page.goto("about:blank")
+        page.route("**/*", loopback_only)
+        page.goto(f"http://127.0.0.1:{port}/ui/#/view/driver_stats@1")
+        page.wait_for_selector("body[data-ready='true']")
+        section = page.locator("section[aria-labelledby=h-stats]")
+        assert section.locator("svg.hist rect").count() == 3
+        assert "10 \u2026 40" in section.inner_text()  # the edges: first and last
+        page.get_by_role(
+            "button", name="Compute drift against the training sets that read it"
+        ).click()
+        drift = page.get_by_test_id("drift")
+        drift.locator("table").wait_for()
+        assert drift.locator("tbody tr").inner_text().split("\t") == [
+            "fare_scaled",
+            "psi",
+            "0.3100",
+            "true",
+        ]
+        assert seen and all(u.startswith(f"http://127.0.0.1:{port}/") for u in seen)
+    finally:
+        quality.should_exit = True
+        thread.join(timeout=10)

@@ -251,10 +251,13 @@ function stats(s) {
 function genericTable(rows) {
   if (!rows.length) return notYet();
   const keys = [...new Set(rows.flatMap((r) => Object.keys(r)))];
-  return table(keys, rows.map((r) => keys.map((k) => cell(r[k]))));
+  return table(keys, rows.map((r) => keys.map((k) => cell(r[k], k))));
 }
-function cell(value) {
-  if (Array.isArray(value) && value.length && value.every((x) => typeof x === "number")) return histogram(value);
+function cell(value, key) {
+  const numbers = Array.isArray(value) && value.length && value.every((x) => typeof x === "number");
+  if (numbers && /edges$/.test(key || "")) return `${cell(value[0])} \u2026 ${cell(value[value.length - 1])}`;
+  if (numbers) return histogram(value);
+  if (value && Array.isArray(value.counts)) return histogram(value.counts);
   if (value !== null && typeof value === "object") return el("code", {}, JSON.stringify(value));
   if (typeof value === "number") return Number.isInteger(value) ? String(value) : value.toPrecision(4);
   return value === null || value === undefined ? "" : String(value);
