@@ -37,6 +37,7 @@ from featurekit.storage import delta
 from featurekit.storage.manifest import Manifest
 from featurekit.storage.records import ModelRecord, VersionRecord
 from featurekit.storage.runs import RunRecord
+from featurekit.storage.runs import runs as run_records
 
 if TYPE_CHECKING:
     from featurekit.store import Store
@@ -211,11 +212,9 @@ class Catalog:
         }
 
     def _runs(self, uri: str) -> list[RunRecord]:
-        from featurekit.storage.runs import runs
-
         if delta.current_version(uri) is None:
             return []  # registered, never materialized
-        return runs(uri)
+        return run_records(uri)
 
     @staticmethod
     def _run(run: RunRecord) -> dict[str, Any]:

@@ -145,6 +145,7 @@ def test_search_by_tag_as_you_type_then_open_with_the_keyboard(
     page.fill("#q", "pricing")  # the other view's team tag: both its features
     expect(page.locator("[data-result]")).to_have_count(2)
     assert page.evaluate("location.hash") == "#/search/pricing"  # a shareable search
+    assert page.locator("main").inner_text().splitlines()[-1].endswith("pricing model.")
     page.focus("#q")
     page.keyboard.press("ArrowDown")
     page.keyboard.press("ArrowDown")

@@ -62,7 +62,7 @@ function facts(pairs) {
 }
 function page(title, ...children) {
   document.title = `${title} - featurekit catalog`;
-  main.replaceChildren(el("h1", {}, title), ...children);
+  main.replaceChildren(el("h1", {}, title), ...children.filter((c) => c !== null && c !== undefined && c !== ""));
 }
 
 // ---- the API (an API key, when the server asks for one, stays in this tab) -----------------
