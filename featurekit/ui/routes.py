@@ -39,7 +39,7 @@ from featurekit.ui.catalog import Catalog
 if TYPE_CHECKING:
     from featurekit.store import Store
 
-__all__ = ["PREFIX", "catalog_router", "create_ui_app", "page_assets"]
+__all__ = ["PREFIX", "catalog_router", "create_ui_app", "page_assets", "public_paths"]
 
 #: Where the catalog lives on any server that mounts it.
 PREFIX = "/ui"
@@ -77,6 +77,17 @@ def page_assets() -> dict[str, bytes]:
     for name in ("lineage.js", "lineage.css"):  # the notebook widget's drawing, reused as is
         files[name] = static_text(name).encode()
     return files
+
+
+def public_paths() -> frozenset[str]:
+    """The page's shell: its HTML and assets, which hold no store data.
+
+    A browser cannot send an ``Authorization`` header when it navigates, so a server with
+    API keys leaves these open; the page then asks for a key and sends it with every
+    ``/ui/api/...`` request, which stays behind the keys.
+    """
+    files = {f"{PREFIX}/static/{name}" for name in page_assets()}
+    return frozenset({PREFIX, f"{PREFIX}/", *files})
 
 
 def catalog_router(store: Store, *, max_name_length: int = MAX_NAME_LENGTH) -> APIRouter:
