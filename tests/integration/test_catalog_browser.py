@@ -135,11 +135,11 @@ def test_search_by_tag_as_you_type_then_open_with_the_keyboard(
     page.keyboard.press("/")  # focuses the search box from anywhere
     assert page.evaluate("document.activeElement.id") == "q"
     page.keyboard.type("growth")  # a tag value of rider_loyalty only
-    page.wait_for_selector("[data-testid=result-count]")
+    # results follow the typing (each keystroke may render a step): wait for the last one
+    expect(page.get_by_test_id("result-count")).to_have_text("1 feature found")
     results = page.get_by_test_id("results").locator("a")
-    assert results.count() == 1
+    expect(results).to_have_count(1)
     assert results.first.locator(".what").inner_text() == "rider_loyalty:loyalty_km"
-    assert page.get_by_test_id("result-count").inner_text() == "1 feature found"
     page.fill("#q", "tier:gold")  # key:value form of a tag
     expect(page.locator("[data-result]")).to_have_count(1)
     page.fill("#q", "pricing")  # the other view's team tag: both its features
