@@ -185,21 +185,71 @@ def optimize(
 
 @app.command()
 def serve(
-    store: StoreOption,
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    store: Annotated[
+        Path,
+        typer.Option(
+            "--store",
+            "-s",
+            envvar="FEATUREKIT_STORE",
+            help="Store root folder (the one holding _featurekit/).",
+        ),
+    ],
+    host: Annotated[
+        str,
+        typer.Option(
+            envvar="FEATUREKIT_HOST",
+            help="Address to bind. Anything but loopback needs --api-keys (or --insecure).",
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="FEATUREKIT_PORT", help="Port to bind.")] = 8000,
     online: Annotated[
         str | None,
-        typer.Option(help="Online store: 'sqlite' (default), or a Redis URL redis://host:port/db."),
+        typer.Option(
+            envvar="FEATUREKIT_ONLINE",
+            help="Online store: 'sqlite' (default), or a Redis URL redis://host:port/db.",
+        ),
     ] = None,
     definitions: Annotated[
         list[str] | None,
         typer.Option(
             "--definitions",
             "-d",
+            envvar="FEATUREKIT_DEFINITIONS",
             help="A .py file or module with on-demand features / feature services (repeatable).",
         ),
     ] = None,
+    api_keys: Annotated[
+        Path | None,
+        typer.Option(
+            "--api-keys",
+            envvar="FEATUREKIT_API_KEYS",
+            help="File of hashed API keys (featurekit keys add); requests then need "
+            "'Authorization: Bearer <key>'.",
+        ),
+    ] = None,
+    metrics_auth: Annotated[
+        bool,
+        typer.Option(
+            "--metrics-auth", help="/metrics needs an API key too (default: open to scrapers)."
+        ),
+    ] = False,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cors-origin",
+            envvar="FEATUREKIT_CORS_ORIGIN",
+            help="Origin browsers may call from, e.g. https://app.example.com (repeatable); "
+            "default: no CORS.",
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Allow a non-loopback --host without --api-keys (anyone who reaches it reads "
+            "every feature).",
+        ),
+    ] = False,
     max_entities: Annotated[
         int, typer.Option(help="Most entities one request may ask for (more: HTTP 413).")
     ] = 10_000,
@@ -221,9 +271,27 @@ def serve(
     with _errors():
         import uvicorn
 
+        from featurekit.core.errors import DefinitionError
         from featurekit.core.redact import redact
         from featurekit.serving.app import Limits, create_app, load_definitions
+        from featurekit.serving.auth import ApiKeys, is_loopback
         from featurekit.store import Store
+
+        # security by default: a server others can reach must ask for keys
+        if api_keys is None and not insecure and not is_loopback(host):
+            raise DefinitionError(
+                f"refusing to serve on {host!r} without API keys: anyone who can reach it "
+                "could read every feature. Pass --api-keys FILE (or set FEATUREKIT_API_KEYS; "
+                "make keys with `featurekit keys add`), bind --host 127.0.0.1, or pass "
+                "--insecure if something in front of the server already authenticates."
+            )
+        if metrics_auth and api_keys is None:
+            raise DefinitionError("--metrics-auth needs --api-keys FILE (the keys it accepts).")
+        if api_keys is not None and log_level.lower() == "trace":
+            raise DefinitionError(
+                "--log-level trace logs every request header, API keys included; use debug."
+            )
+        keys = None if api_keys is None else ApiKeys.load(api_keys)
 
         limits = Limits(
             max_body_bytes=max_body_bytes,
@@ -234,10 +302,82 @@ def serve(
         )
         _open(store)  # refuses a path that is not a store
         opened = Store(store, progress=False, online=online)
-        server = create_app(opened, limits=limits, definitions=load_definitions(definitions or []))
+        server = create_app(
+            opened,
+            limits=limits,
+            definitions=load_definitions(definitions or []),
+            api_keys=keys,
+            metrics_auth=metrics_auth,
+            cors_origins=cors_origin or (),
+        )
         where = redact(opened.online.url)  # the Redis password stays out of terminals and logs
-        typer.echo(f"featurekit: serving {opened.root} on http://{host}:{port} ({where})")
+        auth = "without API keys" if keys is None else f"with {len(keys.keys)} API key(s)"
+        typer.echo(f"featurekit: serving {opened.root} on http://{host}:{port} ({where}), {auth}")
         uvicorn.run(server, host=host, port=port, log_level=log_level, access_log=False)
+
+
+keys_app = typer.Typer(
+    help="API keys for `featurekit serve --api-keys FILE` (the file holds hashes, never keys).",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
+
+KeyFileOption = Annotated[
+    Path,
+    typer.Option(
+        "--file",
+        "-f",
+        envvar="FEATUREKIT_API_KEYS",
+        help="The key file (created if missing; written readable by its owner only).",
+    ),
+]
+
+
+@keys_app.command("add")
+def keys_add(
+    name: Annotated[str, typer.Argument(help="Who the key is for, e.g. ranker-prod.")],
+    grant: Annotated[
+        list[str],
+        typer.Option(
+            "--grant",
+            "-g",
+            help="view:NAME or service:NAME ('*' for every name); repeatable.",
+        ),
+    ],
+    file: KeyFileOption = Path("api-keys.json"),
+) -> None:
+    """Make a new API key: print it once (only its hash is stored) and add it to the file."""
+    with _errors():
+        from featurekit.serving.auth import add_key
+
+        key = add_key(file, name, grant)
+        _console(stderr=True).print(
+            f"added API key {name!r} to {file}; it is shown once, store it now:"
+        )
+        typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list(file: KeyFileOption = Path("api-keys.json")) -> None:
+    """List the keys in a key file by name, with their grants (never a hash)."""
+    with _errors():
+        from featurekit.serving.auth import ApiKeys
+
+        for entry in ApiKeys.load(file).keys:
+            typer.echo(f"{entry.name}\t{', '.join(str(g) for g in entry.grants)}")
+
+
+@keys_app.command("remove")
+def keys_remove(
+    name: Annotated[str, typer.Argument(help="Name of the key to revoke.")],
+    file: KeyFileOption = Path("api-keys.json"),
+) -> None:
+    """Revoke a key (a running server keeps the keys it started with until restarted)."""
+    with _errors():
+        from featurekit.serving.auth import remove_key
+
+        remove_key(file, name)
+        typer.echo(f"removed API key {name!r} from {file}")
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ Two shapes exist:
 - identifiers (views, entities, sources, features, services, models, on-demand features):
   letters, digits and underscores, starting with a letter or underscore; they double as
   SQL table and column names.
-- labels (saved training-set names, training-set ids, run ids): letters, digits, ``_``,
+- labels (saved training-set names, training-set ids, run ids, API key names): letters, digits, ``_``,
   ``-`` and ``.``, starting with a letter, digit or underscore (so never ``.`` or ``..``).
 
 Both are at most :data:`MAX_NAME_LENGTH` characters and may not use the reserved ``__fk_``
@@ -39,6 +39,7 @@ NameKind = Literal[
     "training set",
     "training set id",
     "run",
+    "API key",
 ]
 
 #: Longest accepted name; longer ones are refused without being echoed whole.
@@ -46,7 +47,7 @@ MAX_NAME_LENGTH = 128
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _LABEL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*\Z")
-_LABEL_KINDS = frozenset({"training set", "training set id", "run"})
+_LABEL_KINDS = frozenset({"training set", "training set id", "run", "API key"})
 
 
 def shown(value: object, limit: int = 60) -> str:
