@@ -388,7 +388,7 @@ def main() -> None:
 # ---- helpers --------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _errors() -> Iterator[None]:
-    """FeatureKitError -> one red line on stderr and exit code 1."""
+    """FeatureKitError -> one red line on stderr and exit code 1 (credentials masked)."""
     from featurekit.core.errors import FeatureKitError
 
     try:
@@ -396,7 +396,11 @@ def _errors() -> Iterator[None]:
     except FeatureKitError as err:
         from rich.markup import escape
 
-        message = " ".join(str(err).split()) or type(err).__name__
+        from featurekit.core.redact import redact
+
+        # a message may quote user code's or a library's error text holding a URL with a
+        # password; terminals end up in CI logs and tickets
+        message = redact(" ".join(str(err).split())) or type(err).__name__
         _console(stderr=True).print(f"[bold red]error:[/bold red] [red]{escape(message)}[/red]")
         raise typer.Exit(1) from None
 
