@@ -312,6 +312,11 @@ def serve(
         )
         where = redact(opened.online.url)  # the Redis password stays out of terminals and logs
         auth = "without API keys" if keys is None else f"with {len(keys.keys)} API key(s)"
+        if keys is None and not is_loopback(host):
+            _console(stderr=True).print(
+                f"[bold yellow]warning:[/bold yellow] serving on {host} without API keys "
+                "(--insecure): every feature is readable by anyone who can reach it."
+            )
         typer.echo(f"featurekit: serving {opened.root} on http://{host}:{port} ({where}), {auth}")
         uvicorn.run(server, host=host, port=port, log_level=log_level, access_log=False)
 

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -383,14 +384,14 @@ def test_k8s_manifests_parse_and_agree_with_the_cli(filled: fk.Store, tmp_path: 
     docs = k8s_docs()
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(
-        ["ConfigMap", "ConfigMap", "CronJob", "Deployment", "Kustomization", "PersistentVolumeClaim", "Secret",
-         "Service"]
+        ["ConfigMap", "ConfigMap", "CronJob", "Deployment", "Deployment", "Kustomization",
+         "PersistentVolumeClaim", "Secret", "Service", "Service"]
     )  # fmt: skip
     listed = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
     assert sorted(listed) == sorted(p.name for p in K8S.glob("*.yaml") if p.stem != "kustomization")
 
     # the server: the image's ENTRYPOINT (featurekit serve) with the Deployment's args
-    (deployment,) = _of("Deployment", docs).values()
+    deployment = _of("Deployment", docs)["featurekit"]
     pod = deployment["spec"]["template"]["spec"]
     entrypoint = json.loads(_one("ENTRYPOINT"))
     argv = [*entrypoint, *pod["containers"][0].get("args", [])]
@@ -413,13 +414,23 @@ def test_k8s_manifests_parse_and_agree_with_the_cli(filled: fk.Store, tmp_path: 
     assert ApiKeys.load(keys_file).names() == ["placeholder"]
     assert not is_loopback(argv[argv.index("--host") + 1])  # exposed, hence the keys
 
-    (service,) = _of("Service", docs).values()
-    assert (
-        service["spec"]["selector"].items()
-        <= deployment["spec"]["template"]["metadata"]["labels"].items()
-    )
-    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
-    assert all(p["targetPort"] in port for p in service["spec"]["ports"])
+    services = _of("Service", docs)
+    for name, target in services.items():
+        (pods,) = [
+            d for d in _of("Deployment", docs).values()
+            if target["spec"]["selector"] == d["spec"]["selector"]["matchLabels"]
+        ]  # fmt: skip
+        labels = pods["spec"]["template"]["metadata"]["labels"]
+        assert target["spec"]["selector"].items() <= labels.items(), name
+        pod_ports = pods["spec"]["template"]["spec"]["containers"][0]["ports"]
+        assert all(
+            p["targetPort"] in {q["name"] for q in pod_ports} for p in target["spec"]["ports"]
+        )
+    assert services["featurekit"]["spec"]["selector"]["app.kubernetes.io/component"] == "server"
+    # the online store the settings name is the Redis Service of these manifests
+    online = urlsplit(env["FEATUREKIT_ONLINE"])
+    assert online.scheme == "redis" and online.hostname in services
+    assert online.port in [p["port"] for p in services[str(online.hostname)]["spec"]["ports"]]
 
     # scheduled materialization: the same image, `featurekit materialize`
     (cron,) = _of("CronJob", docs).values()
@@ -434,6 +445,60 @@ def test_k8s_manifests_parse_and_agree_with_the_cli(filled: fk.Store, tmp_path: 
     assert job_env["FEATUREKIT_ONLINE"] == env["FEATUREKIT_ONLINE"]  # one online store
     assert cron["spec"]["concurrencyPolicy"] in ("Forbid", "Allow", "Replace")
     assert len(cron["spec"]["schedule"].split()) == 5
+
+
+def test_the_deployment_starts_a_server(filled: fk.Store, tmp_path: Path) -> None:
+    """The Deployment's command, settings and mounted files, run: probes pass, keys apply.
+
+    Paths are mapped to tmp, the bind to 127.0.0.1 and a free port, and Redis to a real
+    redis-server on loopback; everything else is as the manifests say.
+    """
+    from test_online_support import redis_server
+
+    docs = k8s_docs()
+    pod = _of("Deployment", docs)["featurekit"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = _container_env(container, _of("ConfigMap", docs))
+    definitions = tmp_path / "features.py"
+    definitions.write_text(_mounted_file(pod, container, env["FEATUREKIT_DEFINITIONS"], docs))
+    keys = tmp_path / "api-keys.json"
+    keys.write_text(_mounted_file(pod, container, env["FEATUREKIT_API_KEYS"], docs))
+    argv = [*json.loads(_one("ENTRYPOINT")), *container["args"]]
+    port = free_port()
+    argv[argv.index("--host") + 1] = "127.0.0.1"
+    argv[argv.index("--port") + 1] = str(port)
+    argv = [sys.executable, "-m", "featurekit.cli", *argv[1:]]  # this checkout's featurekit
+    probes = [container[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe")]
+    with redis_server() as redis_url:
+        env |= {
+            "FEATUREKIT_STORE": str(filled.root),
+            "FEATUREKIT_DEFINITIONS": str(definitions),
+            "FEATUREKIT_API_KEYS": str(keys),
+            "FEATUREKIT_ONLINE": redis_url,
+            "FEATUREKIT_PORT": str(port),
+        }
+        with _running(argv, {**os.environ, **env}, str(tmp_path), tmp_path / "log") as url:
+            for probe in probes:
+                assert httpx.get(f"{url}{probe}").json()["online_store"] == redis_url
+            body = {"features": ["driver_stats:avg_fare"], "entities": {"driver_id": [1]}}
+            # the placeholder Secret holds no usable key: every data request is refused
+            headers = {"Authorization": "Bearer fk_anything"}
+            assert httpx.post(f"{url}/v1/features", json=body, headers=headers).status_code == 401
+            assert httpx.get(f"{url}/metrics").status_code == 200  # what the annotations scrape
+
+
+def test_the_docker_context_holds_what_copy_needs() -> None:
+    rules = [
+        line.strip()
+        for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert rules[0] == "*"  # nothing but what is allowed back
+    allowed = {r.removeprefix("!").rstrip("/") for r in rules if r.startswith("!")}
+    for word, args in dockerfile():
+        if word == "COPY":
+            *sources, _ = shlex.split(args)
+            assert set(sources) <= allowed, sources
 
 
 def test_pending_commands_are_missing() -> None:

@@ -439,6 +439,22 @@ def test_a_non_loopback_bind_without_keys_is_refused(filled: fk.Store) -> None:
     assert done.returncode == 1 and "--metrics-auth needs --api-keys FILE" in done.stderr
 
 
+def test_insecure_serves_without_keys_but_says_so(filled: fk.Store) -> None:
+    # 192.0.2.1 (TEST-NET-1) is on no interface here: the bind fails right after the
+    # warning, so nothing listens beyond loopback and no traffic is sent anywhere
+    done = subprocess.run(
+        [*SERVE, "--store", str(filled.root), "--host", "192.0.2.1", "--insecure",
+         "--port", str(free_port())],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert (
+        "warning: serving on 192.0.2.1 without API keys (--insecure): every feature is "
+        "readable by anyone who can reach it." in " ".join(done.stderr.split())
+    )
+    assert "refusing to serve" not in done.stderr
+
+
 def test_trace_logging_is_refused_with_keys(filled: fk.Store, keys: dict[str, Any]) -> None:
     serve = [*SERVE, "--store", str(filled.root)]
     done = subprocess.run(
