@@ -377,7 +377,7 @@ def keys_remove(
     name: Annotated[str, typer.Argument(help="Name of the key to revoke.")],
     file: KeyFileOption = Path("api-keys.json"),
 ) -> None:
-    """Revoke a key (a running server keeps the keys it started with until restarted)."""
+    """Revoke a key (a running server reading this file stops accepting it within seconds)."""
     with _errors():
         from featurekit.serving.auth import remove_key
 

@@ -36,9 +36,11 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import logging
 import os
 import secrets
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +69,10 @@ API_KEYS_ENV = "FEATUREKIT_API_KEYS"
 FORMAT = "featurekit-api-keys/1"
 #: Prefix of generated keys: makes a leaked key easy to find with secret scanners.
 KEY_PREFIX = "fk_"
+#: How often (seconds, at most) a server looks for a changed key file.
+RELOAD_SECONDS = 2.0
+
+_log = logging.getLogger("featurekit.serving")
 
 GrantKind = Literal["view", "service"]
 _KINDS: tuple[GrantKind, ...] = ("view", "service")
@@ -134,12 +140,13 @@ def _digest(salt: bytes, key: str) -> bytes:
     return hashlib.sha256(salt + key.encode("utf-8", "surrogatepass")).digest()
 
 
-# compared against when a file has no entry, so a miss costs what a hit does
-_DUMMY = ApiKey("", b"\0" * 16, b"\0" * 32, ())
-
-
 class ApiKeys:
     """The keys a server accepts (loaded from a key file), and the check of a request's key.
+
+    Loaded from a file, the keys follow it: a changed file (``featurekit keys add`` or
+    ``remove``, a rotated Kubernetes Secret) is read again within ``reload_every``
+    seconds, so revoking a key needs no restart. A changed file that cannot be read keeps
+    the keys loaded before (and logs why), so a half-written file never locks everyone out.
 
     Example:
         >>> keys = ApiKeys.load(Path("keys.json"))
@@ -147,29 +154,46 @@ class ApiKeys:
         'ranker'
     """
 
-    def __init__(self, keys: Sequence[ApiKey]) -> None:
-        names = [k.name for k in keys]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise DefinitionError(f"API key names must be unique; repeated: {', '.join(twice)}.")
-        self.keys = tuple(keys)
+    def __init__(
+        self,
+        keys: Sequence[ApiKey],
+        *,
+        path: Path | None = None,
+        reload_every: float = RELOAD_SECONDS,
+    ) -> None:
+        self.keys = _checked(keys, path)
+        self.path = path
+        self.reload_every = reload_every
+        self._stamp = None if path is None else _stamp(path)
+        self._checked_at = time.monotonic()
 
     @classmethod
-    def load(cls, path: Path) -> ApiKeys:
-        """Read a key file (see the module docstring for its shape).
+    def load(cls, path: Path, *, reload_every: float = RELOAD_SECONDS) -> ApiKeys:
+        """Read a key file (see the module docstring for its shape) and follow its changes.
 
         Raises:
             NotFoundError: the file does not exist.
-            DefinitionError: it is not a key file, or an entry is malformed; the message
-                names the entry, never a hash.
+            DefinitionError: it is not a key file, an entry is malformed, a name repeats or
+                it holds no key; the message names the entry, never a hash.
         """
-        entries = _read_entries(path)
-        if not entries:
-            raise DefinitionError(
-                f"API key file {str(path)!r} holds no keys, so every request would be "
-                "refused; add one with `featurekit keys add NAME --grant ...`."
-            )
-        return cls(entries)
+        return cls(_read_entries(path), path=path, reload_every=reload_every)
+
+    def refresh(self) -> None:
+        """Read the file again if it changed (at most once per ``reload_every`` seconds)."""
+        now = time.monotonic()
+        if self.path is None or now - self._checked_at < self.reload_every:
+            return
+        self._checked_at = now
+        stamp = _stamp(self.path)
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            self.keys = _checked(_read_entries(self.path), self.path)
+        except FeatureKitError as err:
+            _log.warning("%s Keeping the %d key(s) loaded before.", err, len(self.keys))
+            return
+        _log.info("API key file %s read again: %d key(s).", self.path, len(self.keys))
 
     def verify(self, authorization: str | None) -> ApiKey:
         """The key entry an ``Authorization`` header value proves, or AuthenticationError.
@@ -178,13 +202,14 @@ class ApiKeys:
         """
         scheme, _, key = (authorization or "").strip().partition(" ")
         key = key.strip()
+        self.refresh()
         if scheme.lower() != "bearer" or not key:
             raise AuthenticationError(
                 "this server needs an API key; send the header 'Authorization: Bearer <key>'."
             )
         found: ApiKey | None = None
-        for entry in self.keys or (_DUMMY,):
-            if hmac.compare_digest(_digest(entry.salt, key), entry.digest) and entry is not _DUMMY:
+        for entry in self.keys:  # all of them, even after a match
+            if hmac.compare_digest(_digest(entry.salt, key), entry.digest):
                 found = entry
         if found is None:
             raise AuthenticationError(
@@ -194,6 +219,30 @@ class ApiKeys:
 
     def names(self) -> list[str]:
         return [k.name for k in self.keys]
+
+
+def _checked(keys: Sequence[ApiKey], path: Path | None) -> tuple[ApiKey, ...]:
+    """``keys`` if their names are unique and there is at least one."""
+    where = "API keys" if path is None else f"API key file {str(path)!r}"
+    names = [k.name for k in keys]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DefinitionError(f"{where}: key names must be unique; repeated: {', '.join(twice)}.")
+    if not keys:
+        raise DefinitionError(
+            f"{where} holds no keys, so every request would be refused; add one with "
+            "`featurekit keys add NAME --grant ...`."
+        )
+    return tuple(keys)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when the file is rewritten or its symlink swapped (None: unreadable)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
 
 
 def _read_entries(path: Path) -> list[ApiKey]:

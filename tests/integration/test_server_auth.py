@@ -289,6 +289,51 @@ def test_a_key_is_never_compared_with_plain_equality() -> None:
     assert "digest ==" not in source and "== entry" not in source and ".startswith(" not in source
 
 
+# ---- rotation: a changed key file applies without a restart ------------------------------------
+def test_a_changed_key_file_applies_without_a_restart(
+    filled: fk.Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from featurekit.serving.app import create_app
+
+    path = tmp_path / "keys.json"
+    old = add_key(path, "old", ["view:driver_stats"])
+    keys = ApiKeys.load(path, reload_every=0.0)
+    with http_server(create_app(filled, api_keys=keys)) as url:
+
+        def status(key: str) -> int:
+            return httpx.post(
+                f"{url}/v1/features", json=DRIVER_BODY, headers=bearer(key)
+            ).status_code
+
+        assert status(old) == 200
+        new = add_key(path, "new", ["view:driver_stats"])
+        auth.remove_key(path, "old")
+        assert (status(old), status(new)) == (401, 200)  # revoked at once, no restart
+        # a broken rewrite keeps the keys that were loaded, and says why (no key in the log)
+        text = path.read_text()
+        with caplog.at_level(logging.WARNING, logger="featurekit.serving"):
+            path.write_text(text[: len(text) // 2])
+            assert status(new) == 200
+        assert "is not readable JSON" in caplog.text and "Keeping the 1 key(s)" in caplog.text
+        assert new not in caplog.text
+        path.write_text(text)
+        assert status(new) == 200
+
+
+def test_the_key_file_is_read_again_at_most_every_few_seconds(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    first = add_key(path, "first", ["view:x"])
+    assert ApiKeys.load(path).reload_every == auth.RELOAD_SECONDS == 2.0
+    keys = ApiKeys.load(path, reload_every=0.5)
+    auth.remove_key(path, "first")
+    second = add_key(path, "second", ["view:x"])
+    assert keys.verify(f"Bearer {first}").name == "first"  # within the interval: not read
+    time.sleep(0.6)
+    with pytest.raises(auth.AuthenticationError):
+        keys.verify(f"Bearer {first}")
+    assert keys.verify(f"Bearer {second}").name == "second"
+
+
 # ---- keys absent from logs and errors ------------------------------------------------------------
 def test_keys_never_reach_the_logs_in_process(
     filled: fk.Store, keys: dict[str, Any], caplog: pytest.LogCaptureFixture
