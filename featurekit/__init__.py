@@ -9,7 +9,11 @@ Example:
     >>> store = fk.Store("./store"); store.materialize(driver_stats)
 """
 
+# Imported for its effect: the notebook layer attaches the displays of the lower layers'
+# classes (and TrainingSet.explain); it imports neither IPython nor ipywidgets until used.
+from featurekit import notebook as notebook
 from featurekit.core.authoring import FeatureView, feature_view
+from featurekit.core.checks import Check
 from featurekit.core.config import __version__
 from featurekit.core.definitions import Aggregation, Entity, FeatureRef, Source
 from featurekit.core.errors import (
@@ -22,9 +26,11 @@ from featurekit.core.errors import (
     SqlError,
     StorageError,
     UserCodeError,
+    ValidationError,
     VersionError,
 )
 from featurekit.core.on_demand import OnDemandFeature, on_demand
+from featurekit.kernels.drift import DriftReport
 from featurekit.lineage.graph import LineageGraph
 from featurekit.offline.materialize import MaterializeResult
 from featurekit.offline.models import ModelRecord
@@ -36,7 +42,9 @@ from featurekit.store import Store
 
 __all__ = [
     "Aggregation",
+    "Check",
     "DefinitionError",
+    "DriftReport",
     "Entity",
     "FeatureKitError",
     "FeatureKitWarning",
@@ -58,6 +66,7 @@ __all__ = [
     "Store",
     "TrainingSet",
     "UserCodeError",
+    "ValidationError",
     "VersionError",
     "VersionRecord",
     "__version__",

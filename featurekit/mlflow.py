@@ -66,10 +66,11 @@ def log_training_set(
     manifest = ts.manifest
     frame = ts.to_polars()
     specs: list[Any] = [ColSpec(_mlflow_type(DataType, frame.schema[c]), c) for c in frame.columns]
-    folder = registry.training_set_dir(ts.id)
     saved = [n for n, i in registry.training_set_names().items() if i == ts.id]
     dataset = MetaDataset(  # type: ignore[abstract]  # profile is optional at runtime
-        DeltaDatasetSource(path=str(folder / "labels"), delta_table_version=0),
+        DeltaDatasetSource(
+            path=registry.layout.training_set_uri(ts.id, "labels"), delta_table_version=0
+        ),
         name=name or (saved[0] if saved else f"training_set-{ts.id}"),
         digest=manifest.result_hash[:DIGEST_LENGTH],
         schema=Schema(specs),
@@ -80,7 +81,7 @@ def log_training_set(
             continue
         table = MetaDataset(  # type: ignore[abstract]
             DeltaDatasetSource(
-                path=str(registry.root / view.table),
+                path=registry.layout.uri(view.table),
                 delta_table_version=view.delta_version,
             ),
             name=view.ref,

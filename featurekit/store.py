@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,8 +96,8 @@ class Store:
     def materialize(
         self,
         view: FeatureView,
-        start: datetime | None = None,
-        end: datetime | None = None,
+        start: datetime | date | str | None = None,
+        end: datetime | date | str | None = None,
         *,
         full_refresh: bool = False,
         progress: bool | None = None,
@@ -111,22 +111,23 @@ class Store:
         resolved = self._resolve(view)
         sources = self._lineage.before_materialize(resolved)
         show = self.progress if progress is None else progress
-        bar = _progress(f"materialize {view.name}", 3, show)
+        bar = Progress(f"materialize {view.name}", 3, show=show)
         budget = parse_size(memory_budget) or self.memory_budget
         try:
             result = materialize(
                 self.registry,
                 resolved,
-                start=start,
-                end=end,
+                start=None if start is None else to_utc_datetime(start, what="start"),
+                end=None if end is None else to_utc_datetime(end, what="end"),
                 full_refresh=full_refresh,
-                step=lambda text: _advance(bar, text),
+                step=bar.step,
                 memory_budget=budget,
+                before_commit=self._online_check(),
             )
         finally:
             bar.close()
+        self._lineage.after_materialize(resolved, result, sources)  # the commit is done
         self._sync_online(result, budget)  # after the commit; a no-op run repairs a lagging store
-        self._lineage.after_materialize(resolved, result, sources)
         return result
 
     def views(self) -> list[str]:
@@ -184,7 +185,7 @@ class Store:
         timestamp: str,
         *,
         ttl: Mapping[str, str | timedelta | None] | None = None,
-        as_of: datetime | None = None,
+        as_of: datetime | date | str | None = None,
         point_in_time: PointInTime = "knowledge",
         progress: bool | None = None,
     ) -> TrainingSet:
@@ -195,7 +196,8 @@ class Store:
             features: ``"view:feature"``, ``"view@3:feature"``, ``"view:*"`` or view objects.
             timestamp: the labels' datetime column.
             ttl: per-view TTL overrides, e.g. ``{"driver_stats": "1d"}``.
-            as_of: read every feature table as it stood at this wall-clock time.
+            as_of: read every feature table as it stood at this wall-clock time (a
+                datetime, a date or an ISO 8601 string; naive means UTC).
             point_in_time: ``"knowledge"`` (default: rows must be known by the label time)
                 or ``"event"`` (event time only).
             progress: show a progress bar (default: the store's setting; only for labels
@@ -206,13 +208,13 @@ class Store:
             raise DefinitionError(
                 f"point_in_time must be 'knowledge' or 'event', got {point_in_time!r}."
             )
-        when = to_utc_datetime(as_of) if as_of is not None else None
+        when = to_utc_datetime(as_of, what="as_of") if as_of is not None else None
         plan = self.planner.plan(features, columns=frame.columns, as_of=when, ttl=ttl, pin=True)
         requests = plan.views
         show = self.progress if progress is None else progress
-        bar = _progress("training set", 2, show if frame.height >= LONG_TRAINING_SET else False)
+        bar = Progress("training set", 2, show=show if frame.height >= LONG_TRAINING_SET else False)
         try:
-            _advance(bar, f"joining {len(requests)} views onto {frame.height:,} labels")
+            bar.step(f"joining {len(requests)} views onto {frame.height:,} labels")
             ts = build(
                 self.registry,
                 frame,
@@ -222,7 +224,7 @@ class Store:
                 as_of=when,
                 on_demand=plan.hook(),
             )
-            _advance(bar, "recording lineage")
+            bar.step("recording lineage")
         finally:
             bar.close()
         self._lineage.after_training_set(ts)
@@ -286,7 +288,7 @@ class Store:
         entities: Mapping[str, Sequence[Any]] | pl.DataFrame,
         *,
         with_metadata: bool = False,
-        at: datetime | None = None,
+        at: datetime | date | str | None = None,
     ) -> pl.DataFrame:
         """Latest feature values per entity, exactly what ``training_set`` gives at this instant.
 
@@ -304,7 +306,8 @@ class Store:
             >>> store.get_online_features(["driver_stats:conv_rate"], {"driver_id": [1, 2]})
         """
         service = self.online_service()
-        return service.lookup(features, entities, with_metadata=with_metadata, at=at).frame
+        when = None if at is None else to_utc_datetime(at, what="at")
+        return service.lookup(features, entities, with_metadata=with_metadata, at=when).frame
 
     @property
     def online(self) -> OnlineStore:
@@ -330,27 +333,21 @@ class Store:
             self._online_service = OnlineService(self.planner, store)
         return self._online_service
 
+    def _online_check(self) -> Callable[[VersionRecord, pl.Schema], None] | None:
+        """What materialize checks before its commit so that the online sync cannot fail."""
+        if self._online_spec is False:
+            return None
+        from featurekit.online.sync import check_syncable
+
+        self.online_service()  # a misconfigured online store fails here, before anything is written
+        return check_syncable
+
     def _sync_online(self, result: MaterializeResult, budget: int | None) -> None:
         if self._online_spec is False:
             return
-        from featurekit.online.errors import OnlineStoreError
-        from featurekit.online.sync import sync_view
+        from featurekit.online.sync import sync_materialized
 
-        try:
-            sync_view(
-                self.registry,
-                self.online_service().online,
-                result.view,
-                result.version,
-                memory_budget=budget,
-            )
-        except OnlineStoreError as err:
-            raise OnlineStoreError(
-                f"view {result.view!r} version {result.version} was materialized (Delta "
-                f"version {result.delta_version}), but the online store was not updated: "
-                f"{err} Re-run store.materialize({result.view}) to retry; the offline data "
-                "is safe."
-            ) from err
+        sync_materialized(self.registry, self.online_service().online, result, memory_budget=budget)
 
     # ---- models and lineage -----------------------------------------------------------
     def log_model(
@@ -452,11 +449,3 @@ def _as_frame(labels: Any) -> pl.DataFrame:
             f"labels must be a polars/pyarrow/pandas frame, got {type(labels).__name__}."
         ) from err
     return frame
-
-
-def _progress(label: str, total: int, show: bool | None) -> Progress:
-    return Progress(label, total, show=show)
-
-
-def _advance(bar: Progress, text: str) -> None:
-    bar.step(text)

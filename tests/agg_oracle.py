@@ -7,7 +7,7 @@ import statistics
 from datetime import datetime
 from typing import Any
 
-from featurekit.kernels.aggregate import AggSpec
+from featurekit.core.definitions import Aggregation
 
 EARLIEST = datetime(1, 1, 1)  # naive, like the test data: sorts before any created time
 
@@ -15,7 +15,7 @@ EARLIEST = datetime(1, 1, 1)  # naive, like the test data: sorts before any crea
 def oracle(
     labels: list[tuple[Any, Any]],
     events: list[tuple[Any, Any, Any, Any]],
-    spec: AggSpec,
+    spec: Aggregation,
     knowledge: bool,
 ) -> list[Any]:
     """Plain loops over the definition: (t - w, t], known by t, nulls ignored."""

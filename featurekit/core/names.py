@@ -9,8 +9,9 @@ Two shapes exist:
 - identifiers (views, entities, sources, features, services, models, on-demand features):
   letters, digits and underscores, starting with a letter or underscore; they double as
   SQL table and column names.
-- labels (saved training-set names, training-set ids, run ids, API key names): letters, digits, ``_``,
-  ``-`` and ``.``, starting with a letter, digit or underscore (so never ``.`` or ``..``).
+- labels (saved training-set names, training-set ids, run ids, lineage record keys, API key
+  names): letters, digits, ``_``, ``-`` and ``.``, starting with a letter, digit or
+  underscore (so never ``.`` or ``..``).
 
 Both are at most :data:`MAX_NAME_LENGTH` characters and may not use the reserved ``__fk_``
 prefix.
@@ -39,6 +40,8 @@ NameKind = Literal[
     "training set",
     "training set id",
     "run",
+    "lineage record",
+    "check",
     "API key",
 ]
 
@@ -47,7 +50,7 @@ MAX_NAME_LENGTH = 128
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _LABEL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*\Z")
-_LABEL_KINDS = frozenset({"training set", "training set id", "run", "API key"})
+_LABEL_KINDS = frozenset({"training set", "training set id", "run", "lineage record", "API key"})
 
 
 def shown(value: object, limit: int = 60) -> str:
@@ -77,7 +80,8 @@ def validate_name(name: object, kind: NameKind) -> str:
         rule = "letters, digits, '_', '-' and '.', starting with a letter, digit or '_'"
     else:
         rule = "letters, digits and underscores, starting with a letter or '_'"
+    what = kind if kind.endswith(" id") else f"{kind} name"
     raise DefinitionError(
-        f"{kind} name {shown(name)} is not valid: use {rule}, at most {MAX_NAME_LENGTH} "
+        f"{what} {shown(name)} is not valid: use {rule}, at most {MAX_NAME_LENGTH} "
         f"characters (and not the reserved prefix {RESERVED_PREFIX!r})."
     )

@@ -26,6 +26,7 @@ from typing import Literal
 
 import polars as pl
 
+from featurekit.core.definitions import Aggregation
 from featurekit.kernels import aggindex
 
 TimeUnit = Literal["us", "ns"]
@@ -39,23 +40,13 @@ _IS_LABEL = "__fk_is_label"
 _RANK = "__fk_label_rank"
 
 
-@dataclass(frozen=True)
-class AggSpec:
-    """One aggregation as the kernel needs it."""
-
-    column: str
-    function: str
-    window: timedelta | None
-    name: str
-
-
 def aggregate(
     left: pl.DataFrame,
     height: int,
     events: pl.DataFrame,
     *,
     keys: Sequence[str],
-    specs: Sequence[AggSpec],
+    specs: Sequence[Aggregation],
     knowledge: bool,
     unit: TimeUnit,
 ) -> pl.DataFrame:
@@ -113,7 +104,7 @@ def _by_timeline(
     left: pl.DataFrame,
     events: pl.DataFrame,
     keys: list[str],
-    specs: Sequence[AggSpec],
+    specs: Sequence[Aggregation],
     unit: TimeUnit,
     in_flight: bool,
 ) -> pl.DataFrame:
@@ -197,7 +188,7 @@ class _Axis:
         times: pl.Series,
         entities: int,
         keys: list[str],
-        specs: Sequence[AggSpec],
+        specs: Sequence[Aggregation],
         unit: TimeUnit,
     ) -> _Axis:
         """The coarsest axis that is exact for these times and windows, if it fits 64 bits."""
@@ -272,7 +263,7 @@ def _entity_starts(keys: list[str]) -> pl.Expr:
 
 
 def _timeline(
-    left: pl.DataFrame, events: pl.DataFrame, keys: list[str], specs: Sequence[AggSpec]
+    left: pl.DataFrame, events: pl.DataFrame, keys: list[str], specs: Sequence[Aggregation]
 ) -> pl.DataFrame:
     """Events and label probes in one frame, sorted by (keys, time, events first, created)."""
     columns = sorted({s.column for s in specs} - set(keys))
@@ -301,7 +292,7 @@ def _summable(column: str, dtype: pl.DataType) -> pl.Expr:
 
 
 def _aggregate_expr(
-    spec: AggSpec, axis: _Axis, count_column: str, sum_column: str | None
+    spec: Aggregation, axis: _Axis, count_column: str, sum_column: str | None
 ) -> pl.Expr:
     """One aggregation over the merged timeline, read at every row."""
     col = pl.col(spec.column)
@@ -331,7 +322,7 @@ def _aggregate_expr(
     return pl.when(count > 0).then(value).alias(spec.name)
 
 
-def _in_flight(specs: Sequence[AggSpec], axis: _Axis) -> pl.Expr:
+def _in_flight(specs: Sequence[Aggregation], axis: _Axis) -> pl.Expr:
     """At each label: is an event inside its widest window still unknown at t?"""
     windows = [s.window for s in specs]
     widest = None if any(w is None for w in windows) else max(w for w in windows if w)
@@ -341,7 +332,7 @@ def _in_flight(specs: Sequence[AggSpec], axis: _Axis) -> pl.Expr:
 
 
 def _brute_force(
-    affected: pl.DataFrame, events: pl.DataFrame, keys: list[str], specs: Sequence[AggSpec]
+    affected: pl.DataFrame, events: pl.DataFrame, keys: list[str], specs: Sequence[Aggregation]
 ) -> pl.DataFrame:
     """Every aggregation for a few labels, straight from the definition."""
     windows = [s.window for s in specs]

@@ -28,8 +28,9 @@ from featurekit.core.config import FORMAT_VERSION
 from featurekit.core.definitions import Source
 from featurekit.core.redact import redact_url
 from featurekit.core.timeutil import utcnow
-from featurekit.lineage.columns import ColumnDep, strongest, view_column_lineage
+from featurekit.lineage.columns import view_column_lineage
 from featurekit.lineage.graph import Edge, LineageGraph, Node, Run
+from featurekit.lineage.model import ColumnDep, strongest
 from featurekit.lineage.openlineage import dataset_naming
 from featurekit.storage import delta
 from featurekit.storage.manifest import Manifest
@@ -200,7 +201,12 @@ class _Builder:
         upstream = {u.name: u for u in resolved.upstream}
         up_ids = {name: self.view(u) for name, u in upstream.items()}
         version = vid.split("@", 1)[1]
-        table = self.registry.root / "features" / resolved.name / f"v{version}"
+        # an upstream computed in the plan but never registered has no table of its own
+        table = (
+            self.registry.layout.table_uri(resolved.name, int(version))
+            if version.isdigit()
+            else None
+        )
         self.nodes[vid] = Node(
             vid,
             "view",
@@ -214,7 +220,7 @@ class _Builder:
                 "keys": list(layout.keys),
                 "timestamp": layout.timestamp,
                 "schema": layout.dtypes,
-                "dataset": dataset_naming(str(table), vid),
+                "dataset": dataset_naming(table, vid),
             },
         )
         schemas: dict[str, pl.Schema] = {}
@@ -390,7 +396,7 @@ def training_set_record(registry: Registry, manifest: Manifest) -> dict[str, Any
             None,
             {
                 "fingerprint": v.fingerprint,
-                "dataset": dataset_naming(str(registry.root / v.table), vid),
+                "dataset": dataset_naming(registry.layout.uri(v.table), vid),
             },
         )
         edges.append(
@@ -431,7 +437,7 @@ def training_set_record(registry: Registry, manifest: Manifest) -> dict[str, Any
             "as_of": None if manifest.as_of is None else manifest.as_of.isoformat(),
             "pinned": pinned,
             "created_at": time,
-            "dataset": dataset_naming(str(registry.training_set_dir(ts_id)), tid),
+            "dataset": dataset_naming(registry.layout.training_set_uri(ts_id), tid),
             "dataset_version": ts_id,
         },
     )
@@ -459,7 +465,7 @@ def model_record(registry: Registry, entry: Mapping[str, Any]) -> dict[str, Any]
     tid = f"training_set:{entry['training_set']}"
     time = str(entry["created_at"])
     run_id = f"model-{name}-v{version}"
-    path = registry.dir / "models" / name / f"v{version}.json"
+    path = registry.layout.uri(registry.layout.record_key("model", name, version))
     nodes = [
         Node(
             mid,
@@ -473,7 +479,7 @@ def model_record(registry: Registry, entry: Mapping[str, Any]) -> dict[str, Any]
                 "model": entry.get("model", {}),
                 "mlflow_run_id": entry.get("mlflow_run_id"),
                 "created_at": time,
-                "dataset": dataset_naming(str(path), mid),
+                "dataset": dataset_naming(path, mid),
                 "dataset_version": str(version),
             },
         ),
@@ -505,14 +511,15 @@ def load_graph(registry: Registry, *, with_tables: bool = True) -> LineageGraph:
         seen_models.add(record["run"]["run_id"])
     for name in registry.model_names():
         for entry in registry.model_versions(name):
-            if f"model-{name}-v{entry['version']}" not in seen_models:
-                records.append(model_record(registry, entry))
+            if f"model-{name}-v{entry.version}" not in seen_models:
+                records.append(model_record(registry, entry.model_dump(mode="json")))
     nodes: list[Node] = []
     edges: list[Edge] = []
     runs: list[Run] = []
     for name in registry.view_names():
         for rec in registry.versions(name):
             vid = f"view:{name}@{rec.version}"
+            table = registry.layout.table_uri(name, rec.version)
             attrs: dict[str, Any] = {
                 "fingerprint": rec.fingerprint,
                 "reason": rec.reason,
@@ -520,13 +527,10 @@ def load_graph(registry: Registry, *, with_tables: bool = True) -> LineageGraph:
                 "entity": rec.entity,
                 "keys": rec.keys,
                 "timestamp": rec.timestamp,
-                "schema": rec.parts.get("source_schema", {}).get("output", {}),
-                "dataset": dataset_naming(
-                    str(registry.root / "features" / name / f"v{rec.version}"), vid
-                ),
+                "schema": rec.output,
+                "dataset": dataset_naming(table, vid),
             }
             if with_tables:
-                table = str(registry.root / "features" / name / f"v{rec.version}")
                 attrs["current_delta_version"] = delta.current_version(table)
             nodes.append(Node(vid, "view", name, str(rec.version), None, attrs))
             for feature, dtype in rec.features.items():

@@ -13,7 +13,13 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from featurekit.core.errors import FeatureKitError, FeatureKitWarning, NotFoundError, did_you_mean
+from featurekit.core.errors import (
+    DefinitionError,
+    FeatureKitError,
+    FeatureKitWarning,
+    NotFoundError,
+    did_you_mean,
+)
 from featurekit.core.redact import redact
 from featurekit.lineage.graph import Edge, LineageGraph, Node, Run
 from featurekit.lineage.openlineage import Emitter, make_emitter, run_event
@@ -25,6 +31,7 @@ from featurekit.lineage.record import (
     training_set_record,
 )
 from featurekit.offline.models import ModelRecord
+from featurekit.storage.layout import LineageKind
 from featurekit.storage.registry import Registry
 
 if TYPE_CHECKING:
@@ -85,7 +92,9 @@ class StoreLineage:
             f"model {entry.id!r}",
         )
 
-    def _record(self, kind: str, key: str, build: Callable[[], dict[str, Any]], what: str) -> None:
+    def _record(
+        self, kind: LineageKind, key: str, build: Callable[[], dict[str, Any]], what: str
+    ) -> None:
         """Build a record and write it once; emit it when it was new. Failures only warn."""
         try:
             record = build()
@@ -139,7 +148,7 @@ def resolve_id(graph: LineageGraph, text: str, registry: Registry) -> str:
     ``column:trips:fare`` → the most recently read; ``training_set:<saved name>`` → its id.
     """
     if not isinstance(text, str):
-        raise FeatureKitError(f"a lineage node id must be a string, got {type(text).__name__}.")
+        raise DefinitionError(f"a lineage node id must be a string, got {type(text).__name__}.")
     text = text.strip()
     if text in graph.nodes:
         return text

@@ -19,7 +19,7 @@ from typing import Any
 import polars as pl
 
 from featurekit.core.authoring import FeatureView
-from featurekit.core.definitions import Source
+from featurekit.core.definitions import Aggregation, Source
 from featurekit.core.errors import (
     FeatureKitError,
     FeatureKitWarning,
@@ -28,9 +28,9 @@ from featurekit.core.errors import (
     did_you_mean,
 )
 from featurekit.core.timeutil import UTC_US, to_utc_expr
-from featurekit.kernels.aggregate import AggSpec, result_dtype
+from featurekit.kernels.aggregate import result_dtype
 from featurekit.kernels.frames import in_order, last_of_runs, sort_rows
-from featurekit.storage.sources import TimeBound, scan_source
+from featurekit.storage.sources import SourceSnapshot, TimeBound, scan_source
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class Layout:
     schema: tuple[tuple[str, pl.DataType], ...]
     #: aggregation views: the aggregates (their names are ``features``) and the event
     #: columns stored to compute them; plain views store their features as they are
-    aggregations: tuple[AggSpec, ...] = ()
+    aggregations: tuple[Aggregation, ...] = ()
     event_columns: tuple[str, ...] = ()
     feature_dtypes: tuple[tuple[str, pl.DataType], ...] = ()
 
@@ -197,7 +197,7 @@ def output_layout(view: FeatureView, schema: pl.Schema, version: int | None = No
 _NUMERIC_ONLY = {"sum", "mean", "stddev"}
 
 
-def _aggregation_specs(view: FeatureView, schema: pl.Schema, what: str) -> tuple[AggSpec, ...]:
+def _aggregation_specs(view: FeatureView, schema: pl.Schema, what: str) -> tuple[Aggregation, ...]:
     """Check each aggregation against the output schema."""
     specs = []
     for agg in view.aggregations:
@@ -212,7 +212,7 @@ def _aggregation_specs(view: FeatureView, schema: pl.Schema, what: str) -> tuple
                 f"{what}: aggregation {agg.name!r} needs a numeric column, but {agg.column!r} "
                 f"is {dtype}. Use count, min, max or last, or cast the column."
             )
-        specs.append(AggSpec(agg.column, agg.function, agg.window, agg.name))
+        specs.append(agg)
     return tuple(specs)
 
 
@@ -231,12 +231,18 @@ def view_inputs(
     view: FeatureView,
     window: Window,
     upstream_rows: Mapping[str, tuple[pl.LazyFrame, Layout]],
+    snapshots: Mapping[str, SourceSnapshot] | None = None,
 ) -> dict[str, pl.LazyFrame]:
-    """Input frames for a run, each limited to the window by its event time."""
+    """Input frames for a run, each limited to the window by its event time.
+
+    A raw source is read from its snapshot in ``snapshots`` when there is one, so every
+    question a run asks of it sees the same rows.
+    """
     frames: dict[str, pl.LazyFrame] = {}
     for src in view.sources:
         if isinstance(src, Source):
-            frame, column = scan_source(src, bounds=window.bounds(src.timestamp)), src.timestamp
+            pinned = (snapshots or {}).get(src.name, src)
+            frame, column = scan_source(pinned, bounds=window.bounds(src.timestamp)), src.timestamp
         else:
             frame, layout = upstream_rows[src.name]
             column = layout.timestamp

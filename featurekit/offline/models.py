@@ -14,50 +14,16 @@ import hashlib
 import math
 import pickle
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict
 
-from featurekit.core.config import FORMAT_VERSION
-from featurekit.core.definitions import check_name
 from featurekit.core.errors import DefinitionError, NotFoundError, did_you_mean
+from featurekit.core.names import validate_name
 from featurekit.core.timeutil import utcnow
-from featurekit.storage.registry import Registry
+from featurekit.storage.registry import ModelRecord, Registry
 
-
-class ModelRecord(BaseModel):
-    """One logged model version.
-
-    Example:
-        >>> entry = store.log_model("churn", training_set=ts, model=clf, metrics={"auc": 0.91})
-        >>> entry.version, entry.training_set
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    version: int
-    training_set: str
-    created_at: datetime
-    metrics: dict[str, float] = {}
-    params: dict[str, Any] = {}
-    model: dict[str, Any] = {}
-    mlflow_run_id: str | None = None
-    description: str = ""
-    tags: dict[str, str] = {}
-    format_version: int = FORMAT_VERSION
-
-    @property
-    def id(self) -> str:
-        """Lineage node id, ``model:<name>@<version>``."""
-        return f"model:{self.name}@{self.version}"
-
-    def _repr_html_(self) -> str:
-        from featurekit.notebook.reprs import model_html
-
-        return model_html(self)
+__all__ = ["ModelRecord", "describe_model", "log_model", "model", "models"]
 
 
 def describe_model(model: Any, mlflow_run_id: str | None) -> tuple[dict[str, Any], str | None]:
@@ -98,35 +64,32 @@ def log_model(
     tags: Mapping[str, str] | None,
 ) -> ModelRecord:
     """Record the next version of model ``name`` (under a lock; never overwrites)."""
-    check_name(name, "model")
+    validate_name(name, "model")
     info, run_id = describe_model(model, mlflow_run_id)
     clean_metrics = _metrics(name, metrics or {})
     clean_params = _jsonable(dict(params or {}))
-    with registry.lock(f"model.{name}"):
-        existing = models(registry, name)
-        number = existing[-1].version + 1 if existing else 1
-        while True:  # the lock serializes featurekit writers; the link guards the rest
-            record = ModelRecord(
-                name=name,
-                version=number,
-                training_set=training_set,
-                created_at=utcnow(),
-                metrics=clean_metrics,
-                params=clean_params,
-                model=info,
-                mlflow_run_id=run_id,
-                description=description,
-                tags={str(k): str(v) for k, v in (tags or {}).items()},
-            )
-            if registry.add_model_version(name, number, record.model_dump(mode="json")):
-                return record
-            number += 1
+    return registry.append_version(
+        "model",
+        name,
+        lambda number: ModelRecord(
+            name=name,
+            version=number,
+            training_set=training_set,
+            created_at=utcnow(),
+            metrics=clean_metrics,
+            params=clean_params,
+            model=info,
+            mlflow_run_id=run_id,
+            description=description,
+            tags={str(k): str(v) for k, v in (tags or {}).items()},
+        ),
+    )
 
 
 def models(registry: Registry, name: str | None = None) -> list[ModelRecord]:
     """Entries of one model (or all models), by name then version."""
     names = [name] if name is not None else registry.model_names()
-    out = [ModelRecord.model_validate(raw) for n in names for raw in registry.model_versions(n)]
+    out = [record for n in names for record in registry.model_versions(n)]
     return sorted(out, key=lambda r: (r.name, r.version))
 
 

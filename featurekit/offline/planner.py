@@ -51,14 +51,12 @@ from featurekit.offline.resolve import resolve
 from featurekit.offline.services import (
     FeatureService,
     OnDemandRecord,
-    on_demand_records,
     register_service,
     resolve_on_demand,
-    service_names,
-    service_records,
 )
 from featurekit.offline.training import ViewRequest, qualifiers
 from featurekit.storage import delta
+from featurekit.storage.layout import RecordKind
 from featurekit.storage.manifest import Manifest, OnDemandEntry
 from featurekit.storage.registry import Registry, VersionRecord
 
@@ -170,7 +168,7 @@ class FeaturePlan:
     request_columns: tuple[str, ...]
     steps: tuple[OnDemandStep, ...]
     drop: tuple[str, ...]
-    watch: tuple[tuple[str, str], ...]
+    watch: tuple[tuple[RecordKind, str], ...]
 
     def names(self, view: ViewRequest) -> tuple[str, ...]:
         """Output columns of one planned view, in its feature order."""
@@ -280,11 +278,11 @@ class Planner:
         known = self.catalog.service(name)
         if known is not None:
             return list(known.features)
-        records = service_records(self.registry, name)
+        records = self.registry.service_versions(name)
         if not records:
-            names = set(service_names(self.registry)) | set(self.catalog.service_names())
+            names = set(self.registry.service_names()) | set(self.catalog.service_names())
             raise NotFoundError(f"no feature service named {name!r}.{did_you_mean(name, names)}")
-        return list(records[-1]["features"])
+        return list(records[-1].features)
 
     # ---- plans ------------------------------------------------------------------------------
     def plan(
@@ -310,9 +308,9 @@ class Planner:
             NotFoundError: an unknown view, version, feature, service or on-demand output.
             SchemaError: a caller column collides with a generated or reserved name.
         """
-        watch: list[tuple[str, str]] = []
+        watch: list[tuple[RecordKind, str]] = []
         if isinstance(features, ServiceName):
-            watch.append(("services", features.name))
+            watch.append(("service", features.name))
             features = self.service_features(features.name)
         items = self._flatten(features)
         if not items:
@@ -328,11 +326,11 @@ class Planner:
                 if isinstance(item, str):
                     ref = FeatureRef.parse(item)
                     if ref.version is None:
-                        watch.append(("views", ref.view))
+                        watch.append(("view", ref.view))
                 continue
             record = resolve_on_demand(self.registry, feature)
             watch.append(("on_demand", feature.name))
-            watch.extend(("views", r.view) for r in feature.input_refs if r.version is None)
+            watch.extend(("view", r.view) for r in feature.input_refs if r.version is None)
             if wanted != "*" and wanted not in record.outputs:
                 raise NotFoundError(
                     f"on-demand feature {feature.name!r} version {record.version} has no output "
@@ -402,7 +400,7 @@ class Planner:
                     f"store.training_set_by_id({manifest.id!r}, on_demand=[{name}])."
                 )
             recorded = next(
-                (r for r in on_demand_records(self.registry, name) if r.version == version), None
+                (r for r in self.registry.on_demand_versions(name) if r.version == version), None
             )
             if recorded is None or recorded.parts.get("code") != feature.code_fingerprint():
                 raise ReproducibilityError(
@@ -458,7 +456,7 @@ class Planner:
                         f"{record.version}; only the loaded version can run."
                     )
             return feature, ref.feature
-        if on_demand_records(self.registry, ref.view):
+        if self.registry.on_demand_versions(ref.view):
             raise NotFoundError(
                 f"on-demand feature {ref.view!r} is registered in this store, but its code is "
                 "not loaded in this process; pass the decorated object (or a FeatureService "

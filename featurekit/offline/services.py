@@ -14,22 +14,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import orjson
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
 from featurekit.core.authoring import FeatureView
 from featurekit.core.config import FORMAT_VERSION
 from featurekit.core.definitions import FeatureRef, check_name
-from featurekit.core.errors import (
-    DefinitionError,
-    NotFoundError,
-    did_you_mean,
-)
+from featurekit.core.errors import DefinitionError, NotFoundError, did_you_mean
 from featurekit.core.hashing import stable_hash
 from featurekit.core.on_demand import OnDemandFeature, parse_dtype
 from featurekit.core.timeutil import utcnow
-from featurekit.storage.registry import Registry, VersionRecord, write_json_once
+from featurekit.storage.registry import OnDemandRecord, Registry, ServiceRecord, VersionRecord
 
 __all__ = ["FeatureService", "OnDemandRecord", "register_service", "resolve_on_demand"]
 
@@ -74,38 +69,7 @@ class FeatureService(BaseModel):
         return f"FeatureService({self.name!r}, features={shown})"
 
 
-class OnDemandRecord(BaseModel):
-    """One version of an on-demand feature, as the registry keeps it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    version: int
-    fingerprint: str
-    inputs: list[str]  # pinned: "view@N:feature"
-    request: list[str]
-    outputs: list[str]
-    parts: dict[str, Any]
-    created_at: str
-    format_version: int = FORMAT_VERSION
-
-
 # ---- on-demand versions ----------------------------------------------------------------------
-def _on_demand_dir(registry: Registry, name: str) -> Any:
-    return registry.dir / "on_demand" / name
-
-
-def on_demand_records(registry: Registry, name: str) -> list[OnDemandRecord]:
-    """Every version of an on-demand feature, oldest first (empty if unknown)."""
-    folder = _on_demand_dir(registry, name)
-    if not folder.exists():
-        return []
-    records = [
-        OnDemandRecord.model_validate(orjson.loads(p.read_bytes())) for p in folder.glob("v*.json")
-    ]
-    return sorted(records, key=lambda r: r.version)
-
-
 def resolve_on_demand(registry: Registry, feature: OnDemandFeature) -> OnDemandRecord:
     """Fingerprint ``feature`` against the view versions it reads; record a new version if new."""
     inputs: list[str] = []
@@ -129,7 +93,7 @@ def resolve_on_demand(registry: Registry, feature: OnDemandFeature) -> OnDemandR
         "format": FORMAT_VERSION,
     }
     fingerprint = stable_hash(parts)
-    for existing in on_demand_records(registry, feature.name):
+    for existing in registry.on_demand_versions(feature.name):
         if existing.fingerprint == fingerprint:
             return existing
     if registry.versions(feature.name):
@@ -138,24 +102,22 @@ def resolve_on_demand(registry: Registry, feature: OnDemandFeature) -> OnDemandR
             "pick another name (features are addressed as 'name:feature')."
         )
     outputs = _discover_outputs(feature, dtypes)
-    with registry.lock(f"on_demand.{feature.name}"):
-        records = on_demand_records(registry, feature.name)
-        for existing in records:
-            if existing.fingerprint == fingerprint:
-                return existing
-        record = OnDemandRecord(
+    record: OnDemandRecord = registry.append_version(
+        "on_demand",
+        feature.name,
+        lambda number: OnDemandRecord(
             name=feature.name,
-            version=records[-1].version + 1 if records else 1,
+            version=number,
             fingerprint=fingerprint,
             inputs=inputs,
             request=list(feature.request_columns),
             outputs=outputs,
             parts=parts,
-            created_at=utcnow().isoformat(),
-        )
-        path = _on_demand_dir(registry, feature.name) / f"v{record.version}.json"
-        write_json_once(path, record.model_dump(mode="json"))
-        return record
+            created_at=utcnow(),
+        ),
+        reuse=lambda records: next((r for r in records if r.fingerprint == fingerprint), None),
+    )
+    return record
 
 
 def _discover_outputs(feature: OnDemandFeature, dtypes: Mapping[str, pl.DataType]) -> list[str]:
@@ -195,42 +157,25 @@ def register_service(registry: Registry, service: FeatureService, lookup: Lookup
             refs.append(f"{item.name}:*")
         else:
             refs.append(str(FeatureRef.parse(item)))
-    folder = registry.dir / "services" / service.name
     digest = stable_hash({"features": refs})
-    existing = service_records(registry, service.name)
-    if existing and existing[-1]["hash"] == digest:
+    existing = registry.service_versions(service.name)
+    if existing and existing[-1].hash == digest:
         return refs
-    with registry.lock(f"service.{service.name}"):
-        existing = service_records(registry, service.name)
-        if existing and existing[-1]["hash"] == digest:
-            return refs
-        number = existing[-1]["version"] + 1 if existing else 1
-        write_json_once(
-            folder / f"v{number}.json",
-            {
-                "name": service.name,
-                "version": number,
-                "hash": digest,
-                "features": refs,
-                "description": service.description,
-                "created_at": utcnow().isoformat(),
-            },
+
+    def build(number: int) -> ServiceRecord:
+        return ServiceRecord(
+            name=service.name,
+            version=number,
+            hash=digest,
+            features=refs,
+            description=service.description,
+            created_at=utcnow(),
         )
+
+    registry.append_version(  # a change back to an older list is a new version
+        "service",
+        service.name,
+        build,
+        reuse=lambda records: records[-1] if records and records[-1].hash == digest else None,
+    )
     return refs
-
-
-def service_records(registry: Registry, name: str) -> list[dict[str, Any]]:
-    """Every version of a service, oldest first."""
-    folder = registry.dir / "services" / name
-    if not folder.exists():
-        return []
-    records = [orjson.loads(p.read_bytes()) for p in folder.glob("v*.json")]
-    return sorted(records, key=lambda r: int(r["version"]))
-
-
-def service_names(registry: Registry) -> list[str]:
-    """Names of registered services, sorted."""
-    folder = registry.dir / "services"
-    if not folder.exists():
-        return []
-    return sorted(p.name for p in folder.iterdir() if any(p.glob("v*.json")))

@@ -10,24 +10,26 @@ recorded content hash, or raises :class:`~featurekit.core.errors.Reproducibility
 from __future__ import annotations
 
 import base64
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import metadata
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import polars as pl
 import pyarrow as pa
 
+from featurekit.core import display
 from featurekit.core.config import __version__
-from featurekit.core.errors import DefinitionError, ReproducibilityError, SchemaError
+from featurekit.core.definitions import Aggregation
+from featurekit.core.errors import ReproducibilityError, SchemaError
 from featurekit.core.hashing import frame_hash, stable_hash
-from featurekit.core.timeutil import to_utc_expr, utcnow
-from featurekit.kernels.aggregate import AggSpec
+from featurekit.core.names import validate_name
+from featurekit.core.timeutil import before, to_utc_expr, utcnow
 from featurekit.kernels.pit import PointInTime, ViewFrame, pit_join
+from featurekit.offline.damage import damaged_data_is_irreproducible
+from featurekit.offline.dtypes import check_label_columns
 from featurekit.storage import delta
 from featurekit.storage.manifest import LabelsInfo, Manifest, ManifestView, OnDemandEntry
 from featurekit.storage.registry import Registry, VersionRecord
@@ -99,14 +101,10 @@ class TrainingSet:
 
     def save(self, name: str) -> TrainingSet:
         """Name this training set and keep a materialized copy of its rows."""
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name or ""):
-            raise DefinitionError(
-                f"training set name {name!r} is not valid: use letters, digits, '_', '-' "
-                "and '.', starting with a letter or digit (e.g. 'churn-2026-11')."
-            )
-        data = self._registry.training_set_dir(self.id) / "data"
-        if not delta.table_exists(str(data)):
-            delta.write_rows(str(data), self._frame, metadata={"training_set": self.id})
+        validate_name(name, "training set")
+        data = self._registry.layout.training_set_uri(self.id, "data")
+        if not delta.table_exists(data):
+            delta.write_rows(data, self._frame, metadata={"training_set": self.id})
         self._registry.name_training_set(name, self.id)
         return self
 
@@ -125,14 +123,11 @@ class TrainingSet:
         Example:
             >>> ts.explain(0)  # a timeline per view in Jupyter; .to_polars() for the rows
         """
-        from featurekit.notebook.explain import explain
+        explanation: Explanation = display.explain(self, row)
+        return explanation
 
-        return explain(self, row)
-
-    def _repr_html_(self) -> str:
-        from featurekit.notebook.reprs import training_set_html
-
-        return training_set_html(self)
+    def _repr_html_(self) -> str | None:
+        return display.html_for(self)
 
 
 class OnDemandHook(Protocol):
@@ -157,6 +152,7 @@ def build(
 ) -> TrainingSet:
     """Join, record the manifest and labels, and return the training set."""
     _check_label_timestamp(labels, timestamp)
+    check_label_columns(labels)
     frames = [_read_view(req, labels, timestamp) for req in requests]
     result = pit_join(labels, timestamp=timestamp, views=frames, point_in_time=point_in_time)
     joined = iter(result.columns[labels.width :])  # the kernel's names, view by view
@@ -167,7 +163,7 @@ def build(
             "view": r.record.view,
             "version": r.record.version,
             "fingerprint": r.record.fingerprint,
-            "table": str(Path(r.table).relative_to(registry.root)),
+            "table": registry.layout.key_of(r.table),
             "delta_version": r.delta_version,
             "keys": r.record.keys,
             "timestamp": r.record.timestamp,
@@ -218,19 +214,20 @@ def build(
     return TrainingSet(registry, manifest, result)
 
 
+@damaged_data_is_irreproducible
 def rebuild(
     registry: Registry, manifest: Manifest, on_demand: OnDemandHook | None = None
 ) -> TrainingSet:
     """Rebuild a training set from its manifest and verify its content hash."""
-    folder = registry.training_set_dir(manifest.id)
-    labels = _read_labels(folder / "labels", manifest.labels.arrow_schema)
+    labels_uri = registry.layout.training_set_uri(manifest.id, "labels")
+    labels = _read_labels(labels_uri, manifest.labels.arrow_schema)
     timestamp = manifest.labels.timestamp
     requests = []
     labels_of = qualifiers([(v.view, v.version) for v in manifest.views])
     for v, qualifier in zip(manifest.views, labels_of, strict=True):
         record = registry.version(v.view, v.version)
         ttl = None if v.ttl_us is None else timedelta(microseconds=v.ttl_us)
-        table = str(registry.root / v.table)
+        table = registry.layout.uri(v.table)
         requests.append(
             ViewRequest(record, tuple(v.features), ttl, table, v.delta_version, qualifier)
         )
@@ -285,7 +282,7 @@ def _read_view(req: ViewRequest, labels: pl.DataFrame, timestamp: str) -> ViewFr
         pl.lit(False) if req.delta_version is None else _prune(labels, timestamp, record, req.ttl)
     )
 
-    def load() -> pl.DataFrame:  # the kernel reads one view at a time (issue 7: memory)
+    def load() -> pl.DataFrame:  # the kernel reads one view at a time: memory holds one table
         return delta.read_rows(req.table, version=version, columns=columns, where=where)
 
     return ViewFrame(
@@ -316,13 +313,15 @@ def _prune(
     condition = pl.col(record.timestamp) <= pl.lit(high)
     reach = ttl
     if record.aggregations:  # events count for labels up to the widest window after them
-        windows = [a["window_us"] for a in record.aggregations]
-        reach = None if None in windows else timedelta(microseconds=max(windows))
-    if reach is not None and isinstance(low, datetime):
-        condition = condition & (pl.col(record.timestamp) >= pl.lit(low - reach))
-    stored = record.parts.get("source_schema", {}).get("output", {})
+        windows = [a.window for a in record.aggregations]
+        reach = (
+            None if any(w is None for w in windows) else max(w for w in windows if w is not None)
+        )
+    floor = before(low, reach) if reach is not None and isinstance(low, datetime) else None
+    if floor is not None:  # None: labels so early that nothing is too old for them
+        condition = condition & (pl.col(record.timestamp) >= pl.lit(floor))
     for key in record.keys:
-        if key not in labels.columns or str(labels.schema[key]) != stored.get(key):
+        if key not in labels.columns or str(labels.schema[key]) != record.output.get(key):
             continue  # the kernel aligns or rejects mismatched key dtypes, with a clear message
         values = labels.get_column(key).drop_nulls().unique()
         if values.len() <= KEY_PRUNE_LIMIT:
@@ -330,26 +329,18 @@ def _prune(
     return condition
 
 
-def aggregation_specs(record: VersionRecord, features: Sequence[str]) -> tuple[AggSpec, ...]:
+def aggregation_specs(record: VersionRecord, features: Sequence[str]) -> tuple[Aggregation, ...]:
     """The requested aggregates of an aggregation view, in request order."""
-    by_name = {a["name"]: a for a in record.aggregations}
-    return tuple(
-        AggSpec(
-            a["column"],
-            a["function"],
-            None if a["window_us"] is None else timedelta(microseconds=a["window_us"]),
-            a["name"],
-        )
-        for a in (by_name[f] for f in features if f in by_name)
-    )
+    by_name = {a.name: a for a in record.aggregations}
+    return tuple(by_name[f] for f in features if f in by_name)
 
 
 def _persist(registry: Registry, manifest: Manifest, labels: pl.DataFrame) -> None:
-    folder = registry.training_set_dir(manifest.id)
-    if (folder / "manifest.json").exists():
+    if registry.has_manifest(manifest.id):
         return
     stored = _storable(labels.with_row_index(_ROW))
-    delta.write_rows(str(folder / "labels"), stored, metadata={"training_set": manifest.id})
+    uri = registry.layout.training_set_uri(manifest.id, "labels")
+    delta.write_rows(uri, stored, metadata={"training_set": manifest.id})
     registry.add_manifest(manifest)
 
 
@@ -364,7 +355,7 @@ def _storable(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(casts) if casts else frame
 
 
-def _read_labels(path: Path, schema_b64: str) -> pl.DataFrame:
+def _read_labels(path: str, schema_b64: str) -> pl.DataFrame:
     schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(schema_b64)))
     version = delta.current_version(str(path))
     if version is None:

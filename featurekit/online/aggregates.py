@@ -26,11 +26,11 @@ from featurekit.kernels.pit import ViewFrame, pit_join
 from featurekit.offline.training import aggregation_specs
 from featurekit.online.snapshot import (
     SnapshotMeta,
-    _physical,
     construct_dtype,
     encode_entries,
     meta_of,
     restore_values,
+    storable_expr,
 )
 from featurekit.storage.registry import VersionRecord
 
@@ -46,8 +46,8 @@ _E, _C, _T = "__fk_online_e", "__fk_online_c", "__fk_online_t"
 
 def retention(record: VersionRecord) -> timedelta | None:
     """How far back events can still count for a lookup after the snapshot (None: all)."""
-    windows = [a["window_us"] for a in record.aggregations]
-    return None if None in windows else timedelta(microseconds=max(windows))
+    windows = [a.window for a in record.aggregations]
+    return None if any(w is None for w in windows) else max(w for w in windows if w is not None)
 
 
 def _retained(record: VersionRecord, rows: pl.LazyFrame, taken: datetime) -> pl.LazyFrame:
@@ -65,9 +65,7 @@ def event_snapshot_meta(
     """The metadata of the event snapshot of ``rows`` at ``taken``, from aggregates only."""
     keys, columns = list(record.keys), list(record.event_columns)
     schema = rows.collect_schema()
-    result_types = {
-        a["name"]: result_dtype(a["function"], schema[a["column"]]) for a in record.aggregations
-    }
+    result_types = {a.name: result_dtype(a.function, schema[a.column]) for a in record.aggregations}
     empty = pl.DataFrame(
         schema={
             **{k: schema[k] for k in keys},
@@ -90,7 +88,7 @@ def event_snapshot_entries(
             *keys,
             pl.col(ts).cast(_UTC_US).dt.epoch("us").alias(_E),
             (pl.col(created).cast(_UTC_US).dt.epoch("us") if created else pl.lit(None)).alias(_C),
-            *[_physical(c, rows.schema[c]) for c in columns],
+            *[storable_expr(c, rows.schema[c]) for c in columns],
         )
         .collect()
     )

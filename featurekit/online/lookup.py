@@ -163,7 +163,9 @@ class OnlineService:
                 )
             )
         registry = self.planner.registry
-        paths = dict.fromkeys(str(registry.dir / kind / name) for kind, name in planned.watch)
+        paths = dict.fromkeys(
+            str(registry.layout.watch_path(kind, name)) for kind, name in planned.watch
+        )
         watch = [(p, _mtime(p)) for p in paths]
         return _Plan(
             plans,
@@ -382,7 +384,7 @@ def _series(name: str, values: list[Any]) -> pl.Series:
 
 
 def _key_kind(record: VersionRecord, key: str) -> tuple[str, int, int] | None:
-    dtype = str(record.parts.get("source_schema", {}).get("output", {}).get(key, "Int64"))
+    dtype = record.output.get(key, "Int64")
     if dtype in _INT_RANGES:
         low, high = _INT_RANGES[dtype]
         return dtype, low, high

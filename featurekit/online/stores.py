@@ -28,14 +28,10 @@ import orjson
 from featurekit.core.names import shown
 from featurekit.core.redact import redact
 from featurekit.online.errors import OnlineStoreError
+from featurekit.online.types import ReadRequest, ReadResult
+from featurekit.storage.layout import StoreLayout
 
 __all__ = ["MemoryOnlineStore", "OnlineStore", "SQLiteOnlineStore", "open_online_store"]
-
-#: One view version's part of a read: (view, version, encoded keys).
-ReadRequest = tuple[str, int, Sequence[bytes]]
-#: What a read returns per view version: (snapshot id, metadata, values aligned with keys),
-#: or (None, None, []) when the view version has no snapshot.
-ReadResult = tuple[str | None, bytes | None, list[bytes | None]]
 
 
 @runtime_checkable
@@ -322,7 +318,7 @@ def open_online_store(spec: Any, root: Path) -> OnlineStore:
     if spec is None:
         spec = os.environ.get(ONLINE_ENV, "").strip() or None
     if spec is None:
-        config = root / "online" / "config.json"
+        config = StoreLayout(root).online_path("config.json")
         if config.exists():
             try:
                 data = orjson.loads(config.read_bytes())
@@ -338,7 +334,7 @@ def open_online_store(spec: Any, root: Path) -> OnlineStore:
     if isinstance(spec, str):
         text = spec.strip()
         if text in ("sqlite", "embedded"):
-            return SQLiteOnlineStore(root / "online" / "online.sqlite")
+            return SQLiteOnlineStore(StoreLayout(root).online_path("online.sqlite"))
         if text == "memory":
             return MemoryOnlineStore()
         if text.startswith(("redis://", "rediss://", "unix://")):

@@ -1,74 +1,78 @@
-"""The registry: plain JSON files under ``<root>/_featurekit/``.
+"""The registry: typed, immutable JSON records under ``<root>/_featurekit/``.
 
-Records are immutable and written atomically (temp file, fsync, hard link without
-overwrite), so a reader never sees half a record and two writers never overwrite each
-other. Version numbers are handed out under a per-view file lock, so two processes
-registering different views never wait on each other, and two registering the same view
-agree on its numbers.
+Every record is written once, atomically and create-only through the store's
+:class:`~featurekit.storage.objectstore.ObjectStore`, so a reader never sees half a record
+and two writers never overwrite each other. Paths come from
+:class:`~featurekit.storage.layout.StoreLayout`; record schemas from
+:mod:`featurekit.storage.records`. This module is the one place that reads and writes them.
+
+Versions of views, services, on-demand features and models are handed out by one
+mechanism, :meth:`Registry.append_version`: numbers are dense (1, 2, 3…) and unique per
+name. It takes a per-name lock so local writers do not race, but its correctness rests on
+the create-only write alone: a writer that loses the race for ``v<N>`` re-lists and tries
+the next number, which is what object storage (conditional put) will give us without locks.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import ValidationError
 
-from featurekit.core.config import FORMAT_VERSION, REGISTRY_DIR
+from featurekit.core.config import FORMAT_VERSION
 from featurekit.core.errors import NotFoundError, StorageError, did_you_mean
+from featurekit.storage.layout import LineageKind, RecordKind, StoreLayout
 from featurekit.storage.manifest import Manifest, parse_manifest
+from featurekit.storage.objectstore import ObjectStore
+from featurekit.storage.records import (
+    ModelRecord,
+    OnDemandRecord,
+    Record,
+    ServiceRecord,
+    VersionRecord,
+)
 
+__all__ = [
+    "ModelRecord",
+    "OnDemandRecord",
+    "Registry",
+    "ServiceRecord",
+    "VersionRecord",
+]
 
-class VersionRecord(BaseModel):
-    """One version of one view, as the registry keeps it."""
+R = TypeVar("R", bound=Record)
 
-    model_config = ConfigDict(frozen=True)
-
-    view: str
-    version: int
-    fingerprint: str
-    created_at: datetime
-    reason: list[str]
-    entity: str
-    keys: list[str]
-    timestamp: str
-    created_timestamp: str | None
-    features: dict[str, str]
-    ttl_us: int | None
-    parts: dict[str, Any]
-    description: str = ""
-    tags: dict[str, str] = {}
-    #: aggregation views: the aggregates (column, function, window_us, name) and the event
-    #: columns stored for them; ``features`` then names the aggregates
-    aggregations: list[dict[str, Any]] = []
-    event_columns: list[str] = []
-    format_version: int = FORMAT_VERSION
-
-    def _repr_html_(self) -> str:
-        from featurekit.notebook.reprs import version_html
-
-        return version_html(self)
+_TYPES: dict[RecordKind, type[Record]] = {
+    "view": VersionRecord,
+    "service": ServiceRecord,
+    "on_demand": OnDemandRecord,
+    "model": ModelRecord,
+}
+#: How many times :meth:`Registry.append_version` re-lists after losing a race before it
+#: gives up (each loss means another writer took a number, so progress is being made).
+_MAX_ATTEMPTS = 1000
 
 
 class Registry:
-    """File-backed registry of one store root."""
+    """The registry of one store root."""
 
-    def __init__(self, root: Path, *, create: bool = True) -> None:
+    def __init__(
+        self, root: Path, *, create: bool = True, objects: ObjectStore | None = None
+    ) -> None:
         self.root = root
-        self.dir = root / REGISTRY_DIR
+        self.layout = StoreLayout(root, objects)
+        self.objects = self.layout.objects
         self._open_or_create(create)
 
     # ---- store marker -----------------------------------------------------------------
     def _open_or_create(self, create: bool) -> None:
-        marker = self.dir / "store.json"
-        if marker.exists():
-            info = _read_json(marker)
+        marker = self.layout.marker_key
+        if self.objects.exists(marker):
+            info = self._read(marker, check=False)
             found = int(info.get("format_version", 0))
             if found > FORMAT_VERSION:
                 raise StorageError(
@@ -79,51 +83,113 @@ class Registry:
             return
         if not create:
             raise StorageError(
-                f"no featurekit store at {str(self.root)!r} (no {REGISTRY_DIR}/store.json); "
+                f"no featurekit store at {str(self.root)!r} (no {self.layout.marker_key}); "
                 "check the path, or open it with create=True to make a new store."
             )
         if self.root.exists() and not self.root.is_dir():
             raise StorageError(f"store root {str(self.root)!r} is a file, not a folder.")
         if self.root.exists() and any(self.root.iterdir()):
             raise StorageError(
-                f"{str(self.root)!r} is not a featurekit store (no {REGISTRY_DIR}/store.json) and "
+                f"{str(self.root)!r} is not a featurekit store (no {self.layout.marker_key}) and "
                 "is not empty; refusing to write into it. Pick an empty or new folder."
             )
-        self.dir.mkdir(parents=True, exist_ok=True)
-        write_json_once(marker, {"format_version": FORMAT_VERSION, "kind": "featurekit-store"})
+        self._write_once(marker, {"format_version": FORMAT_VERSION, "kind": "featurekit-store"})
 
     # ---- locks --------------------------------------------------------------------------
     @contextlib.contextmanager
-    def lock(self, name: str) -> Iterator[None]:
-        """Cross-process lock for one name (a view, a model)."""
+    def lock(self, name: str, kind: RecordKind = "view") -> Iterator[None]:
+        """Cross-process lock for one name of one kind (re-entrant within a thread).
+
+        Materialization holds a view's lock for its whole run, so the version number it
+        writes its table under is the one :meth:`append_version` records after the commit.
+        """
         from filelock import FileLock
 
-        path = self.dir / "locks" / f"{name}.lock"
+        path = self.layout.lock_path(kind, name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path)):
+        with FileLock(str(path), is_singleton=True):
             yield
+
+    # ---- versioned records (views, services, on-demand features, models) -----------------
+    def names(self, kind: RecordKind) -> list[str]:
+        """Names that have at least one version of ``kind``, sorted."""
+        found = set()
+        for key in self.objects.list(self.layout.kind_prefix(kind)):
+            parsed = self.layout.parse_record_key(kind, key)
+            if parsed is not None:
+                found.add(parsed[0])
+        return sorted(found)
+
+    def records(self, kind: RecordKind, name: str) -> list[Record]:
+        """Every version of ``name``, oldest first (empty if unknown)."""
+        model = _TYPES[kind]
+        out = []
+        for key in self.objects.list(self.layout.record_prefix(kind, name)):
+            if self.layout.parse_record_key(kind, key) is None:
+                continue
+            data = self._read(key)
+            try:
+                out.append(model.model_validate(data))
+            except ValidationError as err:
+                raise StorageError(
+                    f"registry file {key!r} is not a valid {kind} record ({err.error_count()} "
+                    f"problems, first: {err.errors()[0]['msg']}); the store is damaged."
+                ) from err
+        return sorted(out, key=lambda r: r.version)
+
+    def next_version(self, kind: RecordKind, name: str) -> int:
+        """The number the next version of ``name`` would get now (1 for a new name)."""
+        records = self.records(kind, name)
+        return records[-1].version + 1 if records else 1
+
+    def append_version(
+        self,
+        kind: RecordKind,
+        name: str,
+        build: Callable[[int], R],
+        *,
+        reuse: Callable[[Sequence[R]], R | None] | None = None,
+    ) -> R:
+        """Record the next version of ``name``, unless ``reuse`` picks an existing one.
+
+        ``build(number)`` makes the record for a number; it may be called again with a
+        higher number if another writer took that one first. Numbers are dense and unique
+        per name: the record for ``v<N>`` is written create-only, and a writer that loses
+        re-lists (``reuse``, given the versions oldest first, may now pick the winner's
+        record) and tries ``v<N+1>``.
+
+        Example:
+            >>> registry.append_version(
+            ...     "view", "trips", make, reuse=lambda rs: next((r for r in rs if r.fingerprint == fp), None)
+            ... )
+        """
+        with self.lock(name, kind):
+            for _ in range(_MAX_ATTEMPTS):
+                records: list[R] = self.records(kind, name)  # type: ignore[assignment]
+                found = reuse(records) if reuse is not None else None
+                if found is not None:
+                    return found
+                number = records[-1].version + 1 if records else 1
+                record = build(number)
+                if record.version != number:
+                    raise StorageError(
+                        f"{kind} {name!r}: built version {record.version} for number {number}."
+                    )
+                if self._write_once(self.layout.record_key(kind, name, number), record):
+                    return record
+        raise StorageError(
+            f"{kind} {name!r}: could not claim a version number after {_MAX_ATTEMPTS} tries; "
+            "another writer keeps taking them. Try again."
+        )
 
     # ---- views --------------------------------------------------------------------------
     def view_names(self) -> list[str]:
         """Names of registered views, sorted."""
-        folder = self.dir / "views"
-        if not folder.exists():
-            return []
-        return sorted(p.name for p in folder.iterdir() if any(p.glob("v*.json")))
+        return self.names("view")
 
     def versions(self, view: str) -> list[VersionRecord]:
         """All versions of ``view``, oldest first (empty if unknown)."""
-        folder = self.dir / "views" / view
-        if not folder.exists():
-            return []
-        records = [VersionRecord.model_validate(_read_json(p)) for p in folder.glob("v*.json")]
-        for record in records:
-            if record.format_version > FORMAT_VERSION:
-                raise StorageError(
-                    f"view {view!r} version {record.version} was registered by a newer "
-                    "featurekit; upgrade featurekit. Nothing was modified."
-                )
-        return sorted(records, key=lambda r: r.version)
+        return self.records("view", view)  # type: ignore[return-value]
 
     def version(self, view: str, number: int | None = None) -> VersionRecord:
         """One version (latest when ``number`` is None), or a NotFoundError with suggestions."""
@@ -143,131 +209,112 @@ class Registry:
             f"{[r.version for r in records]}."
         )
 
-    def add_version(self, record: VersionRecord) -> None:
-        """Record a new version (call under ``lock(view)``)."""
-        path = self.dir / "views" / record.view / f"v{record.version}.json"
-        write_json_once(path, record.model_dump(mode="json"))
+    # ---- services and on-demand features ------------------------------------------------
+    def service_names(self) -> list[str]:
+        """Names of registered feature services, sorted."""
+        return self.names("service")
+
+    def service_versions(self, name: str) -> list[ServiceRecord]:
+        """Every version of a feature service, oldest first (empty if unknown)."""
+        return self.records("service", name)  # type: ignore[return-value]
+
+    def on_demand_versions(self, name: str) -> list[OnDemandRecord]:
+        """Every version of an on-demand feature, oldest first (empty if unknown)."""
+        return self.records("on_demand", name)  # type: ignore[return-value]
+
+    # ---- models -------------------------------------------------------------------------
+    def model_names(self) -> list[str]:
+        """Names of logged models, sorted."""
+        return self.names("model")
+
+    def model_versions(self, name: str) -> list[ModelRecord]:
+        """Every entry of one model, oldest first."""
+        return self.records("model", name)  # type: ignore[return-value]
 
     # ---- training sets ------------------------------------------------------------------
-    def training_set_dir(self, ts_id: str) -> Path:
-        """Folder of one training set: manifest, labels, optional saved copy."""
-        return self.root / "training_sets" / ts_id
-
     def training_set_ids(self) -> list[str]:
         """Ids of recorded training sets, sorted."""
-        folder = self.root / "training_sets"
-        if not folder.exists():
-            return []
-        return sorted(p.name for p in folder.iterdir() if (p / "manifest.json").exists())
+        keys = self.objects.list(self.layout.training_sets_prefix())
+        return sorted(i for i in map(self.layout.parse_manifest_key, keys) if i is not None)
+
+    def has_manifest(self, ts_id: str) -> bool:
+        """True when training set ``ts_id`` is recorded."""
+        return self.objects.exists(self.layout.manifest_key(ts_id))
 
     def manifest(self, ts_id: str) -> Manifest:
         """A training set's manifest, or NotFoundError."""
-        path = self.training_set_dir(ts_id) / "manifest.json"
-        if not path.exists():
+        key = self.layout.manifest_key(ts_id)
+        if not self.objects.exists(key):
             known = self.training_set_ids() + list(self.training_set_names())
             raise NotFoundError(
                 f"no training set {ts_id!r} in this store.{did_you_mean(ts_id, known)}"
             )
-        return parse_manifest(_read_json(path), str(path))
+        return parse_manifest(self._read(key, check=False), key)
 
     def add_manifest(self, manifest: Manifest) -> bool:
         """Record a training set's manifest once; False if it is already recorded."""
-        return write_json_once(
-            self.training_set_dir(manifest.id) / "manifest.json", manifest.to_json()
-        )
+        return self._write_once(self.layout.manifest_key(manifest.id), manifest.to_json())
 
     def training_set_names(self) -> dict[str, str]:
         """Saved names -> training set ids."""
-        folder = self.dir / "training_set_names"
-        if not folder.exists():
-            return {}
-        return {p.stem: _read_json(p)["id"] for p in sorted(folder.glob("*.json"))}
+        prefix = self.layout.training_set_names_prefix()
+        out = {}
+        for key in self.objects.list(prefix):
+            name = key.removeprefix(prefix).removesuffix(".json")
+            if "/" not in name and key.endswith(".json"):
+                out[name] = str(self._read(key)["id"])
+        return out
 
     def name_training_set(self, name: str, ts_id: str) -> None:
         """Give a training set a name; a name, once given, always means the same set."""
-        path = self.dir / "training_set_names" / f"{name}.json"
-        if path.exists():
-            existing = _read_json(path)["id"]
+        key = self.layout.training_set_name_key(name)
+        self.layout.manifest_key(ts_id)  # the id must be a valid id, too
+        if not self._write_once(key, {"id": ts_id, "name": name}):
+            existing = str(self._read(key)["id"])
             if existing != ts_id:
                 raise StorageError(
                     f"training set name {name!r} already names {existing!r}; "
                     "names are permanent, pick another."
                 )
-            return
-        write_json_once(path, {"id": ts_id, "name": name})
 
-    # ---- lineage and models (immutable records; see featurekit.lineage) -----------------
-    def add_lineage_record(self, kind: str, key: str, data: dict[str, Any]) -> bool:
+    # ---- lineage (immutable records; see featurekit.lineage) -----------------------------
+    def add_lineage_record(self, kind: LineageKind, key: str, data: dict[str, Any]) -> bool:
         """Write one lineage record once; False if ``kind/key`` already exists."""
-        return write_json_once(self.dir / "lineage" / kind / f"{key}.json", data)
+        return self._write_once(self.layout.lineage_key(kind, key), data)
 
-    def lineage_record(self, kind: str, key: str) -> dict[str, Any] | None:
+    def lineage_record(self, kind: LineageKind, key: str) -> dict[str, Any] | None:
         """One lineage record, or None."""
-        path = self.dir / "lineage" / kind / f"{key}.json"
-        return _checked(_read_json(path), path) if path.exists() else None
+        path = self.layout.lineage_key(kind, key)
+        return self._read(path) if self.objects.exists(path) else None
 
-    def lineage_records(self, kind: str) -> list[dict[str, Any]]:
-        """Every lineage record of one kind, in file-name order."""
-        folder = self.dir / "lineage" / kind
-        if not folder.exists():
-            return []
-        return [_checked(_read_json(p), p) for p in sorted(folder.glob("*.json"))]
+    def lineage_records(self, kind: LineageKind) -> list[dict[str, Any]]:
+        """Every lineage record of one kind, in key order."""
+        keys = self.objects.list(self.layout.lineage_prefix(kind))
+        return [self._read(k) for k in keys if k.endswith(".json")]
 
-    def model_names(self) -> list[str]:
-        """Names of logged models, sorted."""
-        folder = self.dir / "models"
-        if not folder.exists():
-            return []
-        return sorted(p.name for p in folder.iterdir() if any(p.glob("v*.json")))
-
-    def model_versions(self, name: str) -> list[dict[str, Any]]:
-        """Every entry of one model, oldest first (raw records)."""
-        folder = self.dir / "models" / name
-        if not folder.exists():
-            return []
-        records = [_checked(_read_json(p), p) for p in folder.glob("v*.json")]
-        return sorted(records, key=lambda r: int(r["version"]))
-
-    def add_model_version(self, name: str, version: int, data: dict[str, Any]) -> bool:
-        """Write one model entry once; False if that version number is taken."""
-        return write_json_once(self.dir / "models" / name / f"v{version}.json", data)
-
-
-def _checked(data: dict[str, Any], path: Path) -> dict[str, Any]:
-    found = int(data.get("format_version", 0) or 0)
-    if found > FORMAT_VERSION:
-        raise StorageError(
-            f"registry file {str(path)!r} was written by a newer featurekit (format {found}, "
-            f"this one reads up to {FORMAT_VERSION}); upgrade featurekit. Nothing was modified."
-        )
-    return data
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError) as err:
-        raise StorageError(f"registry file {str(path)!r} cannot be read: {err}") from err
-    if not isinstance(data, dict):
-        raise StorageError(f"registry file {str(path)!r} is not a JSON object.")
-    return data
-
-
-def write_json_once(path: Path, data: dict[str, Any]) -> bool:
-    """Atomically create ``path``; returns False (and writes nothing) if it already exists."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # insertion order is kept (feature order matters); records are immutable, so it is stable
-    payload = orjson.dumps(data, option=orjson.OPT_INDENT_2)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
+    # ---- reading and writing ------------------------------------------------------------
+    def _read(self, key: str, *, check: bool = True) -> dict[str, Any]:
+        """One record's JSON, refused when it is unreadable or (``check``) of a newer format."""
+        raw = self.objects.read(key)
+        if raw is None:
+            raise StorageError(f"registry file {key!r} disappeared while it was being read.")
         try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        return True
-    finally:
-        os.unlink(tmp)
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as err:
+            raise StorageError(f"registry file {key!r} cannot be read: {err}") from err
+        if not isinstance(data, dict):
+            raise StorageError(f"registry file {key!r} is not a JSON object.")
+        found = data.get("format_version", 0) or 0
+        if check and (not isinstance(found, int) or found > FORMAT_VERSION):
+            raise StorageError(
+                f"registry file {key!r} was written by a newer featurekit (format {found}, "
+                f"this one reads up to {FORMAT_VERSION}); upgrade featurekit. Nothing was "
+                "modified."
+            )
+        return data
+
+    def _write_once(self, key: str, data: Record | Mapping[str, Any]) -> bool:
+        """Create ``key`` holding ``data`` as JSON; False if it exists (nothing written)."""
+        body = data.model_dump(mode="json") if isinstance(data, Record) else data
+        # insertion order is kept (feature order matters); records are immutable, so stable
+        return self.objects.write_if_absent(key, orjson.dumps(body, option=orjson.OPT_INDENT_2))

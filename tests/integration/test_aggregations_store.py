@@ -12,7 +12,6 @@ from agg_oracle import close, oracle
 from test_online_support import redis_server
 
 import featurekit as fk
-from featurekit.kernels.aggregate import AggSpec
 
 BASE = datetime(2026, 2, 1)
 RIDER = fk.Entity("rider", keys=["rider_id"])
@@ -78,7 +77,7 @@ def expected(labels: pl.DataFrame, events: pl.DataFrame, knowledge: bool) -> dic
                 strict=True,
             )
         )
-        spec = AggSpec(agg.column, agg.function, agg.window, agg.name)
+        spec = agg
         out[agg.name] = oracle(label_rows, rows, spec, knowledge)
     return out
 

@@ -64,7 +64,7 @@ def test_plan_names_versions_pins_and_on_demand_steps(world: dict[str, Any]) -> 
         ("fare_ratio", (("avg_fare", "avg_fare"),), ("fare_ratio", "no_fare"))
     ]
     assert plan.drop == ("avg_fare",)
-    assert ("views", "zone_stats") in plan.watch and ("on_demand", "fare_ratio") in plan.watch
+    assert ("view", "zone_stats") in plan.watch and ("on_demand", "fare_ratio") in plan.watch
     online = store.planner.plan(["zone_stats:surge"], columns=["driver_id", "zone"])
     assert online.views[0].delta_version is None  # online plans read snapshots, pin nothing
 
@@ -76,7 +76,7 @@ def test_service_by_name_plans_like_the_service_object(world: dict[str, Any]) ->
     by_name = store.planner.plan(ServiceName("pricing"), columns=columns)
     by_object = store.planner.plan(pricing, columns=columns)
     assert by_name.columns == by_object.columns
-    assert ("services", "pricing") in by_name.watch
+    assert ("service", "pricing") in by_name.watch
     with pytest.raises(fk.NotFoundError, match="no feature service named 'pricng'"):
         store.planner.plan(ServiceName("pricng"), columns=columns)
 

@@ -157,3 +157,55 @@ def test_helper_defined_below_the_view_is_versioned(
     assert store.register(make_later("later_b", 2)).version == 1
     changed = store.register(make_later("later_c", 3))
     assert (changed.version, changed.reason) == (2, ["code"])
+
+
+# ---- records written by format 1 --------------------------------------------------------------
+STORE_V1 = Path(__file__).parent / "store_v1"
+
+
+def test_registry_records_written_by_format_1_still_read(tmp_path: Path) -> None:
+    """Registry files exactly as an earlier featurekit wrote them (no Delta tables needed)."""
+    import json
+    import shutil
+    from datetime import timedelta
+
+    root = tmp_path / "store"
+    shutil.copytree(STORE_V1, root)
+    store = fk.Store(root, progress=False, online=False, create=False)
+    assert store.views() == ["fare_events", "fares"]
+    fares = store.versions("fares")[0]
+    assert (fares.version, fares.ttl_us, fares.aggregations) == (1, 172_800_000_000, [])
+    assert fares.output == {
+        "driver_id": "Int64",
+        "event_ts": "Datetime(time_unit='us', time_zone='UTC')",
+        "fare": "Float64",
+    }
+    events = store.versions("fare_events")[0]
+    assert events.aggregations == [
+        fk.Aggregation("fare", "sum", "7d"),
+        fk.Aggregation("fare", "count"),
+    ]
+    assert events.aggregations[0].window == timedelta(days=7)
+    assert events.aggregations[1].window is None
+    assert events.event_columns == ["fare"]
+    on_disk = json.loads((root / "_featurekit/views/fare_events/v1.json").read_text())
+    assert events.model_dump(mode="json")["aggregations"] == on_disk["aggregations"]
+
+    [service] = store.registry.service_versions("pricing")
+    assert (service.version, service.features, service.format_version) == (
+        1,
+        ["fares:fare", "ratio:*"],
+        1,
+    )
+    [ratio] = store.registry.on_demand_versions("ratio")
+    assert (ratio.inputs, ratio.outputs, ratio.code) == (["fares@1:fare"], ["ratio"], "version:1")
+    [churn] = store.models("churn")
+    assert (churn.id, churn.training_set, churn.metrics) == (
+        "model:churn@1",
+        "2f1f64b93b8130eb",
+        {"auc": 0.9},
+    )
+    # the next version of each name follows the old ones
+    assert [
+        store.registry.next_version(k, n) for k, n in [("view", "fares"), ("model", "churn")]
+    ] == [2, 2]

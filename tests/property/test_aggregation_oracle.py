@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import featurekit.kernels.aggregate as aggregate_module
+from featurekit.core.definitions import Aggregation
 from featurekit.kernels import aggindex
-from featurekit.kernels.aggregate import AggSpec
 from featurekit.kernels.pit import ViewFrame, pit_join
 
 BASE = datetime(2026, 5, 1)
@@ -120,7 +120,7 @@ def test_aggregations_match_oracle(
         }
     )
     specs = tuple(
-        AggSpec("v", fn, None if w is None else timedelta(minutes=w), f"v_{fn}_{w}")
+        Aggregation("v", fn, None if w is None else timedelta(minutes=w), f"v_{fn}_{w}")
         for w in dict.fromkeys(windows)
         for fn in functions
     )
@@ -161,7 +161,7 @@ def test_in_flight_search_covers_lateness_off_the_time_grid() -> None:
     labels = pl.DataFrame(
         {"k": [1, 1], "t": [BASE + timedelta(minutes=40), BASE + timedelta(minutes=41)]}
     )
-    spec = AggSpec("v", "sum", None, "v_sum")
+    spec = Aggregation("v", "sum", None, "v_sum")
     view = ViewFrame("agg", frame, ("k",), "e", "c", ("v_sum",), None, (spec,))
     got = pit_join(labels, timestamp="t", views=[view], point_in_time="knowledge")
     assert got["v_sum"].to_list() == [7, 12]

@@ -1,0 +1,215 @@
+"""Every path under a store root is built here, and only here.
+
+A store root holds::
+
+    _featurekit/store.json                          the store marker (format version)
+    _featurekit/views/<view>/v<N>.json              view versions
+    _featurekit/services/<service>/v<N>.json        feature-service versions
+    _featurekit/on_demand/<feature>/v<N>.json       on-demand feature versions
+    _featurekit/models/<model>/v<N>.json            model entries
+    _featurekit/training_set_names/<name>.json      saved training-set names
+    _featurekit/lineage/<kind>/<key>.json           lineage records
+    _featurekit/locks/<kind>.<name>.lock            cross-process locks (local stores only)
+    features/<view>/v<N>/                           a view version's Delta table
+    training_sets/<id>/manifest.json                a training set's manifest
+    training_sets/<id>/labels/, data/               its labels, its saved rows (Delta)
+    online/config.json, online/online.sqlite        the embedded online store
+
+Keeping the layout in one module is what lets a store move to object storage in one
+place: registry records go through an :class:`~featurekit.storage.objectstore.ObjectStore`
+by key, Delta tables by URI, and both are built from the same names here.
+
+Every name is checked by :func:`featurekit.core.names.validate_name` before it becomes
+part of a path, so no caller, however it got the name (Python, CLI, HTTP, a record on
+disk), can make a path that escapes its folder.
+
+Example:
+    >>> layout = StoreLayout(Path("/data/store"))
+    >>> layout.record_key("view", "driver_stats", 3)
+    '_featurekit/views/driver_stats/v3.json'
+    >>> layout.table_uri("driver_stats", 3)
+    '/data/store/features/driver_stats/v3'
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal, get_args
+
+from featurekit.core.config import REGISTRY_DIR
+from featurekit.core.errors import StorageError
+from featurekit.core.names import NameKind, shown, validate_name
+from featurekit.storage.objectstore import LocalObjectStore, ObjectStore
+
+#: What the registry versions: each kind is a folder of ``<name>/v<N>.json`` records.
+RecordKind = Literal["view", "service", "on_demand", "model"]
+#: Kinds of lineage record (see :mod:`featurekit.lineage.record`).
+LineageKind = Literal["materialize", "training_set", "model", "columns"]
+#: Delta tables of one training set: its labels and, once saved, its rows.
+TrainingSetPart = Literal["labels", "data"]
+#: Files of the embedded online store.
+OnlineFile = Literal["config.json", "online.sqlite"]
+
+_FOLDERS: dict[RecordKind, str] = {
+    "view": "views",
+    "service": "services",
+    "on_demand": "on_demand",
+    "model": "models",
+}
+_NAME_KINDS: dict[RecordKind, NameKind] = {
+    "view": "view",
+    "service": "service",
+    "on_demand": "on-demand feature",
+    "model": "model",
+}
+_VERSION_FILE = re.compile(r"v([1-9][0-9]*)\.json\Z")
+_TABLES = "features"
+_TRAINING_SETS = "training_sets"
+_ONLINE = "online"
+
+
+class StoreLayout:
+    """The folder layout of one store root (see the module docstring).
+
+    Registry records are addressed by *key* (a ``/``-separated path relative to the root,
+    read and written through :attr:`objects`); Delta tables by *URI* (what deltalake opens).
+    """
+
+    def __init__(self, root: Path, objects: ObjectStore | None = None) -> None:
+        self.root = root
+        self.objects: ObjectStore = objects if objects is not None else LocalObjectStore(root)
+
+    # ---- registry records ---------------------------------------------------------------
+    @property
+    def marker_key(self) -> str:
+        """Key of the store marker, whose presence makes a folder a featurekit store."""
+        return f"{REGISTRY_DIR}/store.json"
+
+    def has_store(self) -> bool:
+        """True when the root holds a featurekit store (its marker exists)."""
+        return self.objects.exists(self.marker_key)
+
+    def kind_prefix(self, kind: RecordKind) -> str:
+        """Prefix of every record of ``kind`` (``_featurekit/views/``)."""
+        return f"{REGISTRY_DIR}/{_FOLDERS[_record_kind(kind)]}/"
+
+    def record_prefix(self, kind: RecordKind, name: str) -> str:
+        """Prefix of the versions of one name (``_featurekit/views/<view>/``)."""
+        return f"{self.kind_prefix(kind)}{validate_name(name, _NAME_KINDS[kind])}/"
+
+    def record_key(self, kind: RecordKind, name: str, version: int) -> str:
+        """Key of one version record (``_featurekit/views/<view>/v<N>.json``)."""
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise StorageError(f"{kind} {name!r}: version numbers start at 1, got {version!r}.")
+        return f"{self.record_prefix(kind, name)}v{version}.json"
+
+    def parse_record_key(self, kind: RecordKind, key: str) -> tuple[str, int] | None:
+        """``(name, version)`` of a record key of ``kind``; None for anything else."""
+        prefix = self.kind_prefix(kind)
+        if not key.startswith(prefix):
+            return None
+        name, _, file = key[len(prefix) :].partition("/")
+        match = _VERSION_FILE.match(file)
+        if match is None or "/" in file:
+            return None
+        return name, int(match.group(1))
+
+    def training_set_names_prefix(self) -> str:
+        """Prefix of the saved training-set names."""
+        return f"{REGISTRY_DIR}/training_set_names/"
+
+    def training_set_name_key(self, name: str) -> str:
+        """Key of one saved training-set name."""
+        return f"{self.training_set_names_prefix()}{validate_name(name, 'training set')}.json"
+
+    def lineage_prefix(self, kind: LineageKind) -> str:
+        """Prefix of the lineage records of one kind."""
+        if kind not in get_args(LineageKind):
+            raise StorageError(f"unknown lineage record kind {shown(kind)}.")
+        return f"{REGISTRY_DIR}/lineage/{kind}/"
+
+    def lineage_key(self, kind: LineageKind, key: str) -> str:
+        """Key of one lineage record (``key`` is a run id, ``<view>-<fingerprint>``, …)."""
+        return f"{self.lineage_prefix(kind)}{validate_name(key, 'lineage record')}.json"
+
+    def lock_path(self, kind: RecordKind, name: str) -> Path:
+        """The lock file serializing writers of one name (a local file: locks need one)."""
+        checked = validate_name(name, _NAME_KINDS[_record_kind(kind)])
+        return self.root / REGISTRY_DIR / "locks" / f"{kind}.{checked}.lock"
+
+    def watch_path(self, kind: RecordKind, name: str) -> Path:
+        """The local folder whose modification time changes when ``name`` gets a version."""
+        return self.root.joinpath(*self.record_prefix(kind, name).rstrip("/").split("/"))
+
+    # ---- Delta tables -------------------------------------------------------------------
+    def table_key(self, view: str, version: int) -> str:
+        """Key of a view version's Delta table, relative to the root (manifests record it)."""
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise StorageError(f"view {view!r}: version numbers start at 1, got {version!r}.")
+        return f"{_TABLES}/{validate_name(view, 'view')}/v{version}"
+
+    def table_uri(self, view: str, version: int) -> str:
+        """Where a view version's Delta table lives."""
+        return self.uri(self.table_key(view, version))
+
+    # ---- training sets ------------------------------------------------------------------
+    def training_sets_prefix(self) -> str:
+        """Prefix of every training set's folder."""
+        return f"{_TRAINING_SETS}/"
+
+    def training_set_prefix(self, ts_id: str) -> str:
+        """Prefix of one training set's folder."""
+        return f"{self.training_sets_prefix()}{validate_name(ts_id, 'training set id')}/"
+
+    def manifest_key(self, ts_id: str) -> str:
+        """Key of a training set's manifest."""
+        return f"{self.training_set_prefix(ts_id)}manifest.json"
+
+    def parse_manifest_key(self, key: str) -> str | None:
+        """The training-set id of a manifest key; None for anything else."""
+        prefix = self.training_sets_prefix()
+        ts_id, _, rest = key.removeprefix(prefix).partition("/")
+        return ts_id if key.startswith(prefix) and rest == "manifest.json" else None
+
+    def training_set_uri(self, ts_id: str, part: TrainingSetPart | None = None) -> str:
+        """Where a training set's folder (or one of its Delta tables) lives."""
+        if part is not None and part not in get_args(TrainingSetPart):
+            raise StorageError(f"unknown training-set table {shown(part)}.")
+        return self.uri(self.training_set_prefix(ts_id) + (part or ""))
+
+    # ---- online -------------------------------------------------------------------------
+    def online_path(self, file: OnlineFile) -> Path:
+        """A file of the embedded online store (a local file: SQLite needs one)."""
+        if file not in get_args(OnlineFile):
+            raise StorageError(f"unknown online store file {shown(file)}.")
+        return self.root / _ONLINE / file
+
+    # ---- keys and URIs ------------------------------------------------------------------
+    def uri(self, key: str) -> str:
+        """The location of a key (such as a manifest's recorded table) under this root.
+
+        Refuses keys that are absolute or climb out of the root, so a record on disk
+        cannot point a reader at another folder.
+        """
+        parts = key.removesuffix("/").split("/") if isinstance(key, str) else [""]
+        if any(p in ("..", ".", "") or "\\" in p or "\x00" in p for p in parts):
+            raise StorageError(
+                f"stored path {shown(key)} is not inside the store; the record is corrupt."
+            )
+        return str(self.root.joinpath(*parts))
+
+    def key_of(self, uri: str) -> str:
+        """The key of a location under this root (inverse of :meth:`uri`)."""
+        try:
+            return Path(uri).relative_to(self.root).as_posix()
+        except ValueError:
+            raise StorageError(
+                f"{shown(uri)} is not inside the store {str(self.root)!r}."
+            ) from None
+
+
+def _record_kind(kind: str) -> RecordKind:
+    if kind not in _FOLDERS:
+        raise StorageError(f"unknown registry record kind {shown(kind)}.")
+    return kind  # type: ignore[return-value]
