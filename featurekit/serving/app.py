@@ -745,6 +745,8 @@ def _docs_page(spec: dict[str, Any]) -> str:
             )
     title = escape(str(spec.get("info", {}).get("title", "")))
     version = escape(str(spec.get("info", {}).get("version", "")))
+    schemes = spec.get("components", {}).get("securitySchemes", {}).values()
+    auth = "".join(f"<p>{escape(str(s.get('description', '')))}</p>" for s in schemes)
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>{title}</title></head><body style='font-family:sans-serif;max-width:60em'>"
@@ -752,7 +754,7 @@ def _docs_page(spec: dict[str, Any]) -> str:
         "<p>The full specification is <a href='openapi.json'>openapi.json</a>. Errors "
         'have the shape <code>{"error": {"type", "message", "field"?, '
         '"limit"?}}</code>.</p>'
-        f"<table border='1' cellpadding='6' style='border-collapse:collapse'>{''.join(rows)}"
+        f"{auth}<table border='1' cellpadding='6' style='border-collapse:collapse'>{''.join(rows)}"
         "</table></body></html>"
     )
 
