@@ -284,6 +284,70 @@ def doctor(store: StoreOption) -> None:
             raise typer.Exit(1)
 
 
+keys_app = typer.Typer(
+    help="API keys for `featurekit serve --api-keys FILE` (the file holds hashes, never keys).",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
+
+KeyFileOption = Annotated[
+    Path,
+    typer.Option(
+        "--file",
+        "-f",
+        envvar="FEATUREKIT_API_KEYS",
+        help="The key file (created if missing; written readable by its owner only).",
+    ),
+]
+
+
+@keys_app.command("add")
+def keys_add(
+    name: Annotated[str, typer.Argument(help="Who the key is for, e.g. ranker-prod.")],
+    grant: Annotated[
+        list[str],
+        typer.Option(
+            "--grant",
+            "-g",
+            help="view:NAME or service:NAME ('*' for every name); repeatable.",
+        ),
+    ],
+    file: KeyFileOption = Path("api-keys.json"),
+) -> None:
+    """Make a new API key: print it once (only its hash is stored) and add it to the file."""
+    with _errors():
+        from featurekit.serving.auth import add_key
+
+        key = add_key(file, name, grant)
+        _console(stderr=True).print(
+            f"added API key {name!r} to {file}; it is shown once, store it now:"
+        )
+        typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list(file: KeyFileOption = Path("api-keys.json")) -> None:
+    """List the keys in a key file by name, with their grants (never a hash)."""
+    with _errors():
+        from featurekit.serving.auth import ApiKeys
+
+        for entry in ApiKeys.load(file).keys:
+            typer.echo(f"{entry.name}\t{', '.join(str(g) for g in entry.grants)}")
+
+
+@keys_app.command("remove")
+def keys_remove(
+    name: Annotated[str, typer.Argument(help="Name of the key to revoke.")],
+    file: KeyFileOption = Path("api-keys.json"),
+) -> None:
+    """Revoke a key (a running server reading this file stops accepting it within seconds)."""
+    with _errors():
+        from featurekit.serving.auth import remove_key
+
+        remove_key(file, name)
+        typer.echo(f"removed API key {name!r} from {file}")
+
+
 @app.command()
 def serve(
     store: Annotated[
@@ -420,70 +484,6 @@ def serve(
             )
         typer.echo(f"featurekit: serving {opened.root} on http://{host}:{port} ({where}), {auth}")
         uvicorn.run(server, host=host, port=port, log_level=log_level, access_log=False)
-
-
-keys_app = typer.Typer(
-    help="API keys for `featurekit serve --api-keys FILE` (the file holds hashes, never keys).",
-    no_args_is_help=True,
-)
-app.add_typer(keys_app, name="keys")
-
-KeyFileOption = Annotated[
-    Path,
-    typer.Option(
-        "--file",
-        "-f",
-        envvar="FEATUREKIT_API_KEYS",
-        help="The key file (created if missing; written readable by its owner only).",
-    ),
-]
-
-
-@keys_app.command("add")
-def keys_add(
-    name: Annotated[str, typer.Argument(help="Who the key is for, e.g. ranker-prod.")],
-    grant: Annotated[
-        list[str],
-        typer.Option(
-            "--grant",
-            "-g",
-            help="view:NAME or service:NAME ('*' for every name); repeatable.",
-        ),
-    ],
-    file: KeyFileOption = Path("api-keys.json"),
-) -> None:
-    """Make a new API key: print it once (only its hash is stored) and add it to the file."""
-    with _errors():
-        from featurekit.serving.auth import add_key
-
-        key = add_key(file, name, grant)
-        _console(stderr=True).print(
-            f"added API key {name!r} to {file}; it is shown once, store it now:"
-        )
-        typer.echo(key)
-
-
-@keys_app.command("list")
-def keys_list(file: KeyFileOption = Path("api-keys.json")) -> None:
-    """List the keys in a key file by name, with their grants (never a hash)."""
-    with _errors():
-        from featurekit.serving.auth import ApiKeys
-
-        for entry in ApiKeys.load(file).keys:
-            typer.echo(f"{entry.name}\t{', '.join(str(g) for g in entry.grants)}")
-
-
-@keys_app.command("remove")
-def keys_remove(
-    name: Annotated[str, typer.Argument(help="Name of the key to revoke.")],
-    file: KeyFileOption = Path("api-keys.json"),
-) -> None:
-    """Revoke a key (a running server reading this file stops accepting it within seconds)."""
-    with _errors():
-        from featurekit.serving.auth import remove_key
-
-        remove_key(file, name)
-        typer.echo(f"removed API key {name!r} from {file}")
 
 
 def main() -> None:
