@@ -360,7 +360,13 @@ def test_keys_never_reach_the_logs_in_process(
 def test_keys_never_reach_the_server_output(filled: fk.Store, keys: dict[str, Any]) -> None:
     # a real `featurekit serve` at debug level; every kind of answer; then read all it wrote
     env = {"FEATUREKIT_API_KEYS": str(keys["path"])}
-    with _serve_logged(filled.root, "--log-level", "debug", env=env) as (url, output):
+    flags = ("--log-level", "debug", "--metrics-auth", "--cors-origin", ORIGIN)
+    with _serve_logged(filled.root, *flags, env=env) as (url, output):
+        # the flags reach the app: /metrics needs a key, the named origin gets CORS
+        assert httpx.get(f"{url}/metrics").status_code == 401
+        assert httpx.get(f"{url}/metrics", headers=bearer(keys["zones"])).status_code == 200
+        preflight = httpx.options(f"{url}/v1/features", headers={"Origin": ORIGIN, **PREFLIGHT})
+        assert preflight.headers["access-control-allow-origin"] == ORIGIN
         sent = [keys["all"], keys["zones"], keys["drivers"] + "x"]
         for key in sent:
             for body in (DRIVER_BODY, {"features": ["nope:x"], "entities": {"driver_id": [1]}}):
