@@ -37,6 +37,7 @@ from featurekit.offline.models import ModelRecord
 from featurekit.offline.services import FeatureService
 from featurekit.offline.training import TrainingSet
 from featurekit.online import MemoryOnlineStore, OnlineStoreError
+from featurekit.project.definitions import Definitions
 from featurekit.storage.registry import VersionRecord
 from featurekit.store import Store
 
@@ -44,6 +45,7 @@ __all__ = [
     "Aggregation",
     "Check",
     "DefinitionError",
+    "Definitions",
     "DriftReport",
     "Entity",
     "FeatureKitError",

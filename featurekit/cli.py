@@ -486,6 +486,12 @@ def serve(
         uvicorn.run(server, host=host, port=port, log_level=log_level, access_log=False)
 
 
+# ---- project commands (init, plan, apply, materialize, ls, show) live in featurekit.project ----
+from featurekit.project.commands import add_commands  # noqa: E402  (after the app exists)
+
+add_commands(app)
+
+
 def main() -> None:
     """Entry point of the ``featurekit`` console script."""
     app()

@@ -24,6 +24,8 @@ from featurekit.offline.planner import Catalog, Planner
 from featurekit.offline.resolve import ResolvedView, resolve
 from featurekit.offline.services import FeatureService
 from featurekit.offline.training import TrainingSet, build, rebuild
+from featurekit.project.definitions import Definitions
+from featurekit.project.sources import save_source
 from featurekit.storage import delta
 from featurekit.storage.registry import Registry, VersionRecord
 from featurekit.storage.runs import RunRecord, runs
@@ -45,9 +47,10 @@ class Store:
     ``progress=False`` turns off progress bars (default: on, unless the environment sets
     ``FEATUREKIT_PROGRESS=0``). ``memory_budget`` (e.g. ``"4GiB"``; default 8 GiB) bounds
     a materialization run's memory, its online sync included: larger inputs are computed,
-    written and synced in batches of entity keys. ``definitions`` gives the code of
-    on-demand features and services the registry records by fingerprint only (needed to
-    rebuild training sets that use them, or to serve services by name).
+    written and synced in batches of entity keys. ``definitions`` (an ``fk.Definitions``,
+    or a list of on-demand features and services) gives the code of on-demand features
+    and services the registry records by fingerprint only (needed to rebuild training
+    sets that use them, or to serve services by name).
 
     Example:
         >>> store = fk.Store("./my-store")
@@ -65,7 +68,7 @@ class Store:
         online: str | OnlineStore | bool | None = None,
         lineage_emitter: Any = None,
         memory_budget: str | int | None = None,
-        definitions: Catalog | Iterable[OnDemandFeature | FeatureService] = (),
+        definitions: Definitions | Catalog | Iterable[OnDemandFeature | FeatureService] = (),
     ) -> None:
         text = str(root)
         if "://" in text and not text.startswith("file://"):
@@ -84,14 +87,24 @@ class Store:
         # online serving: opened on first use, so a Store costs nothing until then
         self._online_spec = online
         self._online_service: OnlineService | None = None
-        catalog = definitions if isinstance(definitions, Catalog) else Catalog(definitions)
+        #: the project's declared definitions (``fk.Definitions``), when it was given them
+        self.definitions = definitions if isinstance(definitions, Definitions) else None
+        if isinstance(definitions, Definitions):
+            catalog = definitions.catalog()
+        elif isinstance(definitions, Catalog):
+            catalog = definitions
+        else:
+            catalog = Catalog(definitions)
         #: plans every feature request (training sets, online lookups, the server)
         self.planner = Planner(self.registry, catalog)
 
     # ---- definitions ----------------------------------------------------------------------
     def register(self, view: FeatureView) -> VersionRecord:
         """Record the view's current definition as a version (idempotent); computes nothing."""
-        return register(self.registry, self._resolve(view))
+        resolved = self._resolve(view)
+        record = register(self.registry, resolved)
+        self._keep_source(resolved)
+        return record
 
     def materialize(
         self,
@@ -126,6 +139,7 @@ class Store:
             )
         finally:
             bar.close()
+        self._keep_source(resolved)
         self._lineage.after_materialize(resolved, result, sources)  # the commit is done
         self._sync_online(result, budget)  # after the commit; a no-op run repairs a lagging store
         return result
@@ -420,6 +434,13 @@ class Store:
         return self._lineage.graph(node, upstream=upstream, downstream=downstream, depth=depth)
 
     # ---- internals ------------------------------------------------------------------------
+    def _keep_source(self, resolved: ResolvedView) -> None:
+        """Keep the normalized source of a registered version, so `featurekit plan` can
+        diff a later change against it (a no-op once kept)."""
+        save_source(
+            self.registry, "view", resolved.name, resolved.view, str(resolved.parts["code"])
+        )
+
     def _resolve(self, view: FeatureView) -> ResolvedView:
         if not isinstance(view, FeatureView):
             raise DefinitionError(

@@ -11,6 +11,7 @@ EXPECTED = {
     "Aggregation",
     "Check",
     "DefinitionError",
+    "Definitions",
     "DriftReport",
     "Entity",
     "FeatureKitError",
