@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
+    from featurekit.core.on_demand import OnDemandFeature
+    from featurekit.offline.services import FeatureService
+    from featurekit.project.definitions import Definitions
     from featurekit.store import Store
 
 __all__ = ["app", "main"]
@@ -351,14 +355,14 @@ def keys_remove(
 @app.command()
 def serve(
     store: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--store",
             "-s",
             envvar="FEATUREKIT_STORE",
-            help="Store root folder (the one holding _featurekit/).",
+            help="Store root folder (default: `store` in featurekit.toml / pyproject.toml).",
         ),
-    ],
+    ] = None,
     host: Annotated[
         str,
         typer.Option(
@@ -380,7 +384,8 @@ def serve(
             "--definitions",
             "-d",
             envvar="FEATUREKIT_DEFINITIONS",
-            help="A .py file or module with on-demand features / feature services (repeatable).",
+            help="A .py file, module or module:attr with fk.Definitions, on-demand features "
+            "or feature services (repeatable; default: `definitions` in featurekit.toml).",
         ),
     ] = None,
     api_keys: Annotated[
@@ -438,7 +443,7 @@ def serve(
 
         from featurekit.core.errors import DefinitionError
         from featurekit.core.redact import redact
-        from featurekit.serving.app import Limits, create_app, load_definitions
+        from featurekit.serving.app import Limits, create_app
         from featurekit.serving.auth import ApiKeys, is_loopback
         from featurekit.store import Store
 
@@ -465,12 +470,13 @@ def serve(
             max_columns=max_columns,
             max_name_length=max_name_length,
         )
-        _open(store)  # refuses a path that is not a store
-        opened = Store(store, progress=False, online=online)
+        root, loaded = _serve_project(store, definitions or [])
+        _open(root)  # refuses a path that is not a store
+        opened = Store(root, progress=False, online=online)
         server = create_app(
             opened,
             limits=limits,
-            definitions=load_definitions(definitions or []),
+            definitions=loaded,
             api_keys=keys,
             metrics_auth=metrics_auth,
             cors_origins=cors_origin or (),
@@ -490,6 +496,53 @@ def serve(
 from featurekit.project.commands import add_commands  # noqa: E402  (after the app exists)
 
 add_commands(app)
+
+
+def _serve_project(
+    store: Path | None, targets: list[str]
+) -> tuple[Path, list[OnDemandFeature | FeatureService]]:
+    """The store and the definitions to serve: the flags, else the project's config file.
+
+    A target may hold an ``fk.Definitions`` (its services and on-demand features are
+    served) or plain module-level services and on-demand features, as before projects.
+    """
+    from featurekit.core.errors import NotFoundError
+    from featurekit.project.config import find_config
+    from featurekit.project.config import load_definitions as load_project_definitions
+    from featurekit.project.definitions import Definitions
+    from featurekit.serving.app import definitions_in, import_definitions
+
+    here = Path.cwd()
+    config = find_config(here)
+    root = store if store is not None else config.store
+    if root is None:
+        raise NotFoundError(
+            "no store given: pass --store PATH (or set FEATUREKIT_STORE), or run in a project "
+            "folder whose featurekit.toml names one (featurekit init DIR makes one)."
+        )
+    base = here
+    if not targets and config.definitions is not None:
+        targets = [config.definitions]
+        base = config.path.parent if config.path is not None else here
+    values: list[object] = []
+    for target in targets:
+        if ":" in target and not Path(target).exists():  # module:attr names one Definitions
+            values.extend(_served(load_project_definitions(target, base=base)))
+            continue
+        path = Path(target)
+        if path.suffix == ".py" and not path.is_absolute():
+            target = str(base / path)
+        elif path.suffix != ".py" and str(base) not in sys.path:
+            sys.path.insert(0, str(base))  # a project's module, as the other commands find it
+        for module in import_definitions([target]):
+            for value in vars(module).values():
+                values.extend(_served(value) if isinstance(value, Definitions) else [value])
+    return root, definitions_in(values)
+
+
+def _served(defs: Definitions) -> list[OnDemandFeature | FeatureService]:
+    """What a server needs of an ``fk.Definitions``: its on-demand features and services."""
+    return [*defs.on_demand, *defs.services]
 
 
 def main() -> None:

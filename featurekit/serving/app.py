@@ -32,10 +32,11 @@ import secrets
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated, Any
 
 import orjson
@@ -76,6 +77,8 @@ __all__ = [
     "Limits",
     "RequestTooLargeError",
     "create_app",
+    "definitions_in",
+    "import_definitions",
     "load_definitions",
 ]
 
@@ -802,16 +805,24 @@ def load_definitions(targets: Sequence[str]) -> list[OnDemandFeature | FeatureSe
 
     The server needs their code (a registry records fingerprints, not functions).
     """
+    return definitions_in(v for m in import_definitions(targets) for v in vars(m).values())
+
+
+def import_definitions(targets: Sequence[str]) -> list[ModuleType]:
+    """Import each target: a ``.py`` file (path) or a module name on ``sys.path``."""
+    return [_import(target) for target in targets]
+
+
+def definitions_in(values: Iterable[object]) -> list[OnDemandFeature | FeatureService]:
+    """The on-demand features and services among ``values``, first seen first, once each."""
     found: list[OnDemandFeature | FeatureService] = []
-    for target in targets:
-        module = _import(target)
-        for value in vars(module).values():
-            if isinstance(value, OnDemandFeature | FeatureService) and value not in found:
-                found.append(value)
+    for value in values:
+        if isinstance(value, OnDemandFeature | FeatureService) and value not in found:
+            found.append(value)
     return found
 
 
-def _import(target: str) -> Any:
+def _import(target: str) -> ModuleType:
     path = Path(target)
     if path.suffix == ".py":
         if not path.is_file():
@@ -824,7 +835,8 @@ def _import(target: str) -> Any:
         sys.modules[name] = module
         _run(lambda: spec.loader.exec_module(module), target)  # type: ignore[union-attr]
         return module
-    return _run(lambda: importlib.import_module(target), target)
+    imported: ModuleType = _run(lambda: importlib.import_module(target), target)
+    return imported
 
 
 def _run(fn: Callable[[], Any], target: str) -> Any:

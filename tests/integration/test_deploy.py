@@ -30,6 +30,7 @@ from test_online_support import free_port, now_floor, views, write_data
 
 import featurekit as fk
 from featurekit.cli import app as cli_app
+from featurekit.project.config import load_definitions as load_project_definitions
 from featurekit.serving.app import OPEN_PATHS, create_app, load_definitions
 from featurekit.serving.auth import ApiKeys, is_loopback
 
@@ -37,12 +38,6 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
 
-#: Commands the manifests may use before they exist on the main branch, each with why.
-#: An entry must be removed once its command exists (test_pending_commands_are_missing).
-PENDING_COMMANDS = {
-    "materialize": "`featurekit materialize [VIEW...] --store ... --definitions ...` is being "
-    "added on another branch; the CronJob and the compose job already use its documented form",
-}
 #: Dockerfile RUN steps not run here, each with why (they are checked by reading instead).
 SKIPPED_RUN = {"useradd": "creates a user on the host; test_dockerfile_shape checks USER"}
 
@@ -79,15 +74,13 @@ def _check_invocation(argv: list[str], env: set[str], where: str) -> None:
     assert argv[0] == "featurekit", f"{where}: runs {argv[0]!r}, not featurekit"
     name = argv[1]
     command = _command(name)
-    if command is None:
-        assert name in PENDING_COMMANDS, f"{where}: `featurekit {name}` does not exist"
-    else:
-        used = {a.split("=", 1)[0] for a in argv[2:] if a.startswith("-")}
-        unknown = used - _flags(command)
-        assert not unknown, f"{where}: `featurekit {name}` has no {sorted(unknown)}"
-        help_text = CliRunnerHelp.help(name)
-        assert all(flag in help_text for flag in used), (where, used)
-    known = _code_envvars() | (set() if command is None else _envvars(command))
+    assert command is not None, f"{where}: `featurekit {name}` does not exist"
+    used = {a.split("=", 1)[0] for a in argv[2:] if a.startswith("-")}
+    unknown = used - _flags(command)
+    assert not unknown, f"{where}: `featurekit {name}` has no {sorted(unknown)}"
+    help_text = CliRunnerHelp.help(name)
+    assert all(flag in help_text for flag in used), (where, used)
+    known = _code_envvars() | _envvars(command)
     unknown_env = {e for e in env if e.startswith("FEATUREKIT_")} - known
     assert not unknown_env, f"{where}: nothing reads {sorted(unknown_env)}"
 
@@ -377,6 +370,9 @@ def _check_pod(
     module = tmp / f"{where.replace(' ', '_')}_features.py"
     module.write_text(_mounted_file(pod, container, env["FEATUREKIT_DEFINITIONS"], docs))
     assert load_definitions([str(module)]) == []
+    assert repr(load_project_definitions(str(module), base=tmp)) == (
+        "Definitions(views=[], services=[], on_demand=[])"
+    )
     return container, env
 
 
@@ -487,6 +483,32 @@ def test_the_deployment_starts_a_server(filled: fk.Store, tmp_path: Path) -> Non
             assert httpx.get(f"{url}/metrics").status_code == 200  # what the annotations scrape
 
 
+def test_the_cronjob_command_runs(tmp_path: Path) -> None:
+    """The CronJob's command line, settings and mounted definitions, run once (paths mapped
+    to tmp, Redis to a local redis-server): the placeholder project materializes nothing."""
+    from test_online_support import redis_server
+
+    docs = k8s_docs()
+    (cron,) = _of("CronJob", docs).values()
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = _container_env(container, _of("ConfigMap", docs))
+    definitions = tmp_path / "features.py"
+    definitions.write_text(_mounted_file(pod, container, env["FEATUREKIT_DEFINITIONS"], docs))
+    fk.Store(tmp_path / "store", progress=False)  # the volume holds a store already
+    argv = [*container["command"], *container["args"], "--json"]
+    argv[argv.index("--store") + 1] = str(tmp_path / "store")
+    argv[argv.index("--definitions") + 1] = str(definitions)
+    with redis_server() as redis_url:
+        env |= {"FEATUREKIT_ONLINE": redis_url}
+        done = subprocess.run(
+            [sys.executable, "-m", "featurekit.cli", *argv[1:]],
+            env={**os.environ, **env}, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["runs"] == []
+
+
 def test_the_docker_context_holds_what_copy_needs() -> None:
     rules = [
         line.strip()
@@ -499,15 +521,6 @@ def test_the_docker_context_holds_what_copy_needs() -> None:
         if word == "COPY":
             *sources, _ = shlex.split(args)
             assert set(sources) <= allowed, sources
-
-
-def test_pending_commands_are_missing() -> None:
-    # once a pending command exists, its allow-list entry must go, so its flags are checked
-    landed = [name for name in PENDING_COMMANDS if _command(name) is not None]
-    assert not landed, (
-        f"`featurekit {', '.join(landed)}` exists now: remove it from PENDING_COMMANDS in "
-        "tests/integration/test_deploy.py"
-    )
 
 
 # ---- compose, Prometheus, Grafana -------------------------------------------------------------------
@@ -581,6 +594,55 @@ def test_the_dashboard_plots_metrics_the_server_exports(filled: fk.Store) -> Non
     for group in labels:
         for label in (x.strip() for x in group.split(",")):
             assert label == "le" or f'{label}="' in text, label
+
+
+# ---- serve finds the project, as materialize does ----------------------------------------------------
+def test_serve_reads_the_project_and_its_definitions(tmp_path: Path) -> None:
+    """The server and the scheduled materialize agree on one project: its featurekit.toml,
+    and services declared only inside ``fk.Definitions``."""
+
+    def featurekit(*args: str, cwd: Path, code: int = 0) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "featurekit.cli", *args],
+            cwd=cwd, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == code, (args, done.stdout[-2000:], done.stderr[-2000:])
+
+    featurekit("init", "proj", cwd=tmp_path)
+    project = tmp_path / "proj"
+    featurekit("plan", cwd=project, code=2)  # changes to apply
+    featurekit("apply", cwd=project)
+    featurekit("materialize", cwd=project)
+    # a service that exists only inside a Definitions object, in another module
+    (project / "quotes.py").write_text(
+        "import featurekit as fk\n"
+        "from features import driver_stats, quoted_fare\n\n"
+        "defs = fk.Definitions(\n"
+        "    views=[driver_stats], services=[fk.FeatureService('quotes', features=[quoted_fare])]\n"
+        ")\n"
+    )
+    body = {"entities": {"driver_id": [1, 2], "trip_km": [3.0, 4.0]}}
+    env = {**os.environ, "FEATUREKIT_PORT": str(free_port())}
+    serve = [sys.executable, "-m", "featurekit.cli", "serve"]
+    with _running(serve, env, str(project), tmp_path / "a.log") as url:  # no flags at all
+        reply = httpx.post(f"{url}/v1/features", json={**body, "feature_service": "pricing"})
+        assert reply.status_code == 200, reply.text
+        assert list(reply.json()["columns"]) == [
+            "driver_id", "trip_km", "fare_per_km", "rating", "quoted_fare"
+        ]  # fmt: skip
+    env["FEATUREKIT_PORT"] = str(free_port())
+    with _running(
+        [*serve, "--definitions", "quotes.py"], env, str(project), tmp_path / "b.log"
+    ) as url:
+        reply = httpx.post(f"{url}/v1/features", json={**body, "feature_service": "quotes"})
+        assert reply.status_code == 200, reply.text
+        columns = reply.json()["columns"]
+        assert list(columns) == ["driver_id", "trip_km", "quoted_fare"]
+        assert all(isinstance(v, float) for v in columns["quoted_fare"])
+    env["FEATUREKIT_PORT"] = str(free_port())
+    done = subprocess.run(serve, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "no store given: pass --store PATH (or set FEATUREKIT_STORE)" in done.stderr
 
 
 # ---- the online store from the environment ------------------------------------------------------
