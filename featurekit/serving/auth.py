@@ -332,7 +332,7 @@ def add_key(path: Path, name: str, grants: Iterable[str]) -> str:
 
 
 def remove_key(path: Path, name: str) -> None:
-    """Remove the key named ``name`` from the file at ``path`` (the server must restart)."""
+    """Remove the key named ``name`` from the file at ``path`` (servers follow within seconds)."""
     entries = _read_entries(path)
     kept = [e for e in entries if e.name != name]
     if len(kept) == len(entries):
