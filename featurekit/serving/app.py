@@ -408,7 +408,9 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-    app.include_router(catalog_router(store, max_name_length=limits.max_name_length))  # /ui
+    app.include_router(
+        catalog_router(store, max_name_length=limits.max_name_length, key_of=_key_of)
+    )
     return app
 
 

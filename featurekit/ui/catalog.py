@@ -33,6 +33,7 @@ from featurekit.lineage.graph import LineageGraph
 from featurekit.lineage.service import resolve_id
 from featurekit.notebook.lineage import widget_state
 from featurekit.project.sources import recorded_source
+from featurekit.serving.auth import PermissionDeniedError
 from featurekit.storage import delta
 from featurekit.storage.manifest import Manifest
 from featurekit.storage.records import ModelRecord, VersionRecord
@@ -42,7 +43,11 @@ from featurekit.storage.runs import runs as run_records
 if TYPE_CHECKING:
     from featurekit.store import Store
 
-__all__ = ["Catalog", "owner_of"]
+__all__ = ["Allows", "Catalog", "owner_of"]
+
+#: ``allows(kind, name)``: whether the caller may see ``view:<name>`` / ``service:<name>``.
+Allows = Callable[[str, str], bool]
+
 
 #: Tags that name who owns a view, in the order they are looked for.
 OWNER_TAGS = ("owner", "team")
@@ -70,9 +75,34 @@ class Catalog:
         >>> [f["name"] for f in catalog.index()["views"][0]["features"]]
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, allows: Allows | None = None) -> None:
+        """Read ``store``; ``allows(kind, name)`` limits what is shown (None: everything).
+
+        On a server with API keys, ``allows`` is the request key's grants: a view, its
+        versions and code are shown only if the key holds ``view:<name>``; a training set
+        only if it holds every view the set read; a model only through such a training
+        set; a service only with ``service:<name>``. What is not granted is left out of
+        lists and lineage, and asking for it by name is the server's
+        :class:`~featurekit.serving.auth.PermissionDeniedError` (HTTP 403).
+        """
         self.store = store
         self.registry = store.registry
+        self.allows: Allows = allows or _everything
+
+    # ---- grants ----------------------------------------------------------------------------
+    def _view_ok(self, name: str) -> bool:
+        return self.allows("view", name)
+
+    def _ts_ok(self, ts_id: str) -> bool:
+        if not self.registry.has_manifest(ts_id):
+            return False
+        return all(self._view_ok(v.view) for v in self.registry.manifest(ts_id).views)
+
+    def _deny(self, what: str, grant: str) -> PermissionDeniedError:
+        return PermissionDeniedError(
+            f"this API key is not granted {what}; a key needs {grant!r} for it "
+            f"(featurekit keys add NAME --grant {grant})."
+        )
 
     # ---- what the store can tell, beyond the base records ----------------------------------
     def sections(self) -> dict[str, bool]:
@@ -90,7 +120,7 @@ class Catalog:
         """
         views = []
         for name in self.registry.view_names():
-            records = self.registry.versions(name)
+            records = self.registry.versions(name) if self._view_ok(name) else []
             if not records:
                 continue
             latest = records[-1]
@@ -115,6 +145,8 @@ class Catalog:
         training_sets = []
         for ts_id in self.registry.training_set_ids():
             manifest = self.registry.manifest(ts_id)
+            if not all(self._view_ok(v.view) for v in manifest.views):
+                continue
             training_sets.append(
                 {
                     "id": ts_id,
@@ -124,6 +156,7 @@ class Catalog:
                     "created_at": _iso(manifest.created_at),
                 }
             )
+        shown = {t["id"] for t in training_sets}
         models = [
             {
                 "name": name,
@@ -135,7 +168,11 @@ class Catalog:
                 "description": entries[-1].description,
             }
             for name in self.registry.model_names()
-            if (entries := self.registry.model_versions(name))
+            if (
+                entries := [
+                    m for m in self.registry.model_versions(name) if m.training_set in shown
+                ]
+            )
         ]
         return {
             "store": self.store.root.name,
@@ -153,6 +190,8 @@ class Catalog:
 
     # ---- one view -------------------------------------------------------------------------------
     def _record(self, name: str, version: int | None) -> tuple[list[VersionRecord], VersionRecord]:
+        if not self._view_ok(name):
+            raise self._deny(f"view {name!r}", f"view:{name}")
         records = self.registry.versions(name)
         if not records:
             raise NotFoundError(
@@ -248,10 +287,13 @@ class Catalog:
             if any(
                 v.view == name and v.version == version for v in self.registry.manifest(ts_id).views
             )
+            and self._ts_ok(ts_id)
         ]
         latest = self.registry.versions(name)[-1].version
         services = []
         for service in self.registry.service_names():
+            if not self.allows("service", service):
+                continue
             entries = self.registry.service_versions(service)
             refs = entries[-1].features if entries else []
             if any(_reads(ref, name, version, latest) for ref in refs):
@@ -347,9 +389,11 @@ class Catalog:
         full = self.store.lineage()
         if node:
             node_id = resolve_id(full, node, self.registry)
-            graph = full.subgraph(node_id, upstream=True, downstream=True)
+            if not self._node_ok(full, node_id):
+                raise self._deny(f"lineage node {node_id!r}", _grant_for(full, node_id))
+            graph = self._granted(full.subgraph(node_id, upstream=True, downstream=True))
         else:
-            graph = full
+            graph = self._granted(full)
         stale = self._stale(full)
         stale = {k: v for k, v in stale.items() if k in graph.nodes}
         state = widget_state(graph)
@@ -357,6 +401,39 @@ class Catalog:
             state["details"][node_id]["lists"].insert(0, ["stale", reasons])
         raw = graph.raw_columns(graph.focus) if graph.focus else []
         return {"state": state, "stale": stale, "raw_columns": raw}
+
+    def _node_ok(self, graph: LineageGraph, node_id: str) -> bool:
+        """Whether a view, feature, training set or model node is granted."""
+        node = graph.node(node_id)
+        if node.kind in ("view", "feature"):
+            return self._view_ok(node.name)
+        if node.kind == "training_set":
+            return self._ts_ok(node_id.removeprefix("training_set:"))
+        if node.kind == "model":
+            entries = self.registry.model_versions(node.name)
+            used = {m.training_set for m in entries if str(m.version) == (node.version or "")}
+            return bool(used) and all(self._ts_ok(t) for t in used)
+        return True  # sources and columns: decided by what they feed (see _granted)
+
+    def _granted(self, graph: LineageGraph) -> LineageGraph:
+        """``graph`` without the nodes the grants hide; raw sources and columns stay only
+        where they feed a node that is shown."""
+        raw = ("source", "column")
+        shown = {n for n, node in graph.nodes.items() if node.kind not in raw}
+        kept = {n for n in shown if self._node_ok(graph, n)}
+        if kept == shown:
+            return graph  # everything is granted: nothing to drop
+        for _ in range(2):  # columns feed features; sources contain the columns
+            for edge in graph.edges:
+                for a, b in ((edge.source, edge.target), (edge.target, edge.source)):
+                    if b in kept and graph.nodes[a].kind in raw:
+                        kept.add(a)
+        return LineageGraph(
+            (graph.nodes[n] for n in sorted(kept)),
+            (e for e in graph.edges if e.source in kept and e.target in kept),
+            graph.runs.values(),
+            focus=graph.focus if graph.focus in kept else None,
+        )
 
     def _stale(self, graph: LineageGraph) -> dict[str, list[str]]:
         out = {k: list(v) for k, v in graph.stale_models().items()}
@@ -402,6 +479,10 @@ class Catalog:
         rebuilds (every pinned Delta version still opens), staleness, the models on it."""
         ts_id = self._ts_id(text)
         manifest = self.registry.manifest(ts_id)
+        hidden = [v.view for v in manifest.views if not self._view_ok(v.view)]
+        if hidden:
+            what = f"training set {text!r}, which reads view {hidden[0]!r}"
+            raise self._deny(what, f"view:{hidden[0]}")
         pins = [
             self._pin_check(v.view, v.version, v.table, v.delta_version) for v in manifest.views
         ]
@@ -446,16 +527,29 @@ class Catalog:
                 f"no model named {name!r} in this store."
                 f"{did_you_mean(name, self.registry.model_names())}"
             )
+        shown = [e for e in entries if self._ts_ok(e.training_set)]
+        if not shown:
+            what = f"model {name!r}: every view its training sets read"
+            raise self._deny(what, "view:<each view>")
         versions = []
-        for entry in entries:
+        for entry in shown:
             versions.append({**_model(entry), **self._model_trust(entry)})
-        return {"name": name, "latest": entries[-1].version, "versions": versions}
+        return {"name": name, "latest": shown[-1].version, "versions": versions}
 
     def _model_trust(self, entry: ModelRecord) -> dict[str, Any]:
         if not self.registry.has_manifest(entry.training_set):
             return {"rebuilds": False, "stale": [f"training set {entry.training_set} is gone"]}
         ts = self.training_set(entry.training_set)
         return {"rebuilds": ts["rebuilds"], "stale": ts["stale"]}
+
+
+def _everything(kind: str, name: str) -> bool:
+    return True
+
+
+def _grant_for(graph: LineageGraph, node_id: str) -> str:
+    node = graph.node(node_id)
+    return f"view:{node.name}" if node.kind in ("view", "feature") else "view:<each view>"
 
 
 def _model(entry: ModelRecord) -> dict[str, Any]:

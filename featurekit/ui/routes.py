@@ -20,6 +20,7 @@ with a Content-Security-Policy that forbids every other origin: the page works o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -34,6 +35,7 @@ from featurekit.core.errors import DefinitionError, FeatureKitError, NotFoundErr
 from featurekit.core.names import MAX_NAME_LENGTH, NameKind, shown, validate_name
 from featurekit.core.redact import redact
 from featurekit.notebook.lineage import static_text
+from featurekit.serving.auth import ApiKey, PermissionDeniedError
 from featurekit.ui.catalog import Catalog
 
 if TYPE_CHECKING:
@@ -90,17 +92,23 @@ def public_paths() -> frozenset[str]:
     return frozenset({PREFIX, f"{PREFIX}/", *files})
 
 
-def catalog_router(store: Store, *, max_name_length: int = MAX_NAME_LENGTH) -> APIRouter:
+def catalog_router(
+    store: Store,
+    *,
+    max_name_length: int = MAX_NAME_LENGTH,
+    key_of: Callable[[Request], ApiKey | None] | None = None,
+) -> APIRouter:
     """The catalog's routes under ``/ui`` (page, assets and ``/ui/api/...``) for ``store``.
 
     Args:
         store: the store the catalog reads (it never writes).
         max_name_length: longest name a request may carry (the server's limit).
+        key_of: the API key a request was verified with (the server's boundary checks
+            it); the catalog then shows only what the key is granted. None: no keys.
 
     Example:
         >>> app.include_router(catalog_router(store))
     """
-    catalog = Catalog(store)
     assets = page_assets()
     # documented in docs/catalog.md, not in the feature server's OpenAPI spec (its /v1 contract)
     router = APIRouter(prefix=PREFIX, tags=["catalog"], include_in_schema=False)
@@ -116,11 +124,16 @@ def catalog_router(store: Store, *, max_name_length: int = MAX_NAME_LENGTH) -> A
         except DefinitionError as err:
             raise CatalogRequestError(str(err), field=field) from None
 
+    def catalog(request: Request) -> Catalog:
+        key = key_of(request) if key_of is not None else None
+        return Catalog(store, allows=None if key is None else key.allows)  # type: ignore[arg-type]
+
     def answer(build: Any, *args: Any) -> Response:
         try:
             return _json(200, build(*args))
         except FeatureKitError as err:
             status = 404 if isinstance(err, NotFoundError) else 422
+            status = 403 if isinstance(err, PermissionDeniedError) else status
             body: dict[str, Any] = {"type": type(err).__name__, "message": _public(err, store)}
             if isinstance(err, CatalogRequestError):
                 body.update(type="ValidationError", field=err.field)
@@ -141,47 +154,52 @@ def catalog_router(store: Store, *, max_name_length: int = MAX_NAME_LENGTH) -> A
         return _asset(assets, file)
 
     @router.get("/api/index", summary="Catalog: every view, feature, training set and model")
-    def index() -> Response:
+    def index(request: Request) -> Response:
         """The search index: each view's latest version with features, dtypes, tags, owner."""
-        return answer(catalog.index)
+        return answer(catalog(request).index)
 
     @router.get("/api/views/{view}", summary="Catalog: one view version")
     def view(
-        view: str, version: Annotated[int | None, Query(ge=1, le=1_000_000)] = None
+        request: Request,
+        view: str,
+        version: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
     ) -> Response:
         """Versions and why each changed, features, runs, freshness, what uses it."""
-        return answer(lambda: catalog.view(name(view, "view", "view"), version))
+        return answer(lambda: catalog(request).view(name(view, "view", "view"), version))
 
     @router.get("/api/views/{view}/diff", summary="Catalog: code diff between two versions")
     def diff(
+        request: Request,
         view: str,
         old: Annotated[int, Query(alias="from", ge=1, le=1_000_000)],
         new: Annotated[int, Query(alias="to", ge=1, le=1_000_000)],
     ) -> Response:
         """Unified diff of the kept normalized sources of versions ``from`` and ``to``."""
-        return answer(lambda: catalog.diff(name(view, "view", "view"), old, new))
+        return answer(lambda: catalog(request).diff(name(view, "view", "view"), old, new))
 
     @router.get("/api/views/{view}/drift", summary="Catalog: drift against training sets")
     def drift(
-        view: str, version: Annotated[int | None, Query(ge=1, le=1_000_000)] = None
+        request: Request,
+        view: str,
+        version: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
     ) -> Response:
         """Drift of each feature against the training sets that read the version."""
-        return answer(lambda: catalog.drift(name(view, "view", "view"), version))
+        return answer(lambda: catalog(request).drift(name(view, "view", "view"), version))
 
     @router.get("/api/lineage", summary="Catalog: lineage around a node")
-    def lineage(node: Annotated[str | None, Query()] = None) -> Response:
+    def lineage(request: Request, node: Annotated[str | None, Query()] = None) -> Response:
         """The lineage widget's state centred on ``node``, with stale marks and reasons."""
-        return answer(lambda: catalog.lineage(None if not node else _node(node)))
+        return answer(lambda: catalog(request).lineage(None if not node else _node(node)))
 
     @router.get("/api/training-sets/{ts}", summary="Catalog: one training set")
-    def training_set(ts: str) -> Response:
+    def training_set(request: Request, ts: str) -> Response:
         """Manifest, pinned versions, whether it still rebuilds, staleness, models."""
-        return answer(lambda: catalog.training_set(_ts(ts)))
+        return answer(lambda: catalog(request).training_set(_ts(ts)))
 
     @router.get("/api/models/{model}", summary="Catalog: one model")
-    def model(model: str) -> Response:
+    def model(request: Request, model: str) -> Response:
         """Every version: metrics, training set, staleness, whether it still rebuilds."""
-        return answer(lambda: catalog.model(name(model, "model", "model")))
+        return answer(lambda: catalog(request).model(name(model, "model", "model")))
 
     def _node(text: str) -> str:
         longest = 3 * max_name_length + 40  # kind:name@version:column

@@ -278,3 +278,76 @@ def test_featurekit_ui_refuses_a_folder_that_is_not_a_store(tmp_path: Path) -> N
     assert "is not a featurekit store" in result.output
     assert not (tmp_path / "nothing").exists()  # nothing created by accident
     assert "catalog" in CliRunner().invoke(app, ["--help"]).output
+
+
+# ---- behind the server's API keys ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def keyed(built: dict[str, Any]) -> dict[str, Any]:
+    """The feature server with API keys: one key per view, one for everything."""
+    from featurekit.serving.auth import ApiKeys, add_key
+
+    path = built["store"].root.parent / "api-keys.json"
+    made = {
+        "stats": add_key(path, "stats", ["view:driver_stats"]),
+        "loyalty": add_key(path, "loyalty", ["view:rider_loyalty"]),
+        "all": add_key(path, "all", ["view:*"]),
+    }
+    store = fk.Store(built["store"].root, progress=False, online="memory")
+    app = create_app(store, api_keys=ApiKeys.load(path))
+    return {"client": TestClient(app), **made}
+
+
+def _as(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_the_page_shell_is_open_and_the_api_needs_a_key(keyed: dict[str, Any]) -> None:
+    client = keyed["client"]
+    # a browser cannot send a key when it navigates: the shell (no store data) is open
+    for path in ("/ui/", "/ui/static/catalog.js", "/ui/static/lineage.js"):
+        assert client.get(path).status_code == 200, path
+    for path in ("/ui/api/index", "/ui/api/views/driver_stats", "/ui/api/lineage"):
+        reply = client.get(path)
+        assert reply.status_code == 401, path
+        assert reply.json()["error"]["type"] == "AuthenticationError"
+    assert client.get("/ui/static/nope.js").status_code == 401  # only the shell is open
+    assert client.get("/ui/api/index", headers=_as(keyed["all"])).status_code == 200
+
+
+def test_a_key_sees_only_the_views_it_is_granted(keyed: dict[str, Any], built: Any) -> None:
+    client, ts = keyed["client"], built["training_set"]
+    index = client.get("/ui/api/index", headers=_as(keyed["loyalty"])).json()
+    assert [v["name"] for v in index["views"]] == ["rider_loyalty"]
+    # the training set also read driver_stats: hidden, and so is the model trained on it
+    assert index["training_sets"] == [] and index["models"] == []
+    full = client.get("/ui/api/index", headers=_as(keyed["all"])).json()
+    assert [t["id"] for t in full["training_sets"]] == [ts]
+
+    reply = client.get("/ui/api/views/driver_stats", headers=_as(keyed["loyalty"]))
+    assert reply.status_code == 403
+    assert reply.json()["error"] == {
+        "type": "PermissionDeniedError",
+        "message": "this API key is not granted view 'driver_stats'; a key needs "
+        "'view:driver_stats' for it (featurekit keys add NAME --grant view:driver_stats).",
+    }
+    for path in (
+        "/ui/api/views/driver_stats/diff?from=1&to=2",
+        f"/ui/api/training-sets/{ts}",
+        "/ui/api/models/fare_model",
+        "/ui/api/lineage?node=model:fare_model",
+    ):
+        assert client.get(path, headers=_as(keyed["loyalty"])).status_code == 403, path
+    mine = client.get("/ui/api/views/rider_loyalty", headers=_as(keyed["loyalty"])).json()
+    assert mine["used_by"] == {"training_sets": [], "services": [], "models": []}
+
+    def lineage(key: str) -> set[str]:
+        params = {"node": "view:rider_loyalty"}
+        body = client.get("/ui/api/lineage", params=params, headers=_as(key)).json()
+        return {n["id"] for n in body["state"]["graph"]["nodes"]}
+
+    everything = lineage(keyed["all"])
+    assert {f"training_set:{ts}", "model:fare_model@1"} <= everything
+    hidden = {n for n in everything if n.startswith(("training_set:", "model:"))}
+    assert lineage(keyed["loyalty"]) == everything - hidden  # the source stays: it feeds
+    whole = client.get("/ui/api/lineage", headers=_as(keyed["stats"])).json()["state"]["graph"]
+    assert {n["name"] for n in whole["nodes"] if n["kind"] == "view"} == {"driver_stats"}
