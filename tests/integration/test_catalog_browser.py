@@ -318,3 +318,54 @@ def test_statistics_and_drift_render_when_recorded(
     finally:
         quality.should_exit = True
         thread.join(timeout=10)
+
+
+def test_on_a_keyed_server_the_page_asks_for_the_key_once(
+    browser: tuple[Any, list[str]], server: dict[str, Any]
+) -> None:
+    import threading
+
+    import uvicorn
+
+    from featurekit.serving.app import create_app
+    from featurekit.serving.auth import ApiKeys, add_key
+
+    path = server["store"].root.parent / "browser-keys.json"
+    key = add_key(path, "reader", ["view:rider_loyalty"])
+    store = fk.Store(server["store"].root, progress=False, online="memory")
+    port = _free_port()
+    app = create_app(store, api_keys=ApiKeys.load(path))
+    keyed = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=keyed.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 15
+        while not keyed.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        page, _ = browser
+        sent: list[str | None] = []
+
+        def loopback_only(r: Any) -> None:
+            local = r.request.url.startswith(f"http://127.0.0.1:{port}/")
+            if "/ui/api/" in r.request.url:
+                sent.append(r.request.headers.get("authorization"))
+            r.continue_() if local else r.abort()
+
+        page.goto("about:blank")
+        page.route("**/*", loopback_only)
+        page.goto(f"http://127.0.0.1:{port}/ui/")
+        dialog = page.locator("#key-dialog")
+        expect(dialog).to_be_visible()
+        page.get_by_role("textbox", name="API key").fill(key)
+        page.keyboard.press("Enter")
+        page.wait_for_selector("body[data-ready='true']")
+        rows = page.get_by_test_id("views").locator("tbody tr")
+        expect(rows).to_have_count(1)  # the key is granted one view
+        assert rows.first.inner_text().startswith("rider_loyalty")
+        page.goto(f"http://127.0.0.1:{port}/ui/#/view/driver_stats")
+        page.wait_for_selector("body[data-ready='true']")
+        assert "not granted view 'driver_stats'" in page.get_by_role("alert").inner_text()
+        assert sent[0] is None and set(sent[1:]) == {f"Bearer {key}"}  # asked once, then kept
+    finally:
+        keyed.should_exit = True
+        thread.join(timeout=10)
