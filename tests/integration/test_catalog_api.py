@@ -303,6 +303,18 @@ def test_featurekit_ui_refuses_a_folder_that_is_not_a_store(tmp_path: Path) -> N
     assert "catalog" in CliRunner().invoke(app, ["--help"]).output
 
 
+def test_featurekit_ui_refuses_a_reachable_host_without_insecure(built: Any) -> None:
+    from typer.testing import CliRunner
+
+    from featurekit.cli import app
+
+    root = str(built["store"].root)
+    result = CliRunner().invoke(app, ["ui", "--store", root, "--host", "0.0.0.0"])
+    assert result.exit_code == 1
+    assert "refusing to serve the catalog on '0.0.0.0' without API keys" in result.output
+    assert "featurekit serve --api-keys FILE" in " ".join(result.output.split())
+
+
 # ---- behind the server's API keys ----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def keyed(built: dict[str, Any]) -> dict[str, Any]:
