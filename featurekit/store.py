@@ -175,6 +175,69 @@ class Store:
             )
         return delta.read_rows(uri, version=current)
 
+    # ---- data quality and monitoring ------------------------------------------------------
+    def stats(
+        self, view: FeatureView | str, version: int | None = None, run: str | int | None = None
+    ) -> pl.DataFrame:
+        """Per-feature statistics of one materialization run (default: the latest run).
+
+        Computed while the run wrote its rows (no second read): one row per stored value
+        column with ``count``, ``nulls``, ``nans``, ``min``, ``max``, ``mean``, ``std``,
+        quantiles ``p01``..``p99``, ``distinct``, a histogram (numeric) or top values
+        (categorical), then the run: ``run_id``, ``delta_version``, ``mode``,
+        ``computed_at``, ``rows``. ``run`` is a run id or a Delta version of the table.
+
+        Example:
+            >>> store.stats("driver_stats").select("feature", "mean", "p50")
+        """
+        from featurekit.offline.quality import read_table
+
+        name = view.name if isinstance(view, FeatureView) else view
+        record = self.registry.version(name, version)
+        frame = read_table(self.registry.layout.stats_uri(name, record.version))
+        if frame is None:
+            raise NotFoundError(
+                f"view {name!r} version {record.version} has no statistics yet: they are "
+                f"computed by store.materialize({name!r})."
+            )
+        if run is None:
+            top = frame.get_column("delta_version").max()
+            return frame.filter(pl.col("delta_version") == top)
+        column = "delta_version" if isinstance(run, int) else "run_id"
+        picked = frame.filter(pl.col(column) == run)
+        if picked.height == 0:
+            known = frame.get_column(column).unique(maintain_order=True).to_list()
+            raise NotFoundError(
+                f"view {name!r} version {record.version} has no statistics for run {run!r}; "
+                f"runs with statistics ({column}): {known}."
+            )
+        return picked
+
+    def quarantine(self, view: FeatureView | str, version: int | None = None) -> pl.DataFrame:
+        """Rows a view version's error-level checks refused, with ``__fk_failed_checks``.
+
+        Every refused run appends its failing rows (at most 10,000 per run) with its
+        ``run_id`` and ``quarantined_at``; nothing of those runs was committed.
+
+        Example:
+            >>> store.quarantine("driver_stats").select("driver_id", "__fk_failed_checks")
+        """
+        from featurekit.offline.quality import read_table
+
+        name = view.name if isinstance(view, FeatureView) else view
+        layout = self.registry.layout
+        if version is None:  # the newest, also a version refused before its first commit
+            newest = max((r.version for r in self.registry.versions(name)), default=0) + 1
+            tried = range(newest, 0, -1)
+        else:
+            tried = range(version, version - 1, -1)
+        for number in tried:
+            frame = read_table(layout.quarantine_uri(name, number))
+            if frame is not None:
+                return frame
+        which = "any version" if version is None else f"version {version}"
+        raise NotFoundError(f"view {name!r} has no quarantined rows in {which}.")
+
     def optimize(self, view: FeatureView | str, version: int | None = None) -> OptimizeResult:
         """Compact a view version's table into globally sorted files.
 
