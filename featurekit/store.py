@@ -21,6 +21,7 @@ from featurekit.offline.batching import parse_size
 from featurekit.offline.materialize import MaterializeResult, materialize, register, table_uri
 from featurekit.offline.models import ModelRecord, log_model
 from featurekit.offline.planner import Catalog, Planner
+from featurekit.offline.quality import save_training_stats
 from featurekit.offline.resolve import ResolvedView, resolve
 from featurekit.offline.services import FeatureService
 from featurekit.offline.training import TrainingSet, build, rebuild
@@ -31,6 +32,8 @@ from featurekit.storage.registry import Registry, VersionRecord
 from featurekit.storage.runs import RunRecord, runs
 
 if TYPE_CHECKING:
+    from featurekit.kernels.drift import DriftThresholds
+    from featurekit.offline.monitoring import ViewDrift
     from featurekit.offline.optimize import OptimizeResult
     from featurekit.online.lookup import OnlineService
     from featurekit.online.stores import OnlineStore
@@ -177,7 +180,10 @@ class Store:
 
     # ---- data quality and monitoring ------------------------------------------------------
     def stats(
-        self, view: FeatureView | str, version: int | None = None, run: str | int | None = None
+        self,
+        view: FeatureView | str | TrainingSet,
+        version: int | None = None,
+        run: str | int | None = None,
     ) -> pl.DataFrame:
         """Per-feature statistics of one materialization run (default: the latest run).
 
@@ -186,12 +192,20 @@ class Store:
         quantiles ``p01``..``p99``, ``distinct``, a histogram (numeric) or top values
         (categorical), then the run: ``run_id``, ``delta_version``, ``mode``,
         ``computed_at``, ``rows``. ``run`` is a run id or a Delta version of the table.
+        Given a training set, the statistics of its features recorded when it was built
+        (the training baseline), with ``view``, ``version`` and its ``column``.
 
         Example:
             >>> store.stats("driver_stats").select("feature", "mean", "p50")
+            >>> store.stats(ts)  # the training baseline
         """
-        from featurekit.offline.quality import read_table
+        from featurekit.offline.quality import StatsTable, read_table
 
+        if isinstance(view, TrainingSet):
+            found = read_table(self.registry.layout.training_set_uri(view.id, "stats"))
+            if found is None:
+                raise NotFoundError(f"training set {view.id!r} has no recorded statistics.")
+            return StatsTable(found)
         name = view.name if isinstance(view, FeatureView) else view
         record = self.registry.version(name, version)
         frame = read_table(self.registry.layout.stats_uri(name, record.version))
@@ -202,7 +216,7 @@ class Store:
             )
         if run is None:
             top = frame.get_column("delta_version").max()
-            return frame.filter(pl.col("delta_version") == top)
+            return StatsTable(frame.filter(pl.col("delta_version") == top))
         column = "delta_version" if isinstance(run, int) else "run_id"
         picked = frame.filter(pl.col(column) == run)
         if picked.height == 0:
@@ -211,7 +225,88 @@ class Store:
                 f"view {name!r} version {record.version} has no statistics for run {run!r}; "
                 f"runs with statistics ({column}): {known}."
             )
-        return picked
+        return StatsTable(picked)
+
+    def drift(
+        self,
+        view: FeatureView | str,
+        reference: TrainingSet | str | tuple[Any, Any],
+        current: tuple[Any, Any] | str = "serving",
+        *,
+        features: Sequence[str] | None = None,
+        thresholds: DriftThresholds | None = None,
+    ) -> ViewDrift:
+        """Drift of a view's features from a reference sample to a current one.
+
+        Args:
+            view: the view (its latest version, or the one the training set read).
+            reference: a training set (object, id or saved name: its values of the view's
+                features) or an event-time range ``(start, end)`` of the stored rows.
+            current: an event-time range ``(start, end)``, or ``"serving"``: the values
+                logged by lookups (``Store(log_serving=True)``, ``serve --log-features``).
+            features: the features to compare (default: every numeric or categorical one).
+            thresholds: when a metric counts as drift (default ``featurekit.kernels.drift.DriftThresholds()``).
+
+        Returns:
+            An ``fk.DriftReport`` (PSI and KS per numeric feature, PSI and Jensen-Shannon
+            per categorical one; ``.to_polars()``, ``.drifted``), drawn in Jupyter as
+            reference vs current per feature. It is also logged for the metrics.
+
+        Example:
+            >>> report = store.drift("driver_stats", reference=ts, current=(monday, today))
+            >>> report.drifted_features
+        """
+        from featurekit.offline.monitoring import save_drift, view_drift, view_rows
+
+        name = view.name if isinstance(view, FeatureView) else view
+        version: int | None = None
+        if isinstance(reference, tuple):
+            ref_rows = view_rows(self.registry, name, None, *reference)
+            ref_label = f"{name} from {reference[0]} to {reference[1]}"
+        else:
+            ts = reference if isinstance(reference, TrainingSet) else self._training_set(reference)
+            entries = [v for v in ts.manifest.views if v.view == name]
+            if not entries:
+                read = ", ".join(v.ref for v in ts.manifest.views)
+                raise NotFoundError(
+                    f"training set {ts.id!r} has no features of view {name!r} (it read {read})."
+                )
+            entry = entries[-1]
+            version = entry.version
+            columns = entry.columns or list(entry.features)
+            ref_rows = ts.to_polars().select(
+                pl.col(c).alias(f) for c, f in zip(columns, entry.features, strict=True)
+            )
+            ref_label = f"training set {ts.id}"
+        if isinstance(current, tuple):
+            cur_rows = view_rows(self.registry, name, version, *current)
+            cur_label = f"{name} from {current[0]} to {current[1]}"
+        elif current == "serving":
+            cur_rows = self._served_values(name, version)
+            cur_label = "serving log"
+        else:
+            raise DefinitionError(
+                f"drift: current must be an event-time range (start, end) or 'serving', got "
+                f"{current!r}."
+            )
+        record = self.registry.version(name, version)
+        report = view_drift(
+            name,
+            ref_rows,
+            cur_rows,
+            list(features) if features is not None else list(record.features),
+            thresholds=thresholds,
+            labels=(ref_label, cur_label),
+        )
+        save_drift(self.registry.layout, report)
+        return report
+
+    def _training_set(self, ts_id: str) -> TrainingSet:
+        """A recorded training set by id or saved name (its saved rows when it has them)."""
+        return self.training_set_by_id(ts_id)
+
+    def _served_values(self, name: str, version: int | None) -> pl.DataFrame:
+        raise NotFoundError(f"view {name!r}: no lookups are logged yet.")
 
     def quarantine(self, view: FeatureView | str, version: int | None = None) -> pl.DataFrame:
         """Rows a view version's error-level checks refused, with ``__fk_failed_checks``.
@@ -305,6 +400,7 @@ class Store:
         finally:
             bar.close()
         self._lineage.after_training_set(ts)
+        save_training_stats(self.registry.layout, ts)  # the baseline drift compares against
         return ts
 
     def training_set_by_id(

@@ -53,7 +53,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-from featurekit.core.errors import FeatureKitWarning, SchemaError, StorageError
+from featurekit.core.errors import FeatureKitWarning, SchemaError, StorageError, ValidationError
 from featurekit.core.timeutil import to_utc_datetime, utcnow
 from featurekit.offline.batching import DEFAULT_BUDGET, batch_count, estimate_bytes, key_partitions
 from featurekit.offline.compute import Layout, Window, call_view, collect_rows, shaped, view_inputs
@@ -146,24 +146,28 @@ def materialize(
         predicate = None
         if existing is not None and mode != "full":
             predicate = delta.window_predicate(resolved.layout.timestamp, window.start, window.end)
-        # one batch is checked here, before its commit metadata is built; batches are
-        # checked while the writer streams them, so their verdicts miss the commit metadata
-        rows = counted.frames() if len(batches) > 1 else next(counted.frames())
-        version = delta.write_rows(
-            uri,
-            rows,
-            predicate=predicate,
-            metadata={
-                "view": name,
-                "version": str(number),
-                "fingerprint": resolved.fingerprint,
-                "run_id": run_id,
-                "mode": mode,
-                "window": {"start": _iso(window.start), "end": _iso(window.end)},
-                "watermarks": watermarks,
-                **(quality.metadata() if len(batches) == 1 else {}),
-            },
-        )
+        try:
+            # one batch is checked here, before its commit metadata is built; batches are
+            # checked while the writer streams them, so their verdicts miss the commit metadata
+            rows = counted.frames() if len(batches) > 1 else next(counted.frames())
+            version = delta.write_rows(
+                uri,
+                rows,
+                predicate=predicate,
+                metadata={
+                    "view": name,
+                    "version": str(number),
+                    "fingerprint": resolved.fingerprint,
+                    "run_id": run_id,
+                    "mode": mode,
+                    "window": {"start": _iso(window.start), "end": _iso(window.end)},
+                    "watermarks": watermarks,
+                    **(quality.metadata() if len(batches) == 1 else {}),
+                },
+            )
+        except ValidationError:
+            quality.keep_refused()  # the quarantine, written once the writer has let go
+            raise
         del rows
         if existing is None:
             _add_committed(registry, resolved, record, uri, version)

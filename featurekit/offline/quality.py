@@ -37,6 +37,7 @@ from typing import Any
 
 import polars as pl
 
+from featurekit.core import display
 from featurekit.core.checks import (
     Check,
     CheckReport,
@@ -48,12 +49,30 @@ from featurekit.core.checks import (
 )
 from featurekit.core.errors import FeatureKitWarning, ValidationError
 from featurekit.core.timeutil import to_utc_datetime, utcnow
-from featurekit.kernels.stats import StatsState, finish, merge_states, partial_stats, stats_frame
+from featurekit.kernels.stats import (
+    StatsState,
+    compute_stats,
+    finish,
+    merge_states,
+    partial_stats,
+    stats_frame,
+)
 from featurekit.offline.resolve import ResolvedView
+from featurekit.offline.training import TrainingSet
 from featurekit.storage import delta
 from featurekit.storage.layout import StoreLayout
 
-__all__ = ["CheckSummary", "RunQuality", "check_rows", "checks_of", "quarantine", "read_table"]
+__all__ = [
+    "CheckSummary",
+    "RunQuality",
+    "StatsTable",
+    "check_rows",
+    "checks_of",
+    "quarantine",
+    "read_table",
+    "save_training_stats",
+    "training_stats",
+]
 
 #: Columns every statistics row carries besides the statistics themselves.
 RUN_COLUMNS = ("run_id", "delta_version", "mode", "computed_at", "rows")
@@ -119,21 +138,17 @@ class CheckSummary:
 
 
 def quarantine(
-    layout: StoreLayout,
-    view: str,
-    version: int,
-    run_id: str,
-    report: CheckReport,
-    rows: pl.DataFrame,
-) -> tuple[str, int]:
-    """Append the rows that failed an error-level check to the quarantine; (uri, rows)."""
-    failing = report.failing_rows(rows).with_columns(
+    layout: StoreLayout, view: str, version: int, run_id: str, failing: pl.DataFrame
+) -> str:
+    """Append rows that failed an error-level check (``CheckReport.failing_rows``) to the
+    view version's quarantine table, tagged with the run; returns the table's location."""
+    tagged = failing.with_columns(
         pl.lit(run_id).alias("run_id"), pl.lit(utcnow()).alias("quarantined_at")
     )
     uri = layout.quarantine_uri(view, version)
-    if failing.height:
-        _append(uri, failing, run_id, {"view": view, "version": str(version), "run_id": run_id})
-    return uri, failing.height
+    if tagged.height:
+        _append(uri, tagged, run_id, {"view": view, "version": str(version), "run_id": run_id})
+    return uri
 
 
 class RunQuality:
@@ -159,6 +174,7 @@ class RunQuality:
         self._warnings: list[str] = []
         self.rows = 0
         self._checked = 0
+        self._refused: tuple[pl.DataFrame, list[CheckSummary]] | None = None
 
     @property
     def batched(self) -> bool:
@@ -212,7 +228,15 @@ class RunQuality:
         name = self.resolved.name
         error = report.error(name)
         if error is not None:
-            uri, count = quarantine(self.layout, name, self.version, self.run_id, report, rows)
+            # kept, not written: this may run inside the Delta writer's stream, where no
+            # other table can be written; keep_refused() writes them once the run is aborted
+            failing = report.failing_rows(rows)
+            verdicts = [
+                CheckSummary(r.name, r.severity, r.passed, r.failing, r.detail)
+                for r in report.results
+            ]
+            self._refused = (failing, verdicts)
+            uri, count = self.layout.quarantine_uri(name, self.version), failing.height
             where = (
                 f"{count} failing row(s) were written to the quarantine table {uri!r} "
                 f"(run_id {self.run_id!r}; read them with store.quarantine({name!r}))."
@@ -260,6 +284,34 @@ class RunQuality:
         """Statistics of every stored value column over the run's rows, one row per feature."""
         return stats_frame(finish(self._states.values()))
 
+    def keep_refused(self) -> None:
+        """Write a refused run's failing rows to the quarantine and its verdicts to the log."""
+        if self._refused is None:
+            return
+        failing, verdicts = self._refused
+        quarantine(self.layout, self.resolved.name, self.version, self.run_id, failing)
+        self._record(verdicts, committed=False)
+
+    def _record(self, verdicts: list[CheckSummary], *, committed: bool) -> None:
+        """Append the verdicts to the store's check log (what the metrics export)."""
+        frame = pl.DataFrame(
+            [s.to_dict() for s in verdicts],
+            schema={
+                "name": pl.String,
+                "severity": pl.String,
+                "passed": pl.Boolean,
+                "failing": pl.Int64,
+                "detail": pl.String,
+            },
+        ).with_columns(
+            pl.lit(self.resolved.name).alias("view"),
+            pl.lit(self.version, pl.Int64).alias("version"),
+            pl.lit(self.run_id).alias("run_id"),
+            pl.lit(committed).alias("committed"),
+            pl.lit(self.now).alias("checked_at"),
+        )
+        _append(self.layout.monitoring_uri("checks"), frame, self.run_id, {"run_id": self.run_id})
+
     def save_stats(self, delta_version: int, mode: str) -> None:
         """Append the run's statistics to the version's statistics table.
 
@@ -276,6 +328,7 @@ class RunQuality:
         meta = {"view": self.resolved.name, "version": str(self.version), "run_id": self.run_id}
         try:
             _append(uri, frame, self.run_id, meta)
+            self._record(self.results, committed=True)
         except Exception as err:  # the rows are committed; only the statistics are lost
             warnings.warn(
                 f"view {self.resolved.name!r}: the run's rows are committed (Delta version "
@@ -296,3 +349,41 @@ def read_table(uri: str) -> pl.DataFrame | None:
     """The latest rows of a quality table (None: nothing was ever written)."""
     version = delta.current_version(uri)
     return None if version is None else delta.read_rows(uri, version=version)
+
+
+class StatsTable(pl.DataFrame):
+    """Statistics as a polars DataFrame that draws itself in Jupyter (a row per feature
+    with its histogram or top values); every polars operation returns a plain DataFrame."""
+
+    def _repr_html_(self, **kwargs: Any) -> str:
+        return display.html_for(self) or super()._repr_html_(**kwargs)
+
+
+def training_stats(ts: TrainingSet) -> pl.DataFrame:
+    """Statistics of a training set's features, one row per (view, feature): the baseline.
+
+    ``feature`` is the view's feature name; ``column`` the training set's column for it.
+    """
+    frame = ts.to_polars()
+    parts = []
+    for view in ts.manifest.views:
+        columns = view.columns or list(view.features)
+        stats = stats_frame(compute_stats(frame.select(columns)))
+        parts.append(
+            stats.with_columns(
+                pl.Series("feature", view.features, pl.String),
+                pl.Series("column", columns, pl.String),
+                pl.lit(view.view).alias("view"),
+                pl.lit(view.version, pl.Int64).alias("version"),
+            )
+        )
+    if not parts:
+        return stats_frame(())
+    return pl.concat(parts, how="vertical")
+
+
+def save_training_stats(layout: StoreLayout, ts: TrainingSet) -> None:
+    """Keep a training set's feature statistics beside it (once: the id fixes the rows)."""
+    uri = layout.training_set_uri(ts.id, "stats")
+    if not delta.table_exists(uri) and ts.manifest.views:
+        delta.write_rows(uri, training_stats(ts), metadata={"training_set": ts.id})

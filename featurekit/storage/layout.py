@@ -17,6 +17,7 @@ A store root holds::
     quarantine/<view>/v<N>/                         rows refused by a view version's checks (Delta)
     stats/<view>/v<N>/                              per-run feature statistics (Delta)
     serving_log/                                    logged online lookups (Delta)
+    monitoring/drift/, monitoring/checks/           drift results and check verdicts, per run (Delta)
     online/config.json, online/online.sqlite        the embedded online store
 
 Keeping the layout in one module is what lets a store move to object storage in one
@@ -52,6 +53,8 @@ RecordKind = Literal["view", "service", "on_demand", "model"]
 LineageKind = Literal["materialize", "training_set", "model", "columns"]
 #: Delta tables of one training set: its labels and, once saved, its rows.
 TrainingSetPart = Literal["labels", "data", "stats"]
+#: Tables of monitoring results: drift reports and check verdicts, appended per run.
+MonitoringTable = Literal["drift", "checks"]
 #: Files of the embedded online store.
 OnlineFile = Literal["config.json", "online.sqlite"]
 
@@ -178,6 +181,12 @@ class StoreLayout:
     def serving_log_uri(self) -> str:
         """Where logged online lookups are appended (a Delta table)."""
         return self.uri(_SERVING_LOG)
+
+    def monitoring_uri(self, table: MonitoringTable) -> str:
+        """Where drift results or check verdicts of every view are appended (Delta)."""
+        if table not in get_args(MonitoringTable):
+            raise StorageError(f"unknown monitoring table {shown(table)}.")
+        return self.uri(f"monitoring/{table}")
 
     # ---- training sets ------------------------------------------------------------------
     def training_sets_prefix(self) -> str:

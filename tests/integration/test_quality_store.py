@@ -138,6 +138,11 @@ def test_batched_run_judges_row_count_over_the_whole_run(tmp_path: Path, data_di
     with pytest.raises(fk.ValidationError, match="5 rows, more than the maximum 4"):
         store3.materialize(too_many, memory_budget=64)
     assert store3.registry.versions("fare_features") == []
+    # a row-level error in a batch stops the run at that batch (driver 1's); its failing
+    # rows are quarantined once the writer has let go
+    with pytest.raises(fk.ValidationError, match="1 failing row\\(s\\) were written"):
+        store3.materialize(checked_view(data_dir, FARE_CAP), memory_budget=64)
+    assert store3.quarantine("fare_features")["fare"].to_list() == [50.0]
 
 
 def test_stats_equal_a_plain_polars_computation(store: fk.Store, data_dir: Path) -> None:
@@ -186,3 +191,62 @@ def test_check_rows_evaluates_view_checks_plus_defaults(data_dir: Path) -> None:
         ("fare_cap", False, 1),
         ("unique", False, 2),
     ]
+
+
+def shifted_trips(folder: Path) -> None:
+    """Two more days of trips for driver 1 and 2: fares ten times as high."""
+    add_trips(
+        folder,
+        {
+            "driver_id": [1, 2] * 10,
+            "event_ts": [at(100 + i) for i in range(20)],
+            "ingested_at": [at(100 + i) for i in range(20)],
+            "fare": [500.0 + 10 * i for i in range(20)],
+            "status": ["ok"] * 20,
+        },
+    )
+
+
+def test_training_set_records_its_feature_statistics(store: fk.Store, data_dir: Path) -> None:
+    store.materialize(checked_view(data_dir))
+    labels = pl.DataFrame({"driver_id": [1, 2, 1], "ts": [at(11), at(2), at(45)]})
+    ts = store.training_set(labels, features=["fare_features:fare"], timestamp="ts")
+    baseline = store.stats(ts)
+    assert baseline.select("view", "version", "feature", "column", "count", "nulls").rows() == [
+        ("fare_features", 1, "fare", "fare", 3, 0)
+    ]
+    assert baseline["mean"].item() == pytest.approx(ts.to_polars()["fare"].mean())
+    # the id does not change because statistics are recorded beside it
+    again = store.training_set(labels, features=["fare_features:fare"], timestamp="ts")
+    assert again.id == ts.id
+    assert "<svg" in baseline._repr_html_() and "fk-stats" in baseline._repr_html_()
+
+
+def test_drift_flags_a_shifted_window_and_not_an_identical_one(
+    store: fk.Store, data_dir: Path
+) -> None:
+    view = checked_view(data_dir)
+    store.materialize(view)
+    shifted_trips(data_dir)
+    store.materialize(view)
+    same = store.drift("fare_features", reference=(at(0), at(50)), current=(at(0), at(50)))
+    assert not same.drifted
+    assert same.to_polars().filter(pl.col("metric") == "psi")["value"].to_list() == [0.0, 0.0]
+    report = store.drift("fare_features", reference=(at(0), at(50)), current=(at(100), at(120)))
+    assert isinstance(report, fk.DriftReport)
+    assert report.drifted_features == ("fare", "fare_x2")
+    assert (report.reference_rows, report.current_rows) == (5, 20)
+    page = report._repr_html_()
+    assert page is not None and page.count("<svg") == 2 and "fare (drifted)" in page
+    # from a training set: its values of the view's features are the reference
+    labels = pl.DataFrame({"driver_id": [1, 2] * 5, "ts": [at(45 + i) for i in range(10)]})
+    ts = store.training_set(labels, features=["fare_features:fare"], timestamp="ts")
+    by_ts = store.drift("fare_features", reference=ts.id, current=(at(100), at(120)))
+    assert by_ts.drifted_features == ("fare",)
+    assert by_ts.reference_rows == 10
+
+
+def test_drift_refuses_an_empty_side(store: fk.Store, data_dir: Path) -> None:
+    store.materialize(checked_view(data_dir))
+    with pytest.raises(fk.SchemaError, match="the current .* holds no rows; widen its time range"):
+        store.drift("fare_features", reference=(at(0), at(50)), current=(at(500), at(600)))
