@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -317,6 +317,13 @@ def serve(
         int, typer.Option(help="Longest name in a request, at most 128 (more: HTTP 422).")
     ] = 128,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    # serving log (monitoring): lookups appended to the store in the background
+    log_features: Annotated[
+        bool, typer.Option(help="Append every lookup to the store's serving log (Delta).")
+    ] = False,
+    log_sample: Annotated[
+        float, typer.Option(help="With --log-features: the share of lookups logged, in (0, 1].")
+    ] = 1.0,
 ) -> None:
     """Serve online features over HTTP (FastAPI): POST /v1/features, /metrics, /openapi.json."""
     with _errors():
@@ -334,11 +341,33 @@ def serve(
             max_name_length=max_name_length,
         )
         _open(store)  # refuses a path that is not a store
-        opened = Store(store, progress=False, online=online)
+        opened = Store(
+            store, progress=False, online=online, log_serving=log_sample if log_features else False
+        )
         server = create_app(opened, limits=limits, definitions=load_definitions(definitions or []))
         where = redact(opened.online.url)  # the Redis password stays out of terminals and logs
         typer.echo(f"featurekit: serving {opened.root} on http://{host}:{port} ({where})")
-        uvicorn.run(server, host=host, port=port, log_level=log_level, access_log=False)
+        # the serving log's last batch is written while the server shuts down (uvicorn
+        # re-raises SIGTERM once it has stopped, so nothing after run() would get to it)
+        app_ = _closing(server, opened.close)
+        uvicorn.run(app_, host=host, port=port, log_level=log_level, access_log=False)
+
+
+def _closing(app_: Any, close: Callable[[], None]) -> Any:
+    """An ASGI app that runs ``close`` when the server's lifespan shuts down."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            return await app_(scope, receive, send)  # type: ignore[no-any-return]
+
+        async def sending(message: Any) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                close()
+            await send(message)
+
+        return await app_(scope, receive, sending)  # type: ignore[no-any-return]
+
+    return wrapped
 
 
 # ---- project commands (init, plan, apply, materialize, ls, show) live in featurekit.project ----

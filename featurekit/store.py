@@ -7,6 +7,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import polars as pl
 
 from featurekit.core.authoring import FeatureView
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from featurekit.offline.monitoring import ViewDrift
     from featurekit.offline.optimize import OptimizeResult
     from featurekit.online.lookup import OnlineService
+    from featurekit.online.serving_log import ServingLog
     from featurekit.online.stores import OnlineStore
 
 FeatureSpec = str | FeatureView | OnDemandFeature | FeatureService
@@ -53,7 +55,9 @@ class Store:
     written and synced in batches of entity keys. ``definitions`` (an ``fk.Definitions``,
     or a list of on-demand features and services) gives the code of on-demand features
     and services the registry records by fingerprint only (needed to rebuild training
-    sets that use them, or to serve services by name).
+    sets that use them, or to serve services by name). ``log_serving`` (True, or a sample
+    rate such as ``0.1``) appends online lookups to the store's serving log in the
+    background (see :meth:`close`), for ``drift(current="serving")`` and :meth:`skew`.
 
     Example:
         >>> store = fk.Store("./my-store")
@@ -72,6 +76,7 @@ class Store:
         lineage_emitter: Any = None,
         memory_budget: str | int | None = None,
         definitions: Definitions | Catalog | Iterable[OnDemandFeature | FeatureService] = (),
+        log_serving: bool | float = False,
     ) -> None:
         text = str(root)
         if "://" in text and not text.startswith("file://"):
@@ -90,6 +95,8 @@ class Store:
         # online serving: opened on first use, so a Store costs nothing until then
         self._online_spec = online
         self._online_service: OnlineService | None = None
+        self._log_serving = float(log_serving)  # 0.0: off; else the sample rate
+        self._serving_log: ServingLog | None = None
         #: the project's declared definitions (``fk.Definitions``), when it was given them
         self.definitions = definitions if isinstance(definitions, Definitions) else None
         if isinstance(definitions, Definitions):
@@ -306,7 +313,17 @@ class Store:
         return self.training_set_by_id(ts_id)
 
     def _served_values(self, name: str, version: int | None) -> pl.DataFrame:
-        raise NotFoundError(f"view {name!r}: no lookups are logged yet.")
+        """The feature values lookups served from a view (present rows of the serving log)."""
+        log = self.serving_log().filter((pl.col("view") == name) & (pl.col("status") == "present"))
+        if version is not None:
+            log = log.filter(pl.col("version") == version)
+        if log.height == 0:
+            raise NotFoundError(
+                f"view {name!r}: the serving log holds no values of it; log lookups with "
+                "fk.Store(root, log_serving=True) or `featurekit serve --log-features`."
+            )
+        values = pl.DataFrame([orjson.loads(v) for v in log["features"]])
+        return values.select(c for c in values.columns if c in self.registry.version(name).features)
 
     def quarantine(self, view: FeatureView | str, version: int | None = None) -> pl.DataFrame:
         """Rows a view version's error-level checks refused, with ``__fk_failed_checks``.
@@ -504,7 +521,54 @@ class Store:
             spec = None if self._online_spec is True else self._online_spec
             store = open_online_store(spec, self.root)
             self._online_service = OnlineService(self.planner, store)
+            if self._log_serving:
+                from featurekit.online.serving_log import ServingLog
+
+                uri = self.registry.layout.serving_log_uri()
+                self._serving_log = ServingLog(uri, sample=self._log_serving)
+                self._online_service.serving_log = self._serving_log
         return self._online_service
+
+    def close(self) -> None:
+        """Write the lookups still queued for the serving log and stop its writer.
+
+        Also done at interpreter exit; a crash loses at most the last unwritten batch
+        (about a second of lookups). A no-op when lookups are not logged.
+        """
+        if self._serving_log is not None:
+            self._serving_log.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def serving_log(self, since: datetime | date | str | None = None) -> pl.DataFrame:
+        """Logged lookups (``Store(log_serving=True)``, ``serve --log-features``), oldest first.
+
+        One row per lookup, view and entity: ``request_id``, ``lookup_at``, ``view``,
+        ``version``, ``entity`` and ``features`` (JSON), ``status``, ``event_ts``. Lookups
+        still queued in this process are written first.
+
+        Example:
+            >>> store.serving_log(since="2026-01-01").group_by("view").len()
+        """
+        from featurekit.online.serving_log import log_schema
+
+        if self._serving_log is not None:
+            self._serving_log.flush()
+        uri = self.registry.layout.serving_log_uri()
+        current = delta.current_version(uri)
+        if current is None:
+            return pl.DataFrame(schema=log_schema())
+        where = None
+        if since is not None:
+            where = pl.col("lookup_at") >= to_utc_datetime(since, what="since")
+        rows = delta.read_rows(uri, version=current, where=where)
+        return rows.drop("batch_id", strict=False).sort(
+            "lookup_at", "request_id", maintain_order=True
+        )
 
     def _online_check(self) -> Callable[[VersionRecord, pl.Schema], None] | None:
         """What materialize checks before its commit so that the online sync cannot fail."""

@@ -367,11 +367,19 @@ def training_stats(ts: TrainingSet) -> pl.DataFrame:
     frame = ts.to_polars()
     parts = []
     for view in ts.manifest.views:
-        columns = view.columns or list(view.features)
+        # hidden inputs of on-demand features are dropped from the rows: skip them
+        pairs = [
+            (f, c)
+            for f, c in zip(view.features, view.columns or view.features, strict=True)
+            if c in frame.columns
+        ]
+        if not pairs:
+            continue
+        columns = [c for _, c in pairs]
         stats = stats_frame(compute_stats(frame.select(columns)))
         parts.append(
             stats.with_columns(
-                pl.Series("feature", view.features, pl.String),
+                pl.Series("feature", [f for f, _ in pairs], pl.String),
                 pl.Series("column", columns, pl.String),
                 pl.lit(view.view).alias("view"),
                 pl.lit(view.version, pl.Int64).alias("version"),
