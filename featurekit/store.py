@@ -34,7 +34,7 @@ from featurekit.storage.runs import RunRecord, runs
 
 if TYPE_CHECKING:
     from featurekit.kernels.drift import DriftThresholds
-    from featurekit.offline.monitoring import ViewDrift
+    from featurekit.offline.monitoring import SkewReport, ViewDrift
     from featurekit.offline.optimize import OptimizeResult
     from featurekit.online.lookup import OnlineService
     from featurekit.online.serving_log import ServingLog
@@ -307,6 +307,78 @@ class Store:
         )
         save_drift(self.registry.layout, report)
         return report
+
+    def skew(
+        self, since: datetime | date | str | None = None, *, view: str | None = None
+    ) -> SkewReport:
+        """Replay logged lookups through ``training_set`` at their lookup instants; compare.
+
+        Online lookups answer what a training set with labels at the lookup instant would
+        hold, so by construction nothing differs. Every value that does is reported with
+        the reason when it can be named: a stale online snapshot (the offline store has a
+        newer row than the one served), a TTL that expired online only, a row served online
+        that the offline store no longer knows at that instant, and the served version when
+        it is not the view's latest. Each view version's replay is a recorded training set
+        (``report.training_sets``).
+
+        Example:
+            >>> report = store.skew(since="2026-01-01")
+            >>> report.count, report.to_polars().select("feature", "reason")
+        """
+        from featurekit.offline.monitoring import SKEW_SCHEMA, SkewReport, skew_rows
+
+        log = self.serving_log(since)
+        if view is not None:
+            log = log.filter(pl.col("view") == view)
+        differences: list[dict[str, Any]] = []
+        built = []
+        for (name, version), group in log.group_by("view", "version", maintain_order=True):
+            record = self.registry.version(str(name), int(version))  # type: ignore[call-overload]
+            stored = self._stored_times(record)
+            labels = (
+                pl.DataFrame([orjson.loads(e) for e in group["entity"]])
+                .select(record.keys)
+                .cast({k: stored.schema[k] for k in record.keys})
+                .with_columns(group["lookup_at"].alias("lookup_at"))
+            )
+            features = list(orjson.loads(group["features"][0]))
+            ts = self.training_set(
+                labels,
+                features=[f"{name}@{version}:{f}" for f in features],
+                timestamp="lookup_at",
+                progress=False,
+            )
+            built.append(ts.id)
+            entry = ts.manifest.views[0]
+            columns = dict(zip(entry.features, entry.columns or entry.features, strict=True))
+            newest = (
+                labels.with_row_index("__row")
+                .sort("lookup_at")
+                .join_asof(
+                    stored.sort(record.timestamp),
+                    left_on="lookup_at",
+                    right_on=record.timestamp,
+                    by=record.keys,
+                    strategy="backward",
+                    check_sortedness=False,  # both sides are sorted by time
+                )
+                .sort("__row")
+                .get_column(record.timestamp)
+                .to_list()
+            )
+            latest = self.registry.versions(str(name))[-1].version
+            differences += skew_rows(group, ts.to_polars(), columns, newest, latest)
+        frame = pl.DataFrame(differences, schema=SKEW_SCHEMA)
+        return SkewReport(_value_count(log), frame, tuple(built))
+
+    def _stored_times(self, record: VersionRecord) -> pl.DataFrame:
+        """Keys and event times of a view version's stored rows (UTC), for skew reasons."""
+        uri = table_uri(self.root, record.view, record.version)
+        current = delta.current_version(uri)
+        if current is None:
+            raise NotFoundError(f"view {record.view!r} version {record.version} has no data.")
+        rows = delta.read_rows(uri, version=current, columns=[*record.keys, record.timestamp])
+        return rows.with_columns(pl.col(record.timestamp).cast(pl.Datetime("us", "UTC")))
 
     def _training_set(self, ts_id: str) -> TrainingSet:
         """A recorded training set by id or saved name (its saved rows when it has them)."""
@@ -679,6 +751,11 @@ class Store:
         from featurekit.notebook.reprs import store_html
 
         return store_html(self)
+
+
+def _value_count(log: pl.DataFrame) -> int:
+    """Feature values in the logged lookups (one per entity and feature)."""
+    return sum(len(orjson.loads(v)) for v in log["features"])
 
 
 def _as_frame(labels: Any) -> pl.DataFrame:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 import polars as pl
 
 from featurekit.core import display
@@ -38,9 +39,11 @@ __all__ = [
     "PLOT_BINS",
     "PLOT_CATEGORIES",
     "Distribution",
+    "SkewReport",
     "ViewDrift",
     "latest_drift",
     "save_drift",
+    "skew_rows",
     "view_drift",
     "view_rows",
 ]
@@ -224,3 +227,109 @@ def latest_drift(layout: StoreLayout) -> pl.DataFrame:
         .last()
         .sort("view", "feature", "metric")
     )
+
+
+@dataclass(frozen=True)
+class SkewReport:
+    """Logged lookups replayed through ``training_set`` at their lookup instants.
+
+    Attributes:
+        values: (lookup, entity, feature) values compared.
+        differences: one row per value that differs: ``request_id``, ``lookup_at``,
+            ``view``, ``version``, ``entity`` (JSON), ``feature``, ``served`` and
+            ``offline`` (JSON), ``reason``.
+        training_sets: ids of the training sets the replay built (one per view version).
+
+    Example:
+        >>> report = store.skew(since="2026-01-01")
+        >>> report.count, report.to_polars()
+    """
+
+    values: int
+    differences: pl.DataFrame
+    training_sets: tuple[str, ...] = ()
+
+    @property
+    def count(self) -> int:
+        """How many values differ (zero by construction)."""
+        return self.differences.height
+
+    def to_polars(self) -> pl.DataFrame:
+        """The differences, one row per value."""
+        return self.differences
+
+    def __repr__(self) -> str:
+        return f"SkewReport(values={self.values}, differences={self.count})"
+
+
+SKEW_SCHEMA: dict[str, pl.DataType] = {
+    "request_id": pl.String(),
+    "lookup_at": pl.Datetime("us", "UTC"),
+    "view": pl.String(),
+    "version": pl.Int64(),
+    "entity": pl.String(),
+    "feature": pl.String(),
+    "served": pl.String(),
+    "offline": pl.String(),
+    "reason": pl.String(),
+}
+
+
+def skew_rows(
+    log: pl.DataFrame,
+    replayed: pl.DataFrame,
+    columns: dict[str, str],
+    offline_event: list[Any],
+    latest_version: int,
+) -> list[dict[str, Any]]:
+    """The differing values of one view version's logged lookups.
+
+    ``replayed`` holds the training set's rows in log order; ``columns`` maps each feature
+    to its training-set column; ``offline_event`` is, per log row, the event time of the
+    newest stored row at or before the lookup instant (None: none).
+    """
+    out = []
+    for i, row in enumerate(log.iter_rows(named=True)):
+        served = orjson.loads(row["features"])
+        for feature, column in columns.items():
+            offline_value = replayed[column][i]
+            a = orjson.dumps(served.get(feature), default=str)
+            b = orjson.dumps(offline_value, default=str)
+            if a == b:
+                continue
+            out.append(
+                {
+                    "request_id": row["request_id"],
+                    "lookup_at": row["lookup_at"],
+                    "view": row["view"],
+                    "version": row["version"],
+                    "entity": row["entity"],
+                    "feature": feature,
+                    "served": a.decode(),
+                    "offline": b.decode(),
+                    "reason": _reason(row, offline_value, offline_event[i], latest_version),
+                }
+            )
+    return out
+
+
+def _reason(row: dict[str, Any], offline: Any, offline_event: Any, latest: int) -> str:
+    status, served_at = row["status"], row["event_ts"]
+    if row["version"] != latest:
+        note = f" (served version {row['version']}; the view's latest is {latest})"
+    else:
+        note = ""
+    if offline_event is not None and (served_at is None or offline_event > served_at):
+        shown_at = "no row" if served_at is None else f"the row at {served_at.isoformat()}"
+        return (
+            f"stale online snapshot: it served {shown_at}, the offline store has a row at "
+            f"{offline_event.isoformat()}; materialize with the online store to sync it" + note
+        )
+    if status == "expired" and offline is not None:
+        return "expired online (TTL) but valid offline: TTLs differ between the two" + note
+    if status == "present" and offline is None:
+        return (
+            "served online but not known offline at the lookup instant (the stored row was "
+            "rewritten, or its created time is after the lookup)" + note
+        )
+    return "value differs for the same row (the stored row was rewritten since)" + note

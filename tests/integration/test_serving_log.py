@@ -69,3 +69,44 @@ def test_serve_log_features_logs_each_request_exactly_once(tmp_path: Path, data_
     log = fk.Store(root, progress=False).serving_log()  # flushed on shutdown
     assert log["request_id"].n_unique() == 20
     assert log.height == 40
+
+
+def test_skew_is_zero_when_online_and_offline_agree(tmp_path: Path, data_dir: Path) -> None:
+    root = tmp_path / "store"
+    with fk.Store(root, progress=False, log_serving=True) as store:
+        store.materialize(fare_view(data_dir, ttl=None))
+        store.get_online_features(
+            ["fare_features:fare", "fare_features:fare_x2"], {"driver_id": [1, 2, 9]}
+        )
+        report = store.skew()
+    assert (report.values, report.count) == (6, 0)
+    assert len(report.training_sets) == 1
+
+
+def test_skew_names_a_stale_online_snapshot(tmp_path: Path, data_dir: Path) -> None:
+    root = tmp_path / "store"
+    view = fare_view(data_dir, ttl=None)
+    fk.Store(root, progress=False).materialize(view)  # offline and online in sync
+    newer = pl.DataFrame(
+        {
+            "driver_id": [1],
+            "event_ts": [at(60)],
+            "ingested_at": [at(60.5)],
+            "fare": [99.0],
+            "status": ["ok"],
+        }
+    )
+    trips = pl.read_parquet(data_dir / "trips.parquet")
+    pl.concat([trips, newer]).write_parquet(data_dir / "trips.parquet")
+    fk.Store(root, progress=False, online=False).materialize(view)  # offline only: stale online
+    with fk.Store(root, progress=False, log_serving=True) as store:
+        served_rows = store.get_online_features(["fare_features:fare"], {"driver_id": [1, 2]})
+        assert served_rows["fare"].to_list() == [50.0, 60.0]  # the stale snapshot
+        report = store.skew()
+    assert report.count == 1
+    [diff] = report.to_polars().to_dicts()
+    assert (diff["feature"], diff["served"], diff["offline"]) == ("fare", "50.0", "99.0")
+    assert diff["reason"].startswith(
+        "stale online snapshot: it served the row at 2026-01-02T16:00:00+00:00, the offline "
+        "store has a row at 2026-01-03T12:00:00+00:00"
+    )
