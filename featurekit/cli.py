@@ -370,6 +370,93 @@ def _closing(app_: Any, close: Callable[[], None]) -> Any:
     return wrapped
 
 
+# ---- monitoring: drift of the views, as a one-shot run for cron or CI ----------------------
+@app.command()
+def monitor(
+    store: StoreOption,
+    views_: Annotated[
+        list[str] | None, typer.Argument(metavar="[VIEW]...", help="Views (default: all).")
+    ] = None,
+    window: Annotated[
+        str, typer.Option(help="Current window: the last WINDOW of event time, e.g. 1d.")
+    ] = "1d",
+    reference: Annotated[
+        str | None,
+        typer.Option(help="Training set id or name to compare with (default: the window before)."),
+    ] = None,
+    serving: Annotated[
+        bool, typer.Option("--serving", help="Compare the serving log instead of the window.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Compute drift for views; exit 1 when a feature drifted (for cron and CI).
+
+    The current sample is the view's last WINDOW of event time (ending at its newest row),
+    or the serving log with --serving; the reference is the WINDOW before it, or a
+    training set. Results are logged for the server's drift gauges.
+    """
+    with _errors():
+        import json
+
+        opened = _open(store)
+        results = _monitor(opened, views_ or opened.views(), window, reference, serving)
+        drifted = [r for r in results if r["drifted"]]
+        if as_json:
+            typer.echo(json.dumps(results, indent=2, default=str))
+        else:
+            table = _table(title=f"drift in {opened.root}")
+            for column in ("view", "feature", "metric", "value", "threshold", "drifted"):
+                table.add_column(column, no_wrap=True)
+            for r in results:
+                table.add_row(
+                    r["view"],
+                    r["feature"],
+                    r["metric"],
+                    f"{r['value']:.4g}",
+                    f"{r['threshold']:.4g}",
+                    "[red]yes[/red]" if r["drifted"] else "no",
+                )
+            _console().print(table)
+        if drifted:
+            raise typer.Exit(1)
+
+
+def _monitor(
+    opened: Store, names: list[str], window: str, reference: str | None, serving: bool
+) -> list[dict[str, Any]]:
+    """Drift results of each view, one dict per (view, feature, metric)."""
+    from datetime import timedelta
+
+    from featurekit.core.errors import FeatureKitError
+    from featurekit.core.timeutil import parse_duration
+    from featurekit.storage import delta
+
+    span = parse_duration(window, what="--window")
+    assert span is not None
+    out: list[dict[str, Any]] = []
+    for name in names:
+        record = opened.registry.version(name)
+        uri = opened.registry.layout.table_uri(name, record.version)
+        current = delta.current_version(uri)
+        if current is None:
+            typer.echo(f"{name}: skipped, no data yet", err=True)
+            continue
+        rows = delta.read_rows(uri, version=current, columns=[record.timestamp])
+        newest = rows.get_column(record.timestamp).max()
+        end = newest + timedelta(microseconds=1)  # type: ignore[operator]
+        try:
+            report = opened.drift(
+                name,
+                reference=reference or (end - 2 * span, end - span),
+                current="serving" if serving else (end - span, end),
+            )
+        except FeatureKitError as err:
+            typer.echo(f"{name}: skipped, {err}", err=True)
+            continue
+        out += [{"view": name, **row} for row in report.to_polars().to_dicts()]
+    return out
+
+
 # ---- project commands (init, plan, apply, materialize, ls, show) live in featurekit.project ----
 from featurekit.project.commands import add_commands  # noqa: E402  (after the app exists)
 

@@ -68,6 +68,7 @@ __all__ = [
     "StatsTable",
     "check_rows",
     "checks_of",
+    "latest_checks",
     "quarantine",
     "read_table",
     "save_training_stats",
@@ -395,3 +396,32 @@ def save_training_stats(layout: StoreLayout, ts: TrainingSet) -> None:
     uri = layout.training_set_uri(ts.id, "stats")
     if not delta.table_exists(uri) and ts.manifest.views:
         delta.write_rows(uri, training_stats(ts), metadata={"training_set": ts.id})
+
+
+def latest_checks(layout: StoreLayout) -> pl.DataFrame:
+    """Per view, the verdicts of its latest checked run (refused or committed), and per view
+    how many runs were refused, from the store's check log (empty: nothing logged)."""
+    found = read_table(layout.monitoring_uri("checks"))
+    if found is None:
+        return pl.DataFrame(
+            schema={
+                "view": pl.String,
+                "name": pl.String,
+                "severity": pl.String,
+                "failing": pl.Int64,
+                "refused_runs": pl.UInt32,
+            }
+        )
+    latest = found.sort("checked_at").group_by("view").agg(pl.col("run_id").last())
+    refused = (
+        found.filter(~pl.col("committed"))
+        .group_by("view")
+        .agg(pl.col("run_id").n_unique().alias("refused_runs"))
+    )
+    return (
+        found.join(latest, on=["view", "run_id"])
+        .join(refused, on="view", how="left")
+        .with_columns(pl.col("refused_runs").fill_null(0))
+        .select("view", "name", "severity", "failing", "refused_runs")
+        .sort("view", "name")
+    )

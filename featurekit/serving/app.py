@@ -217,7 +217,7 @@ def create_app(
     limits = limits or Limits()
     store.add_definitions(definitions)
     service = store.online_service()
-    metrics = Metrics()
+    metrics = Metrics(store.registry.layout)  # also exports the store's quality/drift logs
     app = FastAPI(
         title="featurekit feature server",
         version=__version__,
