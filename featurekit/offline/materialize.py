@@ -57,7 +57,7 @@ from featurekit.core.errors import FeatureKitWarning, SchemaError, StorageError,
 from featurekit.core.timeutil import to_utc_datetime, utcnow
 from featurekit.offline.batching import DEFAULT_BUDGET, batch_count, estimate_bytes, key_partitions
 from featurekit.offline.compute import Layout, Window, call_view, collect_rows, shaped, view_inputs
-from featurekit.offline.quality import CheckSummary, RunQuality
+from featurekit.offline.quality import CheckSummary, RunQuality, leakage_findings
 from featurekit.offline.resolve import ResolvedView, changed_parts
 from featurekit.storage import delta
 from featurekit.storage.layout import StoreLayout
@@ -280,11 +280,14 @@ def _append(
 
 
 def _warn_knowledge_time(resolved: ResolvedView, version: int) -> None:
-    """Say so, every time, when a view's rows are not guarded against late values."""
+    """Say so, every time, when a view's rows are not guarded against late values, or
+    when the leakage lint finds event times stamped before the data behind them."""
     message = resolved.knowledge_time_warning(version)
     if message is not None:
         # stacklevel: this helper, register/materialize, the Store method, the user's call
         warnings.warn(message, FeatureKitWarning, stacklevel=4)
+    for finding in leakage_findings(resolved):  # the leakage lint, on the same occasions
+        finding.warn(stacklevel=5)
 
 
 def _add_committed(
@@ -339,6 +342,7 @@ def _record(registry: Registry, resolved: ResolvedView, number: int) -> VersionR
         aggregations=list(view.aggregations),
         event_columns=list(layout.event_columns),
         knowledge_time_dropped=resolved.knowledge_time_dropped,
+        leakage=[str(f) for f in leakage_findings(resolved)],
     )
 
 

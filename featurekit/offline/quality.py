@@ -47,7 +47,8 @@ from featurekit.core.checks import (
     evaluate_checks,
     with_default_checks,
 )
-from featurekit.core.errors import FeatureKitWarning, ValidationError
+from featurekit.core.errors import FeatureKitError, FeatureKitWarning, ValidationError
+from featurekit.core.leakage import LeakageFinding, plan_findings
 from featurekit.core.timeutil import to_utc_datetime, utcnow
 from featurekit.kernels.stats import (
     StatsState,
@@ -57,10 +58,12 @@ from featurekit.kernels.stats import (
     partial_stats,
     stats_frame,
 )
+from featurekit.offline.compute import call_view, empty_frame
 from featurekit.offline.resolve import ResolvedView
 from featurekit.offline.training import TrainingSet
 from featurekit.storage import delta
 from featurekit.storage.layout import StoreLayout
+from featurekit.storage.sources import source_schema
 
 __all__ = [
     "CheckSummary",
@@ -69,6 +72,7 @@ __all__ = [
     "check_rows",
     "checks_of",
     "latest_checks",
+    "leakage_findings",
     "quarantine",
     "read_table",
     "save_training_stats",
@@ -425,3 +429,28 @@ def latest_checks(layout: StoreLayout) -> pl.DataFrame:
         .select("view", "name", "severity", "failing", "refused_runs")
         .sort("view", "name")
     )
+
+
+def leakage_findings(resolved: ResolvedView) -> list[LeakageFinding]:
+    """The leakage lint of a view, read from its polars plan on empty inputs (no data).
+
+    None for a view declared with ``leakage="ignore"``, or whose plan cannot be built on
+    empty inputs (resolving the view reports that failure itself).
+    """
+    view = resolved.view
+    if view.leakage == "ignore":
+        return []
+    upstream = {u.name: u for u in resolved.upstream}
+    frames = {
+        s.name: empty_frame(
+            pl.Schema(dict(upstream[s.name].layout.schema))
+            if s.name in upstream
+            else source_schema(s)  # type: ignore[arg-type]
+        )
+        for s in view.sources
+    }
+    try:
+        output = call_view(view, frames)
+        return plan_findings(output, resolved.layout.timestamp, view=resolved.name)
+    except FeatureKitError:
+        return []
