@@ -5,8 +5,8 @@ feature value lists, statuses); that call samples, then puts one tuple on a boun
 without waiting (a full queue drops the lookup and counts it in :attr:`ServingLog.dropped`),
 so a request never blocks on the log and memory stays bounded. One writer thread turns
 queued lookups into rows and appends them to the store's ``serving_log`` table (one Delta
-commit per batch): when :data:`BATCH_ROWS` rows are waiting, or :data:`FLUSH_SECONDS`
-after the oldest one arrived. :meth:`ServingLog.close` (the Store's ``close()``, and
+commit per batch): every :data:`FLUSH_SECONDS`, or sooner when :data:`BATCH_LOOKUPS`
+lookups are waiting. :meth:`ServingLog.close` (the Store's ``close()``, and
 interpreter exit) drains the queue and writes the rest.
 
 Durability: a lookup is on disk once its batch is committed. A crash (the process killed,
@@ -30,6 +30,7 @@ One row per (lookup, view, entity):
 from __future__ import annotations
 
 import atexit
+import contextlib
 import queue
 import random
 import threading
@@ -47,9 +48,9 @@ import polars as pl
 from featurekit.core.errors import DefinitionError, FeatureKitWarning
 from featurekit.storage import delta
 
-__all__ = ["BATCH_ROWS", "FLUSH_SECONDS", "QUEUE_SIZE", "LoggedView", "ServingLog", "log_schema"]
+__all__ = ["BATCH_LOOKUPS", "FLUSH_SECONDS", "QUEUE_SIZE", "LoggedView", "ServingLog", "log_schema"]
 
-BATCH_ROWS = 5_000
+BATCH_LOOKUPS = 2_000
 FLUSH_SECONDS = 1.0
 QUEUE_SIZE = 10_000
 
@@ -91,7 +92,7 @@ class ServingLog:
         uri: str,
         *,
         sample: float = 1.0,
-        batch_rows: int = BATCH_ROWS,
+        batch_lookups: int = BATCH_LOOKUPS,
         flush_seconds: float = FLUSH_SECONDS,
         queue_size: int = QUEUE_SIZE,
     ) -> None:
@@ -101,10 +102,11 @@ class ServingLog:
                 "e.g. log_serving=0.1 logs one lookup in ten."
             )
         self.uri, self.sample = uri, sample
-        self.batch_rows, self.flush_seconds = batch_rows, flush_seconds
+        self.batch_lookups, self.flush_seconds = batch_lookups, flush_seconds
+        self._wake = threading.Event()
         self.dropped = 0
         self.written = 0
-        self._queue: queue.Queue[_Entry | None] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[_Entry] = queue.Queue(maxsize=queue_size)
         self._closed = False
         self._thread = threading.Thread(
             target=self._run, name="featurekit-serving-log", daemon=True
@@ -126,50 +128,43 @@ class ServingLog:
             self._queue.put_nowait((at_us, entities, keys, views))
         except queue.Full:
             self.dropped += 1
+            return
+        if self._queue.qsize() >= self.batch_lookups:
+            self._wake.set()
 
     def close(self) -> None:
         """Write everything queued and stop the writer (idempotent)."""
         if self._closed:
             return
         self._closed = True
-        self._queue.put(None)
+        self._wake.set()
         self._thread.join()
         atexit.unregister(self.close)
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until every lookup queued so far is written (tests, notebooks)."""
         deadline = time.monotonic() + timeout
+        self._wake.set()
         while self._queue.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.01)
 
     # ---- the writer thread ------------------------------------------------------------------
     def _run(self) -> None:
-        pending: list[_Entry] = []
-        rows, oldest = 0, 0.0
+        # the writer wakes once per interval (or when a batch is waiting), not per lookup:
+        # a wake-up per lookup would take the GIL from the request threads every time
         while True:
-            wait = None if not pending else max(0.0, oldest + self.flush_seconds - time.monotonic())
-            try:
-                item = self._queue.get(timeout=wait)
-            except queue.Empty:
-                item = _TICK
-            if item is None:  # close(): write the rest and stop
-                self._write_all(pending)
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            pending: list[_Entry] = []
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    pending.append(self._queue.get_nowait())
+            if pending:
+                self._write(pending)
+            for _ in pending:
                 self._queue.task_done()
+            if self._closed and self._queue.empty():
                 return
-            if item is not _TICK:
-                if not pending:
-                    oldest = time.monotonic()
-                pending.append(item)
-                rows += sum(len(v.statuses) for v in item[3])
-            if pending and (item is _TICK or rows >= self.batch_rows):
-                self._write_all(pending)
-                pending, rows = [], 0
-
-    def _write_all(self, pending: list[_Entry]) -> None:
-        if pending:
-            self._write(pending)
-        for _ in pending:
-            self._queue.task_done()
 
     def _write(self, entries: list[_Entry], *, retry: bool = True) -> None:
         frame = _rows(entries)
@@ -191,9 +186,6 @@ class ServingLog:
                 FeatureKitWarning,
                 stacklevel=1,
             )
-
-
-_TICK: Any = object()
 
 
 def _rows(entries: list[_Entry]) -> pl.DataFrame:
