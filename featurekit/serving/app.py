@@ -256,7 +256,7 @@ def create_app(
     origins = [_checked_origin(o) for o in cors_origins]
     store.add_definitions(definitions)
     service = store.online_service()
-    metrics = Metrics()
+    metrics = Metrics(store.registry.layout)  # also exports the store's quality/drift logs
     app = FastAPI(
         title="featurekit feature server",
         version=__version__,
