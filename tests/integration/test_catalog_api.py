@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 import featurekit as fk
 from featurekit.serving.app import Limits, create_app
+from featurekit.ui import Catalog
 from featurekit.ui.routes import create_ui_app
 
 
@@ -30,7 +31,7 @@ def client(built: dict[str, Any]) -> TestClient:
 
 def test_index_lists_views_with_features_tags_and_owner(client: TestClient, built: Any) -> None:
     body = client.get("/ui/api/index").json()
-    assert body["sections"] == {"stats": False, "drift": False}
+    assert body["sections"] == {"stats": True, "drift": True}
     views = {v["name"]: v for v in body["views"]}
     assert sorted(views) == ["driver_stats", "rider_loyalty"]
     stats = views["driver_stats"]
@@ -67,11 +68,14 @@ def test_a_view_shows_versions_with_reasons_runs_and_what_uses_it(
         "services": [],
         "models": ["model:fare_model@1"],
     }
-    assert body["stats"] == {
-        "recorded": False,
-        "message": "statistics are not recorded by this store.",
-    }
-    assert body["checks"]["recorded"] is False
+    # statistics and check results the materialization recorded with the run
+    stats = {r["feature"]: r for r in body["stats"]["rows"]}
+    fare = stats["fare_scaled"]
+    assert (fare["count"], fare["min"], fare["max"], fare["mean"]) == (5, 10.0, 40.0, 23.0)
+    assert sum(fare["histogram_counts"]) == 5
+    assert fare["run_id"] == body["runs"][-1]["run_id"]
+    assert body["checks"]["recorded"] is True
+    assert [(c["name"], c["passed"]) for c in body["checks"]["results"]] == [("unique", True)]
     latest = client.get("/ui/api/views/driver_stats").json()
     assert latest["version"] == 2 and latest["used_by"]["training_sets"] == []
 
@@ -165,6 +169,27 @@ def test_on_the_feature_server_the_catalog_has_the_servers_limits(built: Any) ->
         "field": "view",
     }
     assert str(built["store"].root) not in client.get("/ui/api/views/zzz").text
+
+
+def test_a_store_without_statistics_says_they_are_not_recorded(built: Any) -> None:
+    catalog = Catalog(_Plain(built["store"]))
+    assert catalog.sections() == {"stats": False, "drift": False}
+    view = catalog.view("driver_stats", 1)
+    assert view["stats"] == {
+        "recorded": False,
+        "message": "statistics are not recorded by this store.",
+    }
+    assert catalog.drift("driver_stats", 1) == {
+        "recorded": False,
+        "message": "drift is not recorded by this store.",
+    }
+
+
+class _Plain:
+    """A store as older featurekit releases have it: no statistics, no drift."""
+
+    def __init__(self, store: fk.Store) -> None:
+        self.root, self.registry, self.lineage = store.root, store.registry, store.lineage
 
 
 class _StatsStore(fk.Store):

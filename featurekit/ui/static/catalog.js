@@ -241,9 +241,18 @@ function checks(c) {
   return genericTable(rows);
 }
 
+// The statistics the materialization records have many columns (quantiles p01..p99, the
+// run's fields); show the ones a reader scans, with the histogram drawn, and the run once.
+const STATS = ["feature", "dtype", "count", "nulls", "min", "mean", "max", "std", "p50", "distinct"];
 function stats(s) {
   if (!s.recorded) return notYet(`not recorded yet (${s.message})`);
-  return genericTable(s.rows);
+  if (!s.rows.length || !("histogram_counts" in s.rows[0])) return genericTable(s.rows);
+  const first = s.rows[0];
+  const run = first.run_id ? el("p", { class: "muted" }, `run ${first.run_id}, Delta version ${first.delta_version}, ${first.mode || ""}, computed ${when(first.computed_at)}`) : "";
+  const top = (r) => (r.top_values || []).map((v, i) => `${v} (${(r.top_counts || [])[i]})`).join(", ");
+  return el("div", {}, run, table([...STATS, "histogram", "top values"], s.rows.map((r) => [
+    ...STATS.map((k) => cell(r[k], k)),
+    (r.histogram_counts || []).length ? histogram(r.histogram_counts) : "", top(r)])));
 }
 
 // Rows of unknown shape (statistics, drift, check results): one column per key; a list of
