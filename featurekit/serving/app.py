@@ -37,10 +37,10 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
@@ -60,14 +60,15 @@ from featurekit.core.errors import (
 from featurekit.core.names import MAX_NAME_LENGTH, NameKind, shown, validate_name
 from featurekit.core.on_demand import OnDemandFeature
 from featurekit.core.redact import redact
+from featurekit.offline.planner import Planner
 from featurekit.offline.services import FeatureService
 from featurekit.online.errors import OnlineStoreError, TooManyEntitiesError
-from featurekit.online.lookup import ServiceName
+from featurekit.online.lookup import OnlineService, ServiceName
 from featurekit.online.snapshot import SnapshotMeta
+from featurekit.online.stores import OnlineStore
 from featurekit.serving.auth import ApiKey, ApiKeys, AuthenticationError, PermissionDeniedError
 from featurekit.serving.metrics import Metrics
-from featurekit.store import Store
-from featurekit.ui.routes import catalog_router, public_paths
+from featurekit.storage.registry import Registry
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -220,14 +221,51 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+class ServedStore(Protocol):
+    """What the server needs of a store; ``fk.Store`` is one (the surface passes it in)."""
+
+    @property
+    def root(self) -> Path: ...
+
+    @property
+    def registry(self) -> Registry: ...
+
+    @property
+    def planner(self) -> Planner: ...
+
+    @property
+    def online(self) -> OnlineStore: ...
+
+    def online_service(self) -> OnlineService: ...
+
+    def add_definitions(self, definitions: Iterable[OnDemandFeature | FeatureService]) -> None: ...
+
+    def views(self) -> list[str]: ...
+
+
+class ServerExtension(Protocol):
+    """Routes a higher layer mounts on the server (the catalog page), behind its boundary.
+
+    The boundary applies limits, API keys and the error shape to them like to every route;
+    ``public_paths`` are paths a browser must load without a key (a page's shell).
+    """
+
+    def public_paths(self) -> frozenset[str]: ...
+
+    def router(
+        self, *, max_name_length: int, key_of: Callable[[Request], ApiKey | None]
+    ) -> APIRouter: ...
+
+
 def create_app(
-    store: Store,
+    store: ServedStore,
     *,
     limits: Limits | None = None,
     definitions: Sequence[OnDemandFeature | FeatureService] = (),
     api_keys: ApiKeys | None = None,
     metrics_auth: bool = False,
     cors_origins: Sequence[str] = (),
+    extensions: Sequence[ServerExtension] = (),
 ) -> FastAPI:
     """The FastAPI app serving ``store`` (on-demand code and services from ``definitions``).
 
@@ -243,6 +281,8 @@ def create_app(
         metrics_auth: ``/metrics`` needs a key too (any valid key); needs ``api_keys``.
         cors_origins: exact origins (``https://app.example.com``) browsers may call from;
             none (the default) sends no CORS headers at all.
+        extensions: routes mounted behind the same boundary; ``featurekit serve`` mounts
+            the catalog page this way (:func:`featurekit.server.create_server`).
 
     Example:
         >>> import uvicorn
@@ -271,7 +311,8 @@ def create_app(
     app.add_exception_handler(HTTPException, _reraise)
     app.add_exception_handler(RequestValidationError, _reraise)
     open_paths = OPEN_PATHS if metrics_auth else OPEN_PATHS | {"/metrics"}
-    open_paths |= public_paths()  # the catalog page's shell; its /ui/api stays behind keys
+    for extension in extensions:  # e.g. the catalog page's shell; its API stays behind keys
+        open_paths |= extension.public_paths()
     app.add_middleware(
         _Boundary,
         metrics=metrics,
@@ -408,9 +449,8 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-    app.include_router(
-        catalog_router(store, max_name_length=limits.max_name_length, key_of=_key_of)
-    )
+    for extension in extensions:
+        app.include_router(extension.router(max_name_length=limits.max_name_length, key_of=_key_of))
     return app
 
 
@@ -421,7 +461,7 @@ def _key_of(request: Request) -> ApiKey | None:
     return key if isinstance(key, ApiKey) else None
 
 
-def _authorize(key: ApiKey | None, features: Any, store: Store) -> None:
+def _authorize(key: ApiKey | None, features: Any, store: ServedStore) -> None:
     """PermissionDeniedError unless ``key`` is granted everything ``features`` reads."""
     if key is None:
         return
@@ -774,13 +814,13 @@ def _iso(us: int) -> str:
     return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)).isoformat()
 
 
-def _snapshots(store: Store) -> dict[tuple[str, int], SnapshotMeta]:
+def _snapshots(store: ServedStore) -> dict[tuple[str, int], SnapshotMeta]:
     metas = (SnapshotMeta.from_bytes(raw) for raw in store.online.all_meta())
     return {(m.view, m.version): m for m in metas}
 
 
 def _describe(
-    store: Store, name: str, version: int, snapshots: dict[tuple[str, int], SnapshotMeta]
+    store: ServedStore, name: str, version: int, snapshots: dict[tuple[str, int], SnapshotMeta]
 ) -> dict[str, Any]:
     record = store.registry.version(name, version)
     snap = snapshots.get((name, version))
@@ -856,16 +896,3 @@ def _run(fn: Callable[[], Any], target: str) -> Any:
         raise UserCodeError(
             f"importing definitions {target!r} failed: {type(err).__name__}: {err}"
         ) from err
-
-
-def _print_openapi() -> None:  # pragma: no cover - a maintenance helper
-    """Print the OpenAPI spec (``python -m featurekit.serving.app > docs/openapi.json``)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as folder:
-        spec = create_app(Store(Path(folder) / "store", progress=False, online="memory")).openapi()
-    sys.stdout.write(orjson.dumps(spec, option=orjson.OPT_INDENT_2).decode() + "\n")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _print_openapi()
