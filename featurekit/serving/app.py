@@ -243,10 +243,11 @@ def create_app(
         """Same semantics as ``store.get_online_features``; rows come back in request order."""
         began = time.perf_counter()
         features = _checked_features(body, limits)
-        result = service.lookup(features, body.entities, with_metadata=body.with_metadata)
-        metrics.lookup(result.stats, time.perf_counter() - began)
-        columns = result.frame.to_dict(as_series=False)
-        return _json(200, {"lookup_ts": _iso(result.at_us), "columns": columns})
+        columns, at_us, stats = service.lookup_columns(
+            features, body.entities, with_metadata=body.with_metadata
+        )
+        metrics.lookup(stats, time.perf_counter() - began)
+        return _json(200, {"lookup_ts": _iso(at_us), "columns": columns})
 
     @app.get("/v1/feature-views", summary="List feature views")
     def list_views() -> Response:
