@@ -57,6 +57,7 @@ from featurekit.core.errors import FeatureKitWarning, SchemaError, StorageError
 from featurekit.core.timeutil import to_utc_datetime, utcnow
 from featurekit.offline.batching import DEFAULT_BUDGET, batch_count, estimate_bytes, key_partitions
 from featurekit.offline.compute import Layout, Window, call_view, collect_rows, shaped, view_inputs
+from featurekit.offline.push import keep_pushed
 from featurekit.offline.resolve import ResolvedView, changed_parts
 from featurekit.storage import delta
 from featurekit.storage.layout import StoreLayout
@@ -141,9 +142,12 @@ def materialize(
         predicate = None
         if existing is not None and mode != "full":
             predicate = delta.window_predicate(resolved.layout.timestamp, window.start, window.end)
+        frames = counted.frames() if len(batches) > 1 else next(counted.frames())
+        # rows pushed into the table (store.push) are not derived from sources: keep them
+        predicate, frames = keep_pushed(uri, predicate, frames) if existing else (predicate, frames)
         version = delta.write_rows(
             uri,
-            counted.frames() if len(batches) > 1 else next(counted.frames()),
+            frames,
             predicate=predicate,
             metadata={
                 "view": name,
