@@ -166,6 +166,46 @@ class FeaturesRequest(BaseModel):
     ] = False
 
 
+class PushRequest(BaseModel):
+    """Body of ``POST /v1/push``: rows for one feature view, in its output shape."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "view": "driver_stats",
+                    "rows": [
+                        {"driver_id": 1001, "event_ts": "2026-11-30T12:00:00Z", "conv_rate": 0.4}
+                    ],
+                }
+            ]
+        },
+    )
+
+    view: Annotated[StrictStr, Field(description="The feature view's name.")]
+    version: Annotated[
+        StrictInt | None, Field(description="A version of the view (default: the latest).")
+    ] = None
+    rows: Annotated[
+        list[dict[StrictStr, Value]],
+        Field(
+            description="Keys, event time (ISO 8601) and features (aggregation views: the raw "
+            "event columns); the created time is set to the ingestion time."
+        ),
+    ]
+
+
+class PushResponse(BaseModel):
+    """What a push wrote."""
+
+    view: str
+    version: int
+    rows: int
+    delta_version: int
+    ingested_at: str = Field(description="The rows' created time (UTC, ISO 8601).")
+
+
 class FeaturesResponse(BaseModel):
     """Rows in request order, column by column."""
 
@@ -248,6 +288,27 @@ def create_app(
         )
         metrics.lookup(stats, time.perf_counter() - began)
         return _json(200, {"lookup_ts": _iso(at_us), "columns": columns})
+
+    @app.post(
+        "/v1/push",
+        response_model=PushResponse,
+        responses=_ERRORS,
+        summary="Push rows to a feature view",
+    )
+    def push(body: PushRequest) -> Response:
+        """Same semantics as ``store.push``: online at once, offline from the ingestion time."""
+        name = _checked_push(body, limits)
+        result = store.push(name, body.rows, version=body.version)
+        return _json(
+            200,
+            {
+                "view": result.view,
+                "version": result.version,
+                "rows": result.rows,
+                "delta_version": result.delta_version,
+                "ingested_at": result.ingested_at.isoformat(),
+            },
+        )
 
     @app.get("/v1/feature-views", summary="List feature views")
     def list_views() -> Response:
@@ -358,6 +419,31 @@ def _checked_features(body: FeaturesRequest, limits: Limits) -> Any:
             _checked_name(parsed.feature, "feature", field, limits)
     # a repeated reference asks for the same column again: look each up once
     return tuple(dict.fromkeys(refs))
+
+
+def _checked_push(body: PushRequest, limits: Limits) -> str:
+    """The view name of a push, validated; rows and columns within the limits."""
+    name = _checked_name(body.view, "view", "view", limits)
+    if len(body.rows) > limits.max_entities:
+        raise TooManyEntitiesError(
+            f"{len(body.rows)} rows in one push; the limit is {limits.max_entities}. Split "
+            "the rows into batches.",
+            limit=limits.max_entities,
+        )
+    for i, row in enumerate(body.rows):
+        if len(row) > limits.max_columns:
+            raise RequestTooLargeError(
+                f"row {i} has {len(row)} columns; the limit is {limits.max_columns}.",
+                limit=limits.max_columns,
+            )
+        for column in row:
+            if len(column) > limits.max_name_length:
+                raise RequestFieldError(
+                    f"column name {shown(column)} is longer than {limits.max_name_length} "
+                    "characters.",
+                    field=f"rows.{i}",
+                )
+    return name
 
 
 def _checked_name(name: str, kind: NameKind, field: str, limits: Limits) -> str:

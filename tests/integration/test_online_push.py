@@ -231,3 +231,53 @@ def test_pushed_rows_pass_the_views_checks(tmp_path: Path) -> None:
         store.push(view, bad)
     assert store.read("rides").height == before
     assert store.get_online_features(["rides:fare"], {"rider_id": [1]}).item(0, "fare") != -2.0
+
+
+def test_http_push_is_served_without_a_restart(tmp_path: Path) -> None:
+    import httpx
+    from test_online_support import served
+
+    now = datetime.now(UTC).replace(tzinfo=None)
+    path = tmp_path / "trips.parquet"
+    write_trips(path, now, 9)
+    store = fk.Store(tmp_path / "store", progress=False)
+    plain, _ = make_views(path)
+    store.materialize(plain)
+    event = (datetime.now(UTC) - timedelta(seconds=30)).isoformat()
+    lookup = {"features": ["rides:fare", "rides:tip"], "entities": {"rider_id": [11, 10]}}
+    with (
+        served(tmp_path / "store", "--max-entities", "3") as base,
+        httpx.Client(base_url=base) as c,
+    ):
+        body = {
+            "view": "rides",
+            "rows": [{"rider_id": 11, "event_ts": event, "fare": 7.5, "tip": 2}],
+        }
+        reply = c.post("/v1/push", json=body)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["rows"] == 1 and reply.json()["version"] == 1
+        got = c.post("/v1/features", json=lookup).json()["columns"]
+        assert got == {"rider_id": [11, 10], "fare": [7.5, None], "tip": [2, None]}
+        # a push from another process is served by the running server at once
+        store.push(
+            "rides", [{"rider_id": 10, "event_ts": datetime.now(UTC), "fare": 3.0, "tip": 1}]
+        )
+        got = c.post("/v1/features", json=lookup).json()["columns"]
+        assert got == {"rider_id": [11, 10], "fare": [7.5, 3.0], "tip": [2, 1]}
+
+        unknown = c.post("/v1/push", json={"view": "ridez", "rows": []})
+        assert unknown.status_code == 404
+        assert "no view named 'ridez'" in unknown.json()["error"]["message"]
+        bad_name = c.post("/v1/push", json={"view": "../etc", "rows": []})
+        assert bad_name.status_code == 422
+        assert bad_name.json()["error"]["field"] == "view"
+        many = c.post("/v1/push", json={"view": "rides", "rows": [body["rows"][0]] * 4})
+        assert many.status_code == 413
+        assert many.json()["error"] == {
+            "type": "TooManyEntitiesError",
+            "message": "4 rows in one push; the limit is 3. Split the rows into batches.",
+            "limit": 3,
+        }
+        missing = c.post("/v1/push", json={"view": "rides", "rows": [{"rider_id": 1}]})
+        assert missing.status_code == 422
+        assert "lack column(s) ['event_ts', 'fare', 'tip']" in missing.json()["error"]["message"]
