@@ -143,16 +143,18 @@ def append_rows(
     }
     data = _one_batch(frame)
     try:
+        # one open of the log, not two: the writer commits through this object and
+        # leaves it at the version it wrote (a push is small; the log read dominates it)
+        table = DeltaTable(uri, storage_options=_options(storage_options))
         write_deltalake(
-            uri,
+            table,
             data,
             writer_properties=_writer_properties(data.schema),
             mode="append",
             schema_mode="merge",
-            storage_options=_options(storage_options),
             commit_properties=CommitProperties(custom_metadata=custom),
         )
-        return int(DeltaTable(uri, storage_options=_options(storage_options)).version())
+        return int(table.version())
     except BaseException as err:
         if not _is_failure(err):
             raise
