@@ -106,7 +106,7 @@ class _Plan:
     drop: list[str]
     watch: list[tuple[str, int]]
     refs: list[str] = field(default_factory=list)
-    shapes: dict[tuple[int, ...], _Shape] = field(default_factory=dict)
+    shapes: dict[tuple[str | bool, ...], _Shape] = field(default_factory=dict)
 
 
 class OnlineService:
@@ -246,15 +246,15 @@ class OnlineService:
             meta = self._meta(sid, raw)
             check_fingerprint(meta, view.record)
             metas.append(meta)
-        shape = plan.shapes.get(tuple(id(m) for m in metas))
+        # a plan is per column list; its output dtypes depend on the snapshots' schemas
+        shape_key: tuple[str | bool, ...] = (*(m.schema_b64 for m in metas), with_metadata)
+        shape = plan.shapes.get(shape_key)
         if shape is None:
             shape = _Shape.of(plan, data, metas, with_metadata)
             with self._lock:
                 if len(plan.shapes) > 64:
                     plan.shapes.clear()
-                plan.shapes[tuple(id(m) for m in metas)] = shape
-        elif shape.with_metadata != with_metadata or shape.given != tuple(data):
-            shape = _Shape.of(plan, data, metas, with_metadata)
+                plan.shapes[shape_key] = shape
         values: dict[str, list[Any]] = {c: data[c] for c in shape.keys}
         extra = {c: data[c] for c in shape.extra}
         stats = []
