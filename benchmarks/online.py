@@ -168,18 +168,21 @@ def pushes(
         f"  ({took / len(batches) * 1e3:.1f} ms each)"
     )
     samples = []
+    lookups = 0  # lookups after push returned; 1 each means visible on the first read
     for i in range(n):
         rows = push_rows(ids, 1, iso=iso)
         rows[0]["f0"] = value = 1000.0 + i  # a value no earlier push wrote
         began = time.perf_counter_ns()
         push(rows)
+        lookups += 1
         while lookup(rows[0]["driver_id"]) != value:
-            pass
+            lookups += 1
         samples.append((time.perf_counter_ns() - began) / 1000)
     samples.sort()
     report(
         f"push {label}: push-to-visible",
         (statistics.median(samples), samples[int(len(samples) * 0.99) - 1]),
+        f"({lookups} lookups for {n} pushes)",
         floor=floor,
     )
 
