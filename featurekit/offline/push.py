@@ -77,7 +77,7 @@ def pushed_frame(
             "the view's output (e.g. select 'ingested_at'), then push to the new version."
         )
     wanted = push_columns(record)
-    data = _columns(record, rows)
+    data = _columns(record, rows) or {c: [] for c in wanted}  # no rows: nothing to push
     missing = [c for c in wanted if c not in data]
     if missing:
         raise SchemaError(
@@ -98,6 +98,12 @@ def pushed_frame(
     n = len(next(iter(data.values()))) if data else 0
     columns = [_column(record, c, data[c], schema[c]) for c in wanted]
     stamp = pl.Series(created, [now.astimezone(UTC)] * n, dtype=pl.Datetime("us", "UTC"))
+    if not isinstance(schema[created], pl.Datetime):
+        raise DefinitionError(
+            f"view {record.view!r} stores its created time {created!r} as {schema[created]}, "
+            "which cannot hold an ingestion instant; cast it to a datetime in the view to "
+            "push to it."
+        )
     columns.append(_fit_instants(stamp, schema[created]))
     frame = pl.DataFrame(columns)
     for column in [*record.keys, record.timestamp]:

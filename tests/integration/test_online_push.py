@@ -281,3 +281,14 @@ def test_http_push_is_served_without_a_restart(tmp_path: Path) -> None:
         missing = c.post("/v1/push", json={"view": "rides", "rows": [{"rider_id": 1}]})
         assert missing.status_code == 422
         assert "lack column(s) ['event_ts', 'fare', 'tip']" in missing.json()["error"]["message"]
+
+
+def test_pushing_no_rows_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "trips.parquet"
+    write_trips(path, datetime.now(UTC).replace(tzinfo=None), 10)
+    store = fk.Store(tmp_path / "store", progress=False)
+    plain, _ = make_views(path)
+    first = store.materialize(plain)
+    result = store.push("rides", [])
+    assert (result.rows, result.delta_version) == (0, first.delta_version)
+    assert [r.mode for r in store.runs("rides")] == ["full"]
