@@ -292,3 +292,35 @@ def test_pushing_no_rows_writes_nothing(tmp_path: Path) -> None:
     result = store.push("rides", [])
     assert (result.rows, result.delta_version) == (0, first.delta_version)
     assert [r.mode for r in store.runs("rides")] == ["full"]
+
+
+def test_http_push_needs_a_push_grant(tmp_path: Path) -> None:
+    import httpx
+    from test_online_support import http_server
+
+    from featurekit.serving.app import create_app
+    from featurekit.serving.auth import ApiKeys, add_key
+
+    path = tmp_path / "trips.parquet"
+    write_trips(path, datetime.now(UTC).replace(tzinfo=None), 12)
+    store = fk.Store(tmp_path / "store", progress=False)
+    plain, _ = make_views(path)
+    store.materialize(plain)
+    keys = tmp_path / "keys.json"
+    reader = add_key(keys, "reader", ["view:rides"])
+    writer = add_key(keys, "writer", ["push:rides"])
+    row = {"rider_id": 11, "event_ts": datetime.now(UTC).isoformat(), "fare": 4.0, "tip": 1}
+    body = {"view": "rides", "rows": [row]}
+    app = create_app(store, api_keys=ApiKeys.load(keys))
+    with http_server(app) as base, httpx.Client(base_url=base) as c:
+        assert c.post("/v1/push", json=body).status_code == 401
+        denied = c.post("/v1/push", json=body, headers={"Authorization": f"Bearer {reader}"})
+        assert denied.status_code == 403
+        assert denied.json()["error"]["message"] == (
+            "API key 'reader' is not granted pushing to view 'rides'; a key needs "
+            "'push:rides' for it (featurekit keys add NAME --grant push:rides)."
+        )
+        done = c.post("/v1/push", json=body, headers={"Authorization": f"Bearer {writer}"})
+        assert done.status_code == 200, done.text
+    got = store.get_online_features(["rides:fare"], {"rider_id": [11]})
+    assert got.get_column("fare").to_list() == [4.0]
