@@ -713,7 +713,7 @@ class _Boundary:
                 "(featurekit serve --max-body-bytes raises the limit)."
             )
         elif isinstance(err, RequestValidationError):
-            kind, message, field = "ValidationError", *_validation(err)
+            kind, message, field = "ValidationError", *_validation(err, scope.get("path", ""))
         elif isinstance(err, HTTPException):
             status, kind, message, headers = _http(err, scope)
         elif isinstance(err, AuthenticationError):
@@ -779,7 +779,14 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _validation(err: RequestValidationError) -> tuple[str, str | None]:
+#: The fields each request body takes, for "unknown field" messages.
+_BODY_FIELDS = {
+    "/v1/features": "features, feature_service, entities, with_metadata",
+    "/v1/push": "view, version, rows",
+}
+
+
+def _validation(err: RequestValidationError, path: str = "") -> tuple[str, str | None]:
     """Message and field of FastAPI's validation error, read from the error object."""
     first = err.errors()[0] if err.errors() else {}
     if first.get("type") == "json_invalid":
@@ -798,7 +805,7 @@ def _validation(err: RequestValidationError) -> tuple[str, str | None]:
     field = ".".join(loc) or None
     message = f"{field or 'request'}: {first.get('msg', 'invalid request')}"
     if first.get("type") == "extra_forbidden":
-        message += " (allowed: features, feature_service, entities, with_metadata)"
+        message += f" (allowed: {_BODY_FIELDS.get(path, _BODY_FIELDS['/v1/features'])})"
     return message, field
 
 

@@ -278,6 +278,11 @@ def test_http_push_is_served_without_a_restart(tmp_path: Path) -> None:
             "message": "4 rows in one push; the limit is 3. Split the rows into batches.",
             "limit": 3,
         }
+        extra = c.post("/v1/push", json={"view": "rides", "rows": [], "entities": {}})
+        assert extra.status_code == 422
+        assert extra.json()["error"]["message"] == (
+            "entities: Extra inputs are not permitted (allowed: view, version, rows)"
+        )
         missing = c.post("/v1/push", json={"view": "rides", "rows": [{"rider_id": 1}]})
         assert missing.status_code == 422
         assert "lack column(s) ['event_ts', 'fare', 'tip']" in missing.json()["error"]["message"]
