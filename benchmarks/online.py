@@ -139,6 +139,11 @@ def push_rows(ids: list[int], count: int, *, iso: bool = False) -> list[dict[str
     return rows
 
 
+def push_count(n: int) -> int:
+    """Pushes per variant: a tenth of the lookups (a smoke run only proves they work)."""
+    return 5 if smoke() else max(10, n // 10)
+
+
 def pushes(
     label: str,
     push: Callable[[list[dict[str, Any]]], object],
@@ -158,7 +163,7 @@ def pushes(
     print(
         f"{'push ' + label + ', 1-row pushes':<52} {n / took:>9,.0f} rows/s  ({took / n * 1e3:.2f} ms each)"
     )
-    batches = [push_rows(ids, 1000, iso=iso) for _ in range(max(2, n // 50))]
+    batches = [push_rows(ids, 1000, iso=iso) for _ in range(1 if smoke() else max(2, n // 50))]
     began = time.perf_counter()
     for rows in batches:
         push(rows)
@@ -334,7 +339,7 @@ def http(
                 value = client.post("/v1/features", json=body).json()["columns"]["f0"][0]
                 return float(value) if value is not None else None
 
-            pushes("over HTTP", push, lookup, ids, max(10, n // 10), iso=True, floor=floor)
+            pushes("over HTTP", push, lookup, ids, push_count(n), iso=True, floor=floor)
         if load:
             errors: list[str] = []
             began = time.perf_counter()
@@ -406,11 +411,11 @@ def main() -> None:
                     timed(lambda: client.hget(rows, random.choice(keys)), n),
                 )
                 in_process(on_redis, "(Redis)", args.entities, n, ("HGET", hget), False)
-                in_process_push(on_redis, "in process (Redis)", args.entities, max(10, n // 10))
+                in_process_push(on_redis, "in process (Redis)", args.entities, push_count(n))
             finally:
                 proc.terminate()
                 proc.wait(10)
-        in_process_push(store, "in process (SQLite)", args.entities, max(10, n // 10))
+        in_process_push(store, "in process (SQLite)", args.entities, push_count(n))
         empty = framework_floor(n)
         http(store, args.entities, n, args.load, ("empty endpoint", empty))
         os.sync()
