@@ -171,6 +171,11 @@ def test_push_is_visible_at_once_and_only_from_its_ingestion(tmp_path: Path) -> 
     assert ts.get_column("fare").to_list() == [None, 9.5]
     runs = store.runs("rides")
     assert [r.mode for r in runs][-2:] == ["push", "push"]
+    # compaction keeps pushed rows (and their marker) and changes no training set
+    store.optimize("rides")
+    assert store.read("rides").filter(pl.col(PUSH_COLUMN).is_not_null()).height == 2
+    again = store.training_set(labels, features=["rides:fare"], timestamp="label_ts").to_polars()
+    assert again.get_column("fare").to_list() == [None, 9.5]
 
 
 def test_push_refuses_bad_rows_and_writes_nothing(tmp_path: Path) -> None:
