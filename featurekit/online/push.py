@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -48,7 +48,7 @@ from featurekit.core.timeutil import utcnow
 from featurekit.offline.push import PUSH_COLUMN, append_pushed, pushed_frame
 from featurekit.online.aggregates import retention
 from featurekit.online.errors import OnlineStoreError
-from featurekit.online.snapshot import SnapshotMeta, encode_key, storable_expr, to_us
+from featurekit.online.snapshot import SnapshotMeta, encode_key, storable_expr
 from featurekit.online.stores import OnlineStore
 from featurekit.online.sync import sync_view
 from featurekit.storage import delta
@@ -92,10 +92,6 @@ class PushResult:
     delta_version: int
     ingested_at: datetime
     push_id: str
-
-
-#: Runs a view's checks on pushed rows; raises ValidationError to refuse them.
-CheckHook = Callable[[VersionRecord, pl.DataFrame], None]
 
 
 class Pusher:
@@ -322,8 +318,3 @@ def _physical(record: VersionRecord, frame: pl.DataFrame) -> list[tuple[bytes, l
         entry = [*times, values, fix] if record.aggregations else [None, *times, values, fix]
         out.append((encode_key(row[:nkeys]), entry))
     return out
-
-
-def ingestion_us(result: PushResult) -> int:
-    """The push's ingestion instant in microseconds (for tests and benchmarks)."""
-    return to_us(result.ingested_at)
