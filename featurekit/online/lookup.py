@@ -5,7 +5,9 @@ on-demand steps) and caches the plan; a plan is re-made only when a registry fol
 depends on changes (a new version of a view it reads as "latest"), so the per-request cost
 depends on the views requested, not on how many views the store holds. Each request is
 then one read of the online store, a decode of a few small JSON values, and one polars
-DataFrame.
+DataFrame, built with dtypes worked out once per plan and snapshot schema. The HTTP
+server asks for the decoded columns instead (:meth:`OnlineService.lookup_columns`) and
+skips the frame when no value needs polars to become JSON.
 
 Per view and entity, the value is the snapshot entry valid at the lookup instant ``t``
 (see :mod:`featurekit.online.snapshot`), then the TTL rule of the point-in-time join:
