@@ -64,6 +64,7 @@ from featurekit.offline.planner import Planner
 from featurekit.offline.services import FeatureService
 from featurekit.online.errors import OnlineStoreError, TooManyEntitiesError
 from featurekit.online.lookup import OnlineService, ServiceName
+from featurekit.online.push import PushResult
 from featurekit.online.snapshot import SnapshotMeta
 from featurekit.online.stores import OnlineStore
 from featurekit.serving.auth import ApiKey, ApiKeys, AuthenticationError, PermissionDeniedError
@@ -186,6 +187,46 @@ class FeaturesRequest(BaseModel):
     ] = False
 
 
+class PushRequest(BaseModel):
+    """Body of ``POST /v1/push``: rows for one feature view, in its output shape."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "view": "driver_stats",
+                    "rows": [
+                        {"driver_id": 1001, "event_ts": "2026-11-30T12:00:00Z", "conv_rate": 0.4}
+                    ],
+                }
+            ]
+        },
+    )
+
+    view: Annotated[StrictStr, Field(description="The feature view's name.")]
+    version: Annotated[
+        StrictInt | None, Field(description="A version of the view (default: the latest).")
+    ] = None
+    rows: Annotated[
+        list[dict[StrictStr, Value]],
+        Field(
+            description="Keys, event time (ISO 8601) and features (aggregation views: the raw "
+            "event columns); the created time is set to the ingestion time."
+        ),
+    ]
+
+
+class PushResponse(BaseModel):
+    """What a push wrote."""
+
+    view: str
+    version: int
+    rows: int
+    delta_version: int
+    ingested_at: str = Field(description="The rows' created time (UTC, ISO 8601).")
+
+
 class FeaturesResponse(BaseModel):
     """Rows in request order, column by column."""
 
@@ -241,6 +282,8 @@ class ServedStore(Protocol):
     def add_definitions(self, definitions: Iterable[OnDemandFeature | FeatureService]) -> None: ...
 
     def views(self) -> list[str]: ...
+
+    def push(self, view: Any, rows: Any, *, version: int | None = None) -> PushResult: ...
 
 
 class ServerExtension(Protocol):
@@ -345,10 +388,39 @@ def create_app(
         began = time.perf_counter()
         features = _checked_features(body, limits)
         _authorize(_key_of(request), features, store)
-        result = service.lookup(features, body.entities, with_metadata=body.with_metadata)
-        metrics.lookup(result.stats, time.perf_counter() - began)
-        columns = result.frame.to_dict(as_series=False)
-        return _json(200, {"lookup_ts": _iso(result.at_us), "columns": columns})
+        columns, at_us, stats = service.lookup_columns(
+            features, body.entities, with_metadata=body.with_metadata
+        )
+        metrics.lookup(stats, time.perf_counter() - began)
+        return _json(200, {"lookup_ts": _iso(at_us), "columns": columns})
+
+    @app.post(
+        "/v1/push",
+        response_model=PushResponse,
+        responses=_ERRORS,
+        summary="Push rows to a feature view",
+        openapi_extra=secured,
+    )
+    def push(body: PushRequest, request: Request) -> Response:
+        """Same semantics as ``store.push``: online at once, offline from the ingestion time.
+
+        With API keys: a write, so the key needs ``push:VIEW`` (``view:VIEW`` only reads).
+        """
+        name = _checked_push(body, limits)
+        key = _key_of(request)
+        if key is not None and not key.allows("push", name):
+            raise PermissionDeniedError(_denied(key, f"pushing to view {name!r}", f"push:{name}"))
+        result = store.push(name, body.rows, version=body.version)
+        return _json(
+            200,
+            {
+                "view": result.view,
+                "version": result.version,
+                "rows": result.rows,
+                "delta_version": result.delta_version,
+                "ingested_at": result.ingested_at.isoformat(),
+            },
+        )
 
     @app.get(
         "/v1/feature-views",
@@ -563,6 +635,31 @@ def _checked_features(body: FeaturesRequest, limits: Limits) -> Any:
     return tuple(dict.fromkeys(refs))
 
 
+def _checked_push(body: PushRequest, limits: Limits) -> str:
+    """The view name of a push, validated; rows and columns within the limits."""
+    name = _checked_name(body.view, "view", "view", limits)
+    if len(body.rows) > limits.max_entities:
+        raise TooManyEntitiesError(
+            f"{len(body.rows)} rows in one push; the limit is {limits.max_entities}. Split "
+            "the rows into batches.",
+            limit=limits.max_entities,
+        )
+    for i, row in enumerate(body.rows):
+        if len(row) > limits.max_columns:
+            raise RequestTooLargeError(
+                f"row {i} has {len(row)} columns; the limit is {limits.max_columns}.",
+                limit=limits.max_columns,
+            )
+        for column in row:
+            if len(column) > limits.max_name_length:
+                raise RequestFieldError(
+                    f"column name {shown(column)} is longer than {limits.max_name_length} "
+                    "characters.",
+                    field=f"rows.{i}",
+                )
+    return name
+
+
 def _checked_name(name: str, kind: NameKind, field: str, limits: Limits) -> str:
     """``name`` if it is a valid ``kind`` name within the length limit, else a 422."""
     if len(name) > limits.max_name_length:
@@ -665,7 +762,7 @@ class _Boundary:
                 "(featurekit serve --max-body-bytes raises the limit)."
             )
         elif isinstance(err, RequestValidationError):
-            kind, message, field = "ValidationError", *_validation(err)
+            kind, message, field = "ValidationError", *_validation(err, scope.get("path", ""))
         elif isinstance(err, HTTPException):
             status, kind, message, headers = _http(err, scope)
         elif isinstance(err, AuthenticationError):
@@ -731,7 +828,14 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _validation(err: RequestValidationError) -> tuple[str, str | None]:
+#: The fields each request body takes, for "unknown field" messages.
+_BODY_FIELDS = {
+    "/v1/features": "features, feature_service, entities, with_metadata",
+    "/v1/push": "view, version, rows",
+}
+
+
+def _validation(err: RequestValidationError, path: str = "") -> tuple[str, str | None]:
     """Message and field of FastAPI's validation error, read from the error object."""
     first = err.errors()[0] if err.errors() else {}
     if first.get("type") == "json_invalid":
@@ -750,7 +854,7 @@ def _validation(err: RequestValidationError) -> tuple[str, str | None]:
     field = ".".join(loc) or None
     message = f"{field or 'request'}: {first.get('msg', 'invalid request')}"
     if first.get("type") == "extra_forbidden":
-        message += " (allowed: features, feature_service, entities, with_metadata)"
+        message += f" (allowed: {_BODY_FIELDS.get(path, _BODY_FIELDS['/v1/features'])})"
     return message, field
 
 
