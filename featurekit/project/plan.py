@@ -39,14 +39,18 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict
 
 from featurekit.core.authoring import FeatureView
-from featurekit.core.config import FORMAT_VERSION
 from featurekit.core.definitions import FeatureRef
 from featurekit.core.errors import DefinitionError, NotFoundError, did_you_mean
 from featurekit.core.hashing import stable_hash
 from featurekit.core.on_demand import OnDemandFeature, parse_dtype
 from featurekit.offline.models import ModelRecord, models
 from featurekit.offline.resolve import changed_parts, resolve
-from featurekit.offline.services import FeatureService
+from featurekit.offline.services import (
+    FeatureService,
+    discover_outputs,
+    on_demand_parts,
+    service_digest,
+)
 from featurekit.project.definitions import Definitions
 from featurekit.project.sources import code_source, recorded_source
 from featurekit.storage.registry import Registry
@@ -294,13 +298,7 @@ class _Context:
             inputs.append(f"{ref.view}@{planned.version}:{ref.feature}")
             upstream[f"{ref.view}@{planned.version}"] = planned.fingerprint
             dtypes[ref.feature] = parse_dtype(planned.features[ref.feature])
-        # the same parts featurekit.offline.services fingerprints when it records a version
-        parts = {
-            "code": feature.code_fingerprint(),
-            "options": feature.options(),
-            "upstream": upstream,
-            "format": FORMAT_VERSION,
-        }
+        parts = on_demand_parts(feature, upstream)
         fingerprint = stable_hash(parts)
         outputs = _outputs(feature, dtypes)
         self.on_demand_outputs[feature.name] = outputs
@@ -373,8 +371,7 @@ class _Context:
                 refs.append(f"{item.name}:*")
             else:
                 refs.append(str(FeatureRef.parse(item)))
-        # the same hash featurekit.offline.services records a service version under
-        digest = stable_hash({"features": refs})
+        digest = service_digest(refs)
         new_columns = self._expand(refs, planned=True)
         records = self.registry.service_versions(service.name)
         if not records:
@@ -552,22 +549,15 @@ def _columns(
 
 
 def _outputs(feature: OnDemandFeature, dtypes: Mapping[str, pl.DataType]) -> list[str]:
-    """An on-demand feature's output columns, from one call on an empty frame.
+    """An on-demand feature's output columns, learned as the store learns them.
 
-    The store learns them the same way when it records a version; a function that cannot
-    run on an empty frame is refused there with the explanation, so here it only means
-    "outputs unknown".
+    A function that cannot run on an empty frame is refused when it is registered, with the
+    explanation, so here it only means "outputs unknown".
     """
-    schema: dict[str, pl.DataType] = dict(dtypes)
-    for column, dtype in feature.request:
-        schema[column] = dtype if isinstance(dtype, pl.DataType) else pl.Float64()
     try:
-        result = feature.fn(pl.DataFrame(schema=schema))
-        if isinstance(result, pl.LazyFrame):
-            result = result.collect()
-    except Exception:
+        return discover_outputs(feature, dtypes)
+    except DefinitionError:
         return []
-    return list(result.columns) if isinstance(result, pl.DataFrame) else []
 
 
 def _diff(old: str | None, new: str, name: str, version: int) -> str:
