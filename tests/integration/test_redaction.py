@@ -251,6 +251,25 @@ def test_cli_errors_mask_credentials_from_user_code(data: Path, tmp_path: Path) 
     assert_clean(done.stderr, done.stdout)
 
 
+@pytest.mark.parametrize("command", ["plan", "materialize"])
+def test_project_command_errors_mask_credentials_from_user_code(
+    tmp_path: Path, command: str
+) -> None:
+    # the project commands have their own error boundary (materialize's also prints errors
+    # that are not featurekit's, for cron logs); it masks like the rest of the CLI
+    (tmp_path / "bad_defs.py").write_text(
+        f'raise RuntimeError("cannot reach postgres://etl:{PASSWORD}@db:5432/features")\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "featurekit.cli", command, "--store", str(tmp_path / "store"),
+         "--definitions", "bad_defs.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "RuntimeError: cannot reach postgres://etl:***@db:5432/features" in done.stderr
+    assert_clean(done.stderr, done.stdout)
+
+
 def test_lineage_warnings_mask_credentials(data: Path, tmp_path: Path) -> None:
     def broken(event: object) -> None:
         raise ConnectionError(f"POST https://ol:{PASSWORD}@marquez.internal/api failed")
