@@ -166,7 +166,17 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def redis_server() -> Iterator[str]:
-    """A real redis-server on a free loopback port; in CI a missing binary fails the test."""
+    """A real redis-server on a free loopback port; yields its URL."""
+    with redis_process() as (port, _):
+        yield f"redis://127.0.0.1:{port}/0"
+
+
+@contextlib.contextmanager
+def redis_process(*args: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """redis-server with extra ``args`` on a free loopback port; yields (port, process).
+
+    In CI a missing binary fails the test; elsewhere it skips.
+    """
     binary = shutil.which("redis-server")
     if binary is None:
         if os.environ.get("CI"):
@@ -174,10 +184,11 @@ def redis_server() -> Iterator[str]:
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )
+    )  # fmt: skip
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -186,7 +197,7 @@ def redis_server() -> Iterator[str]:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError("redis-server did not start")
             time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield port, proc
     finally:
         proc.terminate()
         proc.wait(10)

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +18,14 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from test_online_support import free_port, http_server, now_floor, views, write_data
+from test_online_support import (
+    free_port,
+    http_server,
+    now_floor,
+    redis_process,
+    views,
+    write_data,
+)
 
 import featurekit as fk
 from featurekit.core.redact import redact, redact_options, redact_url
@@ -70,28 +75,8 @@ def test_redact_text_and_options() -> None:
 @contextlib.contextmanager
 def protected_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """redis-server with --requirepass on a free loopback port; yields (url, process)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--requirepass", PASSWORD],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
+    with redis_process("--requirepass", PASSWORD) as (port, proc):
         yield f"redis://:{PASSWORD}@127.0.0.1:{port}/0", proc
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture(scope="module")
