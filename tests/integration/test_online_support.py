@@ -141,6 +141,16 @@ def views(folder: Path, ttl: str = "2h") -> tuple[fk.FeatureView, fk.FeatureView
     return a, b
 
 
+def filled_store(root: Path) -> fk.Store:
+    """A store under ``root`` with both views materialized over fresh data in ``root/data``."""
+    (root / "data").mkdir()
+    write_data(root / "data", now_floor())
+    store = fk.Store(root / "store", progress=False)
+    for view in views(root / "data"):
+        store.materialize(view)
+    return store
+
+
 def entities(n: int = N_DRIVERS) -> dict[str, list[Any]]:
     """Every driver, an unknown one and a null key; zones alternate; request amounts."""
     ids: list[Any] = [*range(n), 100_000, None]

@@ -23,13 +23,11 @@ import httpx
 import pytest
 from test_online_support import (
     fare_ratio,
+    filled_store,
     free_port,
     http_server,
-    now_floor,
     pricing,
     served,
-    views,
-    write_data,
 )
 from typer.testing import CliRunner
 
@@ -46,13 +44,7 @@ DRIVER_BODY = {"features": ["driver_stats:avg_fare"], "entities": {"driver_id": 
 
 @pytest.fixture(scope="module")
 def filled(tmp_path_factory: pytest.TempPathFactory) -> fk.Store:
-    root = tmp_path_factory.mktemp("auth")
-    (root / "data").mkdir()
-    write_data(root / "data", now_floor())
-    store = fk.Store(root / "store", progress=False)
-    for view in views(root / "data"):
-        store.materialize(view)
-    return store
+    return filled_store(tmp_path_factory.mktemp("auth"))
 
 
 @pytest.fixture(scope="module")
