@@ -328,9 +328,7 @@ class _Context:
                 reason=[],
                 impact="none",
             )
-        reason = [
-            k for k in ("code", "options", "upstream", "format") if latest.parts.get(k) != parts[k]
-        ]
+        reason = changed_parts(latest.parts, parts)
         removed = [o for o in latest.outputs if o not in outputs]
         number = latest.version + 1
         stale = [f"service:{s}" for s in self._services_reading(feature.name)]
