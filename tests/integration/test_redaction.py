@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+import polars as pl
 import pytest
 from test_online_support import (
     free_port,
@@ -201,6 +202,25 @@ def test_source_urls_with_tokens_are_masked_wherever_shown(tmp_path: Path) -> No
         "name": "trips.parquet",
     }
     assert_clean(orjson.dumps(node.attrs, default=str).decode())
+
+
+def test_a_view_that_cannot_resolve_shows_its_error_masked_in_notebooks() -> None:
+    # a notebook keeps its HTML outputs in the .ipynb, which is shared and committed
+    from featurekit.notebook.reprs import view_html
+
+    url = f"https://example.invalid/trips.parquet?sv=1&sig={PASSWORD}x"
+    src = fk.Source("trips", url, timestamp="ts")
+    view = fk.feature_view(
+        entity=fk.Entity("driver", keys=["driver_id"]), sources=[src], timestamp="ts"
+    )(_passthrough)
+    html = view_html(view)
+    assert "cannot resolve yet: source &#x27;trips&#x27;" in html
+    assert "example.invalid/trips.parquet?sv=1&amp;sig=***" in html
+    assert_clean(html)
+
+
+def _passthrough(trips: pl.LazyFrame) -> pl.LazyFrame:
+    return trips
 
 
 def test_openlineage_namespaces_leave_out_the_user() -> None:
