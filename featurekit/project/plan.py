@@ -282,7 +282,6 @@ class _Context:
 
     # ---- on-demand features ---------------------------------------------------------------
     def on_demand_change(self, feature: OnDemandFeature) -> Change:
-        inputs: list[str] = []
         upstream: dict[str, str] = {}
         dtypes: dict[str, pl.DataType] = {}
         for ref in feature.input_refs:
@@ -295,7 +294,6 @@ class _Context:
                     f"{ref.view!r} version {planned.version} has no feature {ref.feature!r}."
                     f"{did_you_mean(ref.feature, planned.features)}"
                 )
-            inputs.append(f"{ref.view}@{planned.version}:{ref.feature}")
             upstream[f"{ref.view}@{planned.version}"] = planned.fingerprint
             dtypes[ref.feature] = parse_dtype(planned.features[ref.feature])
         parts = on_demand_parts(feature, upstream)
@@ -361,14 +359,7 @@ class _Context:
 
     # ---- services -------------------------------------------------------------------------
     def service_change(self, service: FeatureService) -> Change:
-        refs: list[str] = []
-        for item in service.features:
-            if isinstance(item, FeatureView):
-                refs.append(f"{item.name}@{self._own(item).version}:*")
-            elif isinstance(item, OnDemandFeature):
-                refs.append(f"{item.name}:*")
-            else:
-                refs.append(str(FeatureRef.parse(item)))
+        refs = self._planned_refs(service)
         digest = service_digest(refs)
         new_columns = self._expand(refs, planned=True)
         records = self.registry.service_versions(service.name)
@@ -472,14 +463,19 @@ class _Context:
             if records:
                 refs[name] = list(records[-1].features)
         for service in self.defs.services:
-            refs[service.name] = [
-                f"{i.name}@{self._own(i).version}:*"
-                if isinstance(i, FeatureView)
-                else f"{i.name}:*"
-                if isinstance(i, OnDemandFeature)
-                else str(FeatureRef.parse(i))
-                for i in service.features
-            ]
+            refs[service.name] = self._planned_refs(service)
+        return refs
+
+    def _planned_refs(self, service: FeatureService) -> list[str]:
+        """A service's feature refs once applied, as ``register_service`` records them."""
+        refs: list[str] = []
+        for item in service.features:
+            if isinstance(item, FeatureView):
+                refs.append(f"{item.name}@{self._own(item).version}:*")
+            elif isinstance(item, OnDemandFeature):
+                refs.append(f"{item.name}:*")
+            else:
+                refs.append(str(FeatureRef.parse(item)))
         return refs
 
     def _services_reading(self, name: str) -> list[str]:
