@@ -407,11 +407,11 @@ class _Context:
         out: list[str] = []
         for text in refs:
             ref = FeatureRef.parse(text)
-            if ref.view in self.on_demand_outputs or self.registry.on_demand_versions(ref.view):
+            recorded = self.registry.on_demand_versions(ref.view)
+            if ref.view in self.on_demand_outputs or recorded:
                 outputs = self.on_demand_outputs.get(ref.view) if planned else None
                 if outputs is None:
-                    records = self.registry.on_demand_versions(ref.view)
-                    outputs = records[-1].outputs if records else []
+                    outputs = recorded[-1].outputs if recorded else []
                 names = outputs if ref.feature == "*" else [ref.feature]
             else:
                 if planned:
