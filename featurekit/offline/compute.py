@@ -195,6 +195,7 @@ def output_layout(view: FeatureView, schema: pl.Schema, version: int | None = No
 
 
 _NUMERIC_ONLY = {"sum", "mean", "stddev"}
+_WIDER_THAN_INT64 = (pl.UInt64, pl.Int128, pl.UInt128)
 
 
 def _aggregation_specs(view: FeatureView, schema: pl.Schema, what: str) -> tuple[Aggregation, ...]:
@@ -211,6 +212,16 @@ def _aggregation_specs(view: FeatureView, schema: pl.Schema, what: str) -> tuple
             raise SchemaError(
                 f"{what}: aggregation {agg.name!r} needs a numeric column, but {agg.column!r} "
                 f"is {dtype}. Use count, min, max or last, or cast the column."
+            )
+        if agg.function in _NUMERIC_ONLY and dtype in _WIDER_THAN_INT64:
+            # Integer sums are exact Int64 prefix sums, and values at or above 2**63 fit
+            # neither those nor a Float64 exactly: refuse the schema before any commit
+            # rather than fail (or round) on whichever value first crosses the line.
+            raise SchemaError(
+                f"{what}: aggregation {agg.name!r} cannot {agg.function} {agg.column!r}, "
+                f"which is {dtype}: its values may not fit Int64. Cast the column in the "
+                f"view: pl.col({agg.column!r}).cast(pl.Int64) when every value is below "
+                f"2**63, or .cast(pl.Float64) to accept rounding."
             )
         specs.append(agg)
     return tuple(specs)

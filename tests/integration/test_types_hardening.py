@@ -300,6 +300,46 @@ def test_unsigned_keys_work_offline_and_online(tmp_path: Path, dtype: pl.DataTyp
     assert store.read("v").schema["driver_id"] == dtype
 
 
+@pytest.mark.parametrize("function", ["sum", "mean", "stddev"])
+def test_summing_uint64_values_is_refused_before_any_commit(tmp_path: Path, function: str) -> None:
+    rows = pl.DataFrame(
+        {
+            "driver_id": [1, 1],
+            "event_ts": [datetime(2026, 3, 1), datetime(2026, 3, 2)],
+            "bytes": pl.Series([2**63, 2**63 + 2], dtype=pl.UInt64),
+        }
+    )
+    agg = fk.Aggregation("bytes", function, window="7d")
+    with pytest.raises(fk.SchemaError) as caught:
+        store_with(tmp_path, rows, aggregations=[agg])
+    assert str(caught.value) == (
+        f"view 'v': aggregation 'bytes_{function}_7d' cannot {function} 'bytes', "
+        "which is UInt64: its values may not fit Int64. Cast the column in the view: "
+        "pl.col('bytes').cast(pl.Int64) when every value is below 2**63, or "
+        ".cast(pl.Float64) to accept rounding."
+    )
+    assert fk.Store(tmp_path / "store", progress=False).views() == []
+
+
+def test_uint64_values_above_the_signed_range_count_min_max_and_last(tmp_path: Path) -> None:
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)  # online serves now
+    rows = pl.DataFrame(
+        {
+            "driver_id": [1, 1],
+            "event_ts": [now - timedelta(days=2), now - timedelta(days=1)],
+            "bytes": pl.Series([U64_MAX, 2**63], dtype=pl.UInt64),
+        }
+    )
+    aggs = [fk.Aggregation("bytes", f, window="7d") for f in ("count", "min", "max", "last")]
+    store, _ = store_with(tmp_path, rows, aggregations=aggs)
+    labels = pl.DataFrame({"driver_id": [1], "ts": [now]})
+    names = ["bytes_count_7d", "bytes_min_7d", "bytes_max_7d", "bytes_last_7d"]
+    out = store.training_set(labels, features=[f"v:{n}" for n in names], timestamp="ts")
+    assert out.to_polars().select(names).row(0) == (2, 2**63, U64_MAX, 2**63)
+    online = store.get_online_features([f"v:{n}" for n in names], {"driver_id": [1]})
+    assert online.select(names).row(0) == (2, 2**63, U64_MAX, 2**63)
+
+
 def test_signed_label_keys_next_to_uint64_keys_above_the_signed_range(tmp_path: Path) -> None:
     rows = pl.DataFrame(
         {
