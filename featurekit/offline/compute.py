@@ -24,8 +24,10 @@ from featurekit.core.errors import (
     FeatureKitError,
     FeatureKitWarning,
     SchemaError,
+    StorageError,
     UserCodeError,
     did_you_mean,
+    is_rust_panic,
 )
 from featurekit.core.timeutil import UTC_US, to_utc_expr
 from featurekit.kernels.aggregate import result_dtype
@@ -117,6 +119,10 @@ def call_view(
         raise UserCodeError(
             f"{describe(view, version)} raised {type(err).__name__}: {err}"
         ) from err
+    except BaseException as err:  # a view that collects its inputs may meet a reader panic
+        if not is_rust_panic(err):
+            raise
+        raise reader_panic(view, version, err) from err
     if isinstance(result, pl.DataFrame):
         return result.lazy()
     if isinstance(result, pl.LazyFrame):
@@ -273,7 +279,30 @@ def collect_rows(
         raise
     except Exception as err:
         raise UserCodeError(f"{what} failed while computing: {type(err).__name__}: {err}") from err
+    except BaseException as err:  # Rust panics derive from BaseException
+        if not is_rust_panic(err):
+            raise
+        raise reader_panic(view, version, err) from err
     return tidy_rows(frame, layout, what)
+
+
+def reader_panic(view: FeatureView, version: int | None, err: BaseException) -> StorageError:
+    """A Rust panic while a view's inputs were read, as a StorageError naming the inputs.
+
+    Readers panic on files they cannot make sense of (a data file garbled in place, at
+    its recorded size, passes the checks made before the scan), so the inputs are what to
+    look at, not the view's code.
+    """
+    inputs = ", ".join(
+        f"{'source' if isinstance(src, Source) else 'view'} {src.name!r}" for src in view.sources
+    )
+    lines = str(err).strip().splitlines()
+    detail = lines[0] if lines else type(err).__name__
+    return StorageError(
+        f"{describe(view, version)} failed while reading its inputs ({inputs}): the reader "
+        f"panicked ({detail}). A file of one of them was probably damaged or changed "
+        "outside featurekit: check it, or restore it from a backup."
+    )
 
 
 def tidy_rows(frame: pl.DataFrame, layout: Layout, what: str) -> pl.DataFrame:
