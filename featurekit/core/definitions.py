@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -231,7 +232,13 @@ class FeatureRef(BaseModel):
     @classmethod
     def parse(cls, text: str) -> FeatureRef:
         """Parse ``"view:feature"`` / ``"view@3:feature"``; errors show the accepted forms."""
-        match = re.fullmatch(r"\s*([A-Za-z_]\w*)(?:@(\d+))?:(\*|[^:@\s]+)\s*", text)
+        if cls is FeatureRef:
+            return _parsed_ref(text)
+        return cls._parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> FeatureRef:
+        match = _REF.fullmatch(text)
         if not match:
             raise DefinitionError(
                 f"feature reference {text!r} does not parse; use 'view:feature', "
@@ -245,6 +252,17 @@ class FeatureRef(BaseModel):
     def __str__(self) -> str:
         pin = f"@{self.version}" if self.version is not None else ""
         return f"{self.view}{pin}:{self.feature}"
+
+
+_REF = re.compile(r"\s*([A-Za-z_]\w*)(?:@(\d+))?:(\*|[^:@\s]+)\s*")
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_ref(text: str) -> FeatureRef:
+    """Parsed references, kept: a server parses the same few on every request (once to
+    check them, once to plan), and a pydantic model costs more than the lookup of one
+    entity's row. References are frozen, so sharing one is safe; errors are not kept."""
+    return FeatureRef._parse(text)
 
 
 AGGREGATE_FUNCTIONS = ("count", "sum", "mean", "min", "max", "last", "stddev")

@@ -51,6 +51,7 @@ __all__ = [
     "ValidationError",
     "VersionError",
     "did_you_mean",
+    "is_rust_panic",
 ]
 
 
@@ -116,6 +117,17 @@ class FeatureKitWarning(UserWarning):
 
 class LeakageWarning(FeatureKitWarning):
     """A view's event times may be earlier than the data behind them (a future leak)."""
+
+
+def is_rust_panic(err: BaseException) -> bool:
+    """Whether ``err`` is a Rust panic raised through polars or deltalake.
+
+    They arrive as ``PanicException``, which derives from ``BaseException``, so ``except
+    Exception`` lets them through; each library has its own class, so it is known by
+    name. A reader panics on a file it cannot make sense of, so callers turn it into a
+    :class:`StorageError`, while KeyboardInterrupt and SystemExit still pass through.
+    """
+    return type(err).__name__ == "PanicException"
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

@@ -45,7 +45,7 @@ def supported(specs: Sequence[Any], schema: pl.Schema) -> bool:
         dtype = schema[spec.column]
         if spec.function == "stddev":
             return False
-        if spec.function in ("min", "max") and not (
+        if spec.function in ("min", "max", "last") and not (
             dtype.is_numeric() or dtype.is_temporal() or dtype == pl.Boolean
         ):
             return False

@@ -311,8 +311,14 @@ def _aggregate_expr(
         elif spec.window is not None:
             value = axis.roll(x, "std", spec.window)
         else:  # lifetime: from running sums of x and x squared
-            squares = axis.roll((x * x).fill_null(0), "sum", None)
-            value = ((squares - total * total / count) / (count - 1)).clip(lower_bound=0).sqrt()
+            # around the entity's first value: the variance does not move, and the squares
+            # stay small enough that subtracting them does not cancel every digit (values
+            # near 2**32 lost a difference of 1 entirely)
+            shifted = x - x.drop_nulls().first().over(list(axis.keys))
+            shifted_total = axis.roll(shifted.fill_null(0), "sum", None)
+            squares = axis.roll((shifted * shifted).fill_null(0), "sum", None)
+            spread = squares - shifted_total * shifted_total / count
+            value = (spread / (count - 1)).clip(lower_bound=0).sqrt()
         if spec.function == "stddev":
             value = pl.when(count > 1).then(value)
     else:  # last: the latest non-null value, if its event is still inside the window
@@ -348,7 +354,8 @@ def _brute_force(
         col = pl.col(s.column).filter(inside & pl.col(s.column).is_not_null())
         agg = {
             "count": col.count().cast(pl.Int64),
-            "sum": col.sum(),
+            # polars sums UInt32 in UInt32 (wrapping); sum in the result dtype instead
+            "sum": col.cast(result_dtype("sum", events.schema[s.column])).sum(),
             "mean": col.cast(pl.Float64).mean(),
             "min": col.min(),
             "max": col.max(),

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import polars as pl
 
 from featurekit.core.definitions import Source
-from featurekit.core.errors import DefinitionError
+from featurekit.core.errors import DefinitionError, FeatureKitError, StorageError, is_rust_panic
 from featurekit.storage.sources import SourceSnapshot, TimeBound, scan_source
 
 #: Default memory budget of one materialization run (bytes).
@@ -71,10 +71,23 @@ def estimate_bytes(
     sources: Sequence[Source | SourceSnapshot], bounds: Sequence[Sequence[TimeBound]]
 ) -> int:
     """Rows the run reads times their width in memory, summed over the raw sources."""
-    return sum(
-        frame_bytes(scan_source(src, bounds=bound))
-        for src, bound in zip(sources, bounds, strict=True)
-    )
+    total = 0
+    for src, bound in zip(sources, bounds, strict=True):
+        try:
+            total += frame_bytes(scan_source(src, bounds=bound))
+        except FeatureKitError:
+            raise
+        except BaseException as err:  # counting rows reads each file's footer: a garbled
+            # one raises a polars error or a Rust panic (a BaseException) that names no source
+            if not (isinstance(err, Exception) or is_rust_panic(err)):
+                raise
+            lines = str(err).strip().splitlines()
+            raise StorageError(
+                f"source {src.name!r} cannot be read: {lines[0] if lines else type(err).__name__}. "
+                "One of its files was probably damaged or changed outside featurekit: check "
+                "it, or restore it from a backup."
+            ) from err
+    return total
 
 
 def frame_bytes(lf: pl.LazyFrame) -> int:

@@ -24,8 +24,10 @@ from featurekit.core.errors import (
     FeatureKitError,
     FeatureKitWarning,
     SchemaError,
+    StorageError,
     UserCodeError,
     did_you_mean,
+    is_rust_panic,
 )
 from featurekit.core.timeutil import UTC_US, to_utc_expr
 from featurekit.kernels.aggregate import result_dtype
@@ -117,6 +119,10 @@ def call_view(
         raise UserCodeError(
             f"{describe(view, version)} raised {type(err).__name__}: {err}"
         ) from err
+    except BaseException as err:  # a view that collects its inputs may meet a reader panic
+        if not is_rust_panic(err):
+            raise
+        raise reader_panic(view, version, err) from err
     if isinstance(result, pl.DataFrame):
         return result.lazy()
     if isinstance(result, pl.LazyFrame):
@@ -195,6 +201,7 @@ def output_layout(view: FeatureView, schema: pl.Schema, version: int | None = No
 
 
 _NUMERIC_ONLY = {"sum", "mean", "stddev"}
+_WIDER_THAN_INT64 = (pl.UInt64, pl.Int128, pl.UInt128)
 
 
 def _aggregation_specs(view: FeatureView, schema: pl.Schema, what: str) -> tuple[Aggregation, ...]:
@@ -211,6 +218,16 @@ def _aggregation_specs(view: FeatureView, schema: pl.Schema, what: str) -> tuple
             raise SchemaError(
                 f"{what}: aggregation {agg.name!r} needs a numeric column, but {agg.column!r} "
                 f"is {dtype}. Use count, min, max or last, or cast the column."
+            )
+        if agg.function in _NUMERIC_ONLY and dtype in _WIDER_THAN_INT64:
+            # Integer sums are exact Int64 prefix sums, and values at or above 2**63 fit
+            # neither those nor a Float64 exactly: refuse the schema before any commit
+            # rather than fail (or round) on whichever value first crosses the line.
+            raise SchemaError(
+                f"{what}: aggregation {agg.name!r} cannot {agg.function} {agg.column!r}, "
+                f"which is {dtype}: its values may not fit Int64. Cast the column in the "
+                f"view: pl.col({agg.column!r}).cast(pl.Int64) when every value is below "
+                f"2**63, or .cast(pl.Float64) to accept rounding."
             )
         specs.append(agg)
     return tuple(specs)
@@ -270,9 +287,32 @@ def collect_rows(
         raise
     except Exception as err:
         raise UserCodeError(f"{what} failed while computing: {type(err).__name__}: {err}") from err
+    except BaseException as err:  # Rust panics derive from BaseException
+        if not is_rust_panic(err):
+            raise
+        raise reader_panic(view, version, err) from err
     if before_tidy is not None:
         before_tidy(frame)
     return tidy_rows(frame, layout, what)
+
+
+def reader_panic(view: FeatureView, version: int | None, err: BaseException) -> StorageError:
+    """A Rust panic while a view's inputs were read, as a StorageError naming the inputs.
+
+    Readers panic on files they cannot make sense of (a data file garbled in place, at
+    its recorded size, passes the checks made before the scan), so the inputs are what to
+    look at, not the view's code.
+    """
+    inputs = ", ".join(
+        f"{'source' if isinstance(src, Source) else 'view'} {src.name!r}" for src in view.sources
+    )
+    lines = str(err).strip().splitlines()
+    detail = lines[0] if lines else type(err).__name__
+    return StorageError(
+        f"{describe(view, version)} failed while reading its inputs ({inputs}): the reader "
+        f"panicked ({detail}). A file of one of them was probably damaged or changed "
+        "outside featurekit: check it, or restore it from a backup."
+    )
 
 
 def tidy_rows(frame: pl.DataFrame, layout: Layout, what: str) -> pl.DataFrame:

@@ -28,6 +28,7 @@ from featurekit.online.snapshot import (
     SnapshotMeta,
     construct_dtype,
     encode_entries,
+    holds_float,
     meta_of,
     restore_values,
     storable_expr,
@@ -94,7 +95,7 @@ def event_snapshot_entries(
     )
     physical = physical.with_row_index("__fk_pos").sort([*keys, _E, _C, "__fk_pos"])
     physical = physical.drop("__fk_pos")
-    floats = [i for i, c in enumerate(columns) if rows.schema[c].is_float()]
+    floats = [i for i, c in enumerate(columns) if holds_float(rows.schema[c])]
     return encode_entries(physical, len(keys), 2, floats)
 
 

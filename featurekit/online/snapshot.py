@@ -16,7 +16,9 @@ Each entity is stored as one small orjson value::
     [[valid_from_us | null, event_us | null, created_us | null, [values...], fix | null], ...]
 
 (``valid_from`` null: valid from ``T``; temporal values as integers in their unit;
-non-finite floats, which JSON cannot hold, listed in ``fix`` as ``[index, "nan"]``.)
+non-finite floats, which JSON cannot hold, listed in ``fix`` as ``[index, "nan"]``, or
+``[index, "nan", path]`` for one inside a List, Array or Struct value, where ``path`` holds
+the list positions and struct field names leading to it.)
 """
 
 from __future__ import annotations
@@ -198,7 +200,7 @@ def snapshot_entries(
         (pl.col(created).cast(_UTC_US).dt.epoch("us") if created else pl.lit(None)).alias("__fk_c"),
         *[storable_expr(f, rows.schema[f]) for f in features],
     )
-    floats = [i for i, f in enumerate(features) if rows.schema[f].is_float()]
+    floats = [i for i, f in enumerate(features) if holds_float(rows.schema[f])]
     return encode_entries(physical, len(keys), 3, floats)
 
 
@@ -222,13 +224,71 @@ def encode_entries(
         fix = None
         for i in floats:
             v = values[i]
-            if v is not None and not math.isfinite(v):
-                fix = fix or []
-                fix.append([i, "nan" if v != v else ("inf" if v > 0 else "-inf")])
-                values[i] = None
+            if isinstance(v, float):
+                if not math.isfinite(v):
+                    fix = fix or []
+                    fix.append([i, _code(v)])
+                    values[i] = None
+            elif v is not None:  # a List, Array or Struct that holds floats
+                found: list[list[Any]] = []
+                values[i] = _scrub(v, [], found)
+                if found:
+                    fix = fix or []
+                    fix.extend([i, code, path] for path, code in found)
         entries.append([*row[nkeys : nkeys + times], values, fix])
     if current is not None:
         yield encode_key(current), orjson.dumps(entries)
+
+
+def holds_float(dtype: pl.DataType) -> bool:
+    """Whether values of ``dtype`` may hold floats (at the top or nested)."""
+    if dtype.is_float():
+        return True
+    inner = getattr(dtype, "inner", None)
+    if inner is not None:
+        return holds_float(inner)
+    return any(holds_float(f.dtype) for f in getattr(dtype, "fields", None) or [])
+
+
+def _code(v: float) -> str:
+    return "nan" if v != v else ("inf" if v > 0 else "-inf")
+
+
+def _scrub(value: Any, path: list[Any], found: list[list[Any]]) -> Any:
+    """``value`` with its non-finite floats as None, each one's path and code in ``found``.
+
+    Returns ``value`` itself when it holds none; a list of finite floats (an embedding)
+    is cleared by one C-level sum instead of a Python loop over its items.
+    """
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        found.append([path, _code(value)])
+        return None
+    if isinstance(value, list):
+        try:
+            if math.isfinite(sum(value)):
+                return value
+        except TypeError:  # nulls, or items that are lists or structs themselves
+            pass
+        before = len(found)
+        items = [_scrub(item, [*path, j], found) for j, item in enumerate(value)]
+        return items if len(found) > before else value
+    if isinstance(value, dict):
+        before = len(found)
+        fields = {name: _scrub(item, [*path, name], found) for name, item in value.items()}
+        return fields if len(found) > before else value
+    return value
+
+
+def _put(value: Any, path: list[Any], new: float) -> Any:
+    """A copy of ``value`` with ``new`` at ``path`` (copied along the path only)."""
+    if not path:
+        return new
+    head, rest = path[0], path[1:]
+    copied = list(value) if isinstance(value, list) else dict(value)
+    copied[head] = _put(value[head], rest, new)
+    return copied
 
 
 def to_us(when: datetime) -> int:
@@ -251,8 +311,9 @@ def restore_values(entry: list[Any]) -> list[Any]:
     values: list[Any] = entry[3]
     if entry[4]:
         values = list(values)
-        for i, code in entry[4]:
-            values[i] = _NON_FINITE[code]
+        for fixed in entry[4]:  # [index, code] or [index, code, path inside the value]
+            i, code = fixed[0], fixed[1]
+            values[i] = _put(values[i], fixed[2] if len(fixed) > 2 else [], _NON_FINITE[code])
     return values
 
 

@@ -16,7 +16,7 @@ import orjson
 import polars as pl
 from polars.datatypes import DataTypeClass
 
-from featurekit.core.errors import StorageError
+from featurekit.core.errors import StorageError, is_rust_panic
 
 META_PREFIX = "featurekit."
 
@@ -54,7 +54,7 @@ def _is_failure(err: BaseException) -> bool:
     a file or log the reader could not make sense of. KeyboardInterrupt and SystemExit
     are not failures of the table and pass through.
     """
-    return isinstance(err, Exception) or type(err).__name__ == "PanicException"
+    return isinstance(err, Exception) or is_rust_panic(err)
 
 
 def _first_line(err: BaseException) -> str:

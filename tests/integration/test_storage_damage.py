@@ -6,6 +6,7 @@ Never a Rust panic (``PanicException`` derives from BaseException and escapes
 
 from __future__ import annotations
 
+import random
 from datetime import datetime
 from pathlib import Path
 
@@ -159,3 +160,86 @@ def test_damaged_delta_source_names_the_source_and_file(tmp_path: Path) -> None:
     assert message.startswith("source 'trips': cannot ")
     assert f"data file {path.name!r} is 300 bytes, but the log recorded" in message
     assert store.views() == [] or not any(store.runs(name) for name in store.views())
+
+
+def delta_source(tmp_path: Path) -> tuple[Path, Path]:
+    location = tmp_path / "trips_delta"
+    rows = pl.DataFrame(
+        {"driver_id": list(range(100)), "event_ts": [datetime(2026, 3, 1)] * 100}
+    ).with_columns(value=pl.col("driver_id").cast(pl.Float64))
+    rows.write_delta(location)
+    return location, data_file(location)
+
+
+def panicking_garble(path: Path, probe: Path) -> bytes:
+    """Bytes of ``path``, garbled in place at the same size, that make polars' reader
+    panic. Which garbling panics depends on the reader's version, so it is searched for
+    (seeded) and checked on a copy rather than written down."""
+    original = path.read_bytes()
+    rng = random.Random(1)
+    for _ in range(3_000):
+        data = bytearray(original)
+        for _ in range(rng.choice([1, 2, 4, 16])):
+            data[rng.randrange(8, len(data) - 8)] = rng.randrange(256)
+        probe.write_bytes(bytes(data))
+        try:
+            pl.scan_parquet(probe).collect()
+        except BaseException as err:  # the panic derives from BaseException
+            if type(err).__name__ == "PanicException":
+                return bytes(data)
+    pytest.skip("no same-size garbling makes this polars version's reader panic")
+
+
+def test_reader_panic_on_a_same_size_garbled_source_is_a_storage_error(tmp_path: Path) -> None:
+    location, path = delta_source(tmp_path)
+    garbled = panicking_garble(path, tmp_path / "probe.parquet")
+    path.write_bytes(garbled)
+    src = fk.Source("trips", location, timestamp="event_ts")
+    fv = fk.feature_view(entity=ENTITY, sources=[src], name="v")(passthrough)
+    store = fk.Store(tmp_path / "store", progress=False)
+    with pytest.raises(fk.StorageError) as info:
+        store.materialize(fv)
+    message = str(info.value)
+    assert message.startswith(
+        "view 'v' (version 1) failed while reading its inputs (source 'trips'): the reader "
+        "panicked ("
+    )
+    assert message.endswith(
+        "A file of one of them was probably damaged or changed outside featurekit: check "
+        "it, or restore it from a backup."
+    )
+    assert not any(store.runs(name) for name in store.views())
+
+
+def test_view_that_collects_a_garbled_source_gets_a_storage_error(tmp_path: Path) -> None:
+    location, path = delta_source(tmp_path)
+    path.write_bytes(panicking_garble(path, tmp_path / "probe.parquet"))
+    src = fk.Source("trips", location, timestamp="event_ts")
+
+    def eager(trips: pl.LazyFrame) -> pl.DataFrame:
+        return trips.collect()
+
+    fv = fk.feature_view(entity=ENTITY, sources=[src], name="v")(eager)
+    with pytest.raises(
+        fk.StorageError,
+        match=r"^view 'v' \(version 1\) failed while reading its inputs \(source 'trips'\): the reader panicked",
+    ):
+        fk.Store(tmp_path / "store", progress=False).materialize(fv)
+
+
+def test_garbled_footer_of_a_delta_source_names_the_source(tmp_path: Path) -> None:
+    location, path = delta_source(tmp_path)
+    data = bytearray(path.read_bytes())
+    for i in range(8, len(data) - 8):  # keep the magic bytes and the size
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    src = fk.Source("trips", location, timestamp="event_ts")
+    fv = fk.feature_view(entity=ENTITY, sources=[src], name="v")(passthrough)
+    with pytest.raises(fk.StorageError) as info:
+        fk.Store(tmp_path / "store", progress=False).materialize(fv)
+    message = str(info.value)
+    assert message.startswith("source 'trips' cannot be read: parquet: ")
+    assert message.endswith(
+        "One of its files was probably damaged or changed outside featurekit: check it, or "
+        "restore it from a backup."
+    )

@@ -300,6 +300,46 @@ def test_unsigned_keys_work_offline_and_online(tmp_path: Path, dtype: pl.DataTyp
     assert store.read("v").schema["driver_id"] == dtype
 
 
+@pytest.mark.parametrize("function", ["sum", "mean", "stddev"])
+def test_summing_uint64_values_is_refused_before_any_commit(tmp_path: Path, function: str) -> None:
+    rows = pl.DataFrame(
+        {
+            "driver_id": [1, 1],
+            "event_ts": [datetime(2026, 3, 1), datetime(2026, 3, 2)],
+            "bytes": pl.Series([2**63, 2**63 + 2], dtype=pl.UInt64),
+        }
+    )
+    agg = fk.Aggregation("bytes", function, window="7d")
+    with pytest.raises(fk.SchemaError) as caught:
+        store_with(tmp_path, rows, aggregations=[agg])
+    assert str(caught.value) == (
+        f"view 'v': aggregation 'bytes_{function}_7d' cannot {function} 'bytes', "
+        "which is UInt64: its values may not fit Int64. Cast the column in the view: "
+        "pl.col('bytes').cast(pl.Int64) when every value is below 2**63, or "
+        ".cast(pl.Float64) to accept rounding."
+    )
+    assert fk.Store(tmp_path / "store", progress=False).views() == []
+
+
+def test_uint64_values_above_the_signed_range_count_min_max_and_last(tmp_path: Path) -> None:
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)  # online serves now
+    rows = pl.DataFrame(
+        {
+            "driver_id": [1, 1],
+            "event_ts": [now - timedelta(days=2), now - timedelta(days=1)],
+            "bytes": pl.Series([U64_MAX, 2**63], dtype=pl.UInt64),
+        }
+    )
+    aggs = [fk.Aggregation("bytes", f, window="7d") for f in ("count", "min", "max", "last")]
+    store, _ = store_with(tmp_path, rows, aggregations=aggs)
+    labels = pl.DataFrame({"driver_id": [1], "ts": [now]})
+    names = ["bytes_count_7d", "bytes_min_7d", "bytes_max_7d", "bytes_last_7d"]
+    out = store.training_set(labels, features=[f"v:{n}" for n in names], timestamp="ts")
+    assert out.to_polars().select(names).row(0) == (2, 2**63, U64_MAX, 2**63)
+    online = store.get_online_features([f"v:{n}" for n in names], {"driver_id": [1]})
+    assert online.select(names).row(0) == (2, 2**63, U64_MAX, 2**63)
+
+
 def test_signed_label_keys_next_to_uint64_keys_above_the_signed_range(tmp_path: Path) -> None:
     rows = pl.DataFrame(
         {
@@ -425,3 +465,70 @@ def test_nested_dtypes_delta_cannot_hold_round_trip_exactly(tmp_path: Path) -> N
     back = delta.read_rows(uri, version=0)
     assert back.schema == frame.schema
     assert back.equals(frame)
+
+
+def _nan_safe(value: object) -> object:
+    """Nested values with NaN as a string, so that equal values compare equal."""
+    if isinstance(value, float) and value != value:
+        return "nan"
+    if isinstance(value, list):
+        return [_nan_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _nan_safe(v) for k, v in value.items()}
+    return value
+
+
+NESTED_FLOATS = {
+    "emb": pl.Series(
+        [[float("nan"), 1.0, float("inf")], [None, -float("inf")], [1.0, 2.0]],
+        dtype=pl.List(pl.Float64),
+    ),
+    "pair": pl.Series(
+        [[-float("inf"), float("nan")], [1.0, 2.0], [float("nan"), 0.5]],
+        dtype=pl.Array(pl.Float32, 2),
+    ),
+    "st": pl.Series(
+        [
+            {"a": float("nan"), "b": [float("inf"), None], "n": 1},
+            {"a": 1.5, "b": None, "n": 2},
+            {"a": None, "b": [2.0, -float("inf")], "n": 3},
+        ],
+        dtype=pl.Struct({"a": pl.Float64, "b": pl.List(pl.Float64), "n": pl.Int64}),
+    ),
+    "deep": pl.Series(
+        [[[float("nan")], [1.0]], [[2.0, float("inf")]], None],
+        dtype=pl.List(pl.List(pl.Float64)),
+    ),
+}
+
+
+def test_non_finite_floats_inside_nested_features_round_trip_online(tmp_path: Path) -> None:
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    rows = pl.DataFrame(
+        {"driver_id": [1, 2, 3], "event_ts": [now - timedelta(minutes=5)] * 3, **NESTED_FLOATS}
+    )
+    store, _ = store_with(tmp_path, rows)
+    names = list(NESTED_FLOATS)
+    online = store.get_online_features([f"v:{n}" for n in names], {"driver_id": [3, 1, 2]})
+    expected = rows.sort(pl.col("driver_id").replace({3: 0}))  # rows in the order asked
+    for name in names:
+        assert online.schema[name] == rows.schema[name]
+        assert _nan_safe(online[name].to_list()) == _nan_safe(expected[name].to_list()), name
+
+
+def test_non_finite_floats_inside_a_last_aggregate_round_trip_online(tmp_path: Path) -> None:
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    rows = pl.DataFrame(
+        {
+            "driver_id": [1, 1, 2],
+            "event_ts": [now - timedelta(hours=2), now - timedelta(hours=1), now],
+            "emb": NESTED_FLOATS["emb"],
+        }
+    )
+    store, _ = store_with(tmp_path, rows, aggregations=[fk.Aggregation("emb", "last", "1d")])
+    expected = [[None, -float("inf")], [1.0, 2.0]]
+    online = store.get_online_features(["v:emb_last_1d"], {"driver_id": [1, 2]})
+    assert _nan_safe(online["emb_last_1d"].to_list()) == expected
+    labels = pl.DataFrame({"driver_id": [1, 2], "ts": [now, now]})
+    offline = store.training_set(labels, features=["v:emb_last_1d"], timestamp="ts")
+    assert _nan_safe(offline.to_polars()["emb_last_1d"].to_list()) == expected

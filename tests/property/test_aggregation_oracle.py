@@ -7,6 +7,7 @@ from typing import Any
 from unittest import mock
 
 import polars as pl
+import pytest
 from agg_oracle import close, oracle
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -165,3 +166,75 @@ def test_in_flight_search_covers_lateness_off_the_time_grid() -> None:
     view = ViewFrame("agg", frame, ("k",), "e", "c", ("v_sum",), None, (spec,))
     got = pit_join(labels, timestamp="t", views=[view], point_in_time="knowledge")
     assert got["v_sum"].to_list() == [7, 12]
+
+
+UNSIGNED_TOPS = [
+    (pl.UInt8, 255),
+    (pl.UInt16, 65_535),
+    (pl.UInt32, 2**32 - 1),
+    (pl.UInt64, 2**64 - 1),
+]
+
+
+@pytest.mark.parametrize(("dtype", "top"), UNSIGNED_TOPS)
+@pytest.mark.parametrize("path", ["index", "axis", "per_entity"])
+@pytest.mark.parametrize("knowledge", [True, False])
+def test_unsigned_values_at_their_top_match_oracle(
+    dtype: pl.DataType, top: int, path: str, knowledge: bool
+) -> None:
+    """Unsigned columns up to their largest value, on every path. UInt64 may only be
+    counted, compared or taken last: materialize refuses to sum it (its sums do not fit
+    Int64), so its values reach the kernel for those functions alone."""
+    values = [top, top - 1, None, 3, top, 0, 7]
+    events = [  # (key, minute, created delay, value); one event in flight
+        (1, 0, 0, values[0]),
+        (1, 1, 0, values[1]),
+        (1, 2, 0, values[2]),
+        (1, 3, 30, values[3]),
+        (2, 0, 0, values[4]),
+        (2, 4, 0, values[5]),
+        (2, 5, 0, values[6]),
+    ]
+    rows = [(k, minute(e), minute(e + d), v) for k, e, d, v in events]
+    frame = pl.DataFrame(
+        {
+            "k": pl.Series([r[0] for r in rows], dtype=pl.Int64),
+            "e": pl.Series([r[1] for r in rows], dtype=pl.Datetime("us")),
+            "c": pl.Series([r[2] for r in rows], dtype=pl.Datetime("us")),
+            "v": pl.Series([r[3] for r in rows], dtype=dtype),
+        }
+    )
+    label_rows = [(1, minute(m)) for m in (0, 1, 3, 4, 40)] + [(2, minute(m)) for m in (4, 5, 9)]
+    label_frame = pl.DataFrame(
+        {
+            "k": pl.Series([k for k, _ in label_rows], dtype=pl.Int64),
+            "t": pl.Series([t for _, t in label_rows], dtype=pl.Datetime("us")),
+        }
+    )
+    functions = FUNCTIONS if dtype != pl.UInt64 else ["count", "min", "max", "last"]
+    specs = tuple(
+        Aggregation("v", fn, None if w is None else timedelta(minutes=w), f"v_{fn}_{w}")
+        for w in (None, 2)
+        for fn in functions
+    )
+    view = ViewFrame("agg", frame, ("k",), "e", "c", tuple(s.name for s in specs), None, specs)
+    with (
+        mock.patch.object(aggregate_module, "AXIS_LIMIT", 0 if path == "per_entity" else 2**62),
+        mock.patch.object(aggindex, "ENABLED", path == "index"),
+    ):
+        got = pit_join(
+            label_frame,
+            timestamp="t",
+            views=[view],
+            point_in_time="knowledge" if knowledge else "event",
+        )
+    for spec in specs:
+        expected = oracle(label_rows, rows, spec, knowledge)
+        actual = got[spec.name].to_list()
+        assert all(close(a, b) for a, b in zip(actual, expected, strict=True)), (
+            spec,
+            actual,
+            expected,
+        )
+        if spec.function in ("min", "max", "last"):
+            assert got.schema[spec.name] == dtype

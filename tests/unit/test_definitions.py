@@ -192,3 +192,16 @@ def test_every_duration_label_parses_back(span: timedelta) -> None:
     from featurekit.core.timeutil import duration_label
 
     assert parse_duration(duration_label(span)) == span
+
+
+def test_parsed_references_are_kept_and_errors_are_raised_every_time() -> None:
+    """A server parses the same references on every request: each text is parsed once,
+    and the kept reference is the same frozen object; a bad text raises on every call."""
+    first = fk.FeatureRef.parse(" trips@2:fare ")
+    assert first == fk.FeatureRef(view="trips", version=2, feature="fare")
+    assert fk.FeatureRef.parse(" trips@2:fare ") is first
+    with pytest.raises(ValueError, match="frozen"):  # sharing it cannot leak a change
+        first.view = "other"  # type: ignore[misc]
+    for _ in range(2):
+        with pytest.raises(fk.DefinitionError, match="versions start at 1"):
+            fk.FeatureRef.parse("trips@0:fare")
