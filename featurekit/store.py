@@ -12,13 +12,14 @@ import polars as pl
 from featurekit.core.authoring import FeatureView
 from featurekit.core.errors import DefinitionError, NotFoundError, StorageError
 from featurekit.core.on_demand import OnDemandFeature
+from featurekit.core.redact import redact_url
 from featurekit.core.timeutil import to_utc_datetime
 from featurekit.kernels.pit import PointInTime
 from featurekit.lineage.graph import LineageGraph
 from featurekit.lineage.service import StoreLineage
 from featurekit.notebook.progress import Progress
 from featurekit.offline.batching import parse_size
-from featurekit.offline.materialize import MaterializeResult, materialize, register, table_uri
+from featurekit.offline.materialize import MaterializeResult, materialize, register
 from featurekit.offline.models import ModelRecord, log_model
 from featurekit.offline.planner import Catalog, Planner
 from featurekit.offline.resolve import ResolvedView, resolve
@@ -26,6 +27,7 @@ from featurekit.offline.services import FeatureService
 from featurekit.offline.training import TrainingSet, build, rebuild
 from featurekit.storage import delta
 from featurekit.storage.registry import Registry, VersionRecord
+from featurekit.storage.remote import REMOTE_SCHEMES, is_remote
 from featurekit.storage.runs import RunRecord, runs
 
 if TYPE_CHECKING:
@@ -39,9 +41,15 @@ LONG_TRAINING_SET = 100_000
 
 
 class Store:
-    """A feature store rooted at one folder: registry, Delta tables, training sets.
+    """A feature store rooted at one folder or object-storage URI: registry, Delta tables, training sets.
 
-    The root is created if missing (``create=False`` opens an existing store only).
+    The root is a local folder or ``s3://``, ``gs://``, ``az://``/``abfss://`` URI, with
+    ``storage_options`` (delta-rs/object_store option names, credentials included) used for
+    every object and table under it. It is created if missing (``create=False`` opens an
+    existing store only). ``online`` picks the online store: ``None`` means the embedded
+    SQLite file for a local root and *off* for a remote one (SQLite cannot live on object
+    storage); ``"redis://…"``, a local SQLite file path, an :class:`OnlineStore`, or
+    ``False`` (off).
     ``progress=False`` turns off progress bars (default: on, unless the environment sets
     ``FEATUREKIT_PROGRESS=0``). ``memory_budget`` (e.g. ``"4GiB"``; default 8 GiB) bounds
     a materialization run's memory, its online sync included: larger inputs are computed,
@@ -67,18 +75,15 @@ class Store:
         memory_budget: str | int | None = None,
         definitions: Catalog | Iterable[OnDemandFeature | FeatureService] = (),
     ) -> None:
-        text = str(root)
-        if "://" in text and not text.startswith("file://"):
-            raise StorageError(
-                f"store root {text!r}: remote roots are not supported yet (the registry needs "
-                "a local or mounted filesystem). Mount the bucket or use a local folder."
-            )
-        self.root = Path(text.removeprefix("file://")).expanduser().resolve()
+        self.root: Path | str = _root(root)
         self.storage_options = dict(storage_options or {})
+        remote = isinstance(self.root, str)
+        if remote and online is None:
+            online = False  # explicit for remote roots: nothing puts SQLite on object storage
         self.progress = progress
         # materialization streams in batches above this budget
         self.memory_budget = parse_size(memory_budget)
-        self.registry = Registry(self.root, create=create)
+        self.registry = Registry(self.root, create=create, storage_options=self.storage_options)
         # lineage: recorded as a side effect; optionally emitted as OpenLineage
         self._lineage = StoreLineage(self.registry, lineage_emitter)
         # online serving: opened on first use, so a Store costs nothing until then
@@ -147,18 +152,19 @@ class Store:
             >>> [(r.delta_version, r.mode, r.rows_written) for r in store.runs("driver_stats")]
         """
         record = self.registry.version(name, version)
-        return runs(table_uri(self.root, name, record.version))
+        uri = self.registry.layout.table_uri(name, record.version)
+        return runs(uri, self.storage_options)
 
     def read(self, name: str, version: int | None = None) -> pl.DataFrame:
         """The stored rows of a view version (latest Delta version)."""
         record = self.registry.version(name, version)
-        uri = table_uri(self.root, name, record.version)
-        current = delta.current_version(uri)
+        uri = self.registry.layout.table_uri(name, record.version)
+        current = delta.current_version(uri, self.storage_options)
         if current is None:
             raise NotFoundError(
                 f"view {name!r} version {record.version} has no data yet; run store.materialize."
             )
-        return delta.read_rows(uri, version=current)
+        return delta.read_rows(uri, version=current, storage_options=self.storage_options)
 
     def optimize(self, view: FeatureView | str, version: int | None = None) -> OptimizeResult:
         """Compact a view version's table into globally sorted files.
@@ -322,11 +328,12 @@ class Store:
 
             if self._online_spec is False:
                 raise StorageError(
-                    "this store was opened with online=False; open it with online=None "
-                    "(embedded) or a Redis URL to serve features online."
+                    f"store {self.registry.layout.shown_root!r} has no online store (online="
+                    "False, the default for object-storage roots); open it with "
+                    "online='redis://…' or a local SQLite file path to serve features online."
                 )
             spec = None if self._online_spec is True else self._online_spec
-            store = open_online_store(spec, self.root)
+            store = open_online_store(spec, self.registry.layout)
             self._online_service = OnlineService(self.planner, store)
         return self._online_service
 
@@ -432,12 +439,26 @@ class Store:
         return resolve(view)
 
     def __repr__(self) -> str:
-        return f"Store({str(self.root)!r}, views={self.views()})"
+        return f"Store({self.registry.layout.shown_root!r}, views={self.views()})"
 
     def _repr_html_(self) -> str:
         from featurekit.notebook.reprs import store_html
 
         return store_html(self)
+
+
+def _root(root: str | Path) -> Path | str:
+    """A local root as an absolute Path; an object-storage URI as a string."""
+    text = str(root)
+    if is_remote(text):
+        return text.rstrip("/")
+    if "://" in text and not text.startswith("file://"):
+        scheme = text.split("://", 1)[0]
+        raise StorageError(
+            f"store root {redact_url(text)!r}: scheme {scheme!r} is not supported; use a local "
+            f"folder or one of {', '.join(s + '://' for s in REMOTE_SCHEMES)}."
+        )
+    return Path(text.removeprefix("file://")).expanduser().resolve()
 
 
 def _as_frame(labels: Any) -> pl.DataFrame:

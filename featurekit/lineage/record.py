@@ -530,7 +530,9 @@ def load_graph(registry: Registry, *, with_tables: bool = True) -> LineageGraph:
                 "dataset": dataset_naming(table, vid),
             }
             if with_tables:
-                attrs["current_delta_version"] = delta.current_version(table)
+                attrs["current_delta_version"] = delta.current_version(
+                    table, registry.storage_options
+                )
             nodes.append(Node(vid, "view", name, str(rec.version), None, attrs))
             for feature, dtype in rec.features.items():
                 fid = f"feature:{name}@{rec.version}:{feature}"

@@ -30,6 +30,7 @@ batches of entity keys, streamed into that same single commit (see
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -75,7 +76,7 @@ class MaterializeResult:
 
 
 def table_uri(root: Path, view: str, version: int) -> str:
-    """Where one view version's Delta table lives (the store layout decides)."""
+    """Where one view version's Delta table lives under a local root (the layout decides)."""
     return StoreLayout(root).table_uri(view, version)
 
 
@@ -93,55 +94,134 @@ def materialize(
 
     ``memory_budget`` (bytes; default :data:`~featurekit.offline.batching.DEFAULT_BUDGET`) bounds
     the run's memory: larger inputs are computed and written in batches of entity keys.
+
+    Racing writers (other machines on an object-storage root, where there are no locks) are
+    met with Delta's optimistic concurrency: a run whose commit loses re-plans from what
+    the winner committed (its watermarks, its table) and tries again.
     """
+    registry.check_writable()
+    for attempt in range(_RACE_ATTEMPTS):
+        with registry.lock(resolved.name):
+            try:
+                return _run(registry, resolved, start, end, full_refresh, step, memory_budget)
+            except delta.CommitConflict:
+                if attempt == _RACE_ATTEMPTS - 1:
+                    raise
+                step("another writer committed first; re-planning")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+#: How often a run re-plans after losing a Delta commit to another writer.
+_RACE_ATTEMPTS = 8
+#: How long a run waits for another writer to record the version whose table it created,
+#: before taking that table over as a crashed run's leftover (object storage only; a
+#: local run holds the view's lock, so a table without a record there is always a leftover).
+ORPHAN_GRACE_SECONDS = 30.0
+
+
+def _run(
+    registry: Registry,
+    resolved: ResolvedView,
+    start: datetime | None,
+    end: datetime | None,
+    full_refresh: bool,
+    step: Progress,
+    memory_budget: int | None,
+) -> MaterializeResult:
     name = resolved.name
-    with registry.lock(name):
-        existing = next(
-            (r for r in registry.versions(name) if r.fingerprint == resolved.fingerprint), None
-        )
-        number = existing.version if existing else registry.next_version("view", name)
-        uri = registry.layout.table_uri(name, number)
-        runs = delta.history(uri) if existing else []
-        previous = _last_watermarks(runs)
-        step("finding new rows")
-        mode, window = _plan(resolved, start, end, full_refresh, previous)
-        run_id = uuid.uuid4().hex[:16]
-        if mode == "noop":
-            return MaterializeResult(
-                name, number, resolved.fingerprint, run_id, "noop", 0, runs[-1]["version"], window
-            )
-        step("computing")
-        batches = _batches(resolved, window, number, memory_budget or DEFAULT_BUDGET)
-        counted = _Counted(resolved, window, mode, batches)
-        watermarks = dict(previous or {})
-        if mode != "range":
-            watermarks.update(_watermarks(resolved, window))
-        step("writing")
-        predicate = None
-        if existing is not None and mode != "full":
-            predicate = delta.window_predicate(resolved.layout.timestamp, window.start, window.end)
-        version = delta.write_rows(
-            uri,
-            counted.frames() if len(batches) > 1 else next(counted.frames()),
-            predicate=predicate,
-            metadata={
-                "view": name,
-                "version": str(number),
-                "fingerprint": resolved.fingerprint,
-                "run_id": run_id,
-                "mode": mode,
-                "window": {"start": _iso(window.start), "end": _iso(window.end)},
-                "watermarks": watermarks,
-            },
-        )
-        if existing is None and _append(registry, resolved).version != number:
-            # the run holds the view's lock, so only a writer ignoring it can get here
-            raise StorageError(
-                f"view {name!r}: version {number} was taken by another writer while this run "
-                f"wrote its table (Delta version {version}); re-run store.materialize({name})."
-            )
+    options = registry.storage_options
+    existing = next(
+        (r for r in registry.versions(name) if r.fingerprint == resolved.fingerprint), None
+    )
+    if existing is not None:
+        number, has_table = existing.version, True
+    else:
+        number, has_table = _claim_number(registry, resolved)
+    uri = registry.layout.table_uri(name, number)
+    runs = delta.history(uri, options) if has_table else []
+    previous = _last_watermarks(runs)
+    step("finding new rows")
+    mode, window = _plan(resolved, start, end, full_refresh, previous)
+    run_id = uuid.uuid4().hex[:16]
+    if mode == "noop":
+        if existing is None:  # the table is a racing writer's of this same definition
+            _recorded(registry, resolved, number, runs[-1]["version"])
         return MaterializeResult(
-            name, number, resolved.fingerprint, run_id, mode, counted.rows, version, window
+            name, number, resolved.fingerprint, run_id, "noop", 0, runs[-1]["version"], window
+        )
+    step("computing")
+    batches = _batches(resolved, window, number, memory_budget or DEFAULT_BUDGET)
+    counted = _Counted(resolved, window, mode, batches)
+    watermarks = dict(previous or {})
+    if mode != "range":
+        watermarks.update(_watermarks(resolved, window))
+    step("writing")
+    predicate = None
+    if runs and mode != "full":
+        predicate = delta.window_predicate(resolved.layout.timestamp, window.start, window.end)
+    version = delta.write_rows(
+        uri,
+        counted.frames() if len(batches) > 1 else next(counted.frames()),
+        predicate=predicate,
+        metadata={
+            "view": name,
+            "version": str(number),
+            "fingerprint": resolved.fingerprint,
+            "run_id": run_id,
+            "mode": mode,
+            "window": {"start": _iso(window.start), "end": _iso(window.end)},
+            "watermarks": watermarks,
+        },
+        storage_options=options,
+        # a new table is created only if absent: of two writers, one creates it
+        create=not delta.table_exists(uri, options),
+    )
+    if existing is None:
+        _recorded(registry, resolved, number, version)
+    return MaterializeResult(
+        name, number, resolved.fingerprint, run_id, mode, counted.rows, version, window
+    )
+
+
+def _claim_number(registry: Registry, resolved: ResolvedView) -> tuple[int, bool]:
+    """The version number a new definition's table goes under, and whether it exists.
+
+    The registry records a version only after its table's first commit, so the next number
+    may already have a table: this definition's (a racing run of the same code: adopt it),
+    another definition's whose writer has not recorded it yet (wait for that record, then
+    try the next number), or a leftover of a run that died between commit and record
+    (take it over once it is older than :data:`ORPHAN_GRACE_SECONDS`).
+    """
+    name, options = resolved.name, registry.storage_options
+    grace = 0.0 if registry.layout.is_local else ORPHAN_GRACE_SECONDS
+    waited_since: float | None = None
+    while True:
+        records = registry.versions(name)
+        found = next((r for r in records if r.fingerprint == resolved.fingerprint), None)
+        if found is not None:
+            raise delta.CommitConflict(f"view {name!r}: recorded by another writer; re-plan.")
+        number = records[-1].version + 1 if records else 1
+        owner = delta.first_commit_meta(registry.layout.table_uri(name, number), options)
+        if owner is None:
+            return number, False
+        if owner.get("fingerprint") == resolved.fingerprint:
+            return number, True
+        now = time.monotonic()
+        waited_since = now if waited_since is None else waited_since
+        if now - waited_since >= grace:
+            return number, False  # a leftover: the full run below replaces its rows
+        time.sleep(0.2)
+
+
+def _recorded(registry: Registry, resolved: ResolvedView, number: int, version: int) -> None:
+    """Record the version after its table's first commit, under the number it was written to."""
+    name = resolved.name
+    if _append(registry, resolved).version != number:
+        # locally the run holds the view's lock; on object storage, another definition
+        # recorded this number while this run took over what looked like a leftover table
+        raise StorageError(
+            f"view {name!r}: version {number} was taken by another writer while this run "
+            f"wrote its table (Delta version {version}); re-run store.materialize({name})."
         )
 
 

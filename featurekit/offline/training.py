@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import metadata
@@ -25,6 +25,7 @@ from featurekit.core.definitions import Aggregation
 from featurekit.core.errors import ReproducibilityError, SchemaError
 from featurekit.core.hashing import frame_hash, stable_hash
 from featurekit.core.names import validate_name
+from featurekit.core.redact import redact_url
 from featurekit.core.timeutil import to_utc_expr, utcnow
 from featurekit.kernels.pit import PointInTime, ViewFrame, pit_join
 from featurekit.storage import delta
@@ -100,8 +101,11 @@ class TrainingSet:
         """Name this training set and keep a materialized copy of its rows."""
         validate_name(name, "training set")
         data = self._registry.layout.training_set_uri(self.id, "data")
-        if not delta.table_exists(data):
-            delta.write_rows(data, self._frame, metadata={"training_set": self.id})
+        options = self._registry.storage_options
+        if not delta.table_exists(data, options):
+            delta.write_rows(
+                data, self._frame, metadata={"training_set": self.id}, storage_options=options
+            )
         self._registry.name_training_set(name, self.id)
         return self
 
@@ -152,7 +156,7 @@ def build(
 ) -> TrainingSet:
     """Join, record the manifest and labels, and return the training set."""
     _check_label_timestamp(labels, timestamp)
-    frames = [_read_view(req, labels, timestamp) for req in requests]
+    frames = [_read_view(req, labels, timestamp, registry.storage_options) for req in requests]
     result = pit_join(labels, timestamp=timestamp, views=frames, point_in_time=point_in_time)
     joined = iter(result.columns[labels.width :])  # the kernel's names, view by view
     if on_demand is not None:
@@ -218,7 +222,7 @@ def rebuild(
 ) -> TrainingSet:
     """Rebuild a training set from its manifest and verify its content hash."""
     labels_uri = registry.layout.training_set_uri(manifest.id, "labels")
-    labels = _read_labels(labels_uri, manifest.labels.arrow_schema)
+    labels = _read_labels(labels_uri, manifest.labels.arrow_schema, registry.storage_options)
     timestamp = manifest.labels.timestamp
     requests = []
     labels_of = qualifiers([(v.view, v.version) for v in manifest.views])
@@ -229,7 +233,7 @@ def rebuild(
         requests.append(
             ViewRequest(record, tuple(v.features), ttl, table, v.delta_version, qualifier)
         )
-    frames = [_read_view(req, labels, timestamp) for req in requests]
+    frames = [_read_view(req, labels, timestamp, registry.storage_options) for req in requests]
     result = pit_join(
         labels, timestamp=timestamp, views=frames, point_in_time=manifest.point_in_time
     )
@@ -266,7 +270,9 @@ def _check_label_timestamp(labels: pl.DataFrame, timestamp: str) -> None:
     to_utc_expr(timestamp, labels.schema[timestamp], what="label timestamp")
 
 
-def _read_view(req: ViewRequest, labels: pl.DataFrame, timestamp: str) -> ViewFrame:
+def _read_view(
+    req: ViewRequest, labels: pl.DataFrame, timestamp: str, options: Mapping[str, str]
+) -> ViewFrame:
     record = req.record
     columns = [*record.keys, record.timestamp]
     if record.created_timestamp:
@@ -281,7 +287,9 @@ def _read_view(req: ViewRequest, labels: pl.DataFrame, timestamp: str) -> ViewFr
     )
 
     def load() -> pl.DataFrame:  # the kernel reads one view at a time (issue 7: memory)
-        return delta.read_rows(req.table, version=version, columns=columns, where=where)
+        return delta.read_rows(
+            req.table, version=version, columns=columns, where=where, storage_options=options
+        )
 
     return ViewFrame(
         name=req.qualifier or record.view,
@@ -337,7 +345,12 @@ def _persist(registry: Registry, manifest: Manifest, labels: pl.DataFrame) -> No
         return
     stored = _storable(labels.with_row_index(_ROW))
     uri = registry.layout.training_set_uri(manifest.id, "labels")
-    delta.write_rows(uri, stored, metadata={"training_set": manifest.id})
+    delta.write_rows(
+        uri,
+        stored,
+        metadata={"training_set": manifest.id},
+        storage_options=registry.storage_options,
+    )
     registry.add_manifest(manifest)
 
 
@@ -352,12 +365,12 @@ def _storable(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(casts) if casts else frame
 
 
-def _read_labels(path: str, schema_b64: str) -> pl.DataFrame:
+def _read_labels(path: str, schema_b64: str, options: Mapping[str, str]) -> pl.DataFrame:
     schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(schema_b64)))
-    version = delta.current_version(str(path))
+    version = delta.current_version(str(path), options)
     if version is None:
-        raise ReproducibilityError(f"the stored labels at {str(path)!r} are missing.")
-    stored = delta.read_rows(str(path), version=0).sort(_ROW).drop(_ROW)
+        raise ReproducibilityError(f"the stored labels at {redact_url(str(path))!r} are missing.")
+    stored = delta.read_rows(str(path), version=0, storage_options=options).sort(_ROW).drop(_ROW)
     table = stored.to_arrow()
     columns = []
     for field in schema:

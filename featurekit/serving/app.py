@@ -390,7 +390,7 @@ class _BodyTooLarge(HTTPException):
 class _Boundary:
     """Wraps every HTTP request: body limit, error mapping, latency and status metrics."""
 
-    def __init__(self, app: Any, *, metrics: Metrics, limits: Limits, root: Path) -> None:
+    def __init__(self, app: Any, *, metrics: Metrics, limits: Limits, root: Path | str) -> None:
         self.app = app
         self.metrics = metrics
         self.limits = limits
@@ -542,10 +542,15 @@ def _http(err: HTTPException, scope: Scope) -> tuple[int, str, str, dict[str, st
     return err.status_code, "BadRequestError", str(err.detail), headers
 
 
-def _public(text: str, root: Path) -> str:
+def _public(text: str, root: Path | str) -> str:
     """``text`` fit for a response: credentials masked, store paths hidden, length cut."""
     out = redact(text)
-    for path in dict.fromkeys((str(root.resolve()), str(root), str(root.absolute()))):
+    paths = (
+        (str(root.resolve()), str(root), str(root.absolute()))
+        if isinstance(root, Path)
+        else (root, redact(root))
+    )
+    for path in dict.fromkeys(paths):
         out = out.replace(path, "<store>")
     return out if len(out) <= MAX_MESSAGE else f"{out[: MAX_MESSAGE - 20]}... (cut)"
 

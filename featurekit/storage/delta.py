@@ -16,6 +16,13 @@ import polars as pl
 from featurekit.core.errors import StorageError
 
 META_PREFIX = "featurekit."
+#: How often delta-rs retries a commit that lost a race to another writer before failing
+#: (its default is 15; machines sharing a team store race more).
+COMMIT_RETRIES = 100
+
+
+class CommitConflict(StorageError):
+    """A Delta commit lost to a concurrent writer and could not be retried (re-plan and retry)."""
 
 
 def _options(storage_options: Mapping[str, str] | None) -> dict[str, str] | None:
@@ -36,12 +43,15 @@ def write_rows(
     metadata: Mapping[str, Any],
     predicate: str | None = None,
     storage_options: Mapping[str, str] | None = None,
+    create: bool = False,
 ) -> int:
     """Atomically replace the rows matching ``predicate`` (all rows when None); returns the new version.
 
     One Delta commit: readers see the old rows or the new ones, never a mix. ``frame`` may be
     an iterable of frames with one schema (batches): they are streamed into that one
     commit, and an error raised while producing them aborts it (and is re-raised as is).
+    ``create=True`` only creates a new table: if one appears at ``uri`` first (another
+    writer's), nothing is written and :class:`CommitConflict` is raised.
     """
     from deltalake import CommitProperties, DeltaTable, write_deltalake
 
@@ -52,21 +62,26 @@ def write_rows(
     failures: list[BaseException] = []
     data = _one_batch(frame) if isinstance(frame, pl.DataFrame) else _stream(frame, failures)
     try:
+        # "error" creates only: it fails if a table appeared, and takes no predicate
+        mode: dict[str, Any] = (
+            {"mode": "error"} if create else {"mode": "overwrite", "predicate": predicate}
+        )
         write_deltalake(
             uri,
             data,
             writer_properties=_writer_properties(data.schema),
-            mode="overwrite",
-            predicate=predicate,
+            **mode,
             schema_mode=None,
             storage_options=_options(storage_options),
-            commit_properties=CommitProperties(custom_metadata=custom),
+            commit_properties=CommitProperties(
+                custom_metadata=custom, max_commit_retries=COMMIT_RETRIES
+            ),
         )
         return int(DeltaTable(uri, storage_options=_options(storage_options)).version())
     except Exception as err:
         if failures:  # the batches' producer failed (e.g. user code): that is the error
             raise failures[0] from None
-        raise StorageError(f"writing Delta table {uri!r} failed: {err}") from err
+        raise _write_error(uri, err, storage_options) from err
 
 
 def _stream(frames: Iterable[pl.DataFrame], failures: list[BaseException]) -> Any:
@@ -243,3 +258,76 @@ def _writer_properties(schema: Any) -> Any:
     return WriterProperties(
         column_properties={name: ColumnProperties(dictionary_enabled=False) for name in plain}
     )
+
+
+# ---- team stores: conflicts, deletion and vacuum ----------------------------------------
+
+
+def _write_error(
+    uri: str, err: Exception, storage_options: Mapping[str, str] | None
+) -> StorageError:
+    """The StorageError for a failed write: a :class:`CommitConflict` when another writer won."""
+    from deltalake.exceptions import CommitFailedError
+
+    from featurekit.core.redact import redact, redact_url
+    from featurekit.storage.remote import secret_values
+
+    text = redact(str(err), known=secret_values(storage_options or {}))
+    if isinstance(err, CommitFailedError) or "already exists" in text:
+        return CommitConflict(
+            f"writing Delta table {redact_url(uri)!r} lost to a concurrent writer after "
+            f"{COMMIT_RETRIES} retries: {text}"
+        )
+    return StorageError(f"writing Delta table {redact_url(uri)!r} failed: {text}")
+
+
+def delete_rows(
+    uri: str,
+    predicate: str,
+    *,
+    metadata: Mapping[str, Any],
+    storage_options: Mapping[str, str] | None = None,
+) -> tuple[int, int]:
+    """Delete the rows matching ``predicate`` in one commit: (rows deleted, new version).
+
+    Files holding matching rows are rewritten without them; the old files stay on storage
+    (older table versions still name them) until :func:`vacuum` style removal.
+    """
+    from deltalake import CommitProperties, DeltaTable
+
+    custom = {
+        META_PREFIX + k: v if isinstance(v, str) else orjson.dumps(v).decode()
+        for k, v in metadata.items()
+    }
+    try:
+        table = DeltaTable(uri, storage_options=_options(storage_options))
+        metrics = table.delete(
+            predicate,
+            commit_properties=CommitProperties(
+                custom_metadata=custom, max_commit_retries=COMMIT_RETRIES
+            ),
+        )
+        deleted = int(metrics.get("num_deleted_rows", 0) or 0)
+        return deleted, int(table.version())
+    except Exception as err:
+        raise _write_error(uri, err, storage_options) from err
+
+
+def data_files(
+    uri: str, version: int, storage_options: Mapping[str, str] | None = None
+) -> list[str]:
+    """Paths (relative to the table) of the data files of the table at ``version``."""
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    table = DeltaTable(uri, version=version, storage_options=_options(storage_options))
+    actions = pa.table(table.get_add_actions(flatten=True))  # Arrow C stream -> pyarrow
+    return sorted(str(p) for p in actions.column("path").to_pylist())
+
+
+def first_commit_meta(
+    uri: str, storage_options: Mapping[str, str] | None = None
+) -> dict[str, Any] | None:
+    """featurekit metadata of the table's first commit (who created it), or None."""
+    entries = history(uri, storage_options)
+    return entries[0]["featurekit"] if entries else None

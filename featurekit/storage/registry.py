@@ -8,9 +8,11 @@ and two writers never overwrite each other. Paths come from
 
 Versions of views, services, on-demand features and models are handed out by one
 mechanism, :meth:`Registry.append_version`: numbers are dense (1, 2, 3…) and unique per
-name. It takes a per-name lock so local writers do not race, but its correctness rests on
-the create-only write alone: a writer that loses the race for ``v<N>`` re-lists and tries
-the next number, which is what object storage (conditional put) will give us without locks.
+name. On a local root it takes a per-name lock so local writers do not race, but its
+correctness rests on the create-only write alone: a writer that loses the race for ``v<N>``
+re-lists and tries the next number. On object storage there are no locks at all: the
+create-only write is a conditional PUT, and a store whose backend does not honour it (probed
+when the store is opened) is refused for writing.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from featurekit.storage.records import (
     ServiceRecord,
     VersionRecord,
 )
+from featurekit.storage.remote import probe_create_only
 
 __all__ = [
     "ModelRecord",
@@ -61,12 +64,52 @@ class Registry:
     """The registry of one store root."""
 
     def __init__(
-        self, root: Path, *, create: bool = True, objects: ObjectStore | None = None
+        self,
+        root: Path | str,
+        *,
+        create: bool = True,
+        objects: ObjectStore | None = None,
+        storage_options: Mapping[str, str] | None = None,
     ) -> None:
-        self.root = root
-        self.layout = StoreLayout(root, objects)
+        self.layout = StoreLayout(root, objects, storage_options)
+        self.root = self.layout.root
         self.objects = self.layout.objects
+        #: why writes are refused (None: writable); set by the create-only probe
+        self.read_only_reason: str | None = None
+        if not self.layout.is_local:
+            self._probe()
         self._open_or_create(create)
+
+    @property
+    def storage_options(self) -> dict[str, str]:
+        """Options for the Delta tables under the root (credentials included: never show)."""
+        return self.layout.storage_options
+
+    def _probe(self) -> None:
+        """Refuse writes unless the backend honours create-only writes (checked now).
+
+        Without them, two machines could both "create" ``v3`` of a view and one would
+        silently lose; failing loudly before anything is written is the only safe answer.
+        """
+        try:
+            honoured = probe_create_only(self.objects, self.layout.probe_prefix())
+        except StorageError as err:
+            self.read_only_reason = f"the create-only probe could not write ({err})"
+            return
+        if not honoured:
+            self.read_only_reason = (
+                "its backend ignores conditional writes (If-None-Match): a second create "
+                "of one probe object succeeded, so racing writers could overwrite each other"
+            )
+
+    def check_writable(self) -> None:
+        """Raise StorageError when this store must not be written (see :meth:`_probe`)."""
+        if self.read_only_reason is not None:
+            raise StorageError(
+                f"store {self.layout.shown_root!r} is read-only here: "
+                f"{self.read_only_reason}. Use a backend that supports conditional PUT "
+                "(AWS S3, GCS, Azure, MinIO, ...) to write; reading still works."
+            )
 
     # ---- store marker -----------------------------------------------------------------
     def _open_or_create(self, create: bool) -> None:
@@ -76,22 +119,29 @@ class Registry:
             found = int(info.get("format_version", 0))
             if found > FORMAT_VERSION:
                 raise StorageError(
-                    f"store {str(self.root)!r} was written by a newer featurekit (format "
+                    f"store {self.layout.shown_root!r} was written by a newer featurekit (format "
                     f"{found}, this one reads up to {FORMAT_VERSION}); upgrade featurekit. "
                     "Nothing was modified."
                 )
             return
         if not create:
             raise StorageError(
-                f"no featurekit store at {str(self.root)!r} (no {self.layout.marker_key}); "
+                f"no featurekit store at {self.layout.shown_root!r} (no {self.layout.marker_key}); "
                 "check the path, or open it with create=True to make a new store."
             )
-        if self.root.exists() and not self.root.is_dir():
-            raise StorageError(f"store root {str(self.root)!r} is a file, not a folder.")
-        if self.root.exists() and any(self.root.iterdir()):
+        root = self.root
+        if isinstance(root, Path) and root.exists() and not root.is_dir():
+            raise StorageError(f"store root {str(root)!r} is a file, not a folder.")
+        occupied = (
+            root.exists() and any(root.iterdir())
+            if isinstance(root, Path)
+            else any(not k.startswith(self.layout.probe_prefix()) for k in self.objects.list(""))
+        )
+        if occupied:
             raise StorageError(
-                f"{str(self.root)!r} is not a featurekit store (no {self.layout.marker_key}) and "
-                "is not empty; refusing to write into it. Pick an empty or new folder."
+                f"{self.layout.shown_root!r} is not a featurekit store (no "
+                f"{self.layout.marker_key}) and is not empty; refusing to write into it. "
+                "Pick an empty or new folder."
             )
         self._write_once(marker, {"format_version": FORMAT_VERSION, "kind": "featurekit-store"})
 
@@ -102,7 +152,12 @@ class Registry:
 
         Materialization holds a view's lock for its whole run, so the version number it
         writes its table under is the one :meth:`append_version` records after the commit.
+        On object storage there are no locks: nothing here may depend on one for
+        correctness, only for fewer retries.
         """
+        if not self.layout.is_local:
+            yield
+            return
         from filelock import FileLock
 
         path = self.layout.lock_path(kind, name)
@@ -292,6 +347,16 @@ class Registry:
         keys = self.objects.list(self.layout.lineage_prefix(kind))
         return [self._read(k) for k in keys if k.endswith(".json")]
 
+    # ---- deletion events -----------------------------------------------------------------
+    def add_deletion(self, event_id: str, data: Mapping[str, Any]) -> bool:
+        """Record one deletion event once; False if the id is already recorded."""
+        return self._write_once(self.layout.deletion_key(event_id), data)
+
+    def deletions(self) -> list[dict[str, Any]]:
+        """Every deletion event, in id order (ids start with their UTC time)."""
+        keys = self.objects.list(self.layout.deletions_prefix())
+        return [self._read(k) for k in keys if k.endswith(".json")]
+
     # ---- reading and writing ------------------------------------------------------------
     def _read(self, key: str, *, check: bool = True) -> dict[str, Any]:
         """One record's JSON, refused when it is unreadable or (``check``) of a newer format."""
@@ -315,6 +380,7 @@ class Registry:
 
     def _write_once(self, key: str, data: Record | Mapping[str, Any]) -> bool:
         """Create ``key`` holding ``data`` as JSON; False if it exists (nothing written)."""
+        self.check_writable()
         body = data.model_dump(mode="json") if isinstance(data, Record) else data
         # insertion order is kept (feature order matters); records are immutable, so stable
         return self.objects.write_if_absent(key, orjson.dumps(body, option=orjson.OPT_INDENT_2))
