@@ -134,11 +134,11 @@ def _run(
         (r for r in registry.versions(name) if r.fingerprint == resolved.fingerprint), None
     )
     if existing is not None:
-        number, has_table = existing.version, True
+        number, claim = existing.version, "ours"
     else:
-        number, has_table = _claim_number(registry, resolved)
+        number, claim = _claim_number(registry, resolved)
     uri = registry.layout.table_uri(name, number)
-    runs = delta.history(uri, options) if has_table else []
+    runs = delta.history(uri, options) if claim == "ours" else []
     previous = _last_watermarks(runs)
     step("finding new rows")
     mode, window = _plan(resolved, start, end, full_refresh, previous)
@@ -173,8 +173,9 @@ def _run(
             "watermarks": watermarks,
         },
         storage_options=options,
-        # a new table is created only if absent: of two writers, one creates it
-        create=not delta.table_exists(uri, options),
+        # a table this run found absent is created only if still absent: of two racing
+        # writers one creates it, the other re-plans on top of it
+        create=not runs and claim != "leftover",
     )
     if existing is None:
         _recorded(registry, resolved, number, version)
@@ -183,8 +184,10 @@ def _run(
     )
 
 
-def _claim_number(registry: Registry, resolved: ResolvedView) -> tuple[int, bool]:
-    """The version number a new definition's table goes under, and whether it exists.
+def _claim_number(
+    registry: Registry, resolved: ResolvedView
+) -> tuple[int, Literal["ours", "new", "leftover"]]:
+    """The version number a new definition's table goes under, and what is there now.
 
     The registry records a version only after its table's first commit, so the next number
     may already have a table: this definition's (a racing run of the same code: adopt it),
@@ -203,13 +206,13 @@ def _claim_number(registry: Registry, resolved: ResolvedView) -> tuple[int, bool
         number = records[-1].version + 1 if records else 1
         owner = delta.first_commit_meta(registry.layout.table_uri(name, number), options)
         if owner is None:
-            return number, False
+            return number, "new"
         if owner.get("fingerprint") == resolved.fingerprint:
-            return number, True
+            return number, "ours"
         now = time.monotonic()
         waited_since = now if waited_since is None else waited_since
         if now - waited_since >= grace:
-            return number, False  # a leftover: the full run below replaces its rows
+            return number, "leftover"  # the full run below replaces its rows
         time.sleep(0.2)
 
 

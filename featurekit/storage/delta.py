@@ -74,7 +74,9 @@ def write_rows(
             schema_mode=None,
             storage_options=_options(storage_options),
             commit_properties=CommitProperties(
-                custom_metadata=custom, max_commit_retries=COMMIT_RETRIES
+                custom_metadata=custom,
+                # a create must not be retried: a retry would land on the winner's table
+                max_commit_retries=0 if create else COMMIT_RETRIES,
             ),
         )
         return int(DeltaTable(uri, storage_options=_options(storage_options)).version())
