@@ -10,15 +10,17 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from featurekit.core.authoring import FeatureView
+from featurekit.core.definitions import Entity
 from featurekit.core.errors import DefinitionError, NotFoundError, StorageError
 from featurekit.core.on_demand import OnDemandFeature
 from featurekit.core.redact import redact_url
-from featurekit.core.timeutil import to_utc_datetime
+from featurekit.core.timeutil import parse_duration, to_utc_datetime
 from featurekit.kernels.pit import PointInTime
 from featurekit.lineage.graph import LineageGraph
 from featurekit.lineage.service import StoreLineage
 from featurekit.notebook.progress import Progress
 from featurekit.offline.batching import parse_size
+from featurekit.offline.deletion import VacuumReport, check_rebuildable
 from featurekit.offline.materialize import MaterializeResult, materialize, register
 from featurekit.offline.models import ModelRecord, log_model
 from featurekit.offline.planner import Catalog, Planner
@@ -26,6 +28,7 @@ from featurekit.offline.resolve import ResolvedView, resolve
 from featurekit.offline.services import FeatureService
 from featurekit.offline.training import TrainingSet, build, rebuild
 from featurekit.storage import delta
+from featurekit.storage.records import DeletionEvent
 from featurekit.storage.registry import Registry, VersionRecord
 from featurekit.storage.remote import REMOTE_SCHEMES, is_remote
 from featurekit.storage.runs import RunRecord, runs
@@ -245,6 +248,7 @@ class Store:
         """
         names = self.registry.training_set_names()
         manifest = self.registry.manifest(names.get(ts_id, ts_id))
+        check_rebuildable(self.registry, manifest)  # deleted rows cannot come back
         for feature in on_demand:
             self.planner.catalog.add(feature)
         hook = self.planner.rebuild_hook(manifest)
@@ -268,6 +272,66 @@ class Store:
                 }
             )
         return out
+
+    # ---- deletion and retention -----------------------------------------------------------
+    def delete(self, entity: Entity | str, keys: Any, *, reason: str) -> DeletionEvent:
+        """Delete an entity's keys from every version of every view of it, offline and online.
+
+        One Delta delete (one commit) per table; the online store is rewritten without the
+        keys. The event (who, when, why, rows per table; the keys only as a salted hash)
+        is recorded in the registry and shows in the lineage. Run :meth:`vacuum` afterwards
+        to remove the files that still hold the rows for older table versions.
+
+        Args:
+            entity: the entity (or its name) whose keys go.
+            keys: ``{"driver_id": [1, 2]}``, a frame of key columns, or a list of values
+                (tuples for multi-column keys).
+            reason: why (kept in the event), e.g. ``"erasure request 2026-118"``.
+
+        Example:
+            >>> event = store.delete(driver, {"driver_id": [42]}, reason="erasure request 118")
+            >>> store.vacuum(retain="7d")
+        """
+        from featurekit.offline.deletion import delete
+
+        name = entity.name if isinstance(entity, Entity) else str(entity)
+        columns = list(entity.keys) if isinstance(entity, Entity) else None
+        resync = None if self._online_spec is False else self._resync_deleted
+        return delete(self.registry, name, columns, keys, reason=reason, resync=resync)
+
+    def vacuum(self, retain: str | timedelta = "7d", *, dry_run: bool = False) -> VacuumReport:
+        """Remove data files nothing needs any more; ``dry_run`` lists them with the reason.
+
+        A file stays when the latest version of its table uses it, when a saved training
+        set or one behind a logged model pins a version that uses it, or when it is younger
+        than ``retain``, unless it held rows removed by :meth:`delete`: those go regardless.
+
+        Example:
+            >>> store.vacuum(retain="7d", dry_run=True).to_polars()
+        """
+        from featurekit.offline.deletion import vacuum
+
+        window = timedelta(0) if retain in (0, "0", "0s", "0d") else parse_duration(retain)
+        assert window is not None
+        return vacuum(self.registry, window, dry_run=dry_run)
+
+    def deletions(self) -> list[DeletionEvent]:
+        """Every recorded deletion event, oldest first."""
+        return self.registry.deletions()
+
+    def _resync_deleted(self, view: str, version: int, keys: pl.DataFrame) -> int:
+        """Rewrite a view version's online entries; how many of ``keys`` it held before."""
+        from featurekit.online.snapshot import encode_key
+        from featurekit.online.sync import sync_view
+
+        online = self.online_service().online
+        encoded = [encode_key(row) for row in keys.iter_rows()]
+        before = online.read([(view, version, encoded)])[0][2]
+        if online.meta(view, version) is not None:
+            sync_view(
+                self.registry, online, view, version, force=True, memory_budget=self.memory_budget
+            )
+        return sum(value is not None for value in before)
 
     # ---- definitions the registry cannot hold ---------------------------------------------
     def add_definitions(self, definitions: Iterable[OnDemandFeature | FeatureService]) -> None:

@@ -31,6 +31,7 @@ from featurekit.storage.layout import LineageKind, RecordKind, StoreLayout
 from featurekit.storage.manifest import Manifest, parse_manifest
 from featurekit.storage.objectstore import ObjectStore
 from featurekit.storage.records import (
+    DeletionEvent,
     ModelRecord,
     OnDemandRecord,
     Record,
@@ -348,14 +349,24 @@ class Registry:
         return [self._read(k) for k in keys if k.endswith(".json")]
 
     # ---- deletion events -----------------------------------------------------------------
-    def add_deletion(self, event_id: str, data: Mapping[str, Any]) -> bool:
-        """Record one deletion event once; False if the id is already recorded."""
-        return self._write_once(self.layout.deletion_key(event_id), data)
+    def add_deletion(self, event: DeletionEvent) -> bool:
+        """Record one deletion event once; False if its id is already recorded."""
+        body = event.model_dump(mode="json")
+        return self._write_once(self.layout.deletion_key(event.id), body)
 
-    def deletions(self) -> list[dict[str, Any]]:
+    def deletions(self) -> list[DeletionEvent]:
         """Every deletion event, in id order (ids start with their UTC time)."""
-        keys = self.objects.list(self.layout.deletions_prefix())
-        return [self._read(k) for k in keys if k.endswith(".json")]
+        out = []
+        for key in self.objects.list(self.layout.deletions_prefix()):
+            if not key.endswith(".json"):
+                continue
+            try:
+                out.append(DeletionEvent.model_validate(self._read(key)))
+            except ValidationError as err:
+                raise StorageError(
+                    f"registry file {key!r} is not a valid deletion event; the store is damaged."
+                ) from err
+        return out
 
     # ---- reading and writing ------------------------------------------------------------
     def _read(self, key: str, *, check: bool = True) -> dict[str, Any]:
