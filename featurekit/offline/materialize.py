@@ -159,6 +159,10 @@ def _run(
     predicate = None
     if runs and mode != "full":
         predicate = delta.window_predicate(resolved.layout.timestamp, window.start, window.end)
+    elif runs and not registry.layout.is_local:
+        # without a lock, a full replace must notice a commit that lands while it writes
+        # (delta-rs checks concurrent additions only against a predicate)
+        predicate = delta.REPLACE_ALL
     version = delta.write_rows(
         uri,
         counted.frames() if len(batches) > 1 else next(counted.frames()),
@@ -176,6 +180,7 @@ def _run(
         # a table this run found absent is created only if still absent: of two racing
         # writers one creates it, the other re-plans on top of it
         create=not runs and claim != "leftover",
+        replace_schema=claim == "leftover",  # a crashed run's table may be of another view
     )
     if existing is None:
         _recorded(registry, resolved, number, version)

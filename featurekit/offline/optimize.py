@@ -70,6 +70,8 @@ def optimize(registry: Registry, view: str, version: int | None = None) -> Optim
                 "mode": "optimize",
             },
             storage_options=options,
+            # no lock on object storage: notice a materialization committing meanwhile
+            predicate=None if registry.layout.is_local else delta.REPLACE_ALL,
         )
         return OptimizeResult(
             view,

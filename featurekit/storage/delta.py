@@ -21,6 +21,11 @@ META_PREFIX = "featurekit."
 COMMIT_RETRIES = 100
 
 
+#: A predicate matching every row: an overwrite with it replaces the whole table like a plain
+#: overwrite, but (unlike one) fails when another writer adds rows while it runs.
+REPLACE_ALL = "true"
+
+
 class CommitConflict(StorageError):
     """A Delta commit lost to a concurrent writer and could not be retried (re-plan and retry)."""
 
@@ -44,6 +49,7 @@ def write_rows(
     predicate: str | None = None,
     storage_options: Mapping[str, str] | None = None,
     create: bool = False,
+    replace_schema: bool = False,
 ) -> int:
     """Atomically replace the rows matching ``predicate`` (all rows when None); returns the new version.
 
@@ -52,6 +58,7 @@ def write_rows(
     commit, and an error raised while producing them aborts it (and is re-raised as is).
     ``create=True`` only creates a new table: if one appears at ``uri`` first (another
     writer's), nothing is written and :class:`CommitConflict` is raised.
+    ``replace_schema=True`` lets the rows replace a table of another schema.
     """
     from deltalake import CommitProperties, DeltaTable, write_deltalake
 
@@ -71,7 +78,7 @@ def write_rows(
             data,
             writer_properties=_writer_properties(data.schema),
             **mode,
-            schema_mode=None,
+            schema_mode="overwrite" if replace_schema else None,
             storage_options=_options(storage_options),
             commit_properties=CommitProperties(
                 custom_metadata=custom,

@@ -149,3 +149,37 @@ def test_delete_refuses_bad_input(store_root: StoreRoot, data_dir: Path) -> None
     with pytest.raises(fk.NotFoundError, match="no view of entity 'rider'"):
         store.delete("rider", [1], reason="x")
     assert store.deletions() == []
+
+
+def test_cli_delete_and_vacuum_dry_run(tmp_path: Path, data_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from featurekit.cli import app
+
+    root = tmp_path / "store"
+    store = fk.Store(root, progress=False)
+    store.materialize(fare_view(data_dir, ttl=None))
+    runner = CliRunner()
+    out = runner.invoke(
+        app,
+        ["delete", "driver", "--store", str(root), "--key", "driver_id=1", "--reason", "req 9"],
+    )
+    assert out.exit_code == 0, out.output
+    [event] = fk.Store(root, progress=False).deletions()
+    assert out.output.startswith(f"deletion {event.id}: 3 rows from 1 tables")
+    assert event.reason == "req 9"
+
+    dry = runner.invoke(app, ["vacuum", "--store", str(root), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    lines = dry.output.strip().splitlines()
+    assert lines[0].startswith("would remove features/fare_features/v1/part-")
+    assert lines[0].endswith(f"held rows deleted by deletion {event.id}")
+    assert lines[-1].startswith("would remove 1 files")
+    done = runner.invoke(app, ["vacuum", "--store", str(root)])
+    assert done.output.strip().splitlines()[-1].startswith("removed 1 files")
+    again = runner.invoke(app, ["vacuum", "--store", str(root), "--dry-run"])
+    assert again.output.strip() == "would remove 0 files, 0 bytes"
+
+    bad = runner.invoke(app, ["delete", "driver", "--store", str(root), "-k", "x", "--reason", "r"])
+    assert bad.exit_code == 1
+    assert "--key 'x': expected COLUMN=VALUE" in bad.output

@@ -162,3 +162,30 @@ def _view(folder: Path, factor: int = 2) -> fk.FeatureView:
 
 
 _ = pl  # polars is used by the worker module's views
+
+
+def test_table_left_by_a_crashed_run_is_taken_over(
+    store_root: StoreRoot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that died between its first commit and its registry record leaves a table
+    without a record; after a grace period the next run of another definition replaces it."""
+    from featurekit.offline import materialize as materialization
+    from featurekit.storage import delta
+
+    store = store_root.open()
+    view = _view(store_root.tmp)
+    uri = store.registry.layout.table_uri("fares", 1)
+    leftover = pl.DataFrame({"driver_id": [9], "fare": [1.0]})
+    delta.write_rows(
+        uri,
+        leftover,
+        metadata={"fingerprint": "crashed"},
+        storage_options=store.storage_options or None,
+    )
+    monkeypatch.setattr(materialization, "ORPHAN_GRACE_SECONDS", 0.3)
+    result = store.materialize(view)
+    assert (result.version, result.mode) == (1, "full")
+    assert [v.version for v in store.versions("fares")] == [1]
+    rows = store.read("fares")
+    assert 9 not in rows["driver_id"].to_list()
+    assert rows.height == trips_frame().height
