@@ -221,11 +221,14 @@ class Registry:
         """
         with self.lock(name, kind):
             for _ in range(_MAX_ATTEMPTS):
-                records: list[R] = self.records(kind, name)  # type: ignore[assignment]
-                found = reuse(records) if reuse is not None else None
-                if found is not None:
-                    return found
-                number = records[-1].version + 1 if records else 1
+                if reuse is None:  # the listing alone gives the next number: no record reads
+                    number = self._last_number(kind, name) + 1
+                else:
+                    records: list[R] = self.records(kind, name)  # type: ignore[assignment]
+                    found = reuse(records)
+                    if found is not None:
+                        return found
+                    number = records[-1].version + 1 if records else 1
                 record = build(number)
                 if record.version != number:
                     raise StorageError(
@@ -237,6 +240,23 @@ class Registry:
             f"{kind} {name!r}: could not claim a version number after {_MAX_ATTEMPTS} tries; "
             "another writer keeps taking them. Try again."
         )
+
+    def _last_number(self, kind: RecordKind, name: str) -> int:
+        """The highest version number of ``name`` (0 when it has none).
+
+        One listing and one read (of the latest record, which refuses a newer format),
+        whatever the number of versions: on object storage each read is a request.
+        """
+        numbers = {
+            parsed[1]: key
+            for key in self.objects.list(self.layout.record_prefix(kind, name))
+            if (parsed := self.layout.parse_record_key(kind, key)) is not None
+        }
+        if not numbers:
+            return 0
+        last = max(numbers)
+        self._read(numbers[last])
+        return last
 
     # ---- views --------------------------------------------------------------------------
     def view_names(self) -> list[str]:
