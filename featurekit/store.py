@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -311,9 +312,7 @@ class Store:
         """
         from featurekit.offline.deletion import vacuum
 
-        window = timedelta(0) if retain in (0, "0", "0s", "0d") else parse_duration(retain)
-        assert window is not None
-        return vacuum(self.registry, window, dry_run=dry_run)
+        return vacuum(self.registry, _retention(retain), dry_run=dry_run)
 
     def deletions(self) -> list[DeletionEvent]:
         """Every recorded deletion event, oldest first."""
@@ -509,6 +508,18 @@ class Store:
         from featurekit.notebook.reprs import store_html
 
         return store_html(self)
+
+
+def _retention(retain: str | timedelta) -> timedelta:
+    """``retain`` as a duration; zero (``"0s"``, ``"0d"``) is allowed: keep nothing old."""
+    if isinstance(retain, str) and re.fullmatch(r"\s*0+\s*[smhdw]?\s*", retain):
+        return timedelta(0)
+    if isinstance(retain, timedelta) and retain == timedelta(0):
+        return retain
+    window = parse_duration(retain, what="retain")
+    if window is None:
+        raise DefinitionError("vacuum needs retain=, e.g. retain='7d'.")
+    return window
 
 
 def _root(root: str | Path) -> Path | str:

@@ -35,7 +35,7 @@ from featurekit.core.redact import MASK, redact, redact_options, redact_url
 from featurekit.storage.objectstore import ObjectInfo, ObjectStore
 
 #: URI schemes a store root may use besides local paths.
-REMOTE_SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "azure", "abfs", "abfss")
+REMOTE_SCHEMES = ("s3", "s3a", "gs", "az", "azure", "abfs", "abfss")
 
 # object_store's HTTP client settings: obstore takes them apart from the service's own
 # options; delta-rs accepts them mixed in (with or without the service prefix)

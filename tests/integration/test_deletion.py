@@ -148,6 +148,8 @@ def test_delete_refuses_bad_input(store_root: StoreRoot, data_dir: Path) -> None
         store.delete(driver, {"rider_id": [1]}, reason="x")
     with pytest.raises(fk.NotFoundError, match="no view of entity 'rider'"):
         store.delete("rider", [1], reason="x")
+    with pytest.raises(fk.DefinitionError, match="retain 'soon' does not parse"):
+        store.vacuum(retain="soon")
     assert store.deletions() == []
 
 
