@@ -133,10 +133,13 @@ class Registry:
         root = self.root
         if isinstance(root, Path) and root.exists() and not root.is_dir():
             raise StorageError(f"store root {str(root)!r} is a file, not a folder.")
+        # another process creating this store right now may have written the marker (or
+        # the probe) since the check above: that is not "someone else's data"
+        ours = (self.layout.marker_key, self.layout.probe_prefix())
         occupied = (
             root.exists() and any(root.iterdir())
             if isinstance(root, Path)
-            else any(not k.startswith(self.layout.probe_prefix()) for k in self.objects.list(""))
+            else any(not k.startswith(ours) for k in self.objects.list(""))
         )
         if occupied:
             raise StorageError(

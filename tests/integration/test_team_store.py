@@ -189,3 +189,23 @@ def test_table_left_by_a_crashed_run_is_taken_over(
     rows = store.read("fares")
     assert 9 not in rows["driver_id"].to_list()
     assert rows.height == trips_frame().height
+
+
+def test_marker_written_between_check_and_listing_is_not_foreign_data(
+    s3: StoreRoot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from featurekit.storage.registry import Registry
+
+    root = s3.uri("between")
+    other = RemoteObjectStore(root, s3.options)
+    real_exists = RemoteObjectStore.exists
+
+    def late(self: RemoteObjectStore, key: str) -> bool:
+        found = real_exists(self, key)
+        if key.endswith("store.json") and not found:  # another machine creates it now
+            other.write_if_absent(key, b'{"format_version": 1, "kind": "featurekit-store"}')
+        return found
+
+    monkeypatch.setattr(RemoteObjectStore, "exists", late)
+    Registry(root, storage_options=s3.options)  # no "is not empty" error
+    assert other.list("") == ["_featurekit/store.json"]
