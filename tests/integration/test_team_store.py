@@ -109,7 +109,17 @@ def test_remote_roots_have_no_online_store_unless_one_is_given(s3: StoreRoot) ->
 
 def test_credentials_never_shown(s3: StoreRoot) -> None:
     store = s3.open()
+    store.materialize(_view(s3.tmp))
+    labels = pl.DataFrame({"driver_id": [1], "ts": [trips_frame()["event_ts"].max()]})
+    ts = store.training_set(labels, ["fares:fare"], "ts").save("creds")
+    store.log_model("m", training_set=ts, model="uri://m")
+    # nothing stored under the root (registry, lineage, manifests, Delta logs) holds one
+    for key in store.registry.objects.list(""):
+        if key.endswith((".json", ".crc")):
+            assert SECRET_KEY.encode() not in (store.registry.objects.read(key) or b""), key
+    graph = store.lineage()
     shown = [repr(store), repr(store.registry.objects), str(store.registry.layout.shown_root)]
+    shown += [graph.to_text(), graph.to_dot(), repr(graph)]
     wrong = dict(s3.options, aws_secret_access_key="wrong-secret-value-123")
     bad = f"s3://no-such-bucket-{uuid.uuid4().hex[:6]}/x"
     with pytest.raises(fk.StorageError) as info:
