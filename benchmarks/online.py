@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from _targets import target
 
 import featurekit as fk
 
@@ -55,8 +56,8 @@ def timed(fn: Callable[[], object], n: int) -> tuple[float, float]:
     return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
 
 
-def report(name: str, p: tuple[float, float], target: str = "") -> None:
-    print(f"{name:<52} p50 {p[0]:>9.1f} us   p99 {p[1]:>9.1f} us   {target}")
+def report(name: str, p: tuple[float, float], note: str = "") -> None:
+    print(f"{name:<52} p50 {p[0]:>9.1f} us   p99 {p[1]:>9.1f} us   {note}")
 
 
 def free_port() -> int:
@@ -110,14 +111,14 @@ def in_process(store: fk.Store, label: str, entities: int, n: int, embedded: boo
     report(
         f"get_online_features {label}, 1 entity x 10",
         timed(lambda: store.get_online_features(refs, {"driver_id": [random.choice(ids)]}), n),
-        "(target p99 <= 200 us)" if embedded else "(server hop: compare with raw HGET)",
+        target("(target p99 <= 200 us)") if embedded else "(server hop: compare with raw HGET)",
     )
     report(
         f"get_online_features {label}, 100 entities x 10",
         timed(
             lambda: store.get_online_features(refs, {"driver_id": random.sample(ids, 100)}), n // 4
         ),
-        "(target p99 <= 2 ms)" if embedded else "(server hop)",
+        target("(target p99 <= 2 ms)") if embedded else "(server hop)",
     )
 
 
@@ -163,7 +164,11 @@ def http(store: fk.Store, entities: int, n: int, load: bool) -> None:
                 assert reply.status_code == 200, reply.text
                 return reply
 
-            report("HTTP loopback (httpx), 1 entity x 10", timed(one, n), "(target p99 <= 3 ms)")
+            report(
+                "HTTP loopback (httpx), 1 entity x 10",
+                timed(one, n),
+                target("(target p99 <= 3 ms)"),
+            )
             report("HTTP loopback (httpx), 100 entities x 10", timed(hundred, n // 4))
         if load:
             errors: list[str] = []

@@ -5,7 +5,9 @@ It writes the example data to ``<root>/data`` and the feature store to ``<root>/
 Running it again is safe: the data is regenerated identically, materialization finds
 nothing new, and the training set comes back with the same id.
 
-This is what ``featurekit demo`` does, one commented step at a time.
+These are the steps ``featurekit demo`` takes, one commented step at a time, on data with
+fixed dates (the demo's data ends today, so that its store serves fresh values, and it
+also logs a model).
 """
 
 from __future__ import annotations

@@ -9,7 +9,11 @@ Example:
     >>> store = fk.Store("./store"); store.materialize(driver_stats)
 """
 
+# Imported for its effect: the notebook layer attaches the displays of the lower layers'
+# classes (and TrainingSet.explain); it imports neither IPython nor ipywidgets until used.
+from featurekit import notebook as notebook
 from featurekit.core.authoring import FeatureView, feature_view
+from featurekit.core.checks import Check
 from featurekit.core.config import __version__
 from featurekit.core.definitions import Aggregation, Entity, FeatureRef, Source
 from featurekit.core.errors import (
@@ -22,21 +26,27 @@ from featurekit.core.errors import (
     SqlError,
     StorageError,
     UserCodeError,
+    ValidationError,
     VersionError,
 )
 from featurekit.core.on_demand import OnDemandFeature, on_demand
+from featurekit.kernels.drift import DriftReport
 from featurekit.lineage.graph import LineageGraph
 from featurekit.offline.materialize import MaterializeResult
 from featurekit.offline.models import ModelRecord
 from featurekit.offline.services import FeatureService
 from featurekit.offline.training import TrainingSet
 from featurekit.online import MemoryOnlineStore, OnlineStoreError
+from featurekit.project.definitions import Definitions
 from featurekit.storage.registry import VersionRecord
 from featurekit.store import Store
 
 __all__ = [
     "Aggregation",
+    "Check",
     "DefinitionError",
+    "Definitions",
+    "DriftReport",
     "Entity",
     "FeatureKitError",
     "FeatureKitWarning",
@@ -58,6 +68,7 @@ __all__ = [
     "Store",
     "TrainingSet",
     "UserCodeError",
+    "ValidationError",
     "VersionError",
     "VersionRecord",
     "__version__",

@@ -1,4 +1,4 @@
-"""The ``featurekit`` command line: a demo, and read-only views of a store.
+"""The ``featurekit`` command line: a demo, views of a store, its integrity check, the server.
 
 Heavy modules (polars, deltalake, the store) are imported inside commands, so
 ``featurekit --help`` stays fast. Every :class:`~featurekit.core.errors.FeatureKitError` becomes
@@ -8,11 +8,13 @@ a one-line red message on stderr and exit code 1, never a traceback.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -22,8 +24,62 @@ if TYPE_CHECKING:
 
 __all__ = ["app", "main"]
 
+
+# ---- help rendering -------------------------------------------------------------------------
+# Recent typer releases print a Python type after every parameter in --help, flags included:
+# `--help <bool>`, `--progress/--no-progress <bool>`, `view... <list[str]>`. These classes
+# restore the usual shape: flags show no value, options show their METAVAR, and arguments
+# show only their name (already in the first column). Older typer releases never call
+# display_type_rich, so the overrides are harmless there.
+_CLICK_WORDS = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "path": "PATH"}
+
+
+class _Option(TyperOption):
+    def display_type_rich(self, ctx: Any) -> str | None:
+        if self.is_flag or self.count:
+            return None
+        if self.metavar is not None:
+            return self.metavar
+        # typer's label, e.g. "<int>" or "<list[str]>" (repeatable), in click's words: INTEGER
+        shown = super().display_type_rich(ctx) or ""
+        label = re.sub(r"^list\[(.*)\]$", r"\1", shown.strip("<>.").lower())
+        return _CLICK_WORDS.get(label, label.upper()) or None
+
+
+class _Argument(TyperArgument):
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+
+def _plain(param: Any) -> Any:
+    """``param`` with the help display above (its class swapped in place; nothing else changes)."""
+    if type(param) is TyperOption:
+        param.__class__ = _Option
+    elif type(param) is TyperArgument:
+        param.__class__ = _Argument
+    return param
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return [_plain(param) for param in super().get_params(ctx)]
+
+
+class _Group(TyperGroup):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return [_plain(param) for param in super().get_params(ctx)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        # Every subcommand gets the same help display, without each one naming a class.
+        command = super().get_command(ctx, cmd_name)
+        if type(command) is TyperCommand:
+            command.__class__ = _Command
+        return command
+
+
 app = typer.Typer(
     name="featurekit",
+    cls=_Group,
     help="featurekit: a notebook-first feature store. Try `featurekit demo`.",
     no_args_is_help=True,
     add_completion=False,
@@ -32,7 +88,12 @@ app = typer.Typer(
 
 StoreOption = Annotated[
     Path,
-    typer.Option("--store", "-s", help="Store root folder (the one holding _featurekit/)."),
+    typer.Option(
+        "--store",
+        "-s",
+        metavar="PATH",
+        help="Store root folder (the one holding _featurekit/).",
+    ),
 ]
 
 
@@ -42,6 +103,7 @@ def demo(
         Path,
         typer.Option(
             "--root",
+            metavar="PATH",
             help="Folder for the demo's data and store; wiped only if an earlier demo made it.",
         ),
     ] = Path("./featurekit-demo"),
@@ -60,6 +122,10 @@ def demo(
 def views(store: StoreOption) -> None:
     """List the feature views a store holds."""
     with _errors():
+        from datetime import timedelta
+
+        from featurekit.core.timeutil import duration_label
+
         opened = _open(store)
         table = _table(title=f"feature views in {opened.root}")
         for column in ("view", "latest", "entity", "keys", "features", "ttl"):
@@ -72,14 +138,16 @@ def views(store: StoreOption) -> None:
                 latest.entity,
                 ", ".join(latest.keys),
                 "\n".join(latest.features),
-                _ttl(latest.ttl_us),
+                "-"
+                if latest.ttl_us is None
+                else duration_label(timedelta(microseconds=latest.ttl_us)),
             )
         _show(table, empty=not opened.views(), what="feature views")
 
 
 @app.command()
 def versions(
-    name: Annotated[str, typer.Argument(help="View name.")],
+    name: Annotated[str, typer.Argument(metavar="VIEW", help="View name.")],
     store: StoreOption,
 ) -> None:
     """List every version of a view: fingerprint, when it was created and why it changed."""
@@ -127,17 +195,29 @@ def training_sets(store: StoreOption) -> None:
 def lineage(
     node: Annotated[
         str,
-        typer.Argument(help="Node id, e.g. model:churn, view:driver_stats@3, training_set:<id>."),
+        typer.Argument(
+            metavar="NODE",
+            help=(
+                "Node id; on the demo store, e.g. model:churn, view:driver_trip_stats@1, "
+                "training_set:rideshare_churn (a name or an id)."
+            ),
+        ),
     ],
     store: StoreOption,
     format: Annotated[
-        str, typer.Option("--format", "-f", help="text, json, openlineage or dot.")
+        str,
+        typer.Option("--format", "-f", metavar="FORMAT", help="text, json, openlineage or dot."),
     ] = "text",
     upstream: Annotated[bool, typer.Option("--upstream/--no-upstream")] = True,
     downstream: Annotated[bool, typer.Option("--downstream/--no-downstream")] = True,
-    depth: Annotated[int | None, typer.Option("--depth", help="Hops to follow.")] = None,
+    depth: Annotated[
+        int | None, typer.Option("--depth", metavar="N", help="Hops to follow.")
+    ] = None,
 ) -> None:
-    """Show the lineage of a node: what it was built from and what uses it."""
+    """Show the lineage of a node: what it was built from and what uses it.
+
+    Example (after `featurekit demo`): featurekit lineage model:churn --store ./featurekit-demo/store
+    """
     with _errors():
         import json
 
@@ -163,10 +243,13 @@ def optimize(
     store: StoreOption,
     view: Annotated[
         list[str] | None,
-        typer.Argument(help="View name(s); default: every view's latest version."),
+        typer.Argument(
+            metavar="VIEW...", help="View name(s); default: every view's latest version."
+        ),
     ] = None,
     version: Annotated[
-        int | None, typer.Option("--version", help="Version to optimize (default: latest).")
+        int | None,
+        typer.Option("--version", metavar="N", help="Version to optimize (default: latest)."),
     ] = None,
 ) -> None:
     """Compact feature tables into globally sorted files (after many incremental runs)."""
@@ -181,6 +264,24 @@ def optimize(
                 )
             else:
                 typer.echo(f"{name} v{result.version}: already compact ({result.files_after} file)")
+
+
+@app.command()
+def doctor(store: StoreOption) -> None:
+    """Check a store's integrity: registry records parse, tables and pinned versions read.
+
+    Reads every view version's Delta table and every Delta version a training set pinned,
+    in full, and changes nothing. Exit code 0: healthy; 1: problems (each on its own line).
+    """
+    with _errors():
+        from featurekit.doctor import check_store
+
+        _open_marker(store)  # a mistyped path is a plain error, not a report of problems
+        report = check_store(store)
+        for line in report.lines():
+            typer.echo(line)
+        if not report.healthy:
+            raise typer.Exit(1)
 
 
 @app.command()
@@ -297,6 +398,12 @@ def serve(
         uvicorn.run(server, host=host, port=port, log_level=log_level, access_log=False)
 
 
+# ---- project commands (init, plan, apply, materialize, ls, show) live in featurekit.project ----
+from featurekit.project.commands import add_commands  # noqa: E402  (after the app exists)
+
+add_commands(app)
+
+
 def main() -> None:
     """Entry point of the ``featurekit`` console script."""
     app()
@@ -320,9 +427,16 @@ def _errors() -> Iterator[None]:
 
 def _open(root: Path) -> Store:
     """Open an existing store; never create one by accident from a mistyped path."""
+    from featurekit.store import Store
+
+    _open_marker(root)
+    return Store(root, progress=False)
+
+
+def _open_marker(root: Path) -> None:
+    """Refuse a path that holds no store marker (so nothing creates a store by accident)."""
     from featurekit.core.errors import StorageError
     from featurekit.storage.layout import StoreLayout
-    from featurekit.store import Store
 
     layout = StoreLayout(root.expanduser())
     if not layout.has_store():
@@ -330,7 +444,6 @@ def _open(root: Path) -> Store:
             f"{str(root)!r} is not a featurekit store (no {layout.marker_key}). "
             "Pass the store root with --store, e.g. --store ./featurekit-demo/store."
         )
-    return Store(root, progress=False)
 
 
 def _console(*, stderr: bool = False) -> Console:
@@ -364,16 +477,6 @@ def _show(table: Any, *, empty: bool = False, what: str = "") -> None:
 def _when(iso: str) -> str:
     """``2024-03-04T10:11:12.345+00:00`` -> ``2024-03-04 10:11``."""
     return iso.replace("T", " ")[:16]
-
-
-def _ttl(ttl_us: int | None) -> str:
-    if ttl_us is None:
-        return "-"
-    seconds = ttl_us // 1_000_000
-    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
-        if seconds and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s" if seconds else f"{ttl_us}us"
 
 
 if __name__ == "__main__":  # pragma: no cover

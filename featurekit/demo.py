@@ -3,7 +3,13 @@
 :func:`run_demo` generates the dataset of :mod:`featurekit.demo_data` into ``<root>/data``,
 defines a polars view and a SQL view over it, materializes both into ``<root>/store``,
 builds a point-in-time-correct training set from the churn labels, rebuilds it from its
-id alone and checks that the rebuild is identical, then prints a short summary.
+id alone and checks that the rebuild is identical, logs a small churn model trained on it
+(so ``featurekit lineage model:churn`` has a model to start from), then prints a short
+summary.
+
+The data covers the 30 days that end at today's midnight UTC, so ``featurekit serve`` on
+the demo store answers with fresh values, not values long past their TTL. The data is
+deterministic given the date: two demos on the same UTC day build the same training set.
 
 ``<root>`` is wiped first only when an earlier demo left its marker file
 (``<root>/.featurekit-demo``) there; any other non-empty folder is refused, so the demo can
@@ -14,21 +20,36 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 import featurekit as fk
 from featurekit.core.errors import ReproducibilityError, StorageError
 from featurekit.demo_data import generate_rideshare
 
-__all__ = ["MARKER", "TRAINING_SET_NAME", "driver_trip_stats", "run_demo"]
+__all__ = [
+    "DAYS",
+    "MARKER",
+    "MODEL_NAME",
+    "TRAINING_SET_NAME",
+    "ChurnBaseline",
+    "driver_trip_stats",
+    "run_demo",
+]
 
 #: File that marks a folder as made by the demo (and so safe to wipe on the next run).
 MARKER = ".featurekit-demo"
 #: Name the demo saves its training set under.
 TRAINING_SET_NAME = "rideshare_churn"
+#: Name the demo logs its model under.
+MODEL_NAME = "churn"
+#: Days of data the demo generates, ending at today's midnight UTC.
+DAYS = 30
 
 Echo = Callable[[str], None]
 
@@ -49,24 +70,70 @@ def driver_trip_stats(trips: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def run_demo(root: Path, *, progress: bool = True, echo: Echo = print) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ChurnBaseline:
+    """A least-squares churn score over the demo's features: a stand-in for a real model.
+
+    The demo needs *a* model to log, and must not depend on a machine-learning library.
+
+    Example:
+        >>> model = ChurnBaseline.fit(frame, ["fare", "rating"], "churned")
+        >>> model.predict(frame)  # churn probability-like scores
+    """
+
+    features: tuple[str, ...]
+    coefficients: tuple[float, ...]
+    intercept: float
+
+    @classmethod
+    def fit(cls, frame: pl.DataFrame, features: list[str], target: str) -> ChurnBaseline:
+        """Fit by least squares (nulls count as 0)."""
+        x = _matrix(frame, features)
+        y = frame[target].cast(pl.Float64).to_numpy()
+        solution, *_ = np.linalg.lstsq(np.column_stack([x, np.ones(len(y))]), y, rcond=None)
+        return cls(
+            features=tuple(features),
+            coefficients=tuple(round(float(c), 12) for c in solution[:-1]),
+            intercept=round(float(solution[-1]), 12),
+        )
+
+    def predict(self, frame: pl.DataFrame) -> np.ndarray:
+        """One score per row of ``frame``; above 0.5 means "will churn"."""
+        scores: np.ndarray = _matrix(frame, list(self.features)) @ np.array(self.coefficients)
+        return scores + self.intercept
+
+
+def _matrix(frame: pl.DataFrame, features: list[str]) -> np.ndarray:
+    columns = [pl.col(f).cast(pl.Float64).fill_nan(None).fill_null(0.0) for f in features]
+    matrix: np.ndarray = frame.select(columns).to_numpy()
+    return matrix
+
+
+def run_demo(
+    root: Path, *, progress: bool = True, echo: Echo = print, today: date | None = None
+) -> dict[str, Any]:
     """Build the demo store under ``root`` and return what happened.
 
     Args:
         root: demo folder; must be new, empty, or a previous demo's folder (then wiped).
         progress: show progress bars while materializing.
         echo: where the summary lines go (``print`` by default).
+        today: the UTC date the data ends at (at its midnight); default: today.
 
     Returns:
-        A dict with ``root``, ``store``, ``data`` (paths), ``views`` (per view: version,
-        fingerprint, mode, rows_written), ``training_set_id``, ``training_set_name``,
-        ``rows``, ``columns``, ``null_rates`` (per feature) and ``rebuilt_identical``.
+        A dict with ``root``, ``store``, ``data`` (paths), ``period`` (first and last day),
+        ``views`` (per view: version, fingerprint, mode, rows_written),
+        ``training_set_id``, ``training_set_name``, ``rows``, ``columns``, ``null_rates``
+        (per feature), ``rebuilt_identical``, ``model`` (its lineage id) and
+        ``model_accuracy``.
 
     Raises:
         StorageError: ``root`` exists, is not empty and was not made by the demo.
     """
     root = _prepare(Path(root))
-    data = generate_rideshare(root / "data")
+    end = today or datetime.now(UTC).date()
+    start = end - timedelta(days=DAYS)
+    data = generate_rideshare(root / "data", days=DAYS, start=start)
 
     # Entities and sources: sources hold absolute paths, so the store works from any cwd.
     driver = fk.Entity("driver", keys=["driver_id"])
@@ -123,6 +190,15 @@ def run_demo(root: Path, *, progress: bool = True, echo: Echo = print) -> dict[s
     ts.save(TRAINING_SET_NAME)
 
     features = [c for c in frame.columns if c not in labels.columns]
+    model = ChurnBaseline.fit(frame, features, "churned")
+    accuracy = float(np.mean((model.predict(frame) > 0.5) == frame["churned"].to_numpy()))
+    entry = store.log_model(
+        MODEL_NAME,
+        training_set=ts,
+        model=model,
+        metrics={"accuracy": round(accuracy, 4)},
+        description="Least-squares churn baseline over the demo's driver features.",
+    )
     null_rates = {
         name: (frame[name].null_count() / frame.height if frame.height else 0.0)
         for name in features
@@ -131,6 +207,7 @@ def run_demo(root: Path, *, progress: bool = True, echo: Echo = print) -> dict[s
         "root": str(root),
         "store": str(store.root),
         "data": {name: str(path) for name, path in data.items()},
+        "period": (start.isoformat(), (end - timedelta(days=1)).isoformat()),
         "views": views,
         "training_set_id": ts.id,
         "training_set_name": TRAINING_SET_NAME,
@@ -138,6 +215,8 @@ def run_demo(root: Path, *, progress: bool = True, echo: Echo = print) -> dict[s
         "columns": frame.columns,
         "null_rates": null_rates,
         "rebuilt_identical": identical,
+        "model": entry.id,
+        "model_accuracy": accuracy,
     }
     _summary(facts, echo=echo)
     return facts
@@ -168,7 +247,8 @@ def _prepare(root: Path) -> Path:
 
 def _summary(facts: dict[str, Any], *, echo: Echo) -> None:
     echo(f"featurekit demo in {facts['root']}")
-    echo(f"  data:  {facts['root']}/data (trips, driver_ratings, labels)")
+    first, last = facts["period"]
+    echo(f"  data:  {facts['root']}/data (trips, driver_ratings, labels; {first} to {last} UTC)")
     echo(f"  store: {facts['store']}")
     echo("views:")
     width = max(len(name) for name in facts["views"])
@@ -186,4 +266,8 @@ def _summary(facts: dict[str, Any], *, echo: Echo) -> None:
     for name, rate in facts["null_rates"].items():
         echo(f"  {name:<{width}}  {rate:6.1%}")
     echo("rebuilt by id: identical" if facts["rebuilt_identical"] else "rebuilt by id: DIFFERENT")
-    echo(f"next: featurekit views --store {facts['store']}")
+    echo(f"model {facts['model']} logged (training accuracy {facts['model_accuracy']:.1%})")
+    echo("next:")
+    echo(f"  featurekit views --store {facts['store']}")
+    echo(f"  featurekit lineage model:{MODEL_NAME} --store {facts['store']}")
+    echo(f"  featurekit serve --store {facts['store']}")

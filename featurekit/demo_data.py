@@ -2,7 +2,9 @@
 
 :func:`generate_rideshare` writes three parquet files. All timestamps are naive
 ``Datetime("us")`` values meaning UTC (featurekit reads naive timestamps as UTC). The data
-starts on 2024-03-04 00:00 and covers ``days`` days.
+starts at midnight UTC of ``start`` (default 2024-03-04, so tests and docs see fixed dates)
+and covers ``days`` days. ``featurekit demo`` passes ``start`` = today minus ``days``, so its
+data ends at today's midnight and an online lookup *now* finds fresh values.
 
 ``trips.parquet`` (about ``riders * days * 2/3`` rows, sorted by ``event_ts``)
     ``trip_id`` (Int64, 1, 2, … in event order), ``driver_id`` (Int64, 1..drivers),
@@ -27,11 +29,13 @@ starts on 2024-03-04 00:00 and covers ``days`` days.
     often have.
 
 Generation uses one ``numpy.random.Generator`` seeded with ``seed``: the same arguments
-always write byte-identical files.
+(``start`` included) always write byte-identical files; ``start`` only shifts every
+timestamp.
 """
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +43,10 @@ import polars as pl
 
 from featurekit.core.errors import DefinitionError
 
-__all__ = ["generate_rideshare"]
+__all__ = ["DEFAULT_START", "generate_rideshare"]
 
-_START = np.datetime64("2024-03-04T00:00:00", "us")
+#: First day of the data unless ``start=`` says otherwise.
+DEFAULT_START = date(2024, 3, 4)
 _US_PER_SECOND = 1_000_000
 _US_PER_MINUTE = 60 * _US_PER_SECOND
 _US_PER_HOUR = 60 * _US_PER_MINUTE
@@ -59,11 +64,20 @@ def generate_rideshare(
     drivers: int = 200,
     riders: int = 1000,
     days: int = 30,
+    start: date = DEFAULT_START,
 ) -> dict[str, Path]:
     """Write ``trips``, ``driver_ratings`` and ``labels`` parquet files into ``folder``.
 
     See the module docstring for the columns. With the defaults: about 20,000 trips,
     10,000 ratings and 5,000 labels, written in well under a second.
+
+    Args:
+        folder: where the three files go (created if missing).
+        seed: the random generator's seed.
+        drivers: how many drivers.
+        riders: how many riders.
+        days: how many days the data covers (at least 3).
+        start: the first day; the data runs from its midnight UTC for ``days`` days.
 
     Returns:
         ``{"trips": path, "driver_ratings": path, "labels": path}``.
@@ -80,13 +94,18 @@ def generate_rideshare(
             )
     if days < 3:
         raise DefinitionError(f"generate_rideshare: days must be at least 3, got {days}.")
+    if not isinstance(start, date):
+        raise DefinitionError(
+            f"generate_rideshare: start must be a datetime.date, got {type(start).__name__}."
+        )
+    origin = np.datetime64(date(start.year, start.month, start.day), "D").astype("datetime64[us]")
     rng = np.random.default_rng(seed)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
 
-    trips, quality = _trips(rng, drivers=drivers, riders=riders, days=days)
-    ratings = _ratings(rng, trips, quality)
-    labels = _labels(rng, trips, quality, days=days)
+    trips, quality = _trips(rng, origin, drivers=drivers, riders=riders, days=days)
+    ratings = _ratings(rng, origin, trips, quality)
+    labels = _labels(rng, origin, trips, quality, days=days)
 
     paths = {
         "trips": folder / "trips.parquet",
@@ -99,7 +118,7 @@ def generate_rideshare(
 
 
 def _trips(
-    rng: np.random.Generator, *, drivers: int, riders: int, days: int
+    rng: np.random.Generator, origin: np.datetime64, *, drivers: int, riders: int, days: int
 ) -> tuple[pl.DataFrame, np.ndarray]:
     n = max(1, round(riders * days * 2 / 3))
     # Some drivers work (and some riders ride) much more than others.
@@ -135,8 +154,8 @@ def _trips(
             "trip_id": np.arange(1, n + 1, dtype=np.int64),
             "driver_id": (driver_idx[order] + 1).astype(np.int64),
             "rider_id": (rider_idx[order] + 1).astype(np.int64),
-            "event_ts": _timestamps(offset_us),
-            "ingested_at": _timestamps(ingest_us),
+            "event_ts": _timestamps(origin, offset_us),
+            "ingested_at": _timestamps(origin, ingest_us),
             "fare": fare_paid[order],
             "distance_km": distance_km[order],
             "status": np.where(cancelled[order], "cancelled", "completed"),
@@ -145,12 +164,14 @@ def _trips(
     return frame, quality
 
 
-def _ratings(rng: np.random.Generator, trips: pl.DataFrame, quality: np.ndarray) -> pl.DataFrame:
+def _ratings(
+    rng: np.random.Generator, origin: np.datetime64, trips: pl.DataFrame, quality: np.ndarray
+) -> pl.DataFrame:
     completed = trips.filter(pl.col("status") == "completed")
     rated = completed.filter(pl.Series(rng.random(completed.height) < 0.55))
     n = rated.height
     driver = rated["driver_id"].to_numpy()
-    trip_end = _offsets(rated["event_ts"])
+    trip_end = _offsets(origin, rated["event_ts"])
     # Riders rate a few minutes to a few hours after the trip.
     event_us = (
         trip_end
@@ -163,17 +184,22 @@ def _ratings(rng: np.random.Generator, trips: pl.DataFrame, quality: np.ndarray)
     return pl.DataFrame(
         {
             "driver_id": driver[order].astype(np.int64),
-            "event_ts": _timestamps(event_us),
-            "ingested_at": _timestamps(event_us + _ingestion_delay_us(rng, n)),
+            "event_ts": _timestamps(origin, event_us),
+            "ingested_at": _timestamps(origin, event_us + _ingestion_delay_us(rng, n)),
             "rating": stars[order].astype(np.float64),
         }
     )
 
 
 def _labels(
-    rng: np.random.Generator, trips: pl.DataFrame, quality: np.ndarray, *, days: int
+    rng: np.random.Generator,
+    origin: np.datetime64,
+    trips: pl.DataFrame,
+    quality: np.ndarray,
+    *,
+    days: int,
 ) -> pl.DataFrame:
-    trip_end = _offsets(trips["event_ts"])
+    trip_end = _offsets(origin, trips["event_ts"])
     first = days * _US_PER_DAY // 3
     last = days * _US_PER_DAY - _US_PER_DAY
     eligible = np.flatnonzero((trip_end >= first) & (trip_end < last))
@@ -197,7 +223,7 @@ def _labels(
         {
             "rider_id": rider.astype(np.int64),
             "driver_id": driver.astype(np.int64),
-            "label_ts": _timestamps(label_us),
+            "label_ts": _timestamps(origin, label_us),
             "churned": churned,
         }
     )
@@ -221,11 +247,11 @@ def _ingestion_delay_us(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.where(rng.random(n) < 0.02, late, normal).astype(np.int64)
 
 
-def _timestamps(offset_us: np.ndarray) -> pl.Series:
-    return pl.Series(_START + offset_us.astype("timedelta64[us]")).cast(pl.Datetime("us"))
+def _timestamps(origin: np.datetime64, offset_us: np.ndarray) -> pl.Series:
+    return pl.Series(origin + offset_us.astype("timedelta64[us]")).cast(pl.Datetime("us"))
 
 
-def _offsets(column: pl.Series) -> np.ndarray:
+def _offsets(origin: np.datetime64, column: pl.Series) -> np.ndarray:
     """Microseconds since the start of the period."""
     values: np.ndarray = column.dt.epoch("us").to_numpy()
-    return values - _START.astype(np.int64)
+    return values - origin.astype(np.int64)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,8 @@ from featurekit.offline.planner import Catalog, Planner
 from featurekit.offline.resolve import ResolvedView, resolve
 from featurekit.offline.services import FeatureService
 from featurekit.offline.training import TrainingSet, build, rebuild
+from featurekit.project.definitions import Definitions
+from featurekit.project.sources import save_source
 from featurekit.storage import delta
 from featurekit.storage.records import DeletionEvent
 from featurekit.storage.registry import Registry, VersionRecord
@@ -57,9 +59,10 @@ class Store:
     ``progress=False`` turns off progress bars (default: on, unless the environment sets
     ``FEATUREKIT_PROGRESS=0``). ``memory_budget`` (e.g. ``"4GiB"``; default 8 GiB) bounds
     a materialization run's memory, its online sync included: larger inputs are computed,
-    written and synced in batches of entity keys. ``definitions`` gives the code of
-    on-demand features and services the registry records by fingerprint only (needed to
-    rebuild training sets that use them, or to serve services by name).
+    written and synced in batches of entity keys. ``definitions`` (an ``fk.Definitions``,
+    or a list of on-demand features and services) gives the code of on-demand features
+    and services the registry records by fingerprint only (needed to rebuild training
+    sets that use them, or to serve services by name).
 
     Example:
         >>> store = fk.Store("./my-store")
@@ -77,7 +80,7 @@ class Store:
         online: str | OnlineStore | bool | None = None,
         lineage_emitter: Any = None,
         memory_budget: str | int | None = None,
-        definitions: Catalog | Iterable[OnDemandFeature | FeatureService] = (),
+        definitions: Definitions | Catalog | Iterable[OnDemandFeature | FeatureService] = (),
     ) -> None:
         self.root: Path | str = _root(root)
         self.storage_options = dict(storage_options or {})
@@ -93,20 +96,30 @@ class Store:
         # online serving: opened on first use, so a Store costs nothing until then
         self._online_spec = online
         self._online_service: OnlineService | None = None
-        catalog = definitions if isinstance(definitions, Catalog) else Catalog(definitions)
+        #: the project's declared definitions (``fk.Definitions``), when it was given them
+        self.definitions = definitions if isinstance(definitions, Definitions) else None
+        if isinstance(definitions, Definitions):
+            catalog = definitions.catalog()
+        elif isinstance(definitions, Catalog):
+            catalog = definitions
+        else:
+            catalog = Catalog(definitions)
         #: plans every feature request (training sets, online lookups, the server)
         self.planner = Planner(self.registry, catalog)
 
     # ---- definitions ----------------------------------------------------------------------
     def register(self, view: FeatureView) -> VersionRecord:
         """Record the view's current definition as a version (idempotent); computes nothing."""
-        return register(self.registry, self._resolve(view))
+        resolved = self._resolve(view)
+        record = register(self.registry, resolved)
+        self._keep_source(resolved)
+        return record
 
     def materialize(
         self,
         view: FeatureView,
-        start: datetime | None = None,
-        end: datetime | None = None,
+        start: datetime | date | str | None = None,
+        end: datetime | date | str | None = None,
         *,
         full_refresh: bool = False,
         progress: bool | None = None,
@@ -120,22 +133,24 @@ class Store:
         resolved = self._resolve(view)
         sources = self._lineage.before_materialize(resolved)
         show = self.progress if progress is None else progress
-        bar = _progress(f"materialize {view.name}", 3, show)
+        bar = Progress(f"materialize {view.name}", 3, show=show)
         budget = parse_size(memory_budget) or self.memory_budget
         try:
             result = materialize(
                 self.registry,
                 resolved,
-                start=start,
-                end=end,
+                start=None if start is None else to_utc_datetime(start, what="start"),
+                end=None if end is None else to_utc_datetime(end, what="end"),
                 full_refresh=full_refresh,
-                step=lambda text: _advance(bar, text),
+                step=bar.step,
                 memory_budget=budget,
+                before_commit=self._online_check(),
             )
         finally:
             bar.close()
+        self._keep_source(resolved)
+        self._lineage.after_materialize(resolved, result, sources)  # the commit is done
         self._sync_online(result, budget)  # after the commit; a no-op run repairs a lagging store
-        self._lineage.after_materialize(resolved, result, sources)
         return result
 
     def views(self) -> list[str]:
@@ -194,7 +209,7 @@ class Store:
         timestamp: str,
         *,
         ttl: Mapping[str, str | timedelta | None] | None = None,
-        as_of: datetime | None = None,
+        as_of: datetime | date | str | None = None,
         point_in_time: PointInTime = "knowledge",
         progress: bool | None = None,
     ) -> TrainingSet:
@@ -205,7 +220,8 @@ class Store:
             features: ``"view:feature"``, ``"view@3:feature"``, ``"view:*"`` or view objects.
             timestamp: the labels' datetime column.
             ttl: per-view TTL overrides, e.g. ``{"driver_stats": "1d"}``.
-            as_of: read every feature table as it stood at this wall-clock time.
+            as_of: read every feature table as it stood at this wall-clock time (a
+                datetime, a date or an ISO 8601 string; naive means UTC).
             point_in_time: ``"knowledge"`` (default: rows must be known by the label time)
                 or ``"event"`` (event time only).
             progress: show a progress bar (default: the store's setting; only for labels
@@ -216,13 +232,13 @@ class Store:
             raise DefinitionError(
                 f"point_in_time must be 'knowledge' or 'event', got {point_in_time!r}."
             )
-        when = to_utc_datetime(as_of) if as_of is not None else None
+        when = to_utc_datetime(as_of, what="as_of") if as_of is not None else None
         plan = self.planner.plan(features, columns=frame.columns, as_of=when, ttl=ttl, pin=True)
         requests = plan.views
         show = self.progress if progress is None else progress
-        bar = _progress("training set", 2, show if frame.height >= LONG_TRAINING_SET else False)
+        bar = Progress("training set", 2, show=show if frame.height >= LONG_TRAINING_SET else False)
         try:
-            _advance(bar, f"joining {len(requests)} views onto {frame.height:,} labels")
+            bar.step(f"joining {len(requests)} views onto {frame.height:,} labels")
             ts = build(
                 self.registry,
                 frame,
@@ -232,7 +248,7 @@ class Store:
                 as_of=when,
                 on_demand=plan.hook(),
             )
-            _advance(bar, "recording lineage")
+            bar.step("recording lineage")
         finally:
             bar.close()
         self._lineage.after_training_set(ts)
@@ -355,7 +371,7 @@ class Store:
         entities: Mapping[str, Sequence[Any]] | pl.DataFrame,
         *,
         with_metadata: bool = False,
-        at: datetime | None = None,
+        at: datetime | date | str | None = None,
     ) -> pl.DataFrame:
         """Latest feature values per entity, exactly what ``training_set`` gives at this instant.
 
@@ -373,7 +389,8 @@ class Store:
             >>> store.get_online_features(["driver_stats:conv_rate"], {"driver_id": [1, 2]})
         """
         service = self.online_service()
-        return service.lookup(features, entities, with_metadata=with_metadata, at=at).frame
+        when = None if at is None else to_utc_datetime(at, what="at")
+        return service.lookup(features, entities, with_metadata=with_metadata, at=when).frame
 
     @property
     def online(self) -> OnlineStore:
@@ -400,27 +417,21 @@ class Store:
             self._online_service = OnlineService(self.planner, store)
         return self._online_service
 
+    def _online_check(self) -> Callable[[VersionRecord, pl.Schema], None] | None:
+        """What materialize checks before its commit so that the online sync cannot fail."""
+        if self._online_spec is False:
+            return None
+        from featurekit.online.sync import check_syncable
+
+        self.online_service()  # a misconfigured online store fails here, before anything is written
+        return check_syncable
+
     def _sync_online(self, result: MaterializeResult, budget: int | None) -> None:
         if self._online_spec is False:
             return
-        from featurekit.online.errors import OnlineStoreError
-        from featurekit.online.sync import sync_view
+        from featurekit.online.sync import sync_materialized
 
-        try:
-            sync_view(
-                self.registry,
-                self.online_service().online,
-                result.view,
-                result.version,
-                memory_budget=budget,
-            )
-        except OnlineStoreError as err:
-            raise OnlineStoreError(
-                f"view {result.view!r} version {result.version} was materialized (Delta "
-                f"version {result.delta_version}), but the online store was not updated: "
-                f"{err} Re-run store.materialize({result.view}) to retry; the offline data "
-                "is safe."
-            ) from err
+        sync_materialized(self.registry, self.online_service().online, result, memory_budget=budget)
 
     # ---- models and lineage -----------------------------------------------------------
     def log_model(
@@ -493,6 +504,13 @@ class Store:
         return self._lineage.graph(node, upstream=upstream, downstream=downstream, depth=depth)
 
     # ---- internals ------------------------------------------------------------------------
+    def _keep_source(self, resolved: ResolvedView) -> None:
+        """Keep the normalized source of a registered version, so `featurekit plan` can
+        diff a later change against it (a no-op once kept)."""
+        save_source(
+            self.registry, "view", resolved.name, resolved.view, str(resolved.parts["code"])
+        )
+
     def _resolve(self, view: FeatureView) -> ResolvedView:
         if not isinstance(view, FeatureView):
             raise DefinitionError(
@@ -548,11 +566,3 @@ def _as_frame(labels: Any) -> pl.DataFrame:
             f"labels must be a polars/pyarrow/pandas frame, got {type(labels).__name__}."
         ) from err
     return frame
-
-
-def _progress(label: str, total: int, show: bool | None) -> Progress:
-    return Progress(label, total, show=show)
-
-
-def _advance(bar: Progress, text: str) -> None:
-    bar.step(text)

@@ -13,8 +13,10 @@ from datetime import timedelta
 from typing import Any, overload
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from featurekit.core import display
+from featurekit.core.checks import as_checks
 from featurekit.core.definitions import Aggregation, Entity, Source, check_name
 from featurekit.core.errors import DefinitionError, did_you_mean
 from featurekit.core.fingerprint import code_fingerprint
@@ -46,6 +48,9 @@ class FeatureView(BaseModel):
     aggregations: tuple[Aggregation, ...] = ()
     #: ``inputs=``: declared input columns per output (lineage only; not in the fingerprint)
     column_inputs: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: ``checks=``: ``fk.Check`` rules on the output; they change no data, so they stay out
+    #: of the fingerprint (not in :meth:`options`) and out of dumps
+    checks: tuple[Any, ...] = Field(default=(), exclude=True)
 
     # ---- derived, pure ------------------------------------------------------------------
     @property
@@ -109,10 +114,8 @@ class FeatureView(BaseModel):
             f"inputs={[s.name for s in self.sources]}, ttl={self.ttl}, kind={kind!r})"
         )
 
-    def _repr_html_(self) -> str:
-        from featurekit.notebook.reprs import view_html
-
-        return view_html(self)
+    def _repr_html_(self) -> str | None:
+        return display.html_for(self)
 
     def __hash__(self) -> int:
         return hash((self.name, id(self.fn), self.sql, repr(self.options())))
@@ -151,6 +154,7 @@ def feature_view(
     description: str | None = None,
     inputs: Mapping[str, Sequence[str]] | None = None,
     aggregations: Sequence[Aggregation] | None = None,
+    checks: Sequence[Any] | None = None,
 ) -> FeatureView: ...
 
 
@@ -169,6 +173,7 @@ def feature_view(  # type: ignore[overload-overlap]  # sql + name: the view itse
     description: str | None = None,
     inputs: Mapping[str, Sequence[str]] | None = None,
     aggregations: Sequence[Aggregation] | None = None,
+    checks: Sequence[Any] | None = None,
 ) -> FeatureView: ...
 
 
@@ -187,6 +192,7 @@ def feature_view(
     description: str | None = None,
     inputs: Mapping[str, Sequence[str]] | None = None,
     aggregations: Sequence[Aggregation] | None = None,
+    checks: Sequence[Any] | None = None,
 ) -> Callable[[ViewFunction], FeatureView]: ...
 
 
@@ -204,6 +210,7 @@ def feature_view(
     description: str | None = None,
     inputs: Mapping[str, Sequence[str]] | None = None,
     aggregations: Sequence[Aggregation] | None = None,
+    checks: Sequence[Any] | None = None,
 ) -> FeatureView | Callable[[ViewFunction], FeatureView]:
     """Declare a feature view from a polars function (or SQL).
 
@@ -220,6 +227,9 @@ def feature_view(
     ``inputs={"feature": ["fare", "trips.status"]}`` declares which input columns feed a
     feature, for column lineage where featurekit cannot trace it (it changes no data, so
     not the version either).
+
+    ``checks=[fk.Check.not_null("fare"), ...]`` declares data-quality rules on the output
+    (see :class:`~featurekit.core.checks.Check`); they are not part of the version.
 
     SQL views need no function body: ``fk.feature_view(name="x", entity=..., sources=[...],
     sql="SELECT ...")`` returns the view directly.
@@ -239,6 +249,7 @@ def feature_view(
             description=description,
             column_inputs=inputs,
             aggregations=aggregations,
+            checks=checks,
         )
 
     if fn is not None:
@@ -262,6 +273,7 @@ def _build_view(
     description: str | None,
     column_inputs: Mapping[str, Sequence[str]] | None = None,
     aggregations: Sequence[Aggregation] | None = None,
+    checks: Sequence[Any] | None = None,
 ) -> FeatureView:
     view_name = check_name(name or getattr(fn, "__name__", None), "feature view")
     if not isinstance(entity, Entity):
@@ -299,6 +311,7 @@ def _build_view(
         version=version,
         column_inputs=_check_column_inputs(view_name, inputs, column_inputs),
         aggregations=_check_aggregations(view_name, aggregations, ttl),
+        checks=as_checks(checks),
     )
 
 

@@ -276,7 +276,7 @@ class Aggregation(BaseModel):
         window: str | timedelta | None = None,
         name: str | None = None,
     ) -> None:
-        from featurekit.core.timeutil import parse_duration
+        from featurekit.core.timeutil import duration_label, parse_duration
 
         if function not in AGGREGATE_FUNCTIONS:
             raise DefinitionError(
@@ -286,7 +286,7 @@ class Aggregation(BaseModel):
         if not isinstance(column, str) or not column:
             raise DefinitionError(f"aggregation column must be a column name, got {column!r}.")
         span = parse_duration(window, what=f"window of {column} {function}")
-        label = "lifetime" if span is None else window_label(span)
+        label = "lifetime" if span is None else duration_label(span)
         super().__init__(
             column=column,
             function=function,
@@ -303,18 +303,3 @@ class Aggregation(BaseModel):
             "window_us": micros,
             "name": self.name,
         }
-
-
-def window_label(span: timedelta) -> str:
-    """``7d``, ``1h``, ``90s``: the largest unit that divides the window evenly."""
-    micros = int(span / timedelta(microseconds=1))
-    for unit, size in (
-        ("d", 86_400_000_000),
-        ("h", 3_600_000_000),
-        ("m", 60_000_000),
-        ("s", 1_000_000),
-        ("ms", 1_000),
-    ):
-        if micros % size == 0:
-            return f"{micros // size}{unit}"
-    return f"{micros}us"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import builtins
 import contextlib
+import copy
 import datetime as dt
 import dis
 import enum
@@ -42,7 +43,7 @@ from typing import Any
 from featurekit.core.config import FORMAT_VERSION
 from featurekit.core.errors import VersionError
 
-__all__ = ["code_fingerprint", "describe_code"]
+__all__ = ["code_fingerprint", "describe_code", "describe_source"]
 
 SELF_KEY = "<self>"
 
@@ -81,11 +82,28 @@ def describe_code(fn: Callable[..., Any]) -> dict[str, str]:
     return dict(sorted(collector.entries.items()))
 
 
+def describe_source(fn: Callable[..., Any]) -> dict[str, str]:
+    """Like :func:`describe_code`, with definitions as normalized *source* instead of AST dumps.
+
+    The same walk and keys (so the same helpers and constants), but each function or class
+    is ``ast.unparse`` of the normalized node (no comments, docstrings or formatting; the
+    view's own decorators dropped), which a person can read in a diff of two versions.
+    """
+    root = _unwrap(fn.__func__ if inspect.ismethod(fn) else fn)
+    label = getattr(root, "__qualname__", repr(root))
+    if not isinstance(root, types.FunctionType):
+        raise VersionError(_no_source(label, f"{type(root).__name__} is not a Python function"))
+    collector = _Collector(label, readable=True)
+    collector.visit_definition(root, root=True)
+    return dict(sorted(collector.entries.items()))
+
+
 class _Collector:
     """Walks from the root function through everything it reaches, filling ``entries``."""
 
-    def __init__(self, root_label: str) -> None:
+    def __init__(self, root_label: str, *, readable: bool = False) -> None:
         self.root_label = root_label
+        self.readable = readable
         self.entries: dict[str, str] = {}
         self._seen: dict[int, object] = {}  # id -> object (kept alive so ids stay unique)
 
@@ -103,7 +121,8 @@ class _Collector:
         self._seen[id(obj)] = obj
         label = self.root_label if root else f"{obj.__qualname__} (used by {self.root_label})"
         node = _normalized_node(obj, label, drop_decorators=root)
-        key = self.add(SELF_KEY if root else obj.__qualname__, _dump(node))
+        text = _readable(node, obj) if self.readable else _dump(node)
+        key = self.add(SELF_KEY if root else obj.__qualname__, text)
         names = _outer_names(node)
         closure: dict[str, Any] = {}
         if isinstance(obj, type):
@@ -240,6 +259,14 @@ def _lambda_node(fn: Any, source: str, label: str) -> ast.Lambda:
         cause = f"its line holds {len(lambdas)} lambdas, so it is ambiguous which one this is"
         raise VersionError(_no_source(where, cause))
     return lambdas[0]
+
+
+def _readable(node: ast.AST, obj: Any) -> str:
+    """Normalized source of a definition node, its name restored (the hash leaves it out)."""
+    shown = copy.deepcopy(node)
+    if isinstance(shown, _DEFINITION):
+        shown.name = getattr(obj, "__name__", "") or "_"
+    return ast.unparse(shown)
 
 
 def _dump(node: Any) -> str:

@@ -15,6 +15,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from featurekit.core.errors import SchemaError
+
 
 def stable_hash(value: Any, length: int = 16) -> str:
     """SHA-256 of canonical JSON (sorted keys), truncated: the same value, the same hash."""
@@ -28,8 +30,32 @@ def frame_hash(frame: pl.DataFrame) -> str:
     digest.update(f"rows={frame.height};cols={frame.width};".encode())
     for series in frame.get_columns():
         digest.update(f"{series.name}:{series.dtype};".encode())
-        _hash_array(digest, series.to_arrow())
+        _hash_array(digest, _arrow(series))
     return digest.hexdigest()
+
+
+def _arrow(series: pl.Series) -> pa.Array | pa.ChunkedArray:
+    """The series as Arrow; 128-bit integers (which Arrow lacks) as their decimal text.
+
+    Raises:
+        SchemaError: a dtype with no Arrow form (``Object``), naming the column.
+    """
+    if series.dtype == pl.Object:  # arbitrary Python objects: no stable value to hash
+        raise SchemaError(
+            f"column {series.name!r} holds Python objects (dtype Object), whose values "
+            "featurekit cannot hash or store. Convert it to a plain type first, e.g. "
+            f"pl.col({series.name!r}).map_elements(str, return_dtype=pl.String)."
+        )
+    if series.dtype in (pl.Int128, pl.UInt128):
+        series = series.cast(pl.String)  # the dtype, in the header, keeps them apart
+    try:
+        return series.to_arrow()
+    except Exception as err:
+        raise SchemaError(
+            f"column {series.name!r} has dtype {series.dtype}, whose values featurekit cannot "
+            f"hash or store ({type(err).__name__}). Convert it to a plain type first, e.g. "
+            f"pl.col({series.name!r}).cast(pl.String)."
+        ) from err
 
 
 def _hash_array(digest: Any, array: pa.Array | pa.ChunkedArray) -> None:
@@ -40,6 +66,9 @@ def _hash_array(digest: Any, array: pa.Array | pa.ChunkedArray) -> None:
     kind = array.type
     if pa.types.is_dictionary(kind):
         array = array.cast(kind.value_type)
+        kind = array.type
+    if pa.types.is_date32(kind):  # Arrow casts days to int32 only, not straight to int64
+        array = array.cast(pa.int32())
         kind = array.type
     if pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_duration(kind):
         array = array.cast(pa.int64())

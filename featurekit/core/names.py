@@ -41,6 +41,7 @@ NameKind = Literal[
     "training set id",
     "run",
     "lineage record",
+    "check",
 ]
 
 #: Longest accepted name; longer ones are refused without being echoed whole.

@@ -246,10 +246,6 @@ class Packing:
         """The key offset of packed values (equal offsets: equal keys)."""
         return packed // (1 << self.bits)
 
-    def time_of(self, packed: pl.Expr) -> pl.Expr:
-        """The physical time value of packed values."""
-        return (packed % (1 << self.bits)).cast(pl.Int64) + self.time_min
-
 
 def _packed_key(frame: pl.DataFrame, keys: list[str], event: str) -> pl.Series | None:
     """Packed (key, event) values of ``frame`` (see :class:`Packing`), or None."""

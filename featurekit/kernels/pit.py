@@ -15,8 +15,6 @@ Fast paths (same answers; tests/integration/test_perf_kernel.py compares them): 
 rows are usually already in rank order, so their sort is skipped; with one integer key,
 the ``avail``-order re-sort is replaced by a suffix minimum of ``avail`` in rank order
 (see ``_join_one``), and sorts by (key, time) use one packed ``UInt64`` key.
-
-The kernel sits behind :class:`JoinKernel` so a scale-out engine can replace it.
 """
 
 from __future__ import annotations
@@ -25,12 +23,12 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Literal, Protocol
+from typing import Literal
 
 import polars as pl
 
 from featurekit.core.definitions import Aggregation
-from featurekit.core.errors import SchemaError
+from featurekit.core.errors import DefinitionError, SchemaError
 from featurekit.core.timeutil import to_utc_expr
 from featurekit.kernels.aggregate import aggregate
 from featurekit.kernels.frames import Packing, gather_rows, in_order, last_of_runs, packed_order
@@ -88,19 +86,6 @@ class LoadedView(ViewFrame):
     frame: pl.DataFrame
 
 
-class JoinKernel(Protocol):
-    """What a point-in-time engine must provide (polars today; Daft/Ray later)."""
-
-    def __call__(
-        self,
-        labels: pl.DataFrame,
-        *,
-        timestamp: str,
-        views: Sequence[ViewFrame],
-        point_in_time: PointInTime = "knowledge",
-    ) -> pl.DataFrame: ...
-
-
 def output_names(label_columns: Sequence[str], views: Sequence[ViewFrame]) -> list[str]:
     """Output column name per requested feature: ``feature``, or ``view__feature`` on a clash."""
     counts = Counter(f for v in views for f in v.features)
@@ -130,7 +115,9 @@ def pit_join(
             f"columns are {labels.columns}."
         )
     if point_in_time not in ("knowledge", "event"):
-        raise SchemaError(f"point_in_time must be 'knowledge' or 'event', got {point_in_time!r}.")
+        raise DefinitionError(
+            f"point_in_time must be 'knowledge' or 'event', got {point_in_time!r}."
+        )
     to_utc_expr(timestamp, labels.schema[timestamp], what="label timestamp")  # checks dtype
     names = output_names(labels.columns, views)
     columns: list[pl.Series] = []
@@ -193,9 +180,22 @@ def _join_one(
         matched = _general_match(left, rows, keys, knowledge)
     chosen = matched[_BEST]
     if view.ttl is not None:
-        age = matched[_T] - rows[_E].gather(chosen)
-        chosen = pl.select(pl.when(age > view.ttl).then(None).otherwise(chosen)).to_series()
+        expired = _older_than(matched[_T], rows[_E].gather(chosen), view.ttl, unit)
+        chosen = pl.select(pl.when(expired).then(None).otherwise(chosen)).to_series()
     return _aligned(rows.select(view.features), chosen, matched[_IDX], height)
+
+
+def _older_than(t: pl.Series, event: pl.Series, ttl: timedelta, unit: TimeUnit) -> pl.Series:
+    """``t - event > ttl``, computed in 128 bits.
+
+    Nanosecond instants span 584 years, so the age of a row clamped to 1677 at a label in
+    2026 does not fit a 64-bit nanosecond duration: it would wrap around, negative, and
+    look fresh.
+    """
+    per_us = 1000 if unit == "ns" else 1
+    limit = int(ttl / timedelta(microseconds=1)) * per_us
+    age = t.to_physical().cast(pl.Int128) - event.to_physical().cast(pl.Int128)
+    return age.to_frame("age").select(pl.col("age") > pl.lit(limit, pl.Int128)).to_series()
 
 
 def _aligned(
@@ -372,11 +372,24 @@ def _aligned_keys(labels: pl.DataFrame, view: LoadedView) -> tuple[list[pl.Expr]
     return label_exprs, row_exprs
 
 
+def _common_integer(left: pl.DataType, right: pl.DataType) -> pl.DataType:
+    """An integer dtype holding every value of both: UInt64 beside a signed key is Int128
+    (a negative label key next to keys above 2**63 must neither fail nor wrap)."""
+    both = (left, right)
+    if pl.UInt128 in both:
+        return pl.UInt128() if all(d.is_unsigned_integer() for d in both) else pl.Int128()
+    if pl.Int128 in both:
+        return pl.Int128()
+    if pl.UInt64 in both:
+        return pl.UInt64() if all(d.is_unsigned_integer() for d in both) else pl.Int128()
+    return pl.Int64()
+
+
 def _common_key_dtype(key: str, left: pl.DataType, right: pl.DataType, view: str) -> pl.DataType:
     if left == right and not isinstance(left, pl.Categorical | pl.Enum):
         return left
     if left.is_integer() and right.is_integer():
-        return pl.UInt64() if pl.UInt64 in (left, right) else pl.Int64()
+        return _common_integer(left, right)
     stringy = (pl.String, pl.Categorical, pl.Enum)
     if isinstance(left, stringy) and isinstance(right, stringy):
         return pl.String()

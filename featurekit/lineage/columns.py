@@ -21,58 +21,15 @@ analysis is unaffected, and ``inputs=`` refines it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 
 from featurekit.core.authoring import FeatureView
 from featurekit.core.errors import FeatureKitError
+from featurekit.lineage.model import ColumnDep
 
 _PROBE = "__fk_lineage_probe"
-#: Transformation strength, for merging two routes to the same input.
-_RANK = {"DIRECT": 3, "INDIRECT": 2, "UNKNOWN": 1}
-
-
-@dataclass(frozen=True)
-class ColumnDep:
-    """One input of an output column: ``column`` None means the input table as a whole."""
-
-    input: str
-    column: str | None
-    transformation: str  # DIRECT | INDIRECT | UNKNOWN
-    subtype: str | None = None
-    description: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form."""
-        return {
-            "input": self.input,
-            "column": self.column,
-            "transformation": self.transformation,
-            "subtype": self.subtype,
-            "description": self.description,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ColumnDep:
-        """Inverse of :meth:`to_dict`."""
-        return cls(
-            str(data["input"]),
-            data.get("column"),
-            str(data["transformation"]),
-            data.get("subtype"),
-            data.get("description"),
-        )
-
-
-def strongest(old: ColumnDep | None, new: ColumnDep) -> ColumnDep:
-    """Of two routes to the same input column, keep the stronger (DIRECT beats INDIRECT)."""
-    if old is None or _RANK[new.transformation] > _RANK[old.transformation]:
-        return new
-    return old
-
-
 ViewColumns = dict[str, list[ColumnDep]]
 
 

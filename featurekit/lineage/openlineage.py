@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 from featurekit.core.errors import DefinitionError, FeatureKitError
 
 if TYPE_CHECKING:
-    from featurekit.lineage.graph import LineageGraph, Run
+    from featurekit.lineage.model import GraphModel, Run
 
 SPEC = "https://openlineage.io/spec/2-0-2/OpenLineage.json"
 PRODUCER = "https://pypi.org/project/featurekit/"
@@ -62,12 +62,12 @@ def _facet(kind: str, **fields: Any) -> dict[str, Any]:
     return {"_producer": PRODUCER, "_schemaURL": _FACET_URLS[kind], **fields}
 
 
-def graph_events(graph: LineageGraph) -> list[dict[str, Any]]:
+def graph_events(graph: GraphModel) -> list[dict[str, Any]]:
     """One RunEvent dict per run in ``graph``, oldest first."""
     return [run_event(graph, run) for run in graph.runs.values()]
 
 
-def run_event(graph: LineageGraph, run: Run) -> dict[str, Any]:
+def run_event(graph: GraphModel, run: Run) -> dict[str, Any]:
     """The RunEvent of one run (a plain dict in the spec's shape)."""
     from featurekit.core.config import __version__
 
@@ -116,7 +116,7 @@ def run_event(graph: LineageGraph, run: Run) -> dict[str, Any]:
     }
 
 
-def _dataset(graph: LineageGraph, node_id: str, version: Any) -> dict[str, Any]:
+def _dataset(graph: GraphModel, node_id: str, version: Any) -> dict[str, Any]:
     node = graph.nodes[node_id]
     naming = node.attrs.get("dataset") or {"namespace": "featurekit", "name": node_id}
     facets: dict[str, Any] = {}
@@ -132,7 +132,7 @@ def _dataset(graph: LineageGraph, node_id: str, version: Any) -> dict[str, Any]:
     return {"namespace": naming["namespace"], "name": naming["name"], "facets": facets}
 
 
-def _column_lineage(graph: LineageGraph, output: str, inputs: set[str]) -> dict[str, Any]:
+def _column_lineage(graph: GraphModel, output: str, inputs: set[str]) -> dict[str, Any]:
     """Output dataset's fields -> input fields of the run's input datasets."""
     node = graph.nodes[output]
     fields: dict[str, Any] = {}
@@ -165,7 +165,7 @@ def _column_lineage(graph: LineageGraph, output: str, inputs: set[str]) -> dict[
 
 
 def _field_inputs(
-    graph: LineageGraph,
+    graph: GraphModel,
     target: str,
     inputs: set[str],
     via: tuple[str, str | None],

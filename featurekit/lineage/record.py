@@ -28,8 +28,9 @@ from featurekit.core.config import FORMAT_VERSION
 from featurekit.core.definitions import Source
 from featurekit.core.redact import redact_url
 from featurekit.core.timeutil import utcnow
-from featurekit.lineage.columns import ColumnDep, strongest, view_column_lineage
+from featurekit.lineage.columns import view_column_lineage
 from featurekit.lineage.graph import Edge, LineageGraph, Node, Run
+from featurekit.lineage.model import ColumnDep, strongest
 from featurekit.lineage.openlineage import dataset_naming
 from featurekit.storage import delta
 from featurekit.storage.manifest import Manifest

@@ -1,4 +1,4 @@
-"""Render a :class:`~featurekit.lineage.graph.LineageGraph`: text tree, Graphviz DOT, static SVG.
+"""Render a lineage graph (:class:`~featurekit.lineage.model.GraphModel`): text, DOT, SVG.
 
 No third-party imports: these work in a terminal, in CI logs and in any notebook.
 """
@@ -9,7 +9,7 @@ import html
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from featurekit.lineage.graph import Edge, LineageGraph
+    from featurekit.lineage.model import Edge, GraphModel
 
 _ORDER = {"source": 0, "column": 1, "view": 2, "feature": 3, "training_set": 4, "model": 5}
 _COLORS = {
@@ -29,7 +29,7 @@ def _label(edge: Edge) -> str:
     return " ".join(p for p in parts if p)
 
 
-def to_text(graph: LineageGraph) -> str:
+def to_text(graph: GraphModel) -> str:
     """Upstream tree then downstream tree of the focus (or a forest from the sources)."""
     lines: list[str] = []
     if graph.focus is not None and graph.focus in graph.nodes:
@@ -54,7 +54,7 @@ def to_text(graph: LineageGraph) -> str:
     return "\n".join(lines) if lines else "(empty lineage graph)"
 
 
-def _tree(graph: LineageGraph, start: str, *, up: bool) -> list[str]:
+def _tree(graph: GraphModel, start: str, *, up: bool) -> list[str]:
     lines: list[str] = []
     shown: set[str] = {start}
 
@@ -77,7 +77,7 @@ def _tree(graph: LineageGraph, start: str, *, up: bool) -> list[str]:
     return lines
 
 
-def to_dot(graph: LineageGraph) -> str:
+def to_dot(graph: GraphModel) -> str:
     """Graphviz DOT: boxes colored by kind; INDIRECT derivations dashed."""
     out = ["digraph lineage {", "  rankdir=LR;", '  node [shape=box, style="rounded,filled"];']
     for node_id, node in sorted(graph.nodes.items()):
@@ -96,7 +96,7 @@ def _dot(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def to_svg(graph: LineageGraph) -> str:
+def to_svg(graph: GraphModel) -> str:
     """A static SVG: one column per node kind (sources left, models right)."""
     columns: dict[int, list[str]] = {}
     for node_id, node in sorted(graph.nodes.items()):
@@ -109,7 +109,10 @@ def to_svg(graph: LineageGraph) -> str:
     total_w = 20 + max(1, len(columns)) * (width + gap_x)
     total_h = 20 + max((len(v) for v in columns.values()), default=1) * (height + gap_y)
     parts = [
+        # viewBox + max-width: wide graphs scale down to their container instead of
+        # running off its right edge; small ones keep their natural size
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{total_w}" height="{total_h}" '
+        f'viewBox="0 0 {total_w} {total_h}" style="max-width:100%;height:auto" '
         'font-family="monospace" font-size="11">'
     ]
     for edge in graph.edges:
@@ -135,6 +138,6 @@ def to_svg(graph: LineageGraph) -> str:
     return "".join(parts)
 
 
-def to_html(graph: LineageGraph) -> str:
+def to_html(graph: GraphModel) -> str:
     """Notebook rendering: a one-line summary above the static SVG."""
     return f"<div><b>{html.escape(repr(graph))}</b><br/>{to_svg(graph)}</div>"

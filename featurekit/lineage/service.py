@@ -13,7 +13,13 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from featurekit.core.errors import FeatureKitError, FeatureKitWarning, NotFoundError, did_you_mean
+from featurekit.core.errors import (
+    DefinitionError,
+    FeatureKitError,
+    FeatureKitWarning,
+    NotFoundError,
+    did_you_mean,
+)
 from featurekit.lineage.graph import Edge, LineageGraph, Node, Run
 from featurekit.lineage.openlineage import Emitter, make_emitter, run_event
 from featurekit.lineage.record import (
@@ -141,7 +147,7 @@ def resolve_id(graph: LineageGraph, text: str, registry: Registry) -> str:
     ``column:trips:fare`` → the most recently read; ``training_set:<saved name>`` → its id.
     """
     if not isinstance(text, str):
-        raise FeatureKitError(f"a lineage node id must be a string, got {type(text).__name__}.")
+        raise DefinitionError(f"a lineage node id must be a string, got {type(text).__name__}.")
     text = text.strip()
     if text in graph.nodes:
         return text

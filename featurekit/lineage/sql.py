@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from featurekit.core.errors import SqlError
-from featurekit.lineage.columns import ColumnDep, strongest
+from featurekit.lineage.model import ColumnDep, strongest
 
 DIALECT = "duckdb"
 _WHY = {"FILTER": "filters rows", "GROUP_BY": "groups rows", "JOIN": "joins rows"}

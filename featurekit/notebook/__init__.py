@@ -9,20 +9,25 @@ Example:
     >>> fkn.LineageWidget(store.lineage("model:churn"))      # the widget, explicitly
     >>> fkn.export_html(store.lineage(), "lineage.html")     # offline, standalone page
     >>> fkn.view_card(driver_stats, store)                   # a view and its versions
-    >>> fkn.enable()    # rich displays for FeatureView, ModelRecord and VersionRecord too
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from featurekit.core.authoring import FeatureView
+from featurekit.core.display import register_explainer, register_html, register_mimebundle
+from featurekit.lineage.graph import LineageGraph
+from featurekit.notebook import reprs
 from featurekit.notebook.display import export_html, graph_mimebundle
 from featurekit.notebook.explain import Explanation, ViewExplanation, explain
 from featurekit.notebook.lineage import node_details, widget_state
 from featurekit.notebook.progress import Progress
+from featurekit.offline.models import ModelRecord
+from featurekit.offline.training import TrainingSet
+from featurekit.storage.registry import VersionRecord
 
 if TYPE_CHECKING:
-    from featurekit.core.authoring import FeatureView
     from featurekit.notebook.widget import LineageWidget
     from featurekit.store import Store
 
@@ -49,6 +54,24 @@ def __getattr__(name: str) -> Any:
 
         return LineageWidget
     raise AttributeError(f"module 'featurekit.notebook' has no attribute {name!r}")
+
+
+def _attach() -> None:
+    """Give the lower layers' objects their notebook displays and ``TrainingSet.explain``.
+
+    Those classes cannot import this layer, so they look their display up in
+    :mod:`featurekit.core.display`; importing this package (``import featurekit`` does)
+    fills that registry in.
+    """
+    register_html(FeatureView, lambda view: reprs.view_html(view))
+    register_html(VersionRecord, reprs.version_html)
+    register_html(ModelRecord, reprs.model_html)
+    register_html(TrainingSet, reprs.training_set_html)
+    register_mimebundle(LineageGraph, graph_mimebundle)
+    register_explainer(TrainingSet, explain)
+
+
+_attach()
 
 
 class Card:
@@ -79,8 +102,9 @@ def view_card(view: FeatureView, store: Store | None = None) -> Card:
 def enable() -> None:
     """Register rich HTML displays for FeatureView, ModelRecord and VersionRecord in IPython.
 
-    Store, TrainingSet, LineageGraph and explanations display richly without this.
-    Also available as ``%load_ext featurekit.notebook``.
+    They display richly without this (their ``_repr_html_`` finds the formatters this
+    package registers); it stays so that notebooks that call it keep working. Also
+    available as ``%load_ext featurekit.notebook``.
     """
     import importlib
 
@@ -91,11 +115,6 @@ def enable() -> None:
 
 def load_ipython_extension(shell: Any) -> None:
     """``%load_ext featurekit.notebook``: see :func:`enable`."""
-    from featurekit.core.authoring import FeatureView
-    from featurekit.notebook import reprs
-    from featurekit.offline.models import ModelRecord
-    from featurekit.storage.registry import VersionRecord
-
     formatter = shell.display_formatter.formatters["text/html"]
     formatter.for_type(FeatureView, lambda v: reprs.view_html(v))
     formatter.for_type(ModelRecord, reprs.model_html)

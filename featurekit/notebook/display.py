@@ -29,16 +29,36 @@ def _shell() -> Any:
     return importlib.import_module("IPython").get_ipython()
 
 
-def graph_mimebundle(graph: LineageGraph) -> dict[str, Any]:
-    """Both renderings of a lineage graph in one bundle.
+#: Hides a static drawing once the live widget shown after it has rendered. Live front ends
+#: render the widget (``.fk-lineage``) in a later output of the same cell; static exports never
+#: do, so there the drawing stays. GitHub strips ``<style>``; it shows the drawing anyway.
+_STATIC_CSS = (
+    "<style>"
+    ".jp-OutputArea-child:has(~ .jp-OutputArea-child .fk-lineage) .fk-lineage-static,"
+    ".output_area:has(~ .output_area .fk-lineage) .fk-lineage-static{display:none}"
+    "</style>"
+)
 
-    ``text/html`` is the static SVG (GitHub, nbconvert, any viewer without a kernel);
-    in a Jupyter kernel with ``featurekit[notebook]`` installed, the bundle also carries
-    the interactive widget's view, which live front ends prefer.
-    """
+
+def static_html(graph: LineageGraph) -> str:
+    """The drawing static viewers show: the SVG, scaled down to fit its container."""
     from featurekit.lineage.render import to_html
 
-    bundle: dict[str, Any] = {"text/plain": repr(graph), "text/html": to_html(graph)}
+    return f'<div class="fk-lineage-static">{_STATIC_CSS}{to_html(graph)}</div>'
+
+
+def graph_mimebundle(graph: LineageGraph) -> dict[str, Any]:
+    """How a lineage graph displays: the static SVG, and in a live kernel the widget too.
+
+    Outside a kernel (or without ``featurekit[notebook]``) the bundle is the static SVG as
+    ``text/html``. In a kernel the widget is added, but not to the same bundle: nbconvert
+    and other exporters prefer a widget view over ``text/html`` whenever the notebook saved
+    widget state (nbclient does by default), and the view then needs a widget manager from
+    a CDN, so the export shows nothing. So the SVG is published as an output of its own,
+    just before the widget's; live front ends hide it once the widget renders (see
+    :data:`_STATIC_CSS`), and static exports keep it.
+    """
+    bundle: dict[str, Any] = {"text/plain": repr(graph), "text/html": static_html(graph)}
     if not in_kernel():
         return bundle
     try:
@@ -47,9 +67,12 @@ def graph_mimebundle(graph: LineageGraph) -> dict[str, Any]:
         return bundle
     widget: Any = LineageWidget(graph)
     data, _ = widget._repr_mimebundle_()
-    if WIDGET_MIME in data:
-        bundle[WIDGET_MIME] = data[WIDGET_MIME]
-    return bundle
+    if WIDGET_MIME not in data:
+        return bundle
+    _shell().display_pub.publish(data=bundle, metadata={})
+    # An empty text/html: viewers without widget state pick it (rather than draw the graph a
+    # second time), and its presence keeps IPython from adding the graph's _repr_html_.
+    return {"text/plain": repr(graph), "text/html": "", WIDGET_MIME: data[WIDGET_MIME]}
 
 
 _PAGE = """<!DOCTYPE html>

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from featurekit.core.errors import DefinitionError, NotFoundError
-from featurekit.core.timeutil import to_utc_expr
+from featurekit.core.timeutil import duration_label, to_utc_expr
 from featurekit.kernels.pit import ViewFrame, pit_join
 from featurekit.storage import delta
 from featurekit.storage.manifest import ManifestView
@@ -167,7 +167,8 @@ def explain(ts: TrainingSet, row: int) -> Explanation:
     label_columns = list(manifest.labels.columns)
     timestamp = manifest.labels.timestamp
     labels = frame.slice(row, 1).select(label_columns)
-    t = labels.select(to_utc_expr(timestamp, labels.schema[timestamp], what="label timestamp"))
+    label_dtype = labels.schema[timestamp]
+    t = labels.select(to_utc_expr(timestamp, label_dtype, what="label timestamp", rounding="down"))
     when = t.item()
     mode = manifest.point_in_time
     result_row = frame.row(row, named=True)
@@ -341,11 +342,14 @@ def _reason(
         if ttl is not None and when - e >= ttl:
             return (
                 BEFORE_WINDOW,
-                f"{_age(when - e)} before the label time; the widest window is {_age(ttl)}",
+                f"{_age(when - e)} before the label time; the widest window is {duration_label(ttl)}",
             )
         return IN_WINDOW, "inside the window: aggregated into the features"
     if ttl is not None and when - e > ttl:
-        return OUTSIDE_TTL, f"{_age(when - e)} old at the label time; the TTL is {_age(ttl)}"
+        return (
+            OUTSIDE_TTL,
+            f"{_age(when - e)} old at the label time; the TTL is {duration_label(ttl)}",
+        )
     if best is None:  # cannot happen when the kernel agrees with these rules
         return OLDER, "eligible, but the kernel chose no row"
     if item[_ROW] == best[_ROW]:

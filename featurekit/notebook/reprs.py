@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from featurekit.core.errors import FeatureKitError
-from featurekit.core.timeutil import utcnow
+from featurekit.core.timeutil import duration_label, utcnow
 
 if TYPE_CHECKING:
     from featurekit.core.authoring import FeatureView
@@ -83,12 +83,7 @@ def _ago(when: datetime | None) -> str:
 def _duration(us: int | None) -> str:
     if us is None:
         return "none"
-    value = timedelta(microseconds=us)
-    if value % timedelta(days=1) == timedelta(0):
-        return f"{value.days}d"
-    if value % timedelta(hours=1) == timedelta(0):
-        return f"{int(value / timedelta(hours=1))}h"
-    return str(value)
+    return duration_label(timedelta(microseconds=us))
 
 
 # ---- Store ------------------------------------------------------------------------------------

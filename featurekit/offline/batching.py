@@ -19,7 +19,7 @@ import polars as pl
 
 from featurekit.core.definitions import Source
 from featurekit.core.errors import DefinitionError
-from featurekit.storage.sources import TimeBound, scan_source
+from featurekit.storage.sources import SourceSnapshot, TimeBound, scan_source
 
 #: Default memory budget of one materialization run (bytes).
 DEFAULT_BUDGET = 8 * 1024**3
@@ -67,7 +67,9 @@ def parse_size(value: str | int | None, *, what: str = "memory_budget") -> int |
     return size
 
 
-def estimate_bytes(sources: Sequence[Source], bounds: Sequence[Sequence[TimeBound]]) -> int:
+def estimate_bytes(
+    sources: Sequence[Source | SourceSnapshot], bounds: Sequence[Sequence[TimeBound]]
+) -> int:
     """Rows the run reads times their width in memory, summed over the raw sources."""
     return sum(
         frame_bytes(scan_source(src, bounds=bound))

@@ -30,7 +30,7 @@ from featurekit.core.errors import (
 from featurekit.core.timeutil import UTC_US, to_utc_expr
 from featurekit.kernels.aggregate import result_dtype
 from featurekit.kernels.frames import in_order, last_of_runs, sort_rows
-from featurekit.storage.sources import TimeBound, scan_source
+from featurekit.storage.sources import SourceSnapshot, TimeBound, scan_source
 
 
 @dataclass(frozen=True)
@@ -231,12 +231,18 @@ def view_inputs(
     view: FeatureView,
     window: Window,
     upstream_rows: Mapping[str, tuple[pl.LazyFrame, Layout]],
+    snapshots: Mapping[str, SourceSnapshot] | None = None,
 ) -> dict[str, pl.LazyFrame]:
-    """Input frames for a run, each limited to the window by its event time."""
+    """Input frames for a run, each limited to the window by its event time.
+
+    A raw source is read from its snapshot in ``snapshots`` when there is one, so every
+    question a run asks of it sees the same rows.
+    """
     frames: dict[str, pl.LazyFrame] = {}
     for src in view.sources:
         if isinstance(src, Source):
-            frame, column = scan_source(src, bounds=window.bounds(src.timestamp)), src.timestamp
+            pinned = (snapshots or {}).get(src.name, src)
+            frame, column = scan_source(pinned, bounds=window.bounds(src.timestamp)), src.timestamp
         else:
             frame, layout = upstream_rows[src.name]
             column = layout.timestamp

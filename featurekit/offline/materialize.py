@@ -3,13 +3,20 @@
 Incremental by event time; late rows are never lost when sources declare a created column:
 
 - The first run (or ``full_refresh=True``) computes everything and replaces the table.
+- Each run first takes one snapshot of every raw source (its exact file list, or its
+  Delta version, see :func:`featurekit.storage.sources.snapshot`) and reads only that:
+  the rows it computes from and the watermarks it records come from the same rows, so a
+  file that lands while the run is in progress is left whole for the next run.
 - Each run records, per raw source, watermarks in its Delta commit metadata: the greatest
-  event time and created time it read.
+  event time and created time it read, and how many rows it read *at* each (the ties).
 - The next run finds the earliest event time T among the *new* source rows: rows created
   after the created-time watermark (so late-arriving rows with old event times count), or,
-  for sources without a created column, rows after the event-time watermark. It recomputes
-  the view over source rows with event time >= T and atomically replaces the stored rows
-  with event time >= T. Re-running finds nothing new and writes nothing.
+  for sources without a created column, rows after the event-time watermark. Rows created
+  exactly at the watermark are new too when there are more of them than the run that
+  recorded it read (coarse created times, such as dates or whole seconds, tie often);
+  then every row at the watermark is read again, which the replace below makes harmless.
+  It recomputes the view over source rows with event time >= T and atomically replaces
+  the stored rows with event time >= T. Re-running finds nothing new and writes nothing.
 - ``start``/``end`` recompute and replace exactly ``[start, end)`` (a backfill); they do
   not move the watermarks.
 
@@ -18,10 +25,16 @@ This assumes a view's row at event time e is computed from source rows at event 
 is refused with a clear error; views that accumulate over history should use
 ``full_refresh=True``. Sources without a created column cannot reveal late rows: rows
 with old event times added later are picked up by ``full_refresh=True`` or a backfill.
+Likewise a row whose created time is *below* a watermark already recorded (a writer whose
+clock runs behind, or that makes its rows visible out of created-time order) is only
+picked up by ``full_refresh=True`` or a backfill.
 
 The Delta commit is the atomic step: a run killed before it leaves no visible rows, and
 the registry records a new version only after its first commit, so the registry never
-names a version without data.
+names a version without data. Whatever can be known to fail is checked before the commit
+(the version record is built first; ``before_commit`` lets the caller check its own
+later steps, such as the online sync, against the version's schema). A step that still
+fails after the commit says what was committed and how to resume.
 
 A run whose sources are estimated to exceed the memory budget is computed and written in
 batches of entity keys, streamed into that same single commit (see
@@ -32,6 +45,7 @@ from __future__ import annotations
 
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,8 +54,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-from featurekit.core.definitions import Source
-from featurekit.core.errors import SchemaError, StorageError
+from featurekit.core.errors import FeatureKitWarning, SchemaError, StorageError
 from featurekit.core.timeutil import to_utc_datetime, utcnow
 from featurekit.offline.batching import DEFAULT_BUDGET, batch_count, estimate_bytes, key_partitions
 from featurekit.offline.compute import Layout, Window, call_view, collect_rows, shaped, view_inputs
@@ -49,7 +62,7 @@ from featurekit.offline.resolve import ResolvedView, changed_parts
 from featurekit.storage import delta
 from featurekit.storage.layout import StoreLayout
 from featurekit.storage.registry import Registry, VersionRecord
-from featurekit.storage.sources import TimeBound, scan_source
+from featurekit.storage.sources import SourceSnapshot, scan_source, snapshot
 
 RunMode = Literal["full", "incremental", "range", "noop"]
 Progress = Callable[[str], None]
@@ -89,11 +102,14 @@ def materialize(
     full_refresh: bool = False,
     step: Progress = lambda _: None,
     memory_budget: int | None = None,
+    before_commit: Callable[[VersionRecord, pl.Schema], None] | None = None,
 ) -> MaterializeResult:
     """Materialize one resolved view (see the module docstring for the rules).
 
     ``memory_budget`` (bytes; default :data:`~featurekit.offline.batching.DEFAULT_BUDGET`) bounds
     the run's memory: larger inputs are computed and written in batches of entity keys.
+    ``before_commit(record, schema)`` runs before anything is computed, with the version's
+    record and stored schema; it raises to refuse a run whose later steps would fail.
 
     Racing writers (other machines on an object-storage root, where there are no locks) are
     met with Delta's optimistic concurrency: a run whose commit loses re-plans from what
@@ -103,7 +119,9 @@ def materialize(
     for attempt in range(_RACE_ATTEMPTS):
         with registry.lock(resolved.name):
             try:
-                return _run(registry, resolved, start, end, full_refresh, step, memory_budget)
+                return _run(
+                    registry, resolved, start, end, full_refresh, step, memory_budget, before_commit
+                )
             except delta.CommitConflict:
                 if attempt == _RACE_ATTEMPTS - 1:
                     raise
@@ -127,6 +145,7 @@ def _run(
     full_refresh: bool,
     step: Progress,
     memory_budget: int | None,
+    before_commit: Callable[[VersionRecord, pl.Schema], None] | None,
 ) -> MaterializeResult:
     name = resolved.name
     options = registry.storage_options
@@ -137,24 +156,30 @@ def _run(
         number, claim = existing.version, "ours"
     else:
         number, claim = _claim_number(registry, resolved)
+    record = existing or _record(registry, resolved, number)
+    # stack: this warning's helper, _run, materialize, the Store method, the user's call
+    _warn_knowledge_time(resolved, number, stacklevel=5)
+    if before_commit is not None:
+        before_commit(record, pl.Schema(dict(resolved.layout.schema)))
     uri = registry.layout.table_uri(name, number)
     runs = delta.history(uri, options) if claim == "ours" else []
     previous = _last_watermarks(runs)
     step("finding new rows")
-    mode, window = _plan(resolved, start, end, full_refresh, previous)
+    snaps = {src.name: snapshot(src) for src in resolved.leaf_sources()}
+    mode, window = _plan(resolved, snaps, start, end, full_refresh, previous)
     run_id = uuid.uuid4().hex[:16]
     if mode == "noop":
         if existing is None:  # the table is a racing writer's of this same definition
-            _recorded(registry, resolved, number, runs[-1]["version"])
+            _add_committed(registry, resolved, record, uri, runs[-1]["version"])
         return MaterializeResult(
             name, number, resolved.fingerprint, run_id, "noop", 0, runs[-1]["version"], window
         )
     step("computing")
-    batches = _batches(resolved, window, number, memory_budget or DEFAULT_BUDGET)
-    counted = _Counted(resolved, window, mode, batches)
+    batches = _batches(resolved, snaps, window, number, memory_budget or DEFAULT_BUDGET)
+    counted = _Counted(resolved, snaps, window, mode, batches)
     watermarks = dict(previous or {})
     if mode != "range":
-        watermarks.update(_watermarks(resolved, window))
+        watermarks.update(_watermarks(snaps, window))
     step("writing")
     predicate = None
     if runs and mode != "full":
@@ -183,7 +208,7 @@ def _run(
         replace_schema=claim == "leftover",  # a crashed run's table may be of another view
     )
     if existing is None:
-        _recorded(registry, resolved, number, version)
+        _add_committed(registry, resolved, record, uri, version)
     return MaterializeResult(
         name, number, resolved.fingerprint, run_id, mode, counted.rows, version, window
     )
@@ -221,18 +246,6 @@ def _claim_number(
         time.sleep(0.2)
 
 
-def _recorded(registry: Registry, resolved: ResolvedView, number: int, version: int) -> None:
-    """Record the version after its table's first commit, under the number it was written to."""
-    name = resolved.name
-    if _append(registry, resolved).version != number:
-        # locally the run holds the view's lock; on object storage, another definition
-        # recorded this number while this run took over what looked like a leftover table
-        raise StorageError(
-            f"view {name!r}: version {number} was taken by another writer while this run "
-            f"wrote its table (Delta version {version}); re-run store.materialize({name})."
-        )
-
-
 class _Counted:
     """The run's tidy rows batch by batch, checked before the commit can happen.
 
@@ -240,9 +253,15 @@ class _Counted:
     """
 
     def __init__(
-        self, resolved: ResolvedView, window: Window, mode: RunMode, batches: list[_Batch]
+        self,
+        resolved: ResolvedView,
+        snaps: Mapping[str, SourceSnapshot],
+        window: Window,
+        mode: RunMode,
+        batches: list[_Batch],
     ) -> None:
-        self.resolved, self.window, self.mode, self.batches = resolved, window, mode, batches
+        self.resolved, self.snaps, self.window = resolved, snaps, window
+        self.mode, self.batches = mode, batches
         self.rows = 0
 
     def frames(self) -> Iterator[pl.DataFrame]:
@@ -251,7 +270,7 @@ class _Counted:
             _check_inside(self.resolved, rows, self.window)
             self.rows += rows.height
             if compute is self.batches[-1] and self.rows == 0 and self.mode == "full":
-                _refuse_empty_sources(self.resolved)
+                _refuse_empty_sources(self.resolved, self.snaps)
             yield rows
             del rows  # released before the next batch is computed: one batch held at a time
 
@@ -259,11 +278,17 @@ class _Counted:
 _Batch = Callable[[], pl.DataFrame]
 
 
-def _batches(resolved: ResolvedView, window: Window, version: int, budget: int) -> list[_Batch]:
+def _batches(
+    resolved: ResolvedView,
+    snaps: Mapping[str, SourceSnapshot],
+    window: Window,
+    version: int,
+    budget: int,
+) -> list[_Batch]:
     """One callable per batch; one batch when the inputs fit the budget."""
-    lf, layout = _lazy_rows(resolved, window, version)
-    sources = resolved.leaf_sources()
-    estimated = estimate_bytes(sources, [window.bounds(s.timestamp) for s in sources])
+    lf, layout = _lazy_rows(resolved, snaps, window, version)
+    sources = list(snaps.values())
+    estimated = estimate_bytes(sources, [window.bounds(s.source.timestamp) for s in sources])
     n = batch_count(estimated, budget)
     view = resolved.view
     if n == 1:
@@ -277,20 +302,71 @@ def _batches(resolved: ResolvedView, window: Window, version: int, budget: int) 
 
 def register(registry: Registry, resolved: ResolvedView) -> VersionRecord:
     """Record the version without computing it (idempotent)."""
-    return _append(registry, resolved)
+    record = _append(registry, resolved)
+    _warn_knowledge_time(resolved, record.version)
+    return record
 
 
-def _append(registry: Registry, resolved: ResolvedView) -> VersionRecord:
-    """The version of ``resolved``: its existing record, or the next number, recorded once."""
+def _append(
+    registry: Registry, resolved: ResolvedView, prepared: VersionRecord | None = None
+) -> VersionRecord:
+    """The version of ``resolved``: its existing record, or the next number, recorded once.
+
+    ``prepared`` is the record a run built before its commit; it is written as is when
+    its number is still the next one.
+    """
     record: VersionRecord = registry.append_version(
         "view",
         resolved.name,
-        lambda number: _record(registry, resolved, number),
+        lambda number: (
+            prepared
+            if prepared is not None and prepared.version == number
+            else _record(registry, resolved, number)
+        ),
         reuse=lambda records: next(
             (r for r in records if r.fingerprint == resolved.fingerprint), None
         ),
     )
     return record
+
+
+def _warn_knowledge_time(resolved: ResolvedView, version: int, *, stacklevel: int = 4) -> None:
+    """Say so, every time, when a view's rows are not guarded against late values."""
+    message = resolved.knowledge_time_warning(version)
+    if message is not None:
+        # stacklevel: this helper, register, the Store method, the user's call
+        warnings.warn(message, FeatureKitWarning, stacklevel=stacklevel)
+
+
+def _add_committed(
+    registry: Registry,
+    resolved: ResolvedView,
+    record: VersionRecord,
+    uri: str,
+    delta_version: int,
+) -> None:
+    """Register a version whose first rows are committed; a failure says how to resume."""
+    resume = (
+        f"Until it is recorded, training sets and store.versions() do not see it. Fix the "
+        f"cause, then run store.materialize({record.view}) again: it rewrites the table and "
+        "records it."
+    )
+    try:
+        recorded = _append(registry, resolved, record)
+    except Exception as err:
+        raise StorageError(
+            f"view {record.view!r} version {record.version}: its rows are committed (Delta "
+            f"version {delta_version} of {uri}), but recording the version in the registry "
+            f"failed: {type(err).__name__}: {err} {resume}"
+        ) from err
+    if recorded.version != record.version:
+        # locally the run holds the view's lock; on object storage, another definition
+        # recorded this number while this run took over what looked like a leftover table
+        raise StorageError(
+            f"view {record.view!r}: version {record.version} was taken by another writer while "
+            f"this run wrote its table (Delta version {delta_version}); re-run "
+            f"store.materialize({record.view})."
+        )
 
 
 def _record(registry: Registry, resolved: ResolvedView, number: int) -> VersionRecord:
@@ -314,11 +390,13 @@ def _record(registry: Registry, resolved: ResolvedView, number: int) -> VersionR
         tags=dict(view.tags),
         aggregations=list(view.aggregations),
         event_columns=list(layout.event_columns),
+        knowledge_time_dropped=resolved.knowledge_time_dropped,
     )
 
 
 def _plan(
     resolved: ResolvedView,
+    snaps: Mapping[str, SourceSnapshot],
     start: datetime | None,
     end: datetime | None,
     full_refresh: bool,
@@ -338,7 +416,7 @@ def _plan(
         mark = previous.get(src.name)
         if mark is None:
             return "full", Window()  # a source never read before: recompute everything
-        first = _earliest_new_event(src, mark)
+        first = _earliest_new_event(snaps[src.name], mark)
         if first is not None and (earliest is None or first < earliest):
             earliest = first
     if earliest is None:
@@ -346,26 +424,56 @@ def _plan(
     return "incremental", Window(start=earliest)
 
 
-def _earliest_new_event(src: Source, mark: Mapping[str, Any]) -> datetime | None:
-    bounds: list[TimeBound] = []
+def _earliest_new_event(snap: SourceSnapshot, mark: Mapping[str, Any]) -> datetime | None:
+    """Earliest event time among the rows of ``snap`` the run recording ``mark`` did not read."""
+    src = snap.source
     if src.created_timestamp and mark.get("max_created"):
-        bounds.append((src.created_timestamp, ">", _parse(mark["max_created"])))
+        column, at, ties = src.created_timestamp, mark["max_created"], mark.get("created_ties")
     elif mark.get("max_event"):
-        bounds.append((src.timestamp, ">", _parse(mark["max_event"])))
-    lf = scan_source(src, bounds=bounds)  # pushed into the scan: old files are skipped
-    value = lf.select(pl.col(src.timestamp).min()).collect().item()
+        column, at, ties = src.timestamp, mark["max_event"], mark.get("event_ties")
+    else:  # the last run read no rows of this source: every row is new
+        value = scan_source(snap).select(pl.col(src.timestamp).min()).collect().item()
+        return value if isinstance(value, datetime) else None
+    when = _parse(at)
+    lf = scan_source(snap, bounds=[(column, ">=", when)])  # pushed into the scan
+    after, from_mark, now_tied = (
+        lf.select(
+            pl.col(src.timestamp).filter(pl.col(column) > pl.lit(when)).min().alias("after"),
+            pl.col(src.timestamp).min().alias("from_mark"),
+            (pl.col(column) == pl.lit(when)).sum().alias("now_tied"),
+        )
+        .collect()
+        .row(0)
+    )
+    # more rows at the watermark than were read there: one or more of them is new, and
+    # which one cannot be told, so all of them are read again (the replace is idempotent);
+    # a mark without a tie count predates counting: read its ties again to be safe
+    value = from_mark if ties is None or now_tied > int(ties) else after
     return value if isinstance(value, datetime) else None
 
 
-def _watermarks(resolved: ResolvedView, window: Window) -> dict[str, dict[str, str | None]]:
-    marks: dict[str, dict[str, str | None]] = {}
-    for src in resolved.leaf_sources():
-        lf = scan_source(src, bounds=window.bounds(src.timestamp))
-        exprs = [pl.col(src.timestamp).max().alias("max_event")]
-        if src.created_timestamp:
-            exprs.append(pl.col(src.created_timestamp).max().alias("max_created"))
+def _watermarks(
+    snaps: Mapping[str, SourceSnapshot], window: Window
+) -> dict[str, dict[str, str | int | None]]:
+    """Per source: the greatest event and created time the run reads, and the rows at each.
+
+    Computed from the run's own snapshot and window, that is from exactly the rows it
+    reads; every row at or above the previous watermark lies inside that window.
+    """
+    marks: dict[str, dict[str, str | int | None]] = {}
+    for name, snap in snaps.items():
+        src = snap.source
+        lf = scan_source(snap, bounds=window.bounds(src.timestamp))
+        columns = {"event": src.timestamp, "created": src.created_timestamp}
+        exprs = []
+        for role, column in columns.items():
+            if column is None:
+                continue
+            top = pl.col(column).max()
+            exprs += [top.alias(f"max_{role}"), (pl.col(column) == top).sum().alias(f"{role}_ties")]
         row = lf.select(exprs).collect().row(0, named=True)
-        marks[src.name] = {k: _iso(v) for k, v in row.items()}
+        marks[name] = {k: v if isinstance(v, int) else _iso(v) for k, v in row.items()}
+        marks[name].update(snap.describe())  # what was read: the file count or Delta version
     return marks
 
 
@@ -378,11 +486,14 @@ def _last_watermarks(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def _lazy_rows(
-    resolved: ResolvedView, window: Window, version: int | None
+    resolved: ResolvedView,
+    snaps: Mapping[str, SourceSnapshot],
+    window: Window,
+    version: int | None,
 ) -> tuple[pl.LazyFrame, Layout]:
     """A view's shaped output as one lazy plan, upstream views computed in the same plan."""
-    upstream = {u.name: _lazy_rows(u, window, None) for u in resolved.upstream}
-    inputs = view_inputs(resolved.view, window, upstream)
+    upstream = {u.name: _lazy_rows(u, snaps, window, None) for u in resolved.upstream}
+    inputs = view_inputs(resolved.view, window, upstream, snaps)
     lf = call_view(resolved.view, inputs, version)
     return shaped(lf, resolved.layout), resolved.layout
 
@@ -402,9 +513,9 @@ def _check_inside(resolved: ResolvedView, rows: pl.DataFrame, window: Window) ->
         )
 
 
-def _refuse_empty_sources(resolved: ResolvedView) -> None:
+def _refuse_empty_sources(resolved: ResolvedView, snaps: Mapping[str, SourceSnapshot]) -> None:
     for src in resolved.leaf_sources():
-        if scan_source(src).select(pl.len()).collect().item() == 0:
+        if scan_source(snaps[src.name]).select(pl.len()).collect().item() == 0:
             raise SchemaError(
                 f"source {src.name!r} of view {resolved.name!r} has no rows; nothing was "
                 "materialized. Check the source's path or filter."

@@ -392,20 +392,27 @@ class Planner:
         for entry in manifest.on_demand:
             name, version = entry.name, entry.version
             feature = self.catalog.on_demand_feature(name)
-            if feature is None:
-                raise ReproducibilityError(
-                    f"training set {manifest.id!r} uses on-demand feature {name!r} (version "
-                    f"{version}), whose code is not loaded in this process. Pass it: "
-                    f"store.training_set_by_id({manifest.id!r}, on_demand=[{name}])."
-                )
             recorded = next(
                 (r for r in self.registry.on_demand_versions(name) if r.version == version), None
             )
-            if recorded is None or recorded.parts.get("code") != feature.code_fingerprint():
+            needed = str(recorded.parts.get("code")) if recorded is not None else "unrecorded"
+            wanted = (
+                f"on-demand feature {name!r} version {version} (fingerprint "
+                f"{entry.fingerprint}, code fingerprint {needed})"
+            )
+            if feature is None:
                 raise ReproducibilityError(
-                    f"on-demand feature {name!r} loaded here is not the code of version "
-                    f"{version} that built this training set (its code fingerprint differs). "
-                    "Load that code."
+                    f"training set {manifest.id!r} needs {wanted}, whose code is not loaded in "
+                    f"this process. Add it to the store's definitions (fk.Definitions("
+                    f"on_demand=[{name}]) or Store(definitions=[...])), or pass it: "
+                    f"store.training_set_by_id({manifest.id!r}, on_demand=[{name}])."
+                )
+            loaded = feature.code_fingerprint()
+            if recorded is None or needed != loaded:
+                raise ReproducibilityError(
+                    f"training set {manifest.id!r} needs {wanted}, but the {name!r} loaded here "
+                    f"has code fingerprint {loaded}: it is not the code that built this "
+                    "training set. Load that code (e.g. check out the commit that built it)."
                 )
             steps.append(
                 OnDemandStep(

@@ -50,6 +50,46 @@ class ResolvedView:
         """The view's name."""
         return self.view.name
 
+    @property
+    def knowledge_time_dropped(self) -> list[str]:
+        """Created-time columns of the inputs that the output does not use as knowledge time.
+
+        A view's rows know when they became known only through a created-time column it
+        keeps in its output (see :attr:`FeatureView.created_timestamp_candidates`). Every
+        other input created-time column is lost: late values from that input are not
+        guarded against in training sets.
+        """
+        used = self.layout.created_timestamp
+        return [c for c in self.view.created_timestamp_candidates if c != used]
+
+    def knowledge_time_warning(self, version: int | None = None) -> str | None:
+        """What to tell the user when :attr:`knowledge_time_dropped` is not empty, else None."""
+        dropped = self.knowledge_time_dropped
+        if not dropped:
+            return None
+        what = f"view {self.name!r}" + (f" version {version}" if version else "")
+        names = ", ".join(repr(c) for c in dropped)
+        keep = dropped[0]
+        if self.layout.created_timestamp is None:
+            head = (
+                f"{what} has no knowledge time: its output drops the created-time column(s) "
+                f"{names} of its inputs. Training sets cannot tell when its values became "
+                "known, so a value that arrived after a label's time can leak into that "
+                "label, even with point_in_time='knowledge'."
+            )
+            return (
+                f"{head} Keep {keep!r} in the output (in a group_by, aggregate it as "
+                f"pl.col({keep!r}).max()) to have the guard."
+            )
+        used = self.layout.created_timestamp
+        every = ", ".join(repr(c) for c in [used, *dropped])
+        return (
+            f"{what} uses only {used!r} as its knowledge time, not the created-time "
+            f"column(s) {names} of its other inputs, so late values from those inputs are "
+            "not guarded against in training sets. Output one created-time column that is "
+            f"the latest of them, e.g. pl.max_horizontal({every}).alias({used!r})."
+        )
+
     def leaf_sources(self) -> list[Source]:
         """Raw sources read by this view and its upstream views, first seen first."""
         found: dict[str, Source] = {}

@@ -20,14 +20,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 import polars as pl
 import pyarrow as pa
 
+from featurekit.core import display
 from featurekit.core.config import __version__
 from featurekit.core.definitions import Aggregation
 from featurekit.core.errors import ReproducibilityError, SchemaError
 from featurekit.core.hashing import frame_hash, stable_hash
 from featurekit.core.names import validate_name
 from featurekit.core.redact import redact_url
-from featurekit.core.timeutil import to_utc_expr, utcnow
+from featurekit.core.timeutil import before, to_utc_expr, utcnow
 from featurekit.kernels.pit import PointInTime, ViewFrame, pit_join
+from featurekit.offline.damage import damaged_data_is_irreproducible
+from featurekit.offline.dtypes import check_label_columns
 from featurekit.storage import delta
 from featurekit.storage.manifest import LabelsInfo, Manifest, ManifestView, OnDemandEntry
 from featurekit.storage.registry import Registry, VersionRecord
@@ -124,14 +127,11 @@ class TrainingSet:
         Example:
             >>> ts.explain(0)  # a timeline per view in Jupyter; .to_polars() for the rows
         """
-        from featurekit.notebook.explain import explain
+        explanation: Explanation = display.explain(self, row)
+        return explanation
 
-        return explain(self, row)
-
-    def _repr_html_(self) -> str:
-        from featurekit.notebook.reprs import training_set_html
-
-        return training_set_html(self)
+    def _repr_html_(self) -> str | None:
+        return display.html_for(self)
 
 
 class OnDemandHook(Protocol):
@@ -156,6 +156,7 @@ def build(
 ) -> TrainingSet:
     """Join, record the manifest and labels, and return the training set."""
     _check_label_timestamp(labels, timestamp)
+    check_label_columns(labels)
     frames = [_read_view(req, labels, timestamp, registry.storage_options) for req in requests]
     result = pit_join(labels, timestamp=timestamp, views=frames, point_in_time=point_in_time)
     joined = iter(result.columns[labels.width :])  # the kernel's names, view by view
@@ -217,6 +218,7 @@ def build(
     return TrainingSet(registry, manifest, result)
 
 
+@damaged_data_is_irreproducible
 def rebuild(
     registry: Registry, manifest: Manifest, on_demand: OnDemandHook | None = None
 ) -> TrainingSet:
@@ -286,7 +288,7 @@ def _read_view(
         pl.lit(False) if req.delta_version is None else _prune(labels, timestamp, record, req.ttl)
     )
 
-    def load() -> pl.DataFrame:  # the kernel reads one view at a time (issue 7: memory)
+    def load() -> pl.DataFrame:  # the kernel reads one view at a time: memory holds one table
         return delta.read_rows(
             req.table, version=version, columns=columns, where=where, storage_options=options
         )
@@ -323,8 +325,9 @@ def _prune(
         reach = (
             None if any(w is None for w in windows) else max(w for w in windows if w is not None)
         )
-    if reach is not None and isinstance(low, datetime):
-        condition = condition & (pl.col(record.timestamp) >= pl.lit(low - reach))
+    floor = before(low, reach) if reach is not None and isinstance(low, datetime) else None
+    if floor is not None:  # None: labels so early that nothing is too old for them
+        condition = condition & (pl.col(record.timestamp) >= pl.lit(floor))
     for key in record.keys:
         if key not in labels.columns or str(labels.schema[key]) != record.output.get(key):
             continue  # the kernel aligns or rejects mismatched key dtypes, with a clear message

@@ -26,11 +26,11 @@ from featurekit.kernels.pit import ViewFrame, pit_join
 from featurekit.offline.training import aggregation_specs
 from featurekit.online.snapshot import (
     SnapshotMeta,
-    _physical,
     construct_dtype,
     encode_entries,
     meta_of,
     restore_values,
+    storable_expr,
 )
 from featurekit.storage.registry import VersionRecord
 
@@ -88,7 +88,7 @@ def event_snapshot_entries(
             *keys,
             pl.col(ts).cast(_UTC_US).dt.epoch("us").alias(_E),
             (pl.col(created).cast(_UTC_US).dt.epoch("us") if created else pl.lit(None)).alias(_C),
-            *[_physical(c, rows.schema[c]) for c in columns],
+            *[storable_expr(c, rows.schema[c]) for c in columns],
         )
         .collect()
     )

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from featurekit.core.redact import redact, redact_url
 from featurekit.online.errors import OnlineStoreError
-from featurekit.online.stores import ReadRequest, ReadResult
+from featurekit.online.types import ReadRequest, ReadResult
 
 __all__ = ["RedisOnlineStore"]
 

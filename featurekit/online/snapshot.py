@@ -196,7 +196,7 @@ def snapshot_entries(
         pl.when(first).then(None).otherwise(pl.col(_AT).dt.epoch("us")).alias(_AT),
         pl.col(ts).cast(_UTC_US).dt.epoch("us").alias("__fk_e"),
         (pl.col(created).cast(_UTC_US).dt.epoch("us") if created else pl.lit(None)).alias("__fk_c"),
-        *[_physical(f, rows.schema[f]) for f in features],
+        *[storable_expr(f, rows.schema[f]) for f in features],
     )
     floats = [i for i, f in enumerate(features) if rows.schema[f].is_float()]
     return encode_entries(physical, len(keys), 3, floats)
@@ -256,7 +256,7 @@ def restore_values(entry: list[Any]) -> list[Any]:
     return values
 
 
-def _physical(column: str, dtype: pl.DataType) -> pl.Expr:
+def storable_expr(column: str, dtype: pl.DataType) -> pl.Expr:
     """Values as JSON can hold them; :func:`construct_dtype` says how to read them back."""
     if dtype.is_temporal():
         return pl.col(column).to_physical()
@@ -277,7 +277,7 @@ def construct_dtype(dtype: pl.DataType) -> pl.DataType:
 def _check_dtypes(record: VersionRecord, schema: pl.Schema) -> None:
     for feature in record.features:
         dtype = schema[feature]
-        if isinstance(dtype, pl.Decimal | pl.Binary | pl.Object) or (
+        if isinstance(dtype, pl.Decimal | pl.Binary | pl.Object | pl.Int128 | pl.UInt128) or (
             dtype.is_nested() and _has_temporal(dtype)
         ):
             raise SchemaError(

@@ -28,15 +28,10 @@ import orjson
 from featurekit.core.names import shown
 from featurekit.core.redact import redact
 from featurekit.online.errors import OnlineStoreError
+from featurekit.online.types import ReadRequest, ReadResult
 from featurekit.storage.layout import StoreLayout
 
 __all__ = ["MemoryOnlineStore", "OnlineStore", "SQLiteOnlineStore", "open_online_store"]
-
-#: One view version's part of a read: (view, version, encoded keys).
-ReadRequest = tuple[str, int, Sequence[bytes]]
-#: What a read returns per view version: (snapshot id, metadata, values aligned with keys),
-#: or (None, None, []) when the view version has no snapshot.
-ReadResult = tuple[str | None, bytes | None, list[bytes | None]]
 
 
 @runtime_checkable

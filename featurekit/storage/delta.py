@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import orjson
 import polars as pl
+from polars.datatypes import DataTypeClass
 
 from featurekit.core.errors import StorageError
 
@@ -38,7 +41,56 @@ def table_exists(uri: str, storage_options: Mapping[str, str] | None = None) -> 
     """Whether a Delta table lives at ``uri``."""
     from deltalake import DeltaTable
 
-    return bool(DeltaTable.is_deltatable(uri, storage_options=_options(storage_options)))
+    try:
+        return bool(DeltaTable.is_deltatable(uri, storage_options=_options(storage_options)))
+    except BaseException as err:
+        if not _is_failure(err):
+            raise
+        raise StorageError(
+            f"Delta table {uri!r} cannot be opened: {_first_line(err)}. {_DAMAGED}"
+        ) from err
+
+
+#: What to do about a table damaged outside featurekit.
+_DAMAGED = (
+    "The table was changed outside featurekit (a truncated, edited or deleted file, or a "
+    "damaged _delta_log): restore its folder from a backup."
+)
+
+
+def _is_failure(err: BaseException) -> bool:
+    """Whether ``err`` is a failure to report: an Exception, or a Rust panic.
+
+    Rust panics in polars and deltalake arrive as ``PanicException``, which derives from
+    ``BaseException`` (each library has its own class, so it is known by name); they mean
+    a file or log the reader could not make sense of. KeyboardInterrupt and SystemExit
+    are not failures of the table and pass through.
+    """
+    return isinstance(err, Exception) or type(err).__name__ == "PanicException"
+
+
+def _first_line(err: BaseException) -> str:
+    """The message of a library error without the Rust backtrace lines it may carry."""
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _open(
+    uri: str, version: int | None = None, storage_options: Mapping[str, str] | None = None
+) -> Any:
+    """The DeltaTable at ``uri`` (at ``version``), or a StorageError naming the table."""
+    from deltalake import DeltaTable
+
+    try:
+        return DeltaTable(uri, version=version, storage_options=_options(storage_options))
+    except BaseException as err:
+        if not _is_failure(err):
+            raise
+        at = "" if version is None else f" at version {version}"
+        raise StorageError(
+            f"Delta table {uri!r}: its transaction log (_delta_log) cannot be read{at}: "
+            f"{_first_line(err)}. {_DAMAGED}"
+        ) from err
 
 
 def write_rows(
@@ -87,9 +139,11 @@ def write_rows(
             ),
         )
         return int(DeltaTable(uri, storage_options=_options(storage_options)).version())
-    except Exception as err:
+    except BaseException as err:
         if failures:  # the batches' producer failed (e.g. user code): that is the error
             raise failures[0] from None
+        if not _is_failure(err):
+            raise
         raise _write_error(uri, err, storage_options) from err
 
 
@@ -140,25 +194,32 @@ def window_predicate(column: str, start: datetime | None, end: datetime | None) 
 
 
 def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime("%Y"): that writes year 1 as "1", which Delta cannot parse
+    plain = value.astimezone(UTC).replace(tzinfo=None)
+    return plain.isoformat(timespec="microseconds") + "Z"
 
 
 def current_version(uri: str, storage_options: Mapping[str, str] | None = None) -> int | None:
     """Latest version of the table, or None if there is no table."""
-    from deltalake import DeltaTable
-
     if not table_exists(uri, storage_options):
         return None
-    return int(DeltaTable(uri, storage_options=_options(storage_options)).version())
+    return int(_open(uri, storage_options=storage_options).version())
 
 
 def history(uri: str, storage_options: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """Commits oldest first, with featurekit metadata decoded under ``"featurekit"``."""
-    from deltalake import DeltaTable
-
     if not table_exists(uri, storage_options):
         return []
-    entries = DeltaTable(uri, storage_options=_options(storage_options)).history()
+    table = _open(uri, storage_options=storage_options)
+    try:
+        entries = table.history()
+    except BaseException as err:
+        if not _is_failure(err):
+            raise
+        raise StorageError(
+            f"Delta table {uri!r}: its history (_delta_log) cannot be read: "
+            f"{_first_line(err)}. {_DAMAGED}"
+        ) from err
     out = []
     for entry in sorted(entries, key=lambda e: int(e["version"])):
         meta = {}
@@ -195,13 +256,29 @@ def version_at(
 def scan_rows(
     uri: str, *, version: int, storage_options: Mapping[str, str] | None = None
 ) -> pl.LazyFrame:
-    """A lazy scan of the table at a pinned ``version`` (filters are pushed to file stats)."""
+    """A lazy scan of the table at a pinned ``version`` (filters are pushed to file stats).
+
+    The data files are checked against the log first (local tables: every file is there,
+    with the size the log recorded), because a damaged file found later, while the scan
+    runs, would surface in the caller as a bare polars error or a Rust panic.
+    """
+    return scan_table(uri, version=version, storage_options=storage_options)
+
+
+def scan_table(
+    uri: str, *, version: int | None = None, storage_options: Mapping[str, str] | None = None
+) -> pl.LazyFrame:
+    """A lazy scan of any Delta table (latest version by default), checked as
+    :func:`scan_rows` checks it; for source tables as well as featurekit's own."""
+    table = _open(uri, version, storage_options)
+    at = int(table.version())
+    _check_files(uri, at, table)
     try:
-        return pl.scan_delta(uri, version=version, storage_options=_options(storage_options))
-    except Exception as err:
-        raise StorageError(
-            f"reading Delta table {uri!r} at version {version} failed: {err}"
-        ) from err
+        return _decode(table, pl.scan_delta(table))
+    except BaseException as err:
+        if not _is_failure(err):
+            raise
+        raise _read_error(uri, at, table, err) from err
 
 
 def read_rows(
@@ -212,39 +289,281 @@ def read_rows(
     where: pl.Expr | None = None,
     storage_options: Mapping[str, str] | None = None,
 ) -> pl.DataFrame:
-    """Read ``columns`` of the table at a pinned ``version``, filtered by ``where``."""
+    """Read ``columns`` of the table at a pinned ``version``, filtered by ``where``.
+
+    Raises:
+        StorageError: the table or one of its files cannot be read; the message names
+            the table and, when it can be found, the damaged file.
+    """
+    table = _open(uri, version, storage_options)
+    _check_files(uri, version, table)
     try:
-        lf = pl.scan_delta(uri, version=version, storage_options=_options(storage_options))
+        lf = _decode(table, pl.scan_delta(table))
         if columns is not None:
             lf = lf.select(list(columns))
         if where is not None:
             lf = lf.filter(where)
         return lf.collect()
-    except Exception as err:
+    except BaseException as err:
+        if not _is_failure(err):
+            raise
+        raise _read_error(uri, version, table, err) from err
+
+
+def _files(table: Any) -> list[tuple[str, int]]:
+    """(relative path, size in bytes) of every data file of ``table``, as its log records."""
+    import pyarrow as pa
+
+    actions = pa.table(table.get_add_actions(flatten=False))
+    return list(
+        zip(
+            actions.column("path").to_pylist(),
+            actions.column("size_bytes").to_pylist(),
+            strict=True,
+        )
+    )
+
+
+def _local_root(table: Any) -> Path | None:
+    """The folder of a table on the local file system, or None for object stores."""
+    root = str(table.table_uri)
+    if root.startswith("file://"):
+        return Path(unquote(urlparse(root).path))
+    return None if "://" in root else Path(root)
+
+
+def _file_problems(table: Any, *, read_footers: bool) -> list[str]:
+    """What is wrong with each damaged data file (at most three): missing, wrong size, or
+    (``read_footers``) a footer that does not parse. Local tables only; else []."""
+    root = _local_root(table)
+    if root is None:
+        return []
+    problems = []
+    for relative, size in _files(table):
+        if "://" in relative:  # a file outside the table's folder (a shallow clone): not ours
+            continue
+        path = root / unquote(relative)
+        if not path.is_file():
+            problems.append(f"data file {relative!r} is missing")
+        elif path.stat().st_size != size:
+            problems.append(
+                f"data file {relative!r} is {path.stat().st_size} bytes, but the log "
+                f"recorded {size}"
+            )
+        elif read_footers:
+            import pyarrow.parquet as pq
+
+            try:
+                pq.read_metadata(path)
+            except Exception as err:
+                problems.append(f"data file {relative!r} is not valid parquet ({_first_line(err)})")
+        if len(problems) == 3:
+            break
+    return problems
+
+
+def _check_files(uri: str, version: int, table: Any) -> None:
+    """Refuse, before reading, a local table whose files are missing or were resized."""
+    try:
+        problems = _file_problems(table, read_footers=False)
+    except BaseException as err:
+        if not _is_failure(err):
+            raise
+        raise _read_error(uri, version, table, err) from err
+    if problems:
         raise StorageError(
-            f"reading Delta table {uri!r} at version {version} failed: {err}"
-        ) from err
+            f"reading Delta table {uri!r} at version {version} failed: "
+            f"{'; '.join(problems)}. {_DAMAGED}"
+        )
+
+
+def _read_error(uri: str, version: int, table: Any, err: BaseException) -> StorageError:
+    """A StorageError for a failed read, naming the damaged files when they can be found."""
+    try:
+        problems = _file_problems(table, read_footers=True)
+    except Exception:  # the diagnosis is best effort: the original error is the news
+        problems = []
+    cause = "; ".join(problems) if problems else _first_line(err)
+    return StorageError(
+        f"reading Delta table {uri!r} at version {version} failed: {cause}. {_DAMAGED}"
+    )
 
 
 def _one_batch(frame: pl.DataFrame) -> Any:
-    """The frame as an Arrow table of one record batch.
+    """The frame as an Arrow table of one record batch, in types Delta Lake can hold.
 
     delta-rs deals record batches round-robin to parallel writers, so the rows of two
     batches can land in the table in either order; inside one batch the order is kept.
     Keeping each frame in one batch keeps its (sorted) order, and with it the order of
     exact ties that the point-in-time tie-break reads.
     """
+    import pyarrow as pa
+
+    frame, encoded = _encode(frame)
     table = (frame.rechunk() if frame.n_chunks() > 1 else frame).to_arrow()
+    if encoded:
+        fields = [
+            f.with_metadata({DTYPE_KEY: encoded[f.name]}) if f.name in encoded else f
+            for f in table.schema
+        ]
+        table = table.cast(pa.schema(fields))  # same types, with the metadata
     return table.combine_chunks() if table.num_rows else table
+
+
+# ---- dtypes Delta Lake cannot hold --------------------------------------------------------
+# Delta has no unsigned or 128-bit integers, times of day, durations, fixed-size arrays or
+# enums. Such columns are stored in a type that holds every value exactly (and keeps the
+# order where it can: UInt64 as Decimal(20, 0)), with the original polars dtype in the
+# Delta schema's field metadata; reads cast them back, so a UInt64 key comes back UInt64
+# with values above the signed range intact. Other dtypes are stored as they are.
+
+#: Field metadata key holding the original dtype of a column stored in another type.
+DTYPE_KEY = "featurekit.dtype"
+
+_WIDER: dict[Any, pl.DataType] = {
+    pl.UInt8: pl.Int16(),
+    pl.UInt16: pl.Int32(),
+    pl.UInt32: pl.Int64(),
+    pl.UInt64: pl.Decimal(20, 0),
+    pl.Int128: pl.String(),
+    pl.UInt128: pl.String(),
+    pl.Time: pl.Int64(),
+}
+
+
+def _storable(dtype: pl.DataType | DataTypeClass) -> pl.DataType | None:
+    """The dtype ``dtype`` is stored as, or None when Delta holds it as it is."""
+    dtype = _instance(dtype)
+    for kind, stored in _WIDER.items():
+        if dtype == kind:
+            return stored
+    if isinstance(dtype, pl.Duration):
+        return pl.Int64()
+    if isinstance(dtype, pl.Enum):
+        return pl.String()
+    if isinstance(dtype, pl.Array):
+        inner = dtype.inner
+        return pl.List(_storable(inner) or inner)
+    if isinstance(dtype, pl.List):
+        inner_stored = _storable(dtype.inner)
+        return None if inner_stored is None else pl.List(inner_stored)
+    if isinstance(dtype, pl.Struct):
+        stored_fields = [_storable(f.dtype) for f in dtype.fields]
+        if all(f is None for f in stored_fields):
+            return None
+        return pl.Struct(
+            [
+                pl.Field(f.name, s or f.dtype)
+                for f, s in zip(dtype.fields, stored_fields, strict=True)
+            ]
+        )
+    return None
+
+
+def _encode(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, str]]:
+    """``frame`` in storable dtypes, and the original dtype (JSON) of each changed column."""
+    encoded: dict[str, str] = {}
+    casts = []
+    for name, dtype in frame.schema.items():
+        stored = _storable(dtype)
+        if stored is None:
+            continue
+        encoded[name] = orjson.dumps(dtype_to_json(dtype)).decode()
+        expr = pl.col(name)
+        if dtype == pl.Time or isinstance(dtype, pl.Duration):
+            expr = expr.to_physical()
+        casts.append(expr.cast(stored))
+    return (frame.with_columns(casts) if casts else frame), encoded
+
+
+def _decode(table: Any, lf: pl.LazyFrame) -> pl.LazyFrame:
+    """Cast the columns stored in another dtype (see :func:`_encode`) back to theirs."""
+    casts = []
+    for field in table.schema().fields:
+        spec = (field.metadata or {}).get(DTYPE_KEY)
+        if spec is None:
+            continue
+        dtype = dtype_from_json(orjson.loads(spec))
+        casts.append(pl.col(field.name).cast(dtype))
+    return lf.with_columns(casts) if casts else lf
+
+
+_SIMPLE: dict[str, pl.DataType] = {
+    str(d): d
+    for d in (
+        pl.Int8(),
+        pl.Int16(),
+        pl.Int32(),
+        pl.Int64(),
+        pl.Int128(),
+        pl.UInt8(),
+        pl.UInt16(),
+        pl.UInt32(),
+        pl.UInt64(),
+        pl.UInt128(),
+        pl.Float32(),
+        pl.Float64(),
+        pl.Boolean(),
+        pl.String(),
+        pl.Binary(),
+        pl.Date(),
+        pl.Time(),
+        pl.Null(),
+        pl.Categorical(),
+    )
+}
+
+
+def _instance(dtype: pl.DataType | DataTypeClass) -> pl.DataType:
+    """Nested dtypes may hold their inner dtypes as classes (``pl.Int64``): an instance."""
+    return dtype() if isinstance(dtype, type) else dtype
+
+
+def dtype_to_json(dtype: pl.DataType | DataTypeClass) -> Any:
+    """A polars dtype as plain JSON data (stable across polars versions, unlike its repr)."""
+    dtype = _instance(dtype)
+    if isinstance(dtype, pl.Datetime):
+        return {"datetime": dtype.time_unit, "zone": dtype.time_zone}
+    if isinstance(dtype, pl.Duration):
+        return {"duration": dtype.time_unit}
+    if isinstance(dtype, pl.Decimal):
+        return {"decimal": [dtype.precision, dtype.scale]}
+    if isinstance(dtype, pl.Enum):
+        return {"enum": dtype.categories.to_list()}
+    if isinstance(dtype, pl.Array):
+        return {"array": dtype_to_json(dtype.inner), "size": dtype.size}
+    if isinstance(dtype, pl.List):
+        return {"list": dtype_to_json(dtype.inner)}
+    if isinstance(dtype, pl.Struct):
+        return {"struct": [[f.name, dtype_to_json(f.dtype)] for f in dtype.fields]}
+    name = str(dtype)
+    if name not in _SIMPLE:
+        raise StorageError(f"dtype {dtype} cannot be recorded in a Delta table's schema.")
+    return name
+
+
+def dtype_from_json(data: Any) -> pl.DataType:
+    """The inverse of :func:`dtype_to_json`."""
+    if isinstance(data, str):
+        return _SIMPLE[data]
+    if "datetime" in data:
+        return pl.Datetime(data["datetime"], data["zone"])
+    if "duration" in data:
+        return pl.Duration(data["duration"])
+    if "decimal" in data:
+        return pl.Decimal(*data["decimal"])
+    if "enum" in data:
+        return pl.Enum(data["enum"])
+    if "array" in data:
+        return pl.Array(dtype_from_json(data["array"]), data["size"])
+    if "list" in data:
+        return pl.List(dtype_from_json(data["list"]))
+    return pl.Struct([pl.Field(n, dtype_from_json(d)) for n, d in data["struct"]])
 
 
 def file_count(uri: str, version: int, storage_options: Mapping[str, str] | None = None) -> int:
     """Number of data files in the table at ``version``."""
-    from deltalake import DeltaTable
-
-    return len(
-        DeltaTable(uri, version=version, storage_options=_options(storage_options)).file_uris()
-    )
+    return len(_open(uri, version, storage_options).file_uris())
 
 
 def _writer_properties(schema: Any) -> Any:
@@ -273,7 +592,7 @@ def _writer_properties(schema: Any) -> Any:
 
 
 def _write_error(
-    uri: str, err: Exception, storage_options: Mapping[str, str] | None
+    uri: str, err: BaseException, storage_options: Mapping[str, str] | None
 ) -> StorageError:
     """The StorageError for a failed write: a :class:`CommitConflict` when another writer won."""
     from deltalake.exceptions import CommitFailedError
@@ -281,7 +600,7 @@ def _write_error(
     from featurekit.core.redact import redact, redact_url
     from featurekit.storage.remote import secret_values
 
-    text = redact(str(err), known=secret_values(storage_options or {}))
+    text = redact(_first_line(err), known=secret_values(storage_options or {}))
     if isinstance(err, CommitFailedError) or "already exists" in text:
         return CommitConflict(
             f"writing Delta table {redact_url(uri)!r} lost to a concurrent writer after "

@@ -185,6 +185,13 @@ class StoreLayout:
         """Prefix of the sentinel objects that probe create-only writes."""
         return f"{REGISTRY_DIR}/probes/"
 
+    def code_key(self, kind: RecordKind, name: str, code_fingerprint: str) -> str:
+        """Key of the normalized source kept for one code fingerprint of a definition."""
+        checked = validate_name(name, _NAME_KINDS[_record_kind(kind)])
+        if not re.fullmatch(r"[0-9a-f]{8,64}", code_fingerprint):
+            raise StorageError(f"not a code fingerprint: {shown(code_fingerprint)}.")
+        return f"{REGISTRY_DIR}/code/{_FOLDERS[kind]}/{checked}/{code_fingerprint}.json"
+
     def lock_path(self, kind: RecordKind, name: str) -> Path:
         """The lock file serializing writers of one name (a local file: locks need one)."""
         checked = validate_name(name, _NAME_KINDS[_record_kind(kind)])

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_serializer, field_validator, model_validator
 
+from featurekit.core import display
 from featurekit.core.config import FORMAT_VERSION
 from featurekit.core.definitions import Aggregation
 
@@ -70,6 +71,10 @@ class VersionRecord(Record):
     tags: dict[str, str] = {}
     aggregations: list[Aggregation] = []
     event_columns: list[str] = []
+    #: created-time columns of the view's inputs that its output does not carry as its
+    #: knowledge time; with ``created_timestamp`` None, the rows have no knowledge time
+    #: at all and the training sets' guard against late-arriving values cannot apply
+    knowledge_time_dropped: list[str] = []
 
     @model_validator(mode="before")
     @classmethod
@@ -92,10 +97,8 @@ class VersionRecord(Record):
     def _aggregations_as_specs(self, value: list[Aggregation]) -> list[dict[str, object]]:
         return [a.spec() for a in value]
 
-    def _repr_html_(self) -> str:
-        from featurekit.notebook.reprs import version_html
-
-        return version_html(self)
+    def _repr_html_(self) -> str | None:
+        return display.html_for(self)
 
 
 def _aggregation(item: Any) -> Any:
@@ -175,10 +178,8 @@ class ModelRecord(Record):
         """Lineage node id, ``model:<name>@<version>``."""
         return f"model:{self.name}@{self.version}"
 
-    def _repr_html_(self) -> str:
-        from featurekit.notebook.reprs import model_html
-
-        return model_html(self)
+    def _repr_html_(self) -> str | None:
+        return display.html_for(self)
 
 
 class DeletedTable(BaseModel):

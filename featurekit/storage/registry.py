@@ -391,6 +391,20 @@ class Registry:
                 ) from err
         return out
 
+    # ---- kept sources (what `featurekit plan` diffs) -------------------------------------
+    def add_code_source(
+        self, kind: RecordKind, name: str, code_fingerprint: str, data: dict[str, Any]
+    ) -> bool:
+        """Keep a definition's normalized source once; False if it is already kept."""
+        return self._write_once(self.layout.code_key(kind, name, code_fingerprint), data)
+
+    def code_source(
+        self, kind: RecordKind, name: str, code_fingerprint: str
+    ) -> dict[str, Any] | None:
+        """The kept source record of one code fingerprint, or None."""
+        key = self.layout.code_key(kind, name, code_fingerprint)
+        return self._read(key) if self.objects.exists(key) else None
+
     # ---- reading and writing ------------------------------------------------------------
     def _read(self, key: str, *, check: bool = True) -> dict[str, Any]:
         """One record's JSON, refused when it is unreadable or (``check``) of a newer format."""

@@ -8,7 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 import featurekit as fk
 from featurekit.cli import app
-from featurekit.demo import MARKER, TRAINING_SET_NAME, run_demo
+from featurekit.demo import DAYS, MARKER, MODEL_NAME, TRAINING_SET_NAME, run_demo
 from featurekit.demo_data import generate_rideshare
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +30,7 @@ KEY_LINES = (
     "driver_rating      v1",
     "null rate per feature:",
     "rebuilt by id: identical",
+    "model model:churn@1 logged",
 )
 
 
@@ -165,6 +166,119 @@ def test_run_demo_returns_the_facts(tmp_path: Path) -> None:
     assert "rebuilt by id: identical" in lines
     rebuilt = fk.Store(facts["store"]).training_set_by_id(TRAINING_SET_NAME)
     assert rebuilt.id == facts["training_set_id"]
+    [model] = fk.Store(facts["store"]).models(MODEL_NAME)
+    assert model.id == facts["model"] == "model:churn@1"
+    assert model.training_set == facts["training_set_id"]
+    assert 0.5 < model.metrics["accuracy"] <= 1.0
+
+
+def test_demo_data_ends_at_the_given_date_and_is_deterministic_for_it(tmp_path: Path) -> None:
+    day, root = date(2026, 1, 10), tmp_path / "demo"
+    quiet: Any = lambda _: None  # noqa: E731
+    first = run_demo(root, progress=False, echo=quiet, today=day)
+    assert first["period"] == ("2025-12-11", "2026-01-09")
+    trips = pl.read_parquet(first["data"]["trips"])
+    midnight = datetime(2026, 1, 10)
+    assert midnight - timedelta(hours=6) <= trips["event_ts"].max() < midnight  # type: ignore[operator]
+    assert trips["event_ts"].min() >= midnight - timedelta(days=DAYS)  # type: ignore[operator]
+
+    again = run_demo(root, progress=False, echo=quiet, today=day)  # same day: same everything
+    assert again["training_set_id"] == first["training_set_id"]
+    later = run_demo(root, progress=False, echo=quiet, today=day + timedelta(days=1))
+    assert later["training_set_id"] != first["training_set_id"]
+    shifted = pl.read_parquet(later["data"]["trips"])
+    assert shifted["event_ts"].equals(trips["event_ts"] + timedelta(days=1))
+
+
+def test_demo_store_serves_fresh_values_now(demo_root: Path) -> None:
+    """`featurekit demo` then `featurekit serve`: the values are live, not long expired."""
+    store = fk.Store(demo_root / "store", progress=False)
+    drivers = list(range(1, 201))
+    online = store.get_online_features(
+        ["driver_trip_stats:fare", "driver_rating:rating"],
+        {"driver_id": drivers},
+        with_metadata=True,
+    )
+    statuses = online["driver_trip_stats__status"].value_counts().to_dicts()
+    assert online["driver_trip_stats__status"].to_list().count("present") > 150, statuses
+    assert online["driver_rating__status"].to_list().count("present") > 150
+    # Independently: driver 1's latest trip known now, within the 7-day TTL.
+    now = datetime.now(UTC).replace(tzinfo=None)
+    trips = pl.read_parquet(demo_root / "data" / "trips.parquet")
+    latest = (
+        trips.filter(
+            (pl.col("driver_id") == 1)
+            & (pl.col("event_ts") <= now)
+            & (pl.col("ingested_at") <= now)
+            & (pl.col("event_ts") > now - timedelta(days=7))
+        )
+        .sort("event_ts", "ingested_at")
+        .tail(1)
+    )
+    assert latest.height == 1
+    assert online["fare"][0] == latest["fare"].item() and online["fare"][0] is not None
+    assert online["rating"][0] is not None
+
+
+@pytest.mark.slow
+def test_featurekit_serve_on_the_demo_store_answers_with_values(demo_root: Path) -> None:
+    """The real pair of commands a newcomer runs: `featurekit demo`, then `featurekit serve`."""
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = str(demo_root / "store")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "featurekit.cli", "serve", "--store", store, "--port", str(port)],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        body = {
+            "features": ["driver_trip_stats:fare", "driver_rating:rating"],
+            "entities": {"driver_id": [1, 2, 3]},
+            "with_metadata": True,
+        }
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                reply = httpx.post(f"http://127.0.0.1:{port}/v1/features", json=body, timeout=10)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None, server.communicate()[1]
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+        assert reply.status_code == 200, reply.text
+        columns = reply.json()["columns"]
+        assert columns["driver_trip_stats__status"] == ["present"] * 3
+        assert columns["driver_rating__status"] == ["present"] * 3
+        assert all(isinstance(v, float) for v in columns["fare"] + columns["rating"])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_lineage_help_examples_run_on_the_demo_store(demo_root: Path) -> None:
+    shown = " ".join(_invoke("lineage", "--help").stdout.split())
+    examples = re.findall(r"\b(?:model|view|training_set|feature):[\w@:]*\w", shown)
+    assert {"model:churn", "view:driver_trip_stats@1", "training_set:rideshare_churn"} <= set(
+        examples
+    )
+    for node in examples:
+        result = _invoke("lineage", node, "--store", str(demo_root / "store"), "--depth", "1")
+        assert result.exit_code == 0, (node, result.output)
+        assert result.stdout.startswith(node.split(":")[0] + ":"), result.stdout
+    command = re.search(r"featurekit (lineage \S+ --store \S+)", shown)
+    assert command is not None
+    args = command.group(1).replace("./featurekit-demo", str(demo_root)).split()
+    result = _invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == "model:churn@1"
 
 
 @pytest.mark.slow
@@ -277,6 +391,31 @@ def test_help_lists_the_commands() -> None:
     assert result.exit_code == 0
     for command in ("demo", "views", "versions", "training-sets"):
         assert command in result.stdout
+
+
+COMMANDS = ("demo", "views", "versions", "training-sets", "lineage", "optimize", "serve")
+PYTHON_TYPE = re.compile(r"<(bool|str|int|float|path|list\[[^>]*\])>(\.\.\.)?")
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS])
+def test_help_shows_metavars_not_python_types(command: str) -> None:
+    result = _invoke(*([command] if command else []), "--help")
+    assert result.exit_code == 0, result.output
+    assert PYTHON_TYPE.search(result.stdout) is None, result.stdout
+    help_line = next(ln for ln in result.stdout.splitlines() if "--help" in ln)
+    assert re.search(r"--help\s+Show this message and exit\.", help_line), help_line
+    if command:
+        assert re.search(r"--(store\s+-s|root)\s+PATH\s", result.stdout), result.stdout
+
+
+def test_help_of_flags_and_repeated_arguments() -> None:
+    demo = _invoke("demo", "--help").stdout
+    assert re.search(r"--progress\s+--no-progress\s+Show progress bars\.", demo), demo
+    optimize = _invoke("optimize", "--help").stdout
+    assert "[VIEW...]" in optimize and re.search(r"VIEW\.\.\.\s+View name\(s\)", optimize)
+    serve = _invoke("serve", "--help").stdout
+    assert re.search(r"--definitions\s+-d\s+TEXT\s", serve), serve
+    assert re.search(r"--port\s+INTEGER\s", serve), serve
 
 
 # ---- the tutorial -----------------------------------------------------------------------

@@ -77,6 +77,29 @@ def test_notebooks_are_committed_without_outputs() -> None:
             assert cell.get("execution_count") is None, f"{path.name}: execution counts stripped"
 
 
+def test_what_the_notebooks_write_is_ignored_by_git() -> None:
+    """Run from notebooks/ (as Jupyter does), the tutorials' data and stores stay untracked."""
+    import shutil
+    import subprocess
+
+    repo = NOTEBOOKS.parent
+    if shutil.which("git") is None or not (repo / ".git").exists():
+        pytest.skip("not a git checkout")
+    written: set[str] = set()
+    pattern = re.compile(r"""(?:Path|Store|export_html\(\w+,)\(?\s*f?["']([^"'{]+)""")
+    for path in NOTEBOOKS.glob("*.ipynb"):
+        for cell in json.loads(path.read_text())["cells"]:
+            written.update(pattern.findall("".join(cell["source"])))
+    assert {"quickstart-data", "quickstart-store", "online-data/", "lineage.html"} <= written
+    for name in sorted(written):
+        folder = "" if "." in name or name.endswith("/") else "/"  # git matches dirs by the slash
+        done = subprocess.run(
+            ["git", "-C", str(repo), "check-ignore", "-q", f"notebooks/{name}{folder}"],
+            check=False,
+        )
+        assert done.returncode == 0, f"notebooks/{name} is not ignored by .gitignore"
+
+
 @pytest.mark.slow
 def test_quickstart(tmp_path: Path) -> None:
     cells = run_notebook("quickstart", tmp_path)

@@ -154,3 +154,121 @@ def test_store_matches_oracle(
         )
         assert got["value"].to_list() == expected["value"].to_list()
         assert got.select("driver_id", "label_ts").equals(label_frame)
+
+
+# ---- nanosecond inputs ------------------------------------------------------------------
+# Delta keeps microseconds. featurekit stores every event and created time rounded UP to
+# the next microsecond (docs/pit.md): a row is never known earlier than it really was, so
+# a value arriving nanoseconds after a label can never leak into it. The expectation
+# below is the oracle run on the source with exactly that rounding (integer arithmetic,
+# independent of featurekit), and each pick is also checked against the exact ns times.
+
+NUDGES = [0, 1, 200, 800, 999, 1_000, 1_001]  # ns around microsecond boundaries
+
+
+def _ceil_us(ns: int) -> int:
+    return -(-ns // 1_000) * 1_000
+
+
+def _ns_times(values: list[int | None]) -> pl.Series:
+    """Nanosecond datetimes at BASE + ns offsets (naive: UTC)."""
+    base = int((BASE - datetime(1970, 1, 1)) / timedelta(microseconds=1)) * 1_000
+    raw = pl.Series([None if v is None else base + v for v in values], dtype=pl.Int64)
+    return raw.cast(pl.Datetime("ns"))
+
+
+ns_rows = st.lists(
+    st.tuples(
+        st.integers(0, 2),  # key
+        st.integers(0, 3),  # event, in microseconds
+        st.sampled_from(NUDGES),  # event nudge, ns
+        st.integers(0, 2),  # created - event, in microseconds
+        st.sampled_from(NUDGES),  # created nudge, ns
+    ),
+    min_size=1,
+    max_size=20,
+)
+ns_labels = st.lists(
+    st.tuples(st.integers(0, 2), st.integers(0, 6), st.sampled_from(NUDGES)),
+    min_size=1,
+    max_size=15,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    spec=ns_rows,
+    labels=ns_labels,
+    mode=st.sampled_from(["knowledge", "event"]),
+    ttl_ns=st.sampled_from([None, 2_000]),
+)
+# the leak: a value known 800 ns after the label used to be stored 800 ns early
+@example(spec=[(1, 1, 800, 0, 0)], labels=[(1, 1, 0)], mode="event", ttl_ns=None)
+@example(spec=[(1, 0, 0, 1, 800)], labels=[(1, 1, 0)], mode="knowledge", ttl_ns=None)
+def test_store_matches_oracle_on_nanosecond_data(
+    spec: list[tuple[int, int, int, int, int]],
+    labels: list[tuple[int, int, int]],
+    mode: str,
+    ttl_ns: int | None,
+) -> None:
+    event = [e * 1_000 + en for _, e, en, _, _ in spec]
+    created = [ev + c * 1_000 + cn for ev, (_, _, _, c, cn) in zip(event, spec, strict=True)]
+    source = pl.DataFrame(
+        {
+            "driver_id": pl.Series([k for k, *_ in spec], dtype=pl.Int64),
+            "event_ts": _ns_times(event),
+            "ingested_at": _ns_times(created),
+            "value": pl.Series([float(i) for i in range(len(spec))]),
+        }
+    )
+    ttl = None if ttl_ns is None else timedelta(microseconds=ttl_ns // 1_000)
+    label_ns = [t * 1_000 + n for _, t, n in labels]
+    label_frame = pl.DataFrame(
+        {
+            "driver_id": pl.Series([k for k, *_ in labels], dtype=pl.Int64),
+            "label_ts": _ns_times(label_ns),
+        }
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        source.write_parquet(folder / "trips.parquet")
+        src = fk.Source(
+            "trips", folder / "trips.parquet", timestamp="event_ts", created_timestamp="ingested_at"
+        )
+        view = fk.feature_view(entity=ENTITY, sources=[src], ttl=ttl)(passthrough)
+        store = fk.Store(folder / "store", progress=False)
+        store.materialize(view)
+        got = store.training_set(
+            label_frame,
+            features=["passthrough:value"],
+            timestamp="label_ts",
+            point_in_time=mode,  # type: ignore[arg-type]
+        ).to_polars()
+    stored = source.with_columns(
+        event_ts=_ns_times([_ceil_us(v) for v in event]),
+        ingested_at=_ns_times([_ceil_us(v) for v in created]),
+    )
+    expected = oracle_pit_join(
+        label_frame,
+        timestamp="label_ts",
+        views=[
+            ViewFrame(
+                "passthrough",
+                stored,
+                ("driver_id",),
+                "event_ts",
+                "ingested_at",
+                ("value",),
+                ttl,
+            )
+        ],
+        point_in_time=mode,
+    )
+    assert got["value"].to_list() == expected["value"].to_list()
+    assert got.select("driver_id", "label_ts").equals(label_frame)
+    for t, value in zip(label_ns, got["value"].to_list(), strict=True):
+        if value is not None:  # never a row that happened, or was known, after the label
+            row = int(value)
+            assert event[row] <= t
+            if mode == "knowledge":
+                assert created[row] <= t

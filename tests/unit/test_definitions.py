@@ -145,3 +145,50 @@ def test_feature_refs() -> None:
     for bad in ["v", "v@x:f", ":f", "v@0:f"]:
         with pytest.raises(fk.DefinitionError):
             fk.FeatureRef.parse(bad)
+
+
+@pytest.mark.parametrize(
+    ("span", "label"),
+    [
+        (timedelta(days=7), "7d"),
+        (timedelta(hours=48), "2d"),
+        (timedelta(minutes=90), "90m"),
+        (timedelta(seconds=1.5), "1500ms"),  # not "1s": nothing is rounded away
+        (timedelta(microseconds=7), "7us"),
+    ],
+)
+def test_durations_are_shown_in_the_largest_unit_that_divides_them(
+    span: timedelta, label: str
+) -> None:
+    from featurekit.core.timeutil import duration_label
+
+    assert duration_label(span) == label
+
+
+def test_aggregate_names_use_the_same_duration_labels() -> None:
+    assert fk.Aggregation("fare", "sum", "168h").name == "fare_sum_7d"
+    assert fk.Aggregation("fare", "sum", "90m").name == "fare_sum_90m"
+    assert fk.Aggregation("fare", "count").name == "fare_count_lifetime"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1500ms", timedelta(milliseconds=1500)),  # not 1500 minutes with a plural 's'
+        ("7us", timedelta(microseconds=7)),
+        ("5 mins", timedelta(minutes=5)),
+        ("2 hours", timedelta(hours=2)),
+        ("30 secs", timedelta(seconds=30)),
+    ],
+)
+def test_milliseconds_and_microseconds_are_not_read_as_plurals(
+    text: str, expected: timedelta
+) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("span", [timedelta(seconds=1.5), timedelta(microseconds=7)])
+def test_every_duration_label_parses_back(span: timedelta) -> None:
+    from featurekit.core.timeutil import duration_label
+
+    assert parse_duration(duration_label(span)) == span

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from featurekit.core.errors import VersionError
-from featurekit.core.fingerprint import code_fingerprint, describe_code
+from featurekit.core.fingerprint import code_fingerprint, describe_code, describe_source
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _names = itertools.count()
@@ -144,6 +144,18 @@ def test_describe_code_shows_the_view_and_what_it_reaches(load: Load) -> None:
     assert "Daily driver stats" not in described["<self>"]
     assert "driver_stats" not in described["<self>"]
     assert "lineno" not in described["<self>"]
+
+
+def test_describe_source_is_readable_and_walks_the_same_names(load: Load) -> None:
+    view = load(BASE).driver_stats
+    readable = describe_source(view)
+    assert set(readable) == set(describe_code(view))
+    assert readable["<self>"] == (
+        "def driver_stats(df):\n"
+        "    return df.filter(pl.col('trips') > THRESHOLD).with_columns(score=_scale(pl.col('trips')))"
+    )
+    assert readable["_scale"] == "def _scale(x):\n    return _inner(x) * 2"
+    assert describe_source(load(COSMETIC, name="fkfp_cosmetic_src").driver_stats) == readable
 
 
 @pytest.mark.parametrize(

@@ -175,14 +175,24 @@ def test_mimebundle_outside_and_inside_a_kernel(monkeypatch: pytest.MonkeyPatch)
     outside = graph._repr_mimebundle_()
     assert set(outside) == {"text/plain", "text/html"} and "<svg" in outside["text/html"]
 
+    published: list[dict[str, object]] = []
+
+    class Publisher:
+        def publish(self, data: dict[str, object], metadata: dict[str, object]) -> None:
+            published.append(data)
+
     class Shell:
         kernel = object()
+        display_pub = Publisher()
 
     monkeypatch.setitem(sys.modules, "IPython", sys.modules.get("IPython") or type(sys)("IPython"))
     monkeypatch.setattr(display, "_shell", lambda: Shell())
     inside = graph._repr_mimebundle_()
     assert WIDGET in inside and "model_id" in inside[WIDGET]
-    assert inside["text/html"] == outside["text/html"]  # static viewers keep the SVG
+    # Exporters pick a widget view over text/html in the same bundle (and then need a CDN),
+    # so the SVG goes out as its own output, just before the widget's.
+    assert inside["text/html"] == "" and inside["text/plain"] == repr(graph)
+    assert published == [outside]
 
 
 def test_export_html_is_standalone() -> None:

@@ -9,7 +9,10 @@ import featurekit as fk
 
 EXPECTED = {
     "Aggregation",
+    "Check",
     "DefinitionError",
+    "Definitions",
+    "DriftReport",
     "Entity",
     "FeatureKitError",
     "FeatureKitWarning",
@@ -31,6 +34,7 @@ EXPECTED = {
     "Store",
     "TrainingSet",
     "UserCodeError",
+    "ValidationError",
     "VersionError",
     "VersionRecord",
     "__version__",
@@ -55,7 +59,7 @@ def test_every_error_derives_from_featurekit_error() -> None:
 def test_import_does_not_pull_heavy_optional_modules() -> None:
     code = (
         "import sys, featurekit\n"
-        "heavy = {'ipywidgets', 'IPython', 'sqlglot', 'fastapi', 'redis', 'deltalake'}\n"
+        "heavy = {'ipywidgets', 'IPython', 'sqlglot', 'fastapi', 'redis', 'deltalake', 'scipy', 'pandera'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,0 +1,71 @@
+"""Content hashes: new dtypes hash, and the hashes of the dtypes that hashed before stay put.
+
+Training-set ids and result hashes are built from these: a changed hash for data that
+already hashed would make every stored training set fail its rebuild.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+
+import polars as pl
+import pytest
+
+import featurekit as fk
+from featurekit.core.hashing import frame_hash
+
+
+def test_hashes_of_dtypes_that_always_hashed_are_unchanged() -> None:
+    frame = pl.DataFrame(
+        {
+            "i": [1, None],
+            "u": pl.Series([3, 4], dtype=pl.UInt32),
+            "f": [1.5, None],
+            "s": ["a", None],
+            "b": [True, None],
+            "t": [dt.datetime(2026, 1, 1), None],
+            "tz": pl.Series([dt.datetime(2026, 1, 1), None]).dt.replace_time_zone("UTC"),
+            "d": pl.Series([decimal.Decimal("1.5"), None]),
+            "tm": [dt.time(1, 2), None],
+            "c": pl.Series(["x", None], dtype=pl.Categorical),
+            "l": [[1], None],
+            "st": [{"a": 1}, None],
+            "du": [dt.timedelta(1), None],
+            "n": [None, None],
+        }
+    )
+    assert frame_hash(frame) == "4f09214cd3871c2ceddd115eacaf67c6312b2218fb3a4f9db6433a7c49b49ab0"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pl.Series([dt.date(2026, 1, 1), None]),
+        pl.Series([{"a": dt.date(2026, 1, 1)}, None]),
+        pl.Series([2**100, None], dtype=pl.Int128),
+        pl.Series([2**64 - 1, None], dtype=pl.UInt64),
+    ],
+)
+def test_dates_and_wide_integers_hash_by_value(values: pl.Series) -> None:
+    frame = values.to_frame("c")
+    assert frame_hash(frame) == frame_hash(frame.clone())
+    changed = frame.with_columns(pl.col("c").shift(1))
+    assert frame_hash(changed) != frame_hash(frame)
+
+
+def test_a_date_and_its_day_number_hash_apart() -> None:
+    day = pl.DataFrame({"c": [dt.date(1970, 1, 2)]})
+    number = pl.DataFrame({"c": pl.Series([1], dtype=pl.Int32)})
+    assert frame_hash(day) != frame_hash(number)
+
+
+def test_python_objects_are_refused_by_name() -> None:
+    frame = pl.DataFrame({"c": pl.Series([object()], dtype=pl.Object)})
+    with pytest.raises(fk.SchemaError) as info:
+        frame_hash(frame)
+    assert str(info.value) == (
+        "column 'c' holds Python objects (dtype Object), whose values featurekit cannot hash "
+        "or store. Convert it to a plain type first, e.g. "
+        "pl.col('c').map_elements(str, return_dtype=pl.String)."
+    )
