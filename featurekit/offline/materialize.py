@@ -348,8 +348,8 @@ def _add_committed(
     """Register a version whose first rows are committed; a failure says how to resume."""
     resume = (
         f"Until it is recorded, training sets and store.versions() do not see it. Fix the "
-        f"cause, then run store.materialize({record.view}) again: it rewrites the table and "
-        "records it."
+        f"cause, then run store.materialize({record.view}) again: it finds the committed rows "
+        "and records them."
     )
     try:
         recorded = _append(registry, resolved, record)
