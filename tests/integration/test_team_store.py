@@ -55,6 +55,9 @@ def test_four_processes_race_on_one_s3_root(s3: StoreRoot, tmp_path: Path) -> No
         rows = store.read("shared", r["version"]).sort("event_ts")
         expected = trips_frame().sort("event_ts")["fare"] * (r["index"] + 2)
         assert rows["fare_k"].to_list() == expected.to_list()
+    # registered (not computed) four ways at once: versions 1..4, one per worker
+    assert sorted(r["registered"] for r in results) == [1, 2, 3, 4]
+    assert [v.version for v in store.versions("registered")] == [1, 2, 3, 4]
     # one view defined one way: one version, its rows once
     assert [v.version for v in store.versions("common")] == [1]
     assert store.read("common").height == trips_frame().height
