@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
+    from featurekit.core.on_demand import OnDemandFeature
+    from featurekit.offline.services import FeatureService
+    from featurekit.project.definitions import Definitions
     from featurekit.store import Store
 
 __all__ = ["app", "main"]
@@ -284,6 +288,70 @@ def doctor(store: StoreOption) -> None:
             raise typer.Exit(1)
 
 
+keys_app = typer.Typer(
+    help="API keys for `featurekit serve --api-keys FILE` (the file holds hashes, never keys).",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
+
+KeyFileOption = Annotated[
+    Path,
+    typer.Option(
+        "--file",
+        "-f",
+        envvar="FEATUREKIT_API_KEYS",
+        help="The key file (created if missing; written readable by its owner only).",
+    ),
+]
+
+
+@keys_app.command("add")
+def keys_add(
+    name: Annotated[str, typer.Argument(help="Who the key is for, e.g. ranker-prod.")],
+    grant: Annotated[
+        list[str],
+        typer.Option(
+            "--grant",
+            "-g",
+            help="view:NAME or service:NAME ('*' for every name); repeatable.",
+        ),
+    ],
+    file: KeyFileOption = Path("api-keys.json"),
+) -> None:
+    """Make a new API key: print it once (only its hash is stored) and add it to the file."""
+    with _errors():
+        from featurekit.serving.auth import add_key
+
+        key = add_key(file, name, grant)
+        _console(stderr=True).print(
+            f"added API key {name!r} to {file}; it is shown once, store it now:"
+        )
+        typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list(file: KeyFileOption = Path("api-keys.json")) -> None:
+    """List the keys in a key file by name, with their grants (never a hash)."""
+    with _errors():
+        from featurekit.serving.auth import ApiKeys
+
+        for entry in ApiKeys.load(file).keys:
+            typer.echo(f"{entry.name}\t{', '.join(str(g) for g in entry.grants)}")
+
+
+@keys_app.command("remove")
+def keys_remove(
+    name: Annotated[str, typer.Argument(help="Name of the key to revoke.")],
+    file: KeyFileOption = Path("api-keys.json"),
+) -> None:
+    """Revoke a key (a running server reading this file stops accepting it within seconds)."""
+    with _errors():
+        from featurekit.serving.auth import remove_key
+
+        remove_key(file, name)
+        typer.echo(f"removed API key {name!r} from {file}")
+
+
 @app.command()
 def vacuum(
     store: StoreOption,
@@ -343,21 +411,72 @@ def _scalar(text: str) -> int | float | str:
 
 @app.command()
 def serve(
-    store: StoreOption,
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            "--store",
+            "-s",
+            envvar="FEATUREKIT_STORE",
+            help="Store root folder (default: `store` in featurekit.toml / pyproject.toml).",
+        ),
+    ] = None,
+    host: Annotated[
+        str,
+        typer.Option(
+            envvar="FEATUREKIT_HOST",
+            help="Address to bind. Anything but loopback needs --api-keys (or --insecure).",
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="FEATUREKIT_PORT", help="Port to bind.")] = 8000,
     online: Annotated[
         str | None,
-        typer.Option(help="Online store: 'sqlite' (default), or a Redis URL redis://host:port/db."),
+        typer.Option(
+            envvar="FEATUREKIT_ONLINE",
+            help="Online store: 'sqlite' (default), or a Redis URL redis://host:port/db.",
+        ),
     ] = None,
     definitions: Annotated[
         list[str] | None,
         typer.Option(
             "--definitions",
             "-d",
-            help="A .py file or module with on-demand features / feature services (repeatable).",
+            envvar="FEATUREKIT_DEFINITIONS",
+            help="A .py file, module or module:attr with fk.Definitions, on-demand features "
+            "or feature services (repeatable; default: `definitions` in featurekit.toml).",
         ),
     ] = None,
+    api_keys: Annotated[
+        Path | None,
+        typer.Option(
+            "--api-keys",
+            envvar="FEATUREKIT_API_KEYS",
+            help="File of hashed API keys (featurekit keys add); requests then need "
+            "'Authorization: Bearer <key>'.",
+        ),
+    ] = None,
+    metrics_auth: Annotated[
+        bool,
+        typer.Option(
+            "--metrics-auth", help="/metrics needs an API key too (default: open to scrapers)."
+        ),
+    ] = False,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cors-origin",
+            envvar="FEATUREKIT_CORS_ORIGIN",
+            help="Origin browsers may call from, e.g. https://app.example.com (repeatable); "
+            "default: no CORS.",
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Allow a non-loopback --host without --api-keys (anyone who reaches it reads "
+            "every feature).",
+        ),
+    ] = False,
     max_entities: Annotated[
         int, typer.Option(help="Most entities one request may ask for (more: HTTP 413).")
     ] = 10_000,
@@ -379,9 +498,27 @@ def serve(
     with _errors():
         import uvicorn
 
+        from featurekit.core.errors import DefinitionError
         from featurekit.core.redact import redact
-        from featurekit.serving.app import Limits, create_app, load_definitions
+        from featurekit.serving.app import Limits, create_app
+        from featurekit.serving.auth import ApiKeys, is_loopback
         from featurekit.store import Store
+
+        # security by default: a server others can reach must ask for keys
+        if api_keys is None and not insecure and not is_loopback(host):
+            raise DefinitionError(
+                f"refusing to serve on {host!r} without API keys: anyone who can reach it "
+                "could read every feature. Pass --api-keys FILE (or set FEATUREKIT_API_KEYS; "
+                "make keys with `featurekit keys add`), bind --host 127.0.0.1, or pass "
+                "--insecure if something in front of the server already authenticates."
+            )
+        if metrics_auth and api_keys is None:
+            raise DefinitionError("--metrics-auth needs --api-keys FILE (the keys it accepts).")
+        if api_keys is not None and log_level.lower() == "trace":
+            raise DefinitionError(
+                "--log-level trace logs every request header, API keys included; use debug."
+            )
+        keys = None if api_keys is None else ApiKeys.load(api_keys)
 
         limits = Limits(
             max_body_bytes=max_body_bytes,
@@ -390,11 +527,25 @@ def serve(
             max_columns=max_columns,
             max_name_length=max_name_length,
         )
-        _open(store)  # refuses a path that is not a store
-        opened = Store(store, progress=False, online=online)
-        server = create_app(opened, limits=limits, definitions=load_definitions(definitions or []))
+        root, loaded = _serve_project(store, definitions or [])
+        _open(root)  # refuses a path that is not a store
+        opened = Store(root, progress=False, online=online)
+        server = create_app(
+            opened,
+            limits=limits,
+            definitions=loaded,
+            api_keys=keys,
+            metrics_auth=metrics_auth,
+            cors_origins=cors_origin or (),
+        )
         where = redact(opened.online.url)  # the Redis password stays out of terminals and logs
-        typer.echo(f"featurekit: serving {opened.root} on http://{host}:{port} ({where})")
+        auth = "without API keys" if keys is None else f"with {len(keys.keys)} API key(s)"
+        if keys is None and not is_loopback(host):
+            _console(stderr=True).print(
+                f"[bold yellow]warning:[/bold yellow] serving on {host} without API keys "
+                "(--insecure): every feature is readable by anyone who can reach it."
+            )
+        typer.echo(f"featurekit: serving {opened.root} on http://{host}:{port} ({where}), {auth}")
         uvicorn.run(server, host=host, port=port, log_level=log_level, access_log=False)
 
 
@@ -402,6 +553,53 @@ def serve(
 from featurekit.project.commands import add_commands  # noqa: E402  (after the app exists)
 
 add_commands(app)
+
+
+def _serve_project(
+    store: Path | None, targets: list[str]
+) -> tuple[Path, list[OnDemandFeature | FeatureService]]:
+    """The store and the definitions to serve: the flags, else the project's config file.
+
+    A target may hold an ``fk.Definitions`` (its services and on-demand features are
+    served) or plain module-level services and on-demand features, as before projects.
+    """
+    from featurekit.core.errors import NotFoundError
+    from featurekit.project.config import find_config
+    from featurekit.project.config import load_definitions as load_project_definitions
+    from featurekit.project.definitions import Definitions
+    from featurekit.serving.app import definitions_in, import_definitions
+
+    here = Path.cwd()
+    config = find_config(here)
+    root = store if store is not None else config.store
+    if root is None:
+        raise NotFoundError(
+            "no store given: pass --store PATH (or set FEATUREKIT_STORE), or run in a project "
+            "folder whose featurekit.toml names one (featurekit init DIR makes one)."
+        )
+    base = here
+    if not targets and config.definitions is not None:
+        targets = [config.definitions]
+        base = config.path.parent if config.path is not None else here
+    values: list[object] = []
+    for target in targets:
+        if ":" in target and not Path(target).exists():  # module:attr names one Definitions
+            values.extend(_served(load_project_definitions(target, base=base)))
+            continue
+        path = Path(target)
+        if path.suffix == ".py" and not path.is_absolute():
+            target = str(base / path)
+        elif path.suffix != ".py" and str(base) not in sys.path:
+            sys.path.insert(0, str(base))  # a project's module, as the other commands find it
+        for module in import_definitions([target]):
+            for value in vars(module).values():
+                values.extend(_served(value) if isinstance(value, Definitions) else [value])
+    return root, definitions_in(values)
+
+
+def _served(defs: Definitions) -> list[OnDemandFeature | FeatureService]:
+    """What a server needs of an ``fk.Definitions``: its on-demand features and services."""
+    return [*defs.on_demand, *defs.services]
 
 
 def main() -> None:
@@ -412,7 +610,7 @@ def main() -> None:
 # ---- helpers --------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _errors() -> Iterator[None]:
-    """FeatureKitError -> one red line on stderr and exit code 1."""
+    """FeatureKitError -> one red line on stderr and exit code 1 (credentials masked)."""
     from featurekit.core.errors import FeatureKitError
 
     try:
@@ -420,7 +618,11 @@ def _errors() -> Iterator[None]:
     except FeatureKitError as err:
         from rich.markup import escape
 
-        message = " ".join(str(err).split()) or type(err).__name__
+        from featurekit.core.redact import redact
+
+        # a message may quote user code's or a library's error text holding a URL with a
+        # password; terminals end up in CI logs and tickets
+        message = redact(" ".join(str(err).split())) or type(err).__name__
         _console(stderr=True).print(f"[bold red]error:[/bold red] [red]{escape(message)}[/red]")
         raise typer.Exit(1) from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
@@ -85,8 +86,10 @@ class Store:
         self.root: Path | str = _root(root)
         self.storage_options = dict(storage_options or {})
         remote = isinstance(self.root, str)
-        if remote and online is None:
-            online = False  # explicit for remote roots: nothing puts SQLite on object storage
+        if remote and online is None and not os.environ.get("FEATUREKIT_ONLINE", "").strip():
+            # explicit for remote roots (an argument or FEATUREKIT_ONLINE): nothing puts
+            # SQLite on object storage
+            online = False
         self.progress = progress
         # materialization streams in batches above this budget
         self.memory_budget = parse_size(memory_budget)

@@ -301,10 +301,16 @@ class SQLiteOnlineStore:
             self._local.conn = None
 
 
+#: Environment setting naming the online store when ``online=`` is not given: one setting
+#: makes every process of a deployment (server, scheduled materialization) use the same one.
+ONLINE_ENV = "FEATUREKIT_ONLINE"
+
+
 def open_online_store(spec: Any, root: Path | StoreLayout) -> OnlineStore:
     """The online store named by ``spec``.
 
-    ``None``: ``<root>/online/config.json`` if present (``{"url": "redis://..."}``), else the
+    ``None``: the environment's ``FEATUREKIT_ONLINE`` if set, else
+    ``<root>/online/config.json`` if present (``{"url": "redis://..."}``), else the
     embedded SQLite file. ``"sqlite"``, ``"memory"``, ``"redis://host:port/db"``
     (``?prefix=name`` keeps several stores apart in one Redis database), a local SQLite
     file (a :class:`~pathlib.Path`, or a path string ending in ``.sqlite``/``.db``), or an
@@ -312,6 +318,8 @@ def open_online_store(spec: Any, root: Path | StoreLayout) -> OnlineStore:
     embedded file: it needs one of the explicit forms.
     """
     layout = root if isinstance(root, StoreLayout) else StoreLayout(root)
+    if spec is None:
+        spec = os.environ.get(ONLINE_ENV, "").strip() or None
     if isinstance(spec, Path):
         return SQLiteOnlineStore(spec.expanduser())
     if isinstance(spec, str) and spec.strip().endswith((".sqlite", ".db")) and "://" not in spec:
