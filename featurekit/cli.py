@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -493,6 +493,13 @@ def serve(
         int, typer.Option(help="Longest name in a request, at most 128 (more: HTTP 422).")
     ] = 128,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    # serving log (monitoring): lookups appended to the store in the background
+    log_features: Annotated[
+        bool, typer.Option(help="Append every lookup to the store's serving log (Delta).")
+    ] = False,
+    log_sample: Annotated[
+        float, typer.Option(help="With --log-features: the share of lookups logged, in (0, 1].")
+    ] = 1.0,
 ) -> None:
     """Serve online features over HTTP (FastAPI): POST /v1/features, /metrics, /openapi.json."""
     with _errors():
@@ -529,7 +536,9 @@ def serve(
         )
         root, loaded = _serve_project(store, definitions or [])
         _open(root)  # refuses a path that is not a store
-        opened = Store(root, progress=False, online=online)
+        opened = Store(
+            root, progress=False, online=online, log_serving=log_sample if log_features else False
+        )
         server = create_app(
             opened,
             limits=limits,
@@ -546,6 +555,154 @@ def serve(
                 "(--insecure): every feature is readable by anyone who can reach it."
             )
         typer.echo(f"featurekit: serving {opened.root} on http://{host}:{port} ({where}), {auth}")
+        # the serving log's last batch is written while the server shuts down (uvicorn
+        # re-raises SIGTERM once it has stopped, so nothing after run() would get to it)
+        app_ = _closing(server, opened.close)
+        uvicorn.run(app_, host=host, port=port, log_level=log_level, access_log=False)
+
+
+def _closing(app_: Any, close: Callable[[], None]) -> Any:
+    """An ASGI app that runs ``close`` when the server's lifespan shuts down."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            return await app_(scope, receive, send)  # type: ignore[no-any-return]
+
+        async def sending(message: Any) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                close()
+            await send(message)
+
+        return await app_(scope, receive, sending)  # type: ignore[no-any-return]
+
+    return wrapped
+
+
+# ---- monitoring: drift of the views, as a one-shot run for cron or CI ----------------------
+@app.command()
+def monitor(
+    store: StoreOption,
+    views_: Annotated[
+        list[str] | None, typer.Argument(metavar="[VIEW]...", help="Views (default: all).")
+    ] = None,
+    window: Annotated[
+        str, typer.Option(help="Current window: the last WINDOW of event time, e.g. 1d.")
+    ] = "1d",
+    reference: Annotated[
+        str | None,
+        typer.Option(help="Training set id or name to compare with (default: the window before)."),
+    ] = None,
+    serving: Annotated[
+        bool, typer.Option("--serving", help="Compare the serving log instead of the window.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Compute drift for views; exit 1 when a feature drifted (for cron and CI).
+
+    The current sample is the view's last WINDOW of event time (ending at its newest row),
+    or the serving log with --serving; the reference is the WINDOW before it, or a
+    training set. Results are logged for the server's drift gauges.
+    """
+    with _errors():
+        import json
+
+        opened = _open(store)
+        results = _monitor(opened, views_ or opened.views(), window, reference, serving)
+        drifted = [r for r in results if r["drifted"]]
+        if as_json:
+            typer.echo(json.dumps(results, indent=2, default=str))
+        else:
+            table = _table(title=f"drift in {opened.root}")
+            for column in ("view", "feature", "metric", "value", "threshold", "drifted"):
+                table.add_column(column, no_wrap=True)
+            for r in results:
+                table.add_row(
+                    r["view"],
+                    r["feature"],
+                    r["metric"],
+                    f"{r['value']:.4g}",
+                    f"{r['threshold']:.4g}",
+                    "[red]yes[/red]" if r["drifted"] else "no",
+                )
+            _console().print(table)
+        if drifted:
+            raise typer.Exit(1)
+
+
+def _monitor(
+    opened: Store, names: list[str], window: str, reference: str | None, serving: bool
+) -> list[dict[str, Any]]:
+    """Drift results of each view, one dict per (view, feature, metric)."""
+    from datetime import timedelta
+
+    from featurekit.core.errors import FeatureKitError
+    from featurekit.core.timeutil import parse_duration
+    from featurekit.storage import delta
+
+    span = parse_duration(window, what="--window")
+    assert span is not None
+    out: list[dict[str, Any]] = []
+    for name in names:
+        record = opened.registry.version(name)
+        uri = opened.registry.layout.table_uri(name, record.version)
+        current = delta.current_version(uri)
+        if current is None:
+            typer.echo(f"{name}: skipped, no data yet", err=True)
+            continue
+        rows = delta.read_rows(uri, version=current, columns=[record.timestamp])
+        newest = rows.get_column(record.timestamp).max()
+        end = newest + timedelta(microseconds=1)  # type: ignore[operator]
+        try:
+            report = opened.drift(
+                name,
+                reference=reference or (end - 2 * span, end - span),
+                current="serving" if serving else (end - span, end),
+            )
+        except FeatureKitError as err:
+            typer.echo(f"{name}: skipped, {err}", err=True)
+            continue
+        out += [{"view": name, **row} for row in report.to_polars().to_dicts()]
+    return out
+
+
+@app.command()
+def ui(
+    store: StoreOption,
+    host: Annotated[
+        str,
+        typer.Option(help="Address to bind. Anything but loopback needs --insecure."),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8001,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Allow a non-loopback --host (this command has no API keys: anyone who "
+            "reaches it reads every view, its code and lineage).",
+        ),
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+) -> None:
+    """Open the catalog: a read-only web page to find and understand features (offline)."""
+    with _errors():
+        import uvicorn
+
+        from featurekit.core.errors import DefinitionError
+        from featurekit.serving.auth import is_loopback
+        from featurekit.ui.routes import create_ui_app
+
+        # the same default as serve: a page others can reach must ask for keys, and only
+        # the feature server has them
+        if not insecure and not is_loopback(host):
+            raise DefinitionError(
+                f"refusing to serve the catalog on {host!r} without API keys: anyone who can "
+                "reach it could read every view, its code and lineage. Bind --host 127.0.0.1, "
+                "use `featurekit serve --api-keys FILE` (the catalog is at /ui/ there), or "
+                "pass --insecure if something in front already authenticates."
+            )
+        opened = _open(store)  # refuses a path that is not a store; never creates one
+        server = create_ui_app(opened)
+        typer.echo(f"featurekit: the catalog of {opened.root} is at http://{host}:{port}/ui/")
         uvicorn.run(server, host=host, port=port, log_level=log_level, access_log=False)
 
 

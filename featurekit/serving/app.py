@@ -67,6 +67,7 @@ from featurekit.online.snapshot import SnapshotMeta
 from featurekit.serving.auth import ApiKey, ApiKeys, AuthenticationError, PermissionDeniedError
 from featurekit.serving.metrics import Metrics
 from featurekit.store import Store
+from featurekit.ui.routes import catalog_router, public_paths
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -255,7 +256,7 @@ def create_app(
     origins = [_checked_origin(o) for o in cors_origins]
     store.add_definitions(definitions)
     service = store.online_service()
-    metrics = Metrics()
+    metrics = Metrics(store.registry.layout)  # also exports the store's quality/drift logs
     app = FastAPI(
         title="featurekit feature server",
         version=__version__,
@@ -270,6 +271,7 @@ def create_app(
     app.add_exception_handler(HTTPException, _reraise)
     app.add_exception_handler(RequestValidationError, _reraise)
     open_paths = OPEN_PATHS if metrics_auth else OPEN_PATHS | {"/metrics"}
+    open_paths |= public_paths()  # the catalog page's shell; its /ui/api stays behind keys
     app.add_middleware(
         _Boundary,
         metrics=metrics,
@@ -405,6 +407,10 @@ def create_app(
         return app.openapi_schema or {}
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+    app.include_router(
+        catalog_router(store, max_name_length=limits.max_name_length, key_of=_key_of)
+    )
     return app
 
 

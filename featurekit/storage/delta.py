@@ -33,8 +33,14 @@ class CommitConflict(StorageError):
     """A Delta commit lost to a concurrent writer and could not be retried (re-plan and retry)."""
 
 
-def _options(storage_options: Mapping[str, str] | None) -> dict[str, str] | None:
-    return dict(storage_options) if storage_options else None
+def _options(storage_options: Mapping[str, str] | None, uri: str) -> dict[str, str] | None:
+    """The options to open ``uri`` with: the caller's, else those of the store root it is
+    under (so every table of a team store gets its credentials, whoever opens it)."""
+    if storage_options:
+        return dict(storage_options)
+    from featurekit.storage.remote import options_for
+
+    return options_for(uri)
 
 
 def table_exists(uri: str, storage_options: Mapping[str, str] | None = None) -> bool:
@@ -42,7 +48,7 @@ def table_exists(uri: str, storage_options: Mapping[str, str] | None = None) -> 
     from deltalake import DeltaTable
 
     try:
-        return bool(DeltaTable.is_deltatable(uri, storage_options=_options(storage_options)))
+        return bool(DeltaTable.is_deltatable(uri, storage_options=_options(storage_options, uri)))
     except BaseException as err:
         if not _is_failure(err):
             raise
@@ -82,7 +88,7 @@ def _open(
     from deltalake import DeltaTable
 
     try:
-        return DeltaTable(uri, version=version, storage_options=_options(storage_options))
+        return DeltaTable(uri, version=version, storage_options=_options(storage_options, uri))
     except BaseException as err:
         if not _is_failure(err):
             raise
@@ -131,14 +137,14 @@ def write_rows(
             writer_properties=_writer_properties(data.schema),
             **mode,
             schema_mode="overwrite" if replace_schema else None,
-            storage_options=_options(storage_options),
+            storage_options=_options(storage_options, uri),
             commit_properties=CommitProperties(
                 custom_metadata=custom,
                 # a create must not be retried: a retry would land on the winner's table
                 max_commit_retries=0 if create else COMMIT_RETRIES,
             ),
         )
-        return int(DeltaTable(uri, storage_options=_options(storage_options)).version())
+        return int(DeltaTable(uri, storage_options=_options(storage_options, uri)).version())
     except BaseException as err:
         if failures:  # the batches' producer failed (e.g. user code): that is the error
             raise failures[0] from None
@@ -628,7 +634,7 @@ def delete_rows(
         for k, v in metadata.items()
     }
     try:
-        table = DeltaTable(uri, storage_options=_options(storage_options))
+        table = DeltaTable(uri, storage_options=_options(storage_options, uri))
         metrics = table.delete(
             predicate,
             commit_properties=CommitProperties(
@@ -648,7 +654,7 @@ def data_files(
     import pyarrow as pa
     from deltalake import DeltaTable
 
-    table = DeltaTable(uri, version=version, storage_options=_options(storage_options))
+    table = DeltaTable(uri, version=version, storage_options=_options(storage_options, uri))
     actions = pa.table(table.get_add_actions(flatten=True))  # Arrow C stream -> pyarrow
     return sorted(str(p) for p in actions.column("path").to_pylist())
 

@@ -15,6 +15,11 @@ A store root holds::
     features/<view>/v<N>/                           a view version's Delta table
     training_sets/<id>/manifest.json                a training set's manifest
     training_sets/<id>/labels/, data/               its labels, its saved rows (Delta)
+    training_sets/<id>/stats/                       its feature statistics (the training baseline)
+    quarantine/<view>/v<N>/                         rows refused by a view version's checks (Delta)
+    stats/<view>/v<N>/                              per-run feature statistics (Delta)
+    serving_log/                                    logged online lookups (Delta)
+    monitoring/drift/, monitoring/checks/           drift results and check verdicts, per run (Delta)
     online/config.json, online/online.sqlite        the embedded online store
 
 Keeping the layout in one module is what lets a store live on object storage: registry
@@ -48,14 +53,16 @@ from featurekit.core.errors import StorageError
 from featurekit.core.names import NameKind, shown, validate_name
 from featurekit.core.redact import redact_url
 from featurekit.storage.objectstore import LocalObjectStore, ObjectStore
-from featurekit.storage.remote import RemoteObjectStore
+from featurekit.storage.remote import RemoteObjectStore, remember_options
 
 #: What the registry versions: each kind is a folder of ``<name>/v<N>.json`` records.
 RecordKind = Literal["view", "service", "on_demand", "model"]
 #: Kinds of lineage record (see :mod:`featurekit.lineage.record`).
 LineageKind = Literal["materialize", "training_set", "model", "columns"]
 #: Delta tables of one training set: its labels and, once saved, its rows.
-TrainingSetPart = Literal["labels", "data"]
+TrainingSetPart = Literal["labels", "data", "stats"]
+#: Tables of monitoring results: drift reports and check verdicts, appended per run.
+MonitoringTable = Literal["drift", "checks"]
 #: Files of the embedded online store.
 OnlineFile = Literal["config.json", "online.sqlite"]
 
@@ -75,6 +82,9 @@ _VERSION_FILE = re.compile(r"v([1-9][0-9]*)\.json\Z")
 _TABLES = "features"
 _TRAINING_SETS = "training_sets"
 _ONLINE = "online"
+_QUARANTINE = "quarantine"
+_STATS = "stats"
+_SERVING_LOG = "serving_log"
 
 
 class StoreLayout:
@@ -94,6 +104,8 @@ class StoreLayout:
         self.root: Path | str = root if isinstance(root, Path) else root.rstrip("/")
         #: options for every Delta table and object under the root (credentials included)
         self.storage_options: dict[str, str] = dict(storage_options or {})
+        if isinstance(self.root, str):
+            remember_options(self.root, self.storage_options)
         if objects is None:
             objects = (
                 LocalObjectStore(self.root)
@@ -220,6 +232,24 @@ class StoreLayout:
     def view_tables_prefix(self, view: str) -> str:
         """Prefix of every version's table of one view (``features/<view>/``)."""
         return f"{_TABLES}/{validate_name(view, 'view')}/"
+
+    def quarantine_uri(self, view: str, version: int) -> str:
+        """Where the rows a view version's checks refused are kept (a Delta table)."""
+        return self.uri(_QUARANTINE + self.table_key(view, version).removeprefix(_TABLES))
+
+    def stats_uri(self, view: str, version: int) -> str:
+        """Where a view version's per-run feature statistics live (a Delta table)."""
+        return self.uri(_STATS + self.table_key(view, version).removeprefix(_TABLES))
+
+    def serving_log_uri(self) -> str:
+        """Where logged online lookups are appended (a Delta table)."""
+        return self.uri(_SERVING_LOG)
+
+    def monitoring_uri(self, table: MonitoringTable) -> str:
+        """Where drift results or check verdicts of every view are appended (Delta)."""
+        if table not in get_args(MonitoringTable):
+            raise StorageError(f"unknown monitoring table {shown(table)}.")
+        return self.uri(f"monitoring/{table}")
 
     # ---- training sets ------------------------------------------------------------------
     def training_sets_prefix(self) -> str:

@@ -76,6 +76,25 @@ _DELTA_ONLY_OPTIONS = frozenset(
 _PREFIXES = ("aws_", "google_", "azure_")
 
 
+#: storage_options of every remote store root opened in this process, by root URI: a
+#: table under a root is opened with its root's options even where a caller has none
+_ROOT_OPTIONS: dict[str, dict[str, str]] = {}
+
+
+def remember_options(root: str, options: Mapping[str, str]) -> None:
+    """Use ``options`` for every location under ``root`` opened without options of its own."""
+    if options:
+        _ROOT_OPTIONS[root.rstrip("/") + "/"] = {k: str(v) for k, v in options.items()}
+
+
+def options_for(uri: str) -> dict[str, str] | None:
+    """The options of the longest remembered root ``uri`` is under (None: none is)."""
+    if not is_remote(uri):
+        return None
+    roots = [r for r in _ROOT_OPTIONS if uri.startswith(r) or uri.rstrip("/") + "/" == r]
+    return dict(_ROOT_OPTIONS[max(roots, key=len)]) if roots else None
+
+
 def is_remote(root: str) -> bool:
     """True when ``root`` is an object-storage URI (``s3://``, ``gs://``, ``az://``, ...)."""
     scheme, sep, _ = root.partition("://")
