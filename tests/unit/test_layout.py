@@ -322,3 +322,15 @@ def test_storage_options_split_for_obstore() -> None:
         False,
         False,
     ]
+
+
+def test_locations_under_a_remote_root_get_its_options() -> None:
+    """Tables under a team store (stats, quarantine, ...) open with the root's credentials."""
+    from featurekit.storage.remote import options_for
+
+    StoreLayout("s3://opts-bucket/team", storage_options={"aws_region": "eu-west-1"})
+    StoreLayout("s3://opts-bucket/team/nested", storage_options={"aws_region": "us-east-2"})
+    assert options_for("s3://opts-bucket/team/features/v/v1") == {"aws_region": "eu-west-1"}
+    assert options_for("s3://opts-bucket/team/nested/stats/v/v1") == {"aws_region": "us-east-2"}
+    assert options_for("s3://opts-bucket/teams/x") is None  # a sibling prefix, not inside
+    assert options_for("/local/team/features") is None
