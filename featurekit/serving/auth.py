@@ -130,6 +130,7 @@ class ApiKey:
         return any(g.kind == kind and g.name in ("*", name) for g in self.grants)
 
     def to_json(self) -> dict[str, object]:
+        """The entry as the key file holds it: name, hex salt and digest, grants."""
         return {
             "name": self.name,
             "salt": self.salt.hex(),
@@ -220,6 +221,7 @@ class ApiKeys:
         return found
 
     def names(self) -> list[str]:
+        """The names of the keys loaded now, in file order."""
         return [k.name for k in self.keys]
 
 
