@@ -507,7 +507,8 @@ def serve(
 
         from featurekit.core.errors import DefinitionError
         from featurekit.core.redact import redact
-        from featurekit.serving.app import Limits, create_app
+        from featurekit.server import create_server
+        from featurekit.serving.app import Limits
         from featurekit.serving.auth import ApiKeys, is_loopback
         from featurekit.store import Store
 
@@ -539,7 +540,7 @@ def serve(
         opened = Store(
             root, progress=False, online=online, log_serving=log_sample if log_features else False
         )
-        server = create_app(
+        server = create_server(
             opened,
             limits=limits,
             definitions=loaded,

@@ -153,6 +153,56 @@ def write_rows(
         raise _write_error(uri, err, storage_options) from err
 
 
+def append_rows(
+    uri: str,
+    frame: pl.DataFrame,
+    *,
+    metadata: Mapping[str, Any],
+    storage_options: Mapping[str, str] | None = None,
+) -> int:
+    """Append ``frame`` in one commit, adding its new (nullable) columns to the schema.
+
+    Returns the new version. Used for rows pushed into a feature table, which carry a
+    column the view's own runs do not write (see :mod:`featurekit.offline.push`).
+    """
+    from deltalake import CommitProperties, DeltaTable, write_deltalake
+
+    custom = {
+        META_PREFIX + k: v if isinstance(v, str) else orjson.dumps(v).decode()
+        for k, v in metadata.items()
+    }
+    data = _one_batch(frame)
+    try:
+        # one open of the log, not two: the writer commits through this object and
+        # leaves it at the version it wrote (a push is small; the log read dominates it)
+        table = DeltaTable(uri, storage_options=_options(storage_options, uri))
+        write_deltalake(
+            table,
+            data,
+            writer_properties=_writer_properties(data.schema),
+            mode="append",
+            schema_mode="merge",
+            commit_properties=CommitProperties(custom_metadata=custom),
+        )
+        return int(table.version())
+    except BaseException as err:
+        if not _is_failure(err):
+            raise
+        raise StorageError(f"appending to Delta table {uri!r} failed: {_first_line(err)}") from err
+
+
+def column_names(uri: str, storage_options: Mapping[str, str] | None = None) -> list[str]:
+    """The columns of the table's latest version (empty when there is no table)."""
+    if not table_exists(uri, storage_options):
+        return []
+    from deltalake import DeltaTable
+
+    return [
+        f.name
+        for f in DeltaTable(uri, storage_options=_options(storage_options, uri)).schema().fields
+    ]
+
+
 def _stream(frames: Iterable[pl.DataFrame], failures: list[BaseException]) -> Any:
     """A pyarrow RecordBatchReader over frames, recording the producer's own errors.
 

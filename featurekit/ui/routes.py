@@ -41,7 +41,14 @@ from featurekit.ui.catalog import Catalog
 if TYPE_CHECKING:
     from featurekit.store import Store
 
-__all__ = ["PREFIX", "catalog_router", "create_ui_app", "page_assets", "public_paths"]
+__all__ = [
+    "PREFIX",
+    "CatalogExtension",
+    "catalog_router",
+    "create_ui_app",
+    "page_assets",
+    "public_paths",
+]
 
 #: Where the catalog lives on any server that mounts it.
 PREFIX = "/ui"
@@ -288,3 +295,24 @@ def _public(err: BaseException, store: Store) -> str:
 
 def _json(status: int, body: Any) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+class CatalogExtension:
+    """The catalog as a feature-server extension: mounted behind the server's boundary.
+
+    Example:
+        >>> create_app(store, extensions=[CatalogExtension(store)])
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def public_paths(self) -> frozenset[str]:
+        """The page's shell, which a browser loads without a key."""
+        return public_paths()
+
+    def router(
+        self, *, max_name_length: int, key_of: Callable[[Request], ApiKey | None]
+    ) -> APIRouter:
+        """The catalog's routes for this store, with the server's name limit and keys."""
+        return catalog_router(self.store, max_name_length=max_name_length, key_of=key_of)

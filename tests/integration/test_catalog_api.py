@@ -14,7 +14,8 @@ from catalog_store import BASE, DRIVER, build_catalog_store
 from fastapi.testclient import TestClient
 
 import featurekit as fk
-from featurekit.serving.app import Limits, create_app
+from featurekit.server import create_server
+from featurekit.serving.app import Limits
 from featurekit.ui import Catalog
 from featurekit.ui.routes import create_ui_app
 
@@ -154,7 +155,7 @@ def test_bad_names_get_the_servers_error_shape(
 
 def test_on_the_feature_server_the_catalog_has_the_servers_limits(built: Any) -> None:
     store = fk.Store(built["store"].root, progress=False, online="memory")
-    app = create_app(store, limits=Limits(max_name_length=12))
+    app = create_server(store, limits=Limits(max_name_length=12))
     client = TestClient(app)
     assert client.get("/ui/api/index").status_code == 200
     page = client.get("/ui/")
@@ -353,7 +354,7 @@ def keyed(built: dict[str, Any]) -> dict[str, Any]:
         "all": add_key(path, "all", ["view:*"]),
     }
     store = fk.Store(built["store"].root, progress=False, online="memory")
-    app = create_app(store, api_keys=ApiKeys.load(path))
+    app = create_server(store, api_keys=ApiKeys.load(path))
     return {"client": TestClient(app), **made}
 
 

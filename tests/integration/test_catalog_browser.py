@@ -330,14 +330,14 @@ def test_on_a_keyed_server_the_page_asks_for_the_key_once(
 
     import uvicorn
 
-    from featurekit.serving.app import create_app
+    from featurekit.server import create_server
     from featurekit.serving.auth import ApiKeys, add_key
 
     path = server["store"].root.parent / "browser-keys.json"
     key = add_key(path, "reader", ["view:rider_loyalty"])
     store = fk.Store(server["store"].root, progress=False, online="memory")
     port = _free_port()
-    app = create_app(store, api_keys=ApiKeys.load(path))
+    app = create_server(store, api_keys=ApiKeys.load(path))
     keyed = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=keyed.run, daemon=True)
     thread.start()
