@@ -353,6 +353,63 @@ def keys_remove(
 
 
 @app.command()
+def vacuum(
+    store: StoreOption,
+    retain: Annotated[
+        str, typer.Option(help="Keep unreferenced files younger than this (e.g. 7d, 12h, 0s).")
+    ] = "7d",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be removed, and why; remove nothing.")
+    ] = False,
+) -> None:
+    """Remove data files no table version or kept training set needs (and deleted rows' files)."""
+    with _errors():
+        report = _open(store).vacuum(retain, dry_run=dry_run)
+        verb = "would remove" if dry_run else "removed"
+        for item in report.items:
+            typer.echo(f"{verb} {item.key} ({item.size:,} bytes): {item.reason}")
+        typer.echo(f"{verb} {len(report.items)} files, {report.bytes:,} bytes")
+
+
+@app.command()
+def delete(
+    store: StoreOption,
+    entity: Annotated[str, typer.Argument(help="Entity whose keys are deleted, e.g. driver.")],
+    key: Annotated[
+        list[str],
+        typer.Option("--key", "-k", help="COLUMN=VALUE of one key to delete; repeat for more."),
+    ],
+    reason: Annotated[str, typer.Option(help="Why (recorded in the deletion event).")],
+) -> None:
+    """Delete an entity's keys from every view of it, offline and online; record the event."""
+    with _errors():
+        from featurekit.core.errors import DefinitionError
+
+        keys: dict[str, list[Any]] = {}
+        for pair in key:
+            column, sep, value = pair.partition("=")
+            if not sep or not column:
+                raise DefinitionError(f"--key {pair!r}: expected COLUMN=VALUE, e.g. driver_id=42.")
+            keys.setdefault(column.strip(), []).append(_scalar(value.strip()))
+        event = _open(store).delete(entity, keys, reason=reason)
+        rows = sum(t.rows_deleted for t in event.tables)
+        typer.echo(
+            f"deletion {event.id}: {rows:,} rows from {len(event.tables)} tables; run "
+            "`featurekit vacuum` to remove the files that still hold them"
+        )
+
+
+def _scalar(text: str) -> int | float | str:
+    """A key value typed on the command line: an integer, a float, or text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+@app.command()
 def serve(
     store: Annotated[
         Path | None,

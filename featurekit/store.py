@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -11,15 +13,18 @@ import orjson
 import polars as pl
 
 from featurekit.core.authoring import FeatureView
+from featurekit.core.definitions import Entity
 from featurekit.core.errors import DefinitionError, NotFoundError, StorageError
 from featurekit.core.on_demand import OnDemandFeature
-from featurekit.core.timeutil import to_utc_datetime
+from featurekit.core.redact import redact_url
+from featurekit.core.timeutil import parse_duration, to_utc_datetime
 from featurekit.kernels.pit import PointInTime
 from featurekit.lineage.graph import LineageGraph
 from featurekit.lineage.service import StoreLineage
 from featurekit.notebook.progress import Progress
 from featurekit.offline.batching import parse_size
-from featurekit.offline.materialize import MaterializeResult, materialize, register, table_uri
+from featurekit.offline.deletion import VacuumReport, check_rebuildable
+from featurekit.offline.materialize import MaterializeResult, materialize, register
 from featurekit.offline.models import ModelRecord, log_model
 from featurekit.offline.planner import Catalog, Planner
 from featurekit.offline.quality import save_training_stats
@@ -29,7 +34,9 @@ from featurekit.offline.training import TrainingSet, build, rebuild
 from featurekit.project.definitions import Definitions
 from featurekit.project.sources import save_source
 from featurekit.storage import delta
+from featurekit.storage.records import DeletionEvent
 from featurekit.storage.registry import Registry, VersionRecord
+from featurekit.storage.remote import REMOTE_SCHEMES, is_remote
 from featurekit.storage.runs import RunRecord, runs
 
 if TYPE_CHECKING:
@@ -47,9 +54,15 @@ LONG_TRAINING_SET = 100_000
 
 
 class Store:
-    """A feature store rooted at one folder: registry, Delta tables, training sets.
+    """A feature store rooted at one folder or object-storage URI: registry, Delta tables, training sets.
 
-    The root is created if missing (``create=False`` opens an existing store only).
+    The root is a local folder or ``s3://``, ``gs://``, ``az://``/``abfss://`` URI, with
+    ``storage_options`` (delta-rs/object_store option names, credentials included) used for
+    every object and table under it. It is created if missing (``create=False`` opens an
+    existing store only). ``online`` picks the online store: ``None`` means the embedded
+    SQLite file for a local root and *off* for a remote one (SQLite cannot live on object
+    storage); ``"redis://…"``, a local SQLite file path, an :class:`OnlineStore`, or
+    ``False`` (off).
     ``progress=False`` turns off progress bars (default: on, unless the environment sets
     ``FEATUREKIT_PROGRESS=0``). ``memory_budget`` (e.g. ``"4GiB"``; default 8 GiB) bounds
     a materialization run's memory, its online sync included: larger inputs are computed,
@@ -79,18 +92,17 @@ class Store:
         definitions: Definitions | Catalog | Iterable[OnDemandFeature | FeatureService] = (),
         log_serving: bool | float = False,
     ) -> None:
-        text = str(root)
-        if "://" in text and not text.startswith("file://"):
-            raise StorageError(
-                f"store root {text!r}: remote roots are not supported yet (the registry needs "
-                "a local or mounted filesystem). Mount the bucket or use a local folder."
-            )
-        self.root = Path(text.removeprefix("file://")).expanduser().resolve()
+        self.root: Path | str = _root(root)
         self.storage_options = dict(storage_options or {})
+        remote = isinstance(self.root, str)
+        if remote and online is None and not os.environ.get("FEATUREKIT_ONLINE", "").strip():
+            # explicit for remote roots (an argument or FEATUREKIT_ONLINE): nothing puts
+            # SQLite on object storage
+            online = False
         self.progress = progress
         # materialization streams in batches above this budget
         self.memory_budget = parse_size(memory_budget)
-        self.registry = Registry(self.root, create=create)
+        self.registry = Registry(self.root, create=create, storage_options=self.storage_options)
         # lineage: recorded as a side effect; optionally emitted as OpenLineage
         self._lineage = StoreLineage(self.registry, lineage_emitter)
         # online serving: opened on first use, so a Store costs nothing until then
@@ -174,18 +186,19 @@ class Store:
             >>> [(r.delta_version, r.mode, r.rows_written) for r in store.runs("driver_stats")]
         """
         record = self.registry.version(name, version)
-        return runs(table_uri(self.root, name, record.version))
+        uri = self.registry.layout.table_uri(name, record.version)
+        return runs(uri, self.storage_options)
 
     def read(self, name: str, version: int | None = None) -> pl.DataFrame:
         """The stored rows of a view version (latest Delta version)."""
         record = self.registry.version(name, version)
-        uri = table_uri(self.root, name, record.version)
-        current = delta.current_version(uri)
+        uri = self.registry.layout.table_uri(name, record.version)
+        current = delta.current_version(uri, self.storage_options)
         if current is None:
             raise NotFoundError(
                 f"view {name!r} version {record.version} has no data yet; run store.materialize."
             )
-        return delta.read_rows(uri, version=current)
+        return delta.read_rows(uri, version=current, storage_options=self.storage_options)
 
     # ---- data quality and monitoring ------------------------------------------------------
     def stats(
@@ -375,7 +388,7 @@ class Store:
 
     def _stored_times(self, record: VersionRecord) -> pl.DataFrame:
         """Keys and event times of a view version's stored rows (UTC), for skew reasons."""
-        uri = table_uri(self.root, record.view, record.version)
+        uri = self.registry.layout.table_uri(record.view, record.version)
         current = delta.current_version(uri)
         if current is None:
             raise NotFoundError(f"view {record.view!r} version {record.version} has no data.")
@@ -505,6 +518,7 @@ class Store:
         """
         names = self.registry.training_set_names()
         manifest = self.registry.manifest(names.get(ts_id, ts_id))
+        check_rebuildable(self.registry, manifest)  # deleted rows cannot come back
         for feature in on_demand:
             self.planner.catalog.add(feature)
         hook = self.planner.rebuild_hook(manifest)
@@ -528,6 +542,64 @@ class Store:
                 }
             )
         return out
+
+    # ---- deletion and retention -----------------------------------------------------------
+    def delete(self, entity: Entity | str, keys: Any, *, reason: str) -> DeletionEvent:
+        """Delete an entity's keys from every version of every view of it, offline and online.
+
+        One Delta delete (one commit) per table; the online store is rewritten without the
+        keys. The event (who, when, why, rows per table; the keys only as a salted hash)
+        is recorded in the registry and shows in the lineage. Run :meth:`vacuum` afterwards
+        to remove the files that still hold the rows for older table versions.
+
+        Args:
+            entity: the entity (or its name) whose keys go.
+            keys: ``{"driver_id": [1, 2]}``, a frame of key columns, or a list of values
+                (tuples for multi-column keys).
+            reason: why (kept in the event), e.g. ``"erasure request 2026-118"``.
+
+        Example:
+            >>> event = store.delete(driver, {"driver_id": [42]}, reason="erasure request 118")
+            >>> store.vacuum(retain="7d")
+        """
+        from featurekit.offline.deletion import delete
+
+        name = entity.name if isinstance(entity, Entity) else str(entity)
+        columns = list(entity.keys) if isinstance(entity, Entity) else None
+        resync = None if self._online_spec is False else self._resync_deleted
+        return delete(self.registry, name, columns, keys, reason=reason, resync=resync)
+
+    def vacuum(self, retain: str | timedelta = "7d", *, dry_run: bool = False) -> VacuumReport:
+        """Remove data files nothing needs any more; ``dry_run`` lists them with the reason.
+
+        A file stays when the latest version of its table uses it, when a saved training
+        set or one behind a logged model pins a version that uses it, or when it is younger
+        than ``retain``, unless it held rows removed by :meth:`delete`: those go regardless.
+
+        Example:
+            >>> store.vacuum(retain="7d", dry_run=True).to_polars()
+        """
+        from featurekit.offline.deletion import vacuum
+
+        return vacuum(self.registry, _retention(retain), dry_run=dry_run)
+
+    def deletions(self) -> list[DeletionEvent]:
+        """Every recorded deletion event, oldest first."""
+        return self.registry.deletions()
+
+    def _resync_deleted(self, view: str, version: int, keys: pl.DataFrame) -> int:
+        """Rewrite a view version's online entries; how many of ``keys`` it held before."""
+        from featurekit.online.snapshot import encode_key
+        from featurekit.online.sync import sync_view
+
+        online = self.online_service().online
+        encoded = [encode_key(row) for row in keys.iter_rows()]
+        before = online.read([(view, version, encoded)])[0][2]
+        if online.meta(view, version) is not None:
+            sync_view(
+                self.registry, online, view, version, force=True, memory_budget=self.memory_budget
+            )
+        return sum(value is not None for value in before)
 
     # ---- definitions the registry cannot hold ---------------------------------------------
     def add_definitions(self, definitions: Iterable[OnDemandFeature | FeatureService]) -> None:
@@ -621,11 +693,12 @@ class Store:
 
             if self._online_spec is False:
                 raise StorageError(
-                    "this store was opened with online=False; open it with online=None "
-                    "(embedded) or a Redis URL to serve features online."
+                    f"store {self.registry.layout.shown_root!r} has no online store (online="
+                    "False, the default for object-storage roots); open it with "
+                    "online='redis://…' or a local SQLite file path to serve features online."
                 )
             spec = None if self._online_spec is True else self._online_spec
-            store = open_online_store(spec, self.root)
+            store = open_online_store(spec, self.registry.layout)
             self._online_service = OnlineService(self.planner, store)
             if self._log_serving:
                 from featurekit.online.serving_log import ServingLog
@@ -779,12 +852,38 @@ class Store:
         return resolve(view)
 
     def __repr__(self) -> str:
-        return f"Store({str(self.root)!r}, views={self.views()})"
+        return f"Store({self.registry.layout.shown_root!r}, views={self.views()})"
 
     def _repr_html_(self) -> str:
         from featurekit.notebook.reprs import store_html
 
         return store_html(self)
+
+
+def _retention(retain: str | timedelta) -> timedelta:
+    """``retain`` as a duration; zero (``"0s"``, ``"0d"``) is allowed: keep nothing old."""
+    if isinstance(retain, str) and re.fullmatch(r"\s*0+\s*[smhdw]?\s*", retain):
+        return timedelta(0)
+    if isinstance(retain, timedelta) and retain == timedelta(0):
+        return retain
+    window = parse_duration(retain, what="retain")
+    if window is None:
+        raise DefinitionError("vacuum needs retain=, e.g. retain='7d'.")
+    return window
+
+
+def _root(root: str | Path) -> Path | str:
+    """A local root as an absolute Path; an object-storage URI as a string."""
+    text = str(root)
+    if is_remote(text):
+        return text.rstrip("/")
+    if "://" in text and not text.startswith("file://"):
+        scheme = text.split("://", 1)[0]
+        raise StorageError(
+            f"store root {redact_url(text)!r}: scheme {scheme!r} is not supported; use a local "
+            f"folder or one of {', '.join(s + '://' for s in REMOTE_SCHEMES)}."
+        )
+    return Path(text.removeprefix("file://")).expanduser().resolve()
 
 
 def _value_count(log: pl.DataFrame) -> int:

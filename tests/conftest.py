@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import textwrap
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import polars as pl
 import pytest
@@ -46,6 +51,61 @@ def data_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def store(tmp_path: Path) -> fk.Store:
     return fk.Store(tmp_path / "store", progress=False)
+
+
+# ---- team stores: the same tests on a local folder and on a real S3 server ---------------
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"  # never reach a cloud metadata endpoint
+
+S3_BUCKET = "featurekit-tests"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1 for the whole session, with one bucket."""
+    from s3_emulator import create_bucket, moto_server
+
+    with moto_server() as endpoint:
+        create_bucket(endpoint, S3_BUCKET)
+        yield endpoint
+
+
+@dataclass
+class StoreRoot:
+    """Where a test's stores live: a local folder or a prefix of the session's S3 bucket.
+
+    ``open()`` makes a new, empty store each call (a fresh prefix or folder), so hypothesis
+    examples and tests never share one. S3 stores get an explicit local SQLite online
+    store, since a remote root has none by default.
+    """
+
+    kind: str
+    tmp: Path
+    options: dict[str, str] = field(default_factory=dict)
+    endpoint: str = ""
+
+    def uri(self, name: str = "store") -> str:
+        unique = f"{name}-{uuid.uuid4().hex[:8]}"
+        if self.kind == "local":
+            return str(self.tmp / unique)
+        return f"s3://{S3_BUCKET}/{unique}"
+
+    def open(self, uri: str | None = None, **kwargs: Any) -> fk.Store:
+        kwargs.setdefault("progress", False)
+        if self.kind == "s3":
+            kwargs.setdefault("storage_options", self.options)
+            kwargs.setdefault("online", str(self.tmp / f"online-{uuid.uuid4().hex[:8]}.sqlite"))
+        return fk.Store(uri or self.uri(), **kwargs)
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_root(request: pytest.FixtureRequest, tmp_path: Path) -> StoreRoot:
+    """The store-level suite runs once on a local root and once on an S3 root."""
+    if request.param == "local":
+        return StoreRoot("local", tmp_path)
+    from s3_emulator import storage_options
+
+    endpoint = request.getfixturevalue("s3_endpoint")
+    return StoreRoot("s3", tmp_path, storage_options(endpoint), endpoint)
 
 
 def load_module(path: Path, name: str, source: str) -> ModuleType:

@@ -533,7 +533,9 @@ def load_graph(registry: Registry, *, with_tables: bool = True) -> LineageGraph:
                 "dataset": dataset_naming(table, vid),
             }
             if with_tables:
-                attrs["current_delta_version"] = delta.current_version(table)
+                attrs["current_delta_version"] = delta.current_version(
+                    table, registry.storage_options
+                )
             nodes.append(Node(vid, "view", name, str(rec.version), None, attrs))
             for feature, dtype in rec.features.items():
                 fid = f"feature:{name}@{rec.version}:{feature}"
@@ -552,6 +554,16 @@ def load_graph(registry: Registry, *, with_tables: bool = True) -> LineageGraph:
         nodes.append(
             Node(f"training_set:{ts_id}", "training_set", ts_id, None, None, {"names": saved_names})
         )
+    for event in registry.deletions():  # deletions on request: who, when, why, how much
+        did = f"deletion:{event.id}"
+        when = event.created_at.isoformat()
+        rows = {f"{t.view}@{t.version}": t.rows_deleted for t in event.tables}
+        attrs = {"created_at": when, "by": event.by, "reason": event.reason}
+        attrs.update(entity=event.entity, key_count=event.key_count, rows_deleted=rows)
+        nodes.append(Node(did, "deletion", event.id, None, None, attrs))
+        for t in event.tables:
+            target = f"view:{t.view}@{t.version}"
+            edges.append(Edge(did, target, "deletes", None, None, event.reason, None, when))
     return _rename_unregistered(registry, LineageGraph(nodes, edges, runs))
 
 

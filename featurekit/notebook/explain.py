@@ -18,6 +18,7 @@ For aggregation views the rows are events: ``in window`` events are aggregated,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -213,16 +214,22 @@ def _explain_view(
     wanted.extend(c for c in stored if c not in wanted)
     table = registry.layout.uri(spec.table)
     if any(v is None for v in key_values.values()) or when is None:
-        rows = _empty(table, spec, wanted)
+        rows = _empty(table, spec, wanted, registry.storage_options)
     else:
         where = pl.lit(True)
         for key, value in key_values.items():
             where = where & (pl.col(key) == pl.lit(value))
         version = spec.delta_version
         rows = (
-            delta.read_rows(table, version=version, columns=wanted, where=where)
+            delta.read_rows(
+                table,
+                version=version,
+                columns=wanted,
+                where=where,
+                storage_options=registry.storage_options,
+            )
             if version is not None
-            else _empty(table, spec, wanted)
+            else _empty(table, spec, wanted, registry.storage_options)
         )
     rows = rows.with_row_index(_ROW)
     chosen: int | None = None
@@ -246,10 +253,14 @@ def _explain_view(
     )
 
 
-def _empty(table: str, spec: ManifestView, columns: list[str]) -> pl.DataFrame:
+def _empty(
+    table: str, spec: ManifestView, columns: list[str], options: Mapping[str, str]
+) -> pl.DataFrame:
     """No candidates, with the table's schema (version 0 when it had no commit yet)."""
     version = spec.delta_version or 0
-    return delta.read_rows(table, version=version, columns=columns, where=pl.lit(False))
+    return delta.read_rows(
+        table, version=version, columns=columns, where=pl.lit(False), storage_options=options
+    )
 
 
 def _kernel_choice(

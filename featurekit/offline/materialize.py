@@ -43,6 +43,7 @@ batches of entity keys, streamed into that same single commit (see
 
 from __future__ import annotations
 
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -92,7 +93,7 @@ class MaterializeResult:
 
 
 def table_uri(root: Path, view: str, version: int) -> str:
-    """Where one view version's Delta table lives (the store layout decides)."""
+    """Where one view version's Delta table lives under a local root (the layout decides)."""
     return StoreLayout(root).table_uri(view, version)
 
 
@@ -113,80 +114,163 @@ def materialize(
     the run's memory: larger inputs are computed and written in batches of entity keys.
     ``before_commit(record, schema)`` runs before anything is computed, with the version's
     record and stored schema; it raises to refuse a run whose later steps would fail.
+
+    Racing writers (other machines on an object-storage root, where there are no locks) are
+    met with Delta's optimistic concurrency: a run whose commit loses re-plans from what
+    the winner committed (its watermarks, its table) and tries again.
     """
+    registry.check_writable()
+    for attempt in range(_RACE_ATTEMPTS):
+        with registry.lock(resolved.name):
+            try:
+                return _run(
+                    registry, resolved, start, end, full_refresh, step, memory_budget, before_commit
+                )
+            except delta.CommitConflict:
+                if attempt == _RACE_ATTEMPTS - 1:
+                    raise
+                step("another writer committed first; re-planning")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+#: How often a run re-plans after losing a Delta commit to another writer.
+_RACE_ATTEMPTS = 8
+#: How long a run waits for another writer to record the version whose table it created,
+#: before taking that table over as a crashed run's leftover (object storage only; a
+#: local run holds the view's lock, so a table without a record there is always a leftover).
+ORPHAN_GRACE_SECONDS = 30.0
+
+
+def _run(
+    registry: Registry,
+    resolved: ResolvedView,
+    start: datetime | None,
+    end: datetime | None,
+    full_refresh: bool,
+    step: Progress,
+    memory_budget: int | None,
+    before_commit: Callable[[VersionRecord, pl.Schema], None] | None,
+) -> MaterializeResult:
     name = resolved.name
-    with registry.lock(name):
-        existing = next(
-            (r for r in registry.versions(name) if r.fingerprint == resolved.fingerprint), None
-        )
-        number = existing.version if existing else registry.next_version("view", name)
-        record = existing or _record(registry, resolved, number)
-        _warn_knowledge_time(resolved, number)
-        if before_commit is not None:
-            before_commit(record, pl.Schema(dict(resolved.layout.schema)))
-        uri = registry.layout.table_uri(name, number)
-        runs = delta.history(uri) if existing else []
-        previous = _last_watermarks(runs)
-        step("finding new rows")
-        snaps = {src.name: snapshot(src) for src in resolved.leaf_sources()}
-        mode, window = _plan(resolved, snaps, start, end, full_refresh, previous)
-        run_id = uuid.uuid4().hex[:16]
-        if mode == "noop":
-            return MaterializeResult(
-                name, number, resolved.fingerprint, run_id, "noop", 0, runs[-1]["version"], window
-            )
-        step("computing")
-        budget = memory_budget or DEFAULT_BUDGET
-        quality = RunQuality(resolved, registry.layout, number, run_id)
-        batches = _batches(resolved, snaps, window, number, budget, quality)
-        counted = _Counted(resolved, snaps, window, mode, batches, quality)
-        watermarks = dict(previous or {})
-        if mode != "range":
-            watermarks.update(_watermarks(snaps, window))
-        step("writing")
-        predicate = None
-        if existing is not None and mode != "full":
-            predicate = delta.window_predicate(resolved.layout.timestamp, window.start, window.end)
-        try:
-            # one batch is checked here, before its commit metadata is built; batches are
-            # checked while the writer streams them, so their verdicts miss the commit metadata
-            frames = counted.frames() if len(batches) > 1 else next(counted.frames())
-            if existing:  # rows pushed into the table (store.push) are not derived: keep them
-                predicate, frames = keep_pushed(uri, predicate, frames)
-            version = delta.write_rows(
-                uri,
-                frames,
-                predicate=predicate,
-                metadata={
-                    "view": name,
-                    "version": str(number),
-                    "fingerprint": resolved.fingerprint,
-                    "run_id": run_id,
-                    "mode": mode,
-                    "window": {"start": _iso(window.start), "end": _iso(window.end)},
-                    "watermarks": watermarks,
-                    **(quality.metadata() if len(batches) == 1 else {}),
-                },
-            )
-        except ValidationError:
-            quality.keep_refused()  # the quarantine, written once the writer has let go
-            raise
-        del frames
-        if existing is None:
-            _add_committed(registry, resolved, record, uri, version)
-        quality.save_stats(version, mode)
-        quality.warn()
+    options = registry.storage_options
+    existing = next(
+        (r for r in registry.versions(name) if r.fingerprint == resolved.fingerprint), None
+    )
+    if existing is not None:
+        number, claim = existing.version, "ours"
+    else:
+        number, claim = _claim_number(registry, resolved)
+    record = existing or _record(registry, resolved, number)
+    # stack: this warning's helper, _run, materialize, the Store method, the user's call
+    _warn_knowledge_time(resolved, number, stacklevel=5)
+    if before_commit is not None:
+        before_commit(record, pl.Schema(dict(resolved.layout.schema)))
+    uri = registry.layout.table_uri(name, number)
+    runs = delta.history(uri, options) if claim == "ours" else []
+    previous = _last_watermarks(runs)
+    step("finding new rows")
+    snaps = {src.name: snapshot(src) for src in resolved.leaf_sources()}
+    mode, window = _plan(resolved, snaps, start, end, full_refresh, previous)
+    run_id = uuid.uuid4().hex[:16]
+    if mode == "noop":
+        if existing is None:  # the table is a racing writer's of this same definition
+            _add_committed(registry, resolved, record, uri, runs[-1]["version"])
         return MaterializeResult(
-            name,
-            number,
-            resolved.fingerprint,
-            run_id,
-            mode,
-            counted.rows,
-            version,
-            window,
-            tuple(quality.results),
+            name, number, resolved.fingerprint, run_id, "noop", 0, runs[-1]["version"], window
         )
+    step("computing")
+    budget = memory_budget or DEFAULT_BUDGET
+    quality = RunQuality(resolved, registry.layout, number, run_id)
+    batches = _batches(resolved, snaps, window, number, budget, quality)
+    counted = _Counted(resolved, snaps, window, mode, batches, quality)
+    watermarks = dict(previous or {})
+    if mode != "range":
+        watermarks.update(_watermarks(snaps, window))
+    step("writing")
+    predicate = None
+    if runs and mode != "full":
+        predicate = delta.window_predicate(resolved.layout.timestamp, window.start, window.end)
+    elif runs and not registry.layout.is_local:
+        # without a lock, a full replace must notice a commit that lands while it writes
+        # (delta-rs checks concurrent additions only against a predicate)
+        predicate = delta.REPLACE_ALL
+    try:
+        # one batch is checked here, before its commit metadata is built; batches are
+        # checked while the writer streams them, so their verdicts miss the commit metadata
+        frames = counted.frames() if len(batches) > 1 else next(counted.frames())
+        if runs:  # rows pushed into the table (store.push) are not derived: keep them
+            predicate, frames = keep_pushed(uri, predicate, frames)
+        version = delta.write_rows(
+            uri,
+            frames,
+            predicate=predicate,
+            metadata={
+                "view": name,
+                "version": str(number),
+                "fingerprint": resolved.fingerprint,
+                "run_id": run_id,
+                "mode": mode,
+                "window": {"start": _iso(window.start), "end": _iso(window.end)},
+                "watermarks": watermarks,
+                **(quality.metadata() if len(batches) == 1 else {}),
+            },
+            storage_options=options,
+            # a table this run found absent is created only if still absent: of two racing
+            # writers one creates it, the other re-plans on top of it
+            create=not runs and claim != "leftover",
+            replace_schema=claim == "leftover",  # a crashed run's table may be of another view
+        )
+    except ValidationError:
+        quality.keep_refused()  # the quarantine, written once the writer has let go
+        raise
+    del frames
+    if existing is None:
+        _add_committed(registry, resolved, record, uri, version)
+    quality.save_stats(version, mode)
+    quality.warn()
+    return MaterializeResult(
+        name,
+        number,
+        resolved.fingerprint,
+        run_id,
+        mode,
+        counted.rows,
+        version,
+        window,
+        tuple(quality.results),
+    )
+
+
+def _claim_number(
+    registry: Registry, resolved: ResolvedView
+) -> tuple[int, Literal["ours", "new", "leftover"]]:
+    """The version number a new definition's table goes under, and what is there now.
+
+    The registry records a version only after its table's first commit, so the next number
+    may already have a table: this definition's (a racing run of the same code: adopt it),
+    another definition's whose writer has not recorded it yet (wait for that record, then
+    try the next number), or a leftover of a run that died between commit and record
+    (take it over once it is older than :data:`ORPHAN_GRACE_SECONDS`).
+    """
+    name, options = resolved.name, registry.storage_options
+    grace = 0.0 if registry.layout.is_local else ORPHAN_GRACE_SECONDS
+    waited_since: float | None = None
+    while True:
+        records = registry.versions(name)
+        found = next((r for r in records if r.fingerprint == resolved.fingerprint), None)
+        if found is not None:
+            raise delta.CommitConflict(f"view {name!r}: recorded by another writer; re-plan.")
+        number = records[-1].version + 1 if records else 1
+        owner = delta.first_commit_meta(registry.layout.table_uri(name, number), options)
+        if owner is None:
+            return number, "new"
+        if owner.get("fingerprint") == resolved.fingerprint:
+            return number, "ours"
+        now = time.monotonic()
+        waited_since = now if waited_since is None else waited_since
+        if now - waited_since >= grace:
+            return number, "leftover"  # the full run below replaces its rows
+        time.sleep(0.2)
 
 
 class _Counted:
@@ -282,15 +366,16 @@ def _append(
     return record
 
 
-def _warn_knowledge_time(resolved: ResolvedView, version: int) -> None:
+def _warn_knowledge_time(resolved: ResolvedView, version: int, *, stacklevel: int = 4) -> None:
     """Say so, every time, when a view's rows are not guarded against late values, or
     when the leakage lint finds event times stamped before the data behind them."""
     message = resolved.knowledge_time_warning(version)
     if message is not None:
-        # stacklevel: this helper, register/materialize, the Store method, the user's call
-        warnings.warn(message, FeatureKitWarning, stacklevel=4)
+        # stacklevel: this helper, register (or _run and materialize), the Store method,
+        # the user's call
+        warnings.warn(message, FeatureKitWarning, stacklevel=stacklevel)
     for finding in leakage_findings(resolved):  # the leakage lint, on the same occasions
-        finding.warn(stacklevel=5)
+        finding.warn(stacklevel=stacklevel + 1)
 
 
 def _add_committed(
@@ -303,8 +388,8 @@ def _add_committed(
     """Register a version whose first rows are committed; a failure says how to resume."""
     resume = (
         f"Until it is recorded, training sets and store.versions() do not see it. Fix the "
-        f"cause, then run store.materialize({record.view}) again: it rewrites the table and "
-        "records it."
+        f"cause, then run store.materialize({record.view}) again: it finds the committed rows "
+        "and records them."
     )
     try:
         recorded = _append(registry, resolved, record)
@@ -315,7 +400,8 @@ def _add_committed(
             f"failed: {type(err).__name__}: {err} {resume}"
         ) from err
     if recorded.version != record.version:
-        # the run holds the view's lock, so only a writer ignoring it can get here
+        # locally the run holds the view's lock; on object storage, another definition
+        # recorded this number while this run took over what looked like a leftover table
         raise StorageError(
             f"view {record.view!r}: version {record.version} was taken by another writer while "
             f"this run wrote its table (Delta version {delta_version}); re-run "

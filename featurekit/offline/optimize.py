@@ -16,7 +16,6 @@ import uuid
 from dataclasses import dataclass
 
 from featurekit.kernels.frames import in_order, sort_rows
-from featurekit.offline.materialize import table_uri
 from featurekit.storage import delta
 from featurekit.storage.registry import Registry
 
@@ -44,16 +43,17 @@ def optimize(registry: Registry, view: str, version: int | None = None) -> Optim
     from featurekit.core.errors import NotFoundError
 
     record = registry.version(view, version)
-    uri = table_uri(registry.root, view, record.version)
+    uri = registry.layout.table_uri(view, record.version)
+    options = registry.storage_options
     with registry.lock(view):
-        current = delta.current_version(uri)
+        current = delta.current_version(uri, options)
         if current is None:
             raise NotFoundError(
                 f"view {view!r} version {record.version} has no data yet; run "
                 f"store.materialize({view}) first."
             )
-        files = delta.file_count(uri, current)
-        rows = delta.read_rows(uri, version=current)
+        files = delta.file_count(uri, current, options)
+        rows = delta.read_rows(uri, version=current, storage_options=options)
         keys, created = list(record.keys), record.created_timestamp
         identity = [*keys, record.timestamp, *([created] if created else [])]
         if files <= 1 and in_order(rows, identity, strict=False):
@@ -69,13 +69,16 @@ def optimize(registry: Registry, view: str, version: int | None = None) -> Optim
                 "run_id": uuid.uuid4().hex[:16],
                 "mode": "optimize",
             },
+            storage_options=options,
+            # no lock on object storage: notice a materialization committing meanwhile
+            predicate=None if registry.layout.is_local else delta.REPLACE_ALL,
         )
         return OptimizeResult(
             view,
             record.version,
             ordered.height,
             files,
-            delta.file_count(uri, written),
+            delta.file_count(uri, written, options),
             current,
             written,
         )

@@ -46,7 +46,6 @@ from featurekit.core.names import shown
 from featurekit.core.on_demand import OnDemandFeature, OnDemandStep, apply_on_demand
 from featurekit.core.timeutil import parse_duration
 from featurekit.kernels.pit import ViewFrame, output_names
-from featurekit.offline.materialize import table_uri
 from featurekit.offline.resolve import resolve
 from featurekit.offline.services import (
     FeatureService,
@@ -489,13 +488,14 @@ class Planner:
         labels = qualifiers([(r.view, r.version) for r, _ in merged])
         out = []
         for (record, names), label in zip(merged, labels, strict=True):
-            uri = table_uri(self.registry.root, record.view, record.version)
+            uri = self.registry.layout.table_uri(record.view, record.version)
+            options = self.registry.storage_options
             pinned: int | None = None
             if pin:
                 pinned = (
-                    delta.version_at(uri, as_of)
+                    delta.version_at(uri, as_of, options)
                     if as_of is not None
-                    else delta.current_version(uri)
+                    else delta.current_version(uri, options)
                 )
                 if pinned is None and as_of is None:
                     raise NotFoundError(

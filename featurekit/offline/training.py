@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import metadata
@@ -26,6 +26,7 @@ from featurekit.core.definitions import Aggregation
 from featurekit.core.errors import ReproducibilityError, SchemaError
 from featurekit.core.hashing import frame_hash, stable_hash
 from featurekit.core.names import validate_name
+from featurekit.core.redact import redact_url
 from featurekit.core.timeutil import before, to_utc_expr, utcnow
 from featurekit.kernels.pit import PointInTime, ViewFrame, pit_join
 from featurekit.offline.damage import damaged_data_is_irreproducible
@@ -103,8 +104,11 @@ class TrainingSet:
         """Name this training set and keep a materialized copy of its rows."""
         validate_name(name, "training set")
         data = self._registry.layout.training_set_uri(self.id, "data")
-        if not delta.table_exists(data):
-            delta.write_rows(data, self._frame, metadata={"training_set": self.id})
+        options = self._registry.storage_options
+        if not delta.table_exists(data, options):
+            delta.write_rows(
+                data, self._frame, metadata={"training_set": self.id}, storage_options=options
+            )
         self._registry.name_training_set(name, self.id)
         return self
 
@@ -153,7 +157,7 @@ def build(
     """Join, record the manifest and labels, and return the training set."""
     _check_label_timestamp(labels, timestamp)
     check_label_columns(labels)
-    frames = [_read_view(req, labels, timestamp) for req in requests]
+    frames = [_read_view(req, labels, timestamp, registry.storage_options) for req in requests]
     result = pit_join(labels, timestamp=timestamp, views=frames, point_in_time=point_in_time)
     joined = iter(result.columns[labels.width :])  # the kernel's names, view by view
     if on_demand is not None:
@@ -220,7 +224,7 @@ def rebuild(
 ) -> TrainingSet:
     """Rebuild a training set from its manifest and verify its content hash."""
     labels_uri = registry.layout.training_set_uri(manifest.id, "labels")
-    labels = _read_labels(labels_uri, manifest.labels.arrow_schema)
+    labels = _read_labels(labels_uri, manifest.labels.arrow_schema, registry.storage_options)
     timestamp = manifest.labels.timestamp
     requests = []
     labels_of = qualifiers([(v.view, v.version) for v in manifest.views])
@@ -231,7 +235,7 @@ def rebuild(
         requests.append(
             ViewRequest(record, tuple(v.features), ttl, table, v.delta_version, qualifier)
         )
-    frames = [_read_view(req, labels, timestamp) for req in requests]
+    frames = [_read_view(req, labels, timestamp, registry.storage_options) for req in requests]
     result = pit_join(
         labels, timestamp=timestamp, views=frames, point_in_time=manifest.point_in_time
     )
@@ -268,7 +272,9 @@ def _check_label_timestamp(labels: pl.DataFrame, timestamp: str) -> None:
     to_utc_expr(timestamp, labels.schema[timestamp], what="label timestamp")
 
 
-def _read_view(req: ViewRequest, labels: pl.DataFrame, timestamp: str) -> ViewFrame:
+def _read_view(
+    req: ViewRequest, labels: pl.DataFrame, timestamp: str, options: Mapping[str, str]
+) -> ViewFrame:
     record = req.record
     columns = [*record.keys, record.timestamp]
     if record.created_timestamp:
@@ -283,7 +289,9 @@ def _read_view(req: ViewRequest, labels: pl.DataFrame, timestamp: str) -> ViewFr
     )
 
     def load() -> pl.DataFrame:  # the kernel reads one view at a time: memory holds one table
-        return delta.read_rows(req.table, version=version, columns=columns, where=where)
+        return delta.read_rows(
+            req.table, version=version, columns=columns, where=where, storage_options=options
+        )
 
     return ViewFrame(
         name=req.qualifier or record.view,
@@ -340,7 +348,12 @@ def _persist(registry: Registry, manifest: Manifest, labels: pl.DataFrame) -> No
         return
     stored = _storable(labels.with_row_index(_ROW))
     uri = registry.layout.training_set_uri(manifest.id, "labels")
-    delta.write_rows(uri, stored, metadata={"training_set": manifest.id})
+    delta.write_rows(
+        uri,
+        stored,
+        metadata={"training_set": manifest.id},
+        storage_options=registry.storage_options,
+    )
     registry.add_manifest(manifest)
 
 
@@ -355,12 +368,12 @@ def _storable(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(casts) if casts else frame
 
 
-def _read_labels(path: str, schema_b64: str) -> pl.DataFrame:
+def _read_labels(path: str, schema_b64: str, options: Mapping[str, str]) -> pl.DataFrame:
     schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(schema_b64)))
-    version = delta.current_version(str(path))
+    version = delta.current_version(str(path), options)
     if version is None:
-        raise ReproducibilityError(f"the stored labels at {str(path)!r} are missing.")
-    stored = delta.read_rows(str(path), version=0).sort(_ROW).drop(_ROW)
+        raise ReproducibilityError(f"the stored labels at {redact_url(str(path))!r} are missing.")
+    stored = delta.read_rows(str(path), version=0, storage_options=options).sort(_ROW).drop(_ROW)
     table = stored.to_arrow()
     columns = []
     for field in schema:

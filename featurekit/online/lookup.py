@@ -138,7 +138,8 @@ class OnlineService:
         if plan is not None and all(_mtime(path) == seen for path, seen in plan.watch):
             return plan
         plan = self._make_plan(features, columns)
-        if key is not None:
+        # on object storage there is no folder time to watch: plan every lookup afresh
+        if key is not None and self.planner.registry.layout.is_local:
             with self._lock:
                 if len(self._plans) > 1024:
                     self._plans.clear()
@@ -170,7 +171,9 @@ class OnlineService:
             )
         registry = self.planner.registry
         paths = dict.fromkeys(
-            str(registry.layout.watch_path(kind, name)) for kind, name in planned.watch
+            str(path)
+            for kind, name in planned.watch
+            if (path := registry.layout.watch_path(kind, name)) is not None
         )
         watch = [(p, _mtime(p)) for p in paths]
         return _Plan(

@@ -390,19 +390,32 @@ class SQLiteOnlineStore:
 ONLINE_ENV = "FEATUREKIT_ONLINE"
 
 
-def open_online_store(spec: Any, root: Path) -> OnlineStore:
+def open_online_store(spec: Any, root: Path | StoreLayout) -> OnlineStore:
     """The online store named by ``spec``.
 
     ``None``: the environment's ``FEATUREKIT_ONLINE`` if set, else
     ``<root>/online/config.json`` if present (``{"url": "redis://..."}``), else the
     embedded SQLite file. ``"sqlite"``, ``"memory"``, ``"redis://host:port/db"``
-    (``?prefix=name`` keeps several stores apart in one Redis database), or an object
-    implementing :class:`OnlineStore`.
+    (``?prefix=name`` keeps several stores apart in one Redis database), a local SQLite
+    file (a :class:`~pathlib.Path`, or a path string ending in ``.sqlite``/``.db``), or an
+    object implementing :class:`OnlineStore`. A store root on object storage has no
+    embedded file: it needs one of the explicit forms.
     """
+    layout = root if isinstance(root, StoreLayout) else StoreLayout(root)
     if spec is None:
         spec = os.environ.get(ONLINE_ENV, "").strip() or None
+    if isinstance(spec, Path):
+        return SQLiteOnlineStore(spec.expanduser())
+    if isinstance(spec, str) and spec.strip().endswith((".sqlite", ".db")) and "://" not in spec:
+        return SQLiteOnlineStore(Path(spec.strip()).expanduser())
+    if not layout.is_local and (spec is None or spec in ("sqlite", "embedded")):
+        raise OnlineStoreError(
+            f"store {layout.shown_root!r} is on object storage, where an embedded SQLite "
+            "online store cannot live; pass online='redis://…', a local SQLite file path "
+            "(e.g. online='/var/lib/featurekit/online.sqlite') or online=False."
+        )
     if spec is None:
-        config = StoreLayout(root).online_path("config.json")
+        config = layout.online_path("config.json")
         if config.exists():
             try:
                 data = orjson.loads(config.read_bytes())
@@ -418,7 +431,7 @@ def open_online_store(spec: Any, root: Path) -> OnlineStore:
     if isinstance(spec, str):
         text = spec.strip()
         if text in ("sqlite", "embedded"):
-            return SQLiteOnlineStore(StoreLayout(root).online_path("online.sqlite"))
+            return SQLiteOnlineStore(layout.online_path("online.sqlite"))
         if text == "memory":
             return MemoryOnlineStore()
         if text.startswith(("redis://", "rediss://", "unix://")):

@@ -56,7 +56,7 @@ def sync_view(
     record = registry.version(view, version)
     uri = registry.layout.table_uri(view, version)
     with registry.lock(view):
-        current = delta.current_version(uri)
+        current = delta.current_version(uri, registry.storage_options)
         if current is None:
             return None
         raw = online.meta(view, version)
@@ -64,7 +64,7 @@ def sync_view(
             existing = SnapshotMeta.from_bytes(raw)
             if existing.delta_version == current and existing.fingerprint == record.fingerprint:
                 return existing
-        rows = delta.scan_rows(uri, version=current)
+        rows = delta.scan_rows(uri, version=current, storage_options=registry.storage_options)
         taken = utcnow()
         meta_of, entries_of = _encoders(record)
         meta = meta_of(record, rows, delta_version=current, taken=taken)

@@ -266,7 +266,7 @@ class ServedStore(Protocol):
     """What the server needs of a store; ``fk.Store`` is one (the surface passes it in)."""
 
     @property
-    def root(self) -> Path: ...
+    def root(self) -> Path | str: ...
 
     @property
     def registry(self) -> Registry: ...
@@ -697,7 +697,7 @@ class _Boundary:
         *,
         metrics: Metrics,
         limits: Limits,
-        root: Path,
+        root: Path | str,
         api_keys: ApiKeys | None = None,
         open_paths: frozenset[str] = OPEN_PATHS,
     ) -> None:
@@ -873,10 +873,15 @@ def _http(err: HTTPException, scope: Scope) -> tuple[int, str, str, dict[str, st
     return err.status_code, "BadRequestError", str(err.detail), headers
 
 
-def _public(text: str, root: Path) -> str:
+def _public(text: str, root: Path | str) -> str:
     """``text`` fit for a response: credentials masked, store paths hidden, length cut."""
     out = redact(text)
-    for path in dict.fromkeys((str(root.resolve()), str(root), str(root.absolute()))):
+    paths = (
+        (str(root.resolve()), str(root), str(root.absolute()))
+        if isinstance(root, Path)
+        else (root, redact(root))
+    )
+    for path in dict.fromkeys(paths):
         out = out.replace(path, "<store>")
     return out if len(out) <= MAX_MESSAGE else f"{out[: MAX_MESSAGE - 20]}... (cut)"
 

@@ -19,10 +19,28 @@ from polars.datatypes import DataTypeClass
 from featurekit.core.errors import StorageError, is_rust_panic
 
 META_PREFIX = "featurekit."
+#: How often delta-rs retries a commit that lost a race to another writer before failing
+#: (its default is 15; machines sharing a team store race more).
+COMMIT_RETRIES = 100
 
 
-def _options(storage_options: Mapping[str, str] | None) -> dict[str, str] | None:
-    return dict(storage_options) if storage_options else None
+#: A predicate matching every row: an overwrite with it replaces the whole table like a plain
+#: overwrite, but (unlike one) fails when another writer adds rows while it runs.
+REPLACE_ALL = "true"
+
+
+class CommitConflict(StorageError):
+    """A Delta commit lost to a concurrent writer and could not be retried (re-plan and retry)."""
+
+
+def _options(storage_options: Mapping[str, str] | None, uri: str) -> dict[str, str] | None:
+    """The options to open ``uri`` with: the caller's, else those of the store root it is
+    under (so every table of a team store gets its credentials, whoever opens it)."""
+    if storage_options:
+        return dict(storage_options)
+    from featurekit.storage.remote import options_for
+
+    return options_for(uri)
 
 
 def table_exists(uri: str, storage_options: Mapping[str, str] | None = None) -> bool:
@@ -30,7 +48,7 @@ def table_exists(uri: str, storage_options: Mapping[str, str] | None = None) -> 
     from deltalake import DeltaTable
 
     try:
-        return bool(DeltaTable.is_deltatable(uri, storage_options=_options(storage_options)))
+        return bool(DeltaTable.is_deltatable(uri, storage_options=_options(storage_options, uri)))
     except BaseException as err:
         if not _is_failure(err):
             raise
@@ -70,7 +88,7 @@ def _open(
     from deltalake import DeltaTable
 
     try:
-        return DeltaTable(uri, version=version, storage_options=_options(storage_options))
+        return DeltaTable(uri, version=version, storage_options=_options(storage_options, uri))
     except BaseException as err:
         if not _is_failure(err):
             raise
@@ -88,12 +106,17 @@ def write_rows(
     metadata: Mapping[str, Any],
     predicate: str | None = None,
     storage_options: Mapping[str, str] | None = None,
+    create: bool = False,
+    replace_schema: bool = False,
 ) -> int:
     """Atomically replace the rows matching ``predicate`` (all rows when None); returns the new version.
 
     One Delta commit: readers see the old rows or the new ones, never a mix. ``frame`` may be
     an iterable of frames with one schema (batches): they are streamed into that one
     commit, and an error raised while producing them aborts it (and is re-raised as is).
+    ``create=True`` only creates a new table: if one appears at ``uri`` first (another
+    writer's), nothing is written and :class:`CommitConflict` is raised.
+    ``replace_schema=True`` lets the rows replace a table of another schema.
     """
     from deltalake import CommitProperties, DeltaTable, write_deltalake
 
@@ -104,23 +127,30 @@ def write_rows(
     failures: list[BaseException] = []
     data = _one_batch(frame) if isinstance(frame, pl.DataFrame) else _stream(frame, failures)
     try:
+        # "error" creates only: it fails if a table appeared, and takes no predicate
+        mode: dict[str, Any] = (
+            {"mode": "error"} if create else {"mode": "overwrite", "predicate": predicate}
+        )
         write_deltalake(
             uri,
             data,
             writer_properties=_writer_properties(data.schema),
-            mode="overwrite",
-            predicate=predicate,
-            schema_mode=None,
-            storage_options=_options(storage_options),
-            commit_properties=CommitProperties(custom_metadata=custom),
+            **mode,
+            schema_mode="overwrite" if replace_schema else None,
+            storage_options=_options(storage_options, uri),
+            commit_properties=CommitProperties(
+                custom_metadata=custom,
+                # a create must not be retried: a retry would land on the winner's table
+                max_commit_retries=0 if create else COMMIT_RETRIES,
+            ),
         )
-        return int(DeltaTable(uri, storage_options=_options(storage_options)).version())
+        return int(DeltaTable(uri, storage_options=_options(storage_options, uri)).version())
     except BaseException as err:
         if failures:  # the batches' producer failed (e.g. user code): that is the error
             raise failures[0] from None
         if not _is_failure(err):
             raise
-        raise StorageError(f"writing Delta table {uri!r} failed: {_first_line(err)}") from err
+        raise _write_error(uri, err, storage_options) from err
 
 
 def append_rows(
@@ -145,7 +175,7 @@ def append_rows(
     try:
         # one open of the log, not two: the writer commits through this object and
         # leaves it at the version it wrote (a push is small; the log read dominates it)
-        table = DeltaTable(uri, storage_options=_options(storage_options))
+        table = DeltaTable(uri, storage_options=_options(storage_options, uri))
         write_deltalake(
             table,
             data,
@@ -168,7 +198,8 @@ def column_names(uri: str, storage_options: Mapping[str, str] | None = None) -> 
     from deltalake import DeltaTable
 
     return [
-        f.name for f in DeltaTable(uri, storage_options=_options(storage_options)).schema().fields
+        f.name
+        for f in DeltaTable(uri, storage_options=_options(storage_options, uri)).schema().fields
     ]
 
 
@@ -611,3 +642,76 @@ def _writer_properties(schema: Any) -> Any:
     return WriterProperties(
         column_properties={name: ColumnProperties(dictionary_enabled=False) for name in plain}
     )
+
+
+# ---- team stores: conflicts, deletion and vacuum ----------------------------------------
+
+
+def _write_error(
+    uri: str, err: BaseException, storage_options: Mapping[str, str] | None
+) -> StorageError:
+    """The StorageError for a failed write: a :class:`CommitConflict` when another writer won."""
+    from deltalake.exceptions import CommitFailedError
+
+    from featurekit.core.redact import redact, redact_url
+    from featurekit.storage.remote import secret_values
+
+    text = redact(_first_line(err), known=secret_values(storage_options or {}))
+    if isinstance(err, CommitFailedError) or "already exists" in text:
+        return CommitConflict(
+            f"writing Delta table {redact_url(uri)!r} lost to a concurrent writer after "
+            f"{COMMIT_RETRIES} retries: {text}"
+        )
+    return StorageError(f"writing Delta table {redact_url(uri)!r} failed: {text}")
+
+
+def delete_rows(
+    uri: str,
+    predicate: str,
+    *,
+    metadata: Mapping[str, Any],
+    storage_options: Mapping[str, str] | None = None,
+) -> tuple[int, int]:
+    """Delete the rows matching ``predicate`` in one commit: (rows deleted, new version).
+
+    Files holding matching rows are rewritten without them; the old files stay on storage
+    (older table versions still name them) until :func:`vacuum` style removal.
+    """
+    from deltalake import CommitProperties, DeltaTable
+
+    custom = {
+        META_PREFIX + k: v if isinstance(v, str) else orjson.dumps(v).decode()
+        for k, v in metadata.items()
+    }
+    try:
+        table = DeltaTable(uri, storage_options=_options(storage_options, uri))
+        metrics = table.delete(
+            predicate,
+            commit_properties=CommitProperties(
+                custom_metadata=custom, max_commit_retries=COMMIT_RETRIES
+            ),
+        )
+        deleted = int(metrics.get("num_deleted_rows", 0) or 0)
+        return deleted, int(table.version())
+    except Exception as err:
+        raise _write_error(uri, err, storage_options) from err
+
+
+def data_files(
+    uri: str, version: int, storage_options: Mapping[str, str] | None = None
+) -> list[str]:
+    """Paths (relative to the table) of the data files of the table at ``version``."""
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    table = DeltaTable(uri, version=version, storage_options=_options(storage_options, uri))
+    actions = pa.table(table.get_add_actions(flatten=True))  # Arrow C stream -> pyarrow
+    return sorted(str(p) for p in actions.column("path").to_pylist())
+
+
+def first_commit_meta(
+    uri: str, storage_options: Mapping[str, str] | None = None
+) -> dict[str, Any] | None:
+    """featurekit metadata of the table's first commit (who created it), or None."""
+    entries = history(uri, storage_options)
+    return entries[0]["featurekit"] if entries else None

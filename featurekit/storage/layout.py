@@ -9,6 +9,8 @@ A store root holds::
     _featurekit/models/<model>/v<N>.json            model entries
     _featurekit/training_set_names/<name>.json      saved training-set names
     _featurekit/lineage/<kind>/<key>.json           lineage records
+    _featurekit/deletions/<id>.json                 deletion events
+    _featurekit/probes/probe-<uuid>                 create-only probe (removed at once)
     _featurekit/locks/<kind>.<name>.lock            cross-process locks (local stores only)
     features/<view>/v<N>/                           a view version's Delta table
     training_sets/<id>/manifest.json                a training set's manifest
@@ -20,9 +22,12 @@ A store root holds::
     monitoring/drift/, monitoring/checks/           drift results and check verdicts, per run (Delta)
     online/config.json, online/online.sqlite        the embedded online store
 
-Keeping the layout in one module is what lets a store move to object storage in one
-place: registry records go through an :class:`~featurekit.storage.objectstore.ObjectStore`
-by key, Delta tables by URI, and both are built from the same names here.
+Keeping the layout in one module is what lets a store live on object storage: registry
+records go through an :class:`~featurekit.storage.objectstore.ObjectStore` by key, Delta
+tables by URI (with the root's ``storage_options``), and both are built from the same
+names here. A root is a local folder (a :class:`~pathlib.Path`) or an object-storage URI
+(``s3://bucket/prefix``, a ``str``); only local roots have lock files and an embedded
+online store.
 
 Every name is checked by :func:`featurekit.core.names.validate_name` before it becomes
 part of a path, so no caller, however it got the name (Python, CLI, HTTP, a record on
@@ -39,13 +44,16 @@ Example:
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, get_args
 
 from featurekit.core.config import REGISTRY_DIR
 from featurekit.core.errors import StorageError
 from featurekit.core.names import NameKind, shown, validate_name
+from featurekit.core.redact import redact_url
 from featurekit.storage.objectstore import LocalObjectStore, ObjectStore
+from featurekit.storage.remote import RemoteObjectStore, remember_options
 
 #: What the registry versions: each kind is a folder of ``<name>/v<N>.json`` records.
 RecordKind = Literal["view", "service", "on_demand", "model"]
@@ -83,12 +91,46 @@ class StoreLayout:
     """The folder layout of one store root (see the module docstring).
 
     Registry records are addressed by *key* (a ``/``-separated path relative to the root,
-    read and written through :attr:`objects`); Delta tables by *URI* (what deltalake opens).
+    read and written through :attr:`objects`); Delta tables by *URI* (what deltalake opens,
+    with :attr:`storage_options`).
     """
 
-    def __init__(self, root: Path, objects: ObjectStore | None = None) -> None:
-        self.root = root
-        self.objects: ObjectStore = objects if objects is not None else LocalObjectStore(root)
+    def __init__(
+        self,
+        root: Path | str,
+        objects: ObjectStore | None = None,
+        storage_options: Mapping[str, str] | None = None,
+    ) -> None:
+        self.root: Path | str = root if isinstance(root, Path) else root.rstrip("/")
+        #: options for every Delta table and object under the root (credentials included)
+        self.storage_options: dict[str, str] = dict(storage_options or {})
+        if isinstance(self.root, str):
+            remember_options(self.root, self.storage_options)
+        if objects is None:
+            objects = (
+                LocalObjectStore(self.root)
+                if isinstance(self.root, Path)
+                else RemoteObjectStore(self.root, self.storage_options)
+            )
+        self.objects: ObjectStore = objects
+
+    @property
+    def is_local(self) -> bool:
+        """True for a local (or mounted) folder, False for an object-storage URI."""
+        return isinstance(self.root, Path)
+
+    @property
+    def shown_root(self) -> str:
+        """The root as it may be shown to a person (credentials in a URI masked)."""
+        return str(self.root) if isinstance(self.root, Path) else redact_url(self.root)
+
+    def local_root(self, purpose: str) -> Path:
+        """The root folder, for what only a local folder can hold (locks, SQLite)."""
+        if not isinstance(self.root, Path):
+            raise StorageError(
+                f"store {self.shown_root!r} is on object storage, which cannot hold {purpose}."
+            )
+        return self.root
 
     # ---- registry records ---------------------------------------------------------------
     @property
@@ -143,6 +185,18 @@ class StoreLayout:
         """Key of one lineage record (``key`` is a run id, ``<view>-<fingerprint>``, …)."""
         return f"{self.lineage_prefix(kind)}{validate_name(key, 'lineage record')}.json"
 
+    def deletions_prefix(self) -> str:
+        """Prefix of the deletion events."""
+        return f"{REGISTRY_DIR}/deletions/"
+
+    def deletion_key(self, event_id: str) -> str:
+        """Key of one deletion event."""
+        return f"{self.deletions_prefix()}{validate_name(event_id, 'lineage record')}.json"
+
+    def probe_prefix(self) -> str:
+        """Prefix of the sentinel objects that probe create-only writes."""
+        return f"{REGISTRY_DIR}/probes/"
+
     def code_key(self, kind: RecordKind, name: str, code_fingerprint: str) -> str:
         """Key of the normalized source kept for one code fingerprint of a definition."""
         checked = validate_name(name, _NAME_KINDS[_record_kind(kind)])
@@ -153,10 +207,15 @@ class StoreLayout:
     def lock_path(self, kind: RecordKind, name: str) -> Path:
         """The lock file serializing writers of one name (a local file: locks need one)."""
         checked = validate_name(name, _NAME_KINDS[_record_kind(kind)])
-        return self.root / REGISTRY_DIR / "locks" / f"{kind}.{checked}.lock"
+        return self.local_root("lock files") / REGISTRY_DIR / "locks" / f"{kind}.{checked}.lock"
 
-    def watch_path(self, kind: RecordKind, name: str) -> Path:
-        """The local folder whose modification time changes when ``name`` gets a version."""
+    def watch_path(self, kind: RecordKind, name: str) -> Path | None:
+        """The local folder whose modification time changes when ``name`` gets a version.
+
+        None on object storage, where there is no such time to watch.
+        """
+        if not isinstance(self.root, Path):
+            return None
         return self.root.joinpath(*self.record_prefix(kind, name).rstrip("/").split("/"))
 
     # ---- Delta tables -------------------------------------------------------------------
@@ -169,6 +228,10 @@ class StoreLayout:
     def table_uri(self, view: str, version: int) -> str:
         """Where a view version's Delta table lives."""
         return self.uri(self.table_key(view, version))
+
+    def view_tables_prefix(self, view: str) -> str:
+        """Prefix of every version's table of one view (``features/<view>/``)."""
+        return f"{_TABLES}/{validate_name(view, 'view')}/"
 
     def quarantine_uri(self, view: str, version: int) -> str:
         """Where the rows a view version's checks refused are kept (a Delta table)."""
@@ -218,7 +281,7 @@ class StoreLayout:
         """A file of the embedded online store (a local file: SQLite needs one)."""
         if file not in get_args(OnlineFile):
             raise StorageError(f"unknown online store file {shown(file)}.")
-        return self.root / _ONLINE / file
+        return self.local_root("an embedded online store") / _ONLINE / file
 
     # ---- keys and URIs ------------------------------------------------------------------
     def uri(self, key: str) -> str:
@@ -232,16 +295,20 @@ class StoreLayout:
             raise StorageError(
                 f"stored path {shown(key)} is not inside the store; the record is corrupt."
             )
-        return str(self.root.joinpath(*parts))
+        if isinstance(self.root, Path):
+            return str(self.root.joinpath(*parts))
+        return f"{self.root}/{'/'.join(parts)}"
 
     def key_of(self, uri: str) -> str:
         """The key of a location under this root (inverse of :meth:`uri`)."""
-        try:
-            return Path(uri).relative_to(self.root).as_posix()
-        except ValueError:
-            raise StorageError(
-                f"{shown(uri)} is not inside the store {str(self.root)!r}."
-            ) from None
+        if isinstance(self.root, Path):
+            try:
+                return Path(uri).relative_to(self.root).as_posix()
+            except ValueError:
+                pass
+        elif uri.startswith(self.root + "/"):
+            return uri[len(self.root) + 1 :].rstrip("/")
+        raise StorageError(f"{shown(redact_url(uri))} is not inside the store {self.shown_root!r}.")
 
 
 def _record_kind(kind: str) -> RecordKind:

@@ -1,16 +1,16 @@
 """The few object-store operations the registry needs, and a local-folder implementation.
 
 Registry records are small immutable files. Everything the registry does with them fits
-five operations that every object store offers: read a key, create a key only if it is
+six operations that every object store offers: read a key, create a key only if it is
 absent (atomically: a reader sees the whole object or nothing, and of two writers exactly
-one wins), list the keys under a prefix, check that a key exists, delete a key. Keys are
+one wins), list the keys under a prefix (with sizes and times, for vacuum), check that a key exists, delete a key. Keys are
 ``/``-separated paths relative to the store root, built only by
 :mod:`featurekit.storage.layout`.
 
 :class:`LocalObjectStore` keeps them in a folder: a create-only write goes to a temporary
 file, is fsynced, and is hard-linked to its key, which fails if the key exists (never an
-overwrite). A remote implementation (S3, GCS, Azure) maps create-only writes onto the
-service's conditional put (``If-None-Match: *``).
+overwrite). :class:`~featurekit.storage.remote.RemoteObjectStore` (S3, GCS, Azure) maps
+create-only writes onto the service's conditional put (``If-None-Match: *``).
 
 Example:
     >>> objects = LocalObjectStore(Path("./store"))
@@ -20,9 +20,12 @@ Example:
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -31,9 +34,18 @@ from typing import Protocol, runtime_checkable
 TEMP_PREFIX = ".tmp-"
 
 
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One object in a listing: its key, size in bytes and last modification (UTC)."""
+
+    key: str
+    size: int
+    modified: datetime
+
+
 @runtime_checkable
 class ObjectStore(Protocol):
-    """Where registry records live: five operations over ``/``-separated keys."""
+    """Where registry records live: six operations over ``/``-separated keys."""
 
     def read(self, key: str) -> bytes | None:
         """The object's bytes, or None when there is no such key."""
@@ -45,6 +57,10 @@ class ObjectStore(Protocol):
 
     def list(self, prefix: str) -> list[str]:
         """Every key under ``prefix`` (a folder-like prefix ending in ``/``), sorted."""
+        ...
+
+    def list_info(self, prefix: str) -> builtins.list[ObjectInfo]:
+        """Every object under ``prefix`` with size and modification time, by key."""
         ...
 
     def exists(self, key: str) -> bool:
@@ -110,6 +126,17 @@ class LocalObjectStore:
                     elif not entry.name.startswith(TEMP_PREFIX):
                         keys.append(child)
         return sorted(keys)
+
+    def list_info(self, prefix: str) -> builtins.list[ObjectInfo]:
+        """Every file under ``prefix`` with its size and modification time, by key."""
+        out = []
+        for key in self.list(prefix):
+            try:
+                stat = self.path(key).stat()
+            except FileNotFoundError:  # removed since the listing
+                continue
+            out.append(ObjectInfo(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC)))
+        return out
 
     def exists(self, key: str) -> bool:
         """True when the file exists."""

@@ -25,6 +25,8 @@ from featurekit.core.config import FORMAT_VERSION
 from featurekit.core.definitions import Aggregation
 
 __all__ = [
+    "DeletedTable",
+    "DeletionEvent",
     "ModelRecord",
     "OnDemandRecord",
     "Record",
@@ -181,3 +183,52 @@ class ModelRecord(Record):
 
     def _repr_html_(self) -> str | None:
         return display.html_for(self)
+
+
+class DeletedTable(BaseModel):
+    """What one deletion did to one view version's table.
+
+    Attributes:
+        table: the table's key under the store root.
+        rows_deleted: rows the Delta delete removed from the latest version.
+        delta_version: the Delta version the delete committed (None: nothing to delete).
+        affected_versions: every earlier Delta version whose files held deleted rows (a
+            training set pinned to one of them can no longer be rebuilt).
+        files: data files (relative to the table) that held deleted rows; vacuum removes
+            them whatever their age and whoever pins them.
+        online_keys_removed: deleted keys that had an online entry.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    view: str
+    version: int
+    table: str
+    rows_deleted: int
+    delta_version: int | None
+    affected_versions: list[int]
+    files: list[str]
+    online_keys_removed: int = 0
+
+
+class DeletionEvent(BaseModel):
+    """A deletion on request: who, when, why, and how much per table; never the key values.
+
+    The keys are kept only as ``keys_hash``, a SHA-256 of the sorted keys with a random
+    per-event ``salt``: whoever holds the keys can prove they were the ones deleted, nobody
+    can read them back.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    created_at: datetime
+    by: str
+    reason: str
+    entity: str
+    key_columns: list[str]
+    key_count: int
+    salt: str
+    keys_hash: str
+    tables: list[DeletedTable]
+    format_version: int = FORMAT_VERSION

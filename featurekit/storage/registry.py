@@ -8,9 +8,11 @@ and two writers never overwrite each other. Paths come from
 
 Versions of views, services, on-demand features and models are handed out by one
 mechanism, :meth:`Registry.append_version`: numbers are dense (1, 2, 3…) and unique per
-name. It takes a per-name lock so local writers do not race, but its correctness rests on
-the create-only write alone: a writer that loses the race for ``v<N>`` re-lists and tries
-the next number, which is what object storage (conditional put) will give us without locks.
+name. On a local root it takes a per-name lock so local writers do not race, but its
+correctness rests on the create-only write alone: a writer that loses the race for ``v<N>``
+re-lists and tries the next number. On object storage there are no locks at all: the
+create-only write is a conditional PUT, and a store whose backend does not honour it (probed
+when the store is opened) is refused for writing.
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ from featurekit.storage.layout import LineageKind, RecordKind, StoreLayout
 from featurekit.storage.manifest import Manifest, parse_manifest
 from featurekit.storage.objectstore import ObjectStore
 from featurekit.storage.records import (
+    DeletionEvent,
     ModelRecord,
     OnDemandRecord,
     Record,
     ServiceRecord,
     VersionRecord,
 )
+from featurekit.storage.remote import probe_create_only
 
 __all__ = [
     "ModelRecord",
@@ -61,12 +65,52 @@ class Registry:
     """The registry of one store root."""
 
     def __init__(
-        self, root: Path, *, create: bool = True, objects: ObjectStore | None = None
+        self,
+        root: Path | str,
+        *,
+        create: bool = True,
+        objects: ObjectStore | None = None,
+        storage_options: Mapping[str, str] | None = None,
     ) -> None:
-        self.root = root
-        self.layout = StoreLayout(root, objects)
+        self.layout = StoreLayout(root, objects, storage_options)
+        self.root = self.layout.root
         self.objects = self.layout.objects
+        #: why writes are refused (None: writable); set by the create-only probe
+        self.read_only_reason: str | None = None
+        if not self.layout.is_local:
+            self._probe()
         self._open_or_create(create)
+
+    @property
+    def storage_options(self) -> dict[str, str]:
+        """Options for the Delta tables under the root (credentials included: never show)."""
+        return self.layout.storage_options
+
+    def _probe(self) -> None:
+        """Refuse writes unless the backend honours create-only writes (checked now).
+
+        Without them, two machines could both "create" ``v3`` of a view and one would
+        silently lose; failing loudly before anything is written is the only safe answer.
+        """
+        try:
+            honoured = probe_create_only(self.objects, self.layout.probe_prefix())
+        except StorageError as err:
+            self.read_only_reason = f"the create-only probe could not write ({err})"
+            return
+        if not honoured:
+            self.read_only_reason = (
+                "its backend ignores conditional writes (If-None-Match): a second create "
+                "of one probe object succeeded, so racing writers could overwrite each other"
+            )
+
+    def check_writable(self) -> None:
+        """Raise StorageError when this store must not be written (see :meth:`_probe`)."""
+        if self.read_only_reason is not None:
+            raise StorageError(
+                f"store {self.layout.shown_root!r} is read-only here: "
+                f"{self.read_only_reason}. Use a backend that supports conditional PUT "
+                "(AWS S3, GCS, Azure, MinIO, ...) to write; reading still works."
+            )
 
     # ---- store marker -----------------------------------------------------------------
     def _open_or_create(self, create: bool) -> None:
@@ -76,22 +120,32 @@ class Registry:
             found = int(info.get("format_version", 0))
             if found > FORMAT_VERSION:
                 raise StorageError(
-                    f"store {str(self.root)!r} was written by a newer featurekit (format "
+                    f"store {self.layout.shown_root!r} was written by a newer featurekit (format "
                     f"{found}, this one reads up to {FORMAT_VERSION}); upgrade featurekit. "
                     "Nothing was modified."
                 )
             return
         if not create:
             raise StorageError(
-                f"no featurekit store at {str(self.root)!r} (no {self.layout.marker_key}); "
+                f"no featurekit store at {self.layout.shown_root!r} (no {self.layout.marker_key}); "
                 "check the path, or open it with create=True to make a new store."
             )
-        if self.root.exists() and not self.root.is_dir():
-            raise StorageError(f"store root {str(self.root)!r} is a file, not a folder.")
-        if self.root.exists() and any(self.root.iterdir()):
+        root = self.root
+        if isinstance(root, Path) and root.exists() and not root.is_dir():
+            raise StorageError(f"store root {str(root)!r} is a file, not a folder.")
+        # another process creating this store right now may have written the marker (or
+        # the probe) since the check above: that is not "someone else's data"
+        ours = (self.layout.marker_key, self.layout.probe_prefix())
+        occupied = (
+            root.exists() and any(root.iterdir())
+            if isinstance(root, Path)
+            else any(not k.startswith(ours) for k in self.objects.list(""))
+        )
+        if occupied:
             raise StorageError(
-                f"{str(self.root)!r} is not a featurekit store (no {self.layout.marker_key}) and "
-                "is not empty; refusing to write into it. Pick an empty or new folder."
+                f"{self.layout.shown_root!r} is not a featurekit store (no "
+                f"{self.layout.marker_key}) and is not empty; refusing to write into it. "
+                "Pick an empty or new folder."
             )
         self._write_once(marker, {"format_version": FORMAT_VERSION, "kind": "featurekit-store"})
 
@@ -102,7 +156,12 @@ class Registry:
 
         Materialization holds a view's lock for its whole run, so the version number it
         writes its table under is the one :meth:`append_version` records after the commit.
+        On object storage there are no locks: nothing here may depend on one for
+        correctness, only for fewer retries.
         """
+        if not self.layout.is_local:
+            yield
+            return
         from filelock import FileLock
 
         path = self.layout.lock_path(kind, name)
@@ -165,11 +224,14 @@ class Registry:
         """
         with self.lock(name, kind):
             for _ in range(_MAX_ATTEMPTS):
-                records: list[R] = self.records(kind, name)  # type: ignore[assignment]
-                found = reuse(records) if reuse is not None else None
-                if found is not None:
-                    return found
-                number = records[-1].version + 1 if records else 1
+                if reuse is None:  # the listing alone gives the next number: no record reads
+                    number = self._last_number(kind, name) + 1
+                else:
+                    records: list[R] = self.records(kind, name)  # type: ignore[assignment]
+                    found = reuse(records)
+                    if found is not None:
+                        return found
+                    number = records[-1].version + 1 if records else 1
                 record = build(number)
                 if record.version != number:
                     raise StorageError(
@@ -181,6 +243,23 @@ class Registry:
             f"{kind} {name!r}: could not claim a version number after {_MAX_ATTEMPTS} tries; "
             "another writer keeps taking them. Try again."
         )
+
+    def _last_number(self, kind: RecordKind, name: str) -> int:
+        """The highest version number of ``name`` (0 when it has none).
+
+        One listing and one read (of the latest record, which refuses a newer format),
+        whatever the number of versions: on object storage each read is a request.
+        """
+        numbers = {
+            parsed[1]: key
+            for key in self.objects.list(self.layout.record_prefix(kind, name))
+            if (parsed := self.layout.parse_record_key(kind, key)) is not None
+        }
+        if not numbers:
+            return 0
+        last = max(numbers)
+        self._read(numbers[last])
+        return last
 
     # ---- views --------------------------------------------------------------------------
     def view_names(self) -> list[str]:
@@ -292,6 +371,26 @@ class Registry:
         keys = self.objects.list(self.layout.lineage_prefix(kind))
         return [self._read(k) for k in keys if k.endswith(".json")]
 
+    # ---- deletion events -----------------------------------------------------------------
+    def add_deletion(self, event: DeletionEvent) -> bool:
+        """Record one deletion event once; False if its id is already recorded."""
+        body = event.model_dump(mode="json")
+        return self._write_once(self.layout.deletion_key(event.id), body)
+
+    def deletions(self) -> list[DeletionEvent]:
+        """Every deletion event, in id order (ids start with their UTC time)."""
+        out = []
+        for key in self.objects.list(self.layout.deletions_prefix()):
+            if not key.endswith(".json"):
+                continue
+            try:
+                out.append(DeletionEvent.model_validate(self._read(key)))
+            except ValidationError as err:
+                raise StorageError(
+                    f"registry file {key!r} is not a valid deletion event; the store is damaged."
+                ) from err
+        return out
+
     # ---- kept sources (what `featurekit plan` diffs) -------------------------------------
     def add_code_source(
         self, kind: RecordKind, name: str, code_fingerprint: str, data: dict[str, Any]
@@ -329,6 +428,7 @@ class Registry:
 
     def _write_once(self, key: str, data: Record | Mapping[str, Any]) -> bool:
         """Create ``key`` holding ``data`` as JSON; False if it exists (nothing written)."""
+        self.check_writable()
         body = data.model_dump(mode="json") if isinstance(data, Record) else data
         # insertion order is kept (feature order matters); records are immutable, so stable
         return self.objects.write_if_absent(key, orjson.dumps(body, option=orjson.OPT_INDENT_2))

@@ -7,6 +7,7 @@ so callers ask ``run.mode`` instead of digging through ``entry["featurekit"]["mo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -105,6 +106,6 @@ class RunRecord(BaseModel):
         )
 
 
-def runs(uri: str) -> list[RunRecord]:
+def runs(uri: str, storage_options: Mapping[str, str] | None = None) -> list[RunRecord]:
     """Every commit of the table at ``uri``, oldest first (empty when it has none)."""
-    return [RunRecord.from_commit(entry) for entry in delta.history(uri)]
+    return [RunRecord.from_commit(entry) for entry in delta.history(uri, storage_options)]

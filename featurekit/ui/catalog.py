@@ -175,7 +175,7 @@ class Catalog:
             )
         ]
         return {
-            "store": self.store.root.name,
+            "store": str(self.store.root).rstrip("/").rsplit("/", 1)[-1],  # folder or prefix
             "sections": self.sections(),
             "views": views,
             "training_sets": training_sets,

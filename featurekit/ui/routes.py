@@ -283,7 +283,12 @@ def _public(err: BaseException, store: Store) -> str:
     """An error message fit for a response: credentials masked, the store root hidden."""
     out = redact(str(err))
     root = store.root
-    for path in dict.fromkeys((str(root.resolve()), str(root), str(root.absolute()))):
+    paths = (
+        (str(root.resolve()), str(root), str(root.absolute()))
+        if isinstance(root, Path)
+        else (root, redact(root))
+    )
+    for path in dict.fromkeys(paths):
         out = out.replace(path, "<store>")
     return out if len(out) <= 1_000 else f"{out[:980]}... (cut)"
 

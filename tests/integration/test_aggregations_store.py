@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from agg_oracle import close, oracle
+from conftest import StoreRoot
 from test_online_support import redis_server
 
 import featurekit as fk
@@ -86,12 +87,12 @@ def assert_close(got: list, want: list) -> None:
     assert all(close(a, b) for a, b in zip(got, want, strict=True)), (got, want)
 
 
-def test_training_set_is_exact_at_every_label(tmp_path: Path) -> None:
+def test_training_set_is_exact_at_every_label(tmp_path: Path, store_root: StoreRoot) -> None:
     path = tmp_path / "trips.parquet"
     first = trips_frame(1, 300)
     first.write_parquet(path)
     view = make_view(path)
-    store = fk.Store(tmp_path / "store", progress=False)
+    store = store_root.open()
     store.materialize(view)
     # late events (old event times, new ingestion) and new events land; incremental run
     second = trips_frame(2, 150, late_share=0.5).with_columns(
@@ -227,8 +228,10 @@ def test_aggregation_lineage(tmp_path: Path) -> None:
     assert not any(col == "status" and kind == "DIRECT" for col, kind, _ in found)
 
 
-@pytest.mark.parametrize("online", ["sqlite", "redis"])
-def test_online_equals_offline_at_the_lookup_instant(tmp_path: Path, online: str) -> None:
+@pytest.mark.parametrize("online", ["sqlite", "redis", "s3+sqlite"])
+def test_online_equals_offline_at_the_lookup_instant(
+    tmp_path: Path, online: str, request: pytest.FixtureRequest
+) -> None:
     """For every function and window, online == training_set(labels at the lookup instant)."""
     from datetime import UTC
 
@@ -242,7 +245,13 @@ def test_online_equals_offline_at_the_lookup_instant(tmp_path: Path, online: str
     events.write_parquet(path)
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(redis_server()) if online == "redis" else None
-        store = fk.Store(tmp_path / "store", progress=False, online=url)
+        if online == "s3+sqlite":  # an S3 root with a local SQLite online store
+            from s3_emulator import storage_options
+
+            options = storage_options(request.getfixturevalue("s3_endpoint"))
+            store = StoreRoot("s3", tmp_path, options).open()
+        else:
+            store = fk.Store(tmp_path / "store", progress=False, online=url)
         check_online(store, path, now)
 
 

@@ -397,13 +397,15 @@ def test_a_registry_failure_after_the_commit_says_what_was_committed(
         f"view 'fares' version 1: its rows are committed (Delta version 0 of {uri}), but "
         "recording the version in the registry failed: OSError: [Errno 28] No space left on "
         "device Until it is recorded, training sets and store.versions() do not see it. Fix "
-        "the cause, then run store.materialize(fares) again: it rewrites the table and "
-        "records it."
+        "the cause, then run store.materialize(fares) again: it finds the committed rows and "
+        "records them."
     )
     monkeypatch.undo()
+    # the table's first commit carries this definition's fingerprint: adopted, not rewritten
     again = store.materialize(view)
-    assert (again.version, again.mode, again.rows_written) == (1, "full", 2)
+    assert (again.version, again.mode, again.delta_version) == (1, "noop", 0)
     assert [r.version for r in store.versions("fares")] == [1]
+    assert store.read("fares").height == 2
 
 
 # ---- the knowledge-time guard never switches off silently ------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import polars as pl
 import pytest
+from conftest import StoreRoot
 from test_online_support import (
     entities,
     fare_ratio,
@@ -143,10 +144,10 @@ def test_hidden_inputs_and_services(world: dict[str, Any]) -> None:
     same(by_service, expected(store, now, [pricing]), ["surge", "fare_ratio", "no_fare"])
 
 
-def test_pinned_versions_are_served(tmp_path: Path) -> None:
+def test_pinned_versions_are_served(tmp_path: Path, store_root: StoreRoot) -> None:
     (tmp_path / "data").mkdir()
     write_data(tmp_path / "data", now_floor())
-    store = fk.Store(tmp_path / "store", progress=False)
+    store = store_root.open()
     store.materialize(views(tmp_path / "data")[0])
     # a new version (TTL 6h: the 5h-old rows are fresh again); the pinned v1 is still served
     a3, _ = views(tmp_path / "data", ttl="6h")

@@ -9,12 +9,18 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import at, trips_frame
+from conftest import StoreRoot, at, trips_frame
 from deltalake import write_deltalake
 from views_trips import driver, fare_view, trips_source
 
 import featurekit as fk
 from featurekit.core.hashing import frame_hash
+
+
+@pytest.fixture
+def store(store_root: StoreRoot) -> fk.Store:
+    """Every test here runs on a local root and on an S3 root."""
+    return store_root.open()
 
 
 def labels() -> pl.DataFrame:
@@ -66,15 +72,16 @@ def test_rebuild_in_a_fresh_process_after_new_data_and_new_code(
     script = (
         "import sys, featurekit as fk\n"
         "from featurekit.core.hashing import frame_hash\n"
-        "s = fk.Store(sys.argv[1], progress=False)\n"
+        "import json\n"
+        "s = fk.Store(sys.argv[1], json.loads(sys.argv[3]), progress=False, online=False)\n"
         "print(frame_hash(s.training_set_by_id(sys.argv[2]).to_polars()))\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", script, str(store.root), ts.id],
+        [sys.executable, "-c", script, str(store.root), ts.id, json.dumps(store.storage_options)],
         capture_output=True,
         text=True,
         check=True,
-        env={"TZ": "Asia/Kolkata", "PATH": ""},
+        env={"TZ": "Asia/Kolkata", "PATH": "", "AWS_EC2_METADATA_DISABLED": "true"},
     )
     assert out.stdout.strip() == frame_hash(expected) == ts.manifest.result_hash
 
@@ -98,7 +105,9 @@ def test_manifest_records_what_defines_the_set(store: fk.Store, data_dir: Path) 
     assert m.labels.hash == frame_hash(labels())
     assert m.result_hash == frame_hash(ts.to_polars())
     assert set(m.library_versions) == {"featurekit", "polars", "deltalake", "pyarrow"}
-    on_disk = json.loads((store.root / "training_sets" / ts.id / "manifest.json").read_text())
+    stored = store.registry.objects.read(f"training_sets/{ts.id}/manifest.json")
+    assert stored is not None
+    on_disk = json.loads(stored)
     assert on_disk["result_hash"] == m.result_hash
 
 
@@ -112,11 +121,16 @@ def test_saved_name_and_tampering_is_detected(store: fk.Store, data_dir: Path) -
             labels().head(2), features=["fare_features:fare"], timestamp="label_ts"
         ).save("churn_2026_01")
     # someone rewrites the pinned table version behind featurekit's back
-    table = store.root / "features" / "fare_features" / "v1"
-    log = sorted((table / "_delta_log").glob("*.json"))
-    rows = pl.read_delta(str(table)).with_columns(pl.col("fare") + 1)
-    log[-1].unlink()
-    write_deltalake(str(table), rows.to_arrow(), mode="overwrite")
+    table = store.registry.layout.table_uri("fare_features", 1)
+    options = store.storage_options or None
+    log = [
+        k
+        for k in store.registry.objects.list("features/fare_features/v1/_delta_log/")
+        if k.endswith(".json")
+    ]
+    rows = pl.read_delta(table, storage_options=options).with_columns(pl.col("fare") + 1)
+    store.registry.objects.delete(log[-1])
+    write_deltalake(table, rows.to_arrow(), mode="overwrite", storage_options=options)
     with pytest.raises(fk.ReproducibilityError, match="rebuilt to different rows"):
         store.training_set_by_id(ts.id)
 

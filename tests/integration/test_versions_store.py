@@ -6,7 +6,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import load_module, trips_frame
+from conftest import StoreRoot, load_module, trips_frame
 
 import featurekit as fk
 
@@ -48,6 +48,12 @@ def make(tmp_path: Path, name: str, **changes: object) -> fk.FeatureView:
     module = load_module(tmp_path / f"{name}.py", name, MODULE.format(**values))
     view: fk.FeatureView = module.fares
     return view
+
+
+@pytest.fixture
+def store(store_root: StoreRoot) -> fk.Store:
+    """Every store-level test here runs on a local root and on an S3 root."""
+    return store_root.open()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import polars as pl
+from conftest import StoreRoot
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_pit_oracle import oracle_pit_join
@@ -56,7 +57,12 @@ def source_frame(spec: list[tuple[int | None, int, int]], offset: int) -> pl.Dat
     )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=40,
+    deadline=None,
+    # store_root.open() makes a fresh store per example, so the fixture is safe to share
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(
     first=rows,
     late=rows,
@@ -83,6 +89,7 @@ def source_frame(spec: list[tuple[int | None, int, int]], offset: int) -> pl.Dat
     zone=None,
 )
 def test_store_matches_oracle(
+    store_root: StoreRoot,
     first: list[tuple[int | None, int, int]],
     late: list[tuple[int | None, int, int]],
     labels: list[tuple[int | None, int]],
@@ -102,7 +109,7 @@ def test_store_matches_oracle(
         view = fk.feature_view(
             entity=ENTITY, sources=[src], ttl=None if ttl is None else timedelta(minutes=ttl)
         )(passthrough)
-        store = fk.Store(folder / "store", progress=False)
+        store = store_root.open()
         import warnings
 
         with warnings.catch_warnings():

@@ -10,6 +10,7 @@ import pytest
 
 import featurekit as fk
 from featurekit.core.definitions import Aggregation
+from featurekit.core.errors import StorageError
 from featurekit.storage.layout import StoreLayout
 from featurekit.storage.records import ModelRecord, OnDemandRecord, ServiceRecord, VersionRecord
 
@@ -278,3 +279,58 @@ def test_service_on_demand_and_model_records_of_format_1() -> None:
         }
     )
     assert (model.id, model.metrics) == ("model:churn@3", {})
+
+
+# ---- object-storage roots -----------------------------------------------------------------
+def test_remote_root_builds_uris_and_keys_under_the_prefix() -> None:
+    from featurekit.storage.layout import StoreLayout
+
+    layout = StoreLayout("s3://bucket/team/features/", storage_options={"aws_region": "eu"})
+    assert not layout.is_local
+    assert layout.root == "s3://bucket/team/features"
+    assert layout.table_uri("trips", 2) == "s3://bucket/team/features/features/trips/v2"
+    assert layout.key_of("s3://bucket/team/features/features/trips/v2") == "features/trips/v2"
+    assert layout.training_set_uri("abc", "labels") == (
+        "s3://bucket/team/features/training_sets/abc/labels"
+    )
+    assert layout.watch_path("view", "trips") is None
+    with pytest.raises(StorageError, match="is not inside the store 's3://bucket/team/features'"):
+        layout.key_of("s3://other/x")
+    with pytest.raises(StorageError, match="on object storage, which cannot hold lock files"):
+        layout.lock_path("view", "trips")
+    with pytest.raises(StorageError, match="cannot hold an embedded online store"):
+        layout.online_path("online.sqlite")
+
+
+def test_storage_options_split_for_obstore() -> None:
+    from featurekit.storage.remote import is_remote, split_options
+
+    config, client = split_options(
+        {
+            "aws_access_key_id": "k",
+            "AWS_ALLOW_HTTP": "true",
+            "timeout": "30s",
+            "aws_s3_locking_provider": "dynamodb",  # delta-rs only
+        }
+    )
+    assert config == {"aws_access_key_id": "k"}
+    assert client == {"allow_http": "true", "timeout": "30s"}
+    assert [is_remote(u) for u in ("s3://b/p", "gs://b", "abfss://c@a/p", "/tmp/x", "ftp://h")] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
+
+
+def test_locations_under_a_remote_root_get_its_options() -> None:
+    """Tables under a team store (stats, quarantine, ...) open with the root's credentials."""
+    from featurekit.storage.remote import options_for
+
+    StoreLayout("s3://opts-bucket/team", storage_options={"aws_region": "eu-west-1"})
+    StoreLayout("s3://opts-bucket/team/nested", storage_options={"aws_region": "us-east-2"})
+    assert options_for("s3://opts-bucket/team/features/v/v1") == {"aws_region": "eu-west-1"}
+    assert options_for("s3://opts-bucket/team/nested/stats/v/v1") == {"aws_region": "us-east-2"}
+    assert options_for("s3://opts-bucket/teams/x") is None  # a sibling prefix, not inside
+    assert options_for("/local/team/features") is None
