@@ -55,6 +55,7 @@ import polars as pl
 
 from featurekit.core.errors import FeatureKitWarning, SchemaError, StorageError
 from featurekit.core.timeutil import to_utc_datetime, utcnow
+from featurekit.offline import buckets
 from featurekit.offline.batching import DEFAULT_BUDGET, batch_count, estimate_bytes, key_partitions
 from featurekit.offline.compute import Layout, Window, call_view, collect_rows, shaped, view_inputs
 from featurekit.offline.resolve import ResolvedView, changed_parts
@@ -141,9 +142,23 @@ def materialize(
         predicate = None
         if existing is not None and mode != "full":
             predicate = delta.window_predicate(resolved.layout.timestamp, window.start, window.end)
+        # bucketed tables (featurekit.offline.buckets): B is kept, or grown by a full run
+        layout = resolved.layout
+        split = buckets.for_run(
+            uri,
+            layout.keys,
+            dict(layout.schema),
+            snaps,
+            window,
+            full=mode == "full",
+            first=record.buckets,
+        )
+        if existing is None:
+            record = record.model_copy(update={"buckets": split.buckets})
         version = delta.write_rows(
             uri,
-            counted.frames() if len(batches) > 1 else next(counted.frames()),
+            split.frames(counted.frames() if len(batches) > 1 else next(counted.frames())),
+            partition_by=split.partition_by,
             predicate=predicate,
             metadata={
                 "view": name,

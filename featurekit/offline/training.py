@@ -27,7 +27,9 @@ from featurekit.core.errors import ReproducibilityError, SchemaError
 from featurekit.core.hashing import frame_hash, stable_hash
 from featurekit.core.names import validate_name
 from featurekit.core.timeutil import before, to_utc_expr, utcnow
-from featurekit.kernels.pit import PointInTime, ViewFrame, pit_join
+from featurekit.kernels.bucketing import BUCKET
+from featurekit.kernels.pit import PointInTime, ViewFrame
+from featurekit.offline import engine
 from featurekit.offline.damage import damaged_data_is_irreproducible
 from featurekit.offline.dtypes import check_label_columns
 from featurekit.storage import delta
@@ -153,8 +155,8 @@ def build(
     """Join, record the manifest and labels, and return the training set."""
     _check_label_timestamp(labels, timestamp)
     check_label_columns(labels)
-    frames = [_read_view(req, labels, timestamp) for req in requests]
-    result = pit_join(labels, timestamp=timestamp, views=frames, point_in_time=point_in_time)
+    readers = [_bucketed_view(req, timestamp) for req in requests]
+    result = engine.join(labels, timestamp=timestamp, views=readers, point_in_time=point_in_time)
     joined = iter(result.columns[labels.width :])  # the kernel's names, view by view
     if on_demand is not None:
         result = on_demand(result)
@@ -231,9 +233,9 @@ def rebuild(
         requests.append(
             ViewRequest(record, tuple(v.features), ttl, table, v.delta_version, qualifier)
         )
-    frames = [_read_view(req, labels, timestamp) for req in requests]
-    result = pit_join(
-        labels, timestamp=timestamp, views=frames, point_in_time=manifest.point_in_time
+    readers = [_bucketed_view(req, timestamp) for req in requests]
+    result = engine.join(
+        labels, timestamp=timestamp, views=readers, point_in_time=manifest.point_in_time
     )
     if manifest.on_demand:
         if on_demand is None:
@@ -268,7 +270,22 @@ def _check_label_timestamp(labels: pl.DataFrame, timestamp: str) -> None:
     to_utc_expr(timestamp, labels.schema[timestamp], what="label timestamp")
 
 
-def _read_view(req: ViewRequest, labels: pl.DataFrame, timestamp: str) -> ViewFrame:
+def _bucketed_view(req: ViewRequest, timestamp: str) -> engine.BucketedView:
+    """How the engine reads one view: its pinned table version's bucket count, and a reader."""
+    count = 1 if req.delta_version is None else delta.bucket_count(req.table, req.delta_version)
+    return engine.BucketedView(
+        read=lambda labels, bucket: _read_view(req, labels, timestamp, bucket),
+        buckets=count,
+        keys=tuple(req.record.keys),
+        stored=req.record.output,
+    )
+
+
+def _read_view(
+    req: ViewRequest, labels: pl.DataFrame, timestamp: str, bucket: int | None = None
+) -> ViewFrame:
+    """The view's rows that ``labels`` may pick, read lazily; one bucket's files only when
+    ``bucket`` is given (Delta partition pruning skips the others)."""
     record = req.record
     columns = [*record.keys, record.timestamp]
     if record.created_timestamp:
@@ -283,7 +300,14 @@ def _read_view(req: ViewRequest, labels: pl.DataFrame, timestamp: str) -> ViewFr
     )
 
     def load() -> pl.DataFrame:  # the kernel reads one view at a time: memory holds one table
-        return delta.read_rows(req.table, version=version, columns=columns, where=where)
+        if bucket is None:
+            return delta.read_rows(req.table, version=version, columns=columns, where=where)
+        return delta.read_rows(
+            req.table,
+            version=version,
+            columns=[*columns, BUCKET],
+            where=where & (pl.col(BUCKET) == bucket),
+        ).drop(BUCKET)
 
     return ViewFrame(
         name=req.qualifier or record.view,

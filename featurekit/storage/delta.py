@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlparse
 
 import orjson
@@ -17,6 +17,7 @@ import polars as pl
 from polars.datatypes import DataTypeClass
 
 from featurekit.core.errors import StorageError
+from featurekit.kernels.bucketing import BUCKET, BUCKETS
 
 META_PREFIX = "featurekit."
 
@@ -88,12 +89,15 @@ def write_rows(
     metadata: Mapping[str, Any],
     predicate: str | None = None,
     storage_options: Mapping[str, str] | None = None,
+    partition_by: Sequence[str] | None = None,
 ) -> int:
     """Atomically replace the rows matching ``predicate`` (all rows when None); returns the new version.
 
     One Delta commit: readers see the old rows or the new ones, never a mix. ``frame`` may be
     an iterable of frames with one schema (batches): they are streamed into that one
     commit, and an error raised while producing them aborts it (and is re-raised as is).
+    ``partition_by`` partitions the files (bucketed tables); a full replace may change a
+    table's partitioning, older versions keep theirs.
     """
     from deltalake import CommitProperties, DeltaTable, write_deltalake
 
@@ -103,6 +107,11 @@ def write_rows(
     }
     failures: list[BaseException] = []
     data = _one_batch(frame) if isinstance(frame, pl.DataFrame) else _stream(frame, failures)
+    schema_mode: Literal["overwrite"] | None = None
+    if partition_by is not None and predicate is None and table_exists(uri, storage_options):
+        current = _open(uri, storage_options=storage_options).metadata().partition_columns
+        if list(current) != list(partition_by):  # re-bucketing: a new partitioning
+            schema_mode = "overwrite"
     try:
         write_deltalake(
             uri,
@@ -110,7 +119,8 @@ def write_rows(
             writer_properties=_writer_properties(data.schema),
             mode="overwrite",
             predicate=predicate,
-            schema_mode=None,
+            partition_by=list(partition_by) if partition_by else None,
+            schema_mode=schema_mode,
             storage_options=_options(storage_options),
             commit_properties=CommitProperties(custom_metadata=custom),
         )
@@ -250,7 +260,7 @@ def scan_table(
     at = int(table.version())
     _check_files(uri, at, table)
     try:
-        return _decode(table, pl.scan_delta(table))
+        return _hide_buckets(_decode(table, pl.scan_delta(table)), None)
     except BaseException as err:
         if not _is_failure(err):
             raise
@@ -274,7 +284,7 @@ def read_rows(
     table = _open(uri, version, storage_options)
     _check_files(uri, version, table)
     try:
-        lf = _decode(table, pl.scan_delta(table))
+        lf = _hide_buckets(_decode(table, pl.scan_delta(table)), columns)
         if columns is not None:
             lf = lf.select(list(columns))
         if where is not None:
@@ -284,6 +294,32 @@ def read_rows(
         if not _is_failure(err):
             raise
         raise _read_error(uri, version, table, err) from err
+
+
+def _hide_buckets(lf: pl.LazyFrame, columns: Sequence[str] | None) -> pl.LazyFrame:
+    """Bucketed tables' partition columns are storage, not rows: shown only when asked for."""
+    if columns is not None:
+        return lf
+    hidden = [c for c in (BUCKET, BUCKETS) if c in lf.collect_schema()]
+    return lf.drop(hidden) if hidden else lf
+
+
+def bucket_count(uri: str, version: int, storage_options: Mapping[str, str] | None = None) -> int:
+    """How many buckets the table had at ``version`` (1: not bucketed).
+
+    Each bucketed file's partition values carry ``B`` (column ``__fk_buckets``), so a pinned
+    version says by itself how it was written, whatever happened to the table later.
+    """
+    import pyarrow as pa
+
+    table = _open(uri, version, storage_options)
+    if BUCKETS not in table.metadata().partition_columns:
+        return 1
+    actions = pa.table(table.get_add_actions(flatten=True))
+    column = f"partition.{BUCKETS}"
+    if actions.num_rows == 0 or column not in actions.column_names:
+        return 1  # no rows at all: reading every bucket reads nothing
+    return int(actions.column(column)[0].as_py())
 
 
 def _files(table: Any) -> list[tuple[str, int]]:

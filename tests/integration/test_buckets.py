@@ -1,0 +1,148 @@
+"""Bucketed view tables: the same training sets (ids, rows, hashes) for any bucket count."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import polars as pl
+
+import featurekit as fk
+from featurekit.storage import delta
+from featurekit.storage.records import VersionRecord
+
+BASE = datetime(2026, 1, 1)
+DRIVER = fk.Entity("driver", keys=["driver_id"])
+RNG = np.random.default_rng(7)
+N = 3000
+
+
+def _minutes(values: np.ndarray) -> list[datetime]:
+    return [BASE + timedelta(minutes=int(m)) for m in values]
+
+
+SOURCE = pl.DataFrame(
+    {
+        "driver_id": RNG.integers(0, 200, N),
+        "event_ts": _minutes(RNG.integers(0, 10_000, N)),
+        "ingested_at": _minutes(RNG.integers(10_000, 20_000, N)),
+        "value": RNG.random(N),
+    }
+)
+LABELS = pl.DataFrame(
+    {
+        "driver_id": pl.Series(RNG.integers(0, 220, 1500), dtype=pl.Int32),  # aligned by the join
+        "ts": _minutes(RNG.integers(0, 25_000, 1500)),
+    }
+)
+
+
+def stats(trips: pl.LazyFrame) -> pl.LazyFrame:
+    return trips.select("driver_id", "event_ts", "ingested_at", "value")
+
+
+def counts(trips: pl.LazyFrame) -> pl.LazyFrame:
+    return trips.select("driver_id", "event_ts", "ingested_at", "value")
+
+
+@contextmanager
+def buckets(n: int) -> Iterator[None]:
+    """Full runs choose ``n`` buckets, whatever the view's size."""
+    with mock.patch("featurekit.offline.buckets.choose_buckets", lambda size, dtypes: n):
+        yield
+
+
+def _views(path: Path) -> tuple[fk.FeatureView, fk.FeatureView]:
+    src = fk.Source("trips", path, timestamp="event_ts", created_timestamp="ingested_at")
+    plain = fk.feature_view(entity=DRIVER, sources=[src], ttl=timedelta(days=3))(stats)
+    agg = fk.feature_view(
+        entity=DRIVER,
+        sources=[src],
+        aggregations=[fk.Aggregation("value", "sum", "2d"), fk.Aggregation("value", "last")],
+    )(counts)
+    return plain, agg
+
+
+def _build(root: Path, source: Path, n: int) -> fk.Store:
+    plain, agg = _views(source)
+    store = fk.Store(root, progress=False)
+    with buckets(n), warnings.catch_warnings():
+        warnings.simplefilter("ignore", fk.FeatureKitWarning)
+        store.materialize(plain)
+        store.materialize(agg)
+    return store
+
+
+FEATURES = ["stats:value", "counts:value_sum_2d", "counts:value_last_lifetime"]
+
+
+def test_any_bucket_count_gives_the_same_training_set(tmp_path: Path) -> None:
+    source = tmp_path / "trips.parquet"
+    SOURCE.write_parquet(source)
+    results = {}
+    for n in (1, 4, 16):
+        store = _build(tmp_path / f"store{n}", source, n)
+        assert [store.versions(v)[-1].buckets for v in ("stats", "counts")] == [n, n]
+        uri = store.registry.layout.table_uri("stats", 1)
+        assert delta.bucket_count(uri, 0) == n
+        folders = {p.name for p in Path(uri).glob("__fk_buckets=*/__fk_bucket=*")}
+        assert len(folders) == (0 if n == 1 else n)
+        # the partition columns are storage, not rows
+        assert store.read("stats").columns == ["driver_id", "event_ts", "ingested_at", "value"]
+        for mode in ("knowledge", "event"):
+            ts = store.training_set(LABELS, FEATURES, "ts", point_in_time=mode)
+            again = store.training_set_by_id(ts.id)  # rebuilt bucket by bucket, hash checked
+            assert again.to_polars().equals(ts.to_polars())
+            results[(n, mode)] = (ts.id, ts.manifest.result_hash, ts.to_polars())
+    for mode in ("knowledge", "event"):
+        one = results[(1, mode)]
+        assert one[2]["value"].null_count() < LABELS.height  # the join found values
+        for n in (4, 16):
+            got = results[(n, mode)]
+            assert got[0] == one[0]  # the id does not depend on B
+            assert got[1] == one[1]
+            assert got[2].equals(one[2])
+
+
+def test_incremental_runs_keep_the_buckets(tmp_path: Path) -> None:
+    source = tmp_path / "trips.parquet"
+    first, late = SOURCE.head(2000), SOURCE.tail(1000)
+    first.write_parquet(source)
+    stores = [_build(tmp_path / "one", source, 1), _build(tmp_path / "four", source, 4)]
+    SOURCE.with_columns(
+        pl.when(pl.int_range(pl.len()) >= 2000)
+        .then(pl.col("ingested_at") + timedelta(days=30))
+        .otherwise(pl.col("ingested_at"))
+    ).write_parquet(source)
+    assert late.height == 1000
+    plain, _ = _views(source)
+    outs = []
+    for store in stores:
+        run = store.materialize(plain)
+        assert run.mode == "incremental"
+        uri = store.registry.layout.table_uri("stats", 1)
+        assert run.delta_version is not None
+        outs.append(
+            (
+                delta.bucket_count(uri, run.delta_version),
+                store.training_set(LABELS, ["stats:value"], "ts"),
+            )
+        )
+    assert [b for b, _ in outs] == [1, 4]
+    assert outs[0][1].id == outs[1][1].id
+    assert outs[0][1].to_polars().equals(outs[1][1].to_polars())
+    assert outs[1][1].manifest.result_hash == outs[0][1].manifest.result_hash
+
+
+def test_records_written_before_buckets_read_as_one_bucket(tmp_path: Path) -> None:
+    source = tmp_path / "trips.parquet"
+    SOURCE.write_parquet(source)
+    record = _build(tmp_path / "store", source, 1).versions("stats")[-1]
+    data = record.model_dump(mode="json")
+    del data["buckets"]
+    assert VersionRecord.model_validate(data).buckets == 1
