@@ -175,21 +175,25 @@ class Store:
             )
         return delta.read_rows(uri, version=current)
 
-    def optimize(self, view: FeatureView | str, version: int | None = None) -> OptimizeResult:
+    def optimize(
+        self, view: FeatureView | str, version: int | None = None, *, buckets: int | None = None
+    ) -> OptimizeResult:
         """Compact a view version's table into globally sorted files.
 
         After many incremental runs a table is many small per-run files; this rewrites the
         latest Delta version's rows in (keys, event time) order in one commit, so training
         sets read it without re-sorting. It changes no training set: the rows are the
         same, and older versions stay readable for training sets pinned to them.
+        ``buckets=N`` (a power of two) also splits the table into ``N`` buckets of entity
+        keys, which later runs keep (docs/scale.md).
 
         Example:
-            >>> store.optimize("driver_stats")
+            >>> store.optimize("driver_stats", buckets=16)
         """
         from featurekit.offline.optimize import optimize
 
         name = view.name if isinstance(view, FeatureView) else view
-        return optimize(self.registry, name, version)
+        return optimize(self.registry, name, version, buckets=buckets)
 
     # ---- training sets --------------------------------------------------------------------
     def training_set(

@@ -89,7 +89,7 @@ def for_write(
     ``first`` is the count a new table starts from (its version record's ``buckets``).
     """
     version = delta.current_version(uri)
-    current = first if version is None else delta.bucket_count(uri, version)
+    current = first if version is None else delta.bucket_count(uri, version, empty=max(first, 2))
     if not full or estimated_bytes is None:
         return Bucketing(tuple(keys), current)
     wanted = choose_buckets(estimated_bytes, [schema[k] for k in keys])

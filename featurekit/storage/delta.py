@@ -304,11 +304,15 @@ def _hide_buckets(lf: pl.LazyFrame, columns: Sequence[str] | None) -> pl.LazyFra
     return lf.drop(hidden) if hidden else lf
 
 
-def bucket_count(uri: str, version: int, storage_options: Mapping[str, str] | None = None) -> int:
+def bucket_count(
+    uri: str, version: int, storage_options: Mapping[str, str] | None = None, *, empty: int = 1
+) -> int:
     """How many buckets the table had at ``version`` (1: not bucketed).
 
     Each bucketed file's partition values carry ``B`` (column ``__fk_buckets``), so a pinned
-    version says by itself how it was written, whatever happened to the table later.
+    version says by itself how it was written, whatever happened to the table later. A
+    bucketed table without files gives ``empty`` (any count reads nothing from it; a
+    writer passes one above 1, so its rows get the partition columns the table has).
     """
     import pyarrow as pa
 
@@ -318,7 +322,7 @@ def bucket_count(uri: str, version: int, storage_options: Mapping[str, str] | No
     actions = pa.table(table.get_add_actions(flatten=True))
     column = f"partition.{BUCKETS}"
     if actions.num_rows == 0 or column not in actions.column_names:
-        return 1  # no rows at all: reading every bucket reads nothing
+        return empty
     return int(actions.column(column)[0].as_py())
 
 

@@ -146,3 +146,54 @@ def test_records_written_before_buckets_read_as_one_bucket(tmp_path: Path) -> No
     data = record.model_dump(mode="json")
     del data["buckets"]
     assert VersionRecord.model_validate(data).buckets == 1
+
+
+def test_a_bucketed_table_without_rows_takes_later_rows(tmp_path: Path) -> None:
+    source = tmp_path / "trips.parquet"
+    SOURCE.head(5).with_columns(driver_id=pl.lit(None, dtype=pl.Int64)).write_parquet(source)
+    store = _build(tmp_path / "store", source, 4)  # null keys only: no rows, no files
+    SOURCE.write_parquet(source)
+    plain, _ = _views(source)
+    run = store.materialize(plain)
+    assert run.rows_written > 0
+    uri = store.registry.layout.table_uri("stats", 1)
+    assert run.delta_version is not None
+    assert delta.bucket_count(uri, run.delta_version) == 4
+    reference = _build(tmp_path / "reference", source, 1)
+    got = store.training_set(LABELS, ["stats:value"], "ts").to_polars()
+    assert got.equals(reference.training_set(LABELS, ["stats:value"], "ts").to_polars())
+
+
+def test_optimize_moves_a_view_to_more_buckets(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from featurekit.cli import app
+
+    source = tmp_path / "trips.parquet"
+    SOURCE.write_parquet(source)
+    store = _build(tmp_path / "store", source, 1)
+    before = store.training_set(LABELS, FEATURES, "ts")
+    uri = store.registry.layout.table_uri("stats", 1)
+    out = CliRunner().invoke(
+        app, ["optimize", "--store", str(store.root), "stats", "--buckets", "8"]
+    )
+    assert out.exit_code == 0, out.output
+    assert "1 -> 8 buckets" in out.output
+    latest = delta.current_version(uri)
+    assert latest == 1
+    assert delta.bucket_count(uri, 0) == 1  # the pinned version keeps its layout
+    assert delta.bucket_count(uri, latest) == 8
+    assert (
+        store.read("stats")
+        .sort("driver_id", "event_ts", "ingested_at")
+        .equals(delta.read_rows(uri, version=0).sort("driver_id", "event_ts", "ingested_at"))
+    )
+    # the set built before still rebuilds from version 0; a new one reads 8 buckets
+    assert store.training_set_by_id(before.id).to_polars().equals(before.to_polars())
+    after = store.training_set(LABELS, FEATURES, "ts")
+    assert after.id != before.id  # it pins the new Delta version
+    assert after.manifest.result_hash == before.manifest.result_hash
+    assert store.optimize("stats").changed is False  # one file per bucket: compact
+    bad = CliRunner().invoke(app, ["optimize", "--store", str(store.root), "--buckets", "6"])
+    assert bad.exit_code != 0
+    assert "buckets=6 is not a power of two between 1 and 1024" in bad.output
