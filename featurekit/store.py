@@ -47,7 +47,9 @@ class Store:
     ``progress=False`` turns off progress bars (default: on, unless the environment sets
     ``FEATUREKIT_PROGRESS=0``). ``memory_budget`` (e.g. ``"4GiB"``; default 8 GiB) bounds
     a materialization run's memory, its online sync included: larger inputs are computed,
-    written and synced in batches of entity keys. ``definitions`` (an ``fk.Definitions``,
+    written and synced in batches of entity keys. When it is set, a training set larger
+    than it is written to the store as it is produced and read lazily (``ts.scan()``; see
+    docs/scale.md). ``definitions`` (an ``fk.Definitions``,
     or a list of on-demand features and services) gives the code of on-demand features
     and services the registry records by fingerprint only (needed to rebuild training
     sets that use them, or to serve services by name).
@@ -241,6 +243,7 @@ class Store:
                 point_in_time=point_in_time,
                 as_of=when,
                 on_demand=plan.hook(),
+                memory_budget=self.memory_budget,
             )
             bar.step("recording lineage")
         finally:
@@ -262,7 +265,7 @@ class Store:
         for feature in on_demand:
             self.planner.catalog.add(feature)
         hook = self.planner.rebuild_hook(manifest)
-        return rebuild(self.registry, manifest, on_demand=hook)
+        return rebuild(self.registry, manifest, on_demand=hook, memory_budget=self.memory_budget)
 
     def training_sets(self) -> list[dict[str, Any]]:
         """Recorded training sets: id, names, rows, views, created."""

@@ -13,20 +13,35 @@ dtypes, values, order, hence its hash and the training set's id) is the same for
 
 Views are joined one after another; each keeps only its feature columns, so memory holds
 the labels, the finished columns, and one bucket of one view at a time.
+
+Out of core (:func:`join_within`): when the joined result is estimated not to fit the
+memory budget, each view's features are written bucket by bucket to parquet files (with
+each row's label position), then the result is assembled in label order, one range of
+label rows at a time (parquet row-group statistics on the position skip what a range does
+not need), and written as it is produced. Memory then holds the labels, one bucket of one
+view, and one range of result rows. The files are the training set's rows, in order; the
+result hash is computed from them one column at a time and equals the in-memory one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from featurekit.core.hashing import columns_hash
 from featurekit.kernels.bucketing import bucket_ids, hash_class
 from featurekit.kernels.pit import PointInTime, ViewFrame, output_names, pit_join
 
-__all__ = ["BucketedView", "join"]
+__all__ = ["PEAK_FACTOR", "BucketedView", "Spilled", "join", "join_within"]
+
+#: a join's peak memory, as a multiple of its result's size (sorts, copies, the result)
+PEAK_FACTOR = 4
+_ROW = "__fk_row"
 
 #: reads one view for the given labels: all of it (bucket None) or one bucket's files
 Reader = Callable[[pl.DataFrame, int | None], ViewFrame]
@@ -120,3 +135,120 @@ def _bucketed(
     stacked = pl.concat(parts, how="vertical")
     order = np.argsort(np.concatenate(positions), kind="stable")
     return stacked[order]
+
+
+@dataclass(frozen=True)
+class Spilled:
+    """A joined result written to parquet files, in label order (see the module docstring).
+
+    Attributes:
+        parts: the files' names in their folder, in label order.
+        joined: the views' feature columns (before on-demand features were added).
+        schema: the result's columns and dtypes.
+        rows: the result's row count.
+    """
+
+    parts: tuple[str, ...]
+    joined: tuple[str, ...]
+    schema: pl.Schema
+    rows: int
+
+    def scan(self, folder: str) -> pl.LazyFrame:
+        """The rows, lazily, from the files in ``folder``."""
+        if not self.parts:
+            return pl.DataFrame(schema=self.schema).lazy()
+        return pl.scan_parquet([str(Path(folder) / p) for p in self.parts])
+
+    def hash(self, folder: str) -> str:
+        """:func:`~featurekit.core.hashing.frame_hash` of the rows, one column in memory."""
+        scan = self.scan(folder)
+        columns = (scan.select(name).collect().to_series() for name in self.schema.names())
+        return columns_hash(self.rows, len(self.schema), columns)
+
+
+def estimated_bytes(labels: pl.DataFrame, features: int) -> int:
+    """The joined result's size in memory: the labels plus about 16 bytes per value."""
+    return int(labels.estimated_size()) + labels.height * 16 * features
+
+
+def join_within(
+    labels: pl.DataFrame,
+    *,
+    timestamp: str,
+    views: Sequence[BucketedView],
+    point_in_time: PointInTime,
+    budget: int | None,
+    scratch: Callable[[], str],
+    finish: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
+) -> pl.DataFrame | Spilled:
+    """:func:`join`, or, when the result does not fit ``budget`` (bytes), the result
+    written under the folder ``scratch()`` gives (see the module docstring).
+
+    ``finish`` (on-demand features) is applied to each range of rows of a written result;
+    an in-memory result is returned without it (the caller applies it to the whole frame).
+    """
+    whole = [v.read(labels, None) for v in views]
+    features = sum(len(w.features) for w in whole)
+    size = estimated_bytes(labels, features)
+    if budget is None or labels.height == 0 or size * PEAK_FACTOR <= budget:
+        return join(labels, timestamp=timestamp, views=views, point_in_time=point_in_time)
+    folder = Path(scratch())
+    names = output_names(labels.columns, whole)
+    start = 0
+    folders = []
+    for i, (view, frame) in enumerate(zip(views, whole, strict=True)):
+        own = names[start : start + len(frame.features)]
+        start += len(frame.features)
+        target = folder / f"view-{i}"
+        target.mkdir(parents=True, exist_ok=True)
+        folders.append(target)
+        for bucket, rows, values in _view_parts(labels, timestamp, view, frame, point_in_time):
+            values.columns = own
+            values.insert_column(0, pl.Series(_ROW, rows, dtype=pl.UInt64)).write_parquet(
+                target / f"{bucket:05d}.parquet", row_group_size=64 * 1024
+            )
+    per_row = max(1, size // labels.height)
+    chunk = max(1, budget // (PEAK_FACTOR * per_row))
+    out = folder / "result"
+    out.mkdir(parents=True, exist_ok=True)
+    parts: list[str] = []
+    schema = pl.Schema()
+    for k, first in enumerate(range(0, labels.height, chunk)):
+        piece = labels.slice(first, chunk)
+        last = first + piece.height - 1
+        for target in folders:
+            picked = (
+                pl.scan_parquet(str(target / "*.parquet"))
+                .filter(pl.col(_ROW).is_between(first, last))
+                .collect()
+                .sort(_ROW)
+                .drop(_ROW)
+            )
+            piece = piece.hstack(picked.get_columns())
+        if finish is not None:
+            piece = finish(piece)
+        name = f"part-{k:06d}.parquet"
+        piece.write_parquet(out / name)
+        parts.append(f"result/{name}")
+        schema = piece.schema
+    for target in folders:
+        shutil.rmtree(target)
+    return Spilled(tuple(parts), tuple(names), schema, labels.height)
+
+
+def _view_parts(
+    labels: pl.DataFrame,
+    timestamp: str,
+    view: BucketedView,
+    frame: ViewFrame,
+    point_in_time: PointInTime,
+) -> Iterator[tuple[int, np.ndarray, pl.DataFrame]]:
+    """(bucket, label positions, feature columns) of one view, a bucket at a time."""
+    if not _splits(labels, view):
+        yield 0, np.arange(labels.height), _features(labels, timestamp, frame, point_in_time)
+        return
+    ids = bucket_ids(labels, view.keys, view.buckets).to_numpy()
+    for bucket in np.unique(ids).tolist():
+        rows = np.flatnonzero(ids == bucket)
+        sub = labels[rows]
+        yield bucket, rows, _features(sub, timestamp, view.read(sub, int(bucket)), point_in_time)
