@@ -75,6 +75,7 @@ def source_frame(spec: list[tuple[int | None, int, int]], offset: int) -> pl.Dat
     mode=st.sampled_from(["knowledge", "event"]),
     zone=st.sampled_from([None, "UTC", "America/New_York", "Asia/Kolkata"]),
     buckets=st.sampled_from([1, 4]),
+    budget=st.sampled_from([None, 1]),  # 1 byte: training sets written out of core
 )
 # exact duplicates within a run (the later row wins) and across runs (the later run wins)
 @example(
@@ -85,6 +86,7 @@ def source_frame(spec: list[tuple[int | None, int, int]], offset: int) -> pl.Dat
     mode="knowledge",
     zone=None,
     buckets=4,
+    budget=1,
 )
 @example(
     first=[(1, 5, 0)],
@@ -94,6 +96,7 @@ def source_frame(spec: list[tuple[int | None, int, int]], offset: int) -> pl.Dat
     mode="event",
     zone=None,
     buckets=4,
+    budget=1,
 )
 def test_store_matches_oracle(
     first: list[tuple[int | None, int, int]],
@@ -103,6 +106,7 @@ def test_store_matches_oracle(
     mode: str,
     zone: str | None,
     buckets: int,
+    budget: int | None,
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -136,12 +140,15 @@ def test_store_matches_oracle(
             label_frame = label_frame.with_columns(
                 pl.col("label_ts").dt.replace_time_zone("UTC").dt.convert_time_zone(zone)
             )
-        got = store.training_set(
+        reader = fk.Store(folder / "store", progress=False, memory_budget=budget)
+        ts = reader.training_set(
             label_frame,
             features=["passthrough:value"],
             timestamp="label_ts",
             point_in_time=mode,  # type: ignore[arg-type]
-        ).to_polars()
+        )
+        assert (len(list(folder.glob("store/training_sets/*/result"))) > 0) == (budget is not None)
+        got = ts.to_polars()
         whole = pl.concat([a, b])  # what the view outputs over the full source, in order
         expected = oracle_pit_join(
             label_frame,
