@@ -18,9 +18,11 @@ from featurekit.lineage.graph import LineageGraph
 from featurekit.lineage.service import StoreLineage
 from featurekit.notebook.progress import Progress
 from featurekit.offline.batching import parse_size
+from featurekit.offline.engine import LOCAL, Runner
 from featurekit.offline.materialize import MaterializeResult, materialize, register, table_uri
 from featurekit.offline.models import ModelRecord, log_model
 from featurekit.offline.planner import Catalog, Planner
+from featurekit.offline.ray_engine import runner_for
 from featurekit.offline.resolve import ResolvedView, resolve
 from featurekit.offline.services import FeatureService
 from featurekit.offline.training import TrainingSet, build, rebuild
@@ -49,7 +51,9 @@ class Store:
     a materialization run's memory, its online sync included: larger inputs are computed,
     written and synced in batches of entity keys. When it is set, a training set larger
     than it is written to the store as it is produced and read lazily (``ts.scan()``; see
-    docs/scale.md). ``definitions`` (an ``fk.Definitions``,
+    docs/scale.md). ``engine="ray"`` (or ``"ray://host:port"``) runs a training set's
+    per-bucket joins as Ray tasks, with the same ids and rows (``featurekit[ray]``).
+    ``definitions`` (an ``fk.Definitions``,
     or a list of on-demand features and services) gives the code of on-demand features
     and services the registry records by fingerprint only (needed to rebuild training
     sets that use them, or to serve services by name).
@@ -71,6 +75,7 @@ class Store:
         lineage_emitter: Any = None,
         memory_budget: str | int | None = None,
         definitions: Definitions | Catalog | Iterable[OnDemandFeature | FeatureService] = (),
+        engine: str = "local",
     ) -> None:
         text = str(root)
         if "://" in text and not text.startswith("file://"):
@@ -83,6 +88,9 @@ class Store:
         self.progress = progress
         # materialization streams in batches above this budget
         self.memory_budget = parse_size(memory_budget)
+        #: where a training set's per-bucket joins run: here, or on a Ray cluster
+        self.engine = engine
+        self._runner: Runner = LOCAL if engine == "local" else runner_for(engine)
         self.registry = Registry(self.root, create=create)
         # lineage: recorded as a side effect; optionally emitted as OpenLineage
         self._lineage = StoreLineage(self.registry, lineage_emitter)
@@ -244,6 +252,7 @@ class Store:
                 as_of=when,
                 on_demand=plan.hook(),
                 memory_budget=self.memory_budget,
+                runner=self._runner,
             )
             bar.step("recording lineage")
         finally:
@@ -265,7 +274,13 @@ class Store:
         for feature in on_demand:
             self.planner.catalog.add(feature)
         hook = self.planner.rebuild_hook(manifest)
-        return rebuild(self.registry, manifest, on_demand=hook, memory_budget=self.memory_budget)
+        return rebuild(
+            self.registry,
+            manifest,
+            on_demand=hook,
+            memory_budget=self.memory_budget,
+            runner=self._runner,
+        )
 
     def training_sets(self) -> list[dict[str, Any]]:
         """Recorded training sets: id, names, rows, views, created."""

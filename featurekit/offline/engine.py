@@ -26,9 +26,11 @@ result hash is computed from them one column at a time and equals the in-memory 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import polars as pl
@@ -37,11 +39,44 @@ from featurekit.core.hashing import columns_hash
 from featurekit.kernels.bucketing import bucket_ids, hash_class
 from featurekit.kernels.pit import PointInTime, ViewFrame, output_names, pit_join
 
-__all__ = ["PEAK_FACTOR", "BucketedView", "Spilled", "join", "join_within"]
+__all__ = [
+    "LOCAL",
+    "PEAK_FACTOR",
+    "BucketedView",
+    "LocalRunner",
+    "Runner",
+    "Spilled",
+    "Task",
+    "join",
+    "join_within",
+]
 
 #: a join's peak memory, as a multiple of its result's size (sorts, copies, the result)
 PEAK_FACTOR = 4
 _ROW = "__fk_row"
+
+#: one bucket's work: a kernel call over one bucket's labels and rows
+Task = Callable[[], pl.DataFrame]
+
+
+class Runner(Protocol):
+    """Runs tasks (here, or on a cluster) and yields their results in task order."""
+
+    def map(self, tasks: Iterable[Task]) -> Iterator[pl.DataFrame]:
+        """Each task's result, in the order the tasks were given."""
+        ...
+
+
+class LocalRunner:
+    """Runs each task in this process, one at a time (the default engine)."""
+
+    def map(self, tasks: Iterable[Task]) -> Iterator[pl.DataFrame]:
+        """Each task's result, computed when the caller asks for it."""
+        for task in tasks:
+            yield task()
+
+
+LOCAL = LocalRunner()
 
 #: reads one view for the given labels: all of it (bucket None) or one bucket's files
 Reader = Callable[[pl.DataFrame, int | None], ViewFrame]
@@ -69,6 +104,7 @@ def join(
     timestamp: str,
     views: Sequence[BucketedView],
     point_in_time: PointInTime,
+    runner: Runner = LOCAL,
 ) -> pl.DataFrame:
     """``labels`` with every view's features attached, as :func:`pit_join` would attach them."""
     whole = [v.read(labels, None) for v in views]
@@ -78,7 +114,7 @@ def join(
     columns: list[pl.Series] = []
     for view, frame in zip(views, whole, strict=True):
         if _splits(labels, view):
-            features = _bucketed(labels, timestamp, view, point_in_time)
+            features = _bucketed(labels, timestamp, view, point_in_time, runner)
         else:
             features = _features(labels, timestamp, frame, point_in_time)
         columns.extend(features.get_columns())
@@ -121,16 +157,18 @@ def _features(
 
 
 def _bucketed(
-    labels: pl.DataFrame, timestamp: str, view: BucketedView, point_in_time: PointInTime
+    labels: pl.DataFrame,
+    timestamp: str,
+    view: BucketedView,
+    point_in_time: PointInTime,
+    runner: Runner,
 ) -> pl.DataFrame:
     """One view's feature columns, joined bucket by bucket and put back in label order."""
-    ids = bucket_ids(labels, view.keys, view.buckets).to_numpy()
     parts: list[pl.DataFrame] = []
     positions: list[np.ndarray] = []
-    for bucket in np.unique(ids).tolist():
-        rows = np.flatnonzero(ids == bucket)
-        sub = labels[rows]
-        parts.append(_features(sub, timestamp, view.read(sub, int(bucket)), point_in_time))
+    frame = view.read(labels, None)
+    for _, rows, values in _view_parts(labels, timestamp, view, frame, point_in_time, runner):
+        parts.append(values)
         positions.append(rows)
     stacked = pl.concat(parts, how="vertical")
     order = np.argsort(np.concatenate(positions), kind="stable")
@@ -180,6 +218,7 @@ def join_within(
     budget: int | None,
     scratch: Callable[[], str],
     finish: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
+    runner: Runner = LOCAL,
 ) -> pl.DataFrame | Spilled:
     """:func:`join`, or, when the result does not fit ``budget`` (bytes), the result
     written under the folder ``scratch()`` gives (see the module docstring).
@@ -191,7 +230,9 @@ def join_within(
     features = sum(len(w.features) for w in whole)
     size = estimated_bytes(labels, features)
     if budget is None or labels.height == 0 or size * PEAK_FACTOR <= budget:
-        return join(labels, timestamp=timestamp, views=views, point_in_time=point_in_time)
+        return join(
+            labels, timestamp=timestamp, views=views, point_in_time=point_in_time, runner=runner
+        )
     folder = Path(scratch())
     names = output_names(labels.columns, whole)
     start = 0
@@ -202,7 +243,9 @@ def join_within(
         target = folder / f"view-{i}"
         target.mkdir(parents=True, exist_ok=True)
         folders.append(target)
-        for bucket, rows, values in _view_parts(labels, timestamp, view, frame, point_in_time):
+        for bucket, rows, values in _view_parts(
+            labels, timestamp, view, frame, point_in_time, runner
+        ):
             values.columns = own
             values.insert_column(0, pl.Series(_ROW, rows, dtype=pl.UInt64)).write_parquet(
                 target / f"{bucket:05d}.parquet", row_group_size=64 * 1024
@@ -242,13 +285,21 @@ def _view_parts(
     view: BucketedView,
     frame: ViewFrame,
     point_in_time: PointInTime,
+    runner: Runner,
 ) -> Iterator[tuple[int, np.ndarray, pl.DataFrame]]:
-    """(bucket, label positions, feature columns) of one view, a bucket at a time."""
+    """(bucket, label positions, feature columns) of one view, a bucket at a time; the
+    buckets run as ``runner`` runs tasks (here, or on a cluster), their results in order."""
     if not _splits(labels, view):
         yield 0, np.arange(labels.height), _features(labels, timestamp, frame, point_in_time)
         return
     ids = bucket_ids(labels, view.keys, view.buckets).to_numpy()
-    for bucket in np.unique(ids).tolist():
-        rows = np.flatnonzero(ids == bucket)
-        sub = labels[rows]
-        yield bucket, rows, _features(sub, timestamp, view.read(sub, int(bucket)), point_in_time)
+    buckets = [int(b) for b in np.unique(ids).tolist()]
+    positions = [np.flatnonzero(ids == b) for b in buckets]
+
+    def tasks() -> Iterator[Task]:  # made as the runner takes them: one bucket's labels each
+        for bucket, rows in zip(buckets, positions, strict=True):
+            sub = labels[rows]
+            yield partial(_features, sub, timestamp, view.read(sub, bucket), point_in_time)
+
+    results = runner.map(tasks())
+    yield from zip(buckets, positions, results, strict=True)

@@ -196,6 +196,7 @@ def build(
     as_of: datetime | None,
     on_demand: OnDemandHook | None = None,
     memory_budget: int | None = None,
+    runner: engine.Runner = engine.LOCAL,
 ) -> TrainingSet:
     """Join, record the manifest and labels, and return the training set.
 
@@ -214,6 +215,7 @@ def build(
         budget=memory_budget,
         scratch=lambda: registry.layout.training_set_scratch(token),
         finish=on_demand,
+        runner=runner,
     )
     result = _Result.of(out, labels, on_demand, registry.layout.training_set_scratch(token))
     joined = iter(result.joined)  # the kernel's names, view by view
@@ -279,6 +281,7 @@ def rebuild(
     manifest: Manifest,
     on_demand: OnDemandHook | None = None,
     memory_budget: int | None = None,
+    runner: engine.Runner = engine.LOCAL,
 ) -> TrainingSet:
     """Rebuild a training set from its manifest and verify its content hash."""
     labels_uri = registry.layout.training_set_uri(manifest.id, "labels")
@@ -309,6 +312,7 @@ def rebuild(
         budget=memory_budget,
         scratch=lambda: registry.layout.training_set_scratch(token),
         finish=hook,
+        runner=runner,
     )
     result = _Result.of(out, labels, hook, registry.layout.training_set_scratch(token))
     got = result.hash()

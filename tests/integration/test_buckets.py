@@ -11,6 +11,7 @@ from unittest import mock
 
 import numpy as np
 import polars as pl
+import pytest
 
 import featurekit as fk
 from featurekit.storage import delta
@@ -233,3 +234,8 @@ def test_a_training_set_larger_than_the_budget_is_written_as_it_is_produced(
         assert again.to_polars().equals(reference.to_polars())
         ts.save("big")
         assert store.registry.training_set_names()["big"] == ts.id
+
+
+def test_unknown_engines_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(fk.DefinitionError, match=r"engine='spark' is not an engine; use 'local'"):
+        fk.Store(tmp_path / "store", engine="spark")
