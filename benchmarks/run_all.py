@@ -29,6 +29,10 @@ QUICK: dict[str, list[str]] = {
     ],
     "aggregations.py": ["--labels", "2e3", "--events", "2e4", "--entities", "200", "--repeat", "1"],
     "online.py": ["--entities", "200", "--requests", "200"],
+    "scale.py": [
+        *("--labels", "2e3", "--rows", "2e4", "--entities", "200", "--buckets", "4"),
+        *("--repeat", "1"),
+    ],
 }
 
 FULL: dict[str, list[str]] = {
@@ -37,6 +41,7 @@ FULL: dict[str, list[str]] = {
     "materialize.py": ["--stream-rows", "5e7", "--budget", "8GiB"],
     "aggregations.py": [],
     "online.py": [],
+    "scale.py": [],
 }
 
 
