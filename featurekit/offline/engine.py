@@ -114,7 +114,7 @@ def join(
     columns: list[pl.Series] = []
     for view, frame in zip(views, whole, strict=True):
         if _splits(labels, view):
-            features = _bucketed(labels, timestamp, view, point_in_time, runner)
+            features = _bucketed(labels, timestamp, view, frame, point_in_time, runner)
         else:
             features = _features(labels, timestamp, frame, point_in_time)
         columns.extend(features.get_columns())
@@ -160,13 +160,13 @@ def _bucketed(
     labels: pl.DataFrame,
     timestamp: str,
     view: BucketedView,
+    frame: ViewFrame,
     point_in_time: PointInTime,
     runner: Runner,
 ) -> pl.DataFrame:
     """One view's feature columns, joined bucket by bucket and put back in label order."""
     parts: list[pl.DataFrame] = []
     positions: list[np.ndarray] = []
-    frame = view.read(labels, None)
     for _, rows, values in _view_parts(labels, timestamp, view, frame, point_in_time, runner):
         parts.append(values)
         positions.append(rows)
