@@ -15,17 +15,20 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'featurekit[ray]'")
+cloudpickle = pytest.importorskip("ray.cloudpickle")
 
 from test_buckets import FEATURES, LABELS, SOURCE, _build  # noqa: E402
 
 import featurekit as fk  # noqa: E402
+from featurekit.offline import ray_engine  # noqa: E402
+from featurekit.offline.engine import Task  # noqa: E402
 
 REPO = Path(fk.__file__).resolve().parent.parent
 
@@ -147,3 +150,35 @@ def test_ray_engine_builds_the_same_training_set(
         spilled = tight.training_set(LABELS, FEATURES, "ts")
         assert spilled.manifest.result_hash == expected.manifest.result_hash
         assert isinstance(spilled.scan(), pl.LazyFrame)
+
+
+def _dies_once(marker: Path) -> Callable[[Task], pl.DataFrame]:
+    """A task runner whose first call kills its own worker process (as a crash would)."""
+
+    def run(task: Task) -> pl.DataFrame:
+        if not marker.exists():
+            marker.touch()
+            os._exit(1)  # the worker dies mid-task; Ray must retry the task elsewhere
+        return task()
+
+    return run
+
+
+def test_a_worker_that_dies_mid_task_changes_nothing(
+    cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "trips.parquet"
+    SOURCE.write_parquet(source)
+    root = tmp_path / "store"
+    expected = _build(root, source, 4).training_set(LABELS, FEATURES, "ts")
+    marker = tmp_path / "died"
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
+    monkeypatch.setattr(ray_engine, "_run", _dies_once(marker))
+    monkeypatch.setenv("RAY_ADDRESS", cluster)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = fk.Store(root, progress=False, engine="ray").training_set(LABELS, FEATURES, "ts")
+    assert marker.exists()  # a worker did die
+    assert len(got) == LABELS.height  # no row lost or duplicated
+    assert (got.id, got.manifest.result_hash) == (expected.id, expected.manifest.result_hash)
+    assert got.to_polars().equals(expected.to_polars())
