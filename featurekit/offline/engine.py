@@ -151,7 +151,9 @@ def _features(
     labels: pl.DataFrame, timestamp: str, view: ViewFrame, point_in_time: PointInTime
 ) -> pl.DataFrame:
     """One view's feature columns for ``labels`` (in their order), by one kernel call."""
-    base = labels.select([*dict.fromkeys([*view.keys, timestamp])])
+    wanted = list(dict.fromkeys([*view.keys, timestamp]))
+    # labels lacking a key go to the kernel whole: it refuses them, naming their columns
+    base = labels.select(wanted) if set(wanted) <= set(labels.columns) else labels
     joined = pit_join(base, timestamp=timestamp, views=[view], point_in_time=point_in_time)
     return joined.select(joined.columns[base.width :])
 

@@ -239,3 +239,26 @@ def test_a_training_set_larger_than_the_budget_is_written_as_it_is_produced(
 def test_unknown_engines_are_refused(tmp_path: Path) -> None:
     with pytest.raises(fk.DefinitionError, match=r"engine='spark' is not an engine; use 'local'"):
         fk.Store(tmp_path / "store", engine="spark")
+
+
+def test_labels_without_a_bucketed_views_key_are_refused_as_before(tmp_path: Path) -> None:
+    source = tmp_path / "trips.parquet"
+    SOURCE.write_parquet(source)
+    store = _build(tmp_path / "store", source, 4)
+    rider = fk.Entity("rider", keys=["rider_id"])
+    src = fk.Source("trips2", source, timestamp="event_ts", created_timestamp="ingested_at")
+
+    def riders(trips2: pl.LazyFrame) -> pl.LazyFrame:
+        return trips2.select(
+            pl.col("driver_id").alias("rider_id"), "event_ts", "ingested_at", "value"
+        )
+
+    with buckets(1):
+        store.materialize(fk.feature_view(entity=rider, sources=[src])(riders))
+    # stats splits into buckets; riders cannot be joined: the kernel's own message
+    with pytest.raises(fk.SchemaError) as err:
+        store.training_set(LABELS, ["stats:value", "riders:value"], "ts")
+    assert str(err.value) == (
+        "labels have no key column 'rider_id' needed by view 'riders'; "
+        "label columns are ['driver_id', 'ts']."
+    )
