@@ -13,18 +13,45 @@ Usage: python benchmarks/scale.py [--labels 1e6] [--rows 1e7] [--entities 1e5]
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
+import polars as pl
 from _targets import target
-from pit import bench, make_data, polars_asof, timed
+from pit import bench, make_data, peak_mib, polars_asof, timed
 
 import featurekit as fk
 from featurekit.storage import delta
 
 COLUMNS = ["entity_id", "event_ts", "created_ts", "f0", "f1", "f2", "f3", "f4"]
+
+
+def child(folder: Path, budget: int | None) -> None:
+    """One training set in this fresh process; prints its seconds and peak RSS as JSON."""
+    labels = pl.read_parquet(folder / "labels.parquet")
+    store = fk.Store(folder / "bucketed", progress=False, online=False, memory_budget=budget)
+    began = time.perf_counter()
+    ts = store.training_set(labels, features=["bench:*"], timestamp="label_ts")
+    seconds = time.perf_counter() - began
+    print(json.dumps({"seconds": seconds, "peak_mib": peak_mib(), "rows": len(ts)}))
+
+
+def peak_rss(folder: Path, budget: int | None) -> dict[str, float]:
+    """Run :func:`child` in a fresh process (its peak is its own, not this one's)."""
+    extra = [] if budget is None else ["--budget", str(budget)]
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(folder), *extra],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
 
 
 def main() -> None:
@@ -34,7 +61,15 @@ def main() -> None:
     parser.add_argument("--entities", type=float, default=1e5)
     parser.add_argument("--buckets", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-rss", action="store_true", help="skip the peak-memory children")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--budget", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            child(Path(args.child), args.budget)
+        return
     features, labels = make_data(int(args.labels), int(args.rows), int(args.entities))
     n = args.buckets
     print(f"labels={labels.height:,} rows={features.height:,} buckets={n}")
@@ -100,6 +135,16 @@ def main() -> None:
             f"per bucket: {per_bucket * 1000:.1f} ms for {features.height / n:,.0f} rows and "
             f"{labels.height / n:,.0f} labels = {features.height / many / 1e6:.1f}M rows/s, "
             f"{labels.height / many / 1e6:.2f}M labels/s (one process)"
+        )
+        if args.no_rss:
+            return
+        labels.write_parquet(folder / "labels.parquet")
+        memory = peak_rss(folder, None)
+        spilled_rss = peak_rss(folder, size)
+        print(
+            f"peak RSS, fresh process, B={n}: in memory {memory['peak_mib']:.0f} MiB "
+            f"({memory['seconds']:.2f}s); out of core {spilled_rss['peak_mib']:.0f} MiB "
+            f"({spilled_rss['seconds']:.2f}s)"
         )
 
 
