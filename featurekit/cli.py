@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
+    from featurekit.core.on_demand import OnDemandFeature
+    from featurekit.offline.services import FeatureService
+    from featurekit.project.definitions import Definitions
     from featurekit.store import Store
 
 __all__ = ["app", "main"]
@@ -299,23 +303,138 @@ def doctor(store: StoreOption) -> None:
             raise typer.Exit(1)
 
 
+keys_app = typer.Typer(
+    help="API keys for `featurekit serve --api-keys FILE` (the file holds hashes, never keys).",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
+
+KeyFileOption = Annotated[
+    Path,
+    typer.Option(
+        "--file",
+        "-f",
+        envvar="FEATUREKIT_API_KEYS",
+        help="The key file (created if missing; written readable by its owner only).",
+    ),
+]
+
+
+@keys_app.command("add")
+def keys_add(
+    name: Annotated[str, typer.Argument(help="Who the key is for, e.g. ranker-prod.")],
+    grant: Annotated[
+        list[str],
+        typer.Option(
+            "--grant",
+            "-g",
+            help="view:NAME or service:NAME ('*' for every name); repeatable.",
+        ),
+    ],
+    file: KeyFileOption = Path("api-keys.json"),
+) -> None:
+    """Make a new API key: print it once (only its hash is stored) and add it to the file."""
+    with _errors():
+        from featurekit.serving.auth import add_key
+
+        key = add_key(file, name, grant)
+        _console(stderr=True).print(
+            f"added API key {name!r} to {file}; it is shown once, store it now:"
+        )
+        typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list(file: KeyFileOption = Path("api-keys.json")) -> None:
+    """List the keys in a key file by name, with their grants (never a hash)."""
+    with _errors():
+        from featurekit.serving.auth import ApiKeys
+
+        for entry in ApiKeys.load(file).keys:
+            typer.echo(f"{entry.name}\t{', '.join(str(g) for g in entry.grants)}")
+
+
+@keys_app.command("remove")
+def keys_remove(
+    name: Annotated[str, typer.Argument(help="Name of the key to revoke.")],
+    file: KeyFileOption = Path("api-keys.json"),
+) -> None:
+    """Revoke a key (a running server reading this file stops accepting it within seconds)."""
+    with _errors():
+        from featurekit.serving.auth import remove_key
+
+        remove_key(file, name)
+        typer.echo(f"removed API key {name!r} from {file}")
+
+
 @app.command()
 def serve(
-    store: StoreOption,
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            "--store",
+            "-s",
+            envvar="FEATUREKIT_STORE",
+            help="Store root folder (default: `store` in featurekit.toml / pyproject.toml).",
+        ),
+    ] = None,
+    host: Annotated[
+        str,
+        typer.Option(
+            envvar="FEATUREKIT_HOST",
+            help="Address to bind. Anything but loopback needs --api-keys (or --insecure).",
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="FEATUREKIT_PORT", help="Port to bind.")] = 8000,
     online: Annotated[
         str | None,
-        typer.Option(help="Online store: 'sqlite' (default), or a Redis URL redis://host:port/db."),
+        typer.Option(
+            envvar="FEATUREKIT_ONLINE",
+            help="Online store: 'sqlite' (default), or a Redis URL redis://host:port/db.",
+        ),
     ] = None,
     definitions: Annotated[
         list[str] | None,
         typer.Option(
             "--definitions",
             "-d",
-            help="A .py file or module with on-demand features / feature services (repeatable).",
+            envvar="FEATUREKIT_DEFINITIONS",
+            help="A .py file, module or module:attr with fk.Definitions, on-demand features "
+            "or feature services (repeatable; default: `definitions` in featurekit.toml).",
         ),
     ] = None,
+    api_keys: Annotated[
+        Path | None,
+        typer.Option(
+            "--api-keys",
+            envvar="FEATUREKIT_API_KEYS",
+            help="File of hashed API keys (featurekit keys add); requests then need "
+            "'Authorization: Bearer <key>'.",
+        ),
+    ] = None,
+    metrics_auth: Annotated[
+        bool,
+        typer.Option(
+            "--metrics-auth", help="/metrics needs an API key too (default: open to scrapers)."
+        ),
+    ] = False,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cors-origin",
+            envvar="FEATUREKIT_CORS_ORIGIN",
+            help="Origin browsers may call from, e.g. https://app.example.com (repeatable); "
+            "default: no CORS.",
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Allow a non-loopback --host without --api-keys (anyone who reaches it reads "
+            "every feature).",
+        ),
+    ] = False,
     max_entities: Annotated[
         int, typer.Option(help="Most entities one request may ask for (more: HTTP 413).")
     ] = 10_000,
@@ -332,14 +451,39 @@ def serve(
         int, typer.Option(help="Longest name in a request, at most 128 (more: HTTP 422).")
     ] = 128,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    # serving log (monitoring): lookups appended to the store in the background
+    log_features: Annotated[
+        bool, typer.Option(help="Append every lookup to the store's serving log (Delta).")
+    ] = False,
+    log_sample: Annotated[
+        float, typer.Option(help="With --log-features: the share of lookups logged, in (0, 1].")
+    ] = 1.0,
 ) -> None:
     """Serve online features over HTTP (FastAPI): POST /v1/features, /metrics, /openapi.json."""
     with _errors():
         import uvicorn
 
+        from featurekit.core.errors import DefinitionError
         from featurekit.core.redact import redact
-        from featurekit.serving.app import Limits, create_app, load_definitions
+        from featurekit.serving.app import Limits, create_app
+        from featurekit.serving.auth import ApiKeys, is_loopback
         from featurekit.store import Store
+
+        # security by default: a server others can reach must ask for keys
+        if api_keys is None and not insecure and not is_loopback(host):
+            raise DefinitionError(
+                f"refusing to serve on {host!r} without API keys: anyone who can reach it "
+                "could read every feature. Pass --api-keys FILE (or set FEATUREKIT_API_KEYS; "
+                "make keys with `featurekit keys add`), bind --host 127.0.0.1, or pass "
+                "--insecure if something in front of the server already authenticates."
+            )
+        if metrics_auth and api_keys is None:
+            raise DefinitionError("--metrics-auth needs --api-keys FILE (the keys it accepts).")
+        if api_keys is not None and log_level.lower() == "trace":
+            raise DefinitionError(
+                "--log-level trace logs every request header, API keys included; use debug."
+            )
+        keys = None if api_keys is None else ApiKeys.load(api_keys)
 
         limits = Limits(
             max_body_bytes=max_body_bytes,
@@ -348,18 +492,188 @@ def serve(
             max_columns=max_columns,
             max_name_length=max_name_length,
         )
-        _open(store)  # refuses a path that is not a store
-        opened = Store(store, progress=False, online=online)
-        server = create_app(opened, limits=limits, definitions=load_definitions(definitions or []))
+        root, loaded = _serve_project(store, definitions or [])
+        _open(root)  # refuses a path that is not a store
+        opened = Store(
+            root, progress=False, online=online, log_serving=log_sample if log_features else False
+        )
+        server = create_app(
+            opened,
+            limits=limits,
+            definitions=loaded,
+            api_keys=keys,
+            metrics_auth=metrics_auth,
+            cors_origins=cors_origin or (),
+        )
         where = redact(opened.online.url)  # the Redis password stays out of terminals and logs
-        typer.echo(f"featurekit: serving {opened.root} on http://{host}:{port} ({where})")
-        uvicorn.run(server, host=host, port=port, log_level=log_level, access_log=False)
+        auth = "without API keys" if keys is None else f"with {len(keys.keys)} API key(s)"
+        if keys is None and not is_loopback(host):
+            _console(stderr=True).print(
+                f"[bold yellow]warning:[/bold yellow] serving on {host} without API keys "
+                "(--insecure): every feature is readable by anyone who can reach it."
+            )
+        typer.echo(f"featurekit: serving {opened.root} on http://{host}:{port} ({where}), {auth}")
+        # the serving log's last batch is written while the server shuts down (uvicorn
+        # re-raises SIGTERM once it has stopped, so nothing after run() would get to it)
+        app_ = _closing(server, opened.close)
+        uvicorn.run(app_, host=host, port=port, log_level=log_level, access_log=False)
+
+
+def _closing(app_: Any, close: Callable[[], None]) -> Any:
+    """An ASGI app that runs ``close`` when the server's lifespan shuts down."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            return await app_(scope, receive, send)  # type: ignore[no-any-return]
+
+        async def sending(message: Any) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                close()
+            await send(message)
+
+        return await app_(scope, receive, sending)  # type: ignore[no-any-return]
+
+    return wrapped
+
+
+# ---- monitoring: drift of the views, as a one-shot run for cron or CI ----------------------
+@app.command()
+def monitor(
+    store: StoreOption,
+    views_: Annotated[
+        list[str] | None, typer.Argument(metavar="[VIEW]...", help="Views (default: all).")
+    ] = None,
+    window: Annotated[
+        str, typer.Option(help="Current window: the last WINDOW of event time, e.g. 1d.")
+    ] = "1d",
+    reference: Annotated[
+        str | None,
+        typer.Option(help="Training set id or name to compare with (default: the window before)."),
+    ] = None,
+    serving: Annotated[
+        bool, typer.Option("--serving", help="Compare the serving log instead of the window.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Compute drift for views; exit 1 when a feature drifted (for cron and CI).
+
+    The current sample is the view's last WINDOW of event time (ending at its newest row),
+    or the serving log with --serving; the reference is the WINDOW before it, or a
+    training set. Results are logged for the server's drift gauges.
+    """
+    with _errors():
+        import json
+
+        opened = _open(store)
+        results = _monitor(opened, views_ or opened.views(), window, reference, serving)
+        drifted = [r for r in results if r["drifted"]]
+        if as_json:
+            typer.echo(json.dumps(results, indent=2, default=str))
+        else:
+            table = _table(title=f"drift in {opened.root}")
+            for column in ("view", "feature", "metric", "value", "threshold", "drifted"):
+                table.add_column(column, no_wrap=True)
+            for r in results:
+                table.add_row(
+                    r["view"],
+                    r["feature"],
+                    r["metric"],
+                    f"{r['value']:.4g}",
+                    f"{r['threshold']:.4g}",
+                    "[red]yes[/red]" if r["drifted"] else "no",
+                )
+            _console().print(table)
+        if drifted:
+            raise typer.Exit(1)
+
+
+def _monitor(
+    opened: Store, names: list[str], window: str, reference: str | None, serving: bool
+) -> list[dict[str, Any]]:
+    """Drift results of each view, one dict per (view, feature, metric)."""
+    from datetime import timedelta
+
+    from featurekit.core.errors import FeatureKitError
+    from featurekit.core.timeutil import parse_duration
+    from featurekit.storage import delta
+
+    span = parse_duration(window, what="--window")
+    assert span is not None
+    out: list[dict[str, Any]] = []
+    for name in names:
+        record = opened.registry.version(name)
+        uri = opened.registry.layout.table_uri(name, record.version)
+        current = delta.current_version(uri)
+        if current is None:
+            typer.echo(f"{name}: skipped, no data yet", err=True)
+            continue
+        rows = delta.read_rows(uri, version=current, columns=[record.timestamp])
+        newest = rows.get_column(record.timestamp).max()
+        end = newest + timedelta(microseconds=1)  # type: ignore[operator]
+        try:
+            report = opened.drift(
+                name,
+                reference=reference or (end - 2 * span, end - span),
+                current="serving" if serving else (end - span, end),
+            )
+        except FeatureKitError as err:
+            typer.echo(f"{name}: skipped, {err}", err=True)
+            continue
+        out += [{"view": name, **row} for row in report.to_polars().to_dicts()]
+    return out
 
 
 # ---- project commands (init, plan, apply, materialize, ls, show) live in featurekit.project ----
 from featurekit.project.commands import add_commands  # noqa: E402  (after the app exists)
 
 add_commands(app)
+
+
+def _serve_project(
+    store: Path | None, targets: list[str]
+) -> tuple[Path, list[OnDemandFeature | FeatureService]]:
+    """The store and the definitions to serve: the flags, else the project's config file.
+
+    A target may hold an ``fk.Definitions`` (its services and on-demand features are
+    served) or plain module-level services and on-demand features, as before projects.
+    """
+    from featurekit.core.errors import NotFoundError
+    from featurekit.project.config import find_config
+    from featurekit.project.config import load_definitions as load_project_definitions
+    from featurekit.project.definitions import Definitions
+    from featurekit.serving.app import definitions_in, import_definitions
+
+    here = Path.cwd()
+    config = find_config(here)
+    root = store if store is not None else config.store
+    if root is None:
+        raise NotFoundError(
+            "no store given: pass --store PATH (or set FEATUREKIT_STORE), or run in a project "
+            "folder whose featurekit.toml names one (featurekit init DIR makes one)."
+        )
+    base = here
+    if not targets and config.definitions is not None:
+        targets = [config.definitions]
+        base = config.path.parent if config.path is not None else here
+    values: list[object] = []
+    for target in targets:
+        if ":" in target and not Path(target).exists():  # module:attr names one Definitions
+            values.extend(_served(load_project_definitions(target, base=base)))
+            continue
+        path = Path(target)
+        if path.suffix == ".py" and not path.is_absolute():
+            target = str(base / path)
+        elif path.suffix != ".py" and str(base) not in sys.path:
+            sys.path.insert(0, str(base))  # a project's module, as the other commands find it
+        for module in import_definitions([target]):
+            for value in vars(module).values():
+                values.extend(_served(value) if isinstance(value, Definitions) else [value])
+    return root, definitions_in(values)
+
+
+def _served(defs: Definitions) -> list[OnDemandFeature | FeatureService]:
+    """What a server needs of an ``fk.Definitions``: its on-demand features and services."""
+    return [*defs.on_demand, *defs.services]
 
 
 def main() -> None:
@@ -370,7 +684,7 @@ def main() -> None:
 # ---- helpers --------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _errors() -> Iterator[None]:
-    """FeatureKitError -> one red line on stderr and exit code 1."""
+    """FeatureKitError -> one red line on stderr and exit code 1 (credentials masked)."""
     from featurekit.core.errors import FeatureKitError
 
     try:
@@ -378,7 +692,11 @@ def _errors() -> Iterator[None]:
     except FeatureKitError as err:
         from rich.markup import escape
 
-        message = " ".join(str(err).split()) or type(err).__name__
+        from featurekit.core.redact import redact
+
+        # a message may quote user code's or a library's error text holding a URL with a
+        # password; terminals end up in CI logs and tickets
+        message = redact(" ".join(str(err).split())) or type(err).__name__
         _console(stderr=True).print(f"[bold red]error:[/bold red] [red]{escape(message)}[/red]")
         raise typer.Exit(1) from None
 

@@ -7,6 +7,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import polars as pl
 
 from featurekit.core.authoring import FeatureView
@@ -22,6 +23,7 @@ from featurekit.offline.engine import LOCAL, Runner
 from featurekit.offline.materialize import MaterializeResult, materialize, register, table_uri
 from featurekit.offline.models import ModelRecord, log_model
 from featurekit.offline.planner import Catalog, Planner
+from featurekit.offline.quality import save_training_stats
 from featurekit.offline.ray_engine import runner_for
 from featurekit.offline.resolve import ResolvedView, resolve
 from featurekit.offline.services import FeatureService
@@ -33,8 +35,11 @@ from featurekit.storage.registry import Registry, VersionRecord
 from featurekit.storage.runs import RunRecord, runs
 
 if TYPE_CHECKING:
+    from featurekit.kernels.drift import DriftThresholds
+    from featurekit.offline.monitoring import SkewReport, ViewDrift
     from featurekit.offline.optimize import OptimizeResult
     from featurekit.online.lookup import OnlineService
+    from featurekit.online.serving_log import ServingLog
     from featurekit.online.stores import OnlineStore
 
 FeatureSpec = str | FeatureView | OnDemandFeature | FeatureService
@@ -56,7 +61,9 @@ class Store:
     ``definitions`` (an ``fk.Definitions``,
     or a list of on-demand features and services) gives the code of on-demand features
     and services the registry records by fingerprint only (needed to rebuild training
-    sets that use them, or to serve services by name).
+    sets that use them, or to serve services by name). ``log_serving`` (True, or a sample
+    rate such as ``0.1``) appends online lookups to the store's serving log in the
+    background (see :meth:`close`), for ``drift(current="serving")`` and :meth:`skew`.
 
     Example:
         >>> store = fk.Store("./my-store")
@@ -75,6 +82,7 @@ class Store:
         lineage_emitter: Any = None,
         memory_budget: str | int | None = None,
         definitions: Definitions | Catalog | Iterable[OnDemandFeature | FeatureService] = (),
+        log_serving: bool | float = False,
         engine: str = "local",
     ) -> None:
         text = str(root)
@@ -97,6 +105,8 @@ class Store:
         # online serving: opened on first use, so a Store costs nothing until then
         self._online_spec = online
         self._online_service: OnlineService | None = None
+        self._log_serving = float(log_serving)  # 0.0: off; else the sample rate
+        self._serving_log: ServingLog | None = None
         #: the project's declared definitions (``fk.Definitions``), when it was given them
         self.definitions = definitions if isinstance(definitions, Definitions) else None
         if isinstance(definitions, Definitions):
@@ -185,6 +195,243 @@ class Store:
             )
         return delta.read_rows(uri, version=current)
 
+    # ---- data quality and monitoring ------------------------------------------------------
+    def stats(
+        self,
+        view: FeatureView | str | TrainingSet,
+        version: int | None = None,
+        run: str | int | None = None,
+    ) -> pl.DataFrame:
+        """Per-feature statistics of one materialization run (default: the latest run).
+
+        Computed while the run wrote its rows (no second read): one row per stored value
+        column with ``count``, ``nulls``, ``nans``, ``min``, ``max``, ``mean``, ``std``,
+        quantiles ``p01``..``p99``, ``distinct``, a histogram (numeric) or top values
+        (categorical), then the run: ``run_id``, ``delta_version``, ``mode``,
+        ``computed_at``, ``rows``. ``run`` is a run id or a Delta version of the table.
+        Given a training set, the statistics of its features recorded when it was built
+        (the training baseline), with ``view``, ``version`` and its ``column``.
+
+        Example:
+            >>> store.stats("driver_stats").select("feature", "mean", "p50")
+            >>> store.stats(ts)  # the training baseline
+        """
+        from featurekit.offline.quality import StatsTable, read_table
+
+        if isinstance(view, TrainingSet):
+            found = read_table(self.registry.layout.training_set_uri(view.id, "stats"))
+            if found is None:
+                raise NotFoundError(f"training set {view.id!r} has no recorded statistics.")
+            return StatsTable(found)
+        name = view.name if isinstance(view, FeatureView) else view
+        record = self.registry.version(name, version)
+        frame = read_table(self.registry.layout.stats_uri(name, record.version))
+        if frame is None:
+            raise NotFoundError(
+                f"view {name!r} version {record.version} has no statistics yet: they are "
+                f"computed by store.materialize({name!r})."
+            )
+        if run is None:
+            top = frame.get_column("delta_version").max()
+            return StatsTable(frame.filter(pl.col("delta_version") == top))
+        column = "delta_version" if isinstance(run, int) else "run_id"
+        picked = frame.filter(pl.col(column) == run)
+        if picked.height == 0:
+            known = frame.get_column(column).unique(maintain_order=True).to_list()
+            raise NotFoundError(
+                f"view {name!r} version {record.version} has no statistics for run {run!r}; "
+                f"runs with statistics ({column}): {known}."
+            )
+        return StatsTable(picked)
+
+    def drift(
+        self,
+        view: FeatureView | str,
+        reference: TrainingSet | str | tuple[Any, Any],
+        current: tuple[Any, Any] | str = "serving",
+        *,
+        features: Sequence[str] | None = None,
+        thresholds: DriftThresholds | None = None,
+    ) -> ViewDrift:
+        """Drift of a view's features from a reference sample to a current one.
+
+        Args:
+            view: the view (its latest version, or the one the training set read).
+            reference: a training set (object, id or saved name: its values of the view's
+                features) or an event-time range ``(start, end)`` of the stored rows.
+            current: an event-time range ``(start, end)``, or ``"serving"``: the values
+                logged by lookups (``Store(log_serving=True)``, ``serve --log-features``).
+            features: the features to compare (default: every numeric or categorical one).
+            thresholds: when a metric counts as drift (default ``featurekit.kernels.drift.DriftThresholds()``).
+
+        Returns:
+            An ``fk.DriftReport`` (PSI and KS per numeric feature, PSI and Jensen-Shannon
+            per categorical one; ``.to_polars()``, ``.drifted``), drawn in Jupyter as
+            reference vs current per feature. It is also logged for the metrics.
+
+        Example:
+            >>> report = store.drift("driver_stats", reference=ts, current=(monday, today))
+            >>> report.drifted_features
+        """
+        from featurekit.offline.monitoring import save_drift, view_drift, view_rows
+
+        name = view.name if isinstance(view, FeatureView) else view
+        version: int | None = None
+        if isinstance(reference, tuple):
+            ref_rows = view_rows(self.registry, name, None, *reference)
+            ref_label = f"{name} from {reference[0]} to {reference[1]}"
+        else:
+            ts = reference if isinstance(reference, TrainingSet) else self._training_set(reference)
+            entries = [v for v in ts.manifest.views if v.view == name]
+            if not entries:
+                read = ", ".join(v.ref for v in ts.manifest.views)
+                raise NotFoundError(
+                    f"training set {ts.id!r} has no features of view {name!r} (it read {read})."
+                )
+            entry = entries[-1]
+            version = entry.version
+            columns = entry.columns or list(entry.features)
+            ref_rows = ts.to_polars().select(
+                pl.col(c).alias(f) for c, f in zip(columns, entry.features, strict=True)
+            )
+            ref_label = f"training set {ts.id}"
+        if isinstance(current, tuple):
+            cur_rows = view_rows(self.registry, name, version, *current)
+            cur_label = f"{name} from {current[0]} to {current[1]}"
+        elif current == "serving":
+            cur_rows = self._served_values(name, version)
+            cur_label = "serving log"
+        else:
+            raise DefinitionError(
+                f"drift: current must be an event-time range (start, end) or 'serving', got "
+                f"{current!r}."
+            )
+        record = self.registry.version(name, version)
+        report = view_drift(
+            name,
+            ref_rows,
+            cur_rows,
+            list(features) if features is not None else list(record.features),
+            thresholds=thresholds,
+            labels=(ref_label, cur_label),
+        )
+        save_drift(self.registry.layout, report)
+        return report
+
+    def skew(
+        self, since: datetime | date | str | None = None, *, view: str | None = None
+    ) -> SkewReport:
+        """Replay logged lookups through ``training_set`` at their lookup instants; compare.
+
+        Online lookups answer what a training set with labels at the lookup instant would
+        hold, so by construction nothing differs. Every value that does is reported with
+        the reason when it can be named: a stale online snapshot (the offline store has a
+        newer row than the one served), a TTL that expired online only, a row served online
+        that the offline store no longer knows at that instant, and the served version when
+        it is not the view's latest. Each view version's replay is a recorded training set
+        (``report.training_sets``).
+
+        Example:
+            >>> report = store.skew(since="2026-01-01")
+            >>> report.count, report.to_polars().select("feature", "reason")
+        """
+        from featurekit.offline.monitoring import SKEW_SCHEMA, SkewReport, skew_rows
+
+        log = self.serving_log(since)
+        if view is not None:
+            log = log.filter(pl.col("view") == view)
+        differences: list[dict[str, Any]] = []
+        built = []
+        for (name, version), group in log.group_by("view", "version", maintain_order=True):
+            record = self.registry.version(str(name), int(version))  # type: ignore[call-overload]
+            stored = self._stored_times(record)
+            labels = (
+                pl.DataFrame([orjson.loads(e) for e in group["entity"]])
+                .select(record.keys)
+                .cast({k: stored.schema[k] for k in record.keys})
+                .with_columns(group["lookup_at"].alias("lookup_at"))
+            )
+            features = list(orjson.loads(group["features"][0]))
+            ts = self.training_set(
+                labels,
+                features=[f"{name}@{version}:{f}" for f in features],
+                timestamp="lookup_at",
+                progress=False,
+            )
+            built.append(ts.id)
+            entry = ts.manifest.views[0]
+            columns = dict(zip(entry.features, entry.columns or entry.features, strict=True))
+            newest = (
+                labels.with_row_index("__row")
+                .sort("lookup_at")
+                .join_asof(
+                    stored.sort(record.timestamp),
+                    left_on="lookup_at",
+                    right_on=record.timestamp,
+                    by=record.keys,
+                    strategy="backward",
+                    check_sortedness=False,  # both sides are sorted by time
+                )
+                .sort("__row")
+                .get_column(record.timestamp)
+                .to_list()
+            )
+            latest = self.registry.versions(str(name))[-1].version
+            differences += skew_rows(group, ts.to_polars(), columns, newest, latest)
+        frame = pl.DataFrame(differences, schema=SKEW_SCHEMA)
+        return SkewReport(_value_count(log), frame, tuple(built))
+
+    def _stored_times(self, record: VersionRecord) -> pl.DataFrame:
+        """Keys and event times of a view version's stored rows (UTC), for skew reasons."""
+        uri = table_uri(self.root, record.view, record.version)
+        current = delta.current_version(uri)
+        if current is None:
+            raise NotFoundError(f"view {record.view!r} version {record.version} has no data.")
+        rows = delta.read_rows(uri, version=current, columns=[*record.keys, record.timestamp])
+        return rows.with_columns(pl.col(record.timestamp).cast(pl.Datetime("us", "UTC")))
+
+    def _training_set(self, ts_id: str) -> TrainingSet:
+        """A recorded training set by id or saved name (its saved rows when it has them)."""
+        return self.training_set_by_id(ts_id)
+
+    def _served_values(self, name: str, version: int | None) -> pl.DataFrame:
+        """The feature values lookups served from a view (present rows of the serving log)."""
+        log = self.serving_log().filter((pl.col("view") == name) & (pl.col("status") == "present"))
+        if version is not None:
+            log = log.filter(pl.col("version") == version)
+        if log.height == 0:
+            raise NotFoundError(
+                f"view {name!r}: the serving log holds no values of it; log lookups with "
+                "fk.Store(root, log_serving=True) or `featurekit serve --log-features`."
+            )
+        values = pl.DataFrame([orjson.loads(v) for v in log["features"]])
+        return values.select(c for c in values.columns if c in self.registry.version(name).features)
+
+    def quarantine(self, view: FeatureView | str, version: int | None = None) -> pl.DataFrame:
+        """Rows a view version's error-level checks refused, with ``__fk_failed_checks``.
+
+        Every refused run appends its failing rows (at most 10,000 per run) with its
+        ``run_id`` and ``quarantined_at``; nothing of those runs was committed.
+
+        Example:
+            >>> store.quarantine("driver_stats").select("driver_id", "__fk_failed_checks")
+        """
+        from featurekit.offline.quality import read_table
+
+        name = view.name if isinstance(view, FeatureView) else view
+        layout = self.registry.layout
+        if version is None:  # the newest, also a version refused before its first commit
+            newest = max((r.version for r in self.registry.versions(name)), default=0) + 1
+            tried = range(newest, 0, -1)
+        else:
+            tried = range(version, version - 1, -1)
+        for number in tried:
+            frame = read_table(layout.quarantine_uri(name, number))
+            if frame is not None:
+                return frame
+        which = "any version" if version is None else f"version {version}"
+        raise NotFoundError(f"view {name!r} has no quarantined rows in {which}.")
+
     def optimize(
         self, view: FeatureView | str, version: int | None = None, *, buckets: int | None = None
     ) -> OptimizeResult:
@@ -258,6 +505,7 @@ class Store:
         finally:
             bar.close()
         self._lineage.after_training_set(ts)
+        save_training_stats(self.registry.layout, ts)  # the baseline drift compares against
         return ts
 
     def training_set_by_id(
@@ -367,7 +615,54 @@ class Store:
             spec = None if self._online_spec is True else self._online_spec
             store = open_online_store(spec, self.root)
             self._online_service = OnlineService(self.planner, store)
+            if self._log_serving:
+                from featurekit.online.serving_log import ServingLog
+
+                uri = self.registry.layout.serving_log_uri()
+                self._serving_log = ServingLog(uri, sample=self._log_serving)
+                self._online_service.serving_log = self._serving_log
         return self._online_service
+
+    def close(self) -> None:
+        """Write the lookups still queued for the serving log and stop its writer.
+
+        Also done at interpreter exit; a crash loses at most the last unwritten batch
+        (about a second of lookups). A no-op when lookups are not logged.
+        """
+        if self._serving_log is not None:
+            self._serving_log.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def serving_log(self, since: datetime | date | str | None = None) -> pl.DataFrame:
+        """Logged lookups (``Store(log_serving=True)``, ``serve --log-features``), oldest first.
+
+        One row per lookup, view and entity: ``request_id``, ``lookup_at``, ``view``,
+        ``version``, ``entity`` and ``features`` (JSON), ``status``, ``event_ts``. Lookups
+        still queued in this process are written first.
+
+        Example:
+            >>> store.serving_log(since="2026-01-01").group_by("view").len()
+        """
+        from featurekit.online.serving_log import log_schema
+
+        if self._serving_log is not None:
+            self._serving_log.flush()
+        uri = self.registry.layout.serving_log_uri()
+        current = delta.current_version(uri)
+        if current is None:
+            return pl.DataFrame(schema=log_schema())
+        where = None
+        if since is not None:
+            where = pl.col("lookup_at") >= to_utc_datetime(since, what="since")
+        rows = delta.read_rows(uri, version=current, where=where)
+        return rows.drop("batch_id", strict=False).sort(
+            "lookup_at", "request_id", maintain_order=True
+        )
 
     def _online_check(self) -> Callable[[VersionRecord, pl.Schema], None] | None:
         """What materialize checks before its commit so that the online sync cannot fail."""
@@ -478,6 +773,11 @@ class Store:
         from featurekit.notebook.reprs import store_html
 
         return store_html(self)
+
+
+def _value_count(log: pl.DataFrame) -> int:
+    """Feature values in the logged lookups (one per entity and feature)."""
+    return sum(len(orjson.loads(v)) for v in log["features"])
 
 
 def _as_frame(labels: Any) -> pl.DataFrame:

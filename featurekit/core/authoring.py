@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, overload
+from typing import Any, Literal, overload
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,7 +20,11 @@ from featurekit.core.checks import as_checks
 from featurekit.core.definitions import Aggregation, Entity, Source, check_name
 from featurekit.core.errors import DefinitionError, did_you_mean
 from featurekit.core.fingerprint import code_fingerprint
+from featurekit.core.names import shown
 from featurekit.core.timeutil import format_duration, parse_duration
+
+#: ``leakage=`` on a view: ``"warn"`` runs the leakage lint, ``"ignore"`` opts out.
+LeakageMode = Literal["warn", "ignore"]
 
 ViewFunction = Callable[..., pl.LazyFrame | pl.DataFrame]
 
@@ -51,6 +55,9 @@ class FeatureView(BaseModel):
     #: ``checks=``: ``fk.Check`` rules on the output; they change no data, so they stay out
     #: of the fingerprint (not in :meth:`options`) and out of dumps
     checks: tuple[Any, ...] = Field(default=(), exclude=True)
+    #: ``leakage="ignore"``: no leakage lint for this view (a reviewed exception); it
+    #: changes no data, so it stays out of the fingerprint and out of dumps too
+    leakage: LeakageMode = Field(default="warn", exclude=True)
 
     # ---- derived, pure ------------------------------------------------------------------
     @property
@@ -155,6 +162,7 @@ def feature_view(
     inputs: Mapping[str, Sequence[str]] | None = None,
     aggregations: Sequence[Aggregation] | None = None,
     checks: Sequence[Any] | None = None,
+    leakage: LeakageMode = "warn",
 ) -> FeatureView: ...
 
 
@@ -174,6 +182,7 @@ def feature_view(  # type: ignore[overload-overlap]  # sql + name: the view itse
     inputs: Mapping[str, Sequence[str]] | None = None,
     aggregations: Sequence[Aggregation] | None = None,
     checks: Sequence[Any] | None = None,
+    leakage: LeakageMode = "warn",
 ) -> FeatureView: ...
 
 
@@ -193,6 +202,7 @@ def feature_view(
     inputs: Mapping[str, Sequence[str]] | None = None,
     aggregations: Sequence[Aggregation] | None = None,
     checks: Sequence[Any] | None = None,
+    leakage: LeakageMode = "warn",
 ) -> Callable[[ViewFunction], FeatureView]: ...
 
 
@@ -211,6 +221,7 @@ def feature_view(
     inputs: Mapping[str, Sequence[str]] | None = None,
     aggregations: Sequence[Aggregation] | None = None,
     checks: Sequence[Any] | None = None,
+    leakage: LeakageMode = "warn",
 ) -> FeatureView | Callable[[ViewFunction], FeatureView]:
     """Declare a feature view from a polars function (or SQL).
 
@@ -231,6 +242,10 @@ def feature_view(
     ``checks=[fk.Check.not_null("fare"), ...]`` declares data-quality rules on the output
     (see :class:`~featurekit.core.checks.Check`); they are not part of the version.
 
+    ``leakage="ignore"`` turns off the leakage lint (an event time stamped before the data
+    behind it, e.g. ``dt.truncate("1d")`` without ``.dt.offset_by("1d")``) for a view whose
+    stamp was reviewed; it is not part of the version either.
+
     SQL views need no function body: ``fk.feature_view(name="x", entity=..., sources=[...],
     sql="SELECT ...")`` returns the view directly.
     """
@@ -250,6 +265,7 @@ def feature_view(
             column_inputs=inputs,
             aggregations=aggregations,
             checks=checks,
+            leakage=leakage,
         )
 
     if fn is not None:
@@ -274,6 +290,7 @@ def _build_view(
     column_inputs: Mapping[str, Sequence[str]] | None = None,
     aggregations: Sequence[Aggregation] | None = None,
     checks: Sequence[Any] | None = None,
+    leakage: LeakageMode = "warn",
 ) -> FeatureView:
     view_name = check_name(name or getattr(fn, "__name__", None), "feature view")
     if not isinstance(entity, Entity):
@@ -312,7 +329,16 @@ def _build_view(
         column_inputs=_check_column_inputs(view_name, inputs, column_inputs),
         aggregations=_check_aggregations(view_name, aggregations, ttl),
         checks=as_checks(checks),
+        leakage=_check_leakage_mode(view_name, leakage),
     )
+
+
+def _check_leakage_mode(view: str, mode: object) -> LeakageMode:
+    if mode not in ("warn", "ignore"):
+        raise DefinitionError(
+            f"view {view!r}: leakage must be 'warn' (default) or 'ignore', got {shown(mode)}."
+        )
+    return mode  # type: ignore[return-value]
 
 
 def _check_aggregations(

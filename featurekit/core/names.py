@@ -9,9 +9,9 @@ Two shapes exist:
 - identifiers (views, entities, sources, features, services, models, on-demand features):
   letters, digits and underscores, starting with a letter or underscore; they double as
   SQL table and column names.
-- labels (saved training-set names, training-set ids, run ids, lineage record keys):
-  letters, digits, ``_``, ``-`` and ``.``, starting with a letter, digit or underscore (so
-  never ``.`` or ``..``).
+- labels (saved training-set names, training-set ids, run ids, lineage record keys, API key
+  names): letters, digits, ``_``, ``-`` and ``.``, starting with a letter, digit or
+  underscore (so never ``.`` or ``..``).
 
 Both are at most :data:`MAX_NAME_LENGTH` characters and may not use the reserved ``__fk_``
 prefix.
@@ -42,6 +42,7 @@ NameKind = Literal[
     "run",
     "lineage record",
     "check",
+    "API key",
 ]
 
 #: Longest accepted name; longer ones are refused without being echoed whole.
@@ -49,7 +50,7 @@ MAX_NAME_LENGTH = 128
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _LABEL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*\Z")
-_LABEL_KINDS = frozenset({"training set", "training set id", "run", "lineage record"})
+_LABEL_KINDS = frozenset({"training set", "training set id", "run", "lineage record", "API key"})
 
 
 def shown(value: object, limit: int = 60) -> str:

@@ -12,7 +12,8 @@ Each recorded run becomes one ``COMPLETE`` RunEvent:
 
 Dataset names follow the OpenLineage naming spec: local paths are namespace ``file`` with
 the absolute path as name; ``s3://b/k`` is namespace ``s3://b`` with name ``k`` (likewise for
-other schemes); in-memory frames (no naming rule exists) use namespace ``memory``.
+other schemes; a user or password in the URL is left out); in-memory frames (no naming rule
+exists) use namespace ``memory``.
 OpenLineage run ids must be UUIDs: featurekit's run ids map to UUIDv5 deterministically.
 """
 
@@ -48,7 +49,9 @@ def dataset_naming(location: str | None, fallback: str) -> dict[str, str]:
         return {"namespace": "memory", "name": fallback}
     parsed = urlparse(location)
     if parsed.scheme and parsed.scheme != "file" and len(parsed.scheme) > 1:
-        return {"namespace": f"{parsed.scheme}://{parsed.netloc}", "name": parsed.path.lstrip("/")}
+        # the namespace names the place, not who reads it: no user, no (masked) password
+        host = parsed.netloc.rpartition("@")[2]
+        return {"namespace": f"{parsed.scheme}://{host}", "name": parsed.path.lstrip("/")}
     path = parsed.path if parsed.scheme == "file" else location
     return {"namespace": "file", "name": str(Path(path).expanduser().absolute())}
 

@@ -20,6 +20,7 @@ from featurekit.core.errors import (
     NotFoundError,
     did_you_mean,
 )
+from featurekit.core.redact import redact
 from featurekit.lineage.graph import Edge, LineageGraph, Node, Run
 from featurekit.lineage.openlineage import Emitter, make_emitter, run_event
 from featurekit.lineage.record import (
@@ -181,4 +182,5 @@ def _recency(node: Node) -> tuple[int, str]:
 def _warn(what: str, err: Exception) -> None:
     known = isinstance(err, FeatureKitError)
     detail = str(err) if known else f"{type(err).__name__}: {err}"
-    warnings.warn(f"{what}: {detail}", FeatureKitWarning, stacklevel=3)
+    # an emitter's or a source's error text may hold a credentialed URL; warnings reach logs
+    warnings.warn(redact(f"{what}: {detail}"), FeatureKitWarning, stacklevel=3)

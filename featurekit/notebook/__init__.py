@@ -23,7 +23,10 @@ from featurekit.notebook.display import export_html, graph_mimebundle
 from featurekit.notebook.explain import Explanation, ViewExplanation, explain
 from featurekit.notebook.lineage import node_details, widget_state
 from featurekit.notebook.progress import Progress
+from featurekit.notebook.quality import drift_html, stats_html
 from featurekit.offline.models import ModelRecord
+from featurekit.offline.monitoring import ViewDrift
+from featurekit.offline.quality import StatsTable
 from featurekit.offline.training import TrainingSet
 from featurekit.storage.registry import VersionRecord
 
@@ -69,6 +72,8 @@ def _attach() -> None:
     register_html(TrainingSet, reprs.training_set_html)
     register_mimebundle(LineageGraph, graph_mimebundle)
     register_explainer(TrainingSet, explain)
+    register_html(StatsTable, stats_html)
+    register_html(ViewDrift, drift_html)
 
 
 _attach()

@@ -76,6 +76,7 @@ class ViewExplanation:
         chosen: the chosen candidate's position, or None (the features are null).
         values: the features as the training set holds them for this row.
         aggregation: True for aggregation views (candidates are events).
+        leakage: the leakage lint's findings on the view version (with their fix).
     """
 
     view: str
@@ -87,6 +88,7 @@ class ViewExplanation:
     chosen: int | None
     values: dict[str, Any]
     aggregation: bool = False
+    leakage: tuple[str, ...] = ()
 
     def status_counts(self) -> dict[str, int]:
         """How many candidates got each status."""
@@ -141,6 +143,7 @@ class Explanation:
             lines.append(
                 f"  {v.view}@{v.version} keys={v.keys}: chosen={v.chosen} ({counts or 'no rows'})"
             )
+            lines.extend(f"    leakage warning: {text}" for text in v.leakage)
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -239,6 +242,7 @@ def _explain_view(
         chosen=chosen,
         values=values,
         aggregation=bool(aggs),
+        leakage=tuple(record.leakage),
     )
 
 

@@ -384,6 +384,10 @@ def explanation_html(ex: Explanation) -> str:
         _legend(),
     ]
     for view in ex.views:
+        parts.extend(
+            f"<div class='fkr-warn' style='color:#b45309'>&#9888; leakage warning: {_e(text)}</div>"
+            for text in view.leakage
+        )
         parts.append(_view_explanation(view, ex.timestamp))
     parts.append("</div>")
     return "".join(parts)

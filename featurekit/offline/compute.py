@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -252,9 +252,17 @@ def view_inputs(
 
 
 def collect_rows(
-    view: FeatureView, lf: pl.LazyFrame, layout: Layout, version: int | None = None
+    view: FeatureView,
+    lf: pl.LazyFrame,
+    layout: Layout,
+    version: int | None = None,
+    before_tidy: Callable[[pl.DataFrame], None] | None = None,
 ) -> pl.DataFrame:
-    """Collect a run's output: nulls dropped, exact duplicates resolved, sorted."""
+    """Collect a run's output: nulls dropped, exact duplicates resolved, sorted.
+
+    ``before_tidy`` sees the output as the view produced it, before duplicates are resolved
+    (data-quality checks must see the duplicates that resolving would hide).
+    """
     what = describe(view, version)
     try:
         frame = shaped(lf, layout).collect()
@@ -262,6 +270,8 @@ def collect_rows(
         raise
     except Exception as err:
         raise UserCodeError(f"{what} failed while computing: {type(err).__name__}: {err}") from err
+    if before_tidy is not None:
+        before_tidy(frame)
     return tidy_rows(frame, layout, what)
 
 

@@ -53,11 +53,12 @@ from typing import Any, Literal
 
 import polars as pl
 
-from featurekit.core.errors import FeatureKitWarning, SchemaError, StorageError
+from featurekit.core.errors import FeatureKitWarning, SchemaError, StorageError, ValidationError
 from featurekit.core.timeutil import to_utc_datetime, utcnow
 from featurekit.offline import buckets
 from featurekit.offline.batching import DEFAULT_BUDGET, batch_count, estimate_bytes, key_partitions
 from featurekit.offline.compute import Layout, Window, call_view, collect_rows, shaped, view_inputs
+from featurekit.offline.quality import CheckSummary, RunQuality, leakage_findings
 from featurekit.offline.resolve import ResolvedView, changed_parts
 from featurekit.storage import delta
 from featurekit.storage.layout import StoreLayout
@@ -80,6 +81,8 @@ class MaterializeResult:
     rows_written: int
     delta_version: int | None
     window: Window
+    #: each check's verdict over the run (empty for a run that wrote nothing)
+    checks: tuple[CheckSummary, ...] = ()
 
     def __repr__(self) -> str:
         return (
@@ -133,8 +136,10 @@ def materialize(
                 name, number, resolved.fingerprint, run_id, "noop", 0, runs[-1]["version"], window
             )
         step("computing")
-        batches = _batches(resolved, snaps, window, number, memory_budget or DEFAULT_BUDGET)
-        counted = _Counted(resolved, snaps, window, mode, batches)
+        budget = memory_budget or DEFAULT_BUDGET
+        quality = RunQuality(resolved, registry.layout, number, run_id)
+        batches = _batches(resolved, snaps, window, number, budget, quality)
+        counted = _Counted(resolved, snaps, window, mode, batches, quality)
         watermarks = dict(previous or {})
         if mode != "range":
             watermarks.update(_watermarks(snaps, window))
@@ -155,32 +160,52 @@ def materialize(
         )
         if existing is None:
             record = record.model_copy(update={"buckets": split.buckets})
-        version = delta.write_rows(
-            uri,
-            split.frames(counted.frames() if len(batches) > 1 else next(counted.frames())),
-            partition_by=split.partition_by,
-            predicate=predicate,
-            metadata={
-                "view": name,
-                "version": str(number),
-                "fingerprint": resolved.fingerprint,
-                "run_id": run_id,
-                "mode": mode,
-                "window": {"start": _iso(window.start), "end": _iso(window.end)},
-                "watermarks": watermarks,
-            },
-        )
+        try:
+            # one batch is checked here, before its commit metadata is built; batches are
+            # checked while the writer streams them, so their verdicts miss the commit metadata
+            rows = counted.frames() if len(batches) > 1 else next(counted.frames())
+            version = delta.write_rows(
+                uri,
+                split.frames(rows),
+                partition_by=split.partition_by,
+                predicate=predicate,
+                metadata={
+                    "view": name,
+                    "version": str(number),
+                    "fingerprint": resolved.fingerprint,
+                    "run_id": run_id,
+                    "mode": mode,
+                    "window": {"start": _iso(window.start), "end": _iso(window.end)},
+                    "watermarks": watermarks,
+                    **(quality.metadata() if len(batches) == 1 else {}),
+                },
+            )
+        except ValidationError:
+            quality.keep_refused()  # the quarantine, written once the writer has let go
+            raise
+        del rows
         if existing is None:
             _add_committed(registry, resolved, record, uri, version)
+        quality.save_stats(version, mode)
+        quality.warn()
         return MaterializeResult(
-            name, number, resolved.fingerprint, run_id, mode, counted.rows, version, window
+            name,
+            number,
+            resolved.fingerprint,
+            run_id,
+            mode,
+            counted.rows,
+            version,
+            window,
+            tuple(quality.results),
         )
 
 
 class _Counted:
     """The run's tidy rows batch by batch, checked before the commit can happen.
 
-    A check that fails raises while the writer is still consuming, so nothing commits.
+    A check that fails raises while the writer is still consuming, so nothing commits;
+    ``quality`` checks and summarizes each batch as it passes (see :mod:`.quality`).
     """
 
     def __init__(
@@ -190,9 +215,10 @@ class _Counted:
         window: Window,
         mode: RunMode,
         batches: list[_Batch],
+        quality: RunQuality,
     ) -> None:
         self.resolved, self.snaps, self.window = resolved, snaps, window
-        self.mode, self.batches = mode, batches
+        self.mode, self.batches, self.quality = mode, batches, quality
         self.rows = 0
 
     def frames(self) -> Iterator[pl.DataFrame]:
@@ -202,8 +228,10 @@ class _Counted:
             self.rows += rows.height
             if compute is self.batches[-1] and self.rows == 0 and self.mode == "full":
                 _refuse_empty_sources(self.resolved, self.snaps)
+            self.quality.summarize(rows)
             yield rows
             del rows  # released before the next batch is computed: one batch held at a time
+        self.quality.finish()
 
 
 _Batch = Callable[[], pl.DataFrame]
@@ -215,18 +243,23 @@ def _batches(
     window: Window,
     version: int,
     budget: int,
+    quality: RunQuality,
 ) -> list[_Batch]:
-    """One callable per batch; one batch when the inputs fit the budget."""
+    """One callable per batch; one batch when the inputs fit the budget.
+
+    Each batch is checked as the view produced it (``quality.check``), before it is tidied.
+    """
     lf, layout = _lazy_rows(resolved, snaps, window, version)
     sources = list(snaps.values())
     estimated = estimate_bytes(sources, [window.bounds(s.source.timestamp) for s in sources])
     n = batch_count(estimated, budget)
     view = resolved.view
+    quality.batched = n > 1
     if n == 1:
-        return [lambda: collect_rows(view, lf, layout, version)]
+        return [lambda: collect_rows(view, lf, layout, version, quality.check)]
     parts = key_partitions(lf, layout.keys, n)
     return [
-        lambda part=part: collect_rows(view, lf.filter(part), layout, version)  # type: ignore[misc]
+        lambda part=part: collect_rows(view, lf.filter(part), layout, version, quality.check)  # type: ignore[misc]
         for part in parts
     ]
 
@@ -262,11 +295,14 @@ def _append(
 
 
 def _warn_knowledge_time(resolved: ResolvedView, version: int) -> None:
-    """Say so, every time, when a view's rows are not guarded against late values."""
+    """Say so, every time, when a view's rows are not guarded against late values, or
+    when the leakage lint finds event times stamped before the data behind them."""
     message = resolved.knowledge_time_warning(version)
     if message is not None:
         # stacklevel: this helper, register/materialize, the Store method, the user's call
         warnings.warn(message, FeatureKitWarning, stacklevel=4)
+    for finding in leakage_findings(resolved):  # the leakage lint, on the same occasions
+        finding.warn(stacklevel=5)
 
 
 def _add_committed(
@@ -321,6 +357,7 @@ def _record(registry: Registry, resolved: ResolvedView, number: int) -> VersionR
         aggregations=list(view.aggregations),
         event_columns=list(layout.event_columns),
         knowledge_time_dropped=resolved.knowledge_time_dropped,
+        leakage=[str(f) for f in leakage_findings(resolved)],
     )
 
 

@@ -35,6 +35,7 @@ from featurekit.offline.planner import Planner, ServiceName
 from featurekit.offline.services import FeatureService
 from featurekit.online.aggregates import decode_aggregates
 from featurekit.online.errors import EntityError
+from featurekit.online.serving_log import LoggedView, ServingLog
 from featurekit.online.snapshot import (
     SnapshotMeta,
     construct_dtype,
@@ -121,6 +122,8 @@ class OnlineService:
         self._plans: dict[Any, _Plan] = {}
         self._metas: dict[str, SnapshotMeta] = {}
         self._lock = threading.Lock()
+        #: where lookups are logged (``Store(log_serving=...)``); None: not logged
+        self.serving_log: ServingLog | None = None
 
     # ---- planning ---------------------------------------------------------------------------
     def _plan(self, features: Any, columns: tuple[str, ...]) -> _Plan:
@@ -230,6 +233,7 @@ class OnlineService:
                 extra.append(_series(column, values))
         meta_cols = _Columns()
         stats = []
+        logged: list[LoggedView] = []
         for view, meta, (keys, rows), (_, _, values) in zip(
             plan.views, metas, encoded, results, strict=True
         ):
@@ -257,6 +261,10 @@ class OnlineService:
                 meta_cols.add(view.event_name, events, _EVENT_DTYPE)
                 meta_cols.add(view.status_name, statuses, pl.String())
             stats.append(ViewStats(meta.view, meta.version, *counts, meta.taken_us))
+            if self.serving_log is not None:  # references only: the log's thread builds rows
+                logged.append(
+                    LoggedView(meta.view, meta.version, view.features, cols, statuses, events)
+                )
         frame = columns.frame(n)
         if extra:
             frame = frame.hstack(extra).select(order)
@@ -264,6 +272,8 @@ class OnlineService:
             frame = apply_on_demand(frame, plan.steps, drop=plan.drop)
         if with_metadata:
             frame = frame.hstack(meta_cols.frame(n).get_columns())
+        if self.serving_log is not None:
+            self.serving_log.record(t_us, data, plan.key_columns, logged)
         return LookupResult(frame, t_us, tuple(stats))
 
 

@@ -301,14 +301,22 @@ class SQLiteOnlineStore:
             self._local.conn = None
 
 
+#: Environment setting naming the online store when ``online=`` is not given: one setting
+#: makes every process of a deployment (server, scheduled materialization) use the same one.
+ONLINE_ENV = "FEATUREKIT_ONLINE"
+
+
 def open_online_store(spec: Any, root: Path) -> OnlineStore:
     """The online store named by ``spec``.
 
-    ``None``: ``<root>/online/config.json`` if present (``{"url": "redis://..."}``), else the
+    ``None``: the environment's ``FEATUREKIT_ONLINE`` if set, else
+    ``<root>/online/config.json`` if present (``{"url": "redis://..."}``), else the
     embedded SQLite file. ``"sqlite"``, ``"memory"``, ``"redis://host:port/db"``
     (``?prefix=name`` keeps several stores apart in one Redis database), or an object
     implementing :class:`OnlineStore`.
     """
+    if spec is None:
+        spec = os.environ.get(ONLINE_ENV, "").strip() or None
     if spec is None:
         config = StoreLayout(root).online_path("config.json")
         if config.exists():

@@ -340,10 +340,10 @@ def _registry(project: Project) -> Iterator[Any]:
     """
     import tempfile
 
-    from featurekit.core.config import REGISTRY_DIR
+    from featurekit.storage.layout import StoreLayout
     from featurekit.storage.registry import Registry
 
-    if (project.store / REGISTRY_DIR / "store.json").is_file():
+    if StoreLayout(project.store).has_store():
         yield Registry(project.store, create=False)
         return
     with tempfile.TemporaryDirectory(prefix="featurekit-plan-") as empty:

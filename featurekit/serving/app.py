@@ -15,6 +15,12 @@ request passes :func:`featurekit.core.names.validate_name` before it is looked u
 nothing from a request reaches a path unchecked. Error messages never echo unbounded
 input, never show a server path (the store root becomes ``<store>``) and never show a
 credential (:mod:`featurekit.core.redact`).
+
+With API keys (:mod:`featurekit.serving.auth`) the boundary also authenticates: before
+the body is read, a request to anything but ``/health``, ``/docs``, ``/openapi.json`` (and
+``/metrics`` unless ``metrics_auth``) must carry a valid ``Authorization: Bearer`` key
+(else 401); the handlers then check the key's grants against what is asked for (else
+403). CORS is off unless origins are given; then exactly those origins may call.
 """
 
 from __future__ import annotations
@@ -26,10 +32,11 @@ import secrets
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated, Any
 
 import orjson
@@ -38,6 +45,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Match
 
 from featurekit.core.config import __version__
@@ -56,6 +64,7 @@ from featurekit.offline.services import FeatureService
 from featurekit.online.errors import OnlineStoreError, TooManyEntitiesError
 from featurekit.online.lookup import ServiceName
 from featurekit.online.snapshot import SnapshotMeta
+from featurekit.serving.auth import ApiKey, ApiKeys, AuthenticationError, PermissionDeniedError
 from featurekit.serving.metrics import Metrics
 from featurekit.store import Store
 
@@ -64,9 +73,12 @@ __all__ = [
     "DEFAULT_MAX_COLUMNS",
     "DEFAULT_MAX_ENTITIES",
     "DEFAULT_MAX_FEATURES",
+    "OPEN_PATHS",
     "Limits",
     "RequestTooLargeError",
     "create_app",
+    "definitions_in",
+    "import_definitions",
     "load_definitions",
 ]
 
@@ -78,6 +90,12 @@ DEFAULT_MAX_COLUMNS = 256
 MAX_MESSAGE = 1_000
 
 _log = logging.getLogger("featurekit.serving")
+
+#: Paths anyone may call, keys or not: liveness, and the API's description.
+OPEN_PATHS = frozenset({"/health", "/docs", "/openapi.json"})
+#: Where the boundary leaves the verified key entry for the handlers.
+_KEY_SCOPE = "featurekit.api_key"
+_BEARER = "bearerAuth"
 
 Value = StrictInt | StrictStr | StrictFloat | StrictBool | None
 
@@ -191,6 +209,8 @@ class ErrorResponse(BaseModel):
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in (
+        (401, "No API key, or an unknown one (only when the server runs with --api-keys)."),
+        (403, "The API key is not granted a view or service the request reads."),
         (404, "Unknown feature, view, version or service (the message suggests the closest)."),
         (413, "Body, feature list or entities above the server's limits ('limit' says which)."),
         (422, "Malformed request or name, missing key column or wrong key type (names the field)."),
@@ -204,20 +224,38 @@ def create_app(
     *,
     limits: Limits | None = None,
     definitions: Sequence[OnDemandFeature | FeatureService] = (),
+    api_keys: ApiKeys | None = None,
+    metrics_auth: bool = False,
+    cors_origins: Sequence[str] = (),
 ) -> FastAPI:
     """The FastAPI app serving ``store`` (on-demand code and services from ``definitions``).
 
     ``/docs`` is a self-contained page (no CDN): it lists the endpoints and links the
     OpenAPI spec at ``/openapi.json``.
 
+    Args:
+        store: the store to serve.
+        limits: what one request may ask for.
+        definitions: on-demand features and services whose code the server runs.
+        api_keys: when given, every request but ``/health``, ``/docs`` and
+            ``/openapi.json`` needs one of these keys (401), within its grants (403).
+        metrics_auth: ``/metrics`` needs a key too (any valid key); needs ``api_keys``.
+        cors_origins: exact origins (``https://app.example.com``) browsers may call from;
+            none (the default) sends no CORS headers at all.
+
     Example:
         >>> import uvicorn
         >>> uvicorn.run(create_app(fk.Store("./store")), host="127.0.0.1", port=8000)
     """
     limits = limits or Limits()
+    if metrics_auth and api_keys is None:
+        raise DefinitionError(
+            "metrics_auth needs API keys (featurekit serve --metrics-auth --api-keys FILE)."
+        )
+    origins = [_checked_origin(o) for o in cors_origins]
     store.add_definitions(definitions)
     service = store.online_service()
-    metrics = Metrics()
+    metrics = Metrics(store.registry.layout)  # also exports the store's quality/drift logs
     app = FastAPI(
         title="featurekit feature server",
         version=__version__,
@@ -231,37 +269,76 @@ def create_app(
     # FastAPI's own answers (404/405, validation, bad JSON) go to the one boundary too
     app.add_exception_handler(HTTPException, _reraise)
     app.add_exception_handler(RequestValidationError, _reraise)
-    app.add_middleware(_Boundary, metrics=metrics, limits=limits, root=store.root)
+    open_paths = OPEN_PATHS if metrics_auth else OPEN_PATHS | {"/metrics"}
+    app.add_middleware(
+        _Boundary,
+        metrics=metrics,
+        limits=limits,
+        root=store.root,
+        api_keys=api_keys,
+        open_paths=open_paths,
+    )
+    if origins:
+        # outermost, so a preflight (which never carries a key) is answered before auth,
+        # and a 401 still carries the CORS headers a browser needs to read it
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
+    secured: dict[str, Any] = {"security": [{_BEARER: []}]}
 
     @app.post(
         "/v1/features",
         response_model=FeaturesResponse,
         responses=_ERRORS,
         summary="Look up online features",
+        openapi_extra=secured,
     )
-    def get_features(body: FeaturesRequest) -> Response:
+    def get_features(body: FeaturesRequest, request: Request) -> Response:
         """Same semantics as ``store.get_online_features``; rows come back in request order."""
         began = time.perf_counter()
         features = _checked_features(body, limits)
+        _authorize(_key_of(request), features, store)
         result = service.lookup(features, body.entities, with_metadata=body.with_metadata)
         metrics.lookup(result.stats, time.perf_counter() - began)
         columns = result.frame.to_dict(as_series=False)
         return _json(200, {"lookup_ts": _iso(result.at_us), "columns": columns})
 
-    @app.get("/v1/feature-views", summary="List feature views")
-    def list_views() -> Response:
-        """Every view with its latest version, keys, features, TTL and online snapshot."""
+    @app.get(
+        "/v1/feature-views",
+        responses={c: _ERRORS[c] for c in (401,)},
+        summary="List feature views",
+        openapi_extra=secured,
+    )
+    def list_views(request: Request) -> Response:
+        """Every view with its latest version, keys, features, TTL and online snapshot.
+
+        With API keys: the views the key is granted.
+        """
+        key = _key_of(request)
         snapshots = _snapshots(store)
         out = [
             _describe(store, name, store.registry.versions(name)[-1].version, snapshots)
             for name in store.views()
+            if key is None or key.allows("view", name)
         ]
         return _json(200, {"feature_views": out})
 
-    @app.get("/v1/feature-views/{name}", responses=_ERRORS, summary="Describe a feature view")
-    def get_view(name: str) -> Response:
+    @app.get(
+        "/v1/feature-views/{name}",
+        responses=_ERRORS,
+        summary="Describe a feature view",
+        openapi_extra=secured,
+    )
+    def get_view(name: str, request: Request) -> Response:
         """One view: every version, its features and dtypes, and its online snapshot."""
         _checked_name(name, "view", "name", limits)
+        key = _key_of(request)
+        if key is not None and not key.allows("view", name):
+            raise PermissionDeniedError(_denied(key, f"view {name!r}", f"view:{name}"))
         if not store.registry.versions(name):
             raise NotFoundError(
                 f"no view named {name!r} in this store.{did_you_mean(name, store.views())}"
@@ -282,9 +359,17 @@ def create_app(
         service.online.ping()  # OnlineStoreError -> 503 at the boundary
         return _json(200, {"status": "ok", "online_store": _public(service.online.url, store.root)})
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        responses={401: _ERRORS[401]},
+        summary="Prometheus metrics",
+        openapi_extra={"security": [{}, {_BEARER: []}]},
+    )
     def metrics_endpoint() -> Response:
-        """Request counts and latency per endpoint and view, misses, expired, freshness."""
+        """Request counts and latency per endpoint and view, misses, expired, freshness.
+
+        Open, unless the server runs with ``--metrics-auth`` (then any valid API key).
+        """
         try:
             snaps = [
                 (m.view, m.version, m.taken_us, m.max_event_us)
@@ -300,7 +385,80 @@ def create_app(
         """The endpoints, from the OpenAPI spec, on one page that loads nothing else."""
         return HTMLResponse(_docs_page(app.openapi()))
 
+    plain_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's spec plus the bearer scheme (the boundary, not a dependency, checks it)."""
+        if app.openapi_schema is None:
+            spec = plain_openapi()
+            schemes = spec.setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes[_BEARER] = {
+                "type": "http",
+                "scheme": "bearer",
+                "description": (
+                    "An API key from `featurekit keys add`, as 'Authorization: Bearer <key>'. "
+                    "Required on /v1/* (and on /metrics with --metrics-auth) when the server "
+                    "runs with --api-keys or FEATUREKIT_API_KEYS; /health, /docs and "
+                    "/openapi.json never need one."
+                ),
+            }
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+# ---- API keys ---------------------------------------------------------------------------------
+def _key_of(request: Request) -> ApiKey | None:
+    """The key the boundary verified for this request (None: the server has no keys)."""
+    key = request.scope.get(_KEY_SCOPE)
+    return key if isinstance(key, ApiKey) else None
+
+
+def _authorize(key: ApiKey | None, features: Any, store: Store) -> None:
+    """PermissionDeniedError unless ``key`` is granted everything ``features`` reads."""
+    if key is None:
+        return
+    if isinstance(features, ServiceName):
+        if not key.allows("service", features.name):
+            what = f"feature service {features.name!r}"
+            raise PermissionDeniedError(_denied(key, what, f"service:{features.name}"))
+        return
+    for ref in features:
+        name = FeatureRef.parse(ref).view
+        if key.allows("view", name):
+            continue
+        # the planner's rule: a registered view wins over an on-demand feature of that name
+        on_demand = None
+        if not store.registry.versions(name):
+            on_demand = store.planner.catalog.on_demand_feature(name)
+        if on_demand is None:
+            raise PermissionDeniedError(_denied(key, f"view {name!r}", f"view:{name}"))
+        for view in dict.fromkeys(r.view for r in on_demand.input_refs):
+            if not key.allows("view", view):
+                what = f"on-demand feature {name!r}, which reads view {view!r}"
+                raise PermissionDeniedError(_denied(key, what, f"view:{view}"))
+
+
+def _denied(key: ApiKey, what: str, grant: str) -> str:
+    return (
+        f"API key {key.name!r} is not granted {what}; a key needs '{grant}' for it "
+        f"(featurekit keys add NAME --grant {grant})."
+    )
+
+
+def _checked_origin(origin: str) -> str:
+    """An exact ``scheme://host[:port]`` origin; ``*`` and paths are refused."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+        raise DefinitionError(
+            f"CORS origin {shown(origin)} is not an exact origin; give scheme and host "
+            "(and port), e.g. --cors-origin https://app.example.com. '*' is not accepted: "
+            "name each origin that may call the server."
+        )
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 # ---- request checks -------------------------------------------------------------------------
@@ -388,13 +546,24 @@ class _BodyTooLarge(HTTPException):
 
 
 class _Boundary:
-    """Wraps every HTTP request: body limit, error mapping, latency and status metrics."""
+    """Wraps every HTTP request: API key, body limit, error mapping, latency and metrics."""
 
-    def __init__(self, app: Any, *, metrics: Metrics, limits: Limits, root: Path) -> None:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        metrics: Metrics,
+        limits: Limits,
+        root: Path,
+        api_keys: ApiKeys | None = None,
+        open_paths: frozenset[str] = OPEN_PATHS,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.limits = limits
         self.root = root
+        self.api_keys = api_keys
+        self.open_paths = open_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -420,6 +589,9 @@ class _Boundary:
             await send(message)
 
         try:
+            # the key first: a caller without one gets a 401 before any body is read
+            if self.api_keys is not None and scope.get("path") not in self.open_paths:
+                scope[_KEY_SCOPE] = self.api_keys.verify(_header(scope, b"authorization"))
             if _declared_length(scope) > limit:
                 raise _BodyTooLarge(limit)
             await self.app(scope, counted_receive, watched_send)
@@ -450,6 +622,10 @@ class _Boundary:
             kind, message, field = "ValidationError", *_validation(err)
         elif isinstance(err, HTTPException):
             status, kind, message, headers = _http(err, scope)
+        elif isinstance(err, AuthenticationError):
+            status, headers = 401, {"WWW-Authenticate": "Bearer"}
+        elif isinstance(err, PermissionDeniedError):
+            status = 403
         elif isinstance(err, TooManyEntitiesError | RequestTooLargeError):
             status = 413
         elif isinstance(err, NotFoundError):
@@ -495,13 +671,18 @@ def _endpoint(scope: Scope) -> str:
 
 
 def _declared_length(scope: Scope) -> int:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return 0
-    return 0
+    try:
+        return int(_header(scope, b"content-length") or 0)
+    except ValueError:
+        return 0
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header ``name`` (lower case), decoded as Latin-1 like HTTP/1.1."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
 
 
 def _validation(err: RequestValidationError) -> tuple[str, str | None]:
@@ -567,6 +748,8 @@ def _docs_page(spec: dict[str, Any]) -> str:
             )
     title = escape(str(spec.get("info", {}).get("title", "")))
     version = escape(str(spec.get("info", {}).get("version", "")))
+    schemes = spec.get("components", {}).get("securitySchemes", {}).values()
+    auth = "".join(f"<p>{escape(str(s.get('description', '')))}</p>" for s in schemes)
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>{title}</title></head><body style='font-family:sans-serif;max-width:60em'>"
@@ -574,7 +757,7 @@ def _docs_page(spec: dict[str, Any]) -> str:
         "<p>The full specification is <a href='openapi.json'>openapi.json</a>. Errors "
         'have the shape <code>{"error": {"type", "message", "field"?, '
         '"limit"?}}</code>.</p>'
-        f"<table border='1' cellpadding='6' style='border-collapse:collapse'>{''.join(rows)}"
+        f"{auth}<table border='1' cellpadding='6' style='border-collapse:collapse'>{''.join(rows)}"
         "</table></body></html>"
     )
 
@@ -622,16 +805,24 @@ def load_definitions(targets: Sequence[str]) -> list[OnDemandFeature | FeatureSe
 
     The server needs their code (a registry records fingerprints, not functions).
     """
+    return definitions_in(v for m in import_definitions(targets) for v in vars(m).values())
+
+
+def import_definitions(targets: Sequence[str]) -> list[ModuleType]:
+    """Import each target: a ``.py`` file (path) or a module name on ``sys.path``."""
+    return [_import(target) for target in targets]
+
+
+def definitions_in(values: Iterable[object]) -> list[OnDemandFeature | FeatureService]:
+    """The on-demand features and services among ``values``, first seen first, once each."""
     found: list[OnDemandFeature | FeatureService] = []
-    for target in targets:
-        module = _import(target)
-        for value in vars(module).values():
-            if isinstance(value, OnDemandFeature | FeatureService) and value not in found:
-                found.append(value)
+    for value in values:
+        if isinstance(value, OnDemandFeature | FeatureService) and value not in found:
+            found.append(value)
     return found
 
 
-def _import(target: str) -> Any:
+def _import(target: str) -> ModuleType:
     path = Path(target)
     if path.suffix == ".py":
         if not path.is_file():
@@ -644,7 +835,8 @@ def _import(target: str) -> Any:
         sys.modules[name] = module
         _run(lambda: spec.loader.exec_module(module), target)  # type: ignore[union-attr]
         return module
-    return _run(lambda: importlib.import_module(target), target)
+    imported: ModuleType = _run(lambda: importlib.import_module(target), target)
+    return imported
 
 
 def _run(fn: Callable[[], Any], target: str) -> Any:

@@ -2,7 +2,14 @@
 
 Small and dependency-free: counters and fixed-bucket histograms behind one lock, rendered
 on scrape. Store freshness is read from the online store's snapshot metadata at scrape
-time, so it is never stale.
+time, so it is never stale; so are data quality and drift, from the store's check and drift
+logs (written by materialization and by ``store.drift``/``featurekit monitor``):
+
+* ``featurekit_view_validation_failures{view,check,severity}``: failing rows of each check
+  in the view's latest checked run (refused or committed);
+* ``featurekit_view_validation_refused_runs{view}``: runs refused by an error-level check;
+* ``featurekit_feature_drift{view,feature,metric}``: the latest drift value per feature and
+  metric; ``featurekit_feature_drifted{view,feature}``: 1 when it drifted on any metric.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import time
 from collections.abc import Iterable, Sequence
 
 from featurekit.online.lookup import ViewStats
+from featurekit.storage.layout import StoreLayout
 
 __all__ = ["Metrics"]
 
@@ -36,7 +44,9 @@ class _Histogram:
 class Metrics:
     """Request counts and latencies per endpoint and per view; lookup outcomes per view."""
 
-    def __init__(self) -> None:
+    def __init__(self, layout: StoreLayout | None = None) -> None:
+        #: the store whose check and drift logs are exported (None: not exported)
+        self.layout = layout
         self._lock = threading.Lock()
         self._requests: dict[tuple[str, str], int] = {}
         self._latency: dict[str, _Histogram] = {}
@@ -134,6 +144,8 @@ class Metrics:
             "Seconds since the newest event time in the view version's online snapshot.",
             age,
         )
+        if self.layout is not None:
+            _quality(lines, self.layout)
         return "\n".join(lines) + "\n"
 
 
@@ -175,3 +187,49 @@ def _with_status(
 ) -> dict[tuple[str, ...], int]:
     """Per view version, the entities looked up with ``status``."""
     return {("view", v, "version", n): c for (v, n, s), c in outcomes.items() if s == status}
+
+
+def _quality(lines: list[str], layout: StoreLayout) -> None:
+    """Validation and drift gauges from the store's logs (skipped while they cannot be read)."""
+    from featurekit.core.errors import FeatureKitError
+    from featurekit.offline.monitoring import latest_drift
+    from featurekit.offline.quality import latest_checks
+
+    try:
+        checks, drift = latest_checks(layout), latest_drift(layout)
+    except FeatureKitError:
+        return
+    _gauge(
+        lines,
+        "featurekit_view_validation_failures",
+        "Failing rows per check in the view's latest checked materialization run.",
+        {
+            ("view", v, "check", c, "severity", s): float(n)
+            for v, c, s, n in checks.select("view", "name", "severity", "failing").iter_rows()
+        },
+    )
+    _gauge(
+        lines,
+        "featurekit_view_validation_refused_runs",
+        "Materialization runs refused by an error-level check, per view.",
+        {
+            ("view", v): float(n)
+            for v, n in checks.select("view", "refused_runs").unique().iter_rows()
+        },
+    )
+    values: dict[tuple[str, ...], float] = {}
+    drifted: dict[tuple[str, ...], float] = {}
+    if drift.height:
+        for v, f, m, value, flag in drift.select(
+            "view", "feature", "metric", "value", "drifted"
+        ).iter_rows():
+            values[("view", v, "feature", f, "metric", m)] = value
+            key = ("view", v, "feature", f)
+            drifted[key] = max(drifted.get(key, 0.0), 1.0 if flag else 0.0)
+    _gauge(lines, "featurekit_feature_drift", "Latest drift value per feature and metric.", values)
+    _gauge(
+        lines,
+        "featurekit_feature_drifted",
+        "1 when the feature drifted on any metric in its latest drift report, else 0.",
+        drifted,
+    )

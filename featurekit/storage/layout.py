@@ -13,6 +13,11 @@ A store root holds::
     features/<view>/v<N>/                           a view version's Delta table
     training_sets/<id>/manifest.json                a training set's manifest
     training_sets/<id>/labels/, data/               its labels, its saved rows (Delta)
+    training_sets/<id>/stats/                       its feature statistics (the training baseline)
+    quarantine/<view>/v<N>/                         rows refused by a view version's checks (Delta)
+    stats/<view>/v<N>/                              per-run feature statistics (Delta)
+    serving_log/                                    logged online lookups (Delta)
+    monitoring/drift/, monitoring/checks/           drift results and check verdicts, per run (Delta)
     online/config.json, online/online.sqlite        the embedded online store
 
 Keeping the layout in one module is what lets a store move to object storage in one
@@ -47,7 +52,9 @@ RecordKind = Literal["view", "service", "on_demand", "model"]
 #: Kinds of lineage record (see :mod:`featurekit.lineage.record`).
 LineageKind = Literal["materialize", "training_set", "model", "columns"]
 #: Delta tables of one training set: its labels and, once saved, its rows.
-TrainingSetPart = Literal["labels", "data", "result"]
+TrainingSetPart = Literal["labels", "data", "stats", "result"]
+#: Tables of monitoring results: drift reports and check verdicts, appended per run.
+MonitoringTable = Literal["drift", "checks"]
 #: Files of the embedded online store.
 OnlineFile = Literal["config.json", "online.sqlite"]
 
@@ -67,6 +74,9 @@ _VERSION_FILE = re.compile(r"v([1-9][0-9]*)\.json\Z")
 _TABLES = "features"
 _TRAINING_SETS = "training_sets"
 _ONLINE = "online"
+_QUARANTINE = "quarantine"
+_STATS = "stats"
+_SERVING_LOG = "serving_log"
 
 
 class StoreLayout:
@@ -159,6 +169,24 @@ class StoreLayout:
     def table_uri(self, view: str, version: int) -> str:
         """Where a view version's Delta table lives."""
         return self.uri(self.table_key(view, version))
+
+    def quarantine_uri(self, view: str, version: int) -> str:
+        """Where the rows a view version's checks refused are kept (a Delta table)."""
+        return self.uri(_QUARANTINE + self.table_key(view, version).removeprefix(_TABLES))
+
+    def stats_uri(self, view: str, version: int) -> str:
+        """Where a view version's per-run feature statistics live (a Delta table)."""
+        return self.uri(_STATS + self.table_key(view, version).removeprefix(_TABLES))
+
+    def serving_log_uri(self) -> str:
+        """Where logged online lookups are appended (a Delta table)."""
+        return self.uri(_SERVING_LOG)
+
+    def monitoring_uri(self, table: MonitoringTable) -> str:
+        """Where drift results or check verdicts of every view are appended (Delta)."""
+        if table not in get_args(MonitoringTable):
+            raise StorageError(f"unknown monitoring table {shown(table)}.")
+        return self.uri(f"monitoring/{table}")
 
     # ---- training sets ------------------------------------------------------------------
     def training_sets_prefix(self) -> str:

@@ -77,6 +77,9 @@ class VersionRecord(Record):
     #: knowledge time; with ``created_timestamp`` None, the rows have no knowledge time
     #: at all and the training sets' guard against late-arriving values cannot apply
     knowledge_time_dropped: list[str] = []
+    #: leakage lint findings (with their fix) when the version was recorded; empty for a
+    #: view declared with ``leakage="ignore"``
+    leakage: list[str] = []
     buckets: int = 1
 
     @model_validator(mode="before")

@@ -10,11 +10,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict
 
 from featurekit.storage import delta
 
-__all__ = ["RunRecord", "RunWindow", "runs"]
+__all__ = ["RunCheck", "RunRecord", "RunWindow", "runs"]
 
 
 class RunWindow(BaseModel):
@@ -24,6 +25,20 @@ class RunWindow(BaseModel):
 
     start: datetime | None = None
     end: datetime | None = None
+
+
+class RunCheck(BaseModel):
+    """One data-quality check's verdict on the rows a run wrote."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    severity: str
+    passed: bool
+    #: failing rows (0 for frame-level checks such as ``row_count``)
+    failing: int
+    #: what was measured, in words
+    detail: str
 
 
 class RunRecord(BaseModel):
@@ -41,6 +56,8 @@ class RunRecord(BaseModel):
         window: the event-time range replaced (materialization runs only).
         watermarks: per raw source, the greatest times read (``max_event``,
             ``max_created``, ISO strings).
+        checks: the checks that ran on the rows written and their verdicts (empty for
+            commits before checks ran, compactions, and runs written in batches).
 
     Example:
         >>> [(r.delta_version, r.mode, r.rows_written) for r in store.runs("driver_stats")]
@@ -59,6 +76,7 @@ class RunRecord(BaseModel):
     mode: str | None = None
     window: RunWindow | None = None
     watermarks: dict[str, dict[str, Any]] = {}
+    checks: list[RunCheck] = []
 
     @classmethod
     def from_commit(cls, entry: dict[str, Any]) -> RunRecord:
@@ -68,6 +86,9 @@ class RunRecord(BaseModel):
         marks = meta.get("watermarks")
         version = meta.get("version")
         rows = entry.get("rows_written")
+        checks = meta.get("checks")
+        if isinstance(checks, str):  # stored as JSON text, like every non-string value
+            checks = orjson.loads(checks)
         return cls(
             delta_version=int(entry["version"]),
             committed_at=entry["timestamp"],
@@ -80,6 +101,7 @@ class RunRecord(BaseModel):
             mode=meta.get("mode"),
             window=RunWindow.model_validate(window) if isinstance(window, dict) else None,
             watermarks=marks if isinstance(marks, dict) else {},
+            checks=[RunCheck.model_validate(c) for c in checks] if isinstance(checks, list) else [],
         )
 
 

@@ -68,6 +68,7 @@ def test_notebooks_are_committed_without_outputs() -> None:
     assert names == [
         "features_and_versions",
         "online_and_lineage",
+        "quality_and_drift",
         "quickstart",
         "training_sets_and_pit_explain",
     ]
@@ -110,6 +111,24 @@ def test_quickstart(tmp_path: Path) -> None:
     lineage = cells[-1]
     assert WIDGET in mimes(lineage), "in a kernel, the lineage displays as the widget"
     assert "<svg" in html(lineage), "with the static SVG as text/html fallback"
+
+
+@pytest.mark.slow
+def test_quality_and_drift(tmp_path: Path) -> None:
+    cells = run_notebook("quality_and_drift", tmp_path)
+    refused = text(cell_with(cells, "except fk.ValidationError"))
+    assert "refused: [('fare_non_negative', 1)]" in refused and "versions: []" in refused
+    quarantined = html(cell_with(cells, 'store.quarantine("driver_fares")'))
+    assert "-8.0" in quarantined and "fare_non_negative" in quarantined
+    verdicts = text(cell_with(cells, "result = store.materialize"))
+    assert "('fare_non_negative', True)" in verdicts and "('unique', True)" in verdicts
+    stats = html(cell_with(cells, 'store.stats("driver_fares")'))
+    assert "fk-stats" in stats and "<svg" in stats  # a table with a histogram per feature
+    assert "fk-stats" in html(cell_with(cells, "store.stats(ts)"))
+    drift = cell_with(cells, "report = store.drift")
+    assert "drifted: ('fare',)" in text(drift)
+    assert "fk-drift" in html(drift) and "fare (drifted)" in html(drift)
+    assert "SkewReport(values=5, differences=0)" in text(cell_with(cells, "served.skew()"))
 
 
 @pytest.mark.slow

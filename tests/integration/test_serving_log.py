@@ -1,0 +1,112 @@
+"""Online lookups are logged to a Delta table in the background, in process and by the server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import polars as pl
+import pytest
+from conftest import at
+from test_online_support import served
+from views_trips import fare_view
+
+import featurekit as fk
+from featurekit.online.serving_log import ServingLog
+
+
+def test_store_logs_every_lookup_once_with_values_and_statuses(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    root = tmp_path / "store"
+    with fk.Store(root, progress=False, log_serving=True) as store:
+        store.materialize(fare_view(data_dir, ttl=None))
+        served_frames = [
+            store.get_online_features(["fare_features:fare"], {"driver_id": [1, 2, 9]})
+            for _ in range(3)
+        ]
+    log = fk.Store(root, progress=False).serving_log()
+    assert log.height == 9
+    assert log.group_by("request_id").len()["len"].to_list() == [3, 3, 3]
+    first = log.filter(pl.col("request_id") == log["request_id"][0])
+    assert [json.loads(e)["driver_id"] for e in first["entity"]] == [1, 2, 9]
+    assert first["status"].to_list() == ["present", "present", "not_found"]
+    fares = [json.loads(v)["fare"] for v in first["features"]]
+    assert fares == served_frames[0]["fare"].to_list()
+    assert set(log["view"]) == {"fare_features"} and set(log["version"]) == {1}
+
+
+def test_serving_values_feed_drift(tmp_path: Path, data_dir: Path) -> None:
+    root = tmp_path / "store"
+    with fk.Store(root, progress=False, log_serving=True) as store:
+        store.materialize(fare_view(data_dir, ttl=None))
+        for _ in range(4):
+            store.get_online_features(["fare_features:fare"], {"driver_id": [1, 2]})
+        report = store.drift("fare_features", reference=(at(0), at(50)), current="serving")
+    assert report.current_rows == 8
+    assert report.current_label == "serving log"
+    # lookups served only fare (not fare_x2): the features served are compared
+    assert [(r.feature, r.metric) for r in report.results] == [
+        ("fare", "psi"),
+        ("fare", "ks_pvalue"),
+    ]
+
+
+def test_sample_rate_is_validated(tmp_path: Path) -> None:
+    with pytest.raises(fk.DefinitionError, match=r"sample rate must be in \(0, 1\], got 1.5"):
+        ServingLog(str(tmp_path / "log"), sample=1.5)
+
+
+def test_serve_log_features_logs_each_request_exactly_once(tmp_path: Path, data_dir: Path) -> None:
+    root = tmp_path / "store"
+    store = fk.Store(root, progress=False)
+    store.materialize(fare_view(data_dir, ttl=None))
+    body = {"features": ["fare_features:fare"], "entities": {"driver_id": [1, 2]}}
+    with served(root, "--log-features") as base:
+        for _ in range(20):
+            assert httpx.post(f"{base}/v1/features", json=body, timeout=10).status_code == 200
+    log = fk.Store(root, progress=False).serving_log()  # flushed on shutdown
+    assert log["request_id"].n_unique() == 20
+    assert log.height == 40
+
+
+def test_skew_is_zero_when_online_and_offline_agree(tmp_path: Path, data_dir: Path) -> None:
+    root = tmp_path / "store"
+    with fk.Store(root, progress=False, log_serving=True) as store:
+        store.materialize(fare_view(data_dir, ttl=None))
+        store.get_online_features(
+            ["fare_features:fare", "fare_features:fare_x2"], {"driver_id": [1, 2, 9]}
+        )
+        report = store.skew()
+    assert (report.values, report.count) == (6, 0)
+    assert len(report.training_sets) == 1
+
+
+def test_skew_names_a_stale_online_snapshot(tmp_path: Path, data_dir: Path) -> None:
+    root = tmp_path / "store"
+    view = fare_view(data_dir, ttl=None)
+    fk.Store(root, progress=False).materialize(view)  # offline and online in sync
+    newer = pl.DataFrame(
+        {
+            "driver_id": [1],
+            "event_ts": [at(60)],
+            "ingested_at": [at(60.5)],
+            "fare": [99.0],
+            "status": ["ok"],
+        }
+    )
+    trips = pl.read_parquet(data_dir / "trips.parquet")
+    pl.concat([trips, newer]).write_parquet(data_dir / "trips.parquet")
+    fk.Store(root, progress=False, online=False).materialize(view)  # offline only: stale online
+    with fk.Store(root, progress=False, log_serving=True) as store:
+        served_rows = store.get_online_features(["fare_features:fare"], {"driver_id": [1, 2]})
+        assert served_rows["fare"].to_list() == [50.0, 60.0]  # the stale snapshot
+        report = store.skew()
+    assert report.count == 1
+    [diff] = report.to_polars().to_dicts()
+    assert (diff["feature"], diff["served"], diff["offline"]) == ("fare", "50.0", "99.0")
+    assert diff["reason"].startswith(
+        "stale online snapshot: it served the row at 2026-01-02T16:00:00+00:00, the offline "
+        "store has a row at 2026-01-03T12:00:00+00:00"
+    )
