@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -262,3 +263,23 @@ def test_labels_without_a_bucketed_views_key_are_refused_as_before(tmp_path: Pat
         "labels have no key column 'rider_id' needed by view 'riders'; "
         "label columns are ['driver_id', 'ts']."
     )
+
+
+def test_explain_and_display_of_a_set_larger_than_memory_match_the_in_memory_set(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "trips.parquet"
+    SOURCE.write_parquet(source)
+    root = tmp_path / "store"
+    memory = _build(root, source, 4).training_set(LABELS, FEATURES, "ts")
+    spilled = fk.Store(root, progress=False, memory_budget=1).training_set(LABELS, FEATURES, "ts")
+    assert memory.id == spilled.id
+    for row in (0, 777, -1):
+        assert spilled.explain(row).to_polars().equals(memory.explain(row).to_polars())
+    html = spilled._repr_html_()
+    assert html is not None
+    created = re.compile(r"created [0-9T:-]+")  # each build has its own creation time
+    assert created.sub("", html) == created.sub("", memory._repr_html_() or "")
+    assert f"{LABELS.height:,} rows × 5 columns" in html
+    with pytest.raises(fk.DefinitionError, match=r"row 1500 is out of range: .* has 1500 rows"):
+        spilled.explain(LABELS.height)
