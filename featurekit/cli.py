@@ -465,7 +465,8 @@ def serve(
 
         from featurekit.core.errors import DefinitionError
         from featurekit.core.redact import redact
-        from featurekit.serving.app import Limits, create_app
+        from featurekit.server import create_server
+        from featurekit.serving.app import Limits
         from featurekit.serving.auth import ApiKeys, is_loopback
         from featurekit.store import Store
 
@@ -497,7 +498,7 @@ def serve(
         opened = Store(
             root, progress=False, online=online, log_serving=log_sample if log_features else False
         )
-        server = create_app(
+        server = create_server(
             opened,
             limits=limits,
             definitions=loaded,
@@ -621,6 +622,47 @@ def _monitor(
             continue
         out += [{"view": name, **row} for row in report.to_polars().to_dicts()]
     return out
+
+
+@app.command()
+def ui(
+    store: StoreOption,
+    host: Annotated[
+        str,
+        typer.Option(help="Address to bind. Anything but loopback needs --insecure."),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8001,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Allow a non-loopback --host (this command has no API keys: anyone who "
+            "reaches it reads every view, its code and lineage).",
+        ),
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+) -> None:
+    """Open the catalog: a read-only web page to find and understand features (offline)."""
+    with _errors():
+        import uvicorn
+
+        from featurekit.core.errors import DefinitionError
+        from featurekit.serving.auth import is_loopback
+        from featurekit.ui.routes import create_ui_app
+
+        # the same default as serve: a page others can reach must ask for keys, and only
+        # the feature server has them
+        if not insecure and not is_loopback(host):
+            raise DefinitionError(
+                f"refusing to serve the catalog on {host!r} without API keys: anyone who can "
+                "reach it could read every view, its code and lineage. Bind --host 127.0.0.1, "
+                "use `featurekit serve --api-keys FILE` (the catalog is at /ui/ there), or "
+                "pass --insecure if something in front already authenticates."
+            )
+        opened = _open(store)  # refuses a path that is not a store; never creates one
+        server = create_ui_app(opened)
+        typer.echo(f"featurekit: the catalog of {opened.root} is at http://{host}:{port}/ui/")
+        uvicorn.run(server, host=host, port=port, log_level=log_level, access_log=False)
 
 
 # ---- project commands (init, plan, apply, materialize, ls, show) live in featurekit.project ----

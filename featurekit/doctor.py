@@ -205,16 +205,21 @@ def _attempt(
     except BaseException as err:  # Rust panics in the readers derive from BaseException
         message = _message(err)
         if table is not None:
-            path = Path(table)
-            shown = (
-                str(path.relative_to(report.root)) if path.is_relative_to(report.root) else table
-            )
+            shown = _key_or_uri(report.root, table)
             message = message if shown in message else f"table {shown}: {message}"
         report.checks.append(Check("problem", subject, message))
         return None
     detail = ok if ok is not None else str(result)
     report.checks.append(Check("ok", subject, detail))
     return result
+
+
+def _key_or_uri(root: Path, table: str) -> str:
+    """``table`` as its key under the store root (as records name it), else as given."""
+    try:
+        return StoreLayout(root).key_of(table)
+    except StorageError:
+        return table
 
 
 def _message(err: BaseException) -> str:

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from featurekit.offline.monitoring import SkewReport, ViewDrift
     from featurekit.offline.optimize import OptimizeResult
     from featurekit.online.lookup import OnlineService
+    from featurekit.online.push import Pusher, PushResult
     from featurekit.online.serving_log import ServingLog
     from featurekit.online.stores import OnlineStore
 
@@ -107,6 +108,7 @@ class Store:
         self._online_service: OnlineService | None = None
         self._log_serving = float(log_serving)  # 0.0: off; else the sample rate
         self._serving_log: ServingLog | None = None
+        self._pusher: Pusher | None = None
         #: the project's declared definitions (``fk.Definitions``), when it was given them
         self.definitions = definitions if isinstance(definitions, Definitions) else None
         if isinstance(definitions, Definitions):
@@ -592,6 +594,38 @@ class Store:
         service = self.online_service()
         when = None if at is None else to_utc_datetime(at, what="at")
         return service.lookup(features, entities, with_metadata=with_metadata, at=when).frame
+
+    def push(self, view: FeatureView | str, rows: Any, *, version: int | None = None) -> PushResult:
+        """Write rows straight to a view: online at once, and appended to its offline table.
+
+        ``rows`` are in the view's output shape: keys, event time and features (for an
+        aggregation view, the raw events it aggregates), as a polars DataFrame, a list of
+        row mappings or a mapping of column -> values. Each row's created time is set to
+        the ingestion time (UTC, this machine's clock): training sets see it from then
+        on, never before; lookups see it as soon as ``push`` returns, with the same
+        tie rules as training sets (a pushed row older than the served one does not
+        replace it). The view's checks run on the rows first. See docs/online.md.
+
+        Args:
+            view: the view (its registered version) or its name (its latest version).
+            rows: the rows to push.
+            version: push to this version of a view named by string.
+
+        Example:
+            >>> store.push("driver_stats", [{"driver_id": 1, "event_ts": now, "conv_rate": 0.4}])
+        """
+        from featurekit.online.push import Pusher
+
+        if isinstance(view, FeatureView):
+            record, checks = self.register(view), tuple(view.checks)
+        else:
+            record = self.registry.version(view, version)
+            declared = self.definitions.views if self.definitions is not None else ()
+            checks = next((tuple(v.checks) for v in declared if v.name == record.view), ())
+        if self._pusher is None:
+            online = None if self._online_spec is False else self.online_service().online
+            self._pusher = Pusher(self.registry, online)
+        return self._pusher.push(record, rows, checks=checks, memory_budget=self.memory_budget)
 
     @property
     def online(self) -> OnlineStore:

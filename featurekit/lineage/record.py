@@ -34,6 +34,7 @@ from featurekit.lineage.model import ColumnDep, strongest
 from featurekit.lineage.openlineage import dataset_naming
 from featurekit.storage import delta
 from featurekit.storage.manifest import Manifest
+from featurekit.storage.records import ModelRecord
 from featurekit.storage.registry import Registry
 from featurekit.storage.sources import source_schema
 
@@ -458,12 +459,13 @@ def training_set_record(registry: Registry, manifest: Manifest) -> dict[str, Any
     }
 
 
-def model_record(registry: Registry, entry: Mapping[str, Any]) -> dict[str, Any]:
+def model_record(registry: Registry, entry: ModelRecord) -> dict[str, Any]:
     """The lineage record of a model entry."""
-    name, version = str(entry["name"]), int(entry["version"])
-    mid = f"model:{name}@{version}"
-    tid = f"training_set:{entry['training_set']}"
-    time = str(entry["created_at"])
+    name, version, mid = entry.name, entry.version, entry.id
+    tid = f"training_set:{entry.training_set}"
+    # the record holds the entry's JSON forms (times, parameters), as the registry stores them
+    data = entry.model_dump(mode="json", include={"created_at", "metrics", "params", "model"})
+    time = str(data["created_at"])
     run_id = f"model-{name}-v{version}"
     path = registry.layout.uri(registry.layout.record_key("model", name, version))
     nodes = [
@@ -474,16 +476,16 @@ def model_record(registry: Registry, entry: Mapping[str, Any]) -> dict[str, Any]
             str(version),
             None,
             {
-                "metrics": entry.get("metrics", {}),
-                "params": entry.get("params", {}),
-                "model": entry.get("model", {}),
-                "mlflow_run_id": entry.get("mlflow_run_id"),
+                "metrics": data["metrics"],
+                "params": data["params"],
+                "model": data["model"],
+                "mlflow_run_id": entry.mlflow_run_id,
                 "created_at": time,
                 "dataset": dataset_naming(path, mid),
                 "dataset_version": str(version),
             },
         ),
-        Node(tid, "training_set", str(entry["training_set"]), None, None, {}),
+        Node(tid, "training_set", entry.training_set, None, None, {}),
     ]
     run = Run(run_id, "model", time, f"featurekit.log_model.{name}", (tid,), (mid,), {})
     return {
@@ -512,7 +514,7 @@ def load_graph(registry: Registry, *, with_tables: bool = True) -> LineageGraph:
     for name in registry.model_names():
         for entry in registry.model_versions(name):
             if f"model-{name}-v{entry.version}" not in seen_models:
-                records.append(model_record(registry, entry.model_dump(mode="json")))
+                records.append(model_record(registry, entry))
     nodes: list[Node] = []
     edges: list[Edge] = []
     runs: list[Run] = []

@@ -88,7 +88,7 @@ class StoreLineage:
         self._record(
             "model",
             f"{entry.name}-v{entry.version}",
-            lambda: model_record(self.registry, entry.model_dump(mode="json")),
+            lambda: model_record(self.registry, entry),
             f"model {entry.id!r}",
         )
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from featurekit.core.errors import FeatureKitError
+from featurekit.core.redact import redact
 from featurekit.core.timeutil import duration_label, utcnow
 
 if TYPE_CHECKING:
@@ -201,7 +202,8 @@ def view_html(view: FeatureView, store: Store | None = None) -> str:
         parts.append(f"<div>fingerprint <code>{_e(fingerprint)}</code></div>")
         parts.append(_table(["feature", "dtype"], features))
     except FeatureKitError as err:
-        parts.append(f"<div class='fkr-muted'>cannot resolve yet: {_e(err)}</div>")
+        # the error may quote a source URL with its token; notebooks keep their outputs
+        parts.append(f"<div class='fkr-muted'>cannot resolve yet: {_e(redact(str(err)))}</div>")
     if view.sql:
         parts.append(f"<pre>{_e(view.sql)}</pre>")
     elif view.fn is not None:

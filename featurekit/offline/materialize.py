@@ -58,6 +58,7 @@ from featurekit.core.timeutil import to_utc_datetime, utcnow
 from featurekit.offline import buckets
 from featurekit.offline.batching import DEFAULT_BUDGET, batch_count, estimate_bytes, key_partitions
 from featurekit.offline.compute import Layout, Window, call_view, collect_rows, shaped, view_inputs
+from featurekit.offline.push import keep_pushed
 from featurekit.offline.quality import CheckSummary, RunQuality, leakage_findings
 from featurekit.offline.resolve import ResolvedView, changed_parts
 from featurekit.storage import delta
@@ -163,10 +164,12 @@ def materialize(
         try:
             # one batch is checked here, before its commit metadata is built; batches are
             # checked while the writer streams them, so their verdicts miss the commit metadata
-            rows = counted.frames() if len(batches) > 1 else next(counted.frames())
+            frames = counted.frames() if len(batches) > 1 else next(counted.frames())
+            if existing:  # rows pushed into the table (store.push) are not derived: keep them
+                predicate, frames = keep_pushed(uri, predicate, frames)
             version = delta.write_rows(
                 uri,
-                split.frames(rows),
+                split.frames(frames),
                 partition_by=split.partition_by,
                 predicate=predicate,
                 metadata={
@@ -183,7 +186,7 @@ def materialize(
         except ValidationError:
             quality.keep_refused()  # the quarantine, written once the writer has let go
             raise
-        del rows
+        del frames
         if existing is None:
             _add_committed(registry, resolved, record, uri, version)
         quality.save_stats(version, mode)

@@ -26,7 +26,15 @@ from featurekit.core.on_demand import OnDemandFeature, parse_dtype
 from featurekit.core.timeutil import utcnow
 from featurekit.storage.registry import OnDemandRecord, Registry, ServiceRecord, VersionRecord
 
-__all__ = ["FeatureService", "OnDemandRecord", "register_service", "resolve_on_demand"]
+__all__ = [
+    "FeatureService",
+    "OnDemandRecord",
+    "discover_outputs",
+    "on_demand_parts",
+    "register_service",
+    "resolve_on_demand",
+    "service_digest",
+]
 
 Lookup = Callable[[Any], tuple[VersionRecord, list[str]]]
 
@@ -86,12 +94,7 @@ def resolve_on_demand(registry: Registry, feature: OnDemandFeature) -> OnDemandR
         inputs.append(f"{view.view}@{view.version}:{ref.feature}")
         upstream[f"{view.view}@{view.version}"] = view.fingerprint
         dtypes[ref.feature] = parse_dtype(view.features[ref.feature])
-    parts = {
-        "code": feature.code_fingerprint(),
-        "options": feature.options(),
-        "upstream": upstream,
-        "format": FORMAT_VERSION,
-    }
+    parts = on_demand_parts(feature, upstream)
     fingerprint = stable_hash(parts)
     for existing in registry.on_demand_versions(feature.name):
         if existing.fingerprint == fingerprint:
@@ -101,7 +104,7 @@ def resolve_on_demand(registry: Registry, feature: OnDemandFeature) -> OnDemandR
             f"on-demand feature {feature.name!r} has the name of a feature view; "
             "pick another name (features are addressed as 'name:feature')."
         )
-    outputs = _discover_outputs(feature, dtypes)
+    outputs = discover_outputs(feature, dtypes)
     record: OnDemandRecord = registry.append_version(
         "on_demand",
         feature.name,
@@ -120,8 +123,27 @@ def resolve_on_demand(registry: Registry, feature: OnDemandFeature) -> OnDemandR
     return record
 
 
-def _discover_outputs(feature: OnDemandFeature, dtypes: Mapping[str, pl.DataType]) -> list[str]:
-    """Output columns, learned by calling the function on an empty frame of the input dtypes."""
+def on_demand_parts(feature: OnDemandFeature, upstream: Mapping[str, str]) -> dict[str, Any]:
+    """What an on-demand version's fingerprint hashes, part by part.
+
+    ``upstream`` maps each ``view@version`` read to its fingerprint. The parts are kept in the
+    record, so a plan can say which of them changed; the plan computes them here too, so a
+    planned fingerprint is the one a registration would record.
+    """
+    return {
+        "code": feature.code_fingerprint(),
+        "options": feature.options(),
+        "upstream": dict(upstream),
+        "format": FORMAT_VERSION,
+    }
+
+
+def discover_outputs(feature: OnDemandFeature, dtypes: Mapping[str, pl.DataType]) -> list[str]:
+    """Output columns, learned by calling the function on an empty frame of the input dtypes.
+
+    Raises:
+        DefinitionError: the function fails on an empty frame, or returns no columns.
+    """
     schema: dict[str, pl.DataType] = dict(dtypes)
     for column, dtype in feature.request:
         schema[column] = dtype if isinstance(dtype, pl.DataType) else pl.Float64()
@@ -145,6 +167,11 @@ def _discover_outputs(feature: OnDemandFeature, dtypes: Mapping[str, pl.DataType
 
 
 # ---- services --------------------------------------------------------------------------------
+def service_digest(refs: Sequence[str]) -> str:
+    """The hash a service version is recorded under: its feature refs, in order."""
+    return stable_hash({"features": list(refs)})
+
+
 def register_service(registry: Registry, service: FeatureService, lookup: Lookup) -> list[str]:
     """Record a service (by content: re-registering the same features is a no-op)."""
     refs: list[str] = []
@@ -157,7 +184,7 @@ def register_service(registry: Registry, service: FeatureService, lookup: Lookup
             refs.append(f"{item.name}:*")
         else:
             refs.append(str(FeatureRef.parse(item)))
-    digest = stable_hash({"features": refs})
+    digest = service_digest(refs)
     existing = registry.service_versions(service.name)
     if existing and existing[-1].hash == digest:
         return refs

@@ -143,6 +143,32 @@ class RedisOnlineStore:
         except self._errors as err:
             raise self._unavailable(err, f"writing view {view!r} version {version}") from err
 
+    def update_entries(
+        self, view: str, version: int, sid: str, meta: bytes, entries: Sequence[tuple[bytes, bytes]]
+    ) -> bool:
+        """Replace some entities and the metadata of snapshot ``sid`` in one MULTI/EXEC,
+        watched on the pointer so a swap in between changes nothing."""
+        import redis
+
+        ptr = self._key("ptr", view, version)
+        try:
+            with self._client.pipeline(transaction=True) as pipe:
+                pipe.watch(ptr)  # type: ignore[no-untyped-call]
+                current = pipe.get(ptr)
+                if current is None or _text(current) != sid:
+                    return False
+                pipe.multi()
+                if entries:
+                    pipe.hset(self._key("rows", sid), mapping=dict(entries))  # type: ignore[arg-type]
+                pipe.set(self._key("meta", sid), meta)
+                pipe.execute()
+        except redis.exceptions.WatchError:
+            return False
+        except self._errors as err:
+            raise self._unavailable(err, f"updating view {view!r} version {version}") from err
+        self._metas[sid] = meta
+        return True
+
     def read(self, requests: Sequence[ReadRequest]) -> list[ReadResult]:
         """One atomic script for all view versions of a request."""
         keys: list[str] = []

@@ -86,6 +86,17 @@ class MemoryOnlineStore:
         """Replace the snapshot (one dict assignment: atomic for readers)."""
         self._data[(view, version)] = (secrets.token_hex(8), meta, dict(entries))
 
+    def update_entries(
+        self, view: str, version: int, sid: str, meta: bytes, entries: Sequence[tuple[bytes, bytes]]
+    ) -> bool:
+        """Replace some entities of snapshot ``sid`` (one dict update: atomic for readers)."""
+        found = self._data.get((view, version))
+        if found is None or found[0] != sid:
+            return False
+        found[2].update(entries)
+        self._data[(view, version)] = (sid, meta, found[2])
+        return True
+
     def read(self, requests: Sequence[ReadRequest]) -> list[ReadResult]:
         """Entries per view version from the snapshot current when the read began."""
         out: list[ReadResult] = []
@@ -220,10 +231,47 @@ class SQLiteOnlineStore:
                 f"failed: {err}"
             ) from err
 
+    def update_entries(
+        self, view: str, version: int, sid: str, meta: bytes, entries: Sequence[tuple[bytes, bytes]]
+    ) -> bool:
+        """Replace some entities and the metadata of snapshot ``sid`` in one transaction."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(
+                    "SELECT sid FROM snapshots WHERE view = ? AND version = ?", (view, version)
+                ).fetchone()
+                if row is None or row[0] != sid:
+                    conn.execute("ROLLBACK")
+                    return False
+                conn.executemany(
+                    "INSERT OR REPLACE INTO entries (sid, key, value) VALUES (?, ?, ?)",
+                    ((sid, k, v) for k, v in entries),
+                )
+                conn.execute(
+                    "UPDATE snapshots SET meta = ? WHERE view = ? AND version = ?",
+                    (meta, view, version),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as err:
+            raise OnlineStoreError(
+                f"updating view {view!r} version {version} in the online store {self.url} "
+                f"failed: {err}"
+            ) from err
+        self._metas[sid] = meta
+        return True
+
     # ---- reads ------------------------------------------------------------------------------
     def read(self, requests: Sequence[ReadRequest]) -> list[ReadResult]:
         """All view versions from one read transaction (one consistent state)."""
         conn = self._conn()
+        if len(requests) == 1 and len(requests[0][2]) <= _CHUNK:
+            return [self._read_single(conn, *requests[0])]
         out: list[ReadResult] = []
         try:
             conn.execute("BEGIN")
@@ -235,6 +283,42 @@ class SQLiteOnlineStore:
         except sqlite3.Error as err:
             raise OnlineStoreError(f"reading the online store {self.url} failed: {err}") from err
         return out
+
+    def _read_single(
+        self, conn: sqlite3.Connection, view: str, version: int, keys: Sequence[bytes]
+    ) -> ReadResult:
+        """One view version in one statement: consistent without a transaction, and a
+        quarter of the calls into SQLite of the general path (the common request)."""
+        unique = list(dict.fromkeys(keys))
+        marks = ",".join("?" * len(unique))
+        try:
+            found = conn.execute(
+                "SELECT s.sid, e.key, e.value FROM snapshots s LEFT JOIN entries e "
+                f"ON e.sid = s.sid AND e.key IN ({marks}) WHERE s.view = ? AND s.version = ?",
+                (*unique, view, version),
+            ).fetchall()
+        except sqlite3.Error as err:
+            raise OnlineStoreError(f"reading the online store {self.url} failed: {err}") from err
+        if not found:
+            return None, None, []
+        sid: str = found[0][0]
+        meta = self._metas.get(sid)
+        if meta is None:
+            meta = self.meta_of_sid(conn, sid)
+            if meta is None:  # swapped since the read: the general path reads it whole
+                return self.read([(view, version, keys)])[0]
+        values = {k: v for _, k, v in found if k is not None}
+        return sid, meta, [values.get(k) for k in keys]
+
+    def meta_of_sid(self, conn: sqlite3.Connection, sid: str) -> bytes | None:
+        """Metadata of snapshot ``sid`` (cached: a snapshot's metadata never changes)."""
+        row = conn.execute("SELECT meta FROM snapshots WHERE sid = ?", (sid,)).fetchone()
+        if row is None:
+            return None
+        if len(self._metas) > 4096:
+            self._metas.clear()
+        self._metas[sid] = row[0]
+        return bytes(row[0])
 
     def _read_one(
         self, conn: sqlite3.Connection, view: str, version: int, keys: Sequence[bytes]

@@ -40,7 +40,7 @@ class PlanChangedError(FeatureKitError):
 def apply_plan(store: Store, definitions: Definitions, digest: str) -> Plan:
     """Register what the plan with ``digest`` showed; return that plan.
 
-    Sources are kept for every definition (see :func:`~featurekit.project.plan.save_source`),
+    Sources are kept for every definition (see :func:`~featurekit.project.sources.save_source`),
     so the next plan can diff code changes against them.
 
     Raises:

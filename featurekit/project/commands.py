@@ -380,18 +380,23 @@ def _instant(text: str | None, flag: str) -> datetime | None:
 
 
 def _fail(message: str) -> None:
+    """One red line on stderr, credentials masked, exit code 1."""
     from rich.console import Console
     from rich.markup import escape
 
+    from featurekit.core.redact import redact
+
+    # a message may quote user code's or a library's error text holding a URL with a
+    # password; cron and CI logs keep what is printed here
     Console(stderr=True, soft_wrap=True, highlight=False).print(
-        f"[bold red]error:[/bold red] [red]{escape(message)}[/red]"
+        f"[bold red]error:[/bold red] [red]{escape(redact(message))}[/red]"
     )
     raise typer.Exit(1)
 
 
 @contextlib.contextmanager
 def _errors(*, unexpected: bool = False) -> Iterator[None]:
-    """FeatureKitError (and, for scheduled commands, any error) -> one red line, exit 1."""
+    """FeatureKitError (and, for scheduled commands, any error) -> one masked red line, exit 1."""
     from featurekit.core.errors import FeatureKitError
 
     try:

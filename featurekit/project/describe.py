@@ -67,10 +67,7 @@ def list_entries(registry: Registry) -> list[Entry]:
         out.append(_on_demand(registry, name))
     for name in registry.service_names():
         out.append(_service(registry, name))
-    latest: dict[str, Any] = {}
-    for entry in models(registry):
-        latest[entry.name] = entry
-    for name in sorted(latest):
+    for name in sorted({entry.name for entry in models(registry)}):
         out.append(_model(registry, name))
     return out
 
@@ -82,9 +79,10 @@ def describe(registry: Registry, name: str) -> list[Entry]:
         NotFoundError: nothing has that name; the message suggests close names.
     """
     kind, _, bare = name.rpartition(":") if ":" in name else ("", "", name)
-    found = [e for e in list_entries(registry) if e.name == bare and (not kind or e.kind == kind)]
+    entries = list_entries(registry)
+    found = [e for e in entries if e.name == bare and (not kind or e.kind == kind)]
     if not found:
-        names = [e.name for e in list_entries(registry)]
+        names = [e.name for e in entries]
         raise NotFoundError(
             f"nothing named {bare!r} in this store (views, on-demand features, services, "
             f"models).{did_you_mean(bare, names)}"

@@ -39,14 +39,18 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict
 
 from featurekit.core.authoring import FeatureView
-from featurekit.core.config import FORMAT_VERSION
 from featurekit.core.definitions import FeatureRef
 from featurekit.core.errors import DefinitionError, NotFoundError, did_you_mean
 from featurekit.core.hashing import stable_hash
 from featurekit.core.on_demand import OnDemandFeature, parse_dtype
 from featurekit.offline.models import ModelRecord, models
 from featurekit.offline.resolve import changed_parts, resolve
-from featurekit.offline.services import FeatureService
+from featurekit.offline.services import (
+    FeatureService,
+    discover_outputs,
+    on_demand_parts,
+    service_digest,
+)
 from featurekit.project.definitions import Definitions
 from featurekit.project.sources import code_source, recorded_source
 from featurekit.storage.registry import Registry
@@ -278,7 +282,6 @@ class _Context:
 
     # ---- on-demand features ---------------------------------------------------------------
     def on_demand_change(self, feature: OnDemandFeature) -> Change:
-        inputs: list[str] = []
         upstream: dict[str, str] = {}
         dtypes: dict[str, pl.DataType] = {}
         for ref in feature.input_refs:
@@ -291,16 +294,9 @@ class _Context:
                     f"{ref.view!r} version {planned.version} has no feature {ref.feature!r}."
                     f"{did_you_mean(ref.feature, planned.features)}"
                 )
-            inputs.append(f"{ref.view}@{planned.version}:{ref.feature}")
             upstream[f"{ref.view}@{planned.version}"] = planned.fingerprint
             dtypes[ref.feature] = parse_dtype(planned.features[ref.feature])
-        # the same parts featurekit.offline.services fingerprints when it records a version
-        parts = {
-            "code": feature.code_fingerprint(),
-            "options": feature.options(),
-            "upstream": upstream,
-            "format": FORMAT_VERSION,
-        }
+        parts = on_demand_parts(feature, upstream)
         fingerprint = stable_hash(parts)
         outputs = _outputs(feature, dtypes)
         self.on_demand_outputs[feature.name] = outputs
@@ -330,9 +326,7 @@ class _Context:
                 reason=[],
                 impact="none",
             )
-        reason = [
-            k for k in ("code", "options", "upstream", "format") if latest.parts.get(k) != parts[k]
-        ]
+        reason = changed_parts(latest.parts, parts)
         removed = [o for o in latest.outputs if o not in outputs]
         number = latest.version + 1
         stale = [f"service:{s}" for s in self._services_reading(feature.name)]
@@ -365,16 +359,8 @@ class _Context:
 
     # ---- services -------------------------------------------------------------------------
     def service_change(self, service: FeatureService) -> Change:
-        refs: list[str] = []
-        for item in service.features:
-            if isinstance(item, FeatureView):
-                refs.append(f"{item.name}@{self._own(item).version}:*")
-            elif isinstance(item, OnDemandFeature):
-                refs.append(f"{item.name}:*")
-            else:
-                refs.append(str(FeatureRef.parse(item)))
-        # the same hash featurekit.offline.services records a service version under
-        digest = stable_hash({"features": refs})
+        refs = self._planned_refs(service)
+        digest = service_digest(refs)
         new_columns = self._expand(refs, planned=True)
         records = self.registry.service_versions(service.name)
         if not records:
@@ -421,11 +407,11 @@ class _Context:
         out: list[str] = []
         for text in refs:
             ref = FeatureRef.parse(text)
-            if ref.view in self.on_demand_outputs or self.registry.on_demand_versions(ref.view):
+            recorded = self.registry.on_demand_versions(ref.view)
+            if ref.view in self.on_demand_outputs or recorded:
                 outputs = self.on_demand_outputs.get(ref.view) if planned else None
                 if outputs is None:
-                    records = self.registry.on_demand_versions(ref.view)
-                    outputs = records[-1].outputs if records else []
+                    outputs = recorded[-1].outputs if recorded else []
                 names = outputs if ref.feature == "*" else [ref.feature]
             else:
                 if planned:
@@ -477,14 +463,19 @@ class _Context:
             if records:
                 refs[name] = list(records[-1].features)
         for service in self.defs.services:
-            refs[service.name] = [
-                f"{i.name}@{self._own(i).version}:*"
-                if isinstance(i, FeatureView)
-                else f"{i.name}:*"
-                if isinstance(i, OnDemandFeature)
-                else str(FeatureRef.parse(i))
-                for i in service.features
-            ]
+            refs[service.name] = self._planned_refs(service)
+        return refs
+
+    def _planned_refs(self, service: FeatureService) -> list[str]:
+        """A service's feature refs once applied, as ``register_service`` records them."""
+        refs: list[str] = []
+        for item in service.features:
+            if isinstance(item, FeatureView):
+                refs.append(f"{item.name}@{self._own(item).version}:*")
+            elif isinstance(item, OnDemandFeature):
+                refs.append(f"{item.name}:*")
+            else:
+                refs.append(str(FeatureRef.parse(item)))
         return refs
 
     def _services_reading(self, name: str) -> list[str]:
@@ -552,22 +543,15 @@ def _columns(
 
 
 def _outputs(feature: OnDemandFeature, dtypes: Mapping[str, pl.DataType]) -> list[str]:
-    """An on-demand feature's output columns, from one call on an empty frame.
+    """An on-demand feature's output columns, learned as the store learns them.
 
-    The store learns them the same way when it records a version; a function that cannot
-    run on an empty frame is refused there with the explanation, so here it only means
-    "outputs unknown".
+    A function that cannot run on an empty frame is refused when it is registered, with the
+    explanation, so here it only means "outputs unknown".
     """
-    schema: dict[str, pl.DataType] = dict(dtypes)
-    for column, dtype in feature.request:
-        schema[column] = dtype if isinstance(dtype, pl.DataType) else pl.Float64()
     try:
-        result = feature.fn(pl.DataFrame(schema=schema))
-        if isinstance(result, pl.LazyFrame):
-            result = result.collect()
-    except Exception:
+        return discover_outputs(feature, dtypes)
+    except DefinitionError:
         return []
-    return list(result.columns) if isinstance(result, pl.DataFrame) else []
 
 
 def _diff(old: str | None, new: str, name: str, version: int) -> str:

@@ -37,10 +37,10 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
@@ -60,13 +60,16 @@ from featurekit.core.errors import (
 from featurekit.core.names import MAX_NAME_LENGTH, NameKind, shown, validate_name
 from featurekit.core.on_demand import OnDemandFeature
 from featurekit.core.redact import redact
+from featurekit.offline.planner import Planner
 from featurekit.offline.services import FeatureService
 from featurekit.online.errors import OnlineStoreError, TooManyEntitiesError
-from featurekit.online.lookup import ServiceName
+from featurekit.online.lookup import OnlineService, ServiceName
+from featurekit.online.push import PushResult
 from featurekit.online.snapshot import SnapshotMeta
+from featurekit.online.stores import OnlineStore
 from featurekit.serving.auth import ApiKey, ApiKeys, AuthenticationError, PermissionDeniedError
 from featurekit.serving.metrics import Metrics
-from featurekit.store import Store
+from featurekit.storage.registry import Registry
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -184,6 +187,46 @@ class FeaturesRequest(BaseModel):
     ] = False
 
 
+class PushRequest(BaseModel):
+    """Body of ``POST /v1/push``: rows for one feature view, in its output shape."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "view": "driver_stats",
+                    "rows": [
+                        {"driver_id": 1001, "event_ts": "2026-11-30T12:00:00Z", "conv_rate": 0.4}
+                    ],
+                }
+            ]
+        },
+    )
+
+    view: Annotated[StrictStr, Field(description="The feature view's name.")]
+    version: Annotated[
+        StrictInt | None, Field(description="A version of the view (default: the latest).")
+    ] = None
+    rows: Annotated[
+        list[dict[StrictStr, Value]],
+        Field(
+            description="Keys, event time (ISO 8601) and features (aggregation views: the raw "
+            "event columns); the created time is set to the ingestion time."
+        ),
+    ]
+
+
+class PushResponse(BaseModel):
+    """What a push wrote."""
+
+    view: str
+    version: int
+    rows: int
+    delta_version: int
+    ingested_at: str = Field(description="The rows' created time (UTC, ISO 8601).")
+
+
 class FeaturesResponse(BaseModel):
     """Rows in request order, column by column."""
 
@@ -219,14 +262,53 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+class ServedStore(Protocol):
+    """What the server needs of a store; ``fk.Store`` is one (the surface passes it in)."""
+
+    @property
+    def root(self) -> Path: ...
+
+    @property
+    def registry(self) -> Registry: ...
+
+    @property
+    def planner(self) -> Planner: ...
+
+    @property
+    def online(self) -> OnlineStore: ...
+
+    def online_service(self) -> OnlineService: ...
+
+    def add_definitions(self, definitions: Iterable[OnDemandFeature | FeatureService]) -> None: ...
+
+    def views(self) -> list[str]: ...
+
+    def push(self, view: Any, rows: Any, *, version: int | None = None) -> PushResult: ...
+
+
+class ServerExtension(Protocol):
+    """Routes a higher layer mounts on the server (the catalog page), behind its boundary.
+
+    The boundary applies limits, API keys and the error shape to them like to every route;
+    ``public_paths`` are paths a browser must load without a key (a page's shell).
+    """
+
+    def public_paths(self) -> frozenset[str]: ...
+
+    def router(
+        self, *, max_name_length: int, key_of: Callable[[Request], ApiKey | None]
+    ) -> APIRouter: ...
+
+
 def create_app(
-    store: Store,
+    store: ServedStore,
     *,
     limits: Limits | None = None,
     definitions: Sequence[OnDemandFeature | FeatureService] = (),
     api_keys: ApiKeys | None = None,
     metrics_auth: bool = False,
     cors_origins: Sequence[str] = (),
+    extensions: Sequence[ServerExtension] = (),
 ) -> FastAPI:
     """The FastAPI app serving ``store`` (on-demand code and services from ``definitions``).
 
@@ -242,6 +324,8 @@ def create_app(
         metrics_auth: ``/metrics`` needs a key too (any valid key); needs ``api_keys``.
         cors_origins: exact origins (``https://app.example.com``) browsers may call from;
             none (the default) sends no CORS headers at all.
+        extensions: routes mounted behind the same boundary; ``featurekit serve`` mounts
+            the catalog page this way (:func:`featurekit.server.create_server`).
 
     Example:
         >>> import uvicorn
@@ -270,6 +354,8 @@ def create_app(
     app.add_exception_handler(HTTPException, _reraise)
     app.add_exception_handler(RequestValidationError, _reraise)
     open_paths = OPEN_PATHS if metrics_auth else OPEN_PATHS | {"/metrics"}
+    for extension in extensions:  # e.g. the catalog page's shell; its API stays behind keys
+        open_paths |= extension.public_paths()
     app.add_middleware(
         _Boundary,
         metrics=metrics,
@@ -302,10 +388,39 @@ def create_app(
         began = time.perf_counter()
         features = _checked_features(body, limits)
         _authorize(_key_of(request), features, store)
-        result = service.lookup(features, body.entities, with_metadata=body.with_metadata)
-        metrics.lookup(result.stats, time.perf_counter() - began)
-        columns = result.frame.to_dict(as_series=False)
-        return _json(200, {"lookup_ts": _iso(result.at_us), "columns": columns})
+        columns, at_us, stats = service.lookup_columns(
+            features, body.entities, with_metadata=body.with_metadata
+        )
+        metrics.lookup(stats, time.perf_counter() - began)
+        return _json(200, {"lookup_ts": _iso(at_us), "columns": columns})
+
+    @app.post(
+        "/v1/push",
+        response_model=PushResponse,
+        responses=_ERRORS,
+        summary="Push rows to a feature view",
+        openapi_extra=secured,
+    )
+    def push(body: PushRequest, request: Request) -> Response:
+        """Same semantics as ``store.push``: online at once, offline from the ingestion time.
+
+        With API keys: a write, so the key needs ``push:VIEW`` (``view:VIEW`` only reads).
+        """
+        name = _checked_push(body, limits)
+        key = _key_of(request)
+        if key is not None and not key.allows("push", name):
+            raise PermissionDeniedError(_denied(key, f"pushing to view {name!r}", f"push:{name}"))
+        result = store.push(name, body.rows, version=body.version)
+        return _json(
+            200,
+            {
+                "view": result.view,
+                "version": result.version,
+                "rows": result.rows,
+                "delta_version": result.delta_version,
+                "ingested_at": result.ingested_at.isoformat(),
+            },
+        )
 
     @app.get(
         "/v1/feature-views",
@@ -405,6 +520,9 @@ def create_app(
         return app.openapi_schema or {}
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+    for extension in extensions:
+        app.include_router(extension.router(max_name_length=limits.max_name_length, key_of=_key_of))
     return app
 
 
@@ -415,7 +533,7 @@ def _key_of(request: Request) -> ApiKey | None:
     return key if isinstance(key, ApiKey) else None
 
 
-def _authorize(key: ApiKey | None, features: Any, store: Store) -> None:
+def _authorize(key: ApiKey | None, features: Any, store: ServedStore) -> None:
     """PermissionDeniedError unless ``key`` is granted everything ``features`` reads."""
     if key is None:
         return
@@ -515,6 +633,31 @@ def _checked_features(body: FeaturesRequest, limits: Limits) -> Any:
             _checked_name(parsed.feature, "feature", field, limits)
     # a repeated reference asks for the same column again: look each up once
     return tuple(dict.fromkeys(refs))
+
+
+def _checked_push(body: PushRequest, limits: Limits) -> str:
+    """The view name of a push, validated; rows and columns within the limits."""
+    name = _checked_name(body.view, "view", "view", limits)
+    if len(body.rows) > limits.max_entities:
+        raise TooManyEntitiesError(
+            f"{len(body.rows)} rows in one push; the limit is {limits.max_entities}. Split "
+            "the rows into batches.",
+            limit=limits.max_entities,
+        )
+    for i, row in enumerate(body.rows):
+        if len(row) > limits.max_columns:
+            raise RequestTooLargeError(
+                f"row {i} has {len(row)} columns; the limit is {limits.max_columns}.",
+                limit=limits.max_columns,
+            )
+        for column in row:
+            if len(column) > limits.max_name_length:
+                raise RequestFieldError(
+                    f"column name {shown(column)} is longer than {limits.max_name_length} "
+                    "characters.",
+                    field=f"rows.{i}",
+                )
+    return name
 
 
 def _checked_name(name: str, kind: NameKind, field: str, limits: Limits) -> str:
@@ -619,7 +762,7 @@ class _Boundary:
                 "(featurekit serve --max-body-bytes raises the limit)."
             )
         elif isinstance(err, RequestValidationError):
-            kind, message, field = "ValidationError", *_validation(err)
+            kind, message, field = "ValidationError", *_validation(err, scope.get("path", ""))
         elif isinstance(err, HTTPException):
             status, kind, message, headers = _http(err, scope)
         elif isinstance(err, AuthenticationError):
@@ -685,7 +828,14 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _validation(err: RequestValidationError) -> tuple[str, str | None]:
+#: The fields each request body takes, for "unknown field" messages.
+_BODY_FIELDS = {
+    "/v1/features": "features, feature_service, entities, with_metadata",
+    "/v1/push": "view, version, rows",
+}
+
+
+def _validation(err: RequestValidationError, path: str = "") -> tuple[str, str | None]:
     """Message and field of FastAPI's validation error, read from the error object."""
     first = err.errors()[0] if err.errors() else {}
     if first.get("type") == "json_invalid":
@@ -704,7 +854,7 @@ def _validation(err: RequestValidationError) -> tuple[str, str | None]:
     field = ".".join(loc) or None
     message = f"{field or 'request'}: {first.get('msg', 'invalid request')}"
     if first.get("type") == "extra_forbidden":
-        message += " (allowed: features, feature_service, entities, with_metadata)"
+        message += f" (allowed: {_BODY_FIELDS.get(path, _BODY_FIELDS['/v1/features'])})"
     return message, field
 
 
@@ -768,13 +918,13 @@ def _iso(us: int) -> str:
     return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)).isoformat()
 
 
-def _snapshots(store: Store) -> dict[tuple[str, int], SnapshotMeta]:
+def _snapshots(store: ServedStore) -> dict[tuple[str, int], SnapshotMeta]:
     metas = (SnapshotMeta.from_bytes(raw) for raw in store.online.all_meta())
     return {(m.view, m.version): m for m in metas}
 
 
 def _describe(
-    store: Store, name: str, version: int, snapshots: dict[tuple[str, int], SnapshotMeta]
+    store: ServedStore, name: str, version: int, snapshots: dict[tuple[str, int], SnapshotMeta]
 ) -> dict[str, Any]:
     record = store.registry.version(name, version)
     snap = snapshots.get((name, version))
@@ -850,16 +1000,3 @@ def _run(fn: Callable[[], Any], target: str) -> Any:
         raise UserCodeError(
             f"importing definitions {target!r} failed: {type(err).__name__}: {err}"
         ) from err
-
-
-def _print_openapi() -> None:  # pragma: no cover - a maintenance helper
-    """Print the OpenAPI spec (``python -m featurekit.serving.app > docs/openapi.json``)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as folder:
-        spec = create_app(Store(Path(folder) / "store", progress=False, online="memory")).openapi()
-    sys.stdout.write(orjson.dumps(spec, option=orjson.OPT_INDENT_2).decode() + "\n")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _print_openapi()

@@ -74,8 +74,8 @@ RELOAD_SECONDS = 2.0
 
 _log = logging.getLogger("featurekit.serving")
 
-GrantKind = Literal["view", "service"]
-_KINDS: tuple[GrantKind, ...] = ("view", "service")
+GrantKind = Literal["view", "service", "push"]
+_KINDS: tuple[GrantKind, ...] = ("view", "service", "push")
 
 
 class AuthenticationError(FeatureKitError):
@@ -88,7 +88,8 @@ class PermissionDeniedError(FeatureKitError):
 
 @dataclass(frozen=True)
 class Grant:
-    """What a key may read: ``view:NAME`` or ``service:NAME`` (``*``: every name)."""
+    """What a key may do: read ``view:NAME`` or ``service:NAME``, or ``push:NAME`` rows to a
+    view (``*``: every name). Reading never implies pushing."""
 
     kind: GrantKind
     name: str
@@ -98,16 +99,17 @@ class Grant:
         """``"view:driver_stats"`` -> ``Grant("view", "driver_stats")``.
 
         Raises:
-            DefinitionError: not ``view:NAME`` or ``service:NAME`` with a valid name or ``*``.
+            DefinitionError: not ``view:NAME``, ``service:NAME`` or ``push:NAME`` with a
+                valid name or ``*``.
         """
         kind, sep, name = text.partition(":")
         if not sep or kind not in _KINDS:
             raise DefinitionError(
-                f"grant {shown(text)} is not understood; use 'view:NAME' or 'service:NAME' "
-                "('*' for every name), e.g. --grant view:driver_stats."
+                f"grant {shown(text)} is not understood; use 'view:NAME', 'service:NAME' or "
+                "'push:NAME' ('*' for every name), e.g. --grant view:driver_stats."
             )
         if name != "*":
-            validate_name(name, "view" if kind == "view" else "service")
+            validate_name(name, "service" if kind == "service" else "view")
         return cls(kind, name)  # type: ignore[arg-type]
 
     def __str__(self) -> str:
@@ -128,6 +130,7 @@ class ApiKey:
         return any(g.kind == kind and g.name in ("*", name) for g in self.grants)
 
     def to_json(self) -> dict[str, object]:
+        """The entry as the key file holds it: name, hex salt and digest, grants."""
         return {
             "name": self.name,
             "salt": self.salt.hex(),
@@ -218,6 +221,7 @@ class ApiKeys:
         return found
 
     def names(self) -> list[str]:
+        """The names of the keys loaded now, in file order."""
         return [k.name for k in self.keys]
 
 

@@ -17,7 +17,7 @@ import polars as pl
 from polars.datatypes import DataTypeClass
 
 from featurekit.core.errors import StorageError
-from featurekit.kernels.bucketing import BUCKET, BUCKETS
+from featurekit.kernels.bucketing import BUCKET, BUCKETS, bucket_ids
 
 META_PREFIX = "featurekit."
 
@@ -131,6 +131,77 @@ def write_rows(
         if not _is_failure(err):
             raise
         raise StorageError(f"writing Delta table {uri!r} failed: {_first_line(err)}") from err
+
+
+def append_rows(
+    uri: str,
+    frame: pl.DataFrame,
+    *,
+    metadata: Mapping[str, Any],
+    storage_options: Mapping[str, str] | None = None,
+    bucket_keys: Sequence[str] = (),
+) -> int:
+    """Append ``frame`` in one commit, adding its new (nullable) columns to the schema.
+
+    Returns the new version. Used for rows pushed into a feature table, which carry a
+    column the view's own runs do not write (see :mod:`featurekit.offline.push`). On a
+    bucketed table, the rows get their bucket of ``bucket_keys`` (see
+    :mod:`featurekit.kernels.bucketing`) and land in that bucket's partition.
+    """
+    from deltalake import CommitProperties, DeltaTable, write_deltalake
+
+    custom = {
+        META_PREFIX + k: v if isinstance(v, str) else orjson.dumps(v).decode()
+        for k, v in metadata.items()
+    }
+    data = _one_batch(frame)
+    try:
+        # one open of the log, not two: the writer commits through this object and
+        # leaves it at the version it wrote (a push is small; the log read dominates it)
+        table = DeltaTable(uri, storage_options=_options(storage_options))
+        if BUCKETS in table.metadata().partition_columns:
+            data = _one_batch(_bucketed(table, frame, bucket_keys))
+        write_deltalake(
+            table,
+            data,
+            writer_properties=_writer_properties(data.schema),
+            mode="append",
+            schema_mode="merge",
+            commit_properties=CommitProperties(custom_metadata=custom),
+        )
+        return int(table.version())
+    except BaseException as err:
+        if not _is_failure(err):
+            raise
+        raise StorageError(f"appending to Delta table {uri!r} failed: {_first_line(err)}") from err
+
+
+def _bucketed(table: Any, frame: pl.DataFrame, keys: Sequence[str]) -> pl.DataFrame:
+    """``frame`` with the partition columns of the bucketed ``table`` it is appended to."""
+    import pyarrow as pa
+
+    if not keys:
+        raise StorageError(
+            f"Delta table {table.table_uri!r} is bucketed: appended rows need their entity keys "
+            "to find their bucket."
+        )
+    actions = pa.table(table.get_add_actions(flatten=True))
+    column = f"partition.{BUCKETS}"
+    count = int(actions.column(column)[0].as_py()) if actions.num_rows else 2
+    return frame.with_columns(
+        pl.lit(count, dtype=pl.Int32).alias(BUCKETS), bucket_ids(frame, keys, count)
+    )
+
+
+def column_names(uri: str, storage_options: Mapping[str, str] | None = None) -> list[str]:
+    """The columns of the table's latest version (empty when there is no table)."""
+    if not table_exists(uri, storage_options):
+        return []
+    from deltalake import DeltaTable
+
+    return [
+        f.name for f in DeltaTable(uri, storage_options=_options(storage_options)).schema().fields
+    ]
 
 
 def _stream(frames: Iterable[pl.DataFrame], failures: list[BaseException]) -> Any:

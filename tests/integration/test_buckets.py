@@ -6,7 +6,7 @@ import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from unittest import mock
 
@@ -283,3 +283,32 @@ def test_explain_and_display_of_a_set_larger_than_memory_match_the_in_memory_set
     assert f"{LABELS.height:,} rows × 5 columns" in html
     with pytest.raises(fk.DefinitionError, match=r"row 1500 is out of range: .* has 1500 rows"):
         spilled.explain(LABELS.height)
+
+
+def test_pushed_rows_land_in_their_bucket(tmp_path: Path) -> None:
+    source = tmp_path / "trips.parquet"
+    SOURCE.write_parquet(source)
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    pushed = pl.DataFrame(
+        {
+            "driver_id": [3, 150, 3],
+            "event_ts": [now - timedelta(minutes=m) for m in (3, 2, 1)],
+            "value": [7.0, 8.0, 9.0],
+        }
+    )
+    results = []
+    for n in (1, 4):
+        store = _build(tmp_path / f"store{n}", source, n)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fk.FeatureKitWarning)
+            store.push("stats", pushed)
+        uri = store.registry.layout.table_uri("stats", 1)
+        latest = delta.current_version(uri)
+        assert latest is not None
+        assert delta.bucket_count(uri, latest) == n
+        later = pl.DataFrame({"driver_id": [3, 150], "ts": [now + timedelta(hours=1)] * 2})
+        got = store.training_set(later, ["stats:value"], "ts").to_polars()
+        assert got["value"].to_list() == [9.0, 8.0]  # the pushed values, found in their bucket
+        rows = store.read("stats").drop("ingested_at", "__fk_pushed")  # push ids differ
+        results.append(rows.sort("driver_id", "event_ts", "value"))
+    assert results[0].equals(results[1])

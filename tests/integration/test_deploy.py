@@ -26,7 +26,7 @@ import httpx
 import pytest
 import typer
 import yaml
-from test_online_support import free_port, now_floor, views, write_data
+from test_online_support import filled_store, free_port
 
 import featurekit as fk
 from featurekit.cli import app as cli_app
@@ -149,13 +149,7 @@ def _one(word: str) -> str:
 
 @pytest.fixture(scope="module")
 def filled(tmp_path_factory: pytest.TempPathFactory) -> fk.Store:
-    root = tmp_path_factory.mktemp("deploy")
-    (root / "data").mkdir()
-    write_data(root / "data", now_floor())
-    store = fk.Store(root / "store", progress=False)
-    for view in views(root / "data"):
-        store.materialize(view)
-    return store
+    return filled_store(tmp_path_factory.mktemp("deploy"))
 
 
 def test_dockerfile_shape(filled: fk.Store) -> None:

@@ -6,6 +6,8 @@ on-demand features, two key columns, pinned versions and feature services.
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -254,3 +256,41 @@ def test_materialization_refreshes_online_and_noop_repairs(
     assert other.get_online_features(["driver_stats:trips_today"], {"driver_id": [1]}).equals(
         second
     )
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_pushed_rows_keep_online_equal_to_training_sets(tmp_path: Path, backend: str) -> None:
+    """Pushes at random instants (older than served, future, NaN/inf, new drivers) over the
+    same world: every entity, every instant around each push, on-demand features included."""
+    import random
+
+    (tmp_path / "data").mkdir()
+    write_data(tmp_path / "data", now_floor())
+    with contextlib.ExitStack() as stack:
+        spec = None if backend == "sqlite" else stack.enter_context(redis_server())
+        store = fk.Store(tmp_path / "store", progress=False, online=spec)
+        a, b = views(tmp_path / "data")
+        store.materialize(a)
+        store.materialize(b)
+        rng = random.Random(11)
+        instants = []
+        ids = entities()["driver_id"][:-1]  # the null key cannot be pushed
+        for _ in range(6):
+            at = datetime.now(UTC)
+            rows = [
+                {
+                    "driver_id": rng.choice(ids),
+                    "event_ts": at + timedelta(minutes=rng.choice([-300, -100, -30, -1, 0, 40])),
+                    "avg_fare": rng.choice([1.5, 22.0, math.nan, math.inf]),
+                    "trips_today": rng.randint(0, 30),
+                    "rating": rng.choice([None, 4.5, 3.0]),
+                }
+                for _ in range(rng.randint(1, 25))
+            ]
+            instants.append(store.push(a, rows).ingested_at)
+        checks = {instants[-1] + timedelta(minutes=m) for m in (1, 45, 125)}
+        for when in instants:
+            checks |= {when - timedelta(microseconds=1), when}
+        for when in sorted(checks):
+            online = store.get_online_features(FEATURES, entities(), at=when)
+            same(online, expected(store, when), FEATURE_COLUMNS)

@@ -146,7 +146,7 @@ def test_openapi_spec_is_served_and_checked_in(client: httpx.Client) -> None:
     served = client.get("/openapi.json").json()
     assert "/v1/features" in served["paths"]
     assert served == json.loads(DOCS.read_text()), (
-        "docs/openapi.json is stale; regenerate: python -m featurekit.serving.app > docs/openapi.json"
+        "docs/openapi.json is stale; regenerate: python -m featurekit.server > docs/openapi.json"
     )
 
 

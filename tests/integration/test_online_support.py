@@ -141,6 +141,16 @@ def views(folder: Path, ttl: str = "2h") -> tuple[fk.FeatureView, fk.FeatureView
     return a, b
 
 
+def filled_store(root: Path) -> fk.Store:
+    """A store under ``root`` with both views materialized over fresh data in ``root/data``."""
+    (root / "data").mkdir()
+    write_data(root / "data", now_floor())
+    store = fk.Store(root / "store", progress=False)
+    for view in views(root / "data"):
+        store.materialize(view)
+    return store
+
+
 def entities(n: int = N_DRIVERS) -> dict[str, list[Any]]:
     """Every driver, an unknown one and a null key; zones alternate; request amounts."""
     ids: list[Any] = [*range(n), 100_000, None]
@@ -166,7 +176,17 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def redis_server() -> Iterator[str]:
-    """A real redis-server on a free loopback port; in CI a missing binary fails the test."""
+    """A real redis-server on a free loopback port; yields its URL."""
+    with redis_process() as (port, _):
+        yield f"redis://127.0.0.1:{port}/0"
+
+
+@contextlib.contextmanager
+def redis_process(*args: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """redis-server with extra ``args`` on a free loopback port; yields (port, process).
+
+    In CI a missing binary fails the test; elsewhere it skips.
+    """
     binary = shutil.which("redis-server")
     if binary is None:
         if os.environ.get("CI"):
@@ -174,10 +194,11 @@ def redis_server() -> Iterator[str]:
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )
+    )  # fmt: skip
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -186,7 +207,7 @@ def redis_server() -> Iterator[str]:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError("redis-server did not start")
             time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield port, proc
     finally:
         proc.terminate()
         proc.wait(10)

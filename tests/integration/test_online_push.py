@@ -1,0 +1,336 @@
+"""Pushed rows: online at once, offline from their ingestion time on, and online == offline.
+
+After pushes at random instants (rows older than the served one, in the future, for new
+entities, ties, NaN), ``get_online_features(at=t)`` equals ``training_set`` at ``t`` for
+every entity and every instant around each ingestion, on SQLite and on a real Redis, for
+a plain view (with TTL) and an aggregation view. A later materialization neither drops
+nor duplicates pushed rows.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from test_online_support import redis_server
+
+import featurekit as fk
+from featurekit.core.hashing import frame_hash
+from featurekit.offline.push import PUSH_COLUMN
+
+rider = fk.Entity("rider", keys=["rider_id"])
+N = 12
+AGGS = [
+    fk.Aggregation("fare", "sum", window="1h"),
+    fk.Aggregation("fare", "count", window="2h"),
+    fk.Aggregation("fare", "last", window="1d"),
+]
+
+
+def rides(trips: pl.LazyFrame) -> pl.LazyFrame:
+    """Per-ride fare and tip, with the knowledge time."""
+    return trips.select("rider_id", "event_ts", "ingested_at", "fare", "tip")
+
+
+def fares(trips: pl.LazyFrame) -> pl.LazyFrame:
+    """Raw fare events for the windowed aggregates."""
+    return trips.select("rider_id", "event_ts", "ingested_at", "fare")
+
+
+def write_trips(path: Path, now: datetime, seed: int, n_rows: int = 60) -> None:
+    rng = random.Random(seed)
+    events = [now - timedelta(minutes=rng.randint(5, 300)) for _ in range(n_rows)]
+    pl.DataFrame(
+        {
+            "rider_id": [rng.randrange(N - 3) for _ in range(n_rows)],
+            "event_ts": events,
+            "ingested_at": [e + timedelta(minutes=rng.randint(0, 4)) for e in events],
+            "fare": [round(rng.uniform(3, 60), 2) for _ in range(n_rows)],
+            "tip": [rng.randint(0, 9) for _ in range(n_rows)],
+        },
+        schema_overrides={"event_ts": pl.Datetime("us"), "ingested_at": pl.Datetime("us")},
+    ).write_parquet(path)
+
+
+def make_views(path: Path) -> tuple[fk.FeatureView, fk.FeatureView]:
+    trips = fk.Source("trips", path, timestamp="event_ts", created_timestamp="ingested_at")
+    plain = fk.feature_view(entity=rider, sources=[trips], ttl="2h")(rides)
+    windowed = fk.feature_view(entity=rider, sources=[trips], aggregations=AGGS)(fares)
+    return plain, windowed
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def online(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    if request.param == "sqlite":
+        yield None
+    else:
+        with redis_server() as url:
+            yield url
+
+
+def random_rows(rng: random.Random, now: datetime, aggregated: bool) -> list[dict[str, Any]]:
+    rows = []
+    for _ in range(rng.randint(1, 5)):
+        minutes = rng.choice([-400, -200, -90, -30, -5, 0, 1, 20, 45])
+        row: dict[str, Any] = {
+            "rider_id": rng.randrange(N),  # the last ids are new entities
+            "event_ts": now + timedelta(minutes=minutes, microseconds=rng.randint(0, 10**6)),
+            "fare": math.nan if rng.random() < 0.1 else round(rng.uniform(3, 60), 2),
+        }
+        if not aggregated:
+            row["tip"] = rng.randint(0, 9)
+        rows.append(row)
+    if rows and rng.random() < 0.3:
+        rows.append({**rows[0], "fare": 1.25})  # same entity and instant: the later row wins
+    return rows
+
+
+def lookup_equals_training_set(store: fk.Store, features: list[str], at: datetime) -> None:
+    ids = [*range(N), 10**6]
+    online = store.get_online_features(features, {"rider_id": ids}, at=at)
+    labels = pl.DataFrame({"rider_id": ids, "label_ts": [at] * len(ids)}).with_columns(
+        pl.col("label_ts").cast(pl.Datetime("us", "UTC"))
+    )
+    offline = store.training_set(labels, features=features, timestamp="label_ts").to_polars()
+    columns = [c for c in online.columns if c != "rider_id"]
+    a, b = online.select(columns), offline.select(columns)
+    assert a.schema == b.schema
+    assert frame_hash(a) == frame_hash(b), f"at {at}:\n{a}\n{b}"
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_pushed_rows_online_equal_training_sets(
+    tmp_path: Path, online: str | None, seed: int
+) -> None:
+    now = datetime.now(UTC).replace(tzinfo=None)
+    path = tmp_path / "trips.parquet"
+    write_trips(path, now, seed)
+    store = fk.Store(tmp_path / "store", progress=False, online=online)
+    plain, windowed = make_views(path)
+    store.materialize(plain)
+    store.materialize(windowed)
+    rng = random.Random(seed)
+    instants = []
+    for _ in range(5):
+        for view, aggregated in (("rides", False), ("fares", True)):
+            result = store.push(view, random_rows(rng, datetime.now(UTC), aggregated))
+            instants.append(result.ingested_at)
+    checks = {datetime.now(UTC) + timedelta(minutes=m) for m in (0, 25, 50, 130, 200)}
+    for when in instants:
+        checks |= {when - timedelta(microseconds=1), when, when + timedelta(milliseconds=1)}
+    plain_features = ["rides:fare", "rides:tip"]
+    windowed_features = ["fares:fare_sum_1h", "fares:fare_count_2h", "fares:fare_last_1d"]
+    for when in sorted(checks):
+        lookup_equals_training_set(store, plain_features, when)
+        lookup_equals_training_set(store, windowed_features, when)
+
+    # a new source file lands: the incremental run keeps the pushed rows, once each
+    pushed = store.read("rides").filter(pl.col(PUSH_COLUMN).is_not_null()).height
+    write_trips(path, datetime.now(UTC).replace(tzinfo=None) + timedelta(minutes=10), seed + 9, 80)
+    result = store.materialize(plain)
+    assert result.mode in ("incremental", "full")
+    assert store.read("rides").filter(pl.col(PUSH_COLUMN).is_not_null()).height == pushed
+    store.materialize(windowed, full_refresh=True)
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    lookup_equals_training_set(store, plain_features, later)
+    lookup_equals_training_set(store, windowed_features, later)
+
+
+def test_push_is_visible_at_once_and_only_from_its_ingestion(tmp_path: Path) -> None:
+    now = datetime.now(UTC).replace(tzinfo=None)
+    path = tmp_path / "trips.parquet"
+    write_trips(path, now, 5)
+    store = fk.Store(tmp_path / "store", progress=False)
+    plain, _ = make_views(path)
+    store.materialize(plain)
+    event = datetime.now(UTC) - timedelta(minutes=1)
+    result = store.push(plain, [{"rider_id": 11, "event_ts": event, "fare": 9.5, "tip": 3}])
+    assert (result.view, result.version, result.rows) == ("rides", 1, 1)
+    got = store.get_online_features(["rides:fare", "rides:tip"], {"rider_id": [11]})
+    assert got.row(0, named=True) == {"rider_id": 11, "fare": 9.5, "tip": 3}
+    # an older row does not replace the served one
+    store.push(
+        "rides", [{"rider_id": 11, "event_ts": event - timedelta(hours=1), "fare": 1.0, "tip": 0}]
+    )
+    got = store.get_online_features(["rides:fare"], {"rider_id": [11]})
+    assert got.get_column("fare").to_list() == [9.5]
+    # offline: seen by labels at or after the ingestion time, not before it
+    labels = pl.DataFrame(
+        {
+            "rider_id": [11, 11],
+            "label_ts": [result.ingested_at - timedelta(microseconds=1), result.ingested_at],
+        }
+    ).with_columns(pl.col("label_ts").cast(pl.Datetime("us", "UTC")))
+    ts = store.training_set(labels, features=["rides:fare"], timestamp="label_ts").to_polars()
+    assert ts.get_column("fare").to_list() == [None, 9.5]
+    runs = store.runs("rides")
+    assert [r.mode for r in runs][-2:] == ["push", "push"]
+    # compaction keeps pushed rows (and their marker) and changes no training set
+    store.optimize("rides")
+    assert store.read("rides").filter(pl.col(PUSH_COLUMN).is_not_null()).height == 2
+    again = store.training_set(labels, features=["rides:fare"], timestamp="label_ts").to_polars()
+    assert again.get_column("fare").to_list() == [None, 9.5]
+
+
+def test_push_refuses_bad_rows_and_writes_nothing(tmp_path: Path) -> None:
+    now = datetime.now(UTC).replace(tzinfo=None)
+    path = tmp_path / "trips.parquet"
+    write_trips(path, now, 6)
+    store = fk.Store(tmp_path / "store", progress=False)
+    plain, _ = make_views(path)
+    store.materialize(plain)
+    before = store.read("rides").height
+    ts = datetime.now(UTC)
+    with pytest.raises(fk.SchemaError, match=r"lack column\(s\) \['tip'\]"):
+        store.push("rides", [{"rider_id": 1, "event_ts": ts, "fare": 2.0}])
+    with pytest.raises(fk.SchemaError, match="set 'ingested_at', the created time"):
+        store.push(
+            "rides",
+            [{"rider_id": 1, "event_ts": ts, "fare": 2.0, "tip": 1, "ingested_at": ts}],
+        )
+    with pytest.raises(fk.SchemaError, match="unknown column"):
+        store.push("rides", [{"rider_id": 1, "event_ts": ts, "fare": 2.0, "tip": 1, "x": 1}])
+    with pytest.raises(fk.SchemaError, match="column 'fare' of view 'rides' does not hold"):
+        store.push("rides", [{"rider_id": 1, "event_ts": ts, "fare": "cheap", "tip": 1}])
+    with pytest.raises(fk.SchemaError, match="null 'rider_id'"):
+        store.push("rides", [{"rider_id": None, "event_ts": ts, "fare": 2.0, "tip": 1}])
+    assert store.read("rides").height == before
+
+
+def test_push_needs_a_created_time_column(tmp_path: Path) -> None:
+    now = datetime.now(UTC).replace(tzinfo=None)
+    path = tmp_path / "trips.parquet"
+    write_trips(path, now, 7)
+    trips = fk.Source("trips", path, timestamp="event_ts")
+
+    def no_created(trips: pl.LazyFrame) -> pl.LazyFrame:
+        """No knowledge time."""
+        return trips.select("rider_id", "event_ts", "fare")
+
+    view = fk.feature_view(entity=rider, sources=[trips])(no_created)
+    store = fk.Store(tmp_path / "store", progress=False)
+    store.materialize(view)
+    with pytest.raises(fk.DefinitionError, match="has no created-time column"):
+        store.push("no_created", [{"rider_id": 1, "event_ts": now, "fare": 2.0}])
+
+
+def test_pushed_rows_pass_the_views_checks(tmp_path: Path) -> None:
+    now = datetime.now(UTC).replace(tzinfo=None)
+    path = tmp_path / "trips.parquet"
+    write_trips(path, now, 8)
+    trips = fk.Source("trips", path, timestamp="event_ts", created_timestamp="ingested_at")
+    view = fk.feature_view(
+        entity=rider, sources=[trips], checks=[fk.Check(pl.col("fare") >= 0, name="fare_ok")]
+    )(rides)
+    store = fk.Store(tmp_path / "store", progress=False)
+    store.materialize(view)
+    before = store.read("rides").height
+    bad = [{"rider_id": 1, "event_ts": datetime.now(UTC), "fare": -2.0, "tip": 1}]
+    with pytest.raises(fk.ValidationError, match=r"fare_ok: 1 failing row\(s\)"):
+        store.push(view, bad)
+    assert store.read("rides").height == before
+    assert store.get_online_features(["rides:fare"], {"rider_id": [1]}).item(0, "fare") != -2.0
+
+
+def test_http_push_is_served_without_a_restart(tmp_path: Path) -> None:
+    import httpx
+    from test_online_support import served
+
+    now = datetime.now(UTC).replace(tzinfo=None)
+    path = tmp_path / "trips.parquet"
+    write_trips(path, now, 9)
+    store = fk.Store(tmp_path / "store", progress=False)
+    plain, _ = make_views(path)
+    store.materialize(plain)
+    event = (datetime.now(UTC) - timedelta(seconds=30)).isoformat()
+    lookup = {"features": ["rides:fare", "rides:tip"], "entities": {"rider_id": [11, 10]}}
+    with (
+        served(tmp_path / "store", "--max-entities", "3") as base,
+        httpx.Client(base_url=base) as c,
+    ):
+        body = {
+            "view": "rides",
+            "rows": [{"rider_id": 11, "event_ts": event, "fare": 7.5, "tip": 2}],
+        }
+        reply = c.post("/v1/push", json=body)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["rows"] == 1 and reply.json()["version"] == 1
+        got = c.post("/v1/features", json=lookup).json()["columns"]
+        assert got == {"rider_id": [11, 10], "fare": [7.5, None], "tip": [2, None]}
+        # a push from another process is served by the running server at once
+        store.push(
+            "rides", [{"rider_id": 10, "event_ts": datetime.now(UTC), "fare": 3.0, "tip": 1}]
+        )
+        got = c.post("/v1/features", json=lookup).json()["columns"]
+        assert got == {"rider_id": [11, 10], "fare": [7.5, 3.0], "tip": [2, 1]}
+
+        unknown = c.post("/v1/push", json={"view": "ridez", "rows": []})
+        assert unknown.status_code == 404
+        assert "no view named 'ridez'" in unknown.json()["error"]["message"]
+        bad_name = c.post("/v1/push", json={"view": "../etc", "rows": []})
+        assert bad_name.status_code == 422
+        assert bad_name.json()["error"]["field"] == "view"
+        many = c.post("/v1/push", json={"view": "rides", "rows": [body["rows"][0]] * 4})
+        assert many.status_code == 413
+        assert many.json()["error"] == {
+            "type": "TooManyEntitiesError",
+            "message": "4 rows in one push; the limit is 3. Split the rows into batches.",
+            "limit": 3,
+        }
+        extra = c.post("/v1/push", json={"view": "rides", "rows": [], "entities": {}})
+        assert extra.status_code == 422
+        assert extra.json()["error"]["message"] == (
+            "entities: Extra inputs are not permitted (allowed: view, version, rows)"
+        )
+        missing = c.post("/v1/push", json={"view": "rides", "rows": [{"rider_id": 1}]})
+        assert missing.status_code == 422
+        assert "lack column(s) ['event_ts', 'fare', 'tip']" in missing.json()["error"]["message"]
+
+
+def test_pushing_no_rows_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "trips.parquet"
+    write_trips(path, datetime.now(UTC).replace(tzinfo=None), 10)
+    store = fk.Store(tmp_path / "store", progress=False)
+    plain, _ = make_views(path)
+    first = store.materialize(plain)
+    result = store.push("rides", [])
+    assert (result.rows, result.delta_version) == (0, first.delta_version)
+    assert [r.mode for r in store.runs("rides")] == ["full"]
+
+
+def test_http_push_needs_a_push_grant(tmp_path: Path) -> None:
+    import httpx
+    from test_online_support import http_server
+
+    from featurekit.serving.app import create_app
+    from featurekit.serving.auth import ApiKeys, add_key
+
+    path = tmp_path / "trips.parquet"
+    write_trips(path, datetime.now(UTC).replace(tzinfo=None), 12)
+    store = fk.Store(tmp_path / "store", progress=False)
+    plain, _ = make_views(path)
+    store.materialize(plain)
+    keys = tmp_path / "keys.json"
+    reader = add_key(keys, "reader", ["view:rides"])
+    writer = add_key(keys, "writer", ["push:rides"])
+    row = {"rider_id": 11, "event_ts": datetime.now(UTC).isoformat(), "fare": 4.0, "tip": 1}
+    body = {"view": "rides", "rows": [row]}
+    app = create_app(store, api_keys=ApiKeys.load(keys))
+    with http_server(app) as base, httpx.Client(base_url=base) as c:
+        assert c.post("/v1/push", json=body).status_code == 401
+        denied = c.post("/v1/push", json=body, headers={"Authorization": f"Bearer {reader}"})
+        assert denied.status_code == 403
+        assert denied.json()["error"]["message"] == (
+            "API key 'reader' is not granted pushing to view 'rides'; a key needs "
+            "'push:rides' for it (featurekit keys add NAME --grant push:rides)."
+        )
+        done = c.post("/v1/push", json=body, headers={"Authorization": f"Bearer {writer}"})
+        assert done.status_code == 200, done.text
+    got = store.get_online_features(["rides:fare"], {"rider_id": [11]})
+    assert got.get_column("fare").to_list() == [4.0]
