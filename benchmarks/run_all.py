@@ -32,6 +32,10 @@ QUICK: dict[str, list[str]] = {
     "storage.py": [
         *("--labels", "2e3", "--rows", "2e4", "--entities", "200", "--ops", "5", "--repeat", "1")
     ],
+    "scale.py": [
+        *("--labels", "2e3", "--rows", "2e4", "--entities", "200", "--buckets", "4"),
+        *("--repeat", "1"),
+    ],
 }
 
 FULL: dict[str, list[str]] = {
@@ -41,6 +45,7 @@ FULL: dict[str, list[str]] = {
     "aggregations.py": [],
     "online.py": [],
     "storage.py": [],
+    "scale.py": [],
 }
 
 

@@ -255,16 +255,31 @@ def optimize(
         int | None,
         typer.Option("--version", metavar="N", help="Version to optimize (default: latest)."),
     ] = None,
+    buckets: Annotated[
+        int | None,
+        typer.Option(
+            "--buckets",
+            metavar="N",
+            help="Also split the table into N buckets of entity keys (a power of two).",
+        ),
+    ] = None,
 ) -> None:
-    """Compact feature tables into globally sorted files (after many incremental runs)."""
+    """Compact feature tables into sorted files (after many incremental runs); with
+    --buckets, re-bucket them (docs/scale.md)."""
     with _errors():
         opened = _open(store)
         for name in view or opened.views():
-            result = opened.optimize(name, version)
+            result = opened.optimize(name, version, buckets=buckets)
             if result.changed:
+                moved = (
+                    f", {result.buckets_before} -> {result.buckets_after} buckets"
+                    if result.buckets_after != result.buckets_before
+                    else ""
+                )
                 typer.echo(
                     f"{name} v{result.version}: {result.rows:,} rows, {result.files_before} -> "
-                    f"{result.files_after} files (Delta version {result.delta_version_after})"
+                    f"{result.files_after} files{moved} (Delta version "
+                    f"{result.delta_version_after})"
                 )
             else:
                 typer.echo(f"{name} v{result.version}: already compact ({result.files_after} file)")

@@ -24,10 +24,12 @@ from featurekit.lineage.service import StoreLineage
 from featurekit.notebook.progress import Progress
 from featurekit.offline.batching import parse_size
 from featurekit.offline.deletion import VacuumReport, check_rebuildable
+from featurekit.offline.engine import LOCAL, Runner
 from featurekit.offline.materialize import MaterializeResult, materialize, register
 from featurekit.offline.models import ModelRecord, log_model
 from featurekit.offline.planner import Catalog, Planner
 from featurekit.offline.quality import save_training_stats
+from featurekit.offline.ray_engine import runner_for
 from featurekit.offline.resolve import ResolvedView, resolve
 from featurekit.offline.services import FeatureService
 from featurekit.offline.training import TrainingSet, build, rebuild
@@ -66,7 +68,11 @@ class Store:
     ``progress=False`` turns off progress bars (default: on, unless the environment sets
     ``FEATUREKIT_PROGRESS=0``). ``memory_budget`` (e.g. ``"4GiB"``; default 8 GiB) bounds
     a materialization run's memory, its online sync included: larger inputs are computed,
-    written and synced in batches of entity keys. ``definitions`` (an ``fk.Definitions``,
+    written and synced in batches of entity keys. When it is set, a training set larger
+    than it is written to the store as it is produced and read lazily (``ts.scan()``; see
+    docs/scale.md). ``engine="ray"`` (or ``"ray://host:port"``) runs a training set's
+    per-bucket joins as Ray tasks, with the same ids and rows (``featurekit[ray]``).
+    ``definitions`` (an ``fk.Definitions``,
     or a list of on-demand features and services) gives the code of on-demand features
     and services the registry records by fingerprint only (needed to rebuild training
     sets that use them, or to serve services by name). ``log_serving`` (True, or a sample
@@ -91,6 +97,7 @@ class Store:
         memory_budget: str | int | None = None,
         definitions: Definitions | Catalog | Iterable[OnDemandFeature | FeatureService] = (),
         log_serving: bool | float = False,
+        engine: str = "local",
     ) -> None:
         self.root: Path | str = _root(root)
         self.storage_options = dict(storage_options or {})
@@ -102,6 +109,9 @@ class Store:
         self.progress = progress
         # materialization streams in batches above this budget
         self.memory_budget = parse_size(memory_budget)
+        #: where a training set's per-bucket joins run: here, or on a Ray cluster
+        self.engine = engine
+        self._runner: Runner = LOCAL if engine == "local" else runner_for(engine)
         self.registry = Registry(self.root, create=create, storage_options=self.storage_options)
         # lineage: recorded as a side effect; optionally emitted as OpenLineage
         self._lineage = StoreLineage(self.registry, lineage_emitter)
@@ -437,21 +447,25 @@ class Store:
         which = "any version" if version is None else f"version {version}"
         raise NotFoundError(f"view {name!r} has no quarantined rows in {which}.")
 
-    def optimize(self, view: FeatureView | str, version: int | None = None) -> OptimizeResult:
+    def optimize(
+        self, view: FeatureView | str, version: int | None = None, *, buckets: int | None = None
+    ) -> OptimizeResult:
         """Compact a view version's table into globally sorted files.
 
         After many incremental runs a table is many small per-run files; this rewrites the
         latest Delta version's rows in (keys, event time) order in one commit, so training
         sets read it without re-sorting. It changes no training set: the rows are the
         same, and older versions stay readable for training sets pinned to them.
+        ``buckets=N`` (a power of two) also splits the table into ``N`` buckets of entity
+        keys, which later runs keep (docs/scale.md).
 
         Example:
-            >>> store.optimize("driver_stats")
+            >>> store.optimize("driver_stats", buckets=16)
         """
         from featurekit.offline.optimize import optimize
 
         name = view.name if isinstance(view, FeatureView) else view
-        return optimize(self.registry, name, version)
+        return optimize(self.registry, name, version, buckets=buckets)
 
     # ---- training sets --------------------------------------------------------------------
     def training_set(
@@ -499,6 +513,8 @@ class Store:
                 point_in_time=point_in_time,
                 as_of=when,
                 on_demand=plan.hook(),
+                memory_budget=self.memory_budget,
+                runner=self._runner,
             )
             bar.step("recording lineage")
         finally:
@@ -522,7 +538,13 @@ class Store:
         for feature in on_demand:
             self.planner.catalog.add(feature)
         hook = self.planner.rebuild_hook(manifest)
-        return rebuild(self.registry, manifest, on_demand=hook)
+        return rebuild(
+            self.registry,
+            manifest,
+            on_demand=hook,
+            memory_budget=self.memory_budget,
+            runner=self._runner,
+        )
 
     def training_sets(self) -> list[dict[str, Any]]:
         """Recorded training sets: id, names, rows, views, created."""

@@ -7,6 +7,7 @@ so a library upgrade that changes how files are laid out cannot fake a differenc
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -26,9 +27,15 @@ def stable_hash(value: Any, length: int = 16) -> str:
 
 def frame_hash(frame: pl.DataFrame) -> str:
     """SHA-256 over column names, dtypes, row order and every value (nulls included)."""
+    return columns_hash(frame.height, frame.width, frame.get_columns())
+
+
+def columns_hash(height: int, width: int, columns: Iterable[pl.Series]) -> str:
+    """:func:`frame_hash` of a frame given column by column (``width`` columns of
+    ``height`` rows), so a frame larger than memory is hashed one column at a time."""
     digest = hashlib.sha256()
-    digest.update(f"rows={frame.height};cols={frame.width};".encode())
-    for series in frame.get_columns():
+    digest.update(f"rows={height};cols={width};".encode())
+    for series in columns:
         digest.update(f"{series.name}:{series.dtype};".encode())
         _hash_array(digest, _arrow(series))
     return digest.hexdigest()

@@ -159,22 +159,23 @@ def explain(ts: TrainingSet, row: int) -> Explanation:
     Raises:
         DefinitionError: ``row`` is out of range.
     """
-    frame = ts.to_polars()
-    if not isinstance(row, int) or isinstance(row, bool) or not -frame.height <= row < frame.height:
+    height = len(ts)
+    if not isinstance(row, int) or isinstance(row, bool) or not -height <= row < height:
         raise DefinitionError(
-            f"row {row!r} is out of range: training set {ts.id!r} has {frame.height} rows "
-            f"(0..{frame.height - 1})."
+            f"row {row!r} is out of range: training set {ts.id!r} has {height} rows "
+            f"(0..{height - 1})."
         )
-    row = row % frame.height
+    row = row % height
+    frame = ts.scan().slice(row, 1).collect()  # one row: a set larger than memory stays on disk
     manifest = ts.manifest
     label_columns = list(manifest.labels.columns)
     timestamp = manifest.labels.timestamp
-    labels = frame.slice(row, 1).select(label_columns)
+    labels = frame.select(label_columns)
     label_dtype = labels.schema[timestamp]
     t = labels.select(to_utc_expr(timestamp, label_dtype, what="label timestamp", rounding="down"))
     when = t.item()
     mode = manifest.point_in_time
-    result_row = frame.row(row, named=True)
+    result_row = frame.row(0, named=True)
     views = []
     for spec in manifest.views:
         # helper columns (on-demand inputs nobody asked for) are gone from the frame

@@ -277,7 +277,9 @@ def model_html(record: ModelRecord) -> str:
 def training_set_html(ts: TrainingSet) -> str:
     """Manifest, row count, null rate and a small histogram per feature, first rows."""
     m = ts.manifest
-    frame = ts.to_polars()
+    rows = ts.scan()  # a set larger than memory is read one feature column at a time
+    names = rows.collect_schema().names()
+    height = len(ts)
     label_columns = set(m.labels.columns)
     views = _table(
         ["view", "version", "fingerprint", "Delta version", "ttl", "features"],
@@ -294,9 +296,9 @@ def training_set_html(ts: TrainingSet) -> str:
         ],
     )
     stats = []
-    for name in [c for c in frame.columns if c not in label_columns]:
-        column = frame.get_column(name)
-        rate = column.null_count() / frame.height if frame.height else 0.0
+    for name in [c for c in names if c not in label_columns]:
+        column = rows.select(name).collect().to_series()
+        rate = column.null_count() / height if height else 0.0
         stats.append(
             [
                 f"<code>{_e(name)}</code>",
@@ -311,7 +313,7 @@ def training_set_html(ts: TrainingSet) -> str:
             _STYLE,
             "<div class='fkr fk-training-set'>",
             f"<h4><b>TrainingSet</b> <code>{_e(ts.id)}</code></h4>",
-            f"<div>{frame.height:,} rows × {frame.width} columns · point_in_time="
+            f"<div>{height:,} rows × {len(names)} columns · point_in_time="
             f"<b>{_e(m.point_in_time)}</b> · label time <code>{_e(m.labels.timestamp)}</code>"
             f"{' · as_of ' + _e(m.as_of.isoformat()) if m.as_of else ''} · created "
             f"{_e(m.created_at.isoformat()[:19])}</div>",
@@ -321,7 +323,7 @@ def training_set_html(ts: TrainingSet) -> str:
             "<b>Features</b>",
             _table(["feature", "dtype", "null rate", "distribution"], stats),
             "<b>First rows</b>",
-            frame.head(5)._repr_html_(),
+            rows.head(5).collect()._repr_html_(),
             "</div>",
         ]
     )

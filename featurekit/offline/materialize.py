@@ -56,6 +56,7 @@ import polars as pl
 
 from featurekit.core.errors import FeatureKitWarning, SchemaError, StorageError, ValidationError
 from featurekit.core.timeutil import to_utc_datetime, utcnow
+from featurekit.offline import buckets
 from featurekit.offline.batching import DEFAULT_BUDGET, batch_count, estimate_bytes, key_partitions
 from featurekit.offline.compute import Layout, Window, call_view, collect_rows, shaped, view_inputs
 from featurekit.offline.push import keep_pushed
@@ -194,6 +195,19 @@ def _run(
         # without a lock, a full replace must notice a commit that lands while it writes
         # (delta-rs checks concurrent additions only against a predicate)
         predicate = delta.REPLACE_ALL
+    # bucketed tables (featurekit.offline.buckets): B is kept, or grown by a full run
+    layout = resolved.layout
+    split = buckets.for_run(
+        uri,
+        layout.keys,
+        dict(layout.schema),
+        snaps,
+        window,
+        full=mode == "full",
+        first=record.buckets,
+    )
+    if existing is None:
+        record = record.model_copy(update={"buckets": split.buckets})
     try:
         # one batch is checked here, before its commit metadata is built; batches are
         # checked while the writer streams them, so their verdicts miss the commit metadata
@@ -202,7 +216,8 @@ def _run(
             predicate, frames = keep_pushed(uri, predicate, frames)
         version = delta.write_rows(
             uri,
-            frames,
+            split.frames(frames),
+            partition_by=split.partition_by,
             predicate=predicate,
             metadata={
                 "view": name,

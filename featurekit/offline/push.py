@@ -123,6 +123,7 @@ def append_pushed(uri: str, frame: pl.DataFrame, *, record: VersionRecord, push_
     return delta.append_rows(
         uri,
         marked,
+        bucket_keys=record.keys,  # a bucketed table's rows carry their bucket
         metadata={
             "view": record.view,
             "version": str(record.version),

@@ -369,19 +369,20 @@ def training_stats(ts: TrainingSet) -> pl.DataFrame:
 
     ``feature`` is the view's feature name; ``column`` the training set's column for it.
     """
-    frame = ts.to_polars()
+    rows = ts.scan()  # a set larger than memory is read one view's features at a time
+    present = set(rows.collect_schema().names())
     parts = []
     for view in ts.manifest.views:
         # hidden inputs of on-demand features are dropped from the rows: skip them
         pairs = [
             (f, c)
             for f, c in zip(view.features, view.columns or view.features, strict=True)
-            if c in frame.columns
+            if c in present
         ]
         if not pairs:
             continue
         columns = [c for _, c in pairs]
-        stats = stats_frame(compute_stats(frame.select(columns)))
+        stats = stats_frame(compute_stats(rows.select(columns).collect()))
         parts.append(
             stats.with_columns(
                 pl.Series("feature", [f for f, _ in pairs], pl.String),

@@ -10,11 +10,15 @@ recorded content hash, or raises :class:`~featurekit.core.errors.Reproducibility
 from __future__ import annotations
 
 import base64
+import contextlib
+import shutil
+import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import polars as pl
@@ -28,7 +32,9 @@ from featurekit.core.hashing import frame_hash, stable_hash
 from featurekit.core.names import validate_name
 from featurekit.core.redact import redact_url
 from featurekit.core.timeutil import before, to_utc_expr, utcnow
-from featurekit.kernels.pit import PointInTime, ViewFrame, pit_join
+from featurekit.kernels.bucketing import BUCKET
+from featurekit.kernels.pit import PointInTime, ViewFrame
+from featurekit.offline import engine
 from featurekit.offline.damage import damaged_data_is_irreproducible
 from featurekit.offline.dtypes import check_label_columns
 from featurekit.storage import delta
@@ -77,10 +83,17 @@ class TrainingSet:
         >>> ts.id, ts.to_polars().shape
     """
 
-    def __init__(self, registry: Registry, manifest: Manifest, frame: pl.DataFrame) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        manifest: Manifest,
+        frame: pl.DataFrame | tuple[engine.Spilled, str],
+    ) -> None:
         self._registry = registry
         self.manifest = manifest
-        self._frame = frame
+        # in memory, or (larger than the memory budget) files in label order, read lazily
+        self._frame = frame if isinstance(frame, pl.DataFrame) else None
+        self._stored = None if isinstance(frame, pl.DataFrame) else frame
 
     @property
     def id(self) -> str:
@@ -93,12 +106,38 @@ class TrainingSet:
         return self._registry
 
     def to_polars(self) -> pl.DataFrame:
-        """The rows as a polars DataFrame (labels in their order, then features)."""
-        return self._frame.clone()
+        """The rows as a polars DataFrame (labels in their order, then features).
+
+        A set built larger than the store's memory budget is read from its files here:
+        use :meth:`scan` or :meth:`write_parquet` when it does not fit in memory.
+        """
+        if self._frame is not None:
+            return self._frame.clone()
+        return self.scan().collect()
+
+    def scan(self) -> pl.LazyFrame:
+        """The rows as a polars LazyFrame: read from the set's files when it was built
+        larger than the memory budget (nothing is loaded until it is collected).
+
+        Example:
+            >>> ts.scan().filter(pl.col("label") == 1).sink_parquet("positives.parquet")
+        """
+        if self._frame is not None:
+            return self._frame.lazy()
+        assert self._stored is not None
+        spilled, folder = self._stored
+        return spilled.scan(folder)
+
+    def write_parquet(self, path: str | Path) -> None:
+        """Write the rows to one parquet file, streamed when the set is larger than memory."""
+        if self._frame is not None:
+            self._frame.write_parquet(path)
+        else:
+            self.scan().sink_parquet(path)
 
     def to_arrow(self) -> pa.Table:
         """The rows as a pyarrow Table."""
-        return self._frame.to_arrow()
+        return self.to_polars().to_arrow()
 
     def save(self, name: str) -> TrainingSet:
         """Name this training set and keep a materialized copy of its rows."""
@@ -106,18 +145,25 @@ class TrainingSet:
         data = self._registry.layout.training_set_uri(self.id, "data")
         options = self._registry.storage_options
         if not delta.table_exists(data, options):
+            rows = self._frame if self._frame is not None else self._batches()
             delta.write_rows(
-                data, self._frame, metadata={"training_set": self.id}, storage_options=options
+                data, rows, metadata={"training_set": self.id}, storage_options=options
             )
         self._registry.name_training_set(name, self.id)
         return self
 
+    def _batches(self) -> Iterator[pl.DataFrame]:
+        assert self._stored is not None
+        spilled, folder = self._stored
+        for part in spilled.parts:  # one file in memory at a time
+            yield pl.read_parquet(Path(folder) / part)
+
     def __len__(self) -> int:
-        return self._frame.height
+        return self.manifest.result_rows
 
     def __repr__(self) -> str:
         views = ", ".join(v.ref for v in self.manifest.views)
-        return f"TrainingSet(id={self.id!r}, rows={self._frame.height}, views=[{views}])"
+        return f"TrainingSet(id={self.id!r}, rows={len(self)}, views=[{views}])"
 
     def explain(self, row: int) -> Explanation:
         """Why row ``row`` holds its feature values: every candidate row of every view on a
@@ -153,15 +199,30 @@ def build(
     point_in_time: PointInTime,
     as_of: datetime | None,
     on_demand: OnDemandHook | None = None,
+    memory_budget: int | None = None,
+    runner: engine.Runner = engine.LOCAL,
 ) -> TrainingSet:
-    """Join, record the manifest and labels, and return the training set."""
+    """Join, record the manifest and labels, and return the training set.
+
+    A result estimated larger than ``memory_budget`` (bytes) is written to the set's folder
+    as it is produced and read lazily (:mod:`featurekit.offline.engine`).
+    """
     _check_label_timestamp(labels, timestamp)
     check_label_columns(labels)
-    frames = [_read_view(req, labels, timestamp, registry.storage_options) for req in requests]
-    result = pit_join(labels, timestamp=timestamp, views=frames, point_in_time=point_in_time)
-    joined = iter(result.columns[labels.width :])  # the kernel's names, view by view
-    if on_demand is not None:
-        result = on_demand(result)
+    readers = [_bucketed_view(req, timestamp, registry.storage_options) for req in requests]
+    token = uuid.uuid4().hex
+    out = engine.join_within(
+        labels,
+        timestamp=timestamp,
+        views=readers,
+        point_in_time=point_in_time,
+        budget=memory_budget,
+        scratch=lambda: registry.layout.training_set_scratch(token),
+        finish=on_demand,
+        runner=runner,
+    )
+    result = _Result.of(out, labels, on_demand, registry.layout.training_set_scratch(token))
+    joined = iter(result.joined)  # the kernel's names, view by view
     views: list[dict[str, Any]] = [
         {
             "view": r.record.view,
@@ -209,18 +270,22 @@ def build(
         columns=result.columns[labels.width :],
         point_in_time=point_in_time,
         as_of=as_of,
-        result_hash=frame_hash(result),
-        result_rows=result.height,
+        result_hash=result.hash(),
+        result_rows=result.rows,
         library_versions=library_versions(),
         on_demand=entries,
     )
     _persist(registry, manifest, labels)
-    return TrainingSet(registry, manifest, result)
+    return result.training_set(registry, manifest)
 
 
 @damaged_data_is_irreproducible
 def rebuild(
-    registry: Registry, manifest: Manifest, on_demand: OnDemandHook | None = None
+    registry: Registry,
+    manifest: Manifest,
+    on_demand: OnDemandHook | None = None,
+    memory_budget: int | None = None,
+    runner: engine.Runner = engine.LOCAL,
 ) -> TrainingSet:
     """Rebuild a training set from its manifest and verify its content hash."""
     labels_uri = registry.layout.training_set_uri(manifest.id, "labels")
@@ -235,25 +300,82 @@ def rebuild(
         requests.append(
             ViewRequest(record, tuple(v.features), ttl, table, v.delta_version, qualifier)
         )
-    frames = [_read_view(req, labels, timestamp, registry.storage_options) for req in requests]
-    result = pit_join(
-        labels, timestamp=timestamp, views=frames, point_in_time=manifest.point_in_time
+    readers = [_bucketed_view(req, timestamp, registry.storage_options) for req in requests]
+    if manifest.on_demand and on_demand is None:
+        raise ReproducibilityError(
+            f"training set {manifest.id!r} has on-demand features; rebuild it through "
+            "store.training_set_by_id(id, on_demand=[...])."
+        )
+    hook = on_demand if manifest.on_demand else None
+    token = uuid.uuid4().hex
+    out = engine.join_within(
+        labels,
+        timestamp=timestamp,
+        views=readers,
+        point_in_time=manifest.point_in_time,
+        budget=memory_budget,
+        scratch=lambda: registry.layout.training_set_scratch(token),
+        finish=hook,
+        runner=runner,
     )
-    if manifest.on_demand:
-        if on_demand is None:
-            raise ReproducibilityError(
-                f"training set {manifest.id!r} has on-demand features; rebuild it through "
-                "store.training_set_by_id(id, on_demand=[...])."
-            )
-        result = on_demand(result)
-    got = frame_hash(result)
+    result = _Result.of(out, labels, hook, registry.layout.training_set_scratch(token))
+    got = result.hash()
     if got != manifest.result_hash:
         raise ReproducibilityError(
             f"training set {manifest.id!r} rebuilt to different rows (hash {got[:16]} != "
             f"recorded {manifest.result_hash[:16]}). Built with {manifest.library_versions}, "
             f"now {library_versions()}. Were feature tables vacuumed or edited outside featurekit?"
         )
-    return TrainingSet(registry, manifest, result)
+    return result.training_set(registry, manifest)
+
+
+@dataclass
+class _Result:
+    """A joined result in memory, or written to files by the engine (larger than memory)."""
+
+    frame: pl.DataFrame | None
+    spilled: engine.Spilled | None
+    folder: str
+    joined: list[str]
+    columns: list[str]
+    rows: int
+
+    @classmethod
+    def of(
+        cls,
+        out: pl.DataFrame | engine.Spilled,
+        labels: pl.DataFrame,
+        on_demand: OnDemandHook | None,
+        folder: str,
+    ) -> _Result:
+        if isinstance(out, engine.Spilled):
+            columns = out.schema.names()
+            return cls(None, out, folder, list(out.joined), columns, out.rows)
+        joined = out.columns[labels.width :]
+        frame = on_demand(out) if on_demand is not None else out
+        return cls(frame, None, folder, joined, frame.columns, frame.height)
+
+    def hash(self) -> str:
+        if self.spilled is not None:
+            return self.spilled.hash(self.folder)
+        assert self.frame is not None
+        return frame_hash(self.frame)
+
+    def training_set(self, registry: Registry, manifest: Manifest) -> TrainingSet:
+        """The training set; written rows move into its folder (``<id>/result``)."""
+        if self.spilled is None:
+            assert self.frame is not None
+            return TrainingSet(registry, manifest, self.frame)
+        home = Path(registry.layout.training_set_uri(manifest.id))
+        done = home / "result"
+        if done.exists():  # built before: the same rows (the hash says so); keep the newest
+            shutil.rmtree(done)
+        home.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(Path(self.folder) / "result"), str(done))
+        shutil.rmtree(self.folder, ignore_errors=True)
+        with contextlib.suppress(OSError):  # other builds may be using it
+            Path(self.folder).parent.rmdir()
+        return TrainingSet(registry, manifest, (self.spilled, str(home)))
 
 
 def library_versions() -> dict[str, str]:
@@ -272,9 +394,32 @@ def _check_label_timestamp(labels: pl.DataFrame, timestamp: str) -> None:
     to_utc_expr(timestamp, labels.schema[timestamp], what="label timestamp")
 
 
+def _bucketed_view(
+    req: ViewRequest, timestamp: str, options: Mapping[str, str]
+) -> engine.BucketedView:
+    """How the engine reads one view: its pinned table version's bucket count, and a reader."""
+    count = (
+        1
+        if req.delta_version is None
+        else delta.bucket_count(req.table, req.delta_version, options)
+    )
+    return engine.BucketedView(
+        read=lambda labels, bucket: _read_view(req, labels, timestamp, options, bucket),
+        buckets=count,
+        keys=tuple(req.record.keys),
+        stored=req.record.output,
+    )
+
+
 def _read_view(
-    req: ViewRequest, labels: pl.DataFrame, timestamp: str, options: Mapping[str, str]
+    req: ViewRequest,
+    labels: pl.DataFrame,
+    timestamp: str,
+    options: Mapping[str, str],
+    bucket: int | None = None,
 ) -> ViewFrame:
+    """The view's rows that ``labels`` may pick, read lazily; one bucket's files only when
+    ``bucket`` is given (Delta partition pruning skips the others)."""
     record = req.record
     columns = [*record.keys, record.timestamp]
     if record.created_timestamp:
@@ -289,9 +434,17 @@ def _read_view(
     )
 
     def load() -> pl.DataFrame:  # the kernel reads one view at a time: memory holds one table
+        if bucket is None:
+            return delta.read_rows(
+                req.table, version=version, columns=columns, where=where, storage_options=options
+            )
         return delta.read_rows(
-            req.table, version=version, columns=columns, where=where, storage_options=options
-        )
+            req.table,
+            version=version,
+            columns=[*columns, BUCKET],
+            where=where & (pl.col(BUCKET) == bucket),
+            storage_options=options,
+        ).drop(BUCKET)
 
     return ViewFrame(
         name=req.qualifier or record.view,

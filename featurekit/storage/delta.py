@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlparse
 
 import orjson
@@ -17,6 +17,7 @@ import polars as pl
 from polars.datatypes import DataTypeClass
 
 from featurekit.core.errors import StorageError, is_rust_panic
+from featurekit.kernels.bucketing import BUCKET, BUCKETS, bucket_ids
 
 META_PREFIX = "featurekit."
 #: How often delta-rs retries a commit that lost a race to another writer before failing
@@ -108,6 +109,7 @@ def write_rows(
     storage_options: Mapping[str, str] | None = None,
     create: bool = False,
     replace_schema: bool = False,
+    partition_by: Sequence[str] | None = None,
 ) -> int:
     """Atomically replace the rows matching ``predicate`` (all rows when None); returns the new version.
 
@@ -117,6 +119,8 @@ def write_rows(
     ``create=True`` only creates a new table: if one appears at ``uri`` first (another
     writer's), nothing is written and :class:`CommitConflict` is raised.
     ``replace_schema=True`` lets the rows replace a table of another schema.
+    ``partition_by`` partitions the files (bucketed tables); a full replace may change a
+    table's partitioning, older versions keep theirs.
     """
     from deltalake import CommitProperties, DeltaTable, write_deltalake
 
@@ -126,6 +130,12 @@ def write_rows(
     }
     failures: list[BaseException] = []
     data = _one_batch(frame) if isinstance(frame, pl.DataFrame) else _stream(frame, failures)
+    schema_mode: Literal["overwrite"] | None = "overwrite" if replace_schema else None
+    full = predicate is None or predicate == REPLACE_ALL
+    if partition_by is not None and full and not create and table_exists(uri, storage_options):
+        current = _open(uri, storage_options=storage_options).metadata().partition_columns
+        if list(current) != list(partition_by):  # re-bucketing: a new partitioning
+            schema_mode, predicate = "overwrite", None  # a partitioning change replaces all
     try:
         # "error" creates only: it fails if a table appeared, and takes no predicate
         mode: dict[str, Any] = (
@@ -136,7 +146,8 @@ def write_rows(
             data,
             writer_properties=_writer_properties(data.schema),
             **mode,
-            schema_mode="overwrite" if replace_schema else None,
+            partition_by=list(partition_by) if partition_by else None,
+            schema_mode=schema_mode,
             storage_options=_options(storage_options, uri),
             commit_properties=CommitProperties(
                 custom_metadata=custom,
@@ -159,11 +170,14 @@ def append_rows(
     *,
     metadata: Mapping[str, Any],
     storage_options: Mapping[str, str] | None = None,
+    bucket_keys: Sequence[str] = (),
 ) -> int:
     """Append ``frame`` in one commit, adding its new (nullable) columns to the schema.
 
     Returns the new version. Used for rows pushed into a feature table, which carry a
-    column the view's own runs do not write (see :mod:`featurekit.offline.push`).
+    column the view's own runs do not write (see :mod:`featurekit.offline.push`). On a
+    bucketed table, the rows get their bucket of ``bucket_keys`` (see
+    :mod:`featurekit.kernels.bucketing`) and land in that bucket's partition.
     """
     from deltalake import CommitProperties, DeltaTable, write_deltalake
 
@@ -176,6 +190,8 @@ def append_rows(
         # one open of the log, not two: the writer commits through this object and
         # leaves it at the version it wrote (a push is small; the log read dominates it)
         table = DeltaTable(uri, storage_options=_options(storage_options, uri))
+        if BUCKETS in table.metadata().partition_columns:
+            data = _one_batch(_bucketed(table, frame, bucket_keys))
         write_deltalake(
             table,
             data,
@@ -189,6 +205,23 @@ def append_rows(
         if not _is_failure(err):
             raise
         raise StorageError(f"appending to Delta table {uri!r} failed: {_first_line(err)}") from err
+
+
+def _bucketed(table: Any, frame: pl.DataFrame, keys: Sequence[str]) -> pl.DataFrame:
+    """``frame`` with the partition columns of the bucketed ``table`` it is appended to."""
+    import pyarrow as pa
+
+    if not keys:
+        raise StorageError(
+            f"Delta table {table.table_uri!r} is bucketed: appended rows need their entity keys "
+            "to find their bucket."
+        )
+    actions = pa.table(table.get_add_actions(flatten=True))
+    column = f"partition.{BUCKETS}"
+    count = int(actions.column(column)[0].as_py()) if actions.num_rows else 2
+    return frame.with_columns(
+        pl.lit(count, dtype=pl.Int32).alias(BUCKETS), bucket_ids(frame, keys, count)
+    )
 
 
 def column_names(uri: str, storage_options: Mapping[str, str] | None = None) -> list[str]:
@@ -330,7 +363,7 @@ def scan_table(
     at = int(table.version())
     _check_files(uri, at, table)
     try:
-        return _decode(table, pl.scan_delta(table))
+        return _hide_buckets(_decode(table, pl.scan_delta(table)), None)
     except BaseException as err:
         if not _is_failure(err):
             raise
@@ -354,7 +387,7 @@ def read_rows(
     table = _open(uri, version, storage_options)
     _check_files(uri, version, table)
     try:
-        lf = _decode(table, pl.scan_delta(table))
+        lf = _hide_buckets(_decode(table, pl.scan_delta(table)), columns)
         if columns is not None:
             lf = lf.select(list(columns))
         if where is not None:
@@ -364,6 +397,36 @@ def read_rows(
         if not _is_failure(err):
             raise
         raise _read_error(uri, version, table, err) from err
+
+
+def _hide_buckets(lf: pl.LazyFrame, columns: Sequence[str] | None) -> pl.LazyFrame:
+    """Bucketed tables' partition columns are storage, not rows: shown only when asked for."""
+    if columns is not None:
+        return lf
+    hidden = [c for c in (BUCKET, BUCKETS) if c in lf.collect_schema()]
+    return lf.drop(hidden) if hidden else lf
+
+
+def bucket_count(
+    uri: str, version: int, storage_options: Mapping[str, str] | None = None, *, empty: int = 1
+) -> int:
+    """How many buckets the table had at ``version`` (1: not bucketed).
+
+    Each bucketed file's partition values carry ``B`` (column ``__fk_buckets``), so a pinned
+    version says by itself how it was written, whatever happened to the table later. A
+    bucketed table without files gives ``empty`` (any count reads nothing from it; a
+    writer passes one above 1, so its rows get the partition columns the table has).
+    """
+    import pyarrow as pa
+
+    table = _open(uri, version, storage_options)
+    if BUCKETS not in table.metadata().partition_columns:
+        return 1
+    actions = pa.table(table.get_add_actions(flatten=True))
+    column = f"partition.{BUCKETS}"
+    if actions.num_rows == 0 or column not in actions.column_names:
+        return empty
+    return int(actions.column(column)[0].as_py())
 
 
 def _files(table: Any) -> list[tuple[str, int]]:

@@ -60,7 +60,7 @@ RecordKind = Literal["view", "service", "on_demand", "model"]
 #: Kinds of lineage record (see :mod:`featurekit.lineage.record`).
 LineageKind = Literal["materialize", "training_set", "model", "columns"]
 #: Delta tables of one training set: its labels and, once saved, its rows.
-TrainingSetPart = Literal["labels", "data", "stats"]
+TrainingSetPart = Literal["labels", "data", "stats", "result"]
 #: Tables of monitoring results: drift reports and check verdicts, appended per run.
 MonitoringTable = Literal["drift", "checks"]
 #: Files of the embedded online store.
@@ -275,6 +275,11 @@ class StoreLayout:
         if part is not None and part not in get_args(TrainingSetPart):
             raise StorageError(f"unknown training-set table {shown(part)}.")
         return self.uri(self.training_set_prefix(ts_id) + (part or ""))
+
+    def training_set_scratch(self, token: str) -> str:
+        """A folder a training set too big for memory is written to while it is built
+        (its id is known only once it is joined); it then moves to ``<id>/result``."""
+        return self.uri(f"{_TRAINING_SETS}/_building/{validate_name(token, 'training set id')}")
 
     # ---- online -------------------------------------------------------------------------
     def online_path(self, file: OnlineFile) -> Path:

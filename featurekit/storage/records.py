@@ -53,6 +53,10 @@ class VersionRecord(Record):
         aggregations: aggregation views only: the aggregates, as defined.
         event_columns: aggregation views only: the event columns stored for them.
         parts: what entered the fingerprint (for "why did it change"; not a schema).
+        buckets: how many buckets of entity keys the version's table was first written
+            with (1: not bucketed). ``featurekit optimize --buckets N`` and full runs may
+            re-bucket the table later; each Delta version of the table records its own
+            count, which is what reads go by (see :mod:`featurekit.kernels.bucketing`).
     """
 
     view: str
@@ -78,6 +82,7 @@ class VersionRecord(Record):
     #: leakage lint findings (with their fix) when the version was recorded; empty for a
     #: view declared with ``leakage="ignore"``
     leakage: list[str] = []
+    buckets: int = 1
 
     @model_validator(mode="before")
     @classmethod

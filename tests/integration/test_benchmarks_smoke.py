@@ -13,7 +13,10 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 def test_quick_run_prints_no_targets() -> None:
     done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "run_all.py"), "--quick", "pit.py", "multiview.py"],
+        [
+            *(sys.executable, str(BENCHMARKS / "run_all.py"), "--quick"),
+            *("pit.py", "multiview.py", "scale.py"),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -23,6 +26,8 @@ def test_quick_run_prints_no_targets() -> None:
     assert done.returncode == 0, done.stderr
     assert "featurekit training_set (knowledge time):" in done.stdout  # the ratios still print
     assert "x the sum" in done.stdout
+    assert "x the floor" in done.stdout  # scale.py: bucketed, out of core, per bucket
+    assert "per bucket:" in done.stdout
     assert "target" not in done.stdout.lower()
 
 

@@ -8,8 +8,11 @@ changes no answer.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
+from unittest import mock
 
 import polars as pl
 from conftest import StoreRoot
@@ -22,6 +25,13 @@ from featurekit.kernels.pit import ViewFrame
 
 BASE = datetime(2026, 3, 1)
 ENTITY = fk.Entity("driver", keys=["driver_id"])
+
+
+@contextmanager
+def bucketed(n: int) -> Iterator[None]:
+    """Full runs write ``n`` buckets, whatever the view's size (docs/scale.md)."""
+    with mock.patch("featurekit.offline.buckets.choose_buckets", lambda size, dtypes: n):
+        yield
 
 
 def passthrough(trips: pl.LazyFrame) -> pl.LazyFrame:
@@ -70,6 +80,8 @@ def source_frame(spec: list[tuple[int | None, int, int]], offset: int) -> pl.Dat
     ttl=st.sampled_from([None, 5, 10]),
     mode=st.sampled_from(["knowledge", "event"]),
     zone=st.sampled_from([None, "UTC", "America/New_York", "Asia/Kolkata"]),
+    buckets=st.sampled_from([1, 4]),
+    budget=st.sampled_from([None, 1]),  # 1 byte: training sets written out of core
 )
 # exact duplicates within a run (the later row wins) and across runs (the later run wins)
 @example(
@@ -79,6 +91,8 @@ def source_frame(spec: list[tuple[int | None, int, int]], offset: int) -> pl.Dat
     ttl=None,
     mode="knowledge",
     zone=None,
+    buckets=4,
+    budget=1,
 )
 @example(
     first=[(1, 5, 0)],
@@ -87,6 +101,8 @@ def source_frame(spec: list[tuple[int | None, int, int]], offset: int) -> pl.Dat
     ttl=None,
     mode="event",
     zone=None,
+    buckets=4,
+    budget=1,
 )
 def test_store_matches_oracle(
     store_root: StoreRoot,
@@ -96,6 +112,8 @@ def test_store_matches_oracle(
     ttl: int | None,
     mode: str,
     zone: str | None,
+    buckets: int,
+    budget: int | None,
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -112,7 +130,7 @@ def test_store_matches_oracle(
         store = store_root.open()
         import warnings
 
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), bucketed(buckets):
             warnings.simplefilter("ignore", fk.FeatureKitWarning)  # null keys are dropped
             store.materialize(view)
             pl.concat([a, b]).write_parquet(path)
@@ -129,12 +147,15 @@ def test_store_matches_oracle(
             label_frame = label_frame.with_columns(
                 pl.col("label_ts").dt.replace_time_zone("UTC").dt.convert_time_zone(zone)
             )
-        got = store.training_set(
+        reader = fk.Store(folder / "store", progress=False, memory_budget=budget)
+        ts = reader.training_set(
             label_frame,
             features=["passthrough:value"],
             timestamp="label_ts",
             point_in_time=mode,  # type: ignore[arg-type]
-        ).to_polars()
+        )
+        assert (len(list(folder.glob("store/training_sets/*/result"))) > 0) == (budget is not None)
+        got = ts.to_polars()
         whole = pl.concat([a, b])  # what the view outputs over the full source, in order
         expected = oracle_pit_join(
             label_frame,
@@ -201,15 +222,17 @@ ns_labels = st.lists(
     labels=ns_labels,
     mode=st.sampled_from(["knowledge", "event"]),
     ttl_ns=st.sampled_from([None, 2_000]),
+    buckets=st.sampled_from([1, 4]),
 )
 # the leak: a value known 800 ns after the label used to be stored 800 ns early
-@example(spec=[(1, 1, 800, 0, 0)], labels=[(1, 1, 0)], mode="event", ttl_ns=None)
-@example(spec=[(1, 0, 0, 1, 800)], labels=[(1, 1, 0)], mode="knowledge", ttl_ns=None)
+@example(spec=[(1, 1, 800, 0, 0)], labels=[(1, 1, 0)], mode="event", ttl_ns=None, buckets=1)
+@example(spec=[(1, 0, 0, 1, 800)], labels=[(1, 1, 0)], mode="knowledge", ttl_ns=None, buckets=4)
 def test_store_matches_oracle_on_nanosecond_data(
     spec: list[tuple[int, int, int, int, int]],
     labels: list[tuple[int, int, int]],
     mode: str,
     ttl_ns: int | None,
+    buckets: int,
 ) -> None:
     event = [e * 1_000 + en for _, e, en, _, _ in spec]
     created = [ev + c * 1_000 + cn for ev, (_, _, _, c, cn) in zip(event, spec, strict=True)]
@@ -237,7 +260,8 @@ def test_store_matches_oracle_on_nanosecond_data(
         )
         view = fk.feature_view(entity=ENTITY, sources=[src], ttl=ttl)(passthrough)
         store = fk.Store(folder / "store", progress=False)
-        store.materialize(view)
+        with bucketed(buckets):
+            store.materialize(view)
         got = store.training_set(
             label_frame,
             features=["passthrough:value"],

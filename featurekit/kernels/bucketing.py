@@ -1,0 +1,150 @@
+"""Buckets of entity keys: a stable hash of a row's keys, and the bucket it falls in.
+
+A view version's table may be split into ``B`` buckets (``B`` a power of two): a row lives
+in bucket ``key_hash(keys) & (B - 1)``. A training set hashes its labels' keys the same
+way, so every bucket is an independent point-in-time join: the labels of bucket ``b`` can
+only ever match stored rows of bucket ``b``.
+
+The hash is part of the storage format: rows written by one process, platform or library
+version must land in the bucket another computes for the same keys. So it is defined
+here, explicitly, and pinned by golden values in ``tests/unit/test_bucketing.py``; it never
+uses polars' ``hash`` (whose values change between polars versions).
+
+Definition (64-bit unsigned arithmetic, wrapping):
+
+- each key value becomes a ``u64``: integers (any width, signed or not) their value in
+  two's complement (so ``Int32`` 7 and ``Int64`` 7 agree, as the join's keys do); booleans
+  0/1; strings (and categoricals) ``xxh64`` of their UTF-8 bytes with seed 0; a null
+  :data:`NULL_VALUE`;
+- ``h = SEED``; for each key in order, ``h = mix(h ^ mix(value))``, where ``mix`` is the
+  splitmix64 finalizer applied to ``x + GOLDEN``;
+- the bucket is ``h & (B - 1)``.
+
+Key dtypes outside this list (floats, dates, times, nested) are not bucketed: such views
+keep ``B = 1`` (:func:`hashable`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+__all__ = [
+    "BUCKET",
+    "BUCKETS",
+    "MAX_BUCKETS",
+    "TARGET_BUCKET_BYTES",
+    "bucket_ids",
+    "choose_buckets",
+    "hash_class",
+    "hashable",
+    "key_hash",
+]
+
+#: the partition column holding a row's bucket (``Int32``)
+BUCKET = "__fk_bucket"
+#: the partition column holding the table's bucket count ``B`` (``Int32``, one value per
+#: table version), so a pinned Delta version says by itself how it was bucketed
+BUCKETS = "__fk_buckets"
+#: aim for buckets of about this many in-memory bytes when choosing ``B``
+TARGET_BUCKET_BYTES = 512 * 1024**2
+#: never more buckets than this (a file per bucket and run: more would mean tiny files)
+MAX_BUCKETS = 1024
+
+SEED = 0x243F6A8885A308D3
+GOLDEN = 0x9E3779B97F4A7C15
+NULL_VALUE = 0x6A09E667F3BCC908
+_C1 = np.uint64(0xBF58476D1CE4E5B9)
+_C2 = np.uint64(0x94D049BB133111EB)
+_INTEGERS = (
+    pl.Int8,
+    pl.Int16,
+    pl.Int32,
+    pl.Int64,
+    pl.UInt8,
+    pl.UInt16,
+    pl.UInt32,
+    pl.UInt64,
+)
+
+
+def hash_class(dtype: pl.DataType) -> str | None:
+    """Which value encoding a key dtype hashes with (``"int"``, ``"str"``), or None.
+
+    Label and stored keys hash alike exactly when their classes are equal.
+    """
+    if dtype in _INTEGERS or dtype == pl.Boolean:
+        return "int"
+    if dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum | pl.Categorical):
+        return "str"
+    return None
+
+
+def hashable(dtypes: Sequence[pl.DataType]) -> bool:
+    """Whether keys of these dtypes can be bucketed."""
+    return bool(dtypes) and all(hash_class(d) is not None for d in dtypes)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer of ``x + GOLDEN`` (numpy ``uint64`` arithmetic wraps)."""
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(GOLDEN)
+        z = (z ^ (z >> np.uint64(30))) * _C1
+        z = (z ^ (z >> np.uint64(27))) * _C2
+        return z ^ (z >> np.uint64(31))
+
+
+def _values(series: pl.Series) -> np.ndarray:
+    """Each key value as a ``u64`` (see the module docstring)."""
+    kind = hash_class(series.dtype)
+    if kind == "int":
+        if series.dtype == pl.UInt64:
+            ints = series
+        else:  # every other integer fits Int64; its bits, read unsigned
+            ints = series.cast(pl.Int64).reinterpret(signed=False)
+        out = ints.fill_null(NULL_VALUE).cast(pl.UInt64).to_numpy()
+        return np.asarray(out, dtype=np.uint64)
+    if kind == "str":
+        import xxhash
+
+        text = series.cast(pl.String)
+        unique = text.drop_nulls().unique()
+        digests = pl.Series(
+            [xxhash.xxh64_intdigest(v.encode("utf-8"), seed=0) for v in unique.to_list()],
+            dtype=pl.UInt64,
+        )
+        mapped = text.replace_strict(unique, digests, default=NULL_VALUE, return_dtype=pl.UInt64)
+        return np.asarray(mapped.to_numpy(), dtype=np.uint64)
+    raise TypeError(f"key column {series.name!r} of dtype {series.dtype} cannot be bucketed")
+
+
+def key_hash(frame: pl.DataFrame, keys: Sequence[str]) -> pl.Series:
+    """The 64-bit bucketing hash of each row's ``keys`` (see the module docstring)."""
+    h = np.full(frame.height, SEED, dtype=np.uint64)
+    for key in keys:
+        h = _mix(h ^ _mix(_values(frame.get_column(key))))
+    return pl.Series("__fk_key_hash", h, dtype=pl.UInt64)
+
+
+def bucket_ids(frame: pl.DataFrame, keys: Sequence[str], buckets: int) -> pl.Series:
+    """Each row's bucket among ``buckets`` (a power of two), as ``Int32``."""
+    if buckets < 1 or buckets & (buckets - 1):
+        raise ValueError(f"bucket count must be a power of two, got {buckets}")
+    if buckets == 1:
+        return pl.Series(BUCKET, np.zeros(frame.height, dtype=np.int32), dtype=pl.Int32)
+    ids = key_hash(frame, keys).to_numpy() & np.uint64(buckets - 1)
+    return pl.Series(BUCKET, ids.astype(np.int32), dtype=pl.Int32)
+
+
+def choose_buckets(estimated_bytes: int, key_dtypes: Sequence[pl.DataType]) -> int:
+    """``B`` for a view whose rows take about ``estimated_bytes`` in memory.
+
+    One bucket per :data:`TARGET_BUCKET_BYTES`, rounded up to a power of two and capped at
+    :data:`MAX_BUCKETS`; small views, and views whose keys cannot be hashed, keep ``B = 1``.
+    """
+    if not hashable(key_dtypes) or estimated_bytes <= TARGET_BUCKET_BYTES:
+        return 1
+    wanted = -(-estimated_bytes // TARGET_BUCKET_BYTES)
+    return min(MAX_BUCKETS, 1 << (wanted - 1).bit_length())

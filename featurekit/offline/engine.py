@@ -1,0 +1,307 @@
+"""Running a training set's point-in-time join bucket by bucket.
+
+A view whose pinned table version is bucketed (``B > 1``, see
+:mod:`featurekit.offline.buckets`) is joined one bucket at a time: the labels are hashed
+with the same key hash as the stored rows (:mod:`featurekit.kernels.bucketing`), and the
+labels of bucket ``b`` are joined, by the one kernel (:func:`~featurekit.kernels.pit.
+pit_join`), to the rows of bucket ``b`` alone, which Delta partition pruning reads without
+touching the other buckets' files. A label can only match rows with its own keys, and
+those all live in its bucket, so each bucket's answers are exactly the whole join's
+answers for its labels; they are put back in label order, and the result (its columns,
+dtypes, values, order, hence its hash and the training set's id) is the same for any
+``B``. When every view has ``B = 1`` the join is the single kernel call it always was.
+
+Views are joined one after another; each keeps only its feature columns, so memory holds
+the labels, the finished columns, and one bucket of one view at a time.
+
+Out of core (:func:`join_within`): when the joined result is estimated not to fit the
+memory budget, each view's features are written bucket by bucket to parquet files (with
+each row's label position), then the result is assembled in label order, one range of
+label rows at a time (parquet row-group statistics on the position skip what a range does
+not need), and written as it is produced. Memory then holds the labels, one bucket of one
+view, and one range of result rows. The files are the training set's rows, in order; the
+result hash is computed from them one column at a time and equals the in-memory one.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import polars as pl
+
+from featurekit.core.hashing import columns_hash
+from featurekit.kernels.bucketing import bucket_ids, hash_class
+from featurekit.kernels.pit import PointInTime, ViewFrame, output_names, pit_join
+
+__all__ = [
+    "LOCAL",
+    "PEAK_FACTOR",
+    "BucketedView",
+    "LocalRunner",
+    "Runner",
+    "Spilled",
+    "Task",
+    "join",
+    "join_within",
+]
+
+#: a join's peak memory, as a multiple of its result's size (sorts, copies, the result)
+PEAK_FACTOR = 4
+_ROW = "__fk_row"
+
+#: one bucket's work: a kernel call over one bucket's labels and rows
+Task = Callable[[], pl.DataFrame]
+
+
+class Runner(Protocol):
+    """Runs tasks (here, or on a cluster) and yields their results in task order."""
+
+    def map(self, tasks: Iterable[Task]) -> Iterator[pl.DataFrame]:
+        """Each task's result, in the order the tasks were given."""
+        ...
+
+
+class LocalRunner:
+    """Runs each task in this process, one at a time (the default engine)."""
+
+    def map(self, tasks: Iterable[Task]) -> Iterator[pl.DataFrame]:
+        """Each task's result, computed when the caller asks for it."""
+        for task in tasks:
+            yield task()
+
+
+LOCAL = LocalRunner()
+
+#: reads one view for the given labels: all of it (bucket None) or one bucket's files
+Reader = Callable[[pl.DataFrame, int | None], ViewFrame]
+
+
+@dataclass(frozen=True)
+class BucketedView:
+    """One view of a training set, as the engine reads it.
+
+    Attributes:
+        read: the view's rows for some labels, whole or one bucket (a lazy ViewFrame).
+        buckets: ``B`` of the pinned table version (1: not bucketed).
+        stored: the stored dtype name of each key column (``VersionRecord.output``).
+    """
+
+    read: Reader
+    buckets: int
+    keys: tuple[str, ...]
+    stored: Mapping[str, str]
+
+
+def join(
+    labels: pl.DataFrame,
+    *,
+    timestamp: str,
+    views: Sequence[BucketedView],
+    point_in_time: PointInTime,
+    runner: Runner = LOCAL,
+) -> pl.DataFrame:
+    """``labels`` with every view's features attached, as :func:`pit_join` would attach them."""
+    whole = [v.read(labels, None) for v in views]
+    if labels.height == 0 or not any(_splits(labels, v) for v in views):
+        return pit_join(labels, timestamp=timestamp, views=whole, point_in_time=point_in_time)
+    names = output_names(labels.columns, whole)
+    columns: list[pl.Series] = []
+    for view, frame in zip(views, whole, strict=True):
+        if _splits(labels, view):
+            features = _bucketed(labels, timestamp, view, frame, point_in_time, runner)
+        else:
+            features = _features(labels, timestamp, frame, point_in_time)
+        columns.extend(features.get_columns())
+    return labels.hstack([s.alias(n) for s, n in zip(columns, names, strict=True)])
+
+
+def _splits(labels: pl.DataFrame, view: BucketedView) -> bool:
+    """Whether this view is joined bucket by bucket: bucketed, and labels' keys hash alike.
+
+    Otherwise the whole table is read and the kernel aligns (or refuses, with its own
+    message) the key dtypes, exactly as without buckets.
+    """
+    if view.buckets <= 1:
+        return False
+    for key in view.keys:
+        if key not in labels.columns:
+            return False
+        label = hash_class(labels.schema[key])
+        if label is None or label != _stored_class(view.stored.get(key, "")):
+            return False
+    return True
+
+
+def _stored_class(name: str) -> str | None:
+    """:func:`hash_class` of a stored dtype, from its name as the version record keeps it."""
+    if (name.startswith(("Int", "UInt")) and name[-1].isdigit()) or name == "Boolean":
+        return "int" if name not in ("Int128", "UInt128") else None
+    if name == "String" or name.startswith(("Categorical", "Enum")):
+        return "str"
+    return None
+
+
+def _features(
+    labels: pl.DataFrame, timestamp: str, view: ViewFrame, point_in_time: PointInTime
+) -> pl.DataFrame:
+    """One view's feature columns for ``labels`` (in their order), by one kernel call."""
+    wanted = list(dict.fromkeys([*view.keys, timestamp]))
+    # labels lacking a key go to the kernel whole: it refuses them, naming their columns
+    base = labels.select(wanted) if set(wanted) <= set(labels.columns) else labels
+    joined = pit_join(base, timestamp=timestamp, views=[view], point_in_time=point_in_time)
+    return joined.select(joined.columns[base.width :])
+
+
+def _bucketed(
+    labels: pl.DataFrame,
+    timestamp: str,
+    view: BucketedView,
+    frame: ViewFrame,
+    point_in_time: PointInTime,
+    runner: Runner,
+) -> pl.DataFrame:
+    """One view's feature columns, joined bucket by bucket and put back in label order."""
+    parts: list[pl.DataFrame] = []
+    positions: list[np.ndarray] = []
+    for _, rows, values in _view_parts(labels, timestamp, view, frame, point_in_time, runner):
+        parts.append(values)
+        positions.append(rows)
+    stacked = pl.concat(parts, how="vertical")
+    order = np.argsort(np.concatenate(positions), kind="stable")
+    return stacked[order]
+
+
+@dataclass(frozen=True)
+class Spilled:
+    """A joined result written to parquet files, in label order (see the module docstring).
+
+    Attributes:
+        parts: the files' names in their folder, in label order.
+        joined: the views' feature columns (before on-demand features were added).
+        schema: the result's columns and dtypes.
+        rows: the result's row count.
+    """
+
+    parts: tuple[str, ...]
+    joined: tuple[str, ...]
+    schema: pl.Schema
+    rows: int
+
+    def scan(self, folder: str) -> pl.LazyFrame:
+        """The rows, lazily, from the files in ``folder``."""
+        if not self.parts:
+            return pl.DataFrame(schema=self.schema).lazy()
+        return pl.scan_parquet([str(Path(folder) / p) for p in self.parts])
+
+    def hash(self, folder: str) -> str:
+        """:func:`~featurekit.core.hashing.frame_hash` of the rows, one column in memory."""
+        scan = self.scan(folder)
+        columns = (scan.select(name).collect().to_series() for name in self.schema.names())
+        return columns_hash(self.rows, len(self.schema), columns)
+
+
+def estimated_bytes(labels: pl.DataFrame, features: int) -> int:
+    """The joined result's size in memory: the labels plus about 16 bytes per value."""
+    return int(labels.estimated_size()) + labels.height * 16 * features
+
+
+def join_within(
+    labels: pl.DataFrame,
+    *,
+    timestamp: str,
+    views: Sequence[BucketedView],
+    point_in_time: PointInTime,
+    budget: int | None,
+    scratch: Callable[[], str],
+    finish: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
+    runner: Runner = LOCAL,
+) -> pl.DataFrame | Spilled:
+    """:func:`join`, or, when the result does not fit ``budget`` (bytes), the result
+    written under the folder ``scratch()`` gives (see the module docstring).
+
+    ``finish`` (on-demand features) is applied to each range of rows of a written result;
+    an in-memory result is returned without it (the caller applies it to the whole frame).
+    """
+    whole = [v.read(labels, None) for v in views]
+    features = sum(len(w.features) for w in whole)
+    size = estimated_bytes(labels, features)
+    if budget is None or labels.height == 0 or size * PEAK_FACTOR <= budget:
+        return join(
+            labels, timestamp=timestamp, views=views, point_in_time=point_in_time, runner=runner
+        )
+    folder = Path(scratch())
+    names = output_names(labels.columns, whole)
+    start = 0
+    folders = []
+    for i, (view, frame) in enumerate(zip(views, whole, strict=True)):
+        own = names[start : start + len(frame.features)]
+        start += len(frame.features)
+        target = folder / f"view-{i}"
+        target.mkdir(parents=True, exist_ok=True)
+        folders.append(target)
+        for bucket, rows, values in _view_parts(
+            labels, timestamp, view, frame, point_in_time, runner
+        ):
+            values.columns = own
+            values.insert_column(0, pl.Series(_ROW, rows, dtype=pl.UInt64)).write_parquet(
+                target / f"{bucket:05d}.parquet", row_group_size=64 * 1024
+            )
+    per_row = max(1, size // labels.height)
+    chunk = max(1, budget // (PEAK_FACTOR * per_row))
+    out = folder / "result"
+    out.mkdir(parents=True, exist_ok=True)
+    parts: list[str] = []
+    schema = pl.Schema()
+    for k, first in enumerate(range(0, labels.height, chunk)):
+        piece = labels.slice(first, chunk)
+        last = first + piece.height - 1
+        for target in folders:
+            picked = (
+                pl.scan_parquet(str(target / "*.parquet"))
+                .filter(pl.col(_ROW).is_between(first, last))
+                .collect()
+                .sort(_ROW)
+                .drop(_ROW)
+            )
+            piece = piece.hstack(picked.get_columns())
+        if finish is not None:
+            piece = finish(piece)
+        name = f"part-{k:06d}.parquet"
+        piece.write_parquet(out / name)
+        parts.append(f"result/{name}")
+        schema = piece.schema
+    for target in folders:
+        shutil.rmtree(target)
+    return Spilled(tuple(parts), tuple(names), schema, labels.height)
+
+
+def _view_parts(
+    labels: pl.DataFrame,
+    timestamp: str,
+    view: BucketedView,
+    frame: ViewFrame,
+    point_in_time: PointInTime,
+    runner: Runner,
+) -> Iterator[tuple[int, np.ndarray, pl.DataFrame]]:
+    """(bucket, label positions, feature columns) of one view, a bucket at a time; the
+    buckets run as ``runner`` runs tasks (here, or on a cluster), their results in order."""
+    if not _splits(labels, view):
+        yield 0, np.arange(labels.height), _features(labels, timestamp, frame, point_in_time)
+        return
+    ids = bucket_ids(labels, view.keys, view.buckets).to_numpy()
+    buckets = [int(b) for b in np.unique(ids).tolist()]
+    positions = [np.flatnonzero(ids == b) for b in buckets]
+
+    def tasks() -> Iterator[Task]:  # made as the runner takes them: one bucket's labels each
+        for bucket, rows in zip(buckets, positions, strict=True):
+            sub = labels[rows]
+            yield partial(_features, sub, timestamp, view.read(sub, bucket), point_in_time)
+
+    results = runner.map(tasks())
+    yield from zip(buckets, positions, results, strict=True)

@@ -1,0 +1,83 @@
+"""The Ray engine: a training set's per-bucket joins run as Ray tasks on a cluster.
+
+``fk.Store(root, engine="ray")`` connects to the cluster ``RAY_ADDRESS`` names (or starts
+a local one), ``engine="ray://host:port"`` to that address. Each bucket of each bucketed
+view is one task: it reads that bucket's files of the pinned Delta version (every node
+must see the store's root at the same path, e.g. a shared mount) and runs the one polars
+kernel (:func:`~featurekit.kernels.pit.pit_join`); the driver puts the results back in
+label order. A task is a pure function of its inputs, so Ray may retry it after a worker
+dies (``max_retries``) and the answer cannot change: the training set has the same id
+and the same rows as on the local engine. Ray is imported only here, on first use
+(``pip install 'featurekit[ray]'``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import polars as pl
+
+from featurekit.core.errors import DefinitionError
+from featurekit.offline.engine import Task
+
+__all__ = ["RayRunner", "runner_for"]
+
+#: tasks in flight at once: enough to keep a small cluster busy, few enough that the
+#: driver never holds many buckets' results it cannot yet hand over in label order
+IN_FLIGHT = 8
+#: a task whose worker died is run again this many times
+MAX_RETRIES = 3
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as err:
+        raise DefinitionError(
+            "engine='ray' needs Ray, which is not installed. Install it with "
+            "pip install 'featurekit[ray]', or use the default engine='local'."
+        ) from err
+    return ray
+
+
+def _run(task: Task) -> pl.DataFrame:
+    return task()
+
+
+class RayRunner:
+    """Runs tasks as Ray tasks, a bounded number in flight, results in task order."""
+
+    def __init__(self, address: str | None) -> None:
+        self.address = address
+
+    def _connect(self) -> Any:
+        ray = _ray()
+        if not ray.is_initialized():
+            ray.init(address=self.address, log_to_driver=False)
+        return ray
+
+    def map(self, tasks: Iterable[Task]) -> Iterator[pl.DataFrame]:
+        """Each task's result, in the order the tasks were given."""
+        ray = self._connect()
+        remote = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(_run)
+        pending: deque[Any] = deque()
+        for task in tasks:
+            pending.append(remote.remote(task))
+            if len(pending) >= IN_FLIGHT:
+                yield ray.get(pending.popleft())
+        while pending:
+            yield ray.get(pending.popleft())
+
+
+def runner_for(engine: str) -> RayRunner:
+    """The runner of ``engine="ray"`` or ``"ray://host:port"``."""
+    if engine == "ray":
+        return RayRunner(None)  # ray.init finds RAY_ADDRESS, or starts a local cluster
+    if engine.startswith("ray://"):
+        return RayRunner(engine)
+    raise DefinitionError(
+        f"engine={engine!r} is not an engine; use 'local' (the default), 'ray' or "
+        "'ray://host:port'."
+    )

@@ -1,0 +1,111 @@
+"""The bucketing hash is a storage format: pinned to literal values and to an independent
+pure-Python rendering of its definition, for every key dtype that can be bucketed."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+import xxhash
+
+from featurekit.core.errors import DefinitionError
+from featurekit.kernels import bucketing
+from featurekit.kernels.bucketing import bucket_ids, choose_buckets, hashable, key_hash
+from featurekit.offline.buckets import check_bucket_count
+
+M = 2**64 - 1
+
+
+def _mix(x: int) -> int:
+    z = (x + 0x9E3779B97F4A7C15) & M
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M
+    return z ^ (z >> 31)
+
+
+def _value(v: object) -> int:
+    if v is None:
+        return 0x6A09E667F3BCC908
+    if isinstance(v, str):
+        return xxhash.xxh64_intdigest(v.encode("utf-8"), seed=0)
+    assert isinstance(v, int)
+    return v & M  # two's complement
+
+
+def _reference(*values: object) -> int:
+    h = 0x243F6A8885A308D3
+    for v in values:
+        h = _mix(h ^ _mix(_value(v)))
+    return h
+
+
+INTS = [0, 1, -1, 2**40, None]
+TEXTS = ["a", "driver_7", "", None, "é"]
+FRAME = pl.DataFrame({"i": pl.Series(INTS, dtype=pl.Int64), "s": TEXTS})
+
+
+def test_hash_is_pinned_to_literal_values() -> None:
+    # changing these moves stored rows to other buckets: a new storage format, never an edit
+    assert key_hash(FRAME, ["i"]).to_list() == [
+        233067058864325002,
+        17525493022739835425,
+        12592785425429990383,
+        16535552884446065384,
+        16043105730782109098,
+    ]
+    assert key_hash(FRAME, ["i", "s"]).to_list() == [
+        602420652753340434,
+        10860425562342729609,
+        15243403732094417250,
+        1339096593279668065,
+        2609326633607557304,
+    ]
+
+
+def test_hash_matches_its_written_definition() -> None:
+    assert key_hash(FRAME, ["i"]).to_list() == [_reference(v) for v in INTS]
+    assert key_hash(FRAME, ["s"]).to_list() == [_reference(v) for v in TEXTS]
+    assert key_hash(FRAME, ["i", "s"]).to_list() == [
+        _reference(i, s) for i, s in zip(INTS, TEXTS, strict=True)
+    ]
+    big = pl.DataFrame({"u": pl.Series([2**64 - 1, 3], dtype=pl.UInt64)})
+    assert key_hash(big, ["u"]).to_list() == [_reference(2**64 - 1), _reference(3)]
+
+
+@pytest.mark.parametrize("dtype", [pl.Int8, pl.Int16, pl.Int32, pl.UInt8, pl.UInt32, pl.UInt64])
+def test_every_integer_width_hashes_like_int64(dtype: type[pl.DataType]) -> None:
+    # the join matches Int32 labels to Int64 rows, so both must land in the same bucket
+    values = pl.DataFrame({"k": pl.Series([0, 1, 7, 100, None], dtype=dtype)})
+    wide = values.with_columns(pl.col("k").cast(pl.Int64))
+    assert key_hash(values, ["k"]).to_list() == key_hash(wide, ["k"]).to_list()
+
+
+def test_categorical_and_enum_hash_like_strings() -> None:
+    text = pl.DataFrame({"k": ["x", "y", None, "x"]})
+    for dtype in (pl.Categorical(), pl.Enum(["x", "y"])):
+        cast = text.with_columns(pl.col("k").cast(dtype))
+        assert key_hash(cast, ["k"]).to_list() == key_hash(text, ["k"]).to_list()
+
+
+def test_bucket_ids_are_the_low_bits() -> None:
+    ids = bucket_ids(FRAME, ["i", "s"], 8)
+    assert ids.dtype == pl.Int32
+    assert ids.to_list() == [h & 7 for h in key_hash(FRAME, ["i", "s"]).to_list()]
+    assert bucket_ids(FRAME, ["i"], 1).to_list() == [0] * 5
+
+
+def test_bucket_counts_are_powers_of_two() -> None:
+    with pytest.raises(ValueError, match="power of two, got 6"):
+        bucket_ids(FRAME, ["i"], 6)
+    with pytest.raises(DefinitionError, match=r"view 'v': buckets=3 is not a power of two"):
+        check_bucket_count(3, "view 'v'")
+    assert check_bucket_count(16, "view 'v'") == 16
+
+
+def test_small_views_and_unhashable_keys_keep_one_bucket() -> None:
+    target = bucketing.TARGET_BUCKET_BYTES
+    assert choose_buckets(target, [pl.Int64()]) == 1
+    assert choose_buckets(target + 1, [pl.Int64()]) == 2
+    assert choose_buckets(5 * target, [pl.String()]) == 8
+    assert choose_buckets(10**18, [pl.Int64()]) == bucketing.MAX_BUCKETS
+    assert choose_buckets(10 * target, [pl.Float64()]) == 1
+    assert not hashable([pl.Date()])
