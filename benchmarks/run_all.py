@@ -29,6 +29,9 @@ QUICK: dict[str, list[str]] = {
     ],
     "aggregations.py": ["--labels", "2e3", "--events", "2e4", "--entities", "200", "--repeat", "1"],
     "online.py": ["--entities", "200", "--requests", "200"],
+    "serving_log.py": [
+        *("--entities", "200", "--blocks", "1", "--block-seconds", "0.1", "--threads", "2"),
+    ],
 }
 
 FULL: dict[str, list[str]] = {
@@ -37,6 +40,7 @@ FULL: dict[str, list[str]] = {
     "materialize.py": ["--stream-rows", "5e7", "--budget", "8GiB"],
     "aggregations.py": [],
     "online.py": [],
+    "serving_log.py": ["--runs", "3"],
 }
 
 
