@@ -165,3 +165,16 @@ def test_logged_rows_encode_values_as_orjson_does(tmp_path: Path) -> None:
     assert rows["status"][:3].to_list() == ["present", "not_found", "present"]
     days = pl.read_delta(str(tmp_path / "odd"))["entity"].to_list()
     assert days == ['{"day":"2026-01-01"}', '{"day":"2026-01-02"}']
+
+
+def test_a_full_log_drops_lookups_and_counts_them(tmp_path: Path) -> None:
+    # memory stays bounded: past queue_size waiting lookups, record() drops instead of growing
+    one = LoggedView("ratings", 1, ("rating",), {"rating": [4]}, ["present"], [None])
+    log = ServingLog(str(tmp_path / "log"), queue_size=3, batch_lookups=100, flush_seconds=600)
+    for i in range(5):
+        log.record(1_767_225_600_000_000, {"driver_id": [i]}, ("driver_id",), [one])
+    assert log.dropped == 2
+    log.close()  # writes what was kept
+    assert log.written == 3
+    entities = pl.read_delta(str(tmp_path / "log"))["entity"].to_list()
+    assert entities == ['{"driver_id":0}', '{"driver_id":1}', '{"driver_id":2}']
