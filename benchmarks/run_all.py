@@ -36,6 +36,9 @@ QUICK: dict[str, list[str]] = {
         *("--labels", "2e3", "--rows", "2e4", "--entities", "200", "--buckets", "4"),
         *("--repeat", "1"),
     ],
+    "serving_log.py": [
+        *("--entities", "200", "--blocks", "1", "--block-seconds", "0.1", "--threads", "2"),
+    ],
 }
 
 FULL: dict[str, list[str]] = {
@@ -46,6 +49,7 @@ FULL: dict[str, list[str]] = {
     "online.py": [],
     "storage.py": [],
     "scale.py": [],
+    "serving_log.py": ["--runs", "3"],
 }
 
 

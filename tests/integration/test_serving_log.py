@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import httpx
+import orjson
 import polars as pl
 import pytest
 from conftest import at
@@ -13,7 +15,7 @@ from test_online_support import served
 from views_trips import fare_view
 
 import featurekit as fk
-from featurekit.online.serving_log import ServingLog
+from featurekit.online.serving_log import LoggedView, ServingLog
 
 
 def test_store_logs_every_lookup_once_with_values_and_statuses(
@@ -110,3 +112,69 @@ def test_skew_names_a_stale_online_snapshot(tmp_path: Path, data_dir: Path) -> N
         "stale online snapshot: it served the row at 2026-01-02T16:00:00+00:00, the offline "
         "store has a row at 2026-01-03T12:00:00+00:00"
     )
+
+
+def test_logged_rows_encode_values_as_orjson_does(tmp_path: Path) -> None:
+    # the writer encodes plain values column-wise in polars and the rest one row at a time;
+    # both must write what orjson writes (the readers parse it back with orjson)
+    t0 = 1_767_225_600_123_457
+    fare = LoggedView(
+        "fare_features",
+        2,
+        ("fare", "city", "ok"),
+        {"fare": [1.0, None, float("nan")], "city": ['"q"', "ü", None], "ok": [True, None, False]},
+        ["present", "not_found", "present"],
+        [t0 - 7, None, t0 - 1],
+    )
+    rating = LoggedView(
+        "ratings", 1, ("rating",), {"rating": [4, 5, None]}, ["present"] * 3, [t0] * 3
+    )
+    one = LoggedView("ratings", 1, ("rating",), {"rating": [4]}, ["present"], [t0])
+    log = ServingLog(str(tmp_path / "log"))
+    log.record(t0, {"driver_id": [1, 2, 9]}, ("driver_id",), [fare, rating])
+    log.record(t0 + 1, {"driver_id": [3, 4, 5]}, ("driver_id",), [rating])
+    log.close()
+    # a date key and mixed key types in one batch: not plain polars columns
+    odd = ServingLog(str(tmp_path / "odd"))
+    odd.record(t0, {"day": [date(2026, 1, 1)]}, ("day",), [one])
+    odd.record(t0, {"day": ["2026-01-02"]}, ("day",), [one])
+    odd.close()
+
+    rows = pl.read_delta(str(tmp_path / "log"))
+    assert rows["request_id"].unique_counts().to_list() == [6, 3]  # in the order recorded
+    assert rows["view"].to_list() == ["fare_features"] * 3 + ["ratings"] * 6
+    assert rows["entity"].to_list() == [f'{{"driver_id":{i}}}' for i in (1, 2, 9, 1, 2, 9, 3, 4, 5)]
+    expected = [
+        orjson.dumps({f: view.values[f][i] for f in view.features}).decode()
+        for view in (fare, rating, rating)
+        for i in range(3)
+    ]
+    assert rows["features"].to_list() == expected
+    assert expected[0] == '{"fare":1.0,"city":"\\"q\\"","ok":true}'
+    assert expected[2] == '{"fare":null,"city":null,"ok":false}'
+    assert (
+        rows["lookup_at"].to_list()
+        == [datetime(2026, 1, 1, 0, 0, 0, 123457, UTC)] * 6
+        + [datetime(2026, 1, 1, 0, 0, 0, 123458, UTC)] * 3
+    )
+    assert rows["event_ts"][:3].to_list() == [
+        datetime(2026, 1, 1, 0, 0, 0, 123450, UTC),
+        None,
+        datetime(2026, 1, 1, 0, 0, 0, 123456, UTC),
+    ]
+    assert rows["status"][:3].to_list() == ["present", "not_found", "present"]
+    days = pl.read_delta(str(tmp_path / "odd"))["entity"].to_list()
+    assert days == ['{"day":"2026-01-01"}', '{"day":"2026-01-02"}']
+
+
+def test_a_full_log_drops_lookups_and_counts_them(tmp_path: Path) -> None:
+    # memory stays bounded: past queue_size waiting lookups, record() drops instead of growing
+    one = LoggedView("ratings", 1, ("rating",), {"rating": [4]}, ["present"], [None])
+    log = ServingLog(str(tmp_path / "log"), queue_size=3, batch_lookups=100, flush_seconds=600)
+    for i in range(5):
+        log.record(1_767_225_600_000_000, {"driver_id": [i]}, ("driver_id",), [one])
+    assert log.dropped == 2
+    log.close()  # writes what was kept
+    assert log.written == 3
+    entities = pl.read_delta(str(tmp_path / "log"))["entity"].to_list()
+    assert entities == ['{"driver_id":0}', '{"driver_id":1}', '{"driver_id":2}']
