@@ -10,7 +10,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+from browser import CHROMIUM, RECORD_VIOLATIONS, chromium_context
 from catalog_store import build_catalog_store
 
 import featurekit as fk
@@ -26,23 +26,8 @@ import featurekit as fk
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "docs" / "img" / "catalog.png"
-RECORD_VIOLATIONS = """
-window.__violations = [];
-document.addEventListener("securitypolicyviolation", (e) => window.__violations.push(e.blockedURI));
-"""
 
 pytestmark = [
     pytest.mark.slow,
@@ -88,16 +73,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 @pytest.fixture()
 def browser(server: dict[str, Any]) -> Iterator[tuple[Any, list[str]]]:
     requests: list[str] = []
-    profile = tempfile.mkdtemp(prefix="fk-chromium-")
     with sync_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            profile,
-            executable_path=CHROMIUM,
-            args=ARGS,
-            headless=True,
-            viewport={"width": 1360, "height": 900},
-            device_scale_factor=1,
-        )
+        context, profile = chromium_context(p, viewport={"width": 1360, "height": 900})
 
         def route(r: Any) -> None:
             url = r.request.url

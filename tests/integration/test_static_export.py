@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import CHROMIUM, chromium_context
 
 import featurekit as fk
 from featurekit.demo import run_demo
@@ -26,20 +26,10 @@ nbclient = pytest.importorskip("nbclient")
 nbconvert = pytest.importorskip("nbconvert")
 pytest.importorskip("ipykernel")
 pytest.importorskip("anywidget")
+
 sync_api = pytest.importorskip("playwright.sync_api")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 VIEWPORT = {"width": 1024, "height": 900}
 WIDGET = "application/vnd.jupyter.widget-view+json"
 
@@ -83,16 +73,8 @@ def exported(store_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
 @pytest.fixture()
 def browser() -> Iterator[tuple[Any, list[str]]]:
     blocked: list[str] = []
-    profile = tempfile.mkdtemp(prefix="fk-chromium-")
     with sync_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            profile,
-            executable_path=CHROMIUM,
-            args=ARGS,
-            headless=True,
-            viewport=VIEWPORT,
-            device_scale_factor=1,
-        )
+        context, profile = chromium_context(p, viewport=VIEWPORT)
 
         def route(r: Any) -> None:
             url = r.request.url

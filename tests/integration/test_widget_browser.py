@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import CHROMIUM, RECORD_VIOLATIONS, chromium_context
 
 import featurekit as fk
 from featurekit.demo import run_demo
@@ -22,23 +22,7 @@ from featurekit.notebook import export_html
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "lineage-widget.png"
-# CSP violations (a blocked fetch never reaches the network, but must fail the test too)
-RECORD_VIOLATIONS = """
-window.__violations = [];
-document.addEventListener("securitypolicyviolation", (e) => window.__violations.push(e.blockedURI));
-"""
 
 pytestmark = [
     pytest.mark.slow,
@@ -58,16 +42,8 @@ def graph(tmp_path_factory: pytest.TempPathFactory) -> fk.LineageGraph:
 @pytest.fixture()
 def page(tmp_path: Path) -> Iterator[tuple[Any, list[str]]]:
     requests: list[str] = []
-    profile = tempfile.mkdtemp(prefix="fk-chromium-")  # a fresh profile every time
     with sync_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            profile,
-            executable_path=CHROMIUM,
-            args=ARGS,
-            headless=True,
-            viewport={"width": 1280, "height": 640},
-            device_scale_factor=1,
-        )
+        context, profile = chromium_context(p, viewport={"width": 1280, "height": 640})
 
         def route(r: Any) -> None:
             url = r.request.url
