@@ -15,11 +15,11 @@ the normalized SQL, or the explicit ``version=`` string.
 from __future__ import annotations
 
 from featurekit.core.authoring import FeatureView
-from featurekit.core.config import FORMAT_VERSION
 from featurekit.core.fingerprint import describe_source
 from featurekit.core.hashing import stable_hash
 from featurekit.core.on_demand import OnDemandFeature
 from featurekit.storage.layout import RecordKind
+from featurekit.storage.records import CodeSourceRecord
 from featurekit.storage.registry import Registry
 
 __all__ = ["code_source", "recorded_source", "save_source"]
@@ -70,21 +70,12 @@ def save_source(
         return
     registry.add_code_source(
         kind,
-        name,
         _digest(code),
-        {
-            "kind": kind,
-            "name": name,
-            "code_fingerprint": code,
-            "source": code_source(obj),
-            "format_version": FORMAT_VERSION,
-        },
+        CodeSourceRecord(kind=kind, name=name, code_fingerprint=code, source=code_source(obj)),
     )
 
 
 def recorded_source(registry: Registry, kind: RecordKind, name: str, code: str) -> str | None:
     """The normalized source kept for a code fingerprint, or None (stores without it)."""
-    data = registry.code_source(kind, name, _digest(code))
-    if data is None:
-        return None
-    return str(data["source"]) if data.get("code_fingerprint") == code else None
+    kept = registry.code_source(kind, name, _digest(code))
+    return kept.source if kept is not None and kept.code_fingerprint == code else None

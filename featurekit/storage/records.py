@@ -163,6 +163,20 @@ class OnDemandRecord(Record):
         return str(self.parts.get("code", ""))
 
 
+class CodeSourceRecord(BaseModel):
+    """The normalized source kept for one code fingerprint of a view or on-demand feature,
+    so ``featurekit plan`` can diff a later change against it (write-once, never versioned).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str
+    name: str
+    code_fingerprint: str
+    source: str
+    format_version: int = FORMAT_VERSION
+
+
 class ModelRecord(Record):
     """One logged model version.
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from featurekit.core.config import FORMAT_VERSION
 from featurekit.core.errors import NotFoundError, StorageError, did_you_mean
@@ -31,6 +31,7 @@ from featurekit.storage.layout import LineageKind, RecordKind, StoreLayout
 from featurekit.storage.manifest import Manifest, parse_manifest
 from featurekit.storage.objectstore import ObjectStore
 from featurekit.storage.records import (
+    CodeSourceRecord,
     DeletionEvent,
     ModelRecord,
     OnDemandRecord,
@@ -392,18 +393,17 @@ class Registry:
         return out
 
     # ---- kept sources (what `featurekit plan` diffs) -------------------------------------
-    def add_code_source(
-        self, kind: RecordKind, name: str, code_fingerprint: str, data: dict[str, Any]
-    ) -> bool:
-        """Keep a definition's normalized source once; False if it is already kept."""
-        return self._write_once(self.layout.code_key(kind, name, code_fingerprint), data)
+    def add_code_source(self, kind: RecordKind, digest: str, record: CodeSourceRecord) -> bool:
+        """Keep a definition's normalized source once (under ``digest`` of its code
+        fingerprint); False if it is already kept."""
+        return self._write_once(self.layout.code_key(kind, record.name, digest), record)
 
-    def code_source(
-        self, kind: RecordKind, name: str, code_fingerprint: str
-    ) -> dict[str, Any] | None:
-        """The kept source record of one code fingerprint, or None."""
-        key = self.layout.code_key(kind, name, code_fingerprint)
-        return self._read(key) if self.objects.exists(key) else None
+    def code_source(self, kind: RecordKind, name: str, digest: str) -> CodeSourceRecord | None:
+        """The kept source record under ``digest``, or None (stores from before it was kept)."""
+        key = self.layout.code_key(kind, name, digest)
+        if not self.objects.exists(key):
+            return None
+        return CodeSourceRecord.model_validate(self._read(key))
 
     # ---- reading and writing ------------------------------------------------------------
     def _read(self, key: str, *, check: bool = True) -> dict[str, Any]:
@@ -426,9 +426,9 @@ class Registry:
             )
         return data
 
-    def _write_once(self, key: str, data: Record | Mapping[str, Any]) -> bool:
+    def _write_once(self, key: str, data: BaseModel | Mapping[str, Any]) -> bool:
         """Create ``key`` holding ``data`` as JSON; False if it exists (nothing written)."""
         self.check_writable()
-        body = data.model_dump(mode="json") if isinstance(data, Record) else data
+        body = data.model_dump(mode="json") if isinstance(data, BaseModel) else data
         # insertion order is kept (feature order matters); records are immutable, so stable
         return self.objects.write_if_absent(key, orjson.dumps(body, option=orjson.OPT_INDENT_2))
