@@ -170,6 +170,7 @@ class Store:
                 step=bar.step,
                 memory_budget=budget,
                 before_commit=self._online_check(),
+                runner=self._runner,
             )
         finally:
             bar.close()

@@ -58,6 +58,10 @@ class FeatureView(BaseModel):
     #: ``leakage="ignore"``: no leakage lint for this view (a reviewed exception); it
     #: changes no data, so it stays out of the fingerprint and out of dumps too
     leakage: LeakageMode = Field(default="warn", exclude=True)
+    #: ``entity_local=True``: each entity's rows come from its own input rows, so the view
+    #: may run bucket by bucket; where rows are computed is not which rows, so it stays out
+    #: of the fingerprint and out of dumps
+    entity_local: bool = Field(default=False, exclude=True)
 
     # ---- derived, pure ------------------------------------------------------------------
     @property
@@ -163,6 +167,7 @@ def feature_view(
     aggregations: Sequence[Aggregation] | None = None,
     checks: Sequence[Any] | None = None,
     leakage: LeakageMode = "warn",
+    entity_local: bool = False,
 ) -> FeatureView: ...
 
 
@@ -183,6 +188,7 @@ def feature_view(  # type: ignore[overload-overlap]  # sql + name: the view itse
     aggregations: Sequence[Aggregation] | None = None,
     checks: Sequence[Any] | None = None,
     leakage: LeakageMode = "warn",
+    entity_local: bool = False,
 ) -> FeatureView: ...
 
 
@@ -203,6 +209,7 @@ def feature_view(
     aggregations: Sequence[Aggregation] | None = None,
     checks: Sequence[Any] | None = None,
     leakage: LeakageMode = "warn",
+    entity_local: bool = False,
 ) -> Callable[[ViewFunction], FeatureView]: ...
 
 
@@ -222,6 +229,7 @@ def feature_view(
     aggregations: Sequence[Aggregation] | None = None,
     checks: Sequence[Any] | None = None,
     leakage: LeakageMode = "warn",
+    entity_local: bool = False,
 ) -> FeatureView | Callable[[ViewFunction], FeatureView]:
     """Declare a feature view from a polars function (or SQL).
 
@@ -246,6 +254,12 @@ def feature_view(
     behind it, e.g. ``dt.truncate("1d")`` without ``.dt.offset_by("1d")``) for a view whose
     stamp was reviewed; it is not part of the version either.
 
+    ``entity_local=True`` declares that each entity's output rows depend only on that
+    entity's input rows (no rank or mean across entities), so the view may run bucket by
+    bucket on a cluster (``engine="ray"``, see docs/scale.md). featurekit checks the
+    declaration on a sample before relying on it and refuses a false one. It changes where
+    the rows are computed, not which rows, so it is not part of the version either.
+
     SQL views need no function body: ``fk.feature_view(name="x", entity=..., sources=[...],
     sql="SELECT ...")`` returns the view directly.
     """
@@ -266,6 +280,7 @@ def feature_view(
             aggregations=aggregations,
             checks=checks,
             leakage=leakage,
+            entity_local=entity_local,
         )
 
     if fn is not None:
@@ -291,6 +306,7 @@ def _build_view(
     aggregations: Sequence[Aggregation] | None = None,
     checks: Sequence[Any] | None = None,
     leakage: LeakageMode = "warn",
+    entity_local: bool = False,
 ) -> FeatureView:
     view_name = check_name(name or getattr(fn, "__name__", None), "feature view")
     if not isinstance(entity, Entity):
@@ -330,7 +346,16 @@ def _build_view(
         aggregations=_check_aggregations(view_name, aggregations, ttl),
         checks=as_checks(checks),
         leakage=_check_leakage_mode(view_name, leakage),
+        entity_local=_check_entity_local(view_name, entity_local),
     )
+
+
+def _check_entity_local(view: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise DefinitionError(
+            f"view {view!r}: entity_local must be True or False, got {shown(value)}."
+        )
+    return value
 
 
 def _check_leakage_mode(view: str, mode: object) -> LeakageMode:

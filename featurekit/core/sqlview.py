@@ -109,3 +109,48 @@ def run_sql(sql: str, frames: Mapping[str, pl.LazyFrame]) -> pl.LazyFrame:
     """Run a view's SQL over its inputs with polars' SQL engine (lazily)."""
     context = pl.SQLContext(frames=dict(frames), eager=False)
     return context.execute(sql, eager=False)
+
+
+def sql_entity_local(sql: str, keys: tuple[str, ...]) -> bool:
+    """Whether ``sql`` computes each entity's rows from that entity's input rows alone.
+
+    Such a view gives the same rows when its input is split by entity keys and each part
+    is run on its own, so it can run bucket by bucket (see docs/scale.md). It holds when
+    every SELECT in the query is row by row (no aggregate, window, DISTINCT, LIMIT or
+    join), groups by columns that include every key, or computes windows partitioned by
+    columns that include every key. Anything else (a global aggregate, a rank across
+    entities, a join whose rows could come from other entities) is answered False: the
+    view then runs as one task, which is always correct.
+    """
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        tree = sqlglot.parse_one(sql, read=DIALECT)
+    except sqlglot.errors.ParseError:
+        return False
+    wanted = set(keys)
+
+    def names(expressions: list[exp.Expression]) -> set[str]:
+        return {e.name for e in expressions if isinstance(e, exp.Column)}
+
+    for select in tree.find_all(exp.Select):
+        if select.args.get("joins") or select.args.get("limit") or select.args.get("offset"):
+            return False
+        if select.args.get("distinct"):
+            return False
+        group = select.args.get("group")
+        if group is not None and not wanted <= names(group.expressions):
+            return False
+        for window in select.find_all(exp.Window):
+            if not wanted <= names(window.args.get("partition_by") or []):
+                return False
+        if group is None:
+            outside = [
+                agg
+                for agg in select.find_all(exp.AggFunc)
+                if not isinstance(agg.parent, exp.Window)
+            ]
+            if outside:  # an aggregate without GROUP BY: one row from every entity
+                return False
+    return True

@@ -43,6 +43,7 @@ batches of entity keys, streamed into that same single commit (see
 
 from __future__ import annotations
 
+import shutil
 import time
 import uuid
 import warnings
@@ -56,9 +57,10 @@ import polars as pl
 
 from featurekit.core.errors import FeatureKitWarning, SchemaError, StorageError, ValidationError
 from featurekit.core.timeutil import to_utc_datetime, utcnow
-from featurekit.offline import buckets
+from featurekit.offline import buckets, distribute
 from featurekit.offline.batching import DEFAULT_BUDGET, batch_count, estimate_bytes, key_partitions
 from featurekit.offline.compute import Layout, Window, call_view, collect_rows, shaped, view_inputs
+from featurekit.offline.engine import LOCAL, Runner
 from featurekit.offline.push import keep_pushed
 from featurekit.offline.quality import CheckSummary, RunQuality, leakage_findings
 from featurekit.offline.resolve import ResolvedView, changed_parts
@@ -108,6 +110,7 @@ def materialize(
     step: Progress = lambda _: None,
     memory_budget: int | None = None,
     before_commit: Callable[[VersionRecord, pl.Schema], None] | None = None,
+    runner: Runner = LOCAL,
 ) -> MaterializeResult:
     """Materialize one resolved view (see the module docstring for the rules).
 
@@ -115,6 +118,9 @@ def materialize(
     the run's memory: larger inputs are computed and written in batches of entity keys.
     ``before_commit(record, schema)`` runs before anything is computed, with the version's
     record and stored schema; it raises to refuse a run whose later steps would fail.
+    ``runner`` other than the local one (``engine="ray"``) computes an entity-local view
+    of a bucketed table bucket by bucket as its tasks (:mod:`featurekit.offline.distribute`);
+    the rows, checks, statistics and commit are the same.
 
     Racing writers (other machines on an object-storage root, where there are no locks) are
     met with Delta's optimistic concurrency: a run whose commit loses re-plans from what
@@ -125,7 +131,15 @@ def materialize(
         with registry.lock(resolved.name):
             try:
                 return _run(
-                    registry, resolved, start, end, full_refresh, step, memory_budget, before_commit
+                    registry,
+                    resolved,
+                    start,
+                    end,
+                    full_refresh,
+                    step,
+                    memory_budget,
+                    before_commit,
+                    runner,
                 )
             except delta.CommitConflict:
                 if attempt == _RACE_ATTEMPTS - 1:
@@ -151,6 +165,7 @@ def _run(
     step: Progress,
     memory_budget: int | None,
     before_commit: Callable[[VersionRecord, pl.Schema], None] | None,
+    runner: Runner = LOCAL,
 ) -> MaterializeResult:
     name = resolved.name
     options = registry.storage_options
@@ -208,10 +223,44 @@ def _run(
     )
     if existing is None:
         record = record.model_copy(update={"buckets": split.buckets})
+    staging: Path | None = None
+    if resolved.view.entity_local and (existing is None or runner is not LOCAL):
+        distribute.verify(resolved, snaps, window)  # a false declaration is refused here
+    if (
+        runner is not LOCAL
+        and split.buckets > 1
+        and registry.layout.is_local
+        and distribute.distributable(resolved, snaps)
+        and distribute.verify(resolved, snaps, window)
+    ):
+        staging = Path(registry.layout.staging_uri(name, number, run_id))
+        step("computing bucket by bucket")
+        try:
+            parts = distribute.bucket_parts(
+                resolved,
+                snaps,
+                window,
+                version=number,
+                buckets=split.buckets,
+                staging=str(staging),
+                runner=runner,
+            )
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # parts of a run that failed
+            raise
+        if parts:  # else (no input rows) the one local batch refuses or writes nothing
+            batches = _staged_batches(resolved, parts, number, quality)
+            counted = _Counted(resolved, snaps, window, mode, batches, quality)
     try:
         # one batch is checked here, before its commit metadata is built; batches are
         # checked while the writer streams them, so their verdicts miss the commit metadata
-        frames = counted.frames() if len(batches) > 1 else next(counted.frames())
+        frames: pl.DataFrame | Iterator[pl.DataFrame]
+        if staging is not None and len(batches) > 1:
+            # computed buckets are checked before the writer starts, so the commit
+            # metadata has the checks' verdicts, as a one-batch run's has
+            frames = _checked_first(counted, staging)
+        else:
+            frames = counted.frames() if len(batches) > 1 else next(counted.frames())
         if runs:  # rows pushed into the table (store.push) are not derived: keep them
             predicate, frames = keep_pushed(uri, predicate, frames)
         version = delta.write_rows(
@@ -227,7 +276,7 @@ def _run(
                 "mode": mode,
                 "window": {"start": _iso(window.start), "end": _iso(window.end)},
                 "watermarks": watermarks,
-                **(quality.metadata() if len(batches) == 1 else {}),
+                **(quality.metadata() if len(batches) == 1 or staging is not None else {}),
             },
             storage_options=options,
             # a table this run found absent is created only if still absent: of two racing
@@ -238,6 +287,9 @@ def _run(
     except ValidationError:
         quality.keep_refused()  # the quarantine, written once the writer has let go
         raise
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     del frames
     if existing is None:
         _add_committed(registry, resolved, record, uri, version)
@@ -349,6 +401,31 @@ def _batches(
         lambda part=part: collect_rows(view, lf.filter(part), layout, version, quality.check)  # type: ignore[misc]
         for part in parts
     ]
+
+
+def _staged_batches(
+    resolved: ResolvedView, parts: list[str], version: int, quality: RunQuality
+) -> list[_Batch]:
+    """One batch per computed bucket: its file, checked as the view produced it, then tidied."""
+    view, layout = resolved.view, resolved.layout
+    quality.batched = len(parts) > 1
+    return [
+        lambda part=part: collect_rows(  # type: ignore[misc]
+            view, pl.scan_parquet(part), layout, version, quality.check
+        )
+        for part in parts
+    ]
+
+
+def _checked_first(counted: _Counted, staging: Path) -> Iterator[pl.DataFrame]:
+    """Every batch checked and tidied (kept in ``staging``), then handed to the writer."""
+    folder = staging / "tidy"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, rows in enumerate(counted.frames()):
+        paths.append(folder / f"{i:05d}.parquet")
+        rows.write_parquet(paths[-1])
+    return (pl.read_parquet(path) for path in paths)
 
 
 def register(registry: Registry, resolved: ResolvedView) -> VersionRecord:

@@ -29,6 +29,7 @@ rows go through it).
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -156,6 +157,20 @@ def quarantine(
     return uri
 
 
+_ROWS_FAIL = re.compile(r"(\d+) of (\d+) rows fail (.*)", re.DOTALL)
+
+
+def _merged_detail(old: CheckSummary, detail: str, passed: bool) -> str:
+    """The detail of two batches' verdicts: "k of n rows fail (...)" counts add up, so a
+    run in batches says what the same run in one batch says; else the latest failing one."""
+    before, now = _ROWS_FAIL.fullmatch(old.detail), _ROWS_FAIL.fullmatch(detail)
+    if before and now and before.group(3) == now.group(3):
+        failing = int(before.group(1)) + int(now.group(1))
+        rows = int(before.group(2)) + int(now.group(2))
+        return f"{failing} of {rows} rows fail {now.group(3)}"
+    return old.detail if passed and not old.passed else detail
+
+
 class RunQuality:
     """Checks and statistics of one materialization run, fed batch by batch."""
 
@@ -267,7 +282,7 @@ class RunQuality:
                     r.severity,
                     old.passed and r.passed,
                     old.failing + r.failing,
-                    old.detail if r.passed and not old.passed else r.detail,
+                    _merged_detail(old, r.detail, r.passed),
                 )
 
     @property

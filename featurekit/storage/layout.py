@@ -84,6 +84,7 @@ _TRAINING_SETS = "training_sets"
 _ONLINE = "online"
 _QUARANTINE = "quarantine"
 _STATS = "stats"
+_STAGING = "staging"
 _SERVING_LOG = "serving_log"
 
 
@@ -240,6 +241,13 @@ class StoreLayout:
     def stats_uri(self, view: str, version: int) -> str:
         """Where a view version's per-run feature statistics live (a Delta table)."""
         return self.uri(_STATS + self.table_key(view, version).removeprefix(_TABLES))
+
+    def staging_uri(self, view: str, version: int, run_id: str) -> str:
+        """A folder a distributed materialization run writes its intermediate parts to
+        (bucketed input, per-bucket output) before the driver's one commit; the run
+        deletes it, and a run that died leaves it behind, safe to delete."""
+        table = self.table_key(view, version).removeprefix(_TABLES)
+        return self.uri(f"{_STAGING}{table}/{validate_name(run_id, 'run')}")
 
     def serving_log_uri(self) -> str:
         """Where logged online lookups are appended (a Delta table)."""
