@@ -1,4 +1,5 @@
-"""The Ray engine: a training set's per-bucket joins run as Ray tasks on a cluster.
+"""The Ray engine: a training set's per-bucket joins, and a materialization's map and
+per-bucket stages (:mod:`featurekit.offline.distribute`), run as Ray tasks on a cluster.
 
 ``fk.Store(root, engine="ray")`` connects to the cluster ``RAY_ADDRESS`` names (or starts
 a local one), ``engine="ray://host:port"`` to that address. Each bucket of each bucketed
@@ -7,8 +8,10 @@ must see the store's root at the same path, e.g. a shared mount) and runs the on
 kernel (:func:`~featurekit.kernels.pit.pit_join`); the driver puts the results back in
 label order. A task is a pure function of its inputs, so Ray may retry it after a worker
 dies (``max_retries``) and the answer cannot change: the training set has the same id
-and the same rows as on the local engine. Ray is imported only here, on first use
-(``pip install 'featurekit[ray]'``).
+and the same rows as on the local engine. A materialization task writes its files under
+names no other attempt uses and the driver commits only the files of results it
+received, so a retried task leaves no duplicate row. Ray is imported only here, on first
+use (``pip install 'featurekit[ray]'``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""engine="ray": a training set's per-bucket joins as Ray tasks on a real two-node cluster.
+"""engine="ray": a training set's per-bucket joins, and a materialization's map and
+per-bucket stages, as Ray tasks on a real two-node cluster.
 
 The cluster (a head and a second node, on 127.0.0.1) is started and stopped by this
 module; each node is its own ``ray start --block`` process group, stopped by its id.
@@ -17,6 +18,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from unittest import mock
 
 import polars as pl
 import pytest
@@ -24,11 +26,13 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'featurekit[ray]'")
 cloudpickle = pytest.importorskip("ray.cloudpickle")
 
-from test_buckets import FEATURES, LABELS, SOURCE, _build  # noqa: E402
+import test_distribute  # noqa: E402
+from test_buckets import FEATURES, LABELS, SOURCE, _build, buckets  # noqa: E402
 
 import featurekit as fk  # noqa: E402
-from featurekit.offline import ray_engine  # noqa: E402
+from featurekit.offline import distribute, ray_engine  # noqa: E402
 from featurekit.offline.engine import Task  # noqa: E402
+from featurekit.storage import delta  # noqa: E402
 
 REPO = Path(fk.__file__).resolve().parent.parent
 
@@ -182,3 +186,58 @@ def test_a_worker_that_dies_mid_task_changes_nothing(
     assert len(got) == LABELS.height  # no row lost or duplicated
     assert (got.id, got.manifest.result_hash) == (expected.id, expected.manifest.result_hash)
     assert got.to_polars().equals(expected.to_polars())
+
+
+def _materialized(store: fk.Store, source: fk.Source) -> dict[str, pl.DataFrame]:
+    """Each of test_distribute's views materialized (4 buckets), its rows read back sorted."""
+    out = {}
+    with buckets(4), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for view in test_distribute.views(source):
+            result = store.materialize(view)
+            uri = store.registry.layout.table_uri(view.name, result.version)
+            assert delta.current_version(uri) == 0  # one commit
+            out[view.name] = test_distribute.table(store, view.name)
+    return out
+
+
+def _dies_after_once(marker: Path) -> Callable[[Task], pl.DataFrame]:
+    """A task runner whose first call kills its worker after the task wrote its files."""
+
+    def run(task: Task) -> pl.DataFrame:
+        result = task()
+        if not marker.exists():
+            marker.touch()
+            os._exit(1)  # the files are written, the result is lost: Ray runs it again
+        return result
+
+    return run
+
+
+def test_materialize_on_ray_writes_the_local_engines_table(
+    cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = test_distribute.trips(test_distribute.write_source(tmp_path / "trips"))
+    local = fk.Store(tmp_path / "local", progress=False)
+    expected = _materialized(local, source)
+    marker = tmp_path / "died"
+    for module in (__name__, "test_distribute", "test_buckets"):  # workers cannot import tests
+        cloudpickle.register_pickle_by_value(sys.modules[module])
+    monkeypatch.setattr(ray_engine, "_run", _dies_after_once(marker))
+    spy = mock.Mock(wraps=distribute.bucket_parts)
+    monkeypatch.setattr(distribute, "bucket_parts", spy)
+    monkeypatch.setenv("RAY_ADDRESS", cluster)
+    remote = fk.Store(tmp_path / "ray", progress=False, engine="ray")
+    got = _materialized(remote, source)
+    assert marker.exists()  # a worker did die, after writing a map task's parts
+    assert spy.call_count == 3  # every view ran as Ray tasks, bucket by bucket
+    for name, rows in expected.items():
+        assert got[name].height == rows.height  # no row lost or duplicated
+        assert got[name].equals(rows), name
+    assert not list((tmp_path / "ray").rglob("staging/**/*.parquet"))  # staging cleaned up
+    features = test_distribute.FEATURES
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = local.training_set(LABELS, features, "ts")
+        b = remote.training_set(LABELS, features, "ts")
+    assert (b.id, b.manifest.result_hash) == (a.id, a.manifest.result_hash)
