@@ -224,14 +224,15 @@ def _run(
     if existing is None:
         record = record.model_copy(update={"buckets": split.buckets})
     staging: Path | None = None
+    verified = None
     if resolved.view.entity_local and (existing is None or runner is not LOCAL):
-        distribute.verify(resolved, snaps, window)  # a false declaration is refused here
+        verified = distribute.verify(resolved, snaps, window)  # a false declaration raises
     if (
         runner is not LOCAL
         and split.buckets > 1
         and registry.layout.is_local
         and distribute.distributable(resolved, snaps)
-        and distribute.verify(resolved, snaps, window)
+        and (verified or (verified is None and distribute.verify(resolved, snaps, window)))
     ):
         staging = Path(registry.layout.staging_uri(name, number, run_id))
         step("computing bucket by bucket")
