@@ -235,23 +235,13 @@ def _run(
         and (verified or (verified is None and distribute.verify(resolved, snaps, window)))
     ):
         staging = Path(registry.layout.staging_uri(name, number, run_id))
-        step("computing bucket by bucket")
-        try:
-            parts = distribute.bucket_parts(
-                resolved,
-                snaps,
-                window,
-                version=number,
-                buckets=split.buckets,
-                staging=str(staging),
-                runner=runner,
-            )
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)  # parts of a run that failed
-            raise
-        if parts:  # else (no input rows) the one local batch refuses or writes nothing
+        parts = _bucket_parts(resolved, snaps, window, number, split.buckets, staging, runner)
+        if parts:
             batches = _staged_batches(resolved, parts, number, quality)
             counted = _Counted(resolved, snaps, window, mode, batches, quality)
+        else:  # no input rows: the one local batch refuses the run or writes nothing
+            shutil.rmtree(staging, ignore_errors=True)
+            staging = None
     try:
         # one batch is checked here, before its commit metadata is built; batches are
         # checked while the writer streams them, so their verdicts miss the commit metadata
@@ -402,6 +392,31 @@ def _batches(
         lambda part=part: collect_rows(view, lf.filter(part), layout, version, quality.check)  # type: ignore[misc]
         for part in parts
     ]
+
+
+def _bucket_parts(
+    resolved: ResolvedView,
+    snaps: Mapping[str, SourceSnapshot],
+    window: Window,
+    version: int,
+    count: int,
+    staging: Path,
+    runner: Runner,
+) -> list[str]:
+    """The view computed bucket by bucket by ``runner`` (files in ``staging``, bucket order)."""
+    try:
+        return distribute.bucket_parts(
+            resolved,
+            snaps,
+            window,
+            version=version,
+            buckets=count,
+            staging=str(staging),
+            runner=runner,
+        )
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # the parts of a run that failed
+        raise
 
 
 def _staged_batches(

@@ -246,3 +246,32 @@ def test_an_aggregation_view_looking_across_entities_runs_as_one_task(
 )
 def test_sql_entity_local_detection(sql: str, local: bool) -> None:
     assert sql_entity_local(sql, KEYS) is local
+
+
+#: a driver outside the sample the declaration is checked on (the first 64 drivers seen)
+UNSAMPLED = SOURCE["driver_id"].unique(maintain_order=True)[100]
+
+
+def fails_on_one_driver(trips: pl.LazyFrame) -> pl.LazyFrame:
+    """Entity-local, but raises on one driver's rows (seen only bucket by bucket)."""
+    if trips.filter(pl.col("driver_id") == UNSAMPLED).select(pl.len()).collect().item():
+        raise ValueError(f"driver {UNSAMPLED} is bad")
+    return events(trips)
+
+
+@pytest.mark.usefixtures("quiet")
+def test_a_failing_bucket_commits_nothing_and_leaves_no_staging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = trips(write_source(tmp_path / "trips"))
+    view = fk.feature_view(entity=DRIVER, sources=[source], entity_local=True)(fails_on_one_driver)
+    split = split_store(tmp_path / "split", monkeypatch)
+    with buckets(4), pytest.raises(fk.UserCodeError) as err:
+        split.materialize(view)
+    assert str(err.value) == (
+        f"view 'fails_on_one_driver' (version 1) raised ValueError: driver {UNSAMPLED} is bad"
+    )
+    assert split.views() == []  # nothing committed, nothing recorded
+    assert [
+        p for p in (tmp_path / "split").rglob("*") if "staging" in p.parts and p.is_file()
+    ] == []
