@@ -197,8 +197,6 @@ def _run(
     step("computing")
     budget = memory_budget or DEFAULT_BUDGET
     quality = RunQuality(resolved, registry.layout, number, run_id)
-    batches = _batches(resolved, snaps, window, number, budget, quality)
-    counted = _Counted(resolved, snaps, window, mode, batches, quality)
     watermarks = dict(previous or {})
     if mode != "range":
         watermarks.update(_watermarks(snaps, window))
@@ -224,6 +222,7 @@ def _run(
     if existing is None:
         record = record.model_copy(update={"buckets": split.buckets})
     staging: Path | None = None
+    parts: list[str] = []
     verified = None
     if resolved.view.entity_local and (existing is None or runner is not LOCAL):
         verified = distribute.verify(resolved, snaps, window)  # a false declaration raises
@@ -236,12 +235,14 @@ def _run(
     ):
         staging = Path(registry.layout.staging_uri(name, number, run_id))
         parts = _bucket_parts(resolved, snaps, window, number, split.buckets, staging, runner)
-        if parts:
-            batches = _staged_batches(resolved, parts, number, quality)
-            counted = _Counted(resolved, snaps, window, mode, batches, quality)
-        else:  # no input rows: the one local batch refuses the run or writes nothing
+        if not parts:  # no input rows: the one local batch refuses the run or writes nothing
             shutil.rmtree(staging, ignore_errors=True)
             staging = None
+    if parts:  # the view ran bucket by bucket; the driver never runs it on everything
+        batches = _staged_batches(resolved, parts, number, quality)
+    else:
+        batches = _batches(resolved, snaps, window, number, budget, quality)
+    counted = _Counted(resolved, snaps, window, mode, batches, quality)
     try:
         # one batch is checked here, before its commit metadata is built; batches are
         # checked while the writer streams them, so their verdicts miss the commit metadata
