@@ -275,3 +275,9 @@ def test_a_failing_bucket_commits_nothing_and_leaves_no_staging(
     assert [
         p for p in (tmp_path / "split").rglob("*") if "staging" in p.parts and p.is_file()
     ] == []
+
+
+def test_entity_local_must_be_true_or_false(tmp_path: Path) -> None:
+    with pytest.raises(fk.DefinitionError) as err:
+        fk.feature_view(entity=DRIVER, sources=[trips(tmp_path)], entity_local="yes")(centred)  # type: ignore[call-overload]
+    assert str(err.value) == "view 'centred': entity_local must be True or False, got 'yes'."
