@@ -1,12 +1,13 @@
 """engine="ray": a training set's per-bucket joins, and a materialization's map and
 per-bucket stages, as Ray tasks on a real two-node cluster.
 
-The cluster (a head and a second node, on 127.0.0.1) is started and stopped by this
-module; each node is its own ``ray start --block`` process group, stopped by its id.
+The cluster (a head and a second node, on 127.0.0.1) is started once for the module and
+stopped by it; each node is its own ``ray start --block`` process group, stopped by its id.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -105,12 +106,14 @@ def cluster() -> Iterator[str]:
         if ray.is_initialized():
             ray.shutdown()
         for node in reversed(nodes):
-            os.killpg(node.pid, signal.SIGTERM)  # the node's own process group only
+            # `ray start --block` stops its node's processes itself, in seconds; signalling
+            # the whole group makes the head's processes wait out a ~30 s shutdown
+            os.kill(node.pid, signal.SIGTERM)
         for node in nodes:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 node.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(node.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.pid, signal.SIGKILL)  # leftovers of the node's own group only
         shutil.rmtree(temp, ignore_errors=True)
 
 
