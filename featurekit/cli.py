@@ -91,12 +91,13 @@ app = typer.Typer(
 )
 
 StoreOption = Annotated[
-    Path,
+    str,
     typer.Option(
         "--store",
         "-s",
-        metavar="PATH",
-        help="Store root folder (the one holding _featurekit/).",
+        metavar="ROOT",
+        help="Store root: the folder holding _featurekit/, or an s3://, gs://, az:// URI "
+        "(storage options and credentials from FEATUREKIT_STORAGE_OPTIONS, a JSON object).",
     ),
 ]
 
@@ -295,8 +296,8 @@ def doctor(store: StoreOption) -> None:
     with _errors():
         from featurekit.doctor import check_store
 
-        _open_marker(store)  # a mistyped path is a plain error, not a report of problems
-        report = check_store(store)
+        # a mistyped path is a plain error, not a report of problems
+        report = check_store(_open_marker(store))
         for line in report.lines():
             typer.echo(line)
         if not report.healthy:
@@ -427,12 +428,14 @@ def _scalar(text: str) -> int | float | str:
 @app.command()
 def serve(
     store: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--store",
             "-s",
+            metavar="ROOT",
             envvar="FEATUREKIT_STORE",
-            help="Store root folder (default: `store` in featurekit.toml / pyproject.toml).",
+            help="Store root: a folder or an s3://, gs://, az:// URI (default: `store` in "
+            "featurekit.toml / pyproject.toml; storage options from FEATUREKIT_STORAGE_OPTIONS).",
         ),
     ] = None,
     host: Annotated[
@@ -551,7 +554,7 @@ def serve(
             max_name_length=max_name_length,
         )
         root, loaded = _serve_project(store, definitions or [])
-        _open(root)  # refuses a path that is not a store
+        _open_marker(root)  # refuses a path that is not a store
         opened = Store(
             root, progress=False, online=online, log_serving=log_sample if log_features else False
         )
@@ -729,8 +732,8 @@ add_commands(app)
 
 
 def _serve_project(
-    store: Path | None, targets: list[str]
-) -> tuple[Path, list[OnDemandFeature | FeatureService]]:
+    store: str | None, targets: list[str]
+) -> tuple[Path | str, list[OnDemandFeature | FeatureService]]:
     """The store and the definitions to serve: the flags, else the project's config file.
 
     A target may hold an ``fk.Definitions`` (its services and on-demand features are
@@ -741,13 +744,14 @@ def _serve_project(
     from featurekit.project.config import load_definitions as load_project_definitions
     from featurekit.project.definitions import Definitions
     from featurekit.serving.app import definitions_in, import_definitions
+    from featurekit.storage.roots import parse_root
 
     here = Path.cwd()
     config = find_config(here)
-    root = store if store is not None else config.store
+    root = parse_root(store) if store is not None else config.store
     if root is None:
         raise NotFoundError(
-            "no store given: pass --store PATH (or set FEATUREKIT_STORE), or run in a project "
+            "no store given: pass --store ROOT (or set FEATUREKIT_STORE), or run in a project "
             "folder whose featurekit.toml names one (featurekit init DIR makes one)."
         )
     base = here
@@ -800,25 +804,26 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
-def _open(root: Path) -> Store:
+def _open(root: str | Path) -> Store:
     """Open an existing store; never create one by accident from a mistyped path."""
     from featurekit.store import Store
 
-    _open_marker(root)
-    return Store(root, progress=False)
+    return Store(_open_marker(root), progress=False)
 
 
-def _open_marker(root: Path) -> None:
-    """Refuse a path that holds no store marker (so nothing creates a store by accident)."""
+def _open_marker(root: str | Path) -> Path | str:
+    """The parsed root; refused when it holds no store marker (nothing is created by accident)."""
     from featurekit.core.errors import StorageError
     from featurekit.storage.layout import StoreLayout
+    from featurekit.storage.roots import parse_root
 
-    layout = StoreLayout(root.expanduser())
+    layout = StoreLayout(parse_root(root))
     if not layout.has_store():
         raise StorageError(
-            f"{str(root)!r} is not a featurekit store (no {layout.marker_key}). "
+            f"{layout.shown_root!r} is not a featurekit store (no {layout.marker_key}). "
             "Pass the store root with --store, e.g. --store ./featurekit-demo/store."
         )
+    return layout.root
 
 
 def _console(*, stderr: bool = False) -> Console:

@@ -30,6 +30,7 @@ from featurekit.offline.models import models
 from featurekit.storage import delta
 from featurekit.storage.layout import StoreLayout
 from featurekit.storage.registry import Registry
+from featurekit.storage.roots import parse_root
 from featurekit.store import Store
 
 __all__ = ["Check", "DoctorReport", "check_store"]
@@ -53,7 +54,7 @@ class Check:
 class DoctorReport:
     """Everything :func:`check_store` looked at; healthy when no check found a problem."""
 
-    root: Path
+    root: Path | str
     checks: list[Check] = field(default_factory=list)
 
     @property
@@ -69,7 +70,7 @@ class DoctorReport:
     def lines(self) -> list[str]:
         """The report as text lines, one per check, then a one-line verdict."""
         tags = {"ok": "ok     ", "problem": "PROBLEM", "note": "note   "}
-        out = [f"featurekit doctor: {self.root}"]
+        out = [f"featurekit doctor: {StoreLayout(self.root).shown_root}"]
         out += [f"  {tags[c.status]}  {c.subject}: {c.detail}" for c in self.checks]
         if self.healthy:
             out.append(f"healthy: {len(self.checks)} checks, no problems.")
@@ -87,7 +88,7 @@ def check_store(root: str | Path) -> DoctorReport:
     """Check a store's registry records and Delta tables; never writes anything.
 
     Args:
-        root: the store root (the folder holding ``_featurekit/``).
+        root: the store root (the folder holding ``_featurekit/``, or an object-storage URI).
 
     Returns:
         A :class:`DoctorReport`; ``report.healthy`` is False when anything is damaged.
@@ -96,7 +97,7 @@ def check_store(root: str | Path) -> DoctorReport:
         >>> report = check_store("./featurekit-demo/store")
         >>> print("\\n".join(report.lines())); report.healthy
     """
-    report = DoctorReport(Path(root).expanduser().resolve())
+    report = DoctorReport(parse_root(root))
     registry = _attempt(
         report,
         StoreLayout(report.root).marker_key,
@@ -181,7 +182,7 @@ def _read_pinned(uri: str, version: int) -> str:
     return f"pinned Delta version {version} reads in full ({rows:,} rows)"
 
 
-def _lineage_summary(root: Path) -> str:
+def _lineage_summary(root: Path | str) -> str:
     graph = Store(root, progress=False, online=False).lineage()
     return f"{len(graph.nodes)} nodes, {len(graph.edges)} edges"
 
@@ -214,7 +215,7 @@ def _attempt(
     return result
 
 
-def _key_or_uri(root: Path, table: str) -> str:
+def _key_or_uri(root: Path | str, table: str) -> str:
     """``table`` as its key under the store root (as records name it), else as given."""
     try:
         return StoreLayout(root).key_of(table)

@@ -16,7 +16,6 @@ from featurekit.core.authoring import FeatureView
 from featurekit.core.definitions import Entity
 from featurekit.core.errors import DefinitionError, NotFoundError, StorageError
 from featurekit.core.on_demand import OnDemandFeature
-from featurekit.core.redact import redact_url
 from featurekit.core.timeutil import parse_duration, to_utc_datetime
 from featurekit.kernels.pit import PointInTime
 from featurekit.lineage.graph import LineageGraph
@@ -38,7 +37,7 @@ from featurekit.project.sources import save_source
 from featurekit.storage import delta
 from featurekit.storage.records import DeletionEvent
 from featurekit.storage.registry import Registry, VersionRecord
-from featurekit.storage.remote import REMOTE_SCHEMES, is_remote
+from featurekit.storage.roots import options_for_root, parse_root
 from featurekit.storage.runs import RunRecord, runs
 
 if TYPE_CHECKING:
@@ -60,7 +59,9 @@ class Store:
 
     The root is a local folder or ``s3://``, ``gs://``, ``az://``/``abfss://`` URI, with
     ``storage_options`` (delta-rs/object_store option names, credentials included) used for
-    every object and table under it. It is created if missing (``create=False`` opens an
+    every object and table under it; without ``storage_options`` a remote root takes them
+    from ``FEATUREKIT_STORAGE_OPTIONS`` (a JSON object), else the backends' usual
+    environment variables and credential chains. It is created if missing (``create=False`` opens an
     existing store only). ``online`` picks the online store: ``None`` means the embedded
     SQLite file for a local root and *off* for a remote one (SQLite cannot live on object
     storage); ``"redis://…"``, a local SQLite file path, an :class:`OnlineStore`, or
@@ -99,8 +100,8 @@ class Store:
         log_serving: bool | float = False,
         engine: str = "local",
     ) -> None:
-        self.root: Path | str = _root(root)
-        self.storage_options = dict(storage_options or {})
+        self.root: Path | str = parse_root(root)
+        self.storage_options = options_for_root(self.root, storage_options)
         remote = isinstance(self.root, str)
         if remote and online is None and not os.environ.get("FEATUREKIT_ONLINE", "").strip():
             # explicit for remote roots (an argument or FEATUREKIT_ONLINE): nothing puts
@@ -893,20 +894,6 @@ def _retention(retain: str | timedelta) -> timedelta:
     if window is None:
         raise DefinitionError("vacuum needs retain=, e.g. retain='7d'.")
     return window
-
-
-def _root(root: str | Path) -> Path | str:
-    """A local root as an absolute Path; an object-storage URI as a string."""
-    text = str(root)
-    if is_remote(text):
-        return text.rstrip("/")
-    if "://" in text and not text.startswith("file://"):
-        scheme = text.split("://", 1)[0]
-        raise StorageError(
-            f"store root {redact_url(text)!r}: scheme {scheme!r} is not supported; use a local "
-            f"folder or one of {', '.join(s + '://' for s in REMOTE_SCHEMES)}."
-        )
-    return Path(text.removeprefix("file://")).expanduser().resolve()
 
 
 def _value_count(log: pl.DataFrame) -> int:

@@ -33,9 +33,13 @@ __all__ = ["PLAN_FILE", "add_commands"]
 PLAN_FILE = Path(".featurekit") / "plan.json"
 
 ProjectStore = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
-        "--store", "-s", help="Store root (default: `store` in featurekit.toml / pyproject.toml)."
+        "--store",
+        "-s",
+        metavar="ROOT",
+        help="Store root: a folder or an s3://, gs://, az:// URI (default: `store` in "
+        "featurekit.toml / pyproject.toml; storage options from FEATUREKIT_STORAGE_OPTIONS).",
     ),
 ]
 ProjectDefinitions = Annotated[
@@ -323,7 +327,7 @@ def _headline(change: Change) -> str:
     )
 
 
-def _project(store: Path | None, definitions: str | None) -> Project:
+def _project(store: str | None, definitions: str | None) -> Project:
     from featurekit.project.config import load_project
 
     project = load_project(store=store, definitions=definitions)
@@ -352,15 +356,16 @@ def _registry(project: Project) -> Iterator[Any]:
         yield registry
 
 
-def _open_store(store: Path | None) -> Store:
+def _open_store(store: str | None) -> Store:
     from featurekit.core.errors import NotFoundError
     from featurekit.project.config import find_config
+    from featurekit.storage.roots import parse_root
     from featurekit.store import Store
 
-    root = store.expanduser() if store is not None else find_config(Path.cwd().resolve()).store
+    root = parse_root(store) if store is not None else find_config(Path.cwd().resolve()).store
     if root is None:
         raise NotFoundError(
-            "no store given: pass --store PATH, or run inside a project (featurekit.toml)."
+            "no store given: pass --store ROOT, or run inside a project (featurekit.toml)."
         )
     return Store(root, create=False, progress=False)
 

@@ -3,7 +3,8 @@
 A project is a folder with ``featurekit.toml``, or a ``pyproject.toml`` with a
 ``[tool.featurekit]`` table, holding two keys::
 
-    store = "store"                    # the store root, relative to the config file
+    store = "store"                    # the store root, relative to the config file,
+                                       # or an object-storage URI ("s3://bucket/features")
     definitions = "features.py"        # or "features", or "my_pkg.features:defs"
 
 The file is looked for in the working directory and then in its parents (the first one
@@ -29,6 +30,7 @@ from typing import Any
 
 from featurekit.core.errors import DefinitionError, FeatureKitError, NotFoundError, UserCodeError
 from featurekit.project.definitions import Definitions
+from featurekit.storage.roots import parse_root
 
 __all__ = ["CONFIG_FILE", "Project", "find_config", "load_definitions", "load_project"]
 
@@ -41,7 +43,7 @@ class ProjectConfig:
     """What a config file says, with paths made absolute against its folder."""
 
     path: Path | None
-    store: Path | None
+    store: Path | str | None
     definitions: str | None
 
 
@@ -50,7 +52,7 @@ class Project:
     """A loaded project: where its store is and what it declares."""
 
     folder: Path
-    store: Path
+    store: Path | str
     definitions: Definitions
     definitions_target: str
 
@@ -71,7 +73,7 @@ def find_config(start: Path) -> ProjectConfig:
 
 def load_project(
     *,
-    store: Path | None = None,
+    store: str | Path | None = None,
     definitions: str | None = None,
     cwd: Path | None = None,
 ) -> Project:
@@ -85,7 +87,7 @@ def load_project(
     here = (cwd or Path.cwd()).resolve()
     config = find_config(here)
     folder = config.path.parent if config.path is not None else here
-    root = store.expanduser().resolve() if store is not None else config.store
+    root = parse_root(store) if store is not None else config.store
     target = definitions if definitions is not None else config.definitions
     if target is None:
         raise NotFoundError(
@@ -95,7 +97,7 @@ def load_project(
         )
     if root is None:
         raise NotFoundError(
-            f'no store given: add store = "store" to {CONFIG_FILE}, or pass --store PATH.'
+            f'no store given: add store = "store" to {CONFIG_FILE}, or pass --store ROOT.'
         )
     base = folder if definitions is None else here
     return Project(folder, root, load_definitions(target, base=base), target)
@@ -194,5 +196,5 @@ def _parse(path: Path, table: dict[str, Any]) -> ProjectConfig:
                 f"{str(path)!r}: {key!r} must be a string, got {type(table[key]).__name__}."
             )
     store = table.get("store")
-    root = (path.parent / Path(store).expanduser()).resolve() if store else None
+    root = parse_root(store, base=path.parent) if store else None
     return ProjectConfig(path, root, table.get("definitions"))

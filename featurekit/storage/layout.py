@@ -54,6 +54,7 @@ from featurekit.core.names import NameKind, shown, validate_name
 from featurekit.core.redact import redact_url
 from featurekit.storage.objectstore import LocalObjectStore, ObjectStore
 from featurekit.storage.remote import RemoteObjectStore, remember_options
+from featurekit.storage.roots import options_for_root
 
 #: What the registry versions: each kind is a folder of ``<name>/v<N>.json`` records.
 RecordKind = Literal["view", "service", "on_demand", "model"]
@@ -103,8 +104,9 @@ class StoreLayout:
         storage_options: Mapping[str, str] | None = None,
     ) -> None:
         self.root: Path | str = root if isinstance(root, Path) else root.rstrip("/")
-        #: options for every Delta table and object under the root (credentials included)
-        self.storage_options: dict[str, str] = dict(storage_options or {})
+        #: options for every Delta table and object under the root (credentials included);
+        #: none given: FEATUREKIT_STORAGE_OPTIONS for a remote root
+        self.storage_options: dict[str, str] = options_for_root(self.root, storage_options)
         if isinstance(self.root, str):
             remember_options(self.root, self.storage_options)
         if objects is None:

@@ -405,7 +405,7 @@ def test_help_shows_metavars_not_python_types(command: str) -> None:
     help_line = next(ln for ln in result.stdout.splitlines() if "--help" in ln)
     assert re.search(r"--help\s+Show this message and exit\.", help_line), help_line
     if command:
-        assert re.search(r"--(store\s+-s|root)\s+PATH\s", result.stdout), result.stdout
+        assert re.search(r"--(store\s+-s\s+ROOT|root\s+PATH)\s", result.stdout), result.stdout
 
 
 def test_help_of_flags_and_repeated_arguments() -> None:

@@ -636,7 +636,7 @@ def test_serve_reads_the_project_and_its_definitions(tmp_path: Path) -> None:
     env["FEATUREKIT_PORT"] = str(free_port())
     done = subprocess.run(serve, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
-    assert "no store given: pass --store PATH (or set FEATUREKIT_STORE)" in done.stderr
+    assert "no store given: pass --store ROOT (or set FEATUREKIT_STORE)" in done.stderr
 
 
 # ---- the online store from the environment ------------------------------------------------------
