@@ -72,7 +72,8 @@ class Store:
     written and synced in batches of entity keys. When it is set, a training set larger
     than it is written to the store as it is produced and read lazily (``ts.scan()``; see
     docs/scale.md). ``engine="ray"`` (or ``"ray://host:port"``) runs a training set's
-    per-bucket joins as Ray tasks, with the same ids and rows (``featurekit[ray]``).
+    per-bucket joins, and the materialization of entity-local views of bucketed tables,
+    as Ray tasks, with the same ids and rows (``featurekit[ray]``).
     ``definitions`` (an ``fk.Definitions``,
     or a list of on-demand features and services) gives the code of on-demand features
     and services the registry records by fingerprint only (needed to rebuild training

@@ -39,6 +39,11 @@ fails after the commit says what was committed and how to resume.
 A run whose sources are estimated to exceed the memory budget is computed and written in
 batches of entity keys, streamed into that same single commit (see
 :mod:`featurekit.offline.batching`); the table it writes is the one the in-memory path writes.
+
+On a cluster engine (``engine="ray"``), an entity-local view of a bucketed table is
+computed bucket by bucket as tasks (:mod:`featurekit.offline.distribute`); the driver
+checks each bucket's rows before the writer starts and streams them into the same single
+commit, so the table, checks, statistics and commit metadata are those of a local run.
 """
 
 from __future__ import annotations
