@@ -22,7 +22,7 @@ from typing import Any
 
 import polars as pl
 
-from featurekit.core.errors import DefinitionError
+from featurekit.core.errors import DefinitionError, FeatureKitError
 from featurekit.offline.engine import Task
 
 __all__ = ["RayRunner", "runner_for"]
@@ -69,9 +69,21 @@ class RayRunner:
         for task in tasks:
             pending.append(remote.remote(task))
             if len(pending) >= IN_FLIGHT:
-                yield ray.get(pending.popleft())
+                yield _get(ray, pending.popleft())
         while pending:
-            yield ray.get(pending.popleft())
+            yield _get(ray, pending.popleft())
+
+
+def _get(ray: Any, ref: Any) -> pl.DataFrame:
+    """A task's result; a featurekit error the task raised (a view's code failing, say)
+    is raised as itself, as the local engine raises it, not wrapped in Ray's error."""
+    try:
+        result: pl.DataFrame = ray.get(ref)
+    except ray.exceptions.RayTaskError as err:
+        if isinstance(err.cause, FeatureKitError):
+            raise err.cause from None
+        raise
+    return result
 
 
 def runner_for(engine: str) -> RayRunner:

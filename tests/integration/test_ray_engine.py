@@ -244,3 +244,25 @@ def test_materialize_on_ray_writes_the_local_engines_table(
         a = local.training_set(LABELS, features, "ts")
         b = remote.training_set(LABELS, features, "ts")
     assert (b.id, b.manifest.result_hash) == (a.id, a.manifest.result_hash)
+
+
+def test_a_view_failing_in_a_ray_task_raises_its_own_error(
+    cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = test_distribute.trips(test_distribute.write_source(tmp_path / "trips"))
+    view = fk.feature_view(entity=test_distribute.DRIVER, sources=[source], entity_local=True)(
+        test_distribute.fails_on_one_driver
+    )
+    for module in (__name__, "test_distribute", "test_buckets"):  # workers cannot import tests
+        cloudpickle.register_pickle_by_value(sys.modules[module])
+    monkeypatch.setenv("RAY_ADDRESS", cluster)
+    store = fk.Store(tmp_path / "ray", progress=False, engine="ray")
+    with buckets(4), warnings.catch_warnings(), pytest.raises(fk.UserCodeError) as err:
+        warnings.simplefilter("ignore")
+        store.materialize(view)
+    assert str(err.value) == (
+        "view 'fails_on_one_driver' (version 1) raised ValueError: "
+        f"driver {test_distribute.UNSAMPLED} is bad"
+    )
+    assert store.views() == []  # nothing committed
+    assert not [p for p in (tmp_path / "ray").rglob("*") if "staging" in p.parts and p.is_file()]
