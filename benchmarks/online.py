@@ -543,7 +543,8 @@ def main() -> None:
         ours["http"] = http(
             store, args.entities, n, args.load, ("empty endpoint", empty), not args.lookups_only
         )
-        goals(ours, feast)
+        if not smoke():  # toy sizes: timings only, no verdicts
+            goals(ours, feast)
         os.sync()
 
 
