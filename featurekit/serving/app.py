@@ -7,7 +7,9 @@ One boundary (:class:`_Boundary`, a plain ASGI middleware) wraps every request: 
 enforces the body limit while the body streams in, turns every exception (ours,
 FastAPI's validation errors, Starlette's 404/405) into the one error shape
 ``{"error": {"type", "message", "field"?, "limit"?}}``, and records the request's
-latency and status in the metrics. The handlers only compute.
+latency and status in the metrics. The handlers only compute. The boundary also answers
+well-formed ``POST /v1/features`` requests itself, without FastAPI's routing (the
+lookup's latency is the product); what the request model refuses goes on to the route.
 
 Input is bounded before any work is done (:class:`Limits`): body bytes (413), features per
 request (413), entities per request (413) and name length (422). Every name from a
