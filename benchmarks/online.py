@@ -423,6 +423,15 @@ def raw_floor(n: int) -> tuple[float, float]:
         proc.wait(10)
 
 
+def server_stack() -> str:
+    """The HTTP parser and event loop uvicorn picks here ("auto": the fast ones if importable)."""
+    import importlib.util
+
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return f"http={http}, loop={loop}"
+
+
 def feast_figures(path: Path) -> dict[str, tuple[float, float]]:
     """p50/p99 (µs) per measure of the peer harness's results.json (Feast's online run)."""
     import json
@@ -492,7 +501,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         store, view = build(folder, args.entities)
-        print(f"store: 1 view x 10 Float64 features x {args.entities:,} entities; {n} calls each\n")
+        print(f"store: 1 view x 10 Float64 features x {args.entities:,} entities; {n} calls each")
+        print(f"uvicorn: {server_stack()} (the serve extra installs httptools and uvloop)\n")
         # floors: the raw stores, no featurekit in the loop
         from featurekit.online.snapshot import encode_key
 
