@@ -558,16 +558,25 @@ def create_app(
 class _Server(FastAPI):
     """FastAPI, except that ``POST /v1/features`` goes straight to :class:`_Boundary`.
 
-    FastAPI's own outer layers (its telemetry check, server-error and body-size
-    middleware) cost more per request than a 1-entity lookup; the boundary already maps
-    every error and enforces the limits, so lookups skip them. Every other request, and
-    lookups when CORS is on (its headers come from its middleware), take the full stack.
+    FastAPI's own outer layers (its server-error, telemetry and body-size middleware) cost
+    more per request than a 1-entity lookup; the boundary already maps every error and
+    enforces the limits, so lookups skip them. Every other request, and lookups when CORS
+    is on (its headers come from its middleware) or when FastAPI's OpenTelemetry
+    instrumentation is configured, take the full stack.
     """
 
     def __init__(self, *, direct: bool, **options: Any) -> None:
         super().__init__(**options)
         self.direct = direct
         self.boundary: _Boundary | None = None
+
+    def _traced(self) -> bool:
+        """FastAPI's OpenTelemetry instrumentation is on (a tracer or meter provider is
+        configured): then lookups take the full stack too, so they are traced like the rest.
+        Read defensively: the attribute is FastAPI's own and absent from older versions."""
+        telemetry = getattr(self, "_native_telemetry", None)
+        enabled = getattr(telemetry, "enabled", None)
+        return bool(enabled()) if callable(enabled) else False
 
     def build_middleware_stack(self) -> Any:
         stack = super().build_middleware_stack()
@@ -583,6 +592,7 @@ class _Server(FastAPI):
             and scope["type"] == "http"
             and scope.get("path") == "/v1/features"
             and scope.get("method") == "POST"
+            and not self._traced()
         ):
             if self.middleware_stack is None:
                 self.middleware_stack = self.build_middleware_stack()

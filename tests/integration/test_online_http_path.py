@@ -183,3 +183,31 @@ def test_the_route_is_still_in_the_openapi_spec(base: str) -> None:
     operation = spec["paths"]["/v1/features"]["post"]
     assert operation["summary"] == "Look up online features"
     assert "FeaturesRequest" in str(operation["requestBody"])
+
+
+def test_lookups_are_traced_when_fastapi_telemetry_is_on(filled: fk.Store) -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from featurekit.serving.app import create_app
+
+    app = create_app(filled)
+    config = getattr(app, "_telemetry", None)  # FastAPI's own switch (newer versions)
+    if not isinstance(config, dict):
+        pytest.skip("this FastAPI has no native OpenTelemetry instrumentation")
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    config["tracer_provider"] = provider
+    body = {"features": ["driver_stats:trips_today"], "entities": {"driver_id": [1]}}
+    with http_server(app) as url:
+        reply = httpx.post(f"{url}/v1/features", json=body)
+    assert reply.status_code == 200, reply.text
+    spans = [(s.name, dict(s.attributes or {})) for s in exporter.get_finished_spans()]
+    # one server span for the lookup, with its status (the route template is not set: the
+    # lookup is answered before FastAPI's router)
+    assert [(a.get("url.path"), a.get("http.response.status_code")) for _, a in spans] == [
+        ("/v1/features", 200)
+    ], spans
