@@ -503,6 +503,8 @@ def _plain(dtype: pl.DataType) -> bool:
 
 
 def _spec_key(features: Any) -> Any:
+    if type(features) is list or type(features) is tuple:  # the common form, checked first
+        return tuple(features)
     if isinstance(features, str | FeatureView | OnDemandFeature | FeatureService | ServiceName):
         return (features,)
     return tuple(features)
