@@ -9,9 +9,13 @@ One run measures, on one store of 10 features x N entities:
     push-to-visible latency (push returns, then a lookup shows the value) p50/p99.
 Each line prints its ratio to the floor measured in the same run. Targets on the 2-core
 box: in-process 1 entity p99 <= 5x the raw SQLite read p99; HTTP 1 entity p99 <= 3 ms.
-`--load` adds 8 threads x 2,000 HTTP requests.
+`--load` adds 8 threads x 2,000 HTTP requests. `--feast-results PATH` reads Feast's
+figures from the peer harness (`../shared/peers/run_all.py --only online --http`, run in
+the same window) and prints the p99 ratios the goals name; `--lookups-only` skips pushes
+and Redis.
 
 Usage: python benchmarks/online.py [--entities 10000] [--requests 2000] [--load]
+       [--feast-results RESULTS.json] [--lookups-only]
 """
 
 from __future__ import annotations
@@ -248,7 +252,7 @@ def in_process(
     n: int,
     floor: tuple[str, tuple[float, float]],
     embedded: bool,
-) -> None:
+) -> tuple[tuple[float, float], tuple[float, float]]:
     """Lookups from this process. The targets are for embedded stores; Redis adds a hop."""
     refs = [f"bench_stats:{f}" for f in FEATURES]
     ids = list(range(entities))
@@ -259,13 +263,14 @@ def in_process(
     )
     if embedded and not smoke():
         print(" " * 52, target(f"(target p99 <= 5x floor: {one[1] / floor[1][1]:.1f}x)"))
-    report(
+    hundred = report(
         f"get_online_features {label}, 100 entities x 10",
         timed(
             lambda: store.get_online_features(refs, {"driver_id": random.sample(ids, 100)}), n // 4
         ),
         "(server hop)" if not embedded else "",
     )
+    return one, hundred
 
 
 def in_process_push(store: fk.Store, label: str, entities: int, n: int) -> None:
@@ -279,8 +284,13 @@ def in_process_push(store: fk.Store, label: str, entities: int, n: int) -> None:
 
 
 def http(
-    store: fk.Store, entities: int, n: int, load: bool, floor: tuple[str, tuple[float, float]]
-) -> None:
+    store: fk.Store,
+    entities: int,
+    n: int,
+    load: bool,
+    floor: tuple[str, tuple[float, float]],
+    push: bool = True,
+) -> tuple[float, float]:
     import httpx
 
     port = free_port()
@@ -322,7 +332,7 @@ def http(
                 assert reply.status_code == 200, reply.text
                 return reply
 
-            report(
+            single = report(
                 "HTTP loopback (httpx), 1 entity x 10",
                 timed(one, n),
                 target("(target p99 <= 3 ms)"),
@@ -330,7 +340,7 @@ def http(
             )
             report("HTTP loopback (httpx), 100 entities x 10", timed(hundred, n // 4), floor=floor)
 
-            def push(rows: list[dict[str, Any]]) -> None:
+            def push_http(rows: list[dict[str, Any]]) -> None:
                 reply = client.post("/v1/push", json={"view": "bench_stats", "rows": rows})
                 assert reply.status_code == 200, reply.text
 
@@ -339,7 +349,8 @@ def http(
                 value = client.post("/v1/features", json=body).json()["columns"]["f0"][0]
                 return float(value) if value is not None else None
 
-            pushes("over HTTP", push, lookup, ids, push_count(n), iso=True, floor=floor)
+            if push:
+                pushes("over HTTP", push_http, lookup, ids, push_count(n), iso=True, floor=floor)
         if load:
             errors: list[str] = []
             began = time.perf_counter()
@@ -363,6 +374,110 @@ def http(
     finally:
         proc.terminate()
         proc.wait(10)
+    return single
+
+
+RAW_APP = """
+import sys
+import uvicorn
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"2")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+"""
+
+
+def raw_floor(n: int) -> tuple[float, float]:
+    """An empty POST endpoint as a bare ASGI callable on uvicorn: the HTTP server's own
+    cost (and httpx's), without FastAPI; the lookup route is answered at this level."""
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RAW_APP, str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_up(base, "/empty", "POST")
+        body = {"features": [f"bench_stats:{f}" for f in FEATURES], "entities": {"driver_id": [1]}}
+        with httpx.Client(base_url=base) as client:
+            return report(
+                "floor: empty ASGI endpoint on uvicorn (httpx)",
+                timed(lambda: client.post("/empty", json=body), n),
+            )
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def server_stack() -> str:
+    """The HTTP parser and event loop uvicorn picks here ("auto": the fast ones if importable)."""
+    import importlib.util
+
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return f"http={http}, loop={loop}"
+
+
+def feast_figures(path: Path) -> dict[str, tuple[float, float]]:
+    """p50/p99 (µs) per measure of the peer harness's results.json (Feast's online run)."""
+    import json
+
+    data = json.loads(path.read_text())
+    rows = data.get("online", {}).get("json", []) if isinstance(data, dict) else []
+    return {
+        row["measure"]: (float(row["p50_us"]), float(row["p99_us"]))
+        for row in rows
+        if "p99_us" in row
+    }
+
+
+def goals(
+    ours: dict[str, tuple[float, float]], feast: dict[str, tuple[float, float]] | None
+) -> None:
+    """The p99 ratios the online goals are stated in, each against its bound."""
+    print("\ngoals (p99 ratios; Feast from --feast-results, measured in the same window):")
+
+    def line(
+        what: str, mine: str, theirs: tuple[str, dict[str, tuple[float, float]]], most: float
+    ) -> None:
+        name, source = theirs
+        if mine not in ours or name not in source:
+            print(f"  {what:<58} (not measured)")
+            return
+        ratio = ours[mine][1] / source[name][1]
+        verdict = "met" if ratio <= most else "NOT met"
+        bound = f"1/{round(1 / most)}" if most < 1 else f"{most:g}"
+        print(
+            f"  {what:<58} {ours[mine][1]:>8.1f} / {source[name][1]:>8.1f} us = "
+            f"{ratio:.2f}x (goal <= {bound}x): {verdict}"
+        )
+
+    line("in process 1 entity x 10 vs raw SQLite read", "one", ("sqlite", ours), 5)
+    if feast is None:
+        print("  (pass --feast-results PATH/results.json for the ratios to Feast)")
+        return
+    line("in process 1 entity x 10 vs Feast SDK", "one", ("online_sdk_single", feast), 1 / 3)
+    line("in process 100 entities x 10 vs Feast SDK", "hundred", ("online_sdk_batch", feast), 1 / 5)
+    line("HTTP 1 entity x 10 vs feast serve", "http", ("http_single", feast), 1 / 2)
+    if "http_health_floor" in feast and "empty" in ours:
+        print(
+            f"  {'(floors: empty FastAPI endpoint / feast serve /health)':<58} "
+            f"{ours['empty'][1]:>8.1f} / {feast['http_health_floor'][1]:>8.1f} us"
+        )
 
 
 def main() -> None:
@@ -370,12 +485,24 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=2_000)
     parser.add_argument("--load", action="store_true", help="also 8 threads x 2,000 HTTP requests")
+    parser.add_argument(
+        "--feast-results",
+        type=Path,
+        help="the peer harness's results.json (run_all.py --only online --http), measured "
+        "in the same window: prints the p99 ratios to Feast the goals are stated in",
+    )
+    parser.add_argument(
+        "--lookups-only", action="store_true", help="skip pushes and Redis (lookup figures only)"
+    )
     args = parser.parse_args()
+    feast = feast_figures(args.feast_results) if args.feast_results else None
+    ours: dict[str, tuple[float, float]] = {}
     n = args.requests
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         store, view = build(folder, args.entities)
-        print(f"store: 1 view x 10 Float64 features x {args.entities:,} entities; {n} calls each\n")
+        print(f"store: 1 view x 10 Float64 features x {args.entities:,} entities; {n} calls each")
+        print(f"uvicorn: {server_stack()} (the serve extra installs httptools and uvloop)\n")
         # floors: the raw stores, no featurekit in the loop
         from featurekit.online.snapshot import encode_key
 
@@ -389,13 +516,17 @@ def main() -> None:
             "floor: raw SQLite point read",
             timed(lambda: conn.execute(sql, (sid, random.choice(keys))).fetchone(), n),
         )
-        in_process(store, "(SQLite)", args.entities, n, ("SQLite read", sqlite_floor), True)
+        ours["sqlite"] = sqlite_floor
+        ours["one"], ours["hundred"] = in_process(
+            store, "(SQLite)", args.entities, n, ("SQLite read", sqlite_floor), True
+        )
         memory = fk.Store(folder / "store", progress=False, online="memory")
         memory.materialize(view)
         in_process(memory, "(memory)", args.entities, n, ("dict lookup", dict_floor), True)
-        redis = start_redis()
+        redis = None if args.lookups_only else start_redis()
         if redis is None:
-            print("redis-server not installed: Redis rows skipped")
+            if not args.lookups_only:
+                print("redis-server not installed: Redis rows skipped")
         else:
             proc, url = redis
             try:
@@ -415,9 +546,15 @@ def main() -> None:
             finally:
                 proc.terminate()
                 proc.wait(10)
-        in_process_push(store, "in process (SQLite)", args.entities, push_count(n))
-        empty = framework_floor(n)
-        http(store, args.entities, n, args.load, ("empty endpoint", empty))
+        if not args.lookups_only:
+            in_process_push(store, "in process (SQLite)", args.entities, push_count(n))
+        ours["empty"] = empty = framework_floor(n)
+        raw_floor(n)
+        ours["http"] = http(
+            store, args.entities, n, args.load, ("empty endpoint", empty), not args.lookups_only
+        )
+        if not smoke():  # toy sizes: timings only, no verdicts
+            goals(ours, feast)
         os.sync()
 
 

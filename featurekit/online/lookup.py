@@ -135,8 +135,12 @@ class OnlineService:
             plan = self._plans.get(key)
         except TypeError:
             key, plan = None, None
-        if plan is not None and all(_mtime(path) == seen for path, seen in plan.watch):
-            return plan
+        if plan is not None:
+            for path, seen in plan.watch:
+                if _mtime(path) != seen:
+                    break
+            else:
+                return plan
         plan = self._make_plan(features, columns)
         # on object storage there is no folder time to watch: plan every lookup afresh
         if key is not None and self.planner.registry.layout.is_local:
@@ -255,7 +259,11 @@ class OnlineService:
             check_fingerprint(meta, view.record)
             metas.append(meta)
         # a plan is per column list; its output dtypes depend on the snapshots' schemas
-        shape_key: tuple[str | bool, ...] = (*(m.schema_b64 for m in metas), with_metadata)
+        shape_key: tuple[str | bool, ...] = (
+            (metas[0].schema_b64, with_metadata)
+            if len(metas) == 1
+            else (*(m.schema_b64 for m in metas), with_metadata)
+        )
         shape = plan.shapes.get(shape_key)
         if shape is None:
             shape = _Shape.of(plan, data, metas, with_metadata)
@@ -319,6 +327,10 @@ class _Shape:
     casts: dict[str, pl.DataType]
     meta: tuple[str, ...]
     plain: bool  # every value is a JSON scalar already (no frame needed to encode it)
+    #: per column of ``order``, the one Python type whose values polars infers as the
+    #: column's final dtype (int -> Int64, float -> Float64, str -> String, bool ->
+    #: Boolean); None when some column needs its dtype given (see :func:`_inferred`)
+    infer: tuple[type, ...] | None
 
     @classmethod
     def of(
@@ -360,6 +372,12 @@ class _Shape:
             and not with_metadata
             and all(_plain(d) for d in final.values())
         )
+        inferable = [_INFERABLE.get(repr(final[c])) for c in order] if not extra else [None]
+        infer = (
+            tuple(t for t in inferable if t is not None)
+            if not plan.steps and not with_metadata and None not in inferable
+            else None
+        )
         return cls(
             tuple(data),
             with_metadata,
@@ -370,10 +388,11 @@ class _Shape:
             casts,
             tuple(meta_names),
             plain,
+            infer,
         )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a µs per lookup
 class _Gathered:
     """One request's decoded columns, before they become a frame (or JSON)."""
 
@@ -387,6 +406,10 @@ class _Gathered:
 
     def frame(self) -> pl.DataFrame:
         shape = self.shape
+        if shape.infer is not None and self.n <= _INFER_LIMIT:
+            inferred = _inferred(shape.order, shape.infer, self.values)
+            if inferred is not None:
+                return inferred
         main = [c for c in shape.order if c in self.values]
         frame = _build(main, self.values, shape, self.n)
         if self.extra:
@@ -425,6 +448,39 @@ def _build(
 
 
 _ROW_LIMIT = 32
+_INFER_LIMIT = 8  # rows whose value types are checked one by one (the check is per value)
+#: dtypes polars infers, unasked, from exactly one Python type (an int never becomes a
+#: float column, a bool never an int one: the check is ``type(v) is t``)
+_INFERABLE: dict[str, type] = {"Int64": int, "Float64": float, "String": str, "Boolean": bool}
+
+
+def _inferred(
+    names: tuple[str, ...], types: tuple[type, ...], values: Mapping[str, list[Any]]
+) -> pl.DataFrame | None:
+    """A small frame built without a schema, when every value has its column's type.
+
+    Polars then infers exactly the dtypes the schema would give, and skips normalizing a
+    schema in Python, which is most of the cost of building a 1-row frame (measured: 9.7
+    µs against 14.6 µs for 11 columns). A null or any other type anywhere: None, and the
+    caller builds with the schema.
+    """
+    if len(values[names[0]]) == 1:  # one row: checked and laid out in one pass
+        row = {}
+        for name, kind in zip(names, types, strict=True):
+            value = values[name][0]
+            if type(value) is not kind:
+                return None
+            row[name] = value
+        return pl.from_dicts([row])
+    columns = [values[c] for c in names]
+    for column, kind in zip(columns, types, strict=True):
+        for value in column:
+            if type(value) is not kind:
+                return None
+    rows = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+    return pl.from_dicts(rows) if rows else None
+
+
 _PLAIN = (
     pl.Int8,
     pl.Int16,
@@ -447,6 +503,8 @@ def _plain(dtype: pl.DataType) -> bool:
 
 
 def _spec_key(features: Any) -> Any:
+    if type(features) is list or type(features) is tuple:  # the common form, checked first
+        return tuple(features)
     if isinstance(features, str | FeatureView | OnDemandFeature | FeatureService | ServiceName):
         return (features,)
     return tuple(features)
@@ -469,6 +527,9 @@ def _columns(entities: Any) -> dict[str, list[Any]]:
         )
     out: dict[str, list[Any]] = {}
     for name, values in entities.items():
+        if type(values) is list and type(name) is str:  # the common form, checked cheaply
+            out[name] = values.copy()  # a copy: the serving log reads it after we return
+            continue
         if not isinstance(name, str):
             raise EntityError(f"entity column names must be strings, got {name!r}.", field=None)
         if isinstance(values, str | bytes) or not hasattr(values, "__len__"):
@@ -482,6 +543,8 @@ def _columns(entities: Any) -> dict[str, list[Any]]:
 
 
 def _height(data: Mapping[str, list[Any]]) -> int:
+    if len(data) == 1:
+        return len(next(iter(data.values())))
     lengths = {name: len(values) for name, values in data.items()}
     if len(set(lengths.values())) > 1:
         raise SchemaError(f"entity columns must have the same length, got {lengths}.")
@@ -614,8 +677,17 @@ def _decode(
         else:
             decoded.append((PRESENT, event, restore_values(entry)))
     missing: tuple[str, int | None, list[Any] | None] = (NOT_FOUND, None, None)
+    cols: dict[str, list[Any]]
+    if n == 1:  # one entity (the common request): no per-feature list building loops
+        status, event, found = decoded[rows[0]] if rows[0] >= 0 else missing
+        if found is None:
+            cols = {feature: [None] for feature in view.features}
+        else:
+            cols = {f: [found[p]] for f, p in zip(view.features, positions, strict=True)}
+        counts = (1, 0, 0) if status == PRESENT else (0, 1, 0) if status == EXPIRED else (0, 0, 1)
+        return cols, [event], [status], counts
     picked = [decoded[r] if r >= 0 else missing for r in rows]
-    cols: dict[str, list[Any]] = {}
+    cols = {}
     for feature, pos in zip(view.features, positions, strict=True):
         cols[feature] = [None if v is None else v[pos] for _, _, v in picked]
     statuses = [s for s, _, _ in picked]

@@ -141,6 +141,10 @@ CREATE TABLE IF NOT EXISTS entries (
     PRIMARY KEY (sid, key)
 ) WITHOUT ROWID;
 """
+_ONE_KEY = (
+    "SELECT s.sid, e.value FROM snapshots s LEFT JOIN entries e "
+    "ON e.sid = s.sid AND e.key = ? WHERE s.view = ? AND s.version = ?"
+)
 _CHUNK = 500  # keys per SELECT ... IN (...), well under SQLite's variable limit
 
 
@@ -289,18 +293,34 @@ class SQLiteOnlineStore:
     ) -> ReadResult:
         """One view version in one statement: consistent without a transaction, and a
         quarter of the calls into SQLite of the general path (the common request)."""
-        unique = list(dict.fromkeys(keys))
-        marks = ",".join("?" * len(unique))
-        try:
-            found = conn.execute(
-                "SELECT s.sid, e.key, e.value FROM snapshots s LEFT JOIN entries e "
-                f"ON e.sid = s.sid AND e.key IN ({marks}) WHERE s.view = ? AND s.version = ?",
-                (*unique, view, version),
-            ).fetchall()
-        except sqlite3.Error as err:
-            raise OnlineStoreError(f"reading the online store {self.url} failed: {err}") from err
-        if not found:
-            return None, None, []
+        if len(keys) == 1:  # one entity: one constant statement (a cached prepared one)
+            try:
+                one = conn.execute(_ONE_KEY, (keys[0], view, version)).fetchone()
+            except sqlite3.Error as err:
+                raise OnlineStoreError(
+                    f"reading the online store {self.url} failed: {err}"
+                ) from err
+            if one is None:
+                return None, None, []
+            meta = self._metas.get(one[0])
+            if meta is not None:
+                return one[0], meta, [one[1]]
+            found = [(one[0], keys[0] if one[1] is not None else None, one[1])]
+        else:
+            unique = list(dict.fromkeys(keys))
+            marks = ",".join("?" * len(unique))
+            try:
+                found = conn.execute(
+                    "SELECT s.sid, e.key, e.value FROM snapshots s LEFT JOIN entries e "
+                    f"ON e.sid = s.sid AND e.key IN ({marks}) WHERE s.view = ? AND s.version = ?",
+                    (*unique, view, version),
+                ).fetchall()
+            except sqlite3.Error as err:
+                raise OnlineStoreError(
+                    f"reading the online store {self.url} failed: {err}"
+                ) from err
+            if not found:
+                return None, None, []
         sid: str = found[0][0]
         meta = self._metas.get(sid)
         if meta is None:

@@ -7,7 +7,9 @@ One boundary (:class:`_Boundary`, a plain ASGI middleware) wraps every request: 
 enforces the body limit while the body streams in, turns every exception (ours,
 FastAPI's validation errors, Starlette's 404/405) into the one error shape
 ``{"error": {"type", "message", "field"?, "limit"?}}``, and records the request's
-latency and status in the metrics. The handlers only compute.
+latency and status in the metrics. The handlers only compute. The boundary also answers
+well-formed ``POST /v1/features`` requests itself, without FastAPI's routing (the
+lookup's latency is the product); what the request model refuses goes on to the route.
 
 Input is bounded before any work is done (:class:`Limits`): body bytes (413), features per
 request (413), entities per request (413) and name length (422). Every name from a
@@ -34,6 +36,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from html import escape
 from pathlib import Path
 from types import ModuleType
@@ -43,7 +46,17 @@ import orjson
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Match
@@ -66,7 +79,7 @@ from featurekit.online.errors import OnlineStoreError, TooManyEntitiesError
 from featurekit.online.lookup import OnlineService, ServiceName
 from featurekit.online.push import PushResult
 from featurekit.online.snapshot import SnapshotMeta
-from featurekit.online.stores import OnlineStore
+from featurekit.online.stores import MemoryOnlineStore, OnlineStore, SQLiteOnlineStore
 from featurekit.serving.auth import ApiKey, ApiKeys, AuthenticationError, PermissionDeniedError
 from featurekit.serving.metrics import Metrics
 from featurekit.storage.registry import Registry
@@ -340,7 +353,8 @@ def create_app(
     store.add_definitions(definitions)
     service = store.online_service()
     metrics = Metrics(store.registry.layout)  # also exports the store's quality/drift logs
-    app = FastAPI(
+    app = _Server(
+        direct=not origins,  # CORS headers come from the middleware: go through it
         title="featurekit feature server",
         version=__version__,
         description=(
@@ -356,6 +370,25 @@ def create_app(
     open_paths = OPEN_PATHS if metrics_auth else OPEN_PATHS | {"/metrics"}
     for extension in extensions:  # e.g. the catalog page's shell; its API stays behind keys
         open_paths |= extension.public_paths()
+    embedded = isinstance(service.online, SQLiteOnlineStore | MemoryOnlineStore)
+
+    def answer(body: FeaturesRequest, key: ApiKey | None) -> bytes:
+        """``POST /v1/features``'s response body (the route and the boundary's fast path)."""
+        began = time.perf_counter()
+        features = _checked_features(body, limits)
+        _authorize(key, features, store)
+        columns, at_us, stats = service.lookup_columns(
+            features, body.entities, with_metadata=body.with_metadata
+        )
+        metrics.lookup(stats, time.perf_counter() - began)
+        return orjson.dumps({"lookup_ts": _iso(at_us), "columns": columns})
+
+    def inline(body: FeaturesRequest) -> bool:
+        """Answer on the event loop: a few rows from a local file or memory cost less than
+        the hand-off to a worker thread; a network store (Redis) or a big request would
+        hold up every other request meanwhile, so those go to the thread pool."""
+        return embedded and all(len(v) <= _INLINE_ROWS for v in body.entities.values())
+
     app.add_middleware(
         _Boundary,
         metrics=metrics,
@@ -363,6 +396,7 @@ def create_app(
         root=store.root,
         api_keys=api_keys,
         open_paths=open_paths,
+        lookup=_Lookup(answer, inline),
     )
     if origins:
         # outermost, so a preflight (which never carries a key) is answered before auth,
@@ -385,14 +419,9 @@ def create_app(
     )
     def get_features(body: FeaturesRequest, request: Request) -> Response:
         """Same semantics as ``store.get_online_features``; rows come back in request order."""
-        began = time.perf_counter()
-        features = _checked_features(body, limits)
-        _authorize(_key_of(request), features, store)
-        columns, at_us, stats = service.lookup_columns(
-            features, body.entities, with_metadata=body.with_metadata
-        )
-        metrics.lookup(stats, time.perf_counter() - began)
-        return _json(200, {"lookup_ts": _iso(at_us), "columns": columns})
+        # well-formed requests are answered by the boundary before they get here (see
+        # _Boundary.lookup); this route serves the rest and describes the endpoint
+        return Response(answer(body, _key_of(request)), media_type="application/json")
 
     @app.post(
         "/v1/push",
@@ -526,6 +555,56 @@ def create_app(
     return app
 
 
+class _Server(FastAPI):
+    """FastAPI, except that ``POST /v1/features`` goes straight to :class:`_Boundary`.
+
+    FastAPI's own outer layers (its server-error, telemetry and body-size middleware) cost
+    more per request than a 1-entity lookup; the boundary already maps every error and
+    enforces the limits, so lookups skip them. Every other request, and lookups when CORS
+    is on (its headers come from its middleware) or when FastAPI's OpenTelemetry
+    instrumentation is configured, take the full stack.
+    """
+
+    def __init__(self, *, direct: bool, **options: Any) -> None:
+        super().__init__(**options)
+        self.direct = direct
+        self.boundary: _Boundary | None = None
+
+    def _traced(self) -> bool:
+        """FastAPI's OpenTelemetry instrumentation is on (a tracer or meter provider is
+        configured): then lookups take the full stack too, so they are traced like the rest.
+        Read defensively: the attribute is FastAPI's own and absent from older versions."""
+        telemetry = getattr(self, "_native_telemetry", None)
+        enabled = getattr(telemetry, "enabled", None)
+        return bool(enabled()) if callable(enabled) else False
+
+    def build_middleware_stack(self) -> Any:
+        stack = super().build_middleware_stack()
+        layer: Any = stack
+        while layer is not None and not isinstance(layer, _Boundary):
+            layer = getattr(layer, "app", None)
+        self.boundary = layer
+        return stack
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.direct
+            and scope["type"] == "http"
+            and scope.get("path") == "/v1/features"
+            and scope.get("method") == "POST"
+            and not self._traced()
+        ):
+            if self.middleware_stack is None:
+                self.middleware_stack = self.build_middleware_stack()
+            if self.boundary is not None:
+                if self.root_path:
+                    scope["root_path"] = self.root_path
+                scope["app"] = self
+                await self.boundary(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)  # type: ignore[arg-type]
+
+
 # ---- API keys ---------------------------------------------------------------------------------
 def _key_of(request: Request) -> ApiKey | None:
     """The key the boundary verified for this request (None: the server has no keys)."""
@@ -617,7 +696,10 @@ def _checked_features(body: FeaturesRequest, limits: Limits) -> Any:
             limit=limits.max_features,
         )
     longest = 2 * limits.max_name_length + 24  # view@version:feature
+    checked = _CHECKED_REFS
     for i, ref in enumerate(refs):
+        if (ref, limits.max_name_length) in checked:
+            continue
         field = f"features.{i}"
         if len(ref) > longest:
             raise RequestFieldError(
@@ -631,8 +713,18 @@ def _checked_features(body: FeaturesRequest, limits: Limits) -> Any:
         _checked_name(parsed.view, "view", field, limits)
         if parsed.feature != "*":
             _checked_name(parsed.feature, "feature", field, limits)
+        if len(checked) >= _MAX_CHECKED_REFS:
+            checked.clear()
+        checked[(ref, limits.max_name_length)] = None
     # a repeated reference asks for the same column again: look each up once
     return tuple(dict.fromkeys(refs))
+
+
+#: References that passed every check above, per name-length limit: a client asks for the
+#: same few lists again and again, and the checks cost more than the lookup's read. Only
+#: valid references are kept, and at most this many (a flood of new names clears it).
+_CHECKED_REFS: dict[tuple[str, int], None] = {}
+_MAX_CHECKED_REFS = 4096
 
 
 def _checked_push(body: PushRequest, limits: Limits) -> str:
@@ -688,8 +780,30 @@ class _BodyTooLarge(HTTPException):
         self.limit = limit
 
 
+#: Entity rows a lookup may have to be answered on the event loop (see ``inline``).
+_INLINE_ROWS = 32
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    """``POST /v1/features`` as the boundary answers it: the response body, and where to
+    compute it (on the event loop or in the thread pool)."""
+
+    answer: Callable[[FeaturesRequest, ApiKey | None], bytes]
+    inline: Callable[[FeaturesRequest], bool]
+
+
 class _Boundary:
-    """Wraps every HTTP request: API key, body limit, error mapping, latency and metrics."""
+    """Wraps every HTTP request: API key, body limit, error mapping, latency and metrics.
+
+    It also answers well-formed ``POST /v1/features`` requests itself (:meth:`lookup`):
+    FastAPI's routing, body parsing, dependency solving and thread hand-off cost several
+    times the lookup, and this is the one endpoint whose latency is the product. Everything
+    the route does (limits, keys, name checks, the error shape, metrics) happens here too,
+    in the same functions; a body that does not validate goes on to the route, which
+    reports it exactly as before.
+    """
 
     def __init__(
         self,
@@ -700,8 +814,10 @@ class _Boundary:
         root: Path | str,
         api_keys: ApiKeys | None = None,
         open_paths: frozenset[str] = OPEN_PATHS,
+        lookup: _Lookup | None = None,
     ) -> None:
         self.app = app
+        self.lookup_route = lookup
         self.metrics = metrics
         self.limits = limits
         self.root = root
@@ -713,7 +829,12 @@ class _Boundary:
             await self.app(scope, receive, send)
             return
         began = time.perf_counter()
-        endpoint = _endpoint(scope)
+        fast = (
+            self.lookup_route is not None
+            and scope.get("path") == "/v1/features"
+            and scope.get("method") == "POST"
+        )
+        endpoint = "/v1/features" if fast else _endpoint(scope)
         state = {"status": 500, "started": False, "received": 0, "too_large": False}
         limit = self.limits.max_body_bytes
 
@@ -737,7 +858,10 @@ class _Boundary:
                 scope[_KEY_SCOPE] = self.api_keys.verify(_header(scope, b"authorization"))
             if _declared_length(scope) > limit:
                 raise _BodyTooLarge(limit)
-            await self.app(scope, counted_receive, watched_send)
+            if fast:
+                await self.lookup(scope, counted_receive, watched_send)
+            else:
+                await self.app(scope, counted_receive, watched_send)
         except Exception as err:
             if state["started"]:
                 raise  # the response is on its way; nothing sane can be sent instead
@@ -748,6 +872,36 @@ class _Boundary:
             await response(scope, receive, watched_send)
         finally:
             self.metrics.request(endpoint, int(state["status"]), time.perf_counter() - began)
+
+    async def lookup(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /v1/features`` without FastAPI: the body read (within the limit, by
+        ``receive``), parsed with orjson and validated by :class:`FeaturesRequest`, the
+        answer encoded with orjson. A body that is not JSON or does not validate is
+        handed, as read, to the FastAPI route, whose errors are the documented ones."""
+        assert self.lookup_route is not None
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        parsed = _parsed_features(scope, body)
+        if parsed is None:
+            await self.app(scope, _replay(body, receive), send)
+            return
+        key = scope.get(_KEY_SCOPE)
+        key = key if isinstance(key, ApiKey) else None
+        route = self.lookup_route
+        if route.inline(parsed):
+            payload = route.answer(parsed, key)
+        else:
+            payload = await run_in_threadpool(route.answer, parsed, key)
+        headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
 
     def _error(self, err: Exception, scope: Scope) -> tuple[int, dict[str, Any], dict[str, str]]:
         """Status, body (the one error shape) and headers for ``err``."""
@@ -796,6 +950,41 @@ class _Boundary:
             limit=limit,
         )
         return status, {"error": error.model_dump(exclude_none=True)}, headers
+
+
+def _parsed_features(scope: Scope, body: bytes) -> FeaturesRequest | None:
+    """The body as a :class:`FeaturesRequest`, or None for the route to report.
+
+    Accepted exactly when the route would accept it: a JSON content type (or none, like
+    FastAPI) and a body the model validates. Pydantic's own JSON parser reads it (not
+    orjson, which turns integers above 64 bits into floats: an out-of-range key must stay
+    an integer to be reported as one).
+    """
+    kind = _header(scope, b"content-type")
+    if kind is not None:
+        main = kind.split(";", 1)[0].strip().lower()
+        if main != "application/json" and not (
+            main.startswith("application/") and main.endswith("+json")
+        ):
+            return None
+    try:
+        return FeaturesRequest.model_validate_json(body)
+    except ValidationError:
+        return None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives ``body`` once (already read), then waits on the client."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed
 
 
 async def _reraise(request: Request, exc: Exception) -> Response:
@@ -917,10 +1106,11 @@ def _docs_page(spec: dict[str, Any]) -> str:
     )
 
 
-def _iso(us: int) -> str:
-    from datetime import UTC, datetime, timedelta
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)).isoformat()
+
+def _iso(us: int) -> str:
+    return (_EPOCH + timedelta(microseconds=us)).isoformat()
 
 
 def _snapshots(store: ServedStore) -> dict[tuple[str, int], SnapshotMeta]:

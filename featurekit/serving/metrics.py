@@ -59,7 +59,10 @@ class Metrics:
         with self._lock:
             key = (endpoint, str(status))
             self._requests[key] = self._requests.get(key, 0) + 1
-            self._latency.setdefault(endpoint, _Histogram()).observe(seconds)
+            histogram = self._latency.get(endpoint)
+            if histogram is None:  # not setdefault: that builds a histogram every request
+                histogram = self._latency[endpoint] = _Histogram()
+            histogram.observe(seconds)
 
     def lookup(self, stats: Sequence[ViewStats], seconds: float) -> None:
         """Count one feature lookup per view it read, with its outcome counts."""
@@ -67,7 +70,10 @@ class Metrics:
             for s in stats:
                 key = (s.view, str(s.version))
                 self._view_requests[key] = self._view_requests.get(key, 0) + 1
-                self._view_latency.setdefault(key, _Histogram()).observe(seconds)
+                histogram = self._view_latency.get(key)
+                if histogram is None:
+                    histogram = self._view_latency[key] = _Histogram()
+                histogram.observe(seconds)
                 for status, n in (
                     ("present", s.present),
                     ("expired", s.expired),
