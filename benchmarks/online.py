@@ -502,7 +502,7 @@ def main() -> None:
         folder = Path(tmp)
         store, view = build(folder, args.entities)
         print(f"store: 1 view x 10 Float64 features x {args.entities:,} entities; {n} calls each")
-        print(f"uvicorn: {server_stack()} (the serve extra installs httptools and uvloop)\n")
+        print(f"uvicorn: {server_stack()} (featurekit depends on httptools and uvloop)\n")
         # floors: the raw stores, no featurekit in the loop
         from featurekit.online.snapshot import encode_key
 
