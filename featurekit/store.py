@@ -277,7 +277,7 @@ class Store:
             current: an event-time range ``(start, end)``, or ``"serving"``: the values
                 logged by lookups (``Store(log_serving=True)``, ``serve --log-features``).
             features: the features to compare (default: every numeric or categorical one).
-            thresholds: when a metric counts as drift (default ``featurekit.kernels.drift.DriftThresholds()``).
+            thresholds: when a metric counts as drift (default ``fk.DriftThresholds()``).
 
         Returns:
             An ``fk.DriftReport`` (PSI and KS per numeric feature, PSI and Jensen-Shannon
