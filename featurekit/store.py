@@ -520,7 +520,8 @@ class Store:
         finally:
             bar.close()
         self._lineage.after_training_set(ts)
-        save_training_stats(self.registry.layout, ts)  # the baseline drift compares against
+        # the baseline drift compares against; read in ranges when the set is out of core
+        save_training_stats(self.registry.layout, ts, memory_budget=self.memory_budget)
         return ts
 
     def training_set_by_id(
