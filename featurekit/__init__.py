@@ -30,7 +30,7 @@ from featurekit.core.errors import (
     VersionError,
 )
 from featurekit.core.on_demand import OnDemandFeature, on_demand
-from featurekit.kernels.drift import DriftReport
+from featurekit.kernels.drift import DriftReport, DriftThresholds
 from featurekit.lineage.graph import LineageGraph
 from featurekit.offline.materialize import MaterializeResult
 from featurekit.offline.models import ModelRecord
@@ -47,6 +47,7 @@ __all__ = [
     "DefinitionError",
     "Definitions",
     "DriftReport",
+    "DriftThresholds",
     "Entity",
     "FeatureKitError",
     "FeatureKitWarning",

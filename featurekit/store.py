@@ -280,7 +280,7 @@ class Store:
             current: an event-time range ``(start, end)``, or ``"serving"``: the values
                 logged by lookups (``Store(log_serving=True)``, ``serve --log-features``).
             features: the features to compare (default: every numeric or categorical one).
-            thresholds: when a metric counts as drift (default ``featurekit.kernels.drift.DriftThresholds()``).
+            thresholds: when a metric counts as drift (default ``fk.DriftThresholds()``).
 
         Returns:
             An ``fk.DriftReport`` (PSI and KS per numeric feature, PSI and Jensen-Shannon
@@ -523,7 +523,8 @@ class Store:
         finally:
             bar.close()
         self._lineage.after_training_set(ts)
-        save_training_stats(self.registry.layout, ts)  # the baseline drift compares against
+        # the baseline drift compares against; read in ranges when the set is out of core
+        save_training_stats(self.registry.layout, ts, memory_budget=self.memory_budget)
         return ts
 
     def training_set_by_id(

@@ -98,8 +98,20 @@ def frame_bytes(lf: pl.LazyFrame) -> int:
 
 def batch_count(estimated: int, budget: int) -> int:
     """Batches so that each one's peak (``PEAK_FACTOR`` x its rows) fits the budget, less
-    :data:`BASE_BYTES` (with at least a quarter of the budget left for the batch)."""
-    room = max(budget - BASE_BYTES, budget // 4)
+    :data:`BASE_BYTES` (with at least a quarter of the budget left for the batch).
+
+    A budget of a few bytes leaves no room at all: it asks for the smallest batches
+    (:data:`MAX_BATCHES`), which is how tests force the out-of-core paths.
+
+    Raises:
+        DefinitionError: the budget is zero or negative.
+    """
+    if budget <= 0:
+        raise DefinitionError(
+            f"memory budget must be positive, got {budget} bytes; pass e.g. "
+            "memory_budget='8GiB', or memory_budget=None for the default."
+        )
+    room = max(budget - BASE_BYTES, budget // 4, 1)
     return min(MAX_BATCHES, max(1, math.ceil(estimated * PEAK_FACTOR / room)))
 
 

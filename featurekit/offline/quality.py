@@ -29,6 +29,7 @@ rows go through it).
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Mapping
@@ -52,6 +53,7 @@ from featurekit.core.errors import FeatureKitError, FeatureKitWarning, Validatio
 from featurekit.core.leakage import LeakageFinding, plan_findings
 from featurekit.core.timeutil import to_utc_datetime, utcnow
 from featurekit.kernels.stats import (
+    FeatureStats,
     StatsState,
     compute_stats,
     finish,
@@ -59,6 +61,7 @@ from featurekit.kernels.stats import (
     partial_stats,
     stats_frame,
 )
+from featurekit.offline.batching import batch_count, frame_bytes
 from featurekit.offline.compute import call_view, empty_frame
 from featurekit.offline.resolve import ResolvedView
 from featurekit.offline.training import TrainingSet
@@ -379,13 +382,21 @@ class StatsTable(pl.DataFrame):
         return display.html_for(self) or super()._repr_html_(**kwargs)
 
 
-def training_stats(ts: TrainingSet) -> pl.DataFrame:
+def training_stats(ts: TrainingSet, *, memory_budget: int | None = None) -> pl.DataFrame:
     """Statistics of a training set's features, one row per (view, feature): the baseline.
 
     ``feature`` is the view's feature name; ``column`` the training set's column for it.
+    A set whose features fit ``memory_budget`` (or with no budget) is summarized in one
+    read, exactly. A larger one (a set built out of core, read from its files) is read in
+    row ranges sized like the batches of a materialization under that budget, each
+    summarized by :func:`~featurekit.kernels.stats.partial_stats` and merged, so memory
+    holds one range of one view's features: the statistics are then those of a batched
+    run (quantiles and histograms exact up to ``SKETCH_SIZE`` valid values per feature,
+    within about ``count / SKETCH_SIZE`` ranks above; see the stats kernel).
     """
-    rows = ts.scan()  # a set larger than memory is read one view's features at a time
+    rows = ts.scan()
     present = set(rows.collect_schema().names())
+    total = len(ts)
     parts = []
     for view in ts.manifest.views:
         # hidden inputs of on-demand features are dropped from the rows: skip them
@@ -397,7 +408,7 @@ def training_stats(ts: TrainingSet) -> pl.DataFrame:
         if not pairs:
             continue
         columns = [c for _, c in pairs]
-        stats = stats_frame(compute_stats(rows.select(columns).collect()))
+        stats = stats_frame(_column_stats(rows.select(columns), total, memory_budget))
         parts.append(
             stats.with_columns(
                 pl.Series("feature", [f for f, _ in pairs], pl.String),
@@ -411,11 +422,30 @@ def training_stats(ts: TrainingSet) -> pl.DataFrame:
     return pl.concat(parts, how="vertical")
 
 
-def save_training_stats(layout: StoreLayout, ts: TrainingSet) -> None:
+def _column_stats(
+    columns: pl.LazyFrame, total: int, memory_budget: int | None
+) -> tuple[FeatureStats, ...]:
+    """Exact in one read when the columns fit the budget, else merged over row ranges."""
+    chunks = 1 if memory_budget is None else batch_count(frame_bytes(columns), memory_budget)
+    if chunks <= 1 or total <= 1:
+        return compute_stats(columns.collect())
+    size = math.ceil(total / chunks)
+    states: dict[str, StatsState] = {}
+    for offset in range(0, total, size):
+        # a slice of a parquet scan reads only the files and row groups it covers
+        part = partial_stats(columns.slice(offset, size).collect())
+        states = merge_states(states, part) if states else part
+    return finish(states.values())
+
+
+def save_training_stats(
+    layout: StoreLayout, ts: TrainingSet, *, memory_budget: int | None = None
+) -> None:
     """Keep a training set's feature statistics beside it (once: the id fixes the rows)."""
     uri = layout.training_set_uri(ts.id, "stats")
     if not delta.table_exists(uri) and ts.manifest.views:
-        delta.write_rows(uri, training_stats(ts), metadata={"training_set": ts.id})
+        stats = training_stats(ts, memory_budget=memory_budget)
+        delta.write_rows(uri, stats, metadata={"training_set": ts.id})
 
 
 def latest_checks(layout: StoreLayout) -> pl.DataFrame:

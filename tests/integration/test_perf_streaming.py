@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import featurekit as fk
 from featurekit.core.errors import DefinitionError, UserCodeError
-from featurekit.offline.batching import batch_count, key_partitions, parse_size
+from featurekit.offline.batching import MAX_BATCHES, batch_count, key_partitions, parse_size
 
 BASE = datetime(2026, 3, 1)
 TINY = 600  # bytes: a budget that splits even a handful of rows into several batches
@@ -189,3 +189,29 @@ def test_parse_size(text: str | int | None, expected: int | None) -> None:
 def test_parse_size_rejects_nonsense() -> None:
     with pytest.raises(DefinitionError, match="is not a size; use e.g. '8GiB'"):
         parse_size("lots")
+
+
+@pytest.mark.parametrize("budget", [1, 2, 3, 4])
+def test_a_budget_of_a_few_bytes_means_the_smallest_batches(budget: int) -> None:
+    # the room left for a batch rounds down to zero bytes: as many batches as allowed
+    assert batch_count(10_000, budget) == MAX_BATCHES
+    assert batch_count(0, budget) == 1
+
+
+@pytest.mark.parametrize("budget", [0, -8])
+def test_a_budget_of_no_bytes_is_refused(budget: int) -> None:
+    with pytest.raises(DefinitionError, match=f"memory budget must be positive, got {budget}"):
+        batch_count(10_000, budget)
+
+
+def test_a_one_byte_budget_materializes_the_in_memory_table(tmp_path: Path) -> None:
+    frame = rows_frame([(k % 5, k % 13, k % 2) for k in range(60)], string_keys=False)
+    tables = []
+    for budget in (None, 1):
+        folder = tmp_path / f"budget_{budget}"
+        folder.mkdir()
+        store, view = build(folder, frame, budget, aggregated=False)
+        store.materialize(view)
+        identity = ["driver_id", "event_ts", "ingested_at"]
+        tables.append(store.read(view.name).sort(identity, maintain_order=True))
+    assert tables[1].equals(tables[0])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -11,6 +12,7 @@ from conftest import at
 from views_trips import driver, fare_features, trips_source
 
 import featurekit as fk
+from featurekit.offline import quality
 from featurekit.offline.quality import check_rows
 from featurekit.offline.resolve import resolve
 from featurekit.storage import delta
@@ -250,3 +252,60 @@ def test_drift_refuses_an_empty_side(store: fk.Store, data_dir: Path) -> None:
     store.materialize(checked_view(data_dir))
     with pytest.raises(fk.SchemaError, match="the current .* holds no rows; widen its time range"):
         store.drift("fare_features", reference=(at(0), at(50)), current=(at(500), at(600)))
+
+
+def mixed_features(rides: pl.LazyFrame) -> pl.LazyFrame:
+    """Float (nulls, NaN), integer, string and boolean features."""
+    return rides.select("driver_id", "event_ts", "fare", "stops", "city", "night")
+
+
+def test_out_of_core_training_set_statistics_equal_in_memory_ones_read_in_ranges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    n = 400
+    rides = pl.DataFrame(
+        {
+            "driver_id": [i % 37 for i in range(n)],
+            "event_ts": [at(i / 10) for i in range(n)],
+            "fare": [
+                None if i % 11 == 0 else float("nan") if i % 13 == 0 else i * 0.5 for i in range(n)
+            ],
+            "stops": [i % 5 for i in range(n)],
+            "city": [None if i % 7 == 0 else f"c{i % 4}" for i in range(n)],
+            "night": [i % 3 == 0 for i in range(n)],
+        }
+    )
+    rides.write_parquet(tmp_path / "rides.parquet")
+    source = fk.Source("rides", tmp_path / "rides.parquet", timestamp="event_ts")
+    view = fk.feature_view(entity=driver, sources=[source], ttl="1d")(mixed_features)
+    labels = pl.DataFrame(
+        {"driver_id": [i % 41 for i in range(300)], "ts": [at(i / 7) for i in range(300)]}
+    )
+    features = [f"mixed_features:{f}" for f in ("fare", "stops", "city", "night")]
+    read: list[int] = []  # rows of each frame the statistics are computed from
+    for name in ("partial_stats", "compute_stats"):
+        kernel = getattr(quality, name)
+
+        def counted(frame: pl.DataFrame, *args: object, _k: Any = kernel, **kw: Any) -> Any:
+            read.append(frame.height)
+            return _k(frame, *args, **kw)
+
+        monkeypatch.setattr(quality, name, counted)
+
+    baselines = []
+    for budget in (None, 1):
+        root = tmp_path / f"store_{budget}"
+        fk.Store(root, progress=False, online=False).materialize(view)
+        store = fk.Store(root, progress=False, online=False, memory_budget=budget)
+        read.clear()
+        ts = store.training_set(labels, features=features, timestamp="ts")
+        baselines.append(store.stats(ts))
+    # out of core, no read held more than a range of the rows, and the ranges merged
+    assert len(read) > 1 and max(read) <= 2
+    memory, spilled = baselines
+    assert memory["count"].to_list() == [300] * 4
+    assert memory["nans"][0] > 0 and memory["nulls"][0] > 0 and memory["nulls"][2] > 0
+    exact = [c for c in memory.columns if c not in ("mean", "std")]
+    assert spilled.select(exact).equals(memory.select(exact))
+    assert spilled["mean"].to_list() == pytest.approx(memory["mean"].to_list(), nan_ok=True)
+    assert spilled["std"].to_list() == pytest.approx(memory["std"].to_list(), nan_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -15,6 +16,7 @@ from test_online_support import served
 from views_trips import fare_view
 
 import featurekit as fk
+from featurekit.online import serving_log
 from featurekit.online.serving_log import LoggedView, ServingLog
 
 
@@ -114,9 +116,16 @@ def test_skew_names_a_stale_online_snapshot(tmp_path: Path, data_dir: Path) -> N
     )
 
 
-def test_logged_rows_encode_values_as_orjson_does(tmp_path: Path) -> None:
+@pytest.mark.parametrize("slices", ["default", "one value"])
+def test_logged_rows_encode_values_as_orjson_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slices: str
+) -> None:
     # the writer encodes plain values column-wise in polars and the rest one row at a time;
-    # both must write what orjson writes (the readers parse it back with orjson)
+    # both must write what orjson writes (the readers parse it back with orjson), wherever
+    # its slices fall (one value per slice: slices of nulls only, of ints then of floats)
+    if slices == "one value":
+        monkeypatch.setattr(serving_log, "SLICE_VALUES", 1)
+        monkeypatch.setattr(serving_log, "SLICE_LOOKUPS", 1)
     t0 = 1_767_225_600_123_457
     fare = LoggedView(
         "fare_features",
@@ -139,6 +148,12 @@ def test_logged_rows_encode_values_as_orjson_does(tmp_path: Path) -> None:
     odd.record(t0, {"day": [date(2026, 1, 1)]}, ("day",), [one])
     odd.record(t0, {"day": ["2026-01-02"]}, ("day",), [one])
     odd.close()
+    # ints in one lookup, floats in the next: one column of mixed types, encoded row by row
+    mixed = ServingLog(str(tmp_path / "mixed"))
+    half = LoggedView("ratings", 1, ("rating",), {"rating": [4.5]}, ["present"], [t0])
+    for view in (one, half):
+        mixed.record(t0, {"driver_id": [1]}, ("driver_id",), [view])
+    mixed.close()
 
     rows = pl.read_delta(str(tmp_path / "log"))
     assert rows["request_id"].unique_counts().to_list() == [6, 3]  # in the order recorded
@@ -165,6 +180,33 @@ def test_logged_rows_encode_values_as_orjson_does(tmp_path: Path) -> None:
     assert rows["status"][:3].to_list() == ["present", "not_found", "present"]
     days = pl.read_delta(str(tmp_path / "odd"))["entity"].to_list()
     assert days == ['{"day":"2026-01-01"}', '{"day":"2026-01-02"}']
+    ratings = pl.read_delta(str(tmp_path / "mixed"))["features"].to_list()
+    assert ratings == ['{"rating":4}', '{"rating":4.5}']
+
+
+def test_the_writer_yields_the_gil_between_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the property that keeps a lookup from waiting on the writer's Python work: it gathers
+    # at most SLICE_LOOKUPS lookups, and converts at most SLICE_VALUES values, between yields
+    monkeypatch.setattr(serving_log, "SLICE_VALUES", 10)
+    monkeypatch.setattr(serving_log, "SLICE_LOOKUPS", 4)
+    converted: list[int] = []  # values per conversion to polars, then 0 per yield
+    series = serving_log._series
+
+    def counted(values: list[Any], dtype: pl.DataType | None) -> pl.Series:
+        converted.append(len(values))
+        return series(values, dtype)
+
+    monkeypatch.setattr(serving_log, "_series", counted)
+    view = LoggedView(
+        "ratings", 1, ("a", "b"), {"a": [1.5] * 3, "b": ["x"] * 3}, ["present"] * 3, [None] * 3
+    )
+    entries = [(i, ("driver_id",), {"driver_id": [i, i + 1, i + 2]}, [view]) for i in range(9)]
+    frame = serving_log._rows(entries, lambda: converted.append(0))
+    assert frame.height == 27
+    # 9 lookups: a yield after the 4th and the 8th; then 8 columns of 27 values, 10 at a time
+    gathered, conversions = converted[:2], converted[2:]
+    assert gathered == [0, 0]
+    assert conversions == [10, 0, 10, 0, 7, 0] * 8
 
 
 def test_a_full_log_drops_lookups_and_counts_them(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ EXPECTED = {
     "DefinitionError",
     "Definitions",
     "DriftReport",
+    "DriftThresholds",
     "Entity",
     "FeatureKitError",
     "FeatureKitWarning",
@@ -64,3 +65,10 @@ def test_import_does_not_pull_heavy_optional_modules() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_drift_thresholds_are_public_as_store_drift_takes_them() -> None:
+    from featurekit.kernels.drift import DriftThresholds
+
+    assert fk.DriftThresholds is DriftThresholds
+    assert fk.DriftThresholds(ks_statistic=0.1).ks_statistic == 0.1
