@@ -44,6 +44,7 @@ import dataclasses
 import math
 import secrets
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -107,6 +108,8 @@ class PushResult:
 
 #: At most this many rows go into one group commit (a push bigger than that alone).
 GROUP_ROWS = 100_000
+#: Longest a commit waits for group-mates, in seconds (only after a commit of several).
+GROUP_WINDOW = 0.005
 
 
 @dataclass(eq=False)
@@ -128,6 +131,7 @@ class _Queue:
         self.cond = threading.Condition()
         self.pending: list[_Pending] = []
         self.committing = False
+        self.last_group = 0  # pushes in the latest commit: how many push concurrently
 
 
 class Pusher:
@@ -137,8 +141,13 @@ class Pusher:
     commit of that version running in this process commits at once, taking with it every
     push waiting at that moment; pushes that arrive while a commit runs wait for it to end,
     then the next of them commits all that are waiting (up to :data:`GROUP_ROWS` rows).
-    There is no waiting window, so a lone push is never delayed. Each push returns once the
-    commit holding its rows is done offline and online, exactly as an ungrouped push.
+    Without a window, pushers that each push again as soon as their push returns would
+    alternate between a commit of one push and a commit of the rest (the one left waiting
+    commits alone while the others come back). So when the latest commit held several
+    pushes, the next waits until as many are waiting, at most :data:`GROUP_WINDOW`; after
+    a commit of one push nothing waits, so a lone pusher is never delayed. Each push
+    returns once the commit holding its rows is done offline and online, exactly as an
+    ungrouped push.
     """
 
     def __init__(self, registry: Registry, online: OnlineStore | None) -> None:
@@ -185,11 +194,18 @@ class Pusher:
         queue = self._queue(record)
         with queue.cond:
             queue.pending.append(mine)
+            queue.cond.notify_all()  # a commit waiting for group-mates counts this one
             while not mine.done:
                 if queue.committing:
                     queue.cond.wait()
                     continue
                 queue.committing = True
+                deadline = time.monotonic() + GROUP_WINDOW
+                while len(queue.pending) < queue.last_group:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    queue.cond.wait(left)
                 queue.cond.release()
                 try:
                     self._commit(record, uri, queue, mine, memory_budget)
@@ -234,6 +250,7 @@ class Pusher:
                     ):
                         rows += queue.pending[0].frame.height
                         group.append(queue.pending.pop(0))
+                    queue.last_group = len(group)
                 # ingestion order, so the later push wins an exact tie offline and online
                 group.sort(key=lambda p: p.now)
                 pushes = [(p.push_id, p.frame) for p in group]
