@@ -590,3 +590,58 @@ def test_concurrent_http_pushes_share_commits(
     assert columns["fare"] == [100.0 + i for i in range(n)]
     pushed = store.read("rides").filter(pl.col(PUSH_COLUMN).is_not_null()).sort("rider_id")
     assert pushed.get_column("rider_id").to_list() == list(range(100, 100 + n))
+
+
+PUSHING_PROCESS = """
+import sys, threading
+from datetime import UTC, datetime, timedelta
+import featurekit as fk
+
+store = fk.Store(sys.argv[1], progress=False)
+first = int(sys.argv[2])
+errors = []
+
+def pusher(t):
+    try:
+        for k in range(3):
+            rider = first + 10 * t + k
+            event = datetime.now(UTC) - timedelta(seconds=30)
+            row = {"rider_id": rider, "event_ts": event, "fare": float(rider), "tip": 1}
+            store.push("rides", [row])
+    except Exception as err:
+        errors.append(err)
+
+threads = [threading.Thread(target=pusher, args=(t,)) for t in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+if errors:
+    raise errors[0]
+"""
+
+
+def test_two_processes_pushing_at_once_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    store, _ = grouped_store(tmp_path, 25)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PUSHING_PROCESS, str(tmp_path / "store"), str(first)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for first in (200, 300)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    riders = sorted(200 + p * 100 + 10 * t + k for p in (0, 1) for t in range(4) for k in range(3))
+    pushed = store.read("rides").filter(pl.col(PUSH_COLUMN).is_not_null()).sort("rider_id")
+    assert pushed.get_column("rider_id").to_list() == riders
+    assert pushed.get_column(PUSH_COLUMN).n_unique() == len(riders)
+    assert sum(push_runs(store)) == len(riders)
+    online = store.get_online_features(["rides:fare"], {"rider_id": riders})
+    assert online.get_column("fare").to_list() == [float(r) for r in riders]
+    lookup_equals_training_set(store, ["rides:fare", "rides:tip"], datetime.now(UTC))
