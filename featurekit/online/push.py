@@ -195,24 +195,16 @@ class Pusher:
         with queue.cond:
             queue.pending.append(mine)
             queue.cond.notify_all()  # a commit waiting for group-mates counts this one
-            while not mine.done:
-                if queue.committing:
-                    queue.cond.wait()
-                    continue
-                queue.committing = True
-                deadline = time.monotonic() + GROUP_WINDOW
-                while len(queue.pending) < queue.last_group:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    queue.cond.wait(left)
-                queue.cond.release()
-                try:
-                    self._commit(record, uri, queue, mine, memory_budget)
-                finally:
-                    queue.cond.acquire()
-                    queue.committing = False
-                    queue.cond.notify_all()
+            try:
+                while not mine.done:
+                    if queue.committing:
+                        queue.cond.wait()
+                    else:
+                        self._lead(record, uri, queue, mine, memory_budget)
+            except BaseException:  # interrupted while waiting: not committed unless taken
+                if mine in queue.pending:
+                    queue.pending.remove(mine)
+                raise
         if mine.error is not None:
             raise mine.error
         return PushResult(record.view, record.version, frame.height, mine.version, now, push_id)
@@ -224,6 +216,32 @@ class Pusher:
             if queue is None:
                 queue = self._queues[key] = _Queue()
             return queue
+
+    def _lead(
+        self,
+        record: VersionRecord,
+        uri: str,
+        queue: _Queue,
+        mine: _Pending,
+        budget: int | None,
+    ) -> None:
+        """Run the next commit of ``queue`` (called and returning with ``queue.cond`` held)."""
+        queue.committing = True
+        try:
+            deadline = time.monotonic() + GROUP_WINDOW
+            while len(queue.pending) < queue.last_group:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                queue.cond.wait(left)
+            queue.cond.release()
+            try:
+                self._commit(record, uri, queue, mine, budget)
+            finally:
+                queue.cond.acquire()
+        finally:
+            queue.committing = False
+            queue.cond.notify_all()
 
     def _commit(
         self,
