@@ -277,7 +277,7 @@ class Pusher:
                     pending.version = version
                 if self.online is not None:
                     frame = pl.concat([p.frame for p in group], how="vertical")
-                    self._online(record, frame, version, budget)
+                    self._online(record, frame, version, budget, pushes=len(group))
         except BaseException as err:
             if not group:  # failed before taking any push (the lock): only this push fails
                 with queue.cond:
@@ -306,7 +306,12 @@ class Pusher:
         return schema
 
     def _online(
-        self, record: VersionRecord, frame: pl.DataFrame, version: int, budget: int | None
+        self,
+        record: VersionRecord,
+        frame: pl.DataFrame,
+        version: int,
+        budget: int | None,
+        pushes: int = 1,
     ) -> None:
         assert self.online is not None
         try:
@@ -321,9 +326,11 @@ class Pusher:
                 )
         except Exception as err:
             cause = f"{type(err).__name__}: {err}" if not isinstance(err, FeatureKitError) else err
+            together = f" by {pushes} pushes committed together" if pushes > 1 else ""
             raise OnlineStoreError(
                 f"{frame.height} row(s) pushed to view {record.view!r} version "
-                f"{record.version} are committed offline (Delta version {version}), but the "
+                f"{record.version}{together} are committed offline (Delta version {version}), "
+                "but the "
                 f"online store was not updated: {cause} Training sets already see the rows. "
                 f"Once the cause is fixed, run store.materialize({record.view}): it finds "
                 "the online store behind the table and rewrites its snapshot."

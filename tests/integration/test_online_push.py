@@ -645,3 +645,42 @@ def test_two_processes_pushing_at_once_lose_and_duplicate_nothing(tmp_path: Path
     online = store.get_online_features(["rides:fare"], {"rider_id": riders})
     assert online.get_column("fare").to_list() == [float(r) for r in riders]
     lookup_equals_training_set(store, ["rides:fare", "rides:tip"], datetime.now(UTC))
+
+
+def test_an_online_failure_after_a_group_commit_names_the_group_in_every_push(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, plain = grouped_store(tmp_path, 26)
+    gate = Gate(monkeypatch)
+    online = store.online
+    real = online.update_entries  # type: ignore[attr-defined]
+    calls: list[int] = []
+
+    def update_entries(*args: Any) -> bool:
+        calls.append(1)
+        if len(calls) == 2:  # the group's merge
+            raise RuntimeError("disk I/O error")
+        return bool(real(*args))
+
+    monkeypatch.setattr(online, "update_entries", update_entries)
+    first = in_thread(lambda: store.push("rides", one_row(100, 1.0)))
+    assert gate.entered.wait(60)
+    rest = [
+        in_thread(lambda i=i: store.push("rides", one_row(100 + i, float(i)))) for i in (1, 2, 3)
+    ]
+    gate.queue("rides", 3)
+    for thread, _ in [first, *rest]:
+        thread.join(60)
+    version = first[1]["result"].delta_version + 1
+    for _, out in rest:
+        assert isinstance(out["error"], fk.OnlineStoreError)
+        assert str(out["error"]).startswith(
+            "3 row(s) pushed to view 'rides' version 1 by 3 pushes committed together are "
+            f"committed offline (Delta version {version}), but the online store was not "
+            "updated: RuntimeError: disk I/O error Training sets already see the rows."
+        )
+    pushed = store.read("rides").filter(pl.col(PUSH_COLUMN).is_not_null()).sort("rider_id")
+    assert pushed.get_column("rider_id").to_list() == [100, 101, 102, 103]
+    store.materialize(plain)  # finds online behind the table and rewrites it
+    got = store.get_online_features(["rides:fare"], {"rider_id": [100, 101, 102, 103]})
+    assert got.get_column("fare").to_list() == [1.0, 1.0, 2.0, 3.0]
