@@ -5,8 +5,9 @@ One run measures, on one store of 10 features x N entities:
     FastAPI endpoint on uvicorn (the server framework's own cost, no featurekit);
   - store.get_online_features for 1 and 100 entities x 10 features (SQLite, Redis, memory);
   - HTTP on loopback (featurekit serve started and stopped here): 1 and 100 entities;
-  - store.push and POST /v1/push: rows/s for 1-row and 1,000-row pushes, and
-    push-to-visible latency (push returns, then a lookup shows the value) p50/p99.
+  - store.push and POST /v1/push: rows/s for 1-row and 1,000-row pushes (1-row pushes
+    also from 8 threads / 8 HTTP clients at once), and push-to-visible latency (push
+    returns, then a lookup shows the value) p50/p99.
 Each line prints its ratio to the floor measured in the same run. Targets on the 2-core
 box: in-process 1 entity p99 <= 5x the raw SQLite read p99; HTTP 1 entity p99 <= 3 ms.
 `--load` adds 8 threads x 2,000 HTTP requests. `--feast-results PATH` reads Feast's
@@ -15,7 +16,7 @@ the same window) and prints the p99 ratios the goals name; `--lookups-only` skip
 and Redis.
 
 Usage: python benchmarks/online.py [--entities 10000] [--requests 2000] [--load]
-       [--feast-results RESULTS.json] [--lookups-only]
+       [--feast-results RESULTS.json] [--lookups-only | --push-only]
 """
 
 from __future__ import annotations
@@ -157,8 +158,14 @@ def pushes(
     *,
     iso: bool = False,
     floor: tuple[str, tuple[float, float]] | None = None,
+    pusher: Callable[[], Callable[[list[dict[str, Any]]], object]] | None = None,
 ) -> None:
-    """Rows/s of 1-row and 1,000-row pushes, and push-to-visible latency."""
+    """Rows/s of 1-row and 1,000-row pushes, and push-to-visible latency.
+
+    ``pusher`` makes one push function per thread (an HTTP client each): 1-row pushes
+    are then also measured from :data:`PUSHERS` threads at once, which concurrent pushes
+    to one view turn into fewer Delta commits (group commit).
+    """
     singles = [push_rows(ids, 1, iso=iso) for _ in range(n)]
     began = time.perf_counter()
     for rows in singles:
@@ -167,6 +174,8 @@ def pushes(
     print(
         f"{'push ' + label + ', 1-row pushes':<52} {n / took:>9,.0f} rows/s  ({took / n * 1e3:.2f} ms each)"
     )
+    if pusher is not None:
+        concurrent_pushes(label, pusher, ids, n, iso=iso)
     batches = [push_rows(ids, 1000, iso=iso) for _ in range(1 if smoke() else max(2, n // 50))]
     began = time.perf_counter()
     for rows in batches:
@@ -193,6 +202,57 @@ def pushes(
         (statistics.median(samples), samples[int(len(samples) * 0.99) - 1]),
         f"({lookups} lookups for {n} pushes)",
         floor=floor,
+    )
+
+
+#: Threads (HTTP clients) pushing at once in the concurrent 1-row variant.
+PUSHERS = 8
+
+
+def concurrent_pushes(
+    label: str,
+    pusher: Callable[[], Callable[[list[dict[str, Any]]], object]],
+    ids: list[int],
+    n: int,
+    *,
+    iso: bool,
+) -> None:
+    """Rows/s of ``n`` 1-row pushes from :data:`PUSHERS` threads, and each push's latency."""
+    each = max(5, n // PUSHERS)
+    work = [[push_rows(ids, 1, iso=iso) for _ in range(each)] for _ in range(PUSHERS)]
+    funcs = [pusher() for _ in range(PUSHERS)]
+    latencies: list[float] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(PUSHERS + 1)
+
+    def worker(push: Callable[[list[dict[str, Any]]], object], batches: list[Any]) -> None:
+        start.wait()
+        try:
+            for rows in batches:
+                began = time.perf_counter_ns()
+                push(rows)
+                latencies.append((time.perf_counter_ns() - began) / 1000)
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [
+        threading.Thread(target=worker, args=(f, w)) for f, w in zip(funcs, work, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    took = time.perf_counter() - began
+    if errors:
+        raise errors[0]
+    latencies.sort()
+    total = each * PUSHERS
+    print(
+        f"{'push ' + label + f', 1-row pushes x {PUSHERS} threads':<52} {total / took:>9,.0f} rows/s"
+        f"  (each push p50 {statistics.median(latencies) / 1e3:.1f} ms,"
+        f" p99 {latencies[int(len(latencies) * 0.99) - 1] / 1e3:.1f} ms)"
     )
 
 
@@ -280,7 +340,10 @@ def in_process_push(store: fk.Store, label: str, entities: int, n: int) -> None:
         value = store.get_online_features(["bench_stats:f0"], {"driver_id": [driver]}).item(0, "f0")
         return float(value) if value is not None else None
 
-    pushes(label, lambda rows: store.push("bench_stats", rows), lookup, ids, n)
+    def push(rows: list[dict[str, Any]]) -> object:
+        return store.push("bench_stats", rows)
+
+    pushes(label, push, lookup, ids, n, pusher=lambda: push)
 
 
 def http(
@@ -349,8 +412,32 @@ def http(
                 value = client.post("/v1/features", json=body).json()["columns"]["f0"][0]
                 return float(value) if value is not None else None
 
+            def http_pusher() -> Callable[[list[dict[str, Any]]], object]:
+                own = httpx.Client(base_url=base, timeout=60)  # one client per thread
+                clients.append(own)
+
+                def push_own(rows: list[dict[str, Any]]) -> None:
+                    reply = own.post("/v1/push", json={"view": "bench_stats", "rows": rows})
+                    assert reply.status_code == 200, reply.text
+
+                return push_own
+
+            clients: list[httpx.Client] = []
             if push:
-                pushes("over HTTP", push_http, lookup, ids, push_count(n), iso=True, floor=floor)
+                try:
+                    pushes(
+                        "over HTTP",
+                        push_http,
+                        lookup,
+                        ids,
+                        push_count(n),
+                        iso=True,
+                        floor=floor,
+                        pusher=http_pusher,
+                    )
+                finally:
+                    for own in clients:
+                        own.close()
         if load:
             errors: list[str] = []
             began = time.perf_counter()
@@ -494,6 +581,9 @@ def main() -> None:
     parser.add_argument(
         "--lookups-only", action="store_true", help="skip pushes and Redis (lookup figures only)"
     )
+    parser.add_argument(
+        "--push-only", action="store_true", help="only the push rows (SQLite, in process and HTTP)"
+    )
     args = parser.parse_args()
     feast = feast_figures(args.feast_results) if args.feast_results else None
     ours: dict[str, tuple[float, float]] = {}
@@ -501,6 +591,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         store, view = build(folder, args.entities)
+        if args.push_only:
+            in_process_push(store, "in process (SQLite)", args.entities, push_count(n))
+            http(store, args.entities, n, False, ("empty endpoint", framework_floor(n)), True)
+            return
         print(f"store: 1 view x 10 Float64 features x {args.entities:,} entities; {n} calls each")
         print(f"uvicorn: {server_stack()} (featurekit depends on httptools and uvloop)\n")
         # floors: the raw stores, no featurekit in the loop

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -123,6 +124,9 @@ class Store:
         self._log_serving = float(log_serving)  # 0.0: off; else the sample rate
         self._serving_log: ServingLog | None = None
         self._pusher: Pusher | None = None
+        # one Pusher per store even when the first pushes race (the HTTP server's threads):
+        # concurrent pushes are grouped into one Delta commit only through the same Pusher
+        self._pusher_lock = threading.Lock()
         #: the project's declared definitions (``fk.Definitions``), when it was given them
         self.definitions = definitions if isinstance(definitions, Definitions) else None
         if isinstance(definitions, Definitions):
@@ -680,7 +684,10 @@ class Store:
         the ingestion time (UTC, this machine's clock): training sets see it from then
         on, never before; lookups see it as soon as ``push`` returns, with the same
         tie rules as training sets (a pushed row older than the served one does not
-        replace it). The view's checks run on the rows first. See docs/online.md.
+        replace it). The view's checks run on the rows first. Pushes to one view made
+        concurrently from several threads (the HTTP server's, say) may share one Delta
+        commit; each returns once its own rows are committed and online. See
+        docs/online.md.
 
         Args:
             view: the view (its registered version) or its name (its latest version).
@@ -693,15 +700,30 @@ class Store:
         from featurekit.online.push import Pusher
 
         if isinstance(view, FeatureView):
-            record, checks = self.register(view), tuple(view.checks)
+            record, checks = self._push_version(view), tuple(view.checks)
         else:
             record = self.registry.version(view, version)
             declared = self.definitions.views if self.definitions is not None else ()
             checks = next((tuple(v.checks) for v in declared if v.name == record.view), ())
-        if self._pusher is None:
-            online = None if self._online_spec is False else self.online_service().online
-            self._pusher = Pusher(self.registry, online)
+        with self._pusher_lock:
+            if self._pusher is None:
+                online = None if self._online_spec is False else self.online_service().online
+                self._pusher = Pusher(self.registry, online)
         return self._pusher.push(record, rows, checks=checks, memory_budget=self.memory_budget)
+
+    def _push_version(self, view: FeatureView) -> VersionRecord:
+        """The registered version of ``view`` to push to, read without the view's lock.
+
+        Registering takes the view's lock, which a push commit holds: pushes that find
+        their version already recorded (all but the first) skip it, so they can queue
+        behind a running commit and share the next one. Records are written once, so
+        reading them unlocked is safe.
+        """
+        resolved = self._resolve(view)
+        found = (
+            r for r in self.registry.versions(view.name) if r.fingerprint == resolved.fingerprint
+        )
+        return next(found, None) or self.register(view)
 
     @property
     def online(self) -> OnlineStore:

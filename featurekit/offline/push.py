@@ -20,8 +20,10 @@ materialization computed from the sources. How the two coexist in one table:
   the later created time wins, usually with the same values; for aggregation views both
   events are counted. Push an event, or land it in a source, not both.
 
-Each push is one Delta commit (``mode: "push"`` in its commit metadata): all of its rows
-or none, whatever their number.
+Pushes are appended in Delta commits with ``mode: "push"`` in their metadata. One commit
+holds one push, or several concurrent pushes to the same version committed together
+(group commit, see :mod:`featurekit.online.push`); either way all of a push's rows are in
+one commit or in none, whatever their number.
 """
 
 from __future__ import annotations
@@ -117,9 +119,22 @@ def pushed_frame(
     return frame.select(order)
 
 
-def append_pushed(uri: str, frame: pl.DataFrame, *, record: VersionRecord, push_id: str) -> int:
-    """Append pushed rows to the version's table in one commit; returns its Delta version."""
-    marked = frame.with_columns(pl.lit(push_id, pl.String).alias(PUSH_COLUMN))
+def append_pushed(
+    uri: str, pushes: Sequence[tuple[str, pl.DataFrame]], *, record: VersionRecord
+) -> int:
+    """Append the rows of one or more pushes to the version's table in one commit.
+
+    ``pushes`` are ``(push id, rows)`` in ingestion order; each row is marked with its own
+    push's id, and the rows keep this order in the table, so at an exact tie (same key,
+    event and created time) the later push wins, as it does online. Returns the new Delta
+    version: all rows of every push are in it, or none (the commit failed).
+    """
+    marked = pl.concat(
+        [frame.with_columns(pl.lit(pid, pl.String).alias(PUSH_COLUMN)) for pid, frame in pushes],
+        how="vertical",
+        rechunk=False,
+    )
+    first = pushes[0][0]
     return delta.append_rows(
         uri,
         marked,
@@ -128,9 +143,11 @@ def append_pushed(uri: str, frame: pl.DataFrame, *, record: VersionRecord, push_
             "view": record.view,
             "version": str(record.version),
             "fingerprint": record.fingerprint,
-            "run_id": push_id,
+            # one push: its id; a group commit: the first push's (each row keeps its own)
+            "run_id": first,
             "mode": "push",
-            "rows": str(frame.height),
+            "rows": str(marked.height),
+            "pushes": str(len(pushes)),
         },
     )
 

@@ -10,6 +10,15 @@ materialization and online sync holds, so pushes and runs are applied in one ord
 2. merges them into the online snapshot of the version, entity by entity, and swaps the
    changed entities in one atomic write of the online store.
 
+Group commit: a Delta commit costs milliseconds whatever its size, so one commit per
+push would cap small pushes at a few dozen per second however many clients push. Pushes
+to one version that arrive while a commit of it runs in this process wait for it, then go
+together in the next commit (steps 1 and 2 once for the group); see :class:`Pusher`.
+Rows keep their own push's ingestion time and id, and sit in the commit in ingestion
+order, so the tie rules below pick between pushes of one group exactly as between
+separate commits. Other processes are not grouped with: their commits are serialized by
+the view's lock and by Delta's own concurrency control, as before.
+
 Online, a plain view keeps per entity a step function "the row a training set picks at
 ``t``" (see :mod:`featurekit.online.snapshot`). A pushed row ``r`` becomes a candidate at
 ``max(event, created)``; from then on the picked row is ``r`` wherever ``r`` beats the
@@ -30,9 +39,12 @@ read goes to the store, nothing is cached but metadata that a push does not chan
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import secrets
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -94,13 +106,65 @@ class PushResult:
     push_id: str
 
 
+#: At most this many rows go into one group commit (a push bigger than that alone).
+GROUP_ROWS = 100_000
+#: Longest a commit waits for group-mates, in seconds (only after a commit of several).
+GROUP_WINDOW = 0.005
+
+
+@dataclass(eq=False)
+class _Pending:
+    """One push waiting for the commit that holds its rows."""
+
+    push_id: str
+    frame: pl.DataFrame
+    now: datetime
+    done: bool = False
+    version: int = 0
+    error: BaseException | None = None
+
+
+class _Queue:
+    """The pushes to one view version not yet committed, and whether a commit is running."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.pending: list[_Pending] = []
+        self.committing = False
+        self.last_group = 0  # pushes in the latest commit: how many push concurrently
+
+
 class Pusher:
-    """Pushes rows for one store (keeps each version's stored schema once read)."""
+    """Pushes rows for one store (keeps each version's stored schema once read).
+
+    Concurrent pushes to one view version are committed in groups: a push that finds no
+    commit of that version running in this process commits at once, taking with it every
+    push waiting at that moment; pushes that arrive while a commit runs wait for it to end,
+    then the next of them commits all that are waiting (up to :data:`GROUP_ROWS` rows).
+    Without a window, pushers that each push again as soon as their push returns would
+    alternate between a commit of one push and a commit of the rest (the one left waiting
+    commits alone while the others come back). So when the latest commit held several
+    pushes, the next waits until as many are waiting, at most :data:`GROUP_WINDOW`; after
+    a commit of one push nothing waits, so a lone pusher is never delayed. Each push
+    returns once the commit holding its rows is done offline and online, exactly as an
+    ungrouped push.
+    """
 
     def __init__(self, registry: Registry, online: OnlineStore | None) -> None:
         self.registry = registry
         self.online = online
         self._schemas: dict[tuple[str, int, str], dict[str, pl.DataType]] = {}
+        self._queues: dict[tuple[str, int], _Queue] = {}
+        self._guard = threading.Lock()
+
+    def waiting(self, view: str, version: int) -> int:
+        """How many pushes to ``view`` version ``version`` wait for a commit right now."""
+        with self._guard:
+            queue = self._queues.get((view, version))
+        if queue is None:
+            return 0
+        with queue.cond:
+            return len(queue.pending)
 
     def push(
         self,
@@ -110,7 +174,12 @@ class Pusher:
         checks: Sequence[Any] = (),
         memory_budget: int | None = None,
     ) -> PushResult:
-        """Append ``rows`` to ``record``'s table and merge them online (module docstring)."""
+        """Append ``rows`` to ``record``'s table and merge them online (module docstring).
+
+        The rows are shaped and checked on the caller's thread, so a push refused by the
+        checks never joins a group; then they are committed, possibly with other pushes
+        (see the class docstring). A failed group commit raises in every push of the group.
+        """
         uri = self.registry.layout.table_uri(record.view, record.version)
         schema = self._schema(record, uri)
         now = utcnow()
@@ -121,11 +190,105 @@ class Pusher:
         if frame.height == 0:
             current = delta.current_version(uri)
             return PushResult(record.view, record.version, 0, current or 0, now, push_id)
-        with self.registry.lock(record.view):
-            version = append_pushed(uri, frame, record=record, push_id=push_id)
-            if self.online is not None:
-                self._online(record, frame, version, memory_budget)
-        return PushResult(record.view, record.version, frame.height, version, now, push_id)
+        mine = _Pending(push_id, frame, now)
+        queue = self._queue(record)
+        with queue.cond:
+            queue.pending.append(mine)
+            queue.cond.notify_all()  # a commit waiting for group-mates counts this one
+            try:
+                while not mine.done:
+                    if queue.committing:
+                        queue.cond.wait()
+                    else:
+                        self._lead(record, uri, queue, mine, memory_budget)
+            except BaseException:  # interrupted while waiting: not committed unless taken
+                if mine in queue.pending:
+                    queue.pending.remove(mine)
+                raise
+        if mine.error is not None:
+            raise mine.error
+        return PushResult(record.view, record.version, frame.height, mine.version, now, push_id)
+
+    def _queue(self, record: VersionRecord) -> _Queue:
+        key = (record.view, record.version)
+        with self._guard:
+            queue = self._queues.get(key)
+            if queue is None:
+                queue = self._queues[key] = _Queue()
+            return queue
+
+    def _lead(
+        self,
+        record: VersionRecord,
+        uri: str,
+        queue: _Queue,
+        mine: _Pending,
+        budget: int | None,
+    ) -> None:
+        """Run the next commit of ``queue`` (called and returning with ``queue.cond`` held)."""
+        queue.committing = True
+        try:
+            deadline = time.monotonic() + GROUP_WINDOW
+            while len(queue.pending) < queue.last_group:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                queue.cond.wait(left)
+            queue.cond.release()
+            try:
+                self._commit(record, uri, queue, mine, budget)
+            finally:
+                queue.cond.acquire()
+        finally:
+            queue.committing = False
+            queue.cond.notify_all()
+
+    def _commit(
+        self,
+        record: VersionRecord,
+        uri: str,
+        queue: _Queue,
+        leader: _Pending,
+        budget: int | None,
+    ) -> None:
+        """Commit the waiting pushes in one Delta commit, then merge them online.
+
+        The group is taken under the view's lock, so pushes that arrive while this
+        process waits for another process's commit join it. Every push of the group gets
+        the commit's version, or its error: nothing of the group is written then (the
+        Delta commit is atomic; online is only written after it).
+        """
+        group: list[_Pending] = []
+        try:
+            with self.registry.lock(record.view):
+                with queue.cond:
+                    rows = 0
+                    while queue.pending and (
+                        not group or rows + queue.pending[0].frame.height <= GROUP_ROWS
+                    ):
+                        rows += queue.pending[0].frame.height
+                        group.append(queue.pending.pop(0))
+                    queue.last_group = len(group)
+                # ingestion order, so the later push wins an exact tie offline and online
+                group.sort(key=lambda p: p.now)
+                pushes = [(p.push_id, p.frame) for p in group]
+                version = append_pushed(uri, pushes, record=record)
+                for pending in group:
+                    pending.version = version
+                if self.online is not None:
+                    frame = pl.concat([p.frame for p in group], how="vertical")
+                    self._online(record, frame, version, budget, pushes=len(group))
+        except BaseException as err:
+            if not group:  # failed before taking any push (the lock): only this push fails
+                with queue.cond:
+                    queue.pending.remove(leader)
+                group = [leader]
+            for pending in group:
+                pending.error = err if pending is leader else _copied(err)
+        finally:
+            with queue.cond:
+                for pending in group:
+                    pending.done = True
 
     def _schema(self, record: VersionRecord, uri: str) -> dict[str, pl.DataType]:
         key = (record.view, record.version, record.fingerprint)
@@ -143,7 +306,12 @@ class Pusher:
         return schema
 
     def _online(
-        self, record: VersionRecord, frame: pl.DataFrame, version: int, budget: int | None
+        self,
+        record: VersionRecord,
+        frame: pl.DataFrame,
+        version: int,
+        budget: int | None,
+        pushes: int = 1,
     ) -> None:
         assert self.online is not None
         try:
@@ -158,9 +326,11 @@ class Pusher:
                 )
         except Exception as err:
             cause = f"{type(err).__name__}: {err}" if not isinstance(err, FeatureKitError) else err
+            together = f" by {pushes} pushes committed together" if pushes > 1 else ""
             raise OnlineStoreError(
                 f"{frame.height} row(s) pushed to view {record.view!r} version "
-                f"{record.version} are committed offline (Delta version {version}), but the "
+                f"{record.version}{together} are committed offline (Delta version {version}), "
+                "but the "
                 f"online store was not updated: {cause} Training sets already see the rows. "
                 f"Once the cause is fixed, run store.materialize({record.view}): it finds "
                 "the online store behind the table and rewrites its snapshot."
@@ -208,6 +378,21 @@ class Pusher:
         )
         entries = [(k, orjson.dumps(v)) for k, v in stored.items() if v]
         return online.update_entries(record.view, record.version, sid, updated.to_bytes(), entries)
+
+
+def _copied(err: BaseException) -> BaseException:
+    """The group's error for another push of the group: its own object, same cause.
+
+    Each thread raises its own exception object, so the tracebacks of the group's
+    pushes do not pile up on one object.
+    """
+    try:
+        mine = copy.copy(err)
+    except Exception:  # an exception type that cannot be rebuilt from its args
+        return err
+    mine.__cause__ = err.__cause__
+    mine.__suppress_context__ = err.__suppress_context__
+    return mine.with_traceback(None)
 
 
 def check_pushed(record: VersionRecord, frame: pl.DataFrame, checks: Sequence[Any]) -> None:

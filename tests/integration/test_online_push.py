@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ from test_online_support import redis_server
 import featurekit as fk
 from featurekit.core.hashing import frame_hash
 from featurekit.offline.push import PUSH_COLUMN
+from featurekit.online import push as push_module
+from featurekit.storage import delta
 
 rider = fk.Entity("rider", keys=["rider_id"])
 N = 12
@@ -334,3 +338,349 @@ def test_http_push_needs_a_push_grant(tmp_path: Path) -> None:
         assert done.status_code == 200, done.text
     got = store.get_online_features(["rides:fare"], {"rider_id": [11]})
     assert got.get_column("fare").to_list() == [4.0]
+
+
+# ---- group commit: concurrent pushes share Delta commits ----------------------------------
+class Gate:
+    """Holds the first push commit until released, so the pushes after it queue up.
+
+    Records how many pushes each push commit holds, and the store's Pusher (to see how
+    many pushes wait), without timing: the test waits for the queue, then releases.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, fail: Exception | None = None) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.groups: list[int] = []
+        self.pushers: list[push_module.Pusher] = []
+        real = delta.append_rows
+        gate = self
+
+        def append_rows(uri: str, frame: pl.DataFrame, **kw: Any) -> int:
+            if kw["metadata"].get("mode") == "push":
+                self.groups.append(int(kw["metadata"]["pushes"]))
+                if len(self.groups) == 1:
+                    self.entered.set()
+                    assert self.release.wait(60)
+                elif fail is not None and len(self.groups) == 2:
+                    raise fail
+            return real(uri, frame, **kw)
+
+        class Recorded(push_module.Pusher):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                gate.pushers.append(self)
+
+        monkeypatch.setattr(delta, "append_rows", append_rows)
+        monkeypatch.setattr(push_module, "Pusher", Recorded)
+
+    def queue(self, view: str, waiting: int) -> None:
+        """Wait until ``waiting`` pushes wait behind the held commit, then release it."""
+        assert self.entered.wait(60)
+        deadline = time.monotonic() + 60
+        while self.pushers[0].waiting(view, 1) < waiting:
+            assert time.monotonic() < deadline, f"{self.pushers[0].waiting(view, 1)} waiting"
+            time.sleep(0.002)
+        self.release.set()
+
+
+def in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["result"] = fn()
+        except Exception as err:
+            out["error"] = err
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, out
+
+
+def grouped_store(tmp_path: Path, seed: int, **view: Any) -> tuple[fk.Store, fk.FeatureView]:
+    path = tmp_path / "trips.parquet"
+    write_trips(path, datetime.now(UTC).replace(tzinfo=None), seed)
+    trips = fk.Source("trips", path, timestamp="event_ts", created_timestamp="ingested_at")
+    plain = fk.feature_view(entity=rider, sources=[trips], ttl="2h", **view)(rides)
+    store = fk.Store(tmp_path / "store", progress=False)
+    store.materialize(plain)
+    return store, plain
+
+
+def one_row(rider_id: int, fare: float, event: datetime | None = None) -> list[dict[str, Any]]:
+    when = event or datetime.now(UTC) - timedelta(seconds=30)
+    return [{"rider_id": rider_id, "event_ts": when, "fare": fare, "tip": 1}]
+
+
+def push_runs(store: fk.Store) -> list[int]:
+    """Rows of each push commit in the Delta history, oldest first."""
+    return [r.rows_written or 0 for r in store.runs("rides") if r.mode == "push"]
+
+
+def test_concurrent_pushes_share_commits_and_land_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = grouped_store(tmp_path, 20)
+    gate = Gate(monkeypatch)
+    n = 8
+    first = in_thread(lambda: store.push("rides", one_row(100, 100.0)))
+    assert gate.entered.wait(60)
+    rest = [
+        in_thread(lambda i=i: store.push("rides", one_row(100 + i, 100.0 + i))) for i in range(1, n)
+    ]
+    gate.queue("rides", n - 1)
+    for thread, _ in [first, *rest]:
+        thread.join(60)
+    results = [out["result"] for _, out in [first, *rest]]
+    assert gate.groups == [1, n - 1]
+    assert push_runs(store) == [1, n - 1]  # 2 commits for 8 pushes, from the Delta history
+    assert len({r.delta_version for r in results[1:]}) == 1
+    assert results[1].delta_version == results[0].delta_version + 1
+    pushed = store.read("rides").filter(pl.col(PUSH_COLUMN).is_not_null()).sort("rider_id")
+    assert pushed.get_column("rider_id").to_list() == list(range(100, 100 + n))
+    assert pushed.get_column("fare").to_list() == [100.0 + i for i in range(n)]
+    assert pushed.get_column(PUSH_COLUMN).to_list() == [r.push_id for r in results]
+    ingested = pushed.get_column("ingested_at").dt.replace_time_zone("UTC").to_list()
+    assert ingested == [r.ingested_at for r in results]  # each push's own ingestion time
+    online = store.get_online_features(["rides:fare"], {"rider_id": list(range(100, 100 + n))})
+    assert online.get_column("fare").to_list() == [100.0 + i for i in range(n)]
+
+
+def test_a_push_failing_its_checks_leaves_its_group_mates_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, view = grouped_store(
+        tmp_path, 21, checks=[fk.Check(pl.col("fare") >= 0, name="fare_ok")]
+    )
+    gate = Gate(monkeypatch)
+    first = in_thread(lambda: store.push(view, one_row(100, 1.0)))
+    assert gate.entered.wait(60)
+    good = [in_thread(lambda i=i: store.push(view, one_row(100 + i, float(i)))) for i in (1, 2, 3)]
+    bad = in_thread(lambda: store.push(view, one_row(110, -5.0)))
+    bad[0].join(60)
+    gate.queue("rides", 3)
+    for thread, _ in [first, *good]:
+        thread.join(60)
+    err = bad[1]["error"]
+    assert isinstance(err, fk.ValidationError)
+    assert "fare_ok: 1 failing row(s)" in str(err)
+    assert all("result" in out for _, out in [first, *good])
+    assert gate.groups == [1, 3]
+    pushed = store.read("rides").filter(pl.col(PUSH_COLUMN).is_not_null()).sort("rider_id")
+    assert pushed.get_column("rider_id").to_list() == [100, 101, 102, 103]
+    online = store.get_online_features(["rides:fare"], {"rider_id": [101, 102, 103, 110]})
+    assert online.get_column("fare").to_list() == [1.0, 2.0, 3.0, None]
+
+
+def test_a_failed_group_commit_fails_every_push_of_the_group_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = grouped_store(tmp_path, 22)
+    gate = Gate(monkeypatch, fail=fk.StorageError("appending to Delta table failed: disk full"))
+    first = in_thread(lambda: store.push("rides", one_row(100, 1.0)))
+    assert gate.entered.wait(60)
+    rest = [
+        in_thread(lambda i=i: store.push("rides", one_row(100 + i, float(i)))) for i in (1, 2, 3)
+    ]
+    gate.queue("rides", 3)
+    for thread, _ in [first, *rest]:
+        thread.join(60)
+    committed = first[1]["result"].delta_version
+    errors = [out["error"] for _, out in rest]
+    assert [type(e) for e in errors] == [fk.StorageError] * 3
+    assert all(str(e) == "appending to Delta table failed: disk full" for e in errors)
+    assert len({id(e) for e in errors}) == 3  # each push raises its own exception object
+    assert gate.groups == [1, 3]
+    assert [r.delta_version for r in store.runs("rides")][-1] == committed
+    pushed = store.read("rides").filter(pl.col(PUSH_COLUMN).is_not_null())
+    assert pushed.get_column("rider_id").to_list() == [100]
+    online = store.get_online_features(["rides:fare"], {"rider_id": [100, 101, 102, 103]})
+    assert online.get_column("fare").to_list() == [1.0, None, None, None]
+    # the queue is not stuck: the next push commits on its own
+    assert store.push("rides", one_row(101, 7.0)).delta_version == committed + 1
+
+
+def test_the_later_ingested_push_wins_a_tie_inside_one_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = grouped_store(tmp_path, 23)
+    gate = Gate(monkeypatch)
+    base = datetime.now(UTC)  # after the snapshot, so lookups at these instants work
+    # the push that queues first is ingested later: ingestion time decides, not arrival
+    clocks = {
+        "first": base,
+        "a": base + timedelta(milliseconds=2),
+        "b": base + timedelta(milliseconds=1),
+    }
+    monkeypatch.setattr(
+        push_module, "utcnow", lambda: clocks.get(threading.current_thread().name, base)
+    )
+    event = base - timedelta(minutes=1)
+
+    def named(name: str, fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
+        out: dict[str, Any] = {}
+        thread = threading.Thread(target=lambda: out.update(result=fn()), name=name)
+        thread.start()
+        return thread, out
+
+    first = named("first", lambda: store.push("rides", one_row(100, 0.0)))
+    assert gate.entered.wait(60)
+    a = named("a", lambda: store.push("rides", one_row(50, 1.0, event)))
+    gate_wait = time.monotonic() + 60
+    while gate.pushers[0].waiting("rides", 1) < 1:
+        assert time.monotonic() < gate_wait
+        time.sleep(0.002)
+    b = named("b", lambda: store.push("rides", one_row(50, 2.0, event)))
+    gate.queue("rides", 2)
+    for thread, _ in (first, a, b):
+        thread.join(60)
+    assert gate.groups == [1, 2]
+    assert a[1]["result"].delta_version == b[1]["result"].delta_version
+    assert a[1]["result"].ingested_at > b[1]["result"].ingested_at
+    got = store.get_online_features(["rides:fare"], {"rider_id": [50]})
+    assert got.get_column("fare").to_list() == [1.0]
+    labels = pl.DataFrame(
+        {
+            "rider_id": [50, 50, 50],
+            "label_ts": [clocks["b"], clocks["a"] - timedelta(microseconds=1), clocks["a"]],
+        }
+    ).with_columns(pl.col("label_ts").cast(pl.Datetime("us", "UTC")))
+    ts = store.training_set(labels, features=["rides:fare"], timestamp="label_ts").to_polars()
+    assert ts.get_column("fare").to_list() == [2.0, 2.0, 1.0]
+    for when in (clocks["b"], clocks["a"], datetime.now(UTC)):
+        lookup_equals_training_set(store, ["rides:fare", "rides:tip"], when)
+
+
+def test_concurrent_http_pushes_share_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+    from test_online_support import http_server
+
+    from featurekit.serving.app import create_app
+
+    store, _ = grouped_store(tmp_path, 24)
+    gate = Gate(monkeypatch)
+    app = create_app(store)
+    n = 8
+
+    def post(i: int) -> dict[str, Any]:
+        row = one_row(100 + i, 100.0 + i)[0]
+        body = {"view": "rides", "rows": [{**row, "event_ts": row["event_ts"].isoformat()}]}
+        with httpx.Client(base_url=base, timeout=60) as c:
+            reply = c.post("/v1/push", json=body)
+        assert reply.status_code == 200, reply.text
+        return dict(reply.json())
+
+    with http_server(app) as base:
+        first = in_thread(lambda: post(0))
+        assert gate.entered.wait(60)
+        rest = [in_thread(lambda i=i: post(i)) for i in range(1, n)]
+        gate.queue("rides", n - 1)
+        for thread, _ in [first, *rest]:
+            thread.join(60)
+        replies = [out["result"] for _, out in [first, *rest]]
+        with httpx.Client(base_url=base) as c:
+            lookup = {"features": ["rides:fare"], "entities": {"rider_id": list(range(100, 108))}}
+            columns = c.post("/v1/features", json=lookup).json()["columns"]
+    assert [r["rows"] for r in replies] == [1] * n
+    assert len({r["delta_version"] for r in replies[1:]}) == 1
+    assert push_runs(store) == [1, n - 1]
+    assert columns["fare"] == [100.0 + i for i in range(n)]
+    pushed = store.read("rides").filter(pl.col(PUSH_COLUMN).is_not_null()).sort("rider_id")
+    assert pushed.get_column("rider_id").to_list() == list(range(100, 100 + n))
+
+
+PUSHING_PROCESS = """
+import sys, threading
+from datetime import UTC, datetime, timedelta
+import featurekit as fk
+
+store = fk.Store(sys.argv[1], progress=False)
+first = int(sys.argv[2])
+errors = []
+
+def pusher(t):
+    try:
+        for k in range(3):
+            rider = first + 10 * t + k
+            event = datetime.now(UTC) - timedelta(seconds=30)
+            row = {"rider_id": rider, "event_ts": event, "fare": float(rider), "tip": 1}
+            store.push("rides", [row])
+    except Exception as err:
+        errors.append(err)
+
+threads = [threading.Thread(target=pusher, args=(t,)) for t in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+if errors:
+    raise errors[0]
+"""
+
+
+def test_two_processes_pushing_at_once_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    store, _ = grouped_store(tmp_path, 25)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PUSHING_PROCESS, str(tmp_path / "store"), str(first)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for first in (200, 300)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    riders = sorted(200 + p * 100 + 10 * t + k for p in (0, 1) for t in range(4) for k in range(3))
+    pushed = store.read("rides").filter(pl.col(PUSH_COLUMN).is_not_null()).sort("rider_id")
+    assert pushed.get_column("rider_id").to_list() == riders
+    assert pushed.get_column(PUSH_COLUMN).n_unique() == len(riders)
+    assert sum(push_runs(store)) == len(riders)
+    online = store.get_online_features(["rides:fare"], {"rider_id": riders})
+    assert online.get_column("fare").to_list() == [float(r) for r in riders]
+    lookup_equals_training_set(store, ["rides:fare", "rides:tip"], datetime.now(UTC))
+
+
+def test_an_online_failure_after_a_group_commit_names_the_group_in_every_push(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, plain = grouped_store(tmp_path, 26)
+    gate = Gate(monkeypatch)
+    online = store.online
+    real = online.update_entries  # type: ignore[attr-defined]
+    calls: list[int] = []
+
+    def update_entries(*args: Any) -> bool:
+        calls.append(1)
+        if len(calls) == 2:  # the group's merge
+            raise RuntimeError("disk I/O error")
+        return bool(real(*args))
+
+    monkeypatch.setattr(online, "update_entries", update_entries)
+    first = in_thread(lambda: store.push("rides", one_row(100, 1.0)))
+    assert gate.entered.wait(60)
+    rest = [
+        in_thread(lambda i=i: store.push("rides", one_row(100 + i, float(i)))) for i in (1, 2, 3)
+    ]
+    gate.queue("rides", 3)
+    for thread, _ in [first, *rest]:
+        thread.join(60)
+    version = first[1]["result"].delta_version + 1
+    for _, out in rest:
+        assert isinstance(out["error"], fk.OnlineStoreError)
+        assert str(out["error"]).startswith(
+            "3 row(s) pushed to view 'rides' version 1 by 3 pushes committed together are "
+            f"committed offline (Delta version {version}), but the online store was not "
+            "updated: RuntimeError: disk I/O error Training sets already see the rows."
+        )
+    pushed = store.read("rides").filter(pl.col(PUSH_COLUMN).is_not_null()).sort("rider_id")
+    assert pushed.get_column("rider_id").to_list() == [100, 101, 102, 103]
+    store.materialize(plain)  # finds online behind the table and rewrites it
+    got = store.get_online_features(["rides:fare"], {"rider_id": [100, 101, 102, 103]})
+    assert got.get_column("fare").to_list() == [1.0, 1.0, 2.0, 3.0]
