@@ -12,7 +12,8 @@ dtypes, values, order, hence its hash and the training set's id) is the same for
 ``B``. When every view has ``B = 1`` the join is the single kernel call it always was.
 
 Views are joined one after another; each keeps only its feature columns, so memory holds
-the labels, the finished columns, and one bucket of one view at a time.
+the labels, the finished columns, and one bucket of one view per worker thread
+(:class:`LocalRunner`).
 
 Out of core (:func:`join_within`): when the joined result is estimated not to fit the
 memory budget, each view's features are written bucket by bucket to parquet files (with
@@ -74,9 +75,10 @@ class Runner(Protocol):
 class LocalRunner:
     """Runs tasks in this process (the default engine), ``workers`` at a time.
 
-    A task is mostly polars work, which releases the GIL, so two buckets joined on two
-    threads keep two cores busy where one bucket's small operations would leave one idle.
-    At most ``workers`` results are held before the caller takes them, in task order.
+    A task is mostly polars work, which releases the GIL, so buckets joined on one thread
+    per core keep the cores busy where one bucket's many small operations leave one idle
+    (default: one worker per core, at most four). At most ``workers`` results are held
+    before the caller takes them, in task order.
     """
 
     def __init__(self, workers: int | None = None) -> None:
