@@ -464,7 +464,8 @@ class Store:
         sets read it without re-sorting. It changes no training set: the rows are the
         same, and older versions stay readable for training sets pinned to them.
         ``buckets=N`` (a power of two) also splits the table into ``N`` buckets of entity
-        keys, which later runs keep (docs/scale.md).
+        keys, which later runs keep (docs/scale.md). A table bigger than the store's
+        ``memory_budget`` allows is rewritten in parts of entity keys, into the same one commit.
 
         Example:
             >>> store.optimize("driver_stats", buckets=16)
@@ -472,7 +473,9 @@ class Store:
         from featurekit.offline.optimize import optimize
 
         name = view.name if isinstance(view, FeatureView) else view
-        return optimize(self.registry, name, version, buckets=buckets)
+        return optimize(
+            self.registry, name, version, buckets=buckets, memory_budget=self.memory_budget
+        )
 
     # ---- training sets --------------------------------------------------------------------
     def training_set(

@@ -12,7 +12,8 @@ dtypes, values, order, hence its hash and the training set's id) is the same for
 ``B``. When every view has ``B = 1`` the join is the single kernel call it always was.
 
 Views are joined one after another; each keeps only its feature columns, so memory holds
-the labels, the finished columns, and one bucket of one view at a time.
+the labels, the finished columns, and one bucket of one view per worker thread
+(:class:`LocalRunner`).
 
 Out of core (:func:`join_within`): when the joined result is estimated not to fit the
 memory budget, each view's features are written bucket by bucket to parquet files (with
@@ -25,8 +26,11 @@ result hash is computed from them one column at a time and equals the in-memory 
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -37,6 +41,7 @@ import polars as pl
 
 from featurekit.core.hashing import columns_hash
 from featurekit.kernels.bucketing import bucket_ids, hash_class
+from featurekit.kernels.frames import gather_rows
 from featurekit.kernels.pit import PointInTime, ViewFrame, output_names, pit_join
 
 __all__ = [
@@ -68,15 +73,37 @@ class Runner(Protocol):
 
 
 class LocalRunner:
-    """Runs each task in this process, one at a time (the default engine)."""
+    """Runs tasks in this process (the default engine), ``workers`` at a time.
+
+    A task is mostly polars work, which releases the GIL, so buckets joined on one thread
+    per core keep the cores busy where one bucket's many small operations leave one idle
+    (default: one worker per core, at most four). At most ``workers`` results are held
+    before the caller takes them, in task order.
+    """
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers if workers is not None else min(4, os.cpu_count() or 1)
 
     def map(self, tasks: Iterable[Task]) -> Iterator[pl.DataFrame]:
-        """Each task's result, computed when the caller asks for it."""
-        for task in tasks:
-            yield task()
+        """Each task's result, in the order the tasks were given."""
+        if self.workers <= 1:
+            for task in tasks:
+                yield task()
+            return
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="featurekit-bucket") as pool:
+            pending: deque[Future[pl.DataFrame]] = deque()
+            for task in tasks:
+                pending.append(pool.submit(task))
+                if len(pending) >= self.workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
 
 
 LOCAL = LocalRunner()
+#: one bucket at a time: what a result written out of core runs with on the local engine,
+#: so that memory holds one bucket of one view
+SERIAL = LocalRunner(workers=1)
 
 #: reads one view for the given labels: all of it (bucket None) or one bucket's files
 Reader = Callable[[pl.DataFrame, int | None], ViewFrame]
@@ -173,8 +200,11 @@ def _bucketed(
         parts.append(values)
         positions.append(rows)
     stacked = pl.concat(parts, how="vertical")
-    order = np.argsort(np.concatenate(positions), kind="stable")
-    return stacked[order]
+    # every label is in exactly one bucket: the positions are a permutation, and its
+    # inverse (one scatter) puts the rows back in label order without sorting them
+    inverse = np.empty(labels.height, dtype=np.int64)
+    inverse[np.concatenate(positions)] = np.arange(labels.height, dtype=np.int64)
+    return gather_rows(stacked, pl.Series(inverse, dtype=pl.get_index_type()))
 
 
 @dataclass(frozen=True)
@@ -245,9 +275,10 @@ def join_within(
         target = folder / f"view-{i}"
         target.mkdir(parents=True, exist_ok=True)
         folders.append(target)
-        for bucket, rows, values in _view_parts(
-            labels, timestamp, view, frame, point_in_time, runner
-        ):
+        pieces = _view_parts(
+            labels, timestamp, view, frame, point_in_time, SERIAL if runner is LOCAL else runner
+        )
+        for bucket, rows, values in pieces:
             values.columns = own
             values.insert_column(0, pl.Series(_ROW, rows, dtype=pl.UInt64)).write_parquet(
                 target / f"{bucket:05d}.parquet", row_group_size=64 * 1024
@@ -295,12 +326,22 @@ def _view_parts(
         yield 0, np.arange(labels.height), _features(labels, timestamp, frame, point_in_time)
         return
     ids = bucket_ids(labels, view.keys, view.buckets).to_numpy()
-    buckets = [int(b) for b in np.unique(ids).tolist()]
-    positions = [np.flatnonzero(ids == b) for b in buckets]
+    # one stable counting sort groups the labels by bucket (keeping label order within
+    # each): a bucket's labels are then one slice, gathered once for all buckets
+    order = np.argsort(ids.astype(np.uint16) if view.buckets <= 1 << 16 else ids, kind="stable")
+    counts = np.bincount(ids, minlength=view.buckets)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    buckets = [int(b) for b in np.flatnonzero(counts).tolist()]
+    positions = [order[starts[b] : starts[b + 1]] for b in buckets]
+    wanted = list(dict.fromkeys([*view.keys, timestamp]))
+    # only the columns the kernel reads travel to the tasks (a missing timestamp column is
+    # left for the kernel to refuse with its own message)
+    narrow = labels.select(wanted) if timestamp in labels.columns else labels
+    grouped = gather_rows(narrow, pl.Series(order, dtype=pl.get_index_type()))
 
     def tasks() -> Iterator[Task]:  # made as the runner takes them: one bucket's labels each
-        for bucket, rows in zip(buckets, positions, strict=True):
-            sub = labels[rows]
+        for bucket in buckets:
+            sub = grouped.slice(int(starts[bucket]), int(counts[bucket]))
             yield partial(_features, sub, timestamp, view.read(sub, bucket), point_in_time)
 
     results = runner.map(tasks())

@@ -404,7 +404,7 @@ def _bucketed_view(
         else delta.bucket_count(req.table, req.delta_version, options)
     )
     return engine.BucketedView(
-        read=lambda labels, bucket: _read_view(req, labels, timestamp, options, bucket),
+        read=lambda labels, bucket: _read_view(req, labels, timestamp, options, bucket, count),
         buckets=count,
         keys=tuple(req.record.keys),
         stored=req.record.output,
@@ -417,9 +417,10 @@ def _read_view(
     timestamp: str,
     options: Mapping[str, str],
     bucket: int | None = None,
+    buckets: int = 1,
 ) -> ViewFrame:
     """The view's rows that ``labels`` may pick, read lazily; one bucket's files only when
-    ``bucket`` is given (Delta partition pruning skips the others)."""
+    ``bucket`` is given (Delta partition pruning skips the others; ``buckets`` is ``B``)."""
     record = req.record
     columns = [*record.keys, record.timestamp]
     if record.created_timestamp:
@@ -430,7 +431,17 @@ def _read_view(
     version = 0 if req.delta_version is None else req.delta_version
     # as_of before the table's first commit: no rows yet (the schema still comes from v0)
     where = (
-        pl.lit(False) if req.delta_version is None else _prune(labels, timestamp, record, req.ttl)
+        pl.lit(False)
+        if req.delta_version is None
+        # one bucket holds a B-th of the entities: the key filter pays off below a B-th
+        # of the limit (the same rows are picked either way)
+        else _prune(
+            labels,
+            timestamp,
+            record,
+            req.ttl,
+            KEY_PRUNE_LIMIT // (buckets if bucket is not None else 1),
+        )
     )
 
     def load() -> pl.DataFrame:  # the kernel reads one view at a time: memory holds one table
@@ -464,7 +475,11 @@ KEY_PRUNE_LIMIT = 50_000
 
 
 def _prune(
-    labels: pl.DataFrame, timestamp: str, record: VersionRecord, ttl: timedelta | None
+    labels: pl.DataFrame,
+    timestamp: str,
+    record: VersionRecord,
+    ttl: timedelta | None,
+    limit: int = KEY_PRUNE_LIMIT,
 ) -> pl.Expr:
     """Only rows some label could pick: its entities, event time in [min t - ttl, max t]."""
     times = labels.select(to_utc_expr(timestamp, labels.schema[timestamp], what="label timestamp"))
@@ -485,7 +500,7 @@ def _prune(
         if key not in labels.columns or str(labels.schema[key]) != record.output.get(key):
             continue  # the kernel aligns or rejects mismatched key dtypes, with a clear message
         values = labels.get_column(key).drop_nulls().unique()
-        if values.len() <= KEY_PRUNE_LIMIT:
+        if values.len() <= limit:
             condition = condition & pl.col(key).is_in(values.implode())
     return condition
 

@@ -312,3 +312,30 @@ def test_pushed_rows_land_in_their_bucket(tmp_path: Path) -> None:
         rows = store.read("stats").drop("ingested_at", "__fk_pushed")  # push ids differ
         results.append(rows.sort("driver_id", "event_ts", "value"))
     assert results[0].equals(results[1])
+
+
+def test_optimize_under_a_tiny_budget_rewrites_in_parts_to_the_same_table(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "trips.parquet"
+    SOURCE.write_parquet(source)
+    whole = _build(tmp_path / "whole", source, 1)
+    parted = _build(tmp_path / "parted", source, 1)
+    parted.memory_budget = 20_000  # bytes: far below the table's ~100 kB in memory
+    one = whole.optimize("stats", buckets=8)
+    many = parted.optimize("stats", buckets=8)
+    assert one.parts == 1
+    assert many.parts > 10  # one part of driver ids at a time, into one commit
+    assert many.delta_version_after == one.delta_version_after == 1
+    assert (many.rows, many.buckets_after) == (one.rows, one.buckets_after) == (N, 8)
+    assert many.files_after == one.files_after == 8  # one sorted file per bucket
+    uris = [s.registry.layout.table_uri("stats", 1) for s in (whole, parted)]
+    for bucket in range(8):  # each bucket holds the same rows in the same (sorted) order
+        columns = [*SOURCE.columns, "__fk_bucket"]
+        where = pl.col("__fk_bucket") == bucket
+        got = [delta.read_rows(u, version=1, columns=columns, where=where) for u in uris]
+        assert got[0].height > 0
+        assert got[1].equals(got[0])
+    ts = [s.training_set(LABELS, FEATURES, "ts") for s in (whole, parted)]
+    assert ts[1].manifest.result_hash == ts[0].manifest.result_hash
+    assert ts[1].to_polars().equals(ts[0].to_polars())
