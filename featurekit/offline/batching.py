@@ -11,9 +11,10 @@ to the source scan where that is valid, so a batch reads and holds only its shar
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import polars as pl
 
@@ -74,21 +75,31 @@ def estimate_bytes(
     """Rows the run reads times their width in memory, summed over the raw sources."""
     total = 0
     for src, bound in zip(sources, bounds, strict=True):
-        try:
+        with source_errors(src.name):
             total += frame_bytes(scan_source(src, bounds=bound))
-        except FeatureKitError:
-            raise
-        except BaseException as err:  # counting rows reads each file's footer: a garbled
-            # one raises a polars error or a Rust panic (a BaseException) that names no source
-            if not (isinstance(err, Exception) or is_rust_panic(err)):
-                raise
-            lines = str(err).strip().splitlines()
-            raise StorageError(
-                f"source {src.name!r} cannot be read: {lines[0] if lines else type(err).__name__}. "
-                "One of its files was probably damaged or changed outside featurekit: check "
-                "it, or restore it from a backup."
-            ) from err
     return total
+
+
+@contextlib.contextmanager
+def source_errors(name: str) -> Iterator[None]:
+    """Reading a source's files: a reader's error becomes a StorageError naming the source.
+
+    Counting rows or reading a column's maximum reads each file's footer: a garbled one
+    raises a polars error or a Rust panic (a BaseException) that names no source.
+    """
+    try:
+        yield
+    except FeatureKitError:
+        raise
+    except BaseException as err:
+        if not (isinstance(err, Exception) or is_rust_panic(err)):
+            raise
+        lines = str(err).strip().splitlines()
+        raise StorageError(
+            f"source {name!r} cannot be read: {lines[0] if lines else type(err).__name__}. "
+            "One of its files was probably damaged or changed outside featurekit: check "
+            "it, or restore it from a backup."
+        ) from err
 
 
 def frame_bytes(lf: pl.LazyFrame) -> int:

@@ -63,7 +63,13 @@ import polars as pl
 from featurekit.core.errors import FeatureKitWarning, SchemaError, StorageError, ValidationError
 from featurekit.core.timeutil import to_utc_datetime, utcnow
 from featurekit.offline import buckets, distribute
-from featurekit.offline.batching import DEFAULT_BUDGET, batch_count, estimate_bytes, key_partitions
+from featurekit.offline.batching import (
+    DEFAULT_BUDGET,
+    batch_count,
+    estimate_bytes,
+    key_partitions,
+    source_errors,
+)
 from featurekit.offline.compute import Layout, Window, call_view, collect_rows, shaped, view_inputs
 from featurekit.offline.engine import LOCAL, Runner
 from featurekit.offline.push import keep_pushed
@@ -626,7 +632,8 @@ def _watermarks(
                 continue
             top = pl.col(column).max()
             exprs += [top.alias(f"max_{role}"), (pl.col(column) == top).sum().alias(f"{role}_ties")]
-        row = lf.select(exprs).collect().row(0, named=True)
+        with source_errors(name):
+            row = lf.select(exprs).collect().row(0, named=True)
         marks[name] = {k: v if isinstance(v, int) else _iso(v) for k, v in row.items()}
         marks[name].update(snap.describe())  # what was read: the file count or Delta version
     return marks
