@@ -546,7 +546,10 @@ class _Gathered:
 
     def columns(self) -> dict[str, list[Any]]:
         if self.shape.plain:
-            return {c: self.values[c] for c in self.shape.order}
+            # plain: no metadata, no request or pass-through columns, no on-demand step,
+            # so ``values`` holds exactly the columns of ``order``, in that order (keys in
+            # the caller's order, then each view's names), and is handed over as it is
+            return self.values
         return self.frame().to_dict(as_series=False)
 
 
