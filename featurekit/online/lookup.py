@@ -337,11 +337,24 @@ class OnlineService:
         general path answers.
         """
         record = view.record
-        for key, kind in zip(record.keys, view.key_kinds, strict=True):
-            _check_key_values(record, key, kind, data[key])
-        row = [data[k][0] for k in record.keys]  # ints and strings now: ``in`` is safe
-        if None in row:
-            return None
+        if len(record.keys) == 1:  # the usual entity: its one value checked in line
+            key, kind = record.keys[0], view.key_kinds[0]
+            value = data[key][0]
+            if value is None:
+                return None
+            if not (
+                type(value) is str
+                if kind is None
+                else type(value) is int and kind[1] <= value <= kind[2]
+            ):
+                _check_key_values(record, key, kind, data[key])  # raises, naming the value
+            row = [value]
+        else:
+            for key, kind in zip(record.keys, view.key_kinds, strict=True):
+                _check_key_values(record, key, kind, data[key])
+            row = [data[k][0] for k in record.keys]  # ints and strings now: ``in`` is safe
+            if None in row:
+                return None
         t_us = to_us(to_utc_datetime(at)) if at is not None else time.time_ns() // 1000
         ((sid, raw, found),) = self.online.read([(record.view, record.version, [encode_key(row)])])
         if sid is None or raw is None:
