@@ -98,6 +98,23 @@ class _ViewPlan:
     key_kinds: tuple[tuple[str, int, int] | None, ...]  # (dtype, low, high) for integer keys
     event_name: str
     status_name: str
+    #: per snapshot id, what a 1-entity lookup needs of it (see :class:`_Snap`)
+    snaps: dict[str, _Snap] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Snap:
+    """One snapshot as a 1-entity lookup of one view plan reads it, worked out once.
+
+    A snapshot's metadata never changes in what a lookup reads (a push updates only its
+    entity count and latest event), so its fingerprint is checked once, the features'
+    positions in a stored entry are found once, and the three possible per-view
+    statistics of a 1-entity request are built once and shared (they are immutable).
+    """
+
+    meta: SnapshotMeta
+    positions: tuple[int, ...]
+    stats: dict[str, tuple[ViewStats, ...]]  # status -> (stats,)
 
 
 @dataclass
@@ -110,6 +127,9 @@ class _Plan:
     watch: list[tuple[str, int]]
     refs: list[str] = field(default_factory=list)
     shapes: dict[tuple[str | bool, ...], _Shape] = field(default_factory=dict)
+    #: the one view when the plan reads exactly one view without aggregations: its
+    #: 1-entity requests take :meth:`OnlineService._gather_one`
+    single: _ViewPlan | None = None
 
 
 class OnlineService:
@@ -180,6 +200,7 @@ class OnlineService:
             if (path := registry.layout.watch_path(kind, name)) is not None
         )
         watch = [(p, _mtime(p)) for p in paths]
+        single = plans[0] if len(plans) == 1 and not plans[0].record.aggregations else None
         return _Plan(
             plans,
             planned.key_columns,
@@ -187,6 +208,7 @@ class OnlineService:
             list(planned.steps),
             list(planned.drop),
             watch,
+            single=single,
         )
 
     def _meta(self, sid: str, raw: bytes) -> SnapshotMeta:
@@ -238,6 +260,10 @@ class OnlineService:
         data = _columns(entities)
         plan = self._plan(features, tuple(data))
         n = _height(data)
+        if n == 1 and plan.single is not None and self.serving_log is None:
+            one = self._gather_one(plan, plan.single, data, with_metadata, at)
+            if one is not None:
+                return one
         explicit = at is not None
         t_us = to_us(to_utc_datetime(at)) if at is not None else time.time_ns() // 1000
         encoded = [_encode_keys(v, data, n) for v in plan.views]
@@ -250,11 +276,7 @@ class OnlineService:
         metas = []
         for view, (sid, raw, _) in zip(plan.views, results, strict=True):
             if sid is None or raw is None:
-                raise NotFoundError(
-                    f"view {view.record.view!r} version {view.record.version} has no online "
-                    f"data in {self.online.url}; run store.materialize({view.record.view}) "
-                    "with this online store (a no-op offline run still fills it)."
-                )
+                raise self._no_data(view.record)
             meta = self._meta(sid, raw)
             check_fingerprint(meta, view.record)
             metas.append(meta)
@@ -264,13 +286,7 @@ class OnlineService:
             if len(metas) == 1
             else (*(m.schema_b64 for m in metas), with_metadata)
         )
-        shape = plan.shapes.get(shape_key)
-        if shape is None:
-            shape = _Shape.of(plan, data, metas, with_metadata)
-            with self._lock:
-                if len(plan.shapes) > 64:
-                    plan.shapes.clear()
-                plan.shapes[shape_key] = shape
+        shape = self._shape(plan, shape_key, data, metas, with_metadata)
         values: dict[str, list[Any]] = {c: data[c] for c in shape.keys}
         extra = {c: data[c] for c in shape.extra}
         stats = []
@@ -279,11 +295,7 @@ class OnlineService:
             plan.views, metas, encoded, results, strict=True
         ):
             if explicit and t_us < meta.taken_us:
-                raise DefinitionError(
-                    f"at={at} is before the online snapshot of view {meta.view!r} version "
-                    f"{meta.version} (taken {meta.taken.isoformat()}); online stores keep no "
-                    "history. Use store.training_set for past instants."
-                )
+                raise _before_snapshot(at, meta)
             t_view = max(t_us, meta.taken_us)  # a clock behind the writer's: serve as of T
             if view.record.aggregations:  # computed now, by the training sets' kernel
                 stored_keys = [orjson.loads(k) for k in keys]
@@ -308,6 +320,130 @@ class OnlineService:
         if self.serving_log is not None:
             self.serving_log.record(t_us, data, plan.key_columns, logged)
         return _Gathered(shape, plan, values, extra, n, t_us, tuple(stats))
+
+    def _gather_one(
+        self,
+        plan: _Plan,
+        view: _ViewPlan,
+        data: dict[str, list[Any]],
+        with_metadata: bool,
+        at: datetime | None,
+    ) -> _Gathered | None:
+        """:meth:`_gather` for the common request: one entity, one plain view.
+
+        The same checks in the same order and the same values, with what depends only on
+        the snapshot worked out once (:class:`_Snap`): one key encoded, one read, one
+        entry decoded. None (before anything is read) when a key is null, which the
+        general path answers.
+        """
+        record = view.record
+        if len(record.keys) == 1:  # the usual entity: its one value checked in line
+            key, kind = record.keys[0], view.key_kinds[0]
+            value = data[key][0]
+            if value is None:
+                return None
+            if not (
+                type(value) is str
+                if kind is None
+                else type(value) is int and kind[1] <= value <= kind[2]
+            ):
+                _check_key_values(record, key, kind, data[key])  # raises, naming the value
+            row = [value]
+        else:
+            for key, kind in zip(record.keys, view.key_kinds, strict=True):
+                _check_key_values(record, key, kind, data[key])
+            row = [data[k][0] for k in record.keys]  # ints and strings now: ``in`` is safe
+            if None in row:
+                return None
+        t_us = to_us(to_utc_datetime(at)) if at is not None else time.time_ns() // 1000
+        ((sid, raw, found),) = self.online.read([(record.view, record.version, [encode_key(row)])])
+        if sid is None or raw is None:
+            raise self._no_data(record)
+        snap = view.snaps.get(sid)
+        if snap is None:
+            snap = self._snap(view, sid, raw)
+        meta = snap.meta
+        shape_key = (meta.schema_b64, with_metadata)
+        shape = plan.shapes.get(shape_key)
+        if shape is None:
+            shape = self._shape(plan, shape_key, data, [meta], with_metadata)
+        if at is not None and t_us < meta.taken_us:
+            raise _before_snapshot(at, meta)
+        t_view = max(t_us, meta.taken_us)  # a clock behind the writer's: serve as of T
+        stored = found[0] if found else None
+        status, event, picked = NOT_FOUND, None, None
+        if stored is not None:
+            entry = pick_entry(orjson.loads(stored), t_view)
+            event = entry[1]
+            if event is None:
+                pass
+            elif meta.ttl_us is not None and t_view - event > meta.ttl_us:
+                status = EXPIRED
+            else:
+                status, picked = PRESENT, restore_values(entry)
+        values: dict[str, list[Any]] = {c: data[c] for c in shape.keys}
+        if picked is None:
+            for name in view.names:
+                values[name] = [None]
+        else:
+            for name, pos in zip(view.names, snap.positions, strict=True):
+                values[name] = [picked[pos]]
+        if with_metadata:
+            values[view.event_name] = [event]
+            values[view.status_name] = [status]
+        extra = {c: data[c] for c in shape.extra} if shape.extra else {}
+        return _Gathered(shape, plan, values, extra, 1, t_us, snap.stats[status])
+
+    def _snap(self, view: _ViewPlan, sid: str, raw: bytes) -> _Snap:
+        meta = self._meta(sid, raw)
+        check_fingerprint(meta, view.record)
+        index = meta.feature_index
+        stats: dict[str, tuple[ViewStats, ...]] = {
+            status: (ViewStats(meta.view, meta.version, *counts, meta.taken_us),)
+            for status, counts in (
+                (PRESENT, (1, 0, 0)),
+                (EXPIRED, (0, 1, 0)),
+                (NOT_FOUND, (0, 0, 1)),
+            )
+        }
+        snap = _Snap(meta, tuple(index[f] for f in view.features), stats)
+        with self._lock:
+            if len(view.snaps) > 64:
+                view.snaps.clear()
+            view.snaps[sid] = snap
+        return snap
+
+    def _shape(
+        self,
+        plan: _Plan,
+        key: tuple[str | bool, ...],
+        data: Mapping[str, list[Any]],
+        metas: Sequence[SnapshotMeta],
+        with_metadata: bool,
+    ) -> _Shape:
+        shape = plan.shapes.get(key)
+        if shape is None:
+            shape = _Shape.of(plan, data, metas, with_metadata)
+            with self._lock:
+                if len(plan.shapes) > 64:
+                    plan.shapes.clear()
+                plan.shapes[key] = shape
+        return shape
+
+    def _no_data(self, record: VersionRecord) -> NotFoundError:
+        return NotFoundError(
+            f"view {record.view!r} version {record.version} has no online "
+            f"data in {self.online.url}; run store.materialize({record.view}) "
+            "with this online store (a no-op offline run still fills it)."
+        )
+
+
+def _before_snapshot(at: datetime | None, meta: SnapshotMeta) -> DefinitionError:
+    return DefinitionError(
+        f"at={at} is before the online snapshot of view {meta.view!r} version "
+        f"{meta.version} (taken {meta.taken.isoformat()}); online stores keep no "
+        "history. Use store.training_set for past instants."
+    )
 
 
 @dataclass(frozen=True)
@@ -423,7 +559,10 @@ class _Gathered:
 
     def columns(self) -> dict[str, list[Any]]:
         if self.shape.plain:
-            return {c: self.values[c] for c in self.shape.order}
+            # plain: no metadata, no request or pass-through columns, no on-demand step,
+            # so ``values`` holds exactly the columns of ``order``, in that order (keys in
+            # the caller's order, then each view's names), and is handed over as it is
+            return self.values
         return self.frame().to_dict(as_series=False)
 
 

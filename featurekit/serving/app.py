@@ -695,6 +695,11 @@ def _checked_features(body: FeaturesRequest, limits: Limits) -> Any:
             f"{limits.max_features}. Ask for 'view:*' or split the request.",
             limit=limits.max_features,
         )
+    lists = _CHECKED_LISTS
+    whole = (tuple(refs), limits.max_name_length)
+    known = lists.get(whole)
+    if known is not None:
+        return known
     longest = 2 * limits.max_name_length + 24  # view@version:feature
     checked = _CHECKED_REFS
     for i, ref in enumerate(refs):
@@ -717,13 +722,23 @@ def _checked_features(body: FeaturesRequest, limits: Limits) -> Any:
             checked.clear()
         checked[(ref, limits.max_name_length)] = None
     # a repeated reference asks for the same column again: look each up once
-    return tuple(dict.fromkeys(refs))
+    unique = tuple(dict.fromkeys(refs))
+    if len(refs) <= _MAX_LISTED_REFS:
+        if len(lists) >= _MAX_CHECKED_LISTS:
+            lists.clear()
+        lists[whole] = unique
+    return unique
 
 
 #: References that passed every check above, per name-length limit: a client asks for the
 #: same few lists again and again, and the checks cost more than the lookup's read. Only
 #: valid references are kept, and at most this many (a flood of new names clears it).
 _CHECKED_REFS: dict[tuple[str, int], None] = {}
+#: Whole lists that passed, with their references made unique: the same list again skips
+#: the per-reference loop too. Only short lists, and at most this many (bounded memory).
+_CHECKED_LISTS: dict[tuple[tuple[str, ...], int], tuple[str, ...]] = {}
+_MAX_CHECKED_LISTS = 1024
+_MAX_LISTED_REFS = 64
 _MAX_CHECKED_REFS = 4096
 
 
@@ -828,13 +843,15 @@ class _Boundary:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        began = time.perf_counter()
-        fast = (
+        if (
             self.lookup_route is not None
             and scope.get("path") == "/v1/features"
             and scope.get("method") == "POST"
-        )
-        endpoint = "/v1/features" if fast else _endpoint(scope)
+        ):
+            await self.lookup(scope, receive, send)
+            return
+        began = time.perf_counter()
+        endpoint = _endpoint(scope)
         state = {"status": 500, "started": False, "received": 0, "too_large": False}
         limit = self.limits.max_body_bytes
 
@@ -858,10 +875,7 @@ class _Boundary:
                 scope[_KEY_SCOPE] = self.api_keys.verify(_header(scope, b"authorization"))
             if _declared_length(scope) > limit:
                 raise _BodyTooLarge(limit)
-            if fast:
-                await self.lookup(scope, counted_receive, watched_send)
-            else:
-                await self.app(scope, counted_receive, watched_send)
+            await self.app(scope, counted_receive, watched_send)
         except Exception as err:
             if state["started"]:
                 raise  # the response is on its way; nothing sane can be sent instead
@@ -874,34 +888,94 @@ class _Boundary:
             self.metrics.request(endpoint, int(state["status"]), time.perf_counter() - began)
 
     async def lookup(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """``POST /v1/features`` without FastAPI: the body read (within the limit, by
-        ``receive``), parsed with orjson and validated by :class:`FeaturesRequest`, the
-        answer encoded with orjson. A body that is not JSON or does not validate is
-        handed, as read, to the FastAPI route, whose errors are the documented ones."""
-        assert self.lookup_route is not None
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        parsed = _parsed_features(scope, body)
-        if parsed is None:
-            await self.app(scope, _replay(body, receive), send)
-            return
-        key = scope.get(_KEY_SCOPE)
-        key = key if isinstance(key, ApiKey) else None
+        """``POST /v1/features`` without FastAPI, and without the per-request wrappers
+        :meth:`__call__` puts around ``receive`` and ``send``: the same steps in the same
+        order (key, declared length, body within the limit, errors in the one shape,
+        metrics), written out. The body is parsed and validated by
+        :class:`FeaturesRequest` (:func:`_parsed_features`), the answer encoded with
+        orjson. A body that is not JSON or does not validate is handed, as read, to the
+        FastAPI route, whose errors are the documented ones."""
+        began = time.perf_counter()
         route = self.lookup_route
-        if route.inline(parsed):
-            payload = route.answer(parsed, key)
-        else:
-            payload = await run_in_threadpool(route.answer, parsed, key)
-        headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        assert route is not None
+        limit = self.limits.max_body_bytes
+        status, started, too_large = 500, False, False
+        try:
+            headers = _lookup_headers(scope)
+            # the key first: a caller without one gets a 401 before any body is read
+            if self.api_keys is not None and "/v1/features" not in self.open_paths:
+                scope[_KEY_SCOPE] = self.api_keys.verify(headers.authorization)
+            if headers.length > limit:
+                raise _BodyTooLarge(limit)
+            received = 0
+            chunks = []
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":  # the client went away
+                    return
+                chunk = message.get("body", b"")
+                received += len(chunk)
+                if received > limit:
+                    too_large = True
+                    raise _BodyTooLarge(limit)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            parsed = _parsed_features(headers.json, body)
+            if parsed is None:  # the route reports it; its status is watched as usual
+                state = {"received": received}
+
+                async def counted_receive() -> Message:
+                    nonlocal too_large
+                    message = await receive()
+                    if message["type"] == "http.request":
+                        state["received"] += len(message.get("body", b""))
+                        if state["received"] > limit:
+                            too_large = True
+                            raise _BodyTooLarge(limit)
+                    return message
+
+                async def watched_send(message: Message) -> None:
+                    nonlocal started, status
+                    if message["type"] == "http.response.start":
+                        started, status = True, message["status"]
+                    await send(message)
+
+                await self.app(scope, _replay(body, counted_receive), watched_send)
+                return
+            key = scope.get(_KEY_SCOPE)
+            key = key if isinstance(key, ApiKey) else None
+            if route.inline(parsed):
+                payload = route.answer(parsed, key)
+            else:
+                payload = await run_in_threadpool(route.answer, parsed, key)
+            started, status = True, 200
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [*_JSON_HEADERS, (b"content-length", b"%d" % len(payload))],
+                }
+            )
+            await send({"type": "http.response.body", "body": payload})
+        except Exception as err:
+            if started:
+                raise  # the response is on its way; nothing sane can be sent instead
+            mapped = _BodyTooLarge(limit) if too_large else err
+            code, content, extra = self._error(mapped, scope)
+            response = _json(code, content)
+            response.headers.update(extra)
+
+            async def sending(message: Message) -> None:
+                nonlocal started, status
+                if message["type"] == "http.response.start":
+                    started, status = True, message["status"]
+                await send(message)
+
+            await response(scope, receive, sending)
+        finally:
+            self.metrics.request("/v1/features", status, time.perf_counter() - began)
 
     def _error(self, err: Exception, scope: Scope) -> tuple[int, dict[str, Any], dict[str, str]]:
         """Status, body (the one error shape) and headers for ``err``."""
@@ -952,25 +1026,67 @@ class _Boundary:
         return status, {"error": error.model_dump(exclude_none=True)}, headers
 
 
-def _parsed_features(scope: Scope, body: bytes) -> FeaturesRequest | None:
+def _parsed_features(json: bool, body: bytes) -> FeaturesRequest | None:
     """The body as a :class:`FeaturesRequest`, or None for the route to report.
 
     Accepted exactly when the route would accept it: a JSON content type (or none, like
-    FastAPI) and a body the model validates. Pydantic's own JSON parser reads it (not
-    orjson, which turns integers above 64 bits into floats: an out-of-range key must stay
-    an integer to be reported as one).
+    FastAPI; ``json`` says which) and a body the model validates. Pydantic's own JSON
+    parser reads it (not orjson, which turns integers above 64 bits into floats: an
+    out-of-range key must stay an integer to be reported as one).
     """
-    kind = _header(scope, b"content-type")
-    if kind is not None:
-        main = kind.split(";", 1)[0].strip().lower()
-        if main != "application/json" and not (
-            main.startswith("application/") and main.endswith("+json")
-        ):
-            return None
+    if not json:
+        return None
     try:
         return FeaturesRequest.model_validate_json(body)
     except ValidationError:
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class _LookupHeaders:
+    """The headers a lookup reads, from one pass over the request's headers."""
+
+    authorization: str | None
+    length: int  # the declared Content-Length (0: none or not a number)
+    json: bool  # a JSON content type, or none (FastAPI reads a body without one as JSON)
+
+
+def _lookup_headers(scope: Scope) -> _LookupHeaders:
+    """The first Authorization, Content-Length and Content-Type, as :func:`_header`
+    reads each of them."""
+    authorization = length = kind = None
+    for key, value in scope.get("headers", ()):
+        if key == b"authorization":
+            if authorization is None:
+                authorization = bytes(value).decode("latin-1")
+        elif key == b"content-length":
+            if length is None:
+                length = bytes(value).decode("latin-1")
+        elif key == b"content-type" and kind is None:
+            kind = bytes(value).decode("latin-1")
+    try:
+        declared = int(length or 0)
+    except ValueError:
+        declared = 0
+    return _LookupHeaders(authorization, declared, kind is None or _is_json(kind))
+
+
+def _is_json(kind: str) -> bool:
+    """``application/json`` or ``application/*+json`` (parameters and case ignored)."""
+    known = _JSON_KINDS.get(kind)
+    if known is None:
+        main = kind.split(";", 1)[0].strip().lower()
+        known = main == "application/json" or (
+            main.startswith("application/") and main.endswith("+json")
+        )
+        if len(_JSON_KINDS) >= 256:  # a flood of odd content types clears it
+            _JSON_KINDS.clear()
+        _JSON_KINDS[kind] = known
+    return known
+
+
+#: Content-Type values seen, and whether each is JSON: clients send the same one or two.
+_JSON_KINDS: dict[str, bool] = {}
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
