@@ -353,6 +353,7 @@ def test_storage_options_never_reach_the_writers_argv_or_environment(tmp_path: P
     )
     pid = log.writer_pid
     try:
+        assert log.flush()  # the writer has its configuration (and has exec'd)
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         environ = Path(f"/proc/{pid}/environ").read_bytes()
         assert b"serving_log_writer" in cmdline
