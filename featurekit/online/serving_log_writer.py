@@ -7,8 +7,7 @@ Started by :class:`~featurekit.online.serving_log.ServingLog` as
 on the command line or in the environment). Then come pickled lookups, ``("flush",
 token)`` and ``("close", token)``.
 
-Two threads: one reads the socket as fast as messages come (so the serving process's
-buffer stays empty) into a queue of at most ``queue_size`` lookups (past it, it stops
+Two threads: one takes what is waiting on the socket every :data:`POLL_SECONDS` into a queue of at most ``queue_size`` lookups (past it, it stops
 reading and the serving process drops lookups), the other builds rows and commits them,
 once per ``flush_seconds`` or past ``batch_rows`` rows, and at a flush or close marker
 (then it answers with the token and its counts). At end of file (the serving process is
@@ -40,7 +39,10 @@ from featurekit.core.errors import FeatureKitWarning
 from featurekit.online.serving_log import SEND_BUFFER, LoggedView, WriterConfig, log_schema
 from featurekit.storage import delta
 
-__all__ = ["Writer", "main", "rows"]
+__all__ = ["POLL_SECONDS", "Writer", "main", "rows"]
+
+#: how long the reader sleeps when the socket is empty (the buffer holds far more)
+POLL_SECONDS = 0.005
 
 # a received lookup: (lookup instant, key names, entity columns, what each view served,
 # request id or None: one is drawn here; a lookup split into several messages has one)
@@ -106,7 +108,13 @@ class Writer:
                 self._wake.set()
                 time.sleep(0.005)
             try:
-                n, _, flags, _ = self.sock.recvmsg_into([buffer])
+                n, _, flags, _ = self.sock.recvmsg_into([buffer], 0, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                # polled, not waited for: a sender that finds no reader asleep on the
+                # socket does not have to wake one (a context switch per lookup, on
+                # cores the lookups need), and the messages come in batches
+                time.sleep(POLL_SECONDS)
+                continue
             except OSError:
                 n, flags = 0, 0
             if n == 0:
