@@ -22,7 +22,8 @@ What ``record`` guarantees:
   the background at most once per :data:`RESTART_SECONDS`;
 * a lookup whose message exceeds :data:`MAX_MESSAGE` bytes is split by entity rows into
   several messages that carry the same request id, so its rows in the table are those of
-  one message; one entity row that alone exceeds it is dropped and counted;
+  one message (if the buffer fills midway, the rows sent are logged and the lookup is
+  counted as dropped); one entity row that alone exceeds it is dropped and counted;
 * memory stays bounded: the socket buffer, the writer's queue (:data:`QUEUE_SIZE`
   lookups: past it the writer stops reading, the buffer fills and lookups are dropped),
   and the rows it has built (:data:`BATCH_ROWS`).

@@ -13,6 +13,8 @@ once per ``flush_seconds`` or past ``batch_rows`` rows, and at a flush or close 
 (then it answers with the token and its counts). At end of file (the serving process is
 gone) it commits what it received and exits. SIGINT is ignored: a Ctrl-C on the server
 reaches the whole process group, and the writer stops when the server closes the log.
+It runs at the serving process's priority: niced, it fell behind on busy cores and
+the log dropped lookups.
 """
 
 from __future__ import annotations
