@@ -104,7 +104,8 @@ BATCH_ROWS = 200_000
 FLUSH_SECONDS = 1.0
 #: lookups received and not yet built past which the writer stops reading the socket
 QUEUE_SIZE = 10_000
-#: the socket's send buffer: a burst of lookups this large waits for the writer
+#: the socket's send buffer: a burst of lookups this large waits for the writer (the
+#: kernel caps it at ``net.core.wmem_max``)
 SEND_BUFFER = 4 * 1024 * 1024
 #: the largest message sent; a larger lookup is split by entity rows
 MAX_MESSAGE = 256 * 1024
