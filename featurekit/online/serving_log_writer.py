@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import gc
 import os
 import pickle
 import signal
@@ -90,6 +91,7 @@ class Writer:
             if control is not None or due or self._built_rows >= self.config.batch_rows:
                 last_commit = time.monotonic()
                 self._commit()
+                gc.collect()  # the only collection (see main); the batch is freed by now
             if control is None:
                 continue
             kind = control[0]
@@ -189,6 +191,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = pickle.loads(memoryview(buffer)[:n])
     if not isinstance(config, WriterConfig):
         raise SystemExit(f"serving log writer: expected a WriterConfig, got {type(config)}")
+    # Unpickled lookups are live containers by the thousand: automatic collections,
+    # triggered by their allocations, made unpickling cost 22 us a lookup instead of 4
+    # (measured, 20,000 lookups). The objects of the imports are frozen out of the
+    # collector's reach, and one collection runs after each commit, when the batch is gone.
+    gc.freeze()
+    gc.disable()
     Writer(config, sock).run()
 
 
