@@ -16,7 +16,7 @@ import httpx
 import orjson
 import polars as pl
 import pytest
-from conftest import at
+from conftest import S3_BUCKET, at
 from test_online_support import served
 from views_trips import fare_view
 
@@ -362,3 +362,30 @@ def test_storage_options_never_reach_the_writers_argv_or_environment(tmp_path: P
             assert value not in cmdline and value not in environ
     finally:
         log.close()
+
+
+def test_a_store_on_s3_logs_through_a_writer_that_got_its_credentials_on_the_socket(
+    tmp_path: Path, data_dir: Path, s3_endpoint: str
+) -> None:
+    from s3_emulator import storage_options
+
+    options = storage_options(s3_endpoint)
+    secrets = [v.encode() for k, v in options.items() if "secret" in k or "key_id" in k]
+    assert secrets
+    root = f"s3://{S3_BUCKET}/logged-{os.getpid()}-{time.monotonic_ns()}"
+    online = str(tmp_path / "online.sqlite")
+    with fk.Store(
+        root, progress=False, storage_options=options, online=online, log_serving=True
+    ) as store:
+        store.materialize(fare_view(data_dir, ttl=None))
+        store.get_online_features(["fare_features:fare"], {"driver_id": [1, 2]})
+        log = store.online_service().serving_log
+        assert log is not None and log.flush()
+        pid = log.writer_pid
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        for value in secrets:
+            assert value not in cmdline and value not in environ
+        rows = store.serving_log()
+    assert rows.height == 2
+    assert [orjson.loads(e)["driver_id"] for e in rows["entity"]] == [1, 2]
