@@ -9,9 +9,10 @@ both alike:
   - HTTP on loopback: two real ``featurekit serve`` processes on the same store, one with
     ``--log-features``, under a concurrent load (``--threads`` clients, as in
     tests/integration/test_online_load.py), 1 and 100 entities per request.
-The log's writer runs in the background, so the blocks with logging on last several of
-its flush intervals and include its writes. Before each block the log of the previous
-block is drained off the clock, so the writer never runs inside an "off" block.
+The log's writer (a process of its own, fed over a socket) runs in the background, so the
+blocks with logging on last several of its flush intervals and include its writes. Before
+each block the log of the previous block is drained off the clock, so the writer never
+runs inside an "off" block.
 
 After each part the log is read back (``store.serving_log()``) and grouped by request id:
 the multiset of entity keys per logged request must equal the requests sent, so a lookup

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -11,13 +16,14 @@ import httpx
 import orjson
 import polars as pl
 import pytest
-from conftest import at
+from conftest import S3_BUCKET, at
 from test_online_support import served
 from views_trips import fare_view
 
 import featurekit as fk
 from featurekit.online import serving_log
 from featurekit.online.serving_log import LoggedView, ServingLog
+from featurekit.storage import delta
 
 
 def test_store_logs_every_lookup_once_with_values_and_statuses(
@@ -116,16 +122,9 @@ def test_skew_names_a_stale_online_snapshot(tmp_path: Path, data_dir: Path) -> N
     )
 
 
-@pytest.mark.parametrize("slices", ["default", "one value"])
-def test_logged_rows_encode_values_as_orjson_does(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slices: str
-) -> None:
+def test_logged_rows_encode_values_as_orjson_does(tmp_path: Path) -> None:
     # the writer encodes plain values column-wise in polars and the rest one row at a time;
-    # both must write what orjson writes (the readers parse it back with orjson), wherever
-    # its slices fall (one value per slice: slices of nulls only, of ints then of floats)
-    if slices == "one value":
-        monkeypatch.setattr(serving_log, "SLICE_VALUES", 1)
-        monkeypatch.setattr(serving_log, "SLICE_LOOKUPS", 1)
+    # both must write what orjson writes (the readers parse it back with orjson)
     t0 = 1_767_225_600_123_457
     fare = LoggedView(
         "fare_features",
@@ -184,39 +183,209 @@ def test_logged_rows_encode_values_as_orjson_does(
     assert ratings == ['{"rating":4}', '{"rating":4.5}']
 
 
-def test_the_writer_yields_the_gil_between_slices(monkeypatch: pytest.MonkeyPatch) -> None:
-    # the property that keeps a lookup from waiting on the writer's Python work: it gathers
-    # at most SLICE_LOOKUPS lookups, and converts at most SLICE_VALUES values, between yields
-    monkeypatch.setattr(serving_log, "SLICE_VALUES", 10)
-    monkeypatch.setattr(serving_log, "SLICE_LOOKUPS", 4)
-    converted: list[int] = []  # values per conversion to polars, then 0 per yield
-    series = serving_log._series
+ONE = LoggedView("ratings", 1, ("rating",), {"rating": [4]}, ["present"], [None])
+T0 = 1_767_225_600_000_000
 
-    def counted(values: list[Any], dtype: pl.DataType | None) -> pl.Series:
-        converted.append(len(values))
-        return series(values, dtype)
 
-    monkeypatch.setattr(serving_log, "_series", counted)
-    view = LoggedView(
-        "ratings", 1, ("a", "b"), {"a": [1.5] * 3, "b": ["x"] * 3}, ["present"] * 3, [None] * 3
-    )
-    entries = [(i, ("driver_id",), {"driver_id": [i, i + 1, i + 2]}, [view]) for i in range(9)]
-    frame = serving_log._rows(entries, lambda: converted.append(0))
-    assert frame.height == 27
-    # 9 lookups: a yield after the 4th and the 8th; then 8 columns of 27 values, 10 at a time
-    gathered, conversions = converted[:2], converted[2:]
-    assert gathered == [0, 0]
-    assert conversions == [10, 0, 10, 0, 7, 0] * 8
+def _entities(uri: Path) -> list[int]:
+    return [orjson.loads(e)["driver_id"] for e in pl.read_delta(str(uri))["entity"]]
 
 
 def test_a_full_log_drops_lookups_and_counts_them(tmp_path: Path) -> None:
-    # memory stays bounded: past queue_size waiting lookups, record() drops instead of growing
-    one = LoggedView("ratings", 1, ("rating",), {"rating": [4]}, ["present"], [None])
-    log = ServingLog(str(tmp_path / "log"), queue_size=3, batch_lookups=100, flush_seconds=600)
-    for i in range(5):
-        log.record(1_767_225_600_000_000, {"driver_id": [i]}, ("driver_id",), [one])
-    assert log.dropped == 2
+    # memory stays bounded: a writer that does not read (stopped) fills the socket buffer,
+    # then record() drops instead of blocking or growing
+    log = ServingLog(str(tmp_path / "log"))
+    assert log.flush()  # the writer runs
+    pid = log.writer_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        sent = 0
+        while log.dropped == 0:
+            log.record(T0, {"driver_id": [sent]}, ("driver_id",), [ONE])
+            sent += 1
+            assert sent < 1_000_000, "the socket buffer never filled"
+        kept = sent - 1
+        for i in range(5):
+            log.record(T0, {"driver_id": [sent + i]}, ("driver_id",), [ONE])
+        assert log.dropped == 6
+    finally:
+        os.kill(pid, signal.SIGCONT)
     log.close()  # writes what was kept
+    assert log.written == kept
+    assert _entities(tmp_path / "log") == list(range(kept))
+
+
+def test_the_writer_is_another_process_and_the_append_happens_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the serving process never builds or appends log rows: the append here would fail
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the serving process appended to the log")
+
+    monkeypatch.setattr(delta, "write_rows", refuse)
+    log = ServingLog(str(tmp_path / "log"))
+    pid = log.writer_pid
+    assert pid is not None and pid != os.getpid()
+    for i in range(3):
+        log.record(T0, {"driver_id": [i]}, ("driver_id",), [ONE])
+    assert log.flush()
     assert log.written == 3
-    entities = pl.read_delta(str(tmp_path / "log"))["entity"].to_list()
-    assert entities == ['{"driver_id":0}', '{"driver_id":1}', '{"driver_id":2}']
+    assert _entities(tmp_path / "log") == [0, 1, 2]
+    log.close()
+    assert "featurekit.online.serving_log_writer" not in sys.modules
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited, all its threads too (then its sockets are closed)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state == "Z" and os.listdir(f"/proc/{pid}/task") == [str(pid)]
+    except FileNotFoundError:
+        return True
+
+
+def test_a_killed_writer_is_replaced_and_lookups_keep_working(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(serving_log, "RESTART_SECONDS", 0.2)
+    log = ServingLog(str(tmp_path / "log"))
+    log.record(T0, {"driver_id": [0]}, ("driver_id",), [ONE])
+    assert log.flush()
+    first = log.writer_pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while not _gone(first) and time.monotonic() < deadline:
+        time.sleep(0.01)  # dead: what it had in its socket is lost with it
+    i = 1
+    # lookups go on (never raising); those sent while no writer runs are counted
+    while log.writer_pid in (first, None) and time.monotonic() < deadline:
+        log.record(T0, {"driver_id": [i]}, ("driver_id",), [ONE])
+        i += 1
+        time.sleep(0.01)
+    assert log.writer_pid not in (first, None)
+    assert log.dropped >= 1
+    log.record(T0, {"driver_id": [1000]}, ("driver_id",), [ONE])
+    log.close()
+    logged = sorted(_entities(tmp_path / "log"))  # two writers: two commits, in any order
+    assert logged[0] == 0 and logged[-1] == 1000
+    assert len(set(logged)) == len(logged)
+    assert len(logged) == i + 1 - log.dropped  # every lookup is logged or counted
+
+
+def test_a_lookup_larger_than_a_message_is_logged_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(serving_log, "MAX_MESSAGE", 4096)
+    n = 1000
+    fares = [float(i) for i in range(n)]
+    view = LoggedView("fare_features", 1, ("fare",), {"fare": fares}, ["present"] * n, [T0] * n)
+    log = ServingLog(str(tmp_path / "log"))
+    log.record(
+        T0,
+        {"driver_id": list(range(n))},
+        ("driver_id",),
+        [
+            view,
+            ONE._replace(
+                values={"rating": list(range(n))}, statuses=["present"] * n, events=[None] * n
+            ),
+        ],
+    )
+    log.close()
+    rows = pl.read_delta(str(tmp_path / "log"))
+    assert log.dropped == 0
+    assert rows["request_id"].n_unique() == 1
+    fare_rows = rows.filter(pl.col("view") == "fare_features")
+    assert _entities_of(fare_rows) == list(range(n))
+    assert [orjson.loads(f)["fare"] for f in fare_rows["features"]] == fares
+    assert rows.filter(pl.col("view") == "ratings").height == n
+
+
+def _entities_of(rows: pl.DataFrame) -> list[int]:
+    return [orjson.loads(e)["driver_id"] for e in rows["entity"]]
+
+
+def test_an_entity_row_larger_than_a_message_is_dropped_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(serving_log, "MAX_MESSAGE", 4096)
+    big = LoggedView("docs", 1, ("text",), {"text": ["x" * 10_000]}, ["present"], [None])
+    log = ServingLog(str(tmp_path / "log"))
+    log.record(T0, {"driver_id": [1]}, ("driver_id",), [big])
+    log.record(T0, {"driver_id": [2]}, ("driver_id",), [ONE])
+    log.close()
+    assert log.dropped == 1
+    assert _entities(tmp_path / "log") == [2]
+
+
+def test_lookups_sent_before_the_serving_process_dies_are_written(tmp_path: Path) -> None:
+    # no close(), no atexit: the writer reads to end of file, commits and exits
+    uri = tmp_path / "log"
+    script = f"""
+import os, sys, time
+from featurekit.online.serving_log import LoggedView, ServingLog
+from featurekit.storage import delta
+one = LoggedView("ratings", 1, ("rating",), {{"rating": [4]}}, ["present"], [None])
+log = ServingLog({str(uri)!r})
+for i in range(50):
+    log.record({T0}, {{"driver_id": [i]}}, ("driver_id",), [one])
+print(log.dropped, log.writer_pid, flush=True)
+os._exit(0)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.split()
+    dropped, pid = int(out[0]), int(out[1])
+    assert dropped == 0
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists(), "the writer did not exit"
+    assert _entities(uri) == list(range(50))
+
+
+def test_storage_options_never_reach_the_writers_argv_or_environment(tmp_path: Path) -> None:
+    secret = "wJalrXUtnFEMI-not-a-real-secret-7f3a"
+    log = ServingLog(
+        str(tmp_path / "log"),
+        storage_options={"aws_secret_access_key": secret, "aws_access_key_id": "AKIA7F3A"},
+    )
+    pid = log.writer_pid
+    try:
+        assert log.flush()  # the writer has its configuration (and has exec'd)
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        assert b"serving_log_writer" in cmdline
+        for value in (secret.encode(), b"AKIA7F3A"):
+            assert value not in cmdline and value not in environ
+    finally:
+        log.close()
+
+
+def test_a_store_on_s3_logs_through_a_writer_that_got_its_credentials_on_the_socket(
+    tmp_path: Path, data_dir: Path, s3_endpoint: str
+) -> None:
+    from s3_emulator import storage_options
+
+    options = storage_options(s3_endpoint)
+    secrets = [v.encode() for k, v in options.items() if "secret" in k or "key_id" in k]
+    assert secrets
+    root = f"s3://{S3_BUCKET}/logged-{os.getpid()}-{time.monotonic_ns()}"
+    online = str(tmp_path / "online.sqlite")
+    with fk.Store(
+        root, progress=False, storage_options=options, online=online, log_serving=True
+    ) as store:
+        store.materialize(fare_view(data_dir, ttl=None))
+        store.get_online_features(["fare_features:fare"], {"driver_id": [1, 2]})
+        log = store.online_service().serving_log
+        assert log is not None and log.flush()
+        pid = log.writer_pid
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        for value in secrets:
+            assert value not in cmdline and value not in environ
+        rows = store.serving_log()
+    assert rows.height == 2
+    assert [orjson.loads(e)["driver_id"] for e in rows["entity"]] == [1, 2]
