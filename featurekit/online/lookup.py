@@ -260,7 +260,7 @@ class OnlineService:
         data = _columns(entities)
         plan = self._plan(features, tuple(data))
         n = _height(data)
-        if n == 1 and plan.single is not None and self.serving_log is None:
+        if n == 1 and plan.single is not None:
             one = self._gather_one(plan, plan.single, data, with_metadata, at)
             if one is not None:
                 return one
@@ -392,6 +392,10 @@ class OnlineService:
             values[view.event_name] = [event]
             values[view.status_name] = [status]
         extra = {c: data[c] for c in shape.extra} if shape.extra else {}
+        if self.serving_log is not None:  # logged as the general path logs it
+            served = {f: values[n] for f, n in zip(view.features, view.names, strict=True)}
+            logged = LoggedView(meta.view, meta.version, view.features, served, [status], [event])
+            self.serving_log.record(t_us, data, plan.key_columns, [logged])
         return _Gathered(shape, plan, values, extra, 1, t_us, snap.stats[status])
 
     def _snap(self, view: _ViewPlan, sid: str, raw: bytes) -> _Snap:

@@ -47,6 +47,22 @@ def test_store_logs_every_lookup_once_with_values_and_statuses(
     assert set(log["view"]) == {"fare_features"} and set(log["version"]) == {1}
 
 
+def test_one_entity_lookups_are_logged_as_batched_ones_are(tmp_path: Path, data_dir: Path) -> None:
+    """A lookup of one entity takes a shorter path; its log rows are the batch path's rows."""
+    root = tmp_path / "store"
+    with fk.Store(root, progress=False, log_serving=True) as store:
+        store.materialize(fare_view(data_dir, ttl=None))
+        for driver in (1, 2, 9):  # present, present, not found
+            store.get_online_features(["fare_features:fare"], {"driver_id": [driver]})
+        store.get_online_features(["fare_features:fare"], {"driver_id": [1, 2, 9]})
+    log = fk.Store(root, progress=False).serving_log().sort("lookup_at", maintain_order=True)
+    columns = ["entity", "features", "status", "event_ts", "view", "version"]
+    singles, batched = log.head(3).select(columns), log.tail(3).select(columns)
+    assert singles.equals(batched), (singles, batched)
+    assert singles["status"].to_list() == ["present", "present", "not_found"]
+    assert log.head(3)["request_id"].n_unique() == 3
+
+
 def test_serving_values_feed_drift(tmp_path: Path, data_dir: Path) -> None:
     root = tmp_path / "store"
     with fk.Store(root, progress=False, log_serving=True) as store:
