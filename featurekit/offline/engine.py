@@ -42,7 +42,13 @@ import polars as pl
 from featurekit.core.hashing import columns_hash
 from featurekit.kernels.bucketing import bucket_ids, hash_class
 from featurekit.kernels.frames import gather_rows
-from featurekit.kernels.pit import PointInTime, ViewFrame, output_names, pit_join
+from featurekit.kernels.pit import (
+    PointInTime,
+    ViewFrame,
+    output_names,
+    pit_join,
+    pit_join_unordered,
+)
 from featurekit.storage.remote import is_remote
 
 __all__ = [
@@ -184,6 +190,20 @@ def _features(
     base = labels.select(wanted) if set(wanted) <= set(labels.columns) else labels
     joined = pit_join(base, timestamp=timestamp, views=[view], point_in_time=point_in_time)
     return joined.select(joined.columns[base.width :])
+
+
+def _unordered(
+    labels: pl.DataFrame, timestamp: str, view: ViewFrame, point_in_time: PointInTime
+) -> pl.DataFrame:
+    """One view's feature columns for ``labels`` in the kernel's own order, with each row's
+    label position in ``labels`` (column ``__fk_row``): the caller reorders all buckets at
+    once, so no row is put in place twice."""
+    values, where = pit_join_unordered(
+        labels, timestamp=timestamp, view=view, point_in_time=point_in_time
+    )
+    if where is None:
+        where = pl.int_range(0, values.height, dtype=pl.get_index_type(), eager=True)
+    return values.insert_column(0, where.alias(_ROW))
 
 
 def _bucketed(
@@ -374,7 +394,9 @@ def _view_parts(
     def tasks() -> Iterator[Task]:  # made as the runner takes them: one bucket's labels each
         for bucket in buckets:
             sub = grouped.slice(int(starts[bucket]), int(counts[bucket]))
-            yield partial(_features, sub, timestamp, view.read(sub, bucket), point_in_time)
+            yield partial(_unordered, sub, timestamp, view.read(sub, bucket), point_in_time)
 
-    results = runner.map(tasks())
-    yield from zip(buckets, positions, results, strict=True)
+    for bucket, where, result in zip(buckets, positions, runner.map(tasks()), strict=True):
+        # the kernel's rows name their label within the bucket: map them to label rows
+        local = result.get_column(_ROW).to_numpy()
+        yield bucket, where[local], result.drop(_ROW)
