@@ -22,49 +22,25 @@ def in_order(frame: pl.DataFrame, columns: list[str], *, strict: bool) -> bool:
         return False  # unsorted data usually shows it at once: skip the full pass
     if frame.select(pl.any_horizontal(pl.col(columns).is_null().any())).item():
         return False
-    packing = Packing.of(frame, columns[:1], columns[1]) if len(columns) > 1 else None
-    if packing is not None:
-        return _packed_in_order(frame, columns, packing, strict=strict)
     return _rows_in_order(frame, columns, strict=strict)
 
 
 def _rows_in_order(frame: pl.DataFrame, columns: list[str], *, strict: bool) -> bool:
-    """Each row compared with the one before it, column by column."""
-    ahead = pl.lit(False)
+    """Each row compared with the one before it: out of order when, all earlier columns
+    equal, a column goes down (or, ``strict``, the whole row repeats).
+
+    One fused pass that only looks for a step back: about half the cost of packing the
+    first two columns and testing that for sortedness, which this replaced.
+    """
+    back = pl.lit(False)
     equal = pl.lit(True)
-    for col in columns:
+    for i, col in enumerate(columns):
         current, previous = pl.col(col), pl.col(col).shift(1)
-        ahead = ahead | (equal & (current > previous))
-        equal = equal & (current == previous)
-    fine = ahead if strict else ahead | equal
-    return bool(frame.select(fine.slice(1).all()).item())
-
-
-def _packed_in_order(
-    frame: pl.DataFrame, columns: list[str], packing: Packing, *, strict: bool
-) -> bool:
-    """:func:`in_order` for an integer key then a datetime: one sortedness test on the
-    packed pair (a third of the lexicographic pass), then the rest of the columns on the
-    few rows tied with the row before them."""
-    packed = frame.select(packing.expr(columns[0], columns[1])).to_series()
-    if not packed.is_sorted():
-        return False
-    tied = (packed == packed.shift(1)).fill_null(False)
-    if not tied.any():
-        return True
-    rest = columns[2:]
-    if not rest:
-        return not strict
-    where = tied.arg_true()
-    current = frame.select(rest).gather(where)
-    previous = frame.select(rest).gather(where - 1)
-    ahead, equal = pl.lit(False), pl.lit(True)
-    for col in rest:
-        now, before = pl.lit(current.get_column(col)), pl.lit(previous.get_column(col))
-        ahead = ahead | (equal & (now > before))
-        equal = equal & (now == before)
-    fine = ahead if strict else ahead | equal
-    return bool(pl.select(fine.all()).item())
+        last = i == len(columns) - 1
+        back = back | (equal & ((current <= previous) if strict and last else current < previous))
+        if not last:
+            equal = equal & (current == previous)
+    return not frame.select(back.slice(1).any()).item()
 
 
 def last_of_runs(columns: list[str]) -> pl.Expr:

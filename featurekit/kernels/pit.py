@@ -123,31 +123,82 @@ def pit_join(
     columns: list[pl.Series] = []
     sorted_labels: dict[tuple[object, ...], pl.DataFrame] = {}  # views sharing keys share a sort
     for lazy_view in views:
-        view = lazy_view.loaded()  # released when the next view is loaded
-        unit = _time_unit(labels.schema[timestamp], view)
-        label_keys, row_keys = _aligned_keys(labels, view)
-        cache_key = (tuple(str(k) for k in label_keys), unit)
-        if cache_key not in sorted_labels:
-            t_expr = to_utc_expr(
-                timestamp, labels.schema[timestamp], what="label timestamp", time_unit=unit
-            )
-            base = (
-                labels.select([*label_keys, t_expr.alias(_T)])
-                .with_row_index(_IDX)
-                .drop_nulls([*view.keys, _T])
-            )
-            order = packed_order(base, list(view.keys), _T, [])
-            sorted_labels[cache_key] = (
-                gather_rows(base, order) if order is not None else base.sort([*view.keys, _T])
-            )
-        left = sorted_labels[cache_key]
-        if view.aggregations:
-            picked = _aggregate_one(left, labels.height, view, row_keys, point_in_time, unit)
-        else:
-            picked = _join_one(left, labels.height, view, row_keys, point_in_time, unit)
-        columns.extend(picked.get_columns())
+        values, where = _view_columns(labels, timestamp, lazy_view, point_in_time, sorted_labels)
+        if where is not None:
+            values = _in_label_order(values, where, labels.height)
+        columns.extend(values.get_columns())
     renamed = [s.alias(n) for s, n in zip(columns, names, strict=True)]
     return labels.hstack(renamed)
+
+
+def pit_join_unordered(
+    labels: pl.DataFrame,
+    *,
+    timestamp: str,
+    view: ViewFrame,
+    point_in_time: PointInTime = "knowledge",
+) -> tuple[pl.DataFrame, pl.Series | None]:
+    """One view's feature columns for ``labels``, in the order the join produced them.
+
+    Row ``i`` of the values belongs to label ``positions[i]`` (``positions`` is None when
+    the rows are already in label order). The values are exactly :func:`pit_join`'s, only
+    not yet put back in label order: a caller that joins labels in parts (buckets) and
+    reorders them anyway puts each row in place once instead of twice. Every label has
+    exactly one row (labels without a key or time get nulls, as in :func:`pit_join`).
+    """
+    if timestamp not in labels.columns:
+        return pit_join(labels, timestamp=timestamp, views=[view]), None  # refuses, named
+    if point_in_time not in ("knowledge", "event"):
+        raise DefinitionError(
+            f"point_in_time must be 'knowledge' or 'event', got {point_in_time!r}."
+        )
+    to_utc_expr(timestamp, labels.schema[timestamp], what="label timestamp")  # checks dtype
+    names = output_names(labels.columns, [view])
+    values, where = _view_columns(labels, timestamp, view, point_in_time, {})
+    values.columns = names[-values.width :] if values.width else []
+    if where is None or where.len() == labels.height:
+        return values, where
+    # labels without a key or time match nothing: their (null) rows go last
+    seen = pl.repeat(False, labels.height, eager=True).scatter(where, True)
+    missing = (~seen).arg_true().cast(where.dtype)
+    nulls = pl.DataFrame(
+        [
+            pl.repeat(None, missing.len(), dtype=d, eager=True).alias(n)
+            for n, d in values.schema.items()
+        ]
+    )
+    return pl.concat([values, nulls]), pl.concat([where, missing])
+
+
+def _view_columns(
+    labels: pl.DataFrame,
+    timestamp: str,
+    lazy_view: ViewFrame,
+    point_in_time: PointInTime,
+    sorted_labels: dict[tuple[object, ...], pl.DataFrame],
+) -> tuple[pl.DataFrame, pl.Series | None]:
+    """One view's values and the label each row belongs to (None: in label order)."""
+    view = lazy_view.loaded()  # released when the next view is loaded
+    unit = _time_unit(labels.schema[timestamp], view)
+    label_keys, row_keys = _aligned_keys(labels, view)
+    cache_key = (tuple(str(k) for k in label_keys), unit)
+    if cache_key not in sorted_labels:
+        t_expr = to_utc_expr(
+            timestamp, labels.schema[timestamp], what="label timestamp", time_unit=unit
+        )
+        base = (
+            labels.select([*label_keys, t_expr.alias(_T)])
+            .with_row_index(_IDX)
+            .drop_nulls([*view.keys, _T])
+        )
+        order = packed_order(base, list(view.keys), _T, [])
+        sorted_labels[cache_key] = (
+            gather_rows(base, order) if order is not None else base.sort([*view.keys, _T])
+        )
+    left = sorted_labels[cache_key]
+    if view.aggregations:
+        return _aggregate_one(left, labels.height, view, row_keys, point_in_time, unit), None
+    return _join_one(left, view, row_keys, point_in_time, unit)
 
 
 def _time_unit(label_dtype: pl.DataType, view: LoadedView) -> TimeUnit:
@@ -160,15 +211,18 @@ def _time_unit(label_dtype: pl.DataType, view: LoadedView) -> TimeUnit:
 
 def _join_one(
     left: pl.DataFrame,
-    height: int,
     view: LoadedView,
     row_keys: list[pl.Expr],
     point_in_time: PointInTime,
     unit: TimeUnit,
-) -> pl.DataFrame:
-    """Feature columns of one view aligned to the labels row by row.
+) -> tuple[pl.DataFrame, pl.Series]:
+    """Feature values of one view for the labels in ``left``'s order, and each row's label.
 
     ``left`` holds the labels' keys, UTC time and row index, sorted by (keys, time).
+    ``chosen`` follows that order, so it mostly ascends: gathering in that order reads the
+    (multi-file, chunked) rows nearly sequentially; only the small result is then permuted
+    into label order (:func:`_in_label_order`). Gathering in label order instead jumps
+    across chunks at random, about 3x slower.
     """
     keys = list(view.keys)
     knowledge = point_in_time == "knowledge" and view.created_timestamp is not None
@@ -182,7 +236,8 @@ def _join_one(
     if view.ttl is not None:
         expired = _older_than(matched[_T], rows[_E].gather(chosen), view.ttl, unit)
         chosen = pl.select(pl.when(expired).then(None).otherwise(chosen)).to_series()
-    return _aligned(rows.select(view.features), chosen, matched[_IDX], height)
+    values = rows.select(view.features).gather(chosen.cast(pl.get_index_type()))
+    return values, matched[_IDX]
 
 
 def _older_than(t: pl.Series, event: pl.Series, ttl: timedelta, unit: TimeUnit) -> pl.Series:
@@ -198,18 +253,9 @@ def _older_than(t: pl.Series, event: pl.Series, ttl: timedelta, unit: TimeUnit) 
     return age.to_frame("age").select(pl.col("age") > pl.lit(limit, pl.Int128)).to_series()
 
 
-def _aligned(
-    rows: pl.DataFrame, chosen: pl.Series, label_index: pl.Series, height: int
-) -> pl.DataFrame:
-    """``rows[chosen]`` put back in label order (row ``label_index[i]`` gets ``chosen[i]``).
-
-    ``chosen`` follows the labels sorted by (key, time), so it mostly ascends: gathering in
-    that order reads the (multi-file, chunked) rows nearly sequentially, and only the small
-    result is permuted into label order. Gathering in label order instead jumps across
-    chunks at random, about 3x slower.
-    """
+def _in_label_order(values: pl.DataFrame, label_index: pl.Series, height: int) -> pl.DataFrame:
+    """Row ``i`` of ``values`` moved to row ``label_index[i]``; labels absent get nulls."""
     index = pl.get_index_type()
-    values = rows.gather(chosen.cast(index))
     position = pl.repeat(None, height, dtype=index, eager=True).scatter(
         label_index, pl.int_range(0, label_index.len(), dtype=index, eager=True)
     )

@@ -42,7 +42,14 @@ import polars as pl
 from featurekit.core.hashing import columns_hash
 from featurekit.kernels.bucketing import bucket_ids, hash_class
 from featurekit.kernels.frames import gather_rows
-from featurekit.kernels.pit import PointInTime, ViewFrame, output_names, pit_join
+from featurekit.kernels.pit import (
+    PointInTime,
+    ViewFrame,
+    output_names,
+    pit_join,
+    pit_join_unordered,
+)
+from featurekit.storage.remote import is_remote
 
 __all__ = [
     "LOCAL",
@@ -185,6 +192,20 @@ def _features(
     return joined.select(joined.columns[base.width :])
 
 
+def _unordered(
+    labels: pl.DataFrame, timestamp: str, view: ViewFrame, point_in_time: PointInTime
+) -> pl.DataFrame:
+    """One view's feature columns for ``labels`` in the kernel's own order, with each row's
+    label position in ``labels`` (column ``__fk_row``): the caller reorders all buckets at
+    once, so no row is put in place twice."""
+    values, where = pit_join_unordered(
+        labels, timestamp=timestamp, view=view, point_in_time=point_in_time
+    )
+    if where is None:
+        where = pl.int_range(0, values.height, dtype=pl.get_index_type(), eager=True)
+    return values.insert_column(0, where.alias(_ROW))
+
+
 def _bucketed(
     labels: pl.DataFrame,
     timestamp: str,
@@ -223,15 +244,18 @@ class Spilled:
     schema: pl.Schema
     rows: int
 
-    def scan(self, folder: str) -> pl.LazyFrame:
-        """The rows, lazily, from the files in ``folder``."""
+    def scan(self, folder: str, storage_options: Mapping[str, str] | None = None) -> pl.LazyFrame:
+        """The rows, lazily, from the files in ``folder`` (a local path or an object-store
+        URI, read with ``storage_options``)."""
         if not self.parts:
             return pl.DataFrame(schema=self.schema).lazy()
-        return pl.scan_parquet([str(Path(folder) / p) for p in self.parts])
+        return pl.scan_parquet(
+            [_under(folder, p) for p in self.parts], storage_options=_options(storage_options)
+        )
 
-    def hash(self, folder: str) -> str:
+    def hash(self, folder: str, storage_options: Mapping[str, str] | None = None) -> str:
         """:func:`~featurekit.core.hashing.frame_hash` of the rows, one column in memory."""
-        scan = self.scan(folder)
+        scan = self.scan(folder, storage_options)
         columns = (scan.select(name).collect().to_series() for name in self.schema.names())
         return columns_hash(self.rows, len(self.schema), columns)
 
@@ -251,9 +275,15 @@ def join_within(
     scratch: Callable[[], str],
     finish: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
     runner: Runner = LOCAL,
+    storage_options: Mapping[str, str] | None = None,
+    remove: Callable[[str], None] | None = None,
 ) -> pl.DataFrame | Spilled:
     """:func:`join`, or, when the result does not fit ``budget`` (bytes), the result
     written under the folder ``scratch()`` gives (see the module docstring).
+
+    The folder is a local path or an object-store URI under the store's root (files are
+    written and read there with ``storage_options``); ``remove`` deletes a folder there
+    (by default, a local one).
 
     ``finish`` (on-demand features) is applied to each range of rows of a written result;
     an in-memory result is returned without it (the caller applies it to the whole frame).
@@ -265,28 +295,25 @@ def join_within(
         return join(
             labels, timestamp=timestamp, views=views, point_in_time=point_in_time, runner=runner
         )
-    folder = Path(scratch())
+    folder = scratch()
+    options = _options(storage_options)
     names = output_names(labels.columns, whole)
     start = 0
     folders = []
     for i, (view, frame) in enumerate(zip(views, whole, strict=True)):
         own = names[start : start + len(frame.features)]
         start += len(frame.features)
-        target = folder / f"view-{i}"
-        target.mkdir(parents=True, exist_ok=True)
+        target = _under(folder, f"view-{i}")
         folders.append(target)
         pieces = _view_parts(
             labels, timestamp, view, frame, point_in_time, SERIAL if runner is LOCAL else runner
         )
         for bucket, rows, values in pieces:
             values.columns = own
-            values.insert_column(0, pl.Series(_ROW, rows, dtype=pl.UInt64)).write_parquet(
-                target / f"{bucket:05d}.parquet", row_group_size=64 * 1024
-            )
+            values = values.insert_column(0, pl.Series(_ROW, rows, dtype=pl.UInt64))
+            _write(values, _under(target, f"{bucket:05d}.parquet"), options, 64 * 1024)
     per_row = max(1, size // labels.height)
     chunk = max(1, budget // (PEAK_FACTOR * per_row))
-    out = folder / "result"
-    out.mkdir(parents=True, exist_ok=True)
     parts: list[str] = []
     schema = pl.Schema()
     for k, first in enumerate(range(0, labels.height, chunk)):
@@ -294,7 +321,7 @@ def join_within(
         last = first + piece.height - 1
         for target in folders:
             picked = (
-                pl.scan_parquet(str(target / "*.parquet"))
+                pl.scan_parquet(_under(target, "*.parquet"), storage_options=options)
                 .filter(pl.col(_ROW).is_between(first, last))
                 .collect()
                 .sort(_ROW)
@@ -303,13 +330,38 @@ def join_within(
             piece = piece.hstack(picked.get_columns())
         if finish is not None:
             piece = finish(piece)
-        name = f"part-{k:06d}.parquet"
-        piece.write_parquet(out / name)
-        parts.append(f"result/{name}")
+        name = f"result/part-{k:06d}.parquet"
+        _write(piece, _under(folder, name), options)
+        parts.append(name)
         schema = piece.schema
     for target in folders:
-        shutil.rmtree(target)
+        (remove or _remove_local)(target)
     return Spilled(tuple(parts), tuple(names), schema, labels.height)
+
+
+def _under(folder: str, name: str) -> str:
+    """A file or folder in ``folder`` (a local path or an object-store URI: both use ``/``)."""
+    return f"{folder.rstrip('/')}/{name}"
+
+
+def _options(storage_options: Mapping[str, str] | None) -> dict[str, str] | None:
+    """``storage_options`` for polars, which takes object_store's option names (those of
+    the store's root); None for a local root."""
+    return dict(storage_options) if storage_options else None
+
+
+def _write(
+    frame: pl.DataFrame, uri: str, options: dict[str, str] | None, row_group: int | None = None
+) -> None:
+    """Write one parquet file at ``uri``: in object storage with ``options`` for a remote
+    root (a local path's folder is made first; object stores have none to make)."""
+    if not is_remote(uri):
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    frame.write_parquet(uri, row_group_size=row_group, storage_options=options)
+
+
+def _remove_local(folder: str) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _view_parts(
@@ -342,7 +394,9 @@ def _view_parts(
     def tasks() -> Iterator[Task]:  # made as the runner takes them: one bucket's labels each
         for bucket in buckets:
             sub = grouped.slice(int(starts[bucket]), int(counts[bucket]))
-            yield partial(_features, sub, timestamp, view.read(sub, bucket), point_in_time)
+            yield partial(_unordered, sub, timestamp, view.read(sub, bucket), point_in_time)
 
-    results = runner.map(tasks())
-    yield from zip(buckets, positions, results, strict=True)
+    for bucket, where, result in zip(buckets, positions, runner.map(tasks()), strict=True):
+        # the kernel's rows name their label within the bucket: map them to label rows
+        local = result.get_column(_ROW).to_numpy()
+        yield bucket, where[local], result.drop(_ROW)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import shutil
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -40,6 +39,7 @@ from featurekit.offline.dtypes import check_label_columns
 from featurekit.storage import delta
 from featurekit.storage.manifest import LabelsInfo, Manifest, ManifestView, OnDemandEntry
 from featurekit.storage.registry import Registry, VersionRecord
+from featurekit.storage.remote import is_remote
 
 if TYPE_CHECKING:
     from featurekit.notebook.explain import Explanation
@@ -126,7 +126,7 @@ class TrainingSet:
             return self._frame.lazy()
         assert self._stored is not None
         spilled, folder = self._stored
-        return spilled.scan(folder)
+        return spilled.scan(folder, self._registry.storage_options)
 
     def write_parquet(self, path: str | Path) -> None:
         """Write the rows to one parquet file, streamed when the set is larger than memory."""
@@ -156,7 +156,9 @@ class TrainingSet:
         assert self._stored is not None
         spilled, folder = self._stored
         for part in spilled.parts:  # one file in memory at a time
-            yield pl.read_parquet(Path(folder) / part)
+            yield pl.read_parquet(
+                f"{folder}/{part}", storage_options=self._registry.storage_options or None
+            )
 
     def __len__(self) -> int:
         return self.manifest.result_rows
@@ -220,6 +222,8 @@ def build(
         scratch=lambda: registry.layout.training_set_scratch(token),
         finish=on_demand,
         runner=runner,
+        storage_options=registry.storage_options,
+        remove=registry.layout.remove_folder,
     )
     result = _Result.of(out, labels, on_demand, registry.layout.training_set_scratch(token))
     joined = iter(result.joined)  # the kernel's names, view by view
@@ -270,7 +274,7 @@ def build(
         columns=result.columns[labels.width :],
         point_in_time=point_in_time,
         as_of=as_of,
-        result_hash=result.hash(),
+        result_hash=result.hash(registry),
         result_rows=result.rows,
         library_versions=library_versions(),
         on_demand=entries,
@@ -317,9 +321,11 @@ def rebuild(
         scratch=lambda: registry.layout.training_set_scratch(token),
         finish=hook,
         runner=runner,
+        storage_options=registry.storage_options,
+        remove=registry.layout.remove_folder,
     )
     result = _Result.of(out, labels, hook, registry.layout.training_set_scratch(token))
-    got = result.hash()
+    got = result.hash(registry)
     if got != manifest.result_hash:
         raise ReproducibilityError(
             f"training set {manifest.id!r} rebuilt to different rows (hash {got[:16]} != "
@@ -355,9 +361,9 @@ class _Result:
         frame = on_demand(out) if on_demand is not None else out
         return cls(frame, None, folder, joined, frame.columns, frame.height)
 
-    def hash(self) -> str:
+    def hash(self, registry: Registry) -> str:
         if self.spilled is not None:
-            return self.spilled.hash(self.folder)
+            return self.spilled.hash(self.folder, registry.storage_options)
         assert self.frame is not None
         return frame_hash(self.frame)
 
@@ -366,16 +372,15 @@ class _Result:
         if self.spilled is None:
             assert self.frame is not None
             return TrainingSet(registry, manifest, self.frame)
-        home = Path(registry.layout.training_set_uri(manifest.id))
-        done = home / "result"
-        if done.exists():  # built before: the same rows (the hash says so); keep the newest
-            shutil.rmtree(done)
-        home.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(Path(self.folder) / "result"), str(done))
-        shutil.rmtree(self.folder, ignore_errors=True)
-        with contextlib.suppress(OSError):  # other builds may be using it
-            Path(self.folder).parent.rmdir()
-        return TrainingSet(registry, manifest, (self.spilled, str(home)))
+        layout = registry.layout
+        home = layout.training_set_uri(manifest.id)
+        # built before: the same rows (the hash says so); the newest replace them
+        layout.move_folder(f"{self.folder}/result", layout.training_set_uri(manifest.id, "result"))
+        layout.remove_folder(self.folder)
+        if not is_remote(home):
+            with contextlib.suppress(OSError):  # other builds may be using it
+                Path(self.folder).parent.rmdir()
+        return TrainingSet(registry, manifest, (self.spilled, home))
 
 
 def library_versions() -> dict[str, str]:

@@ -44,6 +44,7 @@ Example:
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, get_args
@@ -290,6 +291,29 @@ class StoreLayout:
         """A folder a training set too big for memory is written to while it is built
         (its id is known only once it is joined); it then moves to ``<id>/result``."""
         return self.uri(f"{_TRAINING_SETS}/_building/{validate_name(token, 'training set id')}")
+
+    def remove_folder(self, uri: str) -> None:
+        """Remove every file under a folder of this root (missing is fine)."""
+        if isinstance(self.root, Path):
+            shutil.rmtree(uri, ignore_errors=True)
+            return
+        for key in self.objects.list(self.key_of(uri) + "/"):
+            self.objects.delete(key)
+
+    def move_folder(self, uri: str, new_uri: str) -> None:
+        """Move a folder's files under ``new_uri`` (what it held is removed first).
+
+        On an object store each file is copied then deleted (there are no folders to
+        rename); a training set's result is a few files, so this stays cheap.
+        """
+        self.remove_folder(new_uri)
+        if isinstance(self.root, Path):
+            Path(new_uri).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(uri, new_uri)
+            return
+        old, new = self.key_of(uri) + "/", self.key_of(new_uri) + "/"
+        for key in self.objects.list(old):
+            self.objects.rename(key, new + key[len(old) :])
 
     # ---- online -------------------------------------------------------------------------
     def online_path(self, file: OnlineFile) -> Path:

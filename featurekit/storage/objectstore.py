@@ -71,6 +71,10 @@ class ObjectStore(Protocol):
         """Remove ``key``; no error if it is already gone."""
         ...
 
+    def rename(self, key: str, new_key: str) -> None:
+        """Move ``key`` to ``new_key``, replacing what ``new_key`` held."""
+        ...
+
 
 class LocalObjectStore:
     """An :class:`ObjectStore` in a local (or mounted) folder."""
@@ -146,3 +150,9 @@ class LocalObjectStore:
         """Remove the file (missing is fine)."""
         with contextlib.suppress(FileNotFoundError):
             self.path(key).unlink()
+
+    def rename(self, key: str, new_key: str) -> None:
+        """Move the file (one atomic rename on the same file system)."""
+        target = self.path(new_key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.path(key), target)

@@ -225,6 +225,15 @@ class RemoteObjectStore:
         except Exception as err:
             raise self._fail("deleting", key, err) from None
 
+    def rename(self, key: str, new_key: str) -> None:
+        """Move ``key`` to ``new_key`` (object stores copy, then delete the original)."""
+        import obstore
+
+        try:
+            obstore.rename(self._store, key, new_key)
+        except Exception as err:
+            raise self._fail("renaming", key, err) from None
+
 
 def _utc(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

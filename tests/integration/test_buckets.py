@@ -339,3 +339,41 @@ def test_optimize_under_a_tiny_budget_rewrites_in_parts_to_the_same_table(
     ts = [s.training_set(LABELS, FEATURES, "ts") for s in (whole, parted)]
     assert ts[1].manifest.result_hash == ts[0].manifest.result_hash
     assert ts[1].to_polars().equals(ts[0].to_polars())
+
+
+def test_a_set_larger_than_memory_on_an_s3_root_is_written_to_the_bucket(
+    tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conftest import StoreRoot
+    from s3_emulator import storage_options
+
+    # too small for the result (so it is written out of core), yet a few parts, not one
+    # per row: each part is a request to the emulated bucket
+    TIGHT = 100_000
+    monkeypatch.chdir(tmp_path)  # a relative path written by mistake would land here
+    source = tmp_path / "trips.parquet"
+    SOURCE.write_parquet(source)
+    place = StoreRoot("s3", tmp_path / "tmp", storage_options(s3_endpoint), s3_endpoint)
+    (tmp_path / "tmp").mkdir()
+    uri = place.uri()
+    plain, agg = _views(source)
+    store = place.open(uri)
+    with buckets(4), warnings.catch_warnings():
+        warnings.simplefilter("ignore", fk.FeatureKitWarning)
+        store.materialize(plain)
+        store.materialize(agg)
+    expected = store.training_set(LABELS, FEATURES, "ts").to_polars()
+    spilled = place.open(uri, memory_budget=TIGHT).training_set(LABELS, FEATURES, "ts")
+    assert spilled.scan().collect().equals(expected)
+    assert not (tmp_path / "s3:").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp", "trips.parquet"]
+    assert len(spilled) == LABELS.height
+    keys = store.registry.objects.list(f"training_sets/{spilled.id}/result/")
+    assert keys and all(k.endswith(".parquet") for k in keys)
+    assert not store.registry.objects.list("training_sets/_building/")  # nothing left behind
+    # another process: a fresh store on the same root rebuilds the set from the bucket
+    again = place.open(uri, memory_budget=TIGHT).training_set_by_id(spilled.id)
+    assert again.scan().collect().equals(expected)
+    assert again.manifest.result_hash == spilled.manifest.result_hash
+    spilled.write_parquet(tmp_path / "out.parquet")
+    assert pl.read_parquet(tmp_path / "out.parquet").equals(expected)
