@@ -16,6 +16,7 @@ use (``pip install 'featurekit[ray]'``).
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -32,6 +33,8 @@ __all__ = ["RayRunner", "runner_for"]
 IN_FLIGHT = 8
 #: a task whose worker died is run again this many times
 MAX_RETRIES = 3
+#: how long a failed run waits for its other tasks in flight to stop
+SETTLE_SECONDS = 60.0
 
 
 def _ray() -> Any:
@@ -66,12 +69,29 @@ class RayRunner:
         ray = self._connect()
         remote = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(_run)
         pending: deque[Any] = deque()
-        for task in tasks:
-            pending.append(remote.remote(task))
-            if len(pending) >= IN_FLIGHT:
+        try:
+            for task in tasks:
+                pending.append(remote.remote(task))
+                if len(pending) >= IN_FLIGHT:
+                    yield _get(ray, pending.popleft())
+            while pending:
                 yield _get(ray, pending.popleft())
-        while pending:
-            yield _get(ray, pending.popleft())
+        finally:
+            if pending:  # a task failed, or the caller stopped early
+                _settle(ray, list(pending))
+
+
+def _settle(ray: Any, refs: list[Any]) -> None:
+    """Cancel tasks still in flight and wait until they have stopped.
+
+    A task still running after its run failed could otherwise write files into a staging
+    folder after the caller has removed it.
+    """
+    for ref in refs:
+        with contextlib.suppress(Exception):
+            ray.cancel(ref)
+    with contextlib.suppress(Exception):
+        ray.wait(refs, num_returns=len(refs), timeout=SETTLE_SECONDS)
 
 
 def _get(ray: Any, ref: Any) -> pl.DataFrame:
