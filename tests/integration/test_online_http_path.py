@@ -13,15 +13,7 @@ import httpx
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
-from test_online_support import (
-    fare_ratio,
-    from_json,
-    http_server,
-    now_floor,
-    pricing,
-    views,
-    write_data,
-)
+from test_online_support import fare_ratio, filled_store, from_json, http_server, pricing
 
 import featurekit as fk
 
@@ -30,13 +22,7 @@ FEATURES = ["driver_stats:avg_fare", "driver_stats:trips_today", "driver_stats:r
 
 @pytest.fixture(scope="module")
 def filled(tmp_path_factory: pytest.TempPathFactory) -> fk.Store:
-    root = tmp_path_factory.mktemp("path")
-    (root / "data").mkdir()
-    write_data(root / "data", now_floor())
-    store = fk.Store(root / "store", progress=False)
-    for view in views(root / "data"):
-        store.materialize(view)
-    return store
+    return filled_store(tmp_path_factory.mktemp("path"))
 
 
 @pytest.fixture()
