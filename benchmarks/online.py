@@ -109,11 +109,16 @@ def wait_up(base: str, path: str, method: str = "GET") -> None:
 
 def framework_floor(n: int) -> tuple[float, float]:
     """An empty POST endpoint on FastAPI + uvicorn, served as `featurekit serve` serves."""
+    return empty_endpoint(EMPTY_APP, "floor: empty FastAPI endpoint (httpx)", n)
+
+
+def empty_endpoint(app: str, label: str, n: int) -> tuple[float, float]:
+    """p50/p99 of POSTs of a 1-entity lookup body to ``app`` (a script serving /empty)."""
     import httpx
 
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-c", EMPTY_APP, str(port)],
+        [sys.executable, "-c", app, str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -122,10 +127,7 @@ def framework_floor(n: int) -> tuple[float, float]:
         wait_up(base, "/empty", "POST")
         body = {"features": [f"bench_stats:{f}" for f in FEATURES], "entities": {"driver_id": [1]}}
         with httpx.Client(base_url=base) as client:
-            return report(
-                "floor: empty FastAPI endpoint (httpx)",
-                timed(lambda: client.post("/empty", json=body), n),
-            )
+            return report(label, timed(lambda: client.post("/empty", json=body), n))
     finally:
         proc.terminate()
         proc.wait(10)
@@ -488,26 +490,7 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", a
 def raw_floor(n: int) -> tuple[float, float]:
     """An empty POST endpoint as a bare ASGI callable on uvicorn: the HTTP server's own
     cost (and httpx's), without FastAPI; the lookup route is answered at this level."""
-    import httpx
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", RAW_APP, str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_up(base, "/empty", "POST")
-        body = {"features": [f"bench_stats:{f}" for f in FEATURES], "entities": {"driver_id": [1]}}
-        with httpx.Client(base_url=base) as client:
-            return report(
-                "floor: empty ASGI endpoint on uvicorn (httpx)",
-                timed(lambda: client.post("/empty", json=body), n),
-            )
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    return empty_endpoint(RAW_APP, "floor: empty ASGI endpoint on uvicorn (httpx)", n)
 
 
 def server_stack() -> str:
