@@ -117,3 +117,29 @@ def load_module(path: Path, name: str, source: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def fares_view(folder: Path, factor: int = 2) -> fk.FeatureView:
+    """View ``fares`` (``fare`` × ``factor`` per driver) over ``trips_frame()`` in ``folder``,
+    defined in a fresh module file (views need real source files)."""
+    data = folder / "trips.parquet"
+    if not data.exists():
+        trips_frame().write_parquet(data)
+    name = f"fares_view_{factor}_{uuid.uuid4().hex[:6]}"
+    module: Any = load_module(
+        folder / f"{name}.py",
+        name,
+        f"""
+        import polars as pl
+        import featurekit as fk
+        driver = fk.Entity("driver", keys=["driver_id"])
+        trips = fk.Source("trips", {str(data)!r}, timestamp="event_ts",
+                          created_timestamp="ingested_at")
+
+        @fk.feature_view(entity=driver, sources=[trips])
+        def fares(trips: pl.LazyFrame) -> pl.LazyFrame:
+            return trips.select("driver_id", "event_ts", "ingested_at",
+                                (pl.col("fare") * {factor}).alias("fare"))
+        """,
+    )
+    return module.fares  # type: ignore[no-any-return]

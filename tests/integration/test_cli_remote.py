@@ -6,23 +6,18 @@ and never appear in anything the commands print.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
-import polars as pl
 import pytest
-from conftest import StoreRoot, load_module, trips_frame
+from conftest import StoreRoot, fares_view
 from s3_emulator import SECRET_KEY, storage_options
-from test_online_support import free_port
+from test_online_support import serve_logged
 
 import featurekit as fk
 from featurekit.storage.remote import RemoteObjectStore
@@ -40,7 +35,7 @@ def filled(s3: StoreRoot) -> tuple[str, fk.Store]:
     """An S3 store with one materialized view, synced to a local SQLite online store."""
     root = s3.uri("cli")
     store = s3.open(root, online=str(s3.tmp / "online.sqlite"))
-    store.materialize(_view(s3.tmp))
+    store.materialize(fares_view(s3.tmp))
     return root, store
 
 
@@ -100,72 +95,14 @@ def test_serve_reads_an_s3_root(s3: StoreRoot, filled: tuple[str, fk.Store]) -> 
     root, store = filled
     view = store.views()[0]
     online = str(s3.tmp / "online.sqlite")
-    with _serving(root, "--online", online, env=_env(s3)) as (url, output):
+    with serve_logged(root, "--online", online, env=_env(s3), logs=s3.tmp) as (url, output):
         body = {"features": [f"{view}:fare"], "entities": {"driver_id": [1, 2, 3]}}
         reply = httpx.post(f"{url}/v1/features", json=body, timeout=10)
         assert reply.status_code == 200, reply.text
         served = reply.json()
     expected = store.get_online_features([f"{view}:fare"], {"driver_id": [1, 2, 3]})
-    assert _column(served, "fare") == expected["fare"].to_list()
+    assert served["columns"]["fare"] == expected["fare"].to_list()
     assert SECRET_KEY not in output.read_text()
-
-
-def _column(reply: dict[str, Any], name: str) -> list[Any]:
-    """One feature's values from a /v1/features reply, whatever its nesting."""
-    columns = reply.get("columns") or reply.get("results") or reply
-    if isinstance(columns, dict) and name in columns:
-        return list(columns[name])
-    frame = pl.DataFrame(columns)
-    return frame[name].to_list()
-
-
-@contextlib.contextmanager
-def _serving(root: str, *args: str, env: dict[str, str]) -> Iterator[tuple[str, Path]]:
-    port = free_port()
-    output = Path(env.get("TMPDIR", "/tmp")) / f"serve-remote-{port}.log"
-    with output.open("wb") as sink:
-        proc = subprocess.Popen(
-            [*CLI, "serve", "--store", root, "--port", str(port), *args],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                        break
-                assert proc.poll() is None, output.read_text()
-                assert time.monotonic() < deadline, "featurekit serve did not start"
-                time.sleep(0.1)
-            yield url, output
-        finally:
-            proc.terminate()
-            proc.wait(10)
-
-
-def _view(folder: Path) -> fk.FeatureView:
-    data = folder / "trips.parquet"
-    trips_frame().write_parquet(data)
-    name = f"remote_cli_{uuid.uuid4().hex[:6]}"
-    module: Any = load_module(
-        folder / f"{name}.py",
-        name,
-        f"""
-        import polars as pl
-        import featurekit as fk
-        driver = fk.Entity("driver", keys=["driver_id"])
-        trips = fk.Source("trips", {str(data)!r}, timestamp="event_ts",
-                          created_timestamp="ingested_at")
-
-        @fk.feature_view(entity=driver, sources=[trips])
-        def fares(trips: pl.LazyFrame) -> pl.LazyFrame:
-            return trips.select("driver_id", "event_ts", "ingested_at", "fare")
-        """,
-    )
-    return module.fares  # type: ignore[no-any-return]
 
 
 def test_python_opens_a_remote_root_with_the_environments_options(

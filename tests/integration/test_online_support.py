@@ -217,6 +217,41 @@ SERVE = ("python", "-m", "featurekit.cli", "serve")
 
 
 @contextlib.contextmanager
+def serve_logged(
+    root: str | Path, *args: str, env: dict[str, str], logs: Path
+) -> Iterator[tuple[str, Path]]:
+    """``featurekit serve`` writing stdout and stderr to a file in ``logs`` (to check what it
+    prints); yields its URL and the file."""
+    import sys
+
+    import httpx
+
+    port = free_port()
+    output = logs / f"serve-{port}.log"
+    with output.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, *SERVE[1:], "--store", str(root), "--port", str(port), *args],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                        break
+                assert proc.poll() is None, output.read_text()
+                assert time.monotonic() < deadline, "featurekit serve did not start"
+                time.sleep(0.1)
+            yield url, output
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+@contextlib.contextmanager
 def served(root: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
     """``featurekit serve`` as a real subprocess on a free loopback port; yields its URL."""
     import sys

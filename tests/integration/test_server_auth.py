@@ -6,14 +6,12 @@ refused without keys; the key file and ``featurekit keys``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,6 +25,7 @@ from test_online_support import (
     free_port,
     http_server,
     pricing,
+    serve_logged,
     served,
 )
 from typer.testing import CliRunner
@@ -361,7 +360,7 @@ def test_keys_never_reach_the_server_output(filled: fk.Store, keys: dict[str, An
     # a real `featurekit serve` at debug level; every kind of answer; then read all it wrote
     env = {"FEATUREKIT_API_KEYS": str(keys["path"])}
     flags = ("--log-level", "debug", "--metrics-auth", "--cors-origin", ORIGIN)
-    with _serve_logged(filled.root, *flags, env=env) as (url, output):
+    with serve_logged(filled.root, *flags, env=env, logs=filled.root.parent) as (url, output):
         # the flags reach the app: /metrics needs a key, the named origin gets CORS
         assert httpx.get(f"{url}/metrics").status_code == 401
         assert httpx.get(f"{url}/metrics", headers=bearer(keys["zones"])).status_code == 200
@@ -382,34 +381,6 @@ def test_keys_never_reach_the_server_output(filled: fk.Store, keys: dict[str, An
     for key in sent:
         assert key not in text
     assert "Bearer fk_" not in text
-
-
-@contextlib.contextmanager
-def _serve_logged(root: Path, *args: str, env: dict[str, str]) -> Iterator[tuple[str, Path]]:
-    """``featurekit serve`` writing stdout and stderr to a file; yields its URL and the file."""
-    port = free_port()
-    output = root.parent / f"serve-{port}.log"
-    with output.open("wb") as sink:
-        proc = subprocess.Popen(
-            [*SERVE, "--store", str(root), "--port", str(port), *args],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **env},
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                        break
-                assert proc.poll() is None, output.read_text()
-                assert time.monotonic() < deadline, "featurekit serve did not start"
-                time.sleep(0.1)
-            yield url, output
-        finally:
-            proc.terminate()
-            proc.wait(10)
 
 
 # ---- CORS -------------------------------------------------------------------------------------------

@@ -5,11 +5,10 @@ from __future__ import annotations
 import multiprocessing
 import uuid
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 import pytest
-from conftest import S3_BUCKET, StoreRoot, trips_frame
+from conftest import S3_BUCKET, StoreRoot, fares_view, trips_frame
 from s3_emulator import SECRET_KEY, storage_options
 from team_worker import run, write_views
 
@@ -73,7 +72,7 @@ def test_backend_that_ignores_conditional_writes_is_refused(
 ) -> None:
     root = s3.uri("noconditional")
     existing = s3.open(root)
-    existing.register(_view(s3.tmp))
+    existing.register(fares_view(s3.tmp))
 
     # a server that silently overwrites: every "create" succeeds
     def always(self: RemoteObjectStore, key: str, data: bytes) -> bool:
@@ -91,9 +90,9 @@ def test_backend_that_ignores_conditional_writes_is_refused(
     store = s3.open(root)  # an existing store still reads...
     assert store.views() == ["fares"]
     with pytest.raises(fk.StorageError, match="read-only here: its backend ignores"):
-        store.register(_view(s3.tmp, factor=3))  # ...but refuses to write
+        store.register(fares_view(s3.tmp, factor=3))  # ...but refuses to write
     with pytest.raises(fk.StorageError, match="read-only here"):
-        store.materialize(_view(s3.tmp))
+        store.materialize(fares_view(s3.tmp))
     assert [v.version for v in store.versions("fares")] == [1]
 
 
@@ -112,7 +111,7 @@ def test_remote_roots_have_no_online_store_unless_one_is_given(s3: StoreRoot) ->
 
 def test_credentials_never_shown(s3: StoreRoot) -> None:
     store = s3.open()
-    store.materialize(_view(s3.tmp))
+    store.materialize(fares_view(s3.tmp))
     labels = pl.DataFrame({"driver_id": [1], "ts": [trips_frame()["event_ts"].max()]})
     ts = store.training_set(labels, ["fares:fare"], "ts").save("creds")
     store.log_model("m", training_set=ts, model="uri://m")
@@ -140,38 +139,12 @@ def test_unsupported_scheme_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_local_and_s3_roots_share_one_layout(s3: StoreRoot) -> None:
     store = s3.open()
-    store.register(_view(s3.tmp))
+    store.register(fares_view(s3.tmp))
     keys = store.registry.objects.list("")
     assert "_featurekit/store.json" in keys
     assert "_featurekit/views/fares/v1.json" in keys
     assert not [k for k in keys if k.startswith("_featurekit/probes/")]  # probe cleaned up
     assert str(store.root).startswith(f"s3://{S3_BUCKET}/")
-
-
-def _view(folder: Path, factor: int = 2) -> fk.FeatureView:
-    from conftest import load_module
-
-    data = folder / "trips.parquet"
-    if not data.exists():
-        trips_frame().write_parquet(data)
-    name = f"team_view_{factor}_{uuid.uuid4().hex[:6]}"
-    module: Any = load_module(
-        folder / f"{name}.py",
-        name,
-        f"""
-        import polars as pl
-        import featurekit as fk
-        driver = fk.Entity("driver", keys=["driver_id"])
-        trips = fk.Source("trips", {str(data)!r}, timestamp="event_ts",
-                          created_timestamp="ingested_at")
-
-        @fk.feature_view(entity=driver, sources=[trips])
-        def fares(trips: pl.LazyFrame) -> pl.LazyFrame:
-            return trips.select("driver_id", "event_ts", "ingested_at",
-                                (pl.col("fare") * {factor}).alias("fare"))
-        """,
-    )
-    return module.fares  # type: ignore[no-any-return]
 
 
 _ = pl  # polars is used by the worker module's views
@@ -186,7 +159,7 @@ def test_table_left_by_a_crashed_run_is_taken_over(
     from featurekit.storage import delta
 
     store = store_root.open()
-    view = _view(store_root.tmp)
+    view = fares_view(store_root.tmp)
     uri = store.registry.layout.table_uri("fares", 1)
     leftover = pl.DataFrame({"driver_id": [9], "fare": [1.0]})
     delta.write_rows(
