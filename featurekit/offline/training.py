@@ -211,21 +211,9 @@ def build(
     """
     _check_label_timestamp(labels, timestamp)
     check_label_columns(labels)
-    readers = [_bucketed_view(req, timestamp, registry.storage_options) for req in requests]
-    token = uuid.uuid4().hex
-    out = engine.join_within(
-        labels,
-        timestamp=timestamp,
-        views=readers,
-        point_in_time=point_in_time,
-        budget=memory_budget,
-        scratch=lambda: registry.layout.training_set_scratch(token),
-        finish=on_demand,
-        runner=runner,
-        storage_options=registry.storage_options,
-        remove=registry.layout.remove_folder,
+    result = _join(
+        registry, labels, timestamp, requests, point_in_time, memory_budget, on_demand, runner
     )
-    result = _Result.of(out, labels, on_demand, registry.layout.training_set_scratch(token))
     joined = iter(result.joined)  # the kernel's names, view by view
     views: list[dict[str, Any]] = [
         {
@@ -304,27 +292,15 @@ def rebuild(
         requests.append(
             ViewRequest(record, tuple(v.features), ttl, table, v.delta_version, qualifier)
         )
-    readers = [_bucketed_view(req, timestamp, registry.storage_options) for req in requests]
     if manifest.on_demand and on_demand is None:
         raise ReproducibilityError(
             f"training set {manifest.id!r} has on-demand features; rebuild it through "
             "store.training_set_by_id(id, on_demand=[...])."
         )
     hook = on_demand if manifest.on_demand else None
-    token = uuid.uuid4().hex
-    out = engine.join_within(
-        labels,
-        timestamp=timestamp,
-        views=readers,
-        point_in_time=manifest.point_in_time,
-        budget=memory_budget,
-        scratch=lambda: registry.layout.training_set_scratch(token),
-        finish=hook,
-        runner=runner,
-        storage_options=registry.storage_options,
-        remove=registry.layout.remove_folder,
+    result = _join(
+        registry, labels, timestamp, requests, manifest.point_in_time, memory_budget, hook, runner
     )
-    result = _Result.of(out, labels, hook, registry.layout.training_set_scratch(token))
     got = result.hash(registry)
     if got != manifest.result_hash:
         raise ReproducibilityError(
@@ -333,6 +309,34 @@ def rebuild(
             f"now {library_versions()}. Were feature tables vacuumed or edited outside featurekit?"
         )
     return result.training_set(registry, manifest)
+
+
+def _join(
+    registry: Registry,
+    labels: pl.DataFrame,
+    timestamp: str,
+    requests: Sequence[ViewRequest],
+    point_in_time: PointInTime,
+    memory_budget: int | None,
+    hook: OnDemandHook | None,
+    runner: engine.Runner,
+) -> _Result:
+    """The joined result of a build or a rebuild (the same join, so the same rows)."""
+    readers = [_bucketed_view(req, timestamp, registry.storage_options) for req in requests]
+    scratch = registry.layout.training_set_scratch(uuid.uuid4().hex)
+    out = engine.join_within(
+        labels,
+        timestamp=timestamp,
+        views=readers,
+        point_in_time=point_in_time,
+        budget=memory_budget,
+        scratch=lambda: scratch,
+        finish=hook,
+        runner=runner,
+        storage_options=registry.storage_options,
+        remove=registry.layout.remove_folder,
+    )
+    return _Result.of(out, labels, hook, scratch)
 
 
 @dataclass
