@@ -132,7 +132,7 @@ def views(store: StoreOption) -> None:
         from featurekit.core.timeutil import duration_label
 
         opened = _open(store)
-        table = _table(title=f"feature views in {opened.root}")
+        table = _table(title=f"feature views in {opened.registry.layout.shown_root}")
         for column in ("view", "latest", "entity", "keys", "features", "ttl"):
             table.add_column(column, no_wrap=column in ("view", "latest"), overflow="fold")
         for name in opened.views():
@@ -179,7 +179,7 @@ def training_sets(store: StoreOption) -> None:
     with _errors():
         opened = _open(store)
         recorded = opened.training_sets()
-        table = _table(title=f"training sets in {opened.root}")
+        table = _table(title=f"training sets in {opened.registry.layout.shown_root}")
         table.add_column("id", no_wrap=True)
         table.add_column("names", overflow="fold")
         table.add_column("rows", justify="right", no_wrap=True)
@@ -573,7 +573,9 @@ def serve(
                 f"[bold yellow]warning:[/bold yellow] serving on {host} without API keys "
                 "(--insecure): every feature is readable by anyone who can reach it."
             )
-        typer.echo(f"featurekit: serving {opened.root} on http://{host}:{port} ({where}), {auth}")
+        typer.echo(
+            f"featurekit: serving {opened.registry.layout.shown_root} on http://{host}:{port} ({where}), {auth}"
+        )
         # the serving log's last batch is written while the server shuts down (uvicorn
         # re-raises SIGTERM once it has stopped, so nothing after run() would get to it)
         app_ = _closing(server, opened.close)
@@ -631,7 +633,7 @@ def monitor(
         if as_json:
             typer.echo(json.dumps(results, indent=2, default=str))
         else:
-            table = _table(title=f"drift in {opened.root}")
+            table = _table(title=f"drift in {opened.registry.layout.shown_root}")
             for column in ("view", "feature", "metric", "value", "threshold", "drifted"):
                 table.add_column(column, no_wrap=True)
             for r in results:
@@ -721,7 +723,9 @@ def ui(
             )
         opened = _open(store)  # refuses a path that is not a store; never creates one
         server = create_ui_app(opened)
-        typer.echo(f"featurekit: the catalog of {opened.root} is at http://{host}:{port}/ui/")
+        typer.echo(
+            f"featurekit: the catalog of {opened.registry.layout.shown_root} is at http://{host}:{port}/ui/"
+        )
         uvicorn.run(server, host=host, port=port, log_level=log_level, access_log=False)
 
 

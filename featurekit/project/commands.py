@@ -158,7 +158,7 @@ def apply(
             return
         for change in changed:
             typer.echo(f"registered {change.kind} {change.name} v{change.version}")
-        typer.echo(f"applied {len(changed)} change(s) to {opened.root}")
+        typer.echo(f"applied {len(changed)} change(s) to {opened.registry.layout.shown_root}")
 
 
 def materialize(
@@ -192,7 +192,11 @@ def materialize(
         if as_json:
             typer.echo(
                 json.dumps(
-                    {"store": str(opened.root), "runs": [r.as_dict() for r in runs]}, indent=2
+                    {
+                        "store": opened.registry.layout.shown_root,
+                        "runs": [r.as_dict() for r in runs],
+                    },
+                    indent=2,
                 )
             )
             return
