@@ -313,7 +313,7 @@ class OnlineService:
                 values[view.event_name] = events
                 values[view.status_name] = statuses
             stats.append(ViewStats(meta.view, meta.version, *counts, meta.taken_us))
-            if self.serving_log is not None:  # references only: the log's thread builds rows
+            if self.serving_log is not None:  # references only, pickled by the log's sender thread
                 logged.append(
                     LoggedView(meta.view, meta.version, view.features, cols, statuses, events)
                 )

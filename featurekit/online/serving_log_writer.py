@@ -4,11 +4,13 @@ Started by :class:`~featurekit.online.serving_log.ServingLog` as
 ``python -m featurekit.online.serving_log_writer FD``, where ``FD`` is its end of a Unix
 ``SOCK_SEQPACKET`` socket pair. The first message is its
 :class:`~featurekit.online.serving_log.WriterConfig` (table URI, storage options: never
-on the command line or in the environment). Then come pickled lookups, ``("flush",
-token)`` and ``("close", token)``.
+on the command line or in the environment). Then come messages: a pickled list of
+lookups (:data:`~featurekit.online.serving_log.Entry`, as the serving process's sender
+thread took them), ``("flush", token)`` or ``("close", token)``.
 
-Two threads: one takes what is waiting on the socket every :data:`POLL_SECONDS` into a queue of at most ``queue_size`` lookups (past it, it stops
-reading and the serving process drops lookups), the other builds rows and commits them,
+Two threads: one takes what is waiting on the socket every :data:`POLL_SECONDS` into a
+queue of at most ``queue_size`` lookups (past it, it stops reading and the serving process
+drops lookups), the other builds rows and commits them,
 once per ``flush_seconds`` or past ``batch_rows`` rows, and at a flush or close marker
 (then it answers with the token and its counts). At end of file (the serving process is
 gone) it commits what it received and exits. SIGINT is ignored: a Ctrl-C on the server
@@ -31,7 +33,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,17 +41,13 @@ import orjson
 import polars as pl
 
 from featurekit.core.errors import FeatureKitWarning
-from featurekit.online.serving_log import SEND_BUFFER, LoggedView, WriterConfig, log_schema
+from featurekit.online.serving_log import SEND_BUFFER, Entry, WriterConfig, log_schema
 from featurekit.storage import delta
 
 __all__ = ["POLL_SECONDS", "Writer", "main", "rows"]
 
 #: how long the reader sleeps when the socket is empty (the buffer holds far more)
 POLL_SECONDS = 0.005
-
-# a received lookup: (lookup instant, key names, entity columns, what each view served,
-# request id or None: one is drawn here; a lookup split into several messages has one)
-_Entry = tuple[int, tuple[str, ...], Mapping[str, Sequence[Any]], list[LoggedView], str | None]
 
 
 class Writer:
@@ -74,7 +72,7 @@ class Writer:
         while True:
             self._wake.wait(max(0.0, last_commit + self.config.flush_seconds - time.monotonic()))
             self._wake.clear()
-            pending: list[_Entry] = []
+            pending: list[Entry] = []
             control = None
             while self._queue:
                 item = self._queue.popleft()
@@ -130,15 +128,17 @@ class Writer:
                     raise ValueError("message larger than the buffer")
                 item = pickle.loads(view[:n])
             except Exception:
-                self.dropped += 1
+                self.dropped += 1  # its lookups are not known: counted as one
                 continue
-            self._queue.append(item)
-            if isinstance(item[0], str):
-                self._wake.set()
-                if item[0] == "close":
-                    return
-            elif len(self._queue) >= self.config.batch_lookups:
-                self._wake.set()
+            if isinstance(item, list):  # lookups
+                self._queue.extend(item)
+                if len(self._queue) >= self.config.batch_lookups:
+                    self._wake.set()
+                continue
+            self._queue.append(item)  # a marker
+            self._wake.set()
+            if item[0] == "close":
+                return
 
     def _commit(self) -> None:
         if not self._built:
@@ -206,7 +206,7 @@ def _request_ids(n: int) -> list[str]:
     return [raw[i : i + 32] for i in range(0, 32 * n, 32)]
 
 
-def rows(entries: list[_Entry]) -> pl.DataFrame:
+def rows(entries: list[Entry]) -> pl.DataFrame:
     """Turn received lookups into log rows.
 
     Values are gathered into columns with ``list.extend`` and the JSON is encoded by
@@ -285,7 +285,7 @@ class _Group:
         )
 
 
-def _rows_by_column(entries: list[_Entry], requests: list[str]) -> pl.DataFrame:
+def _rows_by_column(entries: list[Entry], requests: list[str]) -> pl.DataFrame:
     groups: dict[tuple[str, int, tuple[str, ...], tuple[str, ...]], _Group] = {}
     for seq, (at_us, keys, entities, views, _) in enumerate(entries):
         request = requests[seq]
@@ -313,7 +313,7 @@ def _rows_by_column(entries: list[_Entry], requests: list[str]) -> pl.DataFrame:
     return pl.concat(frames).sort("_seq", maintain_order=True).drop("_seq")
 
 
-def _rows_by_row(entries: list[_Entry], requests: list[str]) -> pl.DataFrame:
+def _rows_by_row(entries: list[Entry], requests: list[str]) -> pl.DataFrame:
     """Log rows built one by one in Python: any value orjson can encode (``default=str``)."""
     out: dict[str, list[Any]] = {name: [] for name in log_schema()}
     for (at_us, keys, entities, views, _), request in zip(entries, requests, strict=True):

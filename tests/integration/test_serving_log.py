@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -336,30 +339,41 @@ def test_an_entity_row_larger_than_a_message_is_dropped_and_counted(
     assert _entities(tmp_path / "log") == [2]
 
 
-def test_lookups_sent_before_the_serving_process_dies_are_written(tmp_path: Path) -> None:
-    # no close(), no atexit: the writer reads to end of file, commits and exits
+def test_lookups_handed_over_before_the_serving_process_dies_are_written(
+    tmp_path: Path,
+) -> None:
+    # no close(), no atexit: the writer reads to end of file, commits and exits. What the
+    # sender thread had handed over is written; what was still pending is lost with the
+    # process (at most the lookups of the last send interval), and nothing twice
     uri = tmp_path / "log"
     script = f"""
 import os, sys, time
 from featurekit.online.serving_log import LoggedView, ServingLog
-from featurekit.storage import delta
 one = LoggedView("ratings", 1, ("rating",), {{"rating": [4]}}, ["present"], [None])
 log = ServingLog({str(uri)!r})
 for i in range(50):
     log.record({T0}, {{"driver_id": [i]}}, ("driver_id",), [one])
-print(log.dropped, log.writer_pid, flush=True)
+deadline = time.monotonic() + 30
+while log.pending and time.monotonic() < deadline:
+    time.sleep(0.001)
+handed = 50 - log.pending
+for i in range(50, 60):
+    log.record({T0}, {{"driver_id": [i]}}, ("driver_id",), [one])
+print(log.dropped, log.writer_pid, handed, flush=True)
 os._exit(0)
 """
     out = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     ).stdout.split()
-    dropped, pid = int(out[0]), int(out[1])
-    assert dropped == 0
+    dropped, pid, handed = int(out[0]), int(out[1]), int(out[2])
+    assert (dropped, handed) == (0, 50)
     deadline = time.monotonic() + 30
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not Path(f"/proc/{pid}").exists(), "the writer did not exit"
-    assert _entities(uri) == list(range(50))
+    logged = _entities(uri)
+    assert logged[:50] == list(range(50))
+    assert logged[50:] == list(range(50, len(logged)))  # a prefix of the pending ones
 
 
 def test_storage_options_never_reach_the_writers_argv_or_environment(tmp_path: Path) -> None:
@@ -405,3 +419,111 @@ def test_a_store_on_s3_logs_through_a_writer_that_got_its_credentials_on_the_soc
         rows = store.serving_log()
     assert rows.height == 2
     assert [orjson.loads(e)["driver_id"] for e in rows["entity"]] == [1, 2]
+
+
+def _quiet_sender(monkeypatch: pytest.MonkeyPatch, bound: int = 8192) -> None:
+    """The sender thread sleeps through the test: lookups stay pending until flush/close."""
+    monkeypatch.setattr(serving_log, "SEND_SECONDS", 3600.0)
+    monkeypatch.setattr(serving_log, "SEND_LOOKUPS", 1_000_000)
+    monkeypatch.setattr(serving_log, "PENDING_LOOKUPS", bound)
+
+
+def test_record_neither_pickles_nor_sends_on_the_lookups_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = ServingLog(str(tmp_path / "log"))
+    assert log.flush()
+    calls: list[tuple[str, int]] = []
+    dumps, send = pickle.dumps, socket.socket.send
+
+    def spy_dumps(*args: Any, **kwargs: Any) -> bytes:
+        calls.append(("pickle", threading.get_ident()))
+        return dumps(*args, **kwargs)
+
+    def spy_send(self: socket.socket, *args: Any) -> int:
+        calls.append(("send", threading.get_ident()))
+        return send(self, *args)
+
+    monkeypatch.setattr(pickle, "dumps", spy_dumps)
+    monkeypatch.setattr(socket.socket, "send", spy_send)
+    for i in range(5):
+        log.record(T0, {"driver_id": [i]}, ("driver_id",), [ONE])
+    on_caller = [kind for kind, thread in calls if thread == threading.get_ident()]
+    assert on_caller == []
+    deadline = time.monotonic() + 30
+    while log.pending and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert {kind for kind, _ in calls} == {"pickle", "send"}  # on the sender thread
+    log.close()
+    assert _entities(tmp_path / "log") == [0, 1, 2, 3, 4]
+
+
+def test_past_the_pending_bound_lookups_are_dropped_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _quiet_sender(monkeypatch, bound=5)
+    log = ServingLog(str(tmp_path / "log"))
+    for i in range(8):
+        log.record(T0, {"driver_id": [i]}, ("driver_id",), [ONE])
+    assert (log.pending, log.dropped) == (5, 3)
+    # flush() hands over what is pending when it is called, then waits for the commit
+    assert log.flush()
+    assert (log.pending, log.written) == (0, 5)
+    assert _entities(tmp_path / "log") == [0, 1, 2, 3, 4]
+    log.record(T0, {"driver_id": [8]}, ("driver_id",), [ONE])  # room again
+    log.close()
+    assert (log.written, log.dropped) == (6, 3)
+    assert sorted(_entities(tmp_path / "log")) == [0, 1, 2, 3, 4, 8]  # two commits
+
+
+def test_close_writes_the_lookups_still_pending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _quiet_sender(monkeypatch)
+    log = ServingLog(str(tmp_path / "log"))
+    for i in range(3):
+        log.record(T0, {"driver_id": [i]}, ("driver_id",), [ONE])
+    assert log.pending == 3
+    log.close()
+    assert (log.pending, log.written, log.dropped) == (0, 3, 0)
+    assert _entities(tmp_path / "log") == [0, 1, 2]
+
+
+def test_a_large_lookup_between_small_ones_keeps_one_request_id_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # handed over together: the small ones share messages, the large one is split into
+    # several messages of its own, all with its one request id
+    _quiet_sender(monkeypatch)
+    monkeypatch.setattr(serving_log, "MAX_MESSAGE", 4096)
+    n = 1000
+    big = LoggedView(
+        "ratings", 1, ("rating",), {"rating": list(range(n))}, ["present"] * n, [None] * n
+    )
+    log = ServingLog(str(tmp_path / "log"))
+    log.record(T0, {"driver_id": [-1]}, ("driver_id",), [ONE])
+    log.record(T0 + 1, {"driver_id": list(range(n))}, ("driver_id",), [big])
+    log.record(T0 + 2, {"driver_id": [-2]}, ("driver_id",), [ONE])
+    log.close()
+    assert log.dropped == 0
+    rows = pl.read_delta(str(tmp_path / "log"))
+    assert _entities_of(rows) == [-1, *range(n), -2]
+    assert rows["request_id"].unique_counts().to_list() == [1, n, 1]  # in the order recorded
+    assert [orjson.loads(f)["rating"] for f in rows["features"][1:-1]] == list(range(n))
+
+
+def test_a_forked_child_logs_through_a_sender_of_its_own(tmp_path: Path) -> None:
+    log = ServingLog(str(tmp_path / "log"))
+    log.record(T0, {"driver_id": [0]}, ("driver_id",), [ONE])  # the parent's, maybe pending
+    pid = os.fork()
+    if pid == 0:  # the child: its lookups are logged, the parent's are not sent twice
+        ok = False
+        try:
+            log.record(T0, {"driver_id": [1]}, ("driver_id",), [ONE])
+            ok = log.flush()
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    log.close()
+    assert sorted(_entities(tmp_path / "log")) == [0, 1]
