@@ -37,7 +37,7 @@ from featurekit.offline.planner import Planner, ServiceName
 from featurekit.offline.services import FeatureService
 from featurekit.online.aggregates import decode_aggregates
 from featurekit.online.errors import EntityError
-from featurekit.online.serving_log import LoggedView, ServingLog
+from featurekit.online.serving_log import Served, ServingLog
 from featurekit.online.snapshot import (
     SnapshotMeta,
     construct_dtype,
@@ -290,7 +290,7 @@ class OnlineService:
         values: dict[str, list[Any]] = {c: data[c] for c in shape.keys}
         extra = {c: data[c] for c in shape.extra}
         stats = []
-        logged: list[LoggedView] = []
+        logged: list[Served] = []
         for view, meta, (keys, rows), (_, _, found) in zip(
             plan.views, metas, encoded, results, strict=True
         ):
@@ -314,9 +314,7 @@ class OnlineService:
                 values[view.status_name] = statuses
             stats.append(ViewStats(meta.view, meta.version, *counts, meta.taken_us))
             if self.serving_log is not None:  # references only, pickled by the log's sender thread
-                logged.append(
-                    LoggedView(meta.view, meta.version, view.features, cols, statuses, events)
-                )
+                logged.append((meta.view, meta.version, view.features, cols, statuses, events))
         if self.serving_log is not None:
             self.serving_log.record(t_us, data, plan.key_columns, logged)
         return _Gathered(shape, plan, values, extra, n, t_us, tuple(stats))
@@ -392,10 +390,27 @@ class OnlineService:
             values[view.event_name] = [event]
             values[view.status_name] = [status]
         extra = {c: data[c] for c in shape.extra} if shape.extra else {}
-        if self.serving_log is not None:  # logged as the general path logs it
-            served = {f: values[n] for f, n in zip(view.features, view.names, strict=True)}
-            logged = LoggedView(meta.view, meta.version, view.features, served, [status], [event])
-            self.serving_log.record(t_us, data, plan.key_columns, [logged])
+        if self.serving_log is not None:  # logged as the general path logs it, held flat
+            keys = plan.key_columns
+            served = (
+                (None,) * len(snap.positions)
+                if picked is None
+                else tuple([picked[pos] for pos in snap.positions])
+            )
+            key_values = tuple([data[k][0] for k in keys])
+            self.serving_log.record_one(
+                (
+                    t_us,
+                    keys,
+                    key_values,
+                    meta.view,
+                    meta.version,
+                    view.features,
+                    served,
+                    status,
+                    event,
+                )
+            )
         return _Gathered(shape, plan, values, extra, 1, t_us, snap.stats[status])
 
     def _snap(self, view: _ViewPlan, sid: str, raw: bytes) -> _Snap:

@@ -14,10 +14,15 @@ the lookup served, so they are the ones a writer in this process would build. Th
 code hands over lists it never changes after it returns, so referencing them is enough.
 
 Why a sender thread: pickling one lookup and sending it cost a one-entity lookup about
-a fifth of its time (pickle 2.4 µs, ``send`` 1.4 µs, on a 24 µs lookup); pickled together,
-lookups cost half as much each, and a chunk's ``send`` is one system call for a hundred
-lookups. The chunks keep each stretch of ``pickle`` that holds the GIL short (a few
-hundred microseconds); the ``send`` between two chunks lets the lookups take it back.
+a fifth of its time (pickle 2.4 µs, ``send`` 1.4 µs, on a 24 µs lookup); ``record`` now
+costs it about 0.15 µs. Pickled together, lookups cost less each, and a chunk's ``send``
+is one system call for up to :data:`CHUNK_LOOKUPS` lookups. The chunks keep each stretch
+of ``pickle`` that holds the GIL short (a couple of hundred microseconds at most), and
+the sender pauses between two chunks: released only in ``send``, the GIL was taken back
+by the sender before a waiting lookup had run, and that lookup then waited for the
+interpreter's switch interval (5 ms). A one-entity lookup is held as one flat tuple
+(:data:`One`): held as lists and dicts for the send interval, pending lookups reached
+the collector's oldest generation and set off full collections.
 
 Why a process and not a thread for the writer: its Python work (unpacking lookups into
 columns, calling polars and delta-rs) needs the GIL, and each time it takes it back a
@@ -117,8 +122,11 @@ __all__ = [
     "SEND_SECONDS",
     "Entry",
     "LoggedView",
+    "One",
+    "Served",
     "ServingLog",
     "WriterConfig",
+    "as_entry",
     "log_schema",
 ]
 
@@ -144,8 +152,8 @@ PENDING_LOOKUPS = 8192
 #: lookups per message, and values (entity rows x key and served columns) past which a
 #: message is closed: a chunk is pickled in a few hundred microseconds and fits in
 #: MAX_MESSAGE with plain values
-CHUNK_LOOKUPS = 128
-CHUNK_CELLS = 16_384
+CHUNK_LOOKUPS = 256
+CHUNK_CELLS = 4096
 #: a writer that died is replaced at most once per this many seconds
 RESTART_SECONDS = 1.0
 #: how long close() waits for the writer to commit and exit before killing it
@@ -155,14 +163,21 @@ _SEND_FLAGS = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
 _PICKLE = 5
 #: how long the sender waits before trying a full socket again
 _ROOM_SECONDS = 0.002
+#: the sender's pause between two chunks, so that a lookup waiting for the GIL gets it
+_YIELD_SECONDS = 0.0002
+
+
+#: what one lookup served from one view version (references, no copies): view, version,
+#: features, values by feature, statuses, event times. The lookups build plain tuples:
+#: pickled by the thousand, a named tuple costs twice as much (its class is reduced each
+#: time), and building one costs the lookup a few tenths of a microsecond more.
+Served = tuple[
+    str, int, tuple[str, ...], Mapping[str, Sequence[Any]], Sequence[str], Sequence[int | None]
+]
 
 
 class LoggedView(NamedTuple):
-    """What one lookup served from one view version (references, no copies).
-
-    A named tuple: built on every logged lookup, where a frozen dataclass costs a
-    microsecond more.
-    """
+    """:data:`Served` with names (tests and callers that build one by hand)."""
 
     view: str
     version: int
@@ -175,7 +190,26 @@ class LoggedView(NamedTuple):
 #: one logged lookup as pending and as sent: (lookup instant, key names, entity columns,
 #: what each view served, request id or None: the writer draws one; a lookup split into
 #: several messages carries one). A message is a list of them.
-Entry = tuple[int, tuple[str, ...], Mapping[str, Sequence[Any]], Sequence[LoggedView], str | None]
+Entry = tuple[int, tuple[str, ...], Mapping[str, Sequence[Any]], Sequence[Served], str | None]
+
+#: a lookup of one entity from one view, flat: (lookup instant, key names, key values,
+#: view, version, features, values in feature order, status, event time). It holds no
+#: list or dict, so once the collector has seen it, it stops tracking it: pending
+#: lookups held as lists and dicts survived into the oldest generation by the thousand a
+#: second and set off full collections of the serving process (25 ms each, measured).
+One = tuple[
+    int, tuple[str, ...], tuple[Any, ...], str, int, tuple[str, ...], tuple[Any, ...], str, Any
+]
+
+
+def as_entry(item: Entry | One) -> Entry:
+    """A pending lookup in the general form (a :data:`One` becomes one-row columns)."""
+    if len(item) == 5:
+        return item  # type: ignore[return-value]
+    at_us, keys, key_values, view, version, features, values, status, event = item
+    entities = {k: [v] for k, v in zip(keys, key_values, strict=True)}
+    served = {f: [v] for f, v in zip(features, values, strict=True)}
+    return at_us, keys, entities, [(view, version, features, served, [status], [event])], None
 
 
 class WriterConfig(NamedTuple):
@@ -311,7 +345,7 @@ class ServingLog:
             uri, options, batch_lookups, flush_seconds, queue_size, batch_rows
         )
         # appended by lookups, taken by the sender (a deque: both are atomic under the GIL)
-        self._pending: collections.deque[Entry] = collections.deque()
+        self._pending: collections.deque[Entry | One] = collections.deque()
         self._dropped = 0  # lookups not recorded: the pending list full (lookup threads)
         self._lost = 0  # lookups taken and not sent: no writer, too big (under _lock)
         self._past_written = 0  # counts of the writers replaced
@@ -358,7 +392,7 @@ class ServingLog:
         at_us: int,
         entities: Mapping[str, Sequence[Any]],
         keys: tuple[str, ...],
-        views: Sequence[LoggedView],
+        views: Sequence[Served],
     ) -> None:
         """Queue one lookup (sampled) for the writer; never blocks, never raises.
 
@@ -372,6 +406,19 @@ class ServingLog:
             self._dropped += 1
             return
         pending.append((at_us, keys, entities, views, None))
+        if len(pending) == SEND_LOOKUPS:
+            self._wake.set()
+
+    def record_one(self, lookup: One) -> None:
+        """:meth:`record` for a lookup of one entity from one view, given flat (see
+        :data:`One`): logged exactly as ``record`` logs it."""
+        if self._closed or (self.sample < 1.0 and random.random() >= self.sample):
+            return
+        pending = self._pending
+        if len(pending) >= PENDING_LOOKUPS:
+            self._dropped += 1
+            return
+        pending.append(lookup)
         if len(pending) == SEND_LOOKUPS:
             self._wake.set()
 
@@ -426,7 +473,7 @@ class ServingLog:
                 pending.popleft()
             return left == 0
         while left:
-            chunk: list[Entry] = []
+            chunk: list[Entry | One] = []
             cells = 0
             while left and len(chunk) < CHUNK_LOOKUPS and cells < CHUNK_CELLS:
                 entry = pending.popleft()
@@ -435,6 +482,11 @@ class ServingLog:
                 cells += _cells(entry)
             unsent = self._send_chunk(writer, chunk, until)
             if unsent is None:
+                if left and until is None:
+                    # Released in send(), the GIL is taken back by this thread before a
+                    # lookup woken to take it has run: without a pause the lookup waits
+                    # for the switch interval (5 ms) for each chunk (measured: 1-6 ms)
+                    time.sleep(_YIELD_SECONDS)
                 continue
             if writer.gone:  # what this writer was to get is lost with it
                 self._lost += len(unsent) + left
@@ -447,8 +499,8 @@ class ServingLog:
         return True
 
     def _send_chunk(
-        self, writer: _Writer, chunk: list[Entry], until: float | None
-    ) -> list[Entry] | None:
+        self, writer: _Writer, chunk: list[Entry | One], until: float | None
+    ) -> list[Entry | One] | None:
         """Send ``chunk`` as one message or more.
 
         Returns:
@@ -557,16 +609,18 @@ class ServingLog:
                 self._lock.release()
 
 
-def _cells(entry: Entry) -> int:
+def _cells(entry: Entry | One) -> int:
     """About how many values a lookup sends: entity rows x (keys + served columns)."""
+    if len(entry) != 5:
+        return len(entry[1]) + len(entry[5]) + 2
     views = entry[3]
     if not views:
         return 1
-    rows = len(views[0][4])
-    return rows * (len(entry[1]) + sum(len(v[2]) + 2 for v in views))
+    first = views[0]  # the views of one lookup are alike enough for an estimate
+    return len(first[4]) * (len(entry[1]) + (len(first[2]) + 2) * len(views))
 
 
-def _messages(chunk: list[Entry]) -> Iterator[tuple[bytes | None, int]]:
+def _messages(chunk: list[Entry | One]) -> Iterator[tuple[bytes | None, int]]:
     """``chunk`` pickled into messages of at most MAX_MESSAGE bytes, with the lookups each
     completes (None: a lookup that cannot be sent, to count)."""
     try:
@@ -582,7 +636,7 @@ def _messages(chunk: list[Entry]) -> Iterator[tuple[bytes | None, int]]:
     elif message is None:
         yield None, 1
     else:
-        yield from _split(chunk[0])
+        yield from _split(as_entry(chunk[0]))
 
 
 def _split(entry: Entry) -> Iterator[tuple[bytes | None, int]]:
@@ -596,15 +650,15 @@ def _split(entry: Entry) -> Iterator[tuple[bytes | None, int]]:
     while parts:
         start, stop = parts.pop()
         part = [
-            LoggedView(
-                v.view,
-                v.version,
-                v.features,
-                {f: v.values[f][start:stop] for f in v.features},
-                v.statuses[start:stop],
-                v.events[start:stop],
+            (
+                view,
+                version,
+                features,
+                {f: values[f][start:stop] for f in features},
+                statuses[start:stop],
+                events[start:stop],
             )
-            for v in views
+            for view, version, features, values, statuses, events in views
         ]
         rows = {k: entities[k][start:stop] for k in entities}
         try:

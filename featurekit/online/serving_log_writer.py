@@ -41,7 +41,14 @@ import orjson
 import polars as pl
 
 from featurekit.core.errors import FeatureKitWarning
-from featurekit.online.serving_log import SEND_BUFFER, Entry, WriterConfig, log_schema
+from featurekit.online.serving_log import (
+    SEND_BUFFER,
+    Entry,
+    One,
+    WriterConfig,
+    as_entry,
+    log_schema,
+)
 from featurekit.storage import delta
 
 __all__ = ["POLL_SECONDS", "Writer", "main", "rows"]
@@ -72,7 +79,7 @@ class Writer:
         while True:
             self._wake.wait(max(0.0, last_commit + self.config.flush_seconds - time.monotonic()))
             self._wake.clear()
-            pending: list[Entry] = []
+            pending: list[Entry | One] = []
             control = None
             while self._queue:
                 item = self._queue.popleft()
@@ -206,13 +213,14 @@ def _request_ids(n: int) -> list[str]:
     return [raw[i : i + 32] for i in range(0, 32 * n, 32)]
 
 
-def rows(entries: list[Entry]) -> pl.DataFrame:
+def rows(received: Sequence[Entry | One]) -> pl.DataFrame:
     """Turn received lookups into log rows.
 
     Values are gathered into columns with ``list.extend`` and the JSON is encoded by
     polars, which writes the same text as orjson for plain values; values of other types
     (dates, lists, mixed types) go through the row-by-row builder.
     """
+    entries = [as_entry(e) for e in received]
     drawn = _request_ids(len(entries))
     requests = [e[4] if e[4] is not None else r for e, r in zip(entries, drawn, strict=True)]
     try:

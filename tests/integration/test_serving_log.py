@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import pickle
@@ -527,3 +528,30 @@ def test_a_forked_child_logs_through_a_sender_of_its_own(tmp_path: Path) -> None
     assert os.waitstatus_to_exitcode(status) == 0
     log.close()
     assert sorted(_entities(tmp_path / "log")) == [0, 1]
+
+
+def test_a_one_entity_lookup_is_held_flat_so_the_collector_stops_tracking_it(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # held as lists and dicts until the sender takes them, pending lookups reached the
+    # collector's oldest generation by the thousand and set off full collections
+    held: list[Any] = []
+    monkeypatch.setattr(ServingLog, "record_one", lambda self, lookup: held.append(lookup))
+    with fk.Store(tmp_path / "store", progress=False, log_serving=True) as store:
+        store.materialize(fare_view(data_dir, ttl=None))
+        served = store.get_online_features(["fare_features:fare"], {"driver_id": [1]})
+    [lookup] = held
+    gc.collect()  # the first pass stops tracking the key and feature name tuples inside
+    gc.collect()
+    assert not gc.is_tracked(lookup)
+    assert lookup[1:] == (
+        ("driver_id",),
+        (1,),
+        "fare_features",
+        1,
+        ("fare",),
+        (served["fare"][0],),
+        "present",
+        lookup[-1],
+    )
+    assert isinstance(lookup[-1], int)  # the event time served
