@@ -6,9 +6,13 @@ in alternating blocks (off, on, on, off, ...), so that drift on a shared machine
 both alike:
   - in-process: ``get_online_features`` for 1 and 100 entities x 10 features, from two
     Stores on the same root, ``Store(log_serving=False)`` and ``Store(log_serving=True)``;
-  - HTTP on loopback: two real ``featurekit serve`` processes on the same store, one with
-    ``--log-features``, under a concurrent load (``--threads`` clients, as in
-    tests/integration/test_online_load.py), 1 and 100 entities per request.
+  - HTTP on loopback: real ``featurekit serve`` processes on the same store under a
+    concurrent load (``--threads`` clients, as in tests/integration/test_online_load.py),
+    1 and 100 entities per request. Each block gets a server process of its own, started
+    (and warmed up) off the clock, with ``--log-features`` for an "on" block: two long-lived
+    servers differed by more than the log costs (one process faster than the other for
+    reasons of its own: memory layout, hash seed, the core it ran on), and that difference
+    fell on one mode only. Fresh processes spread it over both modes.
 The log's writer (a process of its own, fed over a socket) runs in the background, so the
 blocks with logging on last several of its flush intervals and include its writes. Before
 each block the log of the previous block is drained off the clock, so the writer never
@@ -214,68 +218,69 @@ def serve(root: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit(f"featurekit serve {' '.join(extra)} did not start")
 
 
+SIZES = (1, 100)
+
+
 def http(root: Path, entities: int, args: argparse.Namespace) -> tuple[list[Result], bool]:
     import httpx
 
     since = datetime.now(UTC)
-    procs = {False: serve(root), True: serve(root, "--log-features")}
     ids = list(range(entities))
     sent: list[Signature] = []
     errors: list[str] = []
-    results = []
-    try:
-        clients = {
-            mode: [httpx.Client(base_url=base, timeout=30) for _ in range(args.threads)]
-            for mode, (_, base) in procs.items()
-        }
 
-        def load(logging: bool, size: int, seconds: float, out: list[float]) -> None:
-            """``args.threads`` clients posting for ``seconds``; latencies into ``out``."""
-            deadline = time.perf_counter() + seconds
-            lock = threading.Lock()
+    def load(clients: list[httpx.Client], logging: bool, size: int, seconds: float) -> list[float]:
+        """One client per thread posting for ``seconds``: the latencies (us)."""
+        deadline = time.perf_counter() + seconds
+        lock = threading.Lock()
+        out: list[float] = []
 
-            def worker(client: httpx.Client) -> None:
-                mine: list[float] = []
-                sigs: list[Signature] = []
-                while time.perf_counter() < deadline:
-                    sig = choose(ids, size)
-                    body = {"features": REFS, "entities": {"driver_id": list(sig)}}
-                    began = time.perf_counter_ns()
-                    reply = client.post("/v1/features", json=body)
-                    mine.append((time.perf_counter_ns() - began) / 1000)
-                    if reply.status_code != 200:
-                        errors.append(f"HTTP {reply.status_code}: {reply.text[:200]}")
-                    elif logging:
-                        sigs.append(sig)
-                with lock:
-                    out.extend(mine)
-                    sent.extend(sigs)
+        def worker(client: httpx.Client) -> None:
+            mine: list[float] = []
+            sigs: list[Signature] = []
+            while time.perf_counter() < deadline:
+                sig = choose(ids, size)
+                body = {"features": REFS, "entities": {"driver_id": list(sig)}}
+                began = time.perf_counter_ns()
+                reply = client.post("/v1/features", json=body)
+                mine.append((time.perf_counter_ns() - began) / 1000)
+                if reply.status_code != 200:
+                    errors.append(f"HTTP {reply.status_code}: {reply.text[:200]}")
+                elif logging:
+                    sigs.append(sig)
+            with lock:
+                out.extend(mine)
+                sent.extend(sigs)
 
-            threads = [threading.Thread(target=worker, args=(c,)) for c in clients[logging]]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+        threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return out
 
-        for size in (1, 100):
-            for logging in (False, True):  # warm-up: connections, first lookups
-                load(logging, size, min(0.5, args.block_seconds), [])
-            samples: dict[bool, list[float]] = {False: [], True: []}
-            for logging in alternate(args.blocks):
+    samples: dict[int, dict[bool, list[float]]] = {n: {False: [], True: []} for n in SIZES}
+    for logging in alternate(args.blocks):
+        # a server of its own per block (both sizes), started off the clock
+        proc, base = serve(root, *(("--log-features",) if logging else ()))
+        clients = [httpx.Client(base_url=base, timeout=30) for _ in range(args.threads)]
+        try:
+            for size in SIZES:
+                load(clients, logging, size, min(0.5, args.block_seconds))  # warm-up
                 # the server's writer flushes at least every FLUSH_SECONDS: wait for it, so
-                # that the previous block's writes stay out of this block
+                # that the warm-up's (and the previous size's) writes stay out of the block
                 time.sleep(FLUSH_SECONDS + 0.3)
-                load(logging, size, args.block_seconds, samples[logging])
-            name = f"HTTP x{args.threads}, {size} entit{'y' if size == 1 else 'ies'} x 10"
-            results.append(Result(name, samples[False], samples[True]))
-            results[-1].show()
-        for per_mode in clients.values():
-            for c in per_mode:
+                samples[size][logging] += load(clients, logging, size, args.block_seconds)
+        finally:
+            for c in clients:
                 c.close()
-    finally:
-        for proc, _ in procs.values():
             proc.terminate()  # an orderly stop: the logging server writes what is queued
             proc.wait(30)
+    results = []
+    for size in SIZES:
+        name = f"HTTP x{args.threads}, {size} entit{'y' if size == 1 else 'ies'} x 10"
+        results.append(Result(name, samples[size][False], samples[size][True]))
+        results[-1].show()
     if errors:
         print(f"HTTP: {len(errors)} failed requests, e.g. {errors[0]}")
     return results, verify("HTTP log", root, since, sent) and not errors
