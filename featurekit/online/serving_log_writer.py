@@ -216,17 +216,22 @@ def _request_ids(n: int) -> list[str]:
 def rows(received: Sequence[Entry | One]) -> pl.DataFrame:
     """Turn received lookups into log rows.
 
-    Values are gathered into columns with ``list.extend`` and the JSON is encoded by
-    polars, which writes the same text as orjson for plain values; values of other types
-    (dates, lists, mixed types) go through the row-by-row builder.
+    Values are gathered into columns with ``list.extend`` (a flat one-entity lookup,
+    :data:`~featurekit.online.serving_log.One`, value by value: expanding it into one-row
+    columns first cost more than the rest of its row) and the JSON is encoded by polars,
+    which writes the same text as orjson for plain values; values of other types (dates,
+    lists, mixed types) go through the row-by-row builder.
     """
-    entries = [as_entry(e) for e in received]
+    entries = list(received)
     drawn = _request_ids(len(entries))
-    requests = [e[4] if e[4] is not None else r for e, r in zip(entries, drawn, strict=True)]
+    requests = [
+        e[4] if len(e) == 5 and e[4] is not None else r  # type: ignore[misc]
+        for e, r in zip(entries, drawn, strict=True)
+    ]
     try:
         return _rows_by_column(entries, requests)
     except _NotPlain:
-        return _rows_by_row(entries, requests)
+        return _rows_by_row([as_entry(e) for e in entries], requests)
 
 
 class _NotPlain(Exception):
@@ -293,10 +298,28 @@ class _Group:
         )
 
 
-def _rows_by_column(entries: list[Entry], requests: list[str]) -> pl.DataFrame:
+def _rows_by_column(entries: list[Entry | One], requests: list[str]) -> pl.DataFrame:
     groups: dict[tuple[str, int, tuple[str, ...], tuple[str, ...]], _Group] = {}
-    for seq, (at_us, keys, entities, views, _) in enumerate(entries):
+    for seq, entry in enumerate(entries):
         request = requests[seq]
+        if len(entry) != 5:  # One: appended value by value, without building its columns
+            at_us, keys, key_row, view, version, features, row, status, event = entry  # type: ignore[misc]
+            if not keys or not features or len(key_row) != len(keys):
+                raise _NotPlain
+            group = groups.get((view, version, features, keys))
+            if group is None:
+                group = groups[view, version, features, keys] = _Group(features, keys)
+            group.seq.append(seq)
+            group.request.append(request)
+            group.at.append(at_us)
+            for k, value in zip(keys, key_row, strict=True):
+                group.keys[k].append(value)
+            for f, value in zip(features, row, strict=True):
+                group.values[f].append(value)
+            group.status.append(status)
+            group.event.append(event)
+            continue
+        at_us, keys, entities, views, _ = entry  # type: ignore[misc]
         key_values = [entities[k] for k in keys]
         for view, version, features, values, statuses, events in views:
             m = len(statuses)
@@ -317,6 +340,8 @@ def _rows_by_column(entries: list[Entry], requests: list[str]) -> pl.DataFrame:
     if not groups:
         return pl.DataFrame(schema=log_schema())
     frames = [group.frame(view, version) for (view, version, _, _), group in groups.items()]
+    if len(frames) == 1:
+        return frames[0].drop("_seq")  # one group: in arrival order already
     # one lookup's rows stay together, in the order of its views (a stable sort)
     return pl.concat(frames).sort("_seq", maintain_order=True).drop("_seq")
 
