@@ -244,6 +244,8 @@ def test_the_writer_is_another_process_and_the_append_happens_there(
         raise AssertionError("the serving process appended to the log")
 
     monkeypatch.setattr(delta, "write_rows", refuse)
+    # not imported here by the log (whatever other tests of this process imported)
+    monkeypatch.delitem(sys.modules, "featurekit.online.serving_log_writer", raising=False)
     log = ServingLog(str(tmp_path / "log"))
     pid = log.writer_pid
     assert pid is not None and pid != os.getpid()
