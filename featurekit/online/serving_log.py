@@ -472,17 +472,23 @@ class ServingLog:
             for _ in range(left):
                 pending.popleft()
             return left == 0
+        # Behind (an eighth of the bound pending): larger chunks and no pauses. When the
+        # lookups never release the GIL (a memory online store), a paused sender gets it
+        # back only by the interpreter's forced switch, once per switch interval (5 ms),
+        # and fell behind for good on 100-entity lookups (measured).
+        behind = left > PENDING_LOOKUPS // 8
+        bound = 4 * CHUNK_CELLS if behind else CHUNK_CELLS
         while left:
             chunk: list[Entry | One] = []
             cells = 0
-            while left and len(chunk) < CHUNK_LOOKUPS and cells < CHUNK_CELLS:
+            while left and len(chunk) < CHUNK_LOOKUPS and cells < bound:
                 entry = pending.popleft()
                 left -= 1
                 chunk.append(entry)
                 cells += _cells(entry)
             unsent = self._send_chunk(writer, chunk, until)
             if unsent is None:
-                if left and until is None:
+                if left and until is None and not behind:
                     # Released in send(), the GIL is taken back by this thread before a
                     # lookup woken to take it has run: without a pause the lookup waits
                     # for the switch interval (5 ms) for each chunk (measured: 1-6 ms)
