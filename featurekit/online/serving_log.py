@@ -20,9 +20,11 @@ is one system call for up to :data:`CHUNK_LOOKUPS` lookups. The chunks keep each
 of ``pickle`` that holds the GIL short (a couple of hundred microseconds at most), and
 the sender pauses between two chunks: released only in ``send``, the GIL was taken back
 by the sender before a waiting lookup had run, and that lookup then waited for the
-interpreter's switch interval (5 ms). A one-entity lookup is held as one flat tuple
-(:data:`One`): held as lists and dicts for the send interval, pending lookups reached
-the collector's oldest generation and set off full collections.
+interpreter's switch interval (5 ms); behind (an eighth of :data:`PENDING_LOOKUPS`
+pending), it sends larger chunks without pausing until it has caught up. A one-entity
+lookup is held as one flat tuple (:data:`One`, :meth:`ServingLog.record_one`): held as
+lists and dicts for the send interval, pending lookups reached the collector's oldest
+generation and set off full collections.
 
 Why a process and not a thread for the writer: its Python work (unpacking lookups into
 columns, calling polars and delta-rs) needs the GIL, and each time it takes it back a
