@@ -37,6 +37,7 @@ __all__ = [
     "MAX_BUCKETS",
     "TARGET_BUCKET_BYTES",
     "bucket_ids",
+    "by_bucket",
     "choose_buckets",
     "hash_class",
     "hashable",
@@ -148,3 +149,28 @@ def choose_buckets(estimated_bytes: int, key_dtypes: Sequence[pl.DataType]) -> i
         return 1
     wanted = -(-estimated_bytes // TARGET_BUCKET_BYTES)
     return min(MAX_BUCKETS, 1 << (wanted - 1).bit_length())
+
+
+def by_bucket(rows: pl.DataFrame) -> dict[int, pl.DataFrame]:
+    """``rows`` (holding a :data:`BUCKET` column) split into each bucket's rows, in order.
+
+    The rows of one bucket keep their relative order (the point-in-time tie-break reads
+    it), so each part holds exactly what reading that bucket alone would give. A table
+    read whole lists each file's rows together, and usually has one file per bucket:
+    every bucket is then one run of rows, and its part a zero-copy slice. Otherwise (a
+    bucket's rows in several files, apart) the rows are partitioned, still in order.
+    """
+    if rows.height == 0:
+        return {}
+    ids = rows.get_column(BUCKET)
+    starts = (ids != ids.shift(1)).fill_null(True).arg_true()
+    runs = ids.gather(starts).to_list()
+    body = rows.drop(BUCKET)
+    if len(set(runs)) == len(runs):
+        bounds = [*starts.to_list(), rows.height]
+        return {
+            int(b): body.slice(first, end - first)
+            for b, first, end in zip(runs, bounds[:-1], bounds[1:], strict=True)
+        }
+    parts = rows.partition_by(BUCKET, maintain_order=True, as_dict=True)
+    return {int(key[0]): part.drop(BUCKET) for key, part in parts.items()}  # type: ignore[call-overload]

@@ -13,7 +13,7 @@ import base64
 import contextlib
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import metadata
@@ -31,9 +31,10 @@ from featurekit.core.hashing import frame_hash, stable_hash
 from featurekit.core.names import validate_name
 from featurekit.core.redact import redact_url
 from featurekit.core.timeutil import before, to_utc_expr, utcnow
-from featurekit.kernels.bucketing import BUCKET
+from featurekit.kernels.bucketing import BUCKET, by_bucket
 from featurekit.kernels.pit import PointInTime, ViewFrame
 from featurekit.offline import engine
+from featurekit.offline.batching import frame_bytes
 from featurekit.offline.damage import damaged_data_is_irreproducible
 from featurekit.offline.dtypes import check_label_columns
 from featurekit.storage import delta
@@ -417,6 +418,33 @@ def _bucketed_view(
         buckets=count,
         keys=tuple(req.record.keys),
         stored=req.record.output,
+        read_all=lambda labels, limit: _read_buckets(req, labels, timestamp, options, limit),
+    )
+
+
+def _stored_columns(req: ViewRequest) -> list[str]:
+    """The stored columns a training set reads from the view's table."""
+    record = req.record
+    columns = [*record.keys, record.timestamp]
+    if record.created_timestamp:
+        columns.append(record.created_timestamp)
+    stored = record.event_columns if aggregation_specs(record, req.features) else req.features
+    columns.extend(f for f in stored if f not in columns)
+    return columns
+
+
+def _view_frame(req: ViewRequest, rows: pl.DataFrame | Callable[[], pl.DataFrame]) -> ViewFrame:
+    """The kernel's view of ``req`` over ``rows`` (in memory, or a function loading them)."""
+    record = req.record
+    return ViewFrame(
+        name=req.qualifier or record.view,
+        frame=rows,
+        keys=tuple(record.keys),
+        timestamp=record.timestamp,
+        created_timestamp=record.created_timestamp,
+        features=req.features,
+        ttl=req.ttl,
+        aggregations=aggregation_specs(record, req.features),
     )
 
 
@@ -430,30 +458,24 @@ def _read_view(
 ) -> ViewFrame:
     """The view's rows that ``labels`` may pick, read lazily; one bucket's files only when
     ``bucket`` is given (Delta partition pruning skips the others; ``buckets`` is ``B``)."""
-    record = req.record
-    columns = [*record.keys, record.timestamp]
-    if record.created_timestamp:
-        columns.append(record.created_timestamp)
-    specs = aggregation_specs(record, req.features)
-    stored = record.event_columns if specs else req.features
-    columns.extend(f for f in stored if f not in columns)
+    columns = _stored_columns(req)
     version = 0 if req.delta_version is None else req.delta_version
-    # as_of before the table's first commit: no rows yet (the schema still comes from v0)
-    where = (
-        pl.lit(False)
-        if req.delta_version is None
-        # one bucket holds a B-th of the entities: the key filter pays off below a B-th
-        # of the limit (the same rows are picked either way)
-        else _prune(
-            labels,
-            timestamp,
-            record,
-            req.ttl,
-            KEY_PRUNE_LIMIT // (buckets if bucket is not None else 1),
-        )
-    )
 
     def load() -> pl.DataFrame:  # the kernel reads one view at a time: memory holds one table
+        # as_of before the table's first commit: no rows yet (the schema still comes from v0)
+        where = (
+            pl.lit(False)
+            if req.delta_version is None
+            # one bucket holds a B-th of the entities: the key filter pays off below a B-th
+            # of the limit (the same rows are picked either way)
+            else _prune(
+                labels,
+                timestamp,
+                req.record,
+                req.ttl,
+                KEY_PRUNE_LIMIT // (buckets if bucket is not None else 1),
+            )
+        )
         if bucket is None:
             return delta.read_rows(
                 req.table, version=version, columns=columns, where=where, storage_options=options
@@ -466,15 +488,40 @@ def _read_view(
             storage_options=options,
         ).drop(BUCKET)
 
-    return ViewFrame(
-        name=req.qualifier or record.view,
-        frame=load,
-        keys=tuple(record.keys),
-        timestamp=record.timestamp,
-        created_timestamp=record.created_timestamp,
-        features=req.features,
-        ttl=req.ttl,
-        aggregations=specs,
+    return _view_frame(req, load)
+
+
+def _read_buckets(
+    req: ViewRequest,
+    labels: pl.DataFrame,
+    timestamp: str,
+    options: Mapping[str, str],
+    limit: int,
+) -> engine.Reader | None:
+    """Every bucket of the view in one scan, split by bucket in memory: a reader of each
+    bucket's rows, or None when the needed columns take more than ``limit`` bytes.
+
+    The rows are those the whole-table read (``bucket=None``) takes for ``labels``, so
+    each bucket's part holds all its rows that a label of that bucket may pick, in the
+    table's order: the same answers as reading each bucket on its own.
+    """
+    if req.delta_version is None:
+        return None
+    columns = _stored_columns(req)
+    scan = delta.scan_rows(req.table, version=req.delta_version, storage_options=options)
+    if frame_bytes(scan.select(columns)) > limit:
+        return None
+    rows = delta.read_rows(
+        req.table,
+        version=req.delta_version,
+        columns=[*columns, BUCKET],
+        where=_prune(labels, timestamp, req.record, req.ttl),
+        storage_options=options,
+    )
+    parts = by_bucket(rows)
+    empty = rows.clear().drop(BUCKET)
+    return lambda _labels, bucket: _view_frame(
+        req, rows.drop(BUCKET) if bucket is None else parts.get(bucket, empty)
     )
 
 

@@ -111,6 +111,49 @@ def test_any_bucket_count_gives_the_same_training_set(tmp_path: Path) -> None:
             assert got[2].equals(one[2])
 
 
+def _table_reads(store: fk.Store, labels: pl.DataFrame) -> tuple[fk.TrainingSet, int]:
+    """A training set of ``stats:value``, and how many reads of its table it took."""
+    uri = store.registry.layout.table_uri("stats", 1)
+    with mock.patch.object(delta, "read_rows", wraps=delta.read_rows) as read:
+        ts = store.training_set(labels, ["stats:value"], "ts")
+    return ts, sum(1 for call in read.call_args_list if call.args[0] == uri)
+
+
+def test_a_table_that_fits_memory_is_read_once_and_split_by_bucket(tmp_path: Path) -> None:
+    source = tmp_path / "trips.parquet"
+    SOURCE.write_parquet(source)
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    pushed = pl.DataFrame(  # another file in the buckets of 3 and 150: their rows lie apart
+        {
+            "driver_id": [3, 150, 3],
+            "event_ts": [now - timedelta(minutes=m) for m in (3, 2, 1)],
+            "value": [7.0, 8.0, 9.0],
+        }
+    )
+    later = {"driver_id": pl.Series([3, 150], dtype=pl.Int32), "ts": [now + timedelta(hours=1)] * 2}
+    labels = LABELS.head(200).vstack(pl.DataFrame(later))
+    results = {}
+    for n in (1, 4):
+        store = _build(tmp_path / f"store{n}", source, n)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fk.FeatureKitWarning)
+            store.push("stats", pushed)
+        one_scan, reads = _table_reads(store, labels)
+        assert reads == 1  # the whole table: for B = 4, one scan split by bucket in memory
+        assert one_scan.to_polars()["value"].to_list()[-2:] == [9.0, 8.0]  # the pushed rows
+        # a budget the result fits but the table does not: each bucket is read on its own
+        tight = fk.Store(tmp_path / f"store{n}", progress=False, memory_budget=40_000)
+        per_bucket, reads = _table_reads(tight, labels)
+        assert not list((tmp_path / f"store{n}").rglob("result/part-*.parquet"))  # in memory
+        assert reads == n
+        assert per_bucket.id == one_scan.id
+        assert per_bucket.manifest.result_hash == one_scan.manifest.result_hash
+        assert per_bucket.to_polars().equals(one_scan.to_polars())
+        results[n] = one_scan
+    assert results[4].manifest.result_hash == results[1].manifest.result_hash
+    assert results[4].to_polars().equals(results[1].to_polars())
+
+
 def test_incremental_runs_keep_the_buckets(tmp_path: Path) -> None:
     source = tmp_path / "trips.parquet"
     first, late = SOURCE.head(2000), SOURCE.tail(1000)

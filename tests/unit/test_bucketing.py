@@ -109,3 +109,18 @@ def test_small_views_and_unhashable_keys_keep_one_bucket() -> None:
     assert choose_buckets(10**18, [pl.Int64()]) == bucketing.MAX_BUCKETS
     assert choose_buckets(10 * target, [pl.Float64()]) == 1
     assert not hashable([pl.Date()])
+
+
+def test_rows_split_by_bucket_keep_their_order() -> None:
+    # each bucket one run (one file per bucket): slices, in the rows' order
+    runs = pl.DataFrame({"v": [1, 2, 3, 4, 5], bucketing.BUCKET: [2, 2, 0, 0, 0]})
+    parts = bucketing.by_bucket(runs)
+    assert sorted(parts) == [0, 2]
+    assert parts[2].to_dict(as_series=False) == {"v": [1, 2]}
+    assert parts[0].to_dict(as_series=False) == {"v": [3, 4, 5]}
+    # a bucket's rows apart (a later file appended to it): gathered, still in order
+    apart = pl.DataFrame({"v": [1, 2, 3, 4, 5, 6], bucketing.BUCKET: [1, 0, 0, 1, 1, 0]})
+    parts = bucketing.by_bucket(apart)
+    assert parts[1].to_dict(as_series=False) == {"v": [1, 4, 5]}
+    assert parts[0].to_dict(as_series=False) == {"v": [2, 3, 6]}
+    assert bucketing.by_bucket(apart.clear()) == {}
