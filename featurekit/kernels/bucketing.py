@@ -162,12 +162,12 @@ def by_bucket(rows: pl.DataFrame) -> dict[int, pl.DataFrame]:
     """
     if rows.height == 0:
         return {}
-    ids = rows.get_column(BUCKET)
-    starts = (ids != ids.shift(1)).fill_null(True).arg_true()
-    runs = ids.gather(starts).to_list()
+    ids = rows.get_column(BUCKET).to_numpy()
+    starts = np.concatenate([[0], np.flatnonzero(ids[1:] != ids[:-1]) + 1])
+    runs = ids[starts].tolist()
     body = rows.drop(BUCKET)
     if len(set(runs)) == len(runs):
-        bounds = [*starts.to_list(), rows.height]
+        bounds = [*starts.tolist(), rows.height]
         return {
             int(b): body.slice(first, end - first)
             for b, first, end in zip(runs, bounds[:-1], bounds[1:], strict=True)

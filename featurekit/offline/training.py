@@ -512,12 +512,14 @@ def _read_buckets(
     if frame_bytes(scan.select(columns)) > limit:
         return None
     rows = delta.read_rows(
-        req.table,
-        version=req.delta_version,
-        columns=[*columns, BUCKET],
-        where=_prune(labels, timestamp, req.record, req.ttl),
-        storage_options=options,
+        req.table, version=req.delta_version, columns=[*columns, BUCKET], storage_options=options
     )
+    # the same rows as the whole-table read: filtered after the scan, and only when the
+    # filter drops some (labels usually span the table's time range, and a filter in the
+    # scan copies every column even when it keeps every row)
+    keep = rows.select(_prune(labels, timestamp, req.record, req.ttl).alias("keep")).to_series()
+    if not keep.fill_null(False).all():  # a null is dropped, as in the scan's filter
+        rows = rows.filter(keep)
     parts = by_bucket(rows)
     empty = rows.clear().drop(BUCKET)
     return lambda _labels, bucket: _view_frame(
