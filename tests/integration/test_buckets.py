@@ -132,26 +132,31 @@ def test_a_table_that_fits_memory_is_read_once_and_split_by_bucket(tmp_path: Pat
     )
     later = {"driver_id": pl.Series([3, 150], dtype=pl.Int32), "ts": [now + timedelta(hours=1)] * 2}
     labels = LABELS.head(200).vstack(pl.DataFrame(later))
+    # late labels: rows older than their TTL reaches are dropped after the one scan
+    late = LABELS.filter(pl.col("ts") > BASE + timedelta(minutes=9_000)).head(200)
     results = {}
     for n in (1, 4):
         store = _build(tmp_path / f"store{n}", source, n)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", fk.FeatureKitWarning)
             store.push("stats", pushed)
-        one_scan, reads = _table_reads(store, labels)
-        assert reads == 1  # the whole table: for B = 4, one scan split by bucket in memory
-        assert one_scan.to_polars()["value"].to_list()[-2:] == [9.0, 8.0]  # the pushed rows
         # a budget the result fits but the table does not: each bucket is read on its own
         tight = fk.Store(tmp_path / f"store{n}", progress=False, memory_budget=40_000)
-        per_bucket, reads = _table_reads(tight, labels)
-        assert not list((tmp_path / f"store{n}").rglob("result/part-*.parquet"))  # in memory
-        assert reads == n
-        assert per_bucket.id == one_scan.id
-        assert per_bucket.manifest.result_hash == one_scan.manifest.result_hash
-        assert per_bucket.to_polars().equals(one_scan.to_polars())
-        results[n] = one_scan
-    assert results[4].manifest.result_hash == results[1].manifest.result_hash
-    assert results[4].to_polars().equals(results[1].to_polars())
+        for which, frame in (("all", labels), ("late", late)):
+            one_scan, reads = _table_reads(store, frame)
+            assert reads == 1  # the whole table: for B = 4, one scan split by bucket in memory
+            per_bucket, reads = _table_reads(tight, frame)
+            assert not list((tmp_path / f"store{n}").rglob("result/part-*.parquet"))  # in memory
+            assert reads == n
+            assert per_bucket.id == one_scan.id
+            assert per_bucket.manifest.result_hash == one_scan.manifest.result_hash
+            assert per_bucket.to_polars().equals(one_scan.to_polars())
+            results[(n, which)] = one_scan
+        assert results[(n, "all")].to_polars()["value"].to_list()[-2:] == [9.0, 8.0]  # pushed
+    for which in ("all", "late"):
+        assert results[(4, which)].manifest.result_hash == results[(1, which)].manifest.result_hash
+        assert results[(4, which)].to_polars().equals(results[(1, which)].to_polars())
+    assert results[(4, "late")].to_polars()["value"].null_count() < late.height
 
 
 def test_incremental_runs_keep_the_buckets(tmp_path: Path) -> None:
