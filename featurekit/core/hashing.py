@@ -68,8 +68,11 @@ def _arrow(series: pl.Series) -> pa.Array | pa.ChunkedArray:
 def _hash_array(digest: Any, array: pa.Array | pa.ChunkedArray) -> None:
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
-    validity = pc.is_valid(array).to_numpy(zero_copy_only=False)
-    digest.update(validity.tobytes())
+    whole = array.null_count == 0  # the common case: the same bytes, without computing them
+    if whole:
+        digest.update(np.ones(len(array), dtype=np.bool_).tobytes())
+    else:
+        digest.update(pc.is_valid(array).to_numpy(zero_copy_only=False).tobytes())
     kind = array.type
     if pa.types.is_dictionary(kind):
         array = array.cast(kind.value_type)
@@ -81,7 +84,7 @@ def _hash_array(digest: Any, array: pa.Array | pa.ChunkedArray) -> None:
         array = array.cast(pa.int64())
         kind = array.type
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
-        values = array.fill_null(False if pa.types.is_boolean(kind) else 0)
+        values = array if whole else array.fill_null(False if pa.types.is_boolean(kind) else 0)
         digest.update(values.to_numpy(zero_copy_only=False).tobytes())
         return
     if _is_binary_like(kind):

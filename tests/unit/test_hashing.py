@@ -38,6 +38,29 @@ def test_hashes_of_dtypes_that_always_hashed_are_unchanged() -> None:
     assert frame_hash(frame) == "4f09214cd3871c2ceddd115eacaf67c6312b2218fb3a4f9db6433a7c49b49ab0"
 
 
+def test_hashes_of_frames_without_nulls_are_unchanged() -> None:
+    frame = pl.DataFrame(
+        {
+            "i": [1, -2, 3],
+            "u": pl.Series([3, 4, 5], dtype=pl.UInt32),
+            "f": [1.5, 2.5, -0.0],
+            "s": ["a", "", "ccc"],
+            "b": [True, False, True],
+            "t": [dt.datetime(2026, 1, 1), dt.datetime(2026, 1, 2), dt.datetime(1970, 1, 1)],
+            "d": [dt.date(2026, 1, 1), dt.date(2026, 1, 2), dt.date(1969, 12, 31)],
+            "c": pl.Series(["x", "y", "x"], dtype=pl.Categorical),
+            "du": [dt.timedelta(1), dt.timedelta(0), dt.timedelta(seconds=-1)],
+        }
+    )
+    assert frame_hash(frame) == "1e0e2693ba4de48e8eac7be63768b8166ddfe8f5fa517a6cbed60f7e6f1e7237"
+    # slices and chunked frames hash by their values too
+    assert frame_hash(frame.slice(1, 2)) == (
+        "2f8e453bbf0276d9ee8cdb324856713d8fea1259d73eb55fa5959b9a5a4e57ae"
+    )
+    chunked = pl.concat([frame.head(1), frame.tail(2)], rechunk=False)
+    assert frame_hash(chunked) == frame_hash(frame)
+
+
 @pytest.mark.parametrize(
     "values",
     [
