@@ -33,12 +33,49 @@ def frame_hash(frame: pl.DataFrame) -> str:
 def columns_hash(height: int, width: int, columns: Iterable[pl.Series]) -> str:
     """:func:`frame_hash` of a frame given column by column (``width`` columns of
     ``height`` rows), so a frame larger than memory is hashed one column at a time."""
-    digest = hashlib.sha256()
-    digest.update(f"rows={height};cols={width};".encode())
-    for series in columns:
-        digest.update(f"{series.name}:{series.dtype};".encode())
-        _hash_array(digest, _arrow(series))
+    digest = ColumnsDigest(height, width)
+    digest.update(columns)
     return digest.hexdigest()
+
+
+class ColumnsDigest:
+    """:func:`columns_hash` fed its columns a few at a time, in order.
+
+    A frame's first columns can be hashed before its last ones exist (a training set's
+    label columns while its features are joined); :meth:`copy` keeps that state for
+    several continuations.
+
+    Example:
+        >>> digest = ColumnsDigest(frame.height, frame.width)
+        >>> digest.update(frame.get_columns()[:2]); digest.update(frame.get_columns()[2:])
+        >>> digest.hexdigest() == frame_hash(frame)
+        True
+    """
+
+    def __init__(self, height: int, width: int) -> None:
+        self.height = height
+        self.width = width
+        self.names: list[tuple[str, pl.DataType]] = []  # the columns fed so far
+        self._digest = hashlib.sha256()
+        self._digest.update(f"rows={height};cols={width};".encode())
+
+    def update(self, columns: Iterable[pl.Series]) -> None:
+        """Feed the next columns (in the frame's order)."""
+        for series in columns:
+            self._digest.update(f"{series.name}:{series.dtype};".encode())
+            _hash_array(self._digest, _arrow(series))
+            self.names.append((series.name, series.dtype))
+
+    def copy(self) -> ColumnsDigest:
+        """An independent digest in the same state."""
+        twin = ColumnsDigest.__new__(ColumnsDigest)
+        twin.height, twin.width, twin.names = self.height, self.width, list(self.names)
+        twin._digest = self._digest.copy()
+        return twin
+
+    def hexdigest(self) -> str:
+        """The hash of the columns fed (the frame's :func:`frame_hash` once all are)."""
+        return self._digest.hexdigest()
 
 
 def _arrow(series: pl.Series) -> pa.Array | pa.ChunkedArray:

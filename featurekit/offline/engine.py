@@ -285,6 +285,12 @@ def estimated_bytes(labels: pl.DataFrame, features: int) -> int:
     return int(labels.estimated_size()) + labels.height * 16 * features
 
 
+def in_memory(labels: pl.DataFrame, features: int, budget: int | None) -> bool:
+    """Whether :func:`join_within` joins in memory (else it writes the result to files)."""
+    size = estimated_bytes(labels, features)
+    return budget is None or labels.height == 0 or size * PEAK_FACTOR <= budget
+
+
 def join_within(
     labels: pl.DataFrame,
     *,
@@ -311,7 +317,7 @@ def join_within(
     whole = [v.read(labels, None) for v in views]
     features = sum(len(w.features) for w in whole)
     size = estimated_bytes(labels, features)
-    if budget is None or labels.height == 0 or size * PEAK_FACTOR <= budget:
+    if budget is None or in_memory(labels, features, budget):
         return join(
             labels,
             timestamp=timestamp,

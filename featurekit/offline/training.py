@@ -14,6 +14,7 @@ import contextlib
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import metadata
@@ -27,7 +28,7 @@ from featurekit.core import display
 from featurekit.core.config import __version__
 from featurekit.core.definitions import Aggregation
 from featurekit.core.errors import ReproducibilityError, SchemaError
-from featurekit.core.hashing import frame_hash, stable_hash
+from featurekit.core.hashing import ColumnsDigest, frame_hash, stable_hash
 from featurekit.core.names import validate_name
 from featurekit.core.redact import redact_url
 from featurekit.core.timeutil import before, to_utc_expr, utcnow
@@ -213,7 +214,15 @@ def build(
     _check_label_timestamp(labels, timestamp)
     check_label_columns(labels)
     result = _join(
-        registry, labels, timestamp, requests, point_in_time, memory_budget, on_demand, runner
+        registry,
+        labels,
+        timestamp,
+        requests,
+        point_in_time,
+        memory_budget,
+        on_demand,
+        runner,
+        labels_hash=True,
     )
     joined = iter(result.joined)  # the kernel's names, view by view
     views: list[dict[str, Any]] = [
@@ -232,7 +241,7 @@ def build(
         for r in requests
     ]
     identity: dict[str, Any] = {
-        "labels": frame_hash(labels),
+        "labels": result.labels_hash or frame_hash(labels),
         "timestamp": timestamp,
         "views": views,
         "point_in_time": point_in_time,
@@ -321,23 +330,49 @@ def _join(
     memory_budget: int | None,
     hook: OnDemandHook | None,
     runner: engine.Runner,
+    *,
+    labels_hash: bool = False,
 ) -> _Result:
-    """The joined result of a build or a rebuild (the same join, so the same rows)."""
+    """The joined result of a build or a rebuild (the same join, so the same rows).
+
+    Hashing runs on one core, so what can be hashed before the join ends is hashed while
+    it runs, on another thread (hashlib, like polars, releases the GIL): the labels'
+    own hash (``labels_hash``: a build's id needs it) and, for a result joined in memory
+    without on-demand features, the result hash's label columns, which come first.
+    """
     readers = [_bucketed_view(req, timestamp, registry.storage_options) for req in requests]
     scratch = registry.layout.training_set_scratch(uuid.uuid4().hex)
-    out = engine.join_within(
-        labels,
-        timestamp=timestamp,
-        views=readers,
-        point_in_time=point_in_time,
-        budget=memory_budget,
-        scratch=lambda: scratch,
-        finish=hook,
-        runner=runner,
-        storage_options=registry.storage_options,
-        remove=registry.layout.remove_folder,
-    )
-    return _Result.of(out, labels, hook, scratch)
+    features = sum(len(req.features) for req in requests)
+    with ThreadPoolExecutor(1, thread_name_prefix="featurekit-hash") as pool:
+        own = pool.submit(frame_hash, labels) if labels_hash else None
+        prefix = (
+            pool.submit(_label_digest, labels, labels.width + features)
+            if hook is None and engine.in_memory(labels, features, memory_budget)
+            else None
+        )
+        out = engine.join_within(
+            labels,
+            timestamp=timestamp,
+            views=readers,
+            point_in_time=point_in_time,
+            budget=memory_budget,
+            scratch=lambda: scratch,
+            finish=hook,
+            runner=runner,
+            storage_options=registry.storage_options,
+            remove=registry.layout.remove_folder,
+        )
+        result = _Result.of(out, labels, hook, scratch)
+        result.labels_hash = None if own is None else own.result()
+        result.prefix = None if prefix is None else prefix.result()
+    return result
+
+
+def _label_digest(labels: pl.DataFrame, width: int) -> ColumnsDigest:
+    """The result hash's digest fed the label columns (a result's first columns)."""
+    digest = ColumnsDigest(labels.height, width)
+    digest.update(labels.get_columns())
+    return digest
 
 
 @dataclass
@@ -350,6 +385,11 @@ class _Result:
     joined: list[str]
     columns: list[str]
     rows: int
+    labels: pl.DataFrame | None = None
+    #: the labels' hash, when it was computed during the join
+    labels_hash: str | None = None
+    #: the result hash's digest of the label columns, when computed during the join
+    prefix: ColumnsDigest | None = None
 
     @classmethod
     def of(
@@ -364,13 +404,29 @@ class _Result:
             return cls(None, out, folder, list(out.joined), columns, out.rows)
         joined = out.columns[labels.width :]
         frame = on_demand(out) if on_demand is not None else out
-        return cls(frame, None, folder, joined, frame.columns, frame.height)
+        return cls(frame, None, folder, joined, frame.columns, frame.height, labels)
 
     def hash(self, registry: Registry) -> str:
         if self.spilled is not None:
             return self.spilled.hash(self.folder, registry.storage_options)
         assert self.frame is not None
-        return frame_hash(self.frame)
+        if self.prefix is None or not self._starts_with_labels(self.prefix):
+            return frame_hash(self.frame)
+        digest = self.prefix.copy()
+        digest.update(self.frame.get_columns()[len(self.prefix.names) :])
+        return digest.hexdigest()
+
+    def _starts_with_labels(self, prefix: ColumnsDigest) -> bool:
+        """Whether the frame is the labels (names, dtypes, values) then other columns, as
+        many as ``prefix`` was made for: only then does it continue the frame's hash."""
+        frame, labels = self.frame, self.labels
+        assert frame is not None
+        if labels is None or (frame.height, frame.width) != (prefix.height, prefix.width):
+            return False
+        first = frame.get_columns()[: labels.width]
+        return [(s.name, s.dtype) for s in first] == prefix.names and all(
+            s.equals(labels.get_column(s.name), check_dtypes=True, null_equal=True) for s in first
+        )
 
     def training_set(self, registry: Registry, manifest: Manifest) -> TrainingSet:
         """The training set; written rows move into its folder (``<id>/result``)."""

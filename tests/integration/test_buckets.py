@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 import featurekit as fk
+from featurekit.core.hashing import frame_hash
 from featurekit.storage import delta
 from featurekit.storage.records import VersionRecord
 
@@ -157,6 +158,23 @@ def test_a_table_that_fits_memory_is_read_once_and_split_by_bucket(tmp_path: Pat
         assert results[(4, which)].manifest.result_hash == results[(1, which)].manifest.result_hash
         assert results[(4, which)].to_polars().equals(results[(1, which)].to_polars())
     assert results[(4, "late")].to_polars()["value"].null_count() < late.height
+
+
+def test_hashes_made_while_the_join_runs_are_the_frames_hashes(tmp_path: Path) -> None:
+    source = tmp_path / "trips.parquet"
+    SOURCE.write_parquet(source)
+    store = _build(tmp_path / "store", source, 4)
+    weights = pl.Series("weight", RNG.random(LABELS.height)).to_frame()
+    plain = LABELS.hstack(weights)
+    odd = plain.with_columns(  # nulls and a NaN among the label columns
+        pl.when(pl.col("weight") < 0.1).then(None).otherwise(pl.col("weight")).alias("weight"),
+        pl.Series("note", [float("nan")] + [1.0] * (LABELS.height - 1)),
+    )
+    for labels in (plain, odd):
+        ts = store.training_set(labels, FEATURES, "ts")
+        assert ts.manifest.labels.hash == frame_hash(labels)
+        assert ts.manifest.result_hash == frame_hash(ts.to_polars())
+        assert store.training_set_by_id(ts.id).manifest.result_hash == ts.manifest.result_hash
 
 
 def test_incremental_runs_keep_the_buckets(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 import featurekit as fk
-from featurekit.core.hashing import frame_hash
+from featurekit.core.hashing import ColumnsDigest, frame_hash
 
 
 def test_hashes_of_dtypes_that_always_hashed_are_unchanged() -> None:
@@ -92,3 +92,18 @@ def test_python_objects_are_refused_by_name() -> None:
         "or store. Convert it to a plain type first, e.g. "
         "pl.col('c').map_elements(str, return_dtype=pl.String)."
     )
+
+
+def test_a_frame_hashed_in_parts_hashes_as_a_whole() -> None:
+    frame = pl.DataFrame(
+        {"k": [1, 2, None], "t": [dt.datetime(2026, 1, 1)] * 3, "f": [0.5, None, float("nan")]}
+    )
+    digest = ColumnsDigest(frame.height, frame.width)
+    digest.update(frame.get_columns()[:1])
+    assert digest.names == [("k", pl.Int64)]
+    twin = digest.copy()
+    twin.update(frame.get_columns()[1:])
+    assert twin.hexdigest() == frame_hash(frame)
+    digest.update([frame.get_column("t")])  # the copy's continuation left it where it was
+    digest.update([frame.get_column("f")])
+    assert digest.hexdigest() == frame_hash(frame)
