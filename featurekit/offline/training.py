@@ -573,7 +573,8 @@ def _read_buckets(
     # the same rows as the whole-table read: filtered after the scan, and only when the
     # filter drops some (labels usually span the table's time range, and a filter in the
     # scan copies every column even when it keeps every row)
-    keep = rows.select(_prune(labels, timestamp, req.record, req.ttl).alias("keep")).to_series()
+    where = _prune(labels, timestamp, req.record, req.ttl, KEY_PRUNE_LIMIT)
+    keep = rows.select(where.alias("keep")).to_series()
     if not keep.fill_null(False).all():  # a null is dropped, as in the scan's filter
         rows = rows.filter(keep)
     parts = by_bucket(rows)
@@ -613,10 +614,20 @@ def _prune(
     for key in record.keys:
         if key not in labels.columns or str(labels.schema[key]) != record.output.get(key):
             continue  # the kernel aligns or rejects mismatched key dtypes, with a clear message
-        values = labels.get_column(key).drop_nulls().unique()
+        values = labels.get_column(key).drop_nulls()
+        # an estimate of the distinct count (a tenth of the cost; not for nested keys) rules
+        # out the filter when it is far above the limit; near it, the exact count decides
+        if not values.dtype.is_nested() and _about_distinct(values) > 2 * limit:
+            continue
+        values = values.unique()
         if values.len() <= limit:
             condition = condition & pl.col(key).is_in(values.implode())
     return condition
+
+
+def _about_distinct(values: pl.Series) -> int:
+    """About how many distinct values (HyperLogLog; within a few percent)."""
+    return int(values.to_frame().select(pl.first().approx_n_unique()).item())
 
 
 def aggregation_specs(record: VersionRecord, features: Sequence[str]) -> tuple[Aggregation, ...]:

@@ -177,6 +177,27 @@ def test_hashes_made_while_the_join_runs_are_the_frames_hashes(tmp_path: Path) -
         assert store.training_set_by_id(ts.id).manifest.result_hash == ts.manifest.result_hash
 
 
+def test_reads_filter_on_the_label_keys_up_to_the_limit_of_distinct_keys(tmp_path: Path) -> None:
+    source = tmp_path / "trips.parquet"
+    SOURCE.write_parquet(source)
+    store = _build(tmp_path / "store", source, 1)
+    uri = store.registry.layout.table_uri("stats", 1)
+    for drivers, filtered in ((40, True), (41, False), (70, False), (200, False)):
+        labels = pl.DataFrame(
+            {
+                "driver_id": pl.Series(np.arange(drivers).repeat(3), dtype=pl.Int64),
+                "ts": [BASE + timedelta(days=5)] * (3 * drivers),
+            }
+        )
+        with (
+            mock.patch("featurekit.offline.training.KEY_PRUNE_LIMIT", 40),
+            mock.patch.object(delta, "read_rows", wraps=delta.read_rows) as read,
+        ):
+            store.training_set(labels, ["stats:value"], "ts")
+        (where,) = [c.kwargs["where"] for c in read.call_args_list if c.args[0] == uri]
+        assert ("is_in" in str(where)) is filtered, drivers
+
+
 def test_incremental_runs_keep_the_buckets(tmp_path: Path) -> None:
     source = tmp_path / "trips.parquet"
     first, late = SOURCE.head(2000), SOURCE.tail(1000)
