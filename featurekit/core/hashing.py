@@ -107,9 +107,9 @@ def _hash_array(digest: Any, array: pa.Array | pa.ChunkedArray) -> None:
         array = array.combine_chunks()
     whole = array.null_count == 0  # the common case: the same bytes, without computing them
     if whole:
-        digest.update(np.ones(len(array), dtype=np.bool_).tobytes())
+        digest.update(np.ones(len(array), dtype=np.bool_))
     else:
-        digest.update(pc.is_valid(array).to_numpy(zero_copy_only=False).tobytes())
+        digest.update(_contiguous(pc.is_valid(array).to_numpy(zero_copy_only=False)))
     kind = array.type
     if pa.types.is_dictionary(kind):
         array = array.cast(kind.value_type)
@@ -122,7 +122,7 @@ def _hash_array(digest: Any, array: pa.Array | pa.ChunkedArray) -> None:
         kind = array.type
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
         values = array if whole else array.fill_null(False if pa.types.is_boolean(kind) else 0)
-        digest.update(values.to_numpy(zero_copy_only=False).tobytes())
+        digest.update(_contiguous(values.to_numpy(zero_copy_only=False)))
         return
     if _is_binary_like(kind):
         binary = array.cast(pa.large_binary()).fill_null(b"")
@@ -135,6 +135,12 @@ def _hash_array(digest: Any, array: pa.Array | pa.ChunkedArray) -> None:
         return
     # nested and other types: a canonical JSON rendering of each value
     digest.update(orjson.dumps(array.to_pylist(), default=str))
+
+
+def _contiguous(values: np.ndarray) -> np.ndarray:
+    """The array's bytes in order, as a buffer the digest reads in place (no copy when the
+    array already is one, as Arrow's primitive arrays are)."""
+    return np.ascontiguousarray(values)
 
 
 def _is_binary_like(kind: pa.DataType) -> bool:
