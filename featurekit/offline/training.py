@@ -557,9 +557,11 @@ def _read_buckets(
     """Every bucket of the view in one scan, split by bucket in memory: a reader of each
     bucket's rows, or None when the needed columns take more than ``limit`` bytes.
 
-    The rows are those the whole-table read (``bucket=None``) takes for ``labels``, so
-    each bucket's part holds all its rows that a label of that bucket may pick, in the
-    table's order: the same answers as reading each bucket on its own.
+    Each bucket's part holds, in the table's order, every row of the bucket that one of
+    ``labels`` may pick (those the whole-table read takes), and possibly rows none can
+    pick: too new or too old for every label, they change no answer (the per-bucket reads
+    already differ so, each pruned by its own labels' times), so they are only filtered
+    out when that drops at least :data:`FILTER_SHARE` of the rows.
     """
     if req.delta_version is None:
         return None
@@ -570,12 +572,11 @@ def _read_buckets(
     rows = delta.read_rows(
         req.table, version=req.delta_version, columns=[*columns, BUCKET], storage_options=options
     )
-    # the same rows as the whole-table read: filtered after the scan, and only when the
-    # filter drops some (labels usually span the table's time range, and a filter in the
-    # scan copies every column even when it keeps every row)
+    # filtered after the scan, and only when that pays: a filter copies every column, and
+    # labels usually span the table's time range, so it would drop a few rows at its ends
     where = _prune(labels, timestamp, req.record, req.ttl, KEY_PRUNE_LIMIT)
-    keep = rows.select(where.alias("keep")).to_series()
-    if not keep.fill_null(False).all():  # a null is dropped, as in the scan's filter
+    keep = rows.select(where.alias("keep")).to_series().fill_null(False)  # null: dropped
+    if rows.height - keep.sum() >= rows.height * FILTER_SHARE:
         rows = rows.filter(keep)
     parts = by_bucket(rows)
     empty = rows.clear().drop(BUCKET)
@@ -583,6 +584,10 @@ def _read_buckets(
         req, rows.drop(BUCKET) if bucket is None else parts.get(bucket, empty)
     )
 
+
+#: A table read whole for a training set is filtered to the rows its labels may pick only
+#: when that drops at least this share of its rows (else the filter costs more than it saves).
+FILTER_SHARE = 0.25
 
 #: Below this many distinct label entities, reads also filter on the keys (small training
 #: sets from big stores read only what they need; above it, the filter costs more than it saves).
