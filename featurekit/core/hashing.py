@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,9 +27,15 @@ def stable_hash(value: Any, length: int = 16) -> str:
     return hashlib.sha256(data).hexdigest()[:length]
 
 
+#: from this many rows, a column's bytes are prepared while the previous one is digested
+AHEAD_ROWS = 100_000
+
+
 def frame_hash(frame: pl.DataFrame) -> str:
     """SHA-256 over column names, dtypes, row order and every value (nulls included)."""
-    return columns_hash(frame.height, frame.width, frame.get_columns())
+    digest = ColumnsDigest(frame.height, frame.width)
+    digest.update(frame.get_columns(), ahead=frame.height >= AHEAD_ROWS)
+    return digest.hexdigest()
 
 
 def columns_hash(height: int, width: int, columns: Iterable[pl.Series]) -> str:
@@ -59,12 +67,31 @@ class ColumnsDigest:
         self._digest = hashlib.sha256()
         self._digest.update(f"rows={height};cols={width};".encode())
 
-    def update(self, columns: Iterable[pl.Series]) -> None:
-        """Feed the next columns (in the frame's order)."""
-        for series in columns:
-            self._digest.update(f"{series.name}:{series.dtype};".encode())
-            _hash_array(self._digest, _arrow(series))
-            self.names.append((series.name, series.dtype))
+    def update(self, columns: Iterable[pl.Series], *, ahead: bool = False) -> None:
+        """Feed the next columns (in the frame's order).
+
+        ``ahead``: the next column's bytes (validity, values with nulls zeroed) are made on
+        another thread while the digest reads the current one's (both release the GIL):
+        for columns already in memory, since two are then held at once.
+        """
+        if not ahead:
+            for series in columns:
+                self._feed(_column_bytes(series))
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="featurekit-hash") as pool:
+            pending: Future[_ColumnBytes] | None = None
+            for series in columns:
+                upcoming = pool.submit(_column_bytes, series)
+                if pending is not None:
+                    self._feed(pending.result())
+                pending = upcoming
+            if pending is not None:
+                self._feed(pending.result())
+
+    def _feed(self, column: _ColumnBytes) -> None:
+        for data in column.data:
+            self._digest.update(data)
+        self.names.append((column.name, column.dtype))
 
     def copy(self) -> ColumnsDigest:
         """An independent digest in the same state."""
@@ -76,6 +103,29 @@ class ColumnsDigest:
     def hexdigest(self) -> str:
         """The hash of the columns fed (the frame's :func:`frame_hash` once all are)."""
         return self._digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class _ColumnBytes:
+    """What the digest reads for one column, in order."""
+
+    name: str
+    dtype: pl.DataType
+    data: list[Any]
+
+
+class _Collected(list[Any]):
+    """Records what a digest would be fed (``update``), to feed it later."""
+
+    def update(self, data: Any) -> None:
+        self.append(data)
+
+
+def _column_bytes(series: pl.Series) -> _ColumnBytes:
+    collected = _Collected()
+    collected.update(f"{series.name}:{series.dtype};".encode())
+    _hash_array(collected, _arrow(series))
+    return _ColumnBytes(series.name, series.dtype, collected)
 
 
 def _arrow(series: pl.Series) -> pa.Array | pa.ChunkedArray:

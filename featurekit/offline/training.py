@@ -28,7 +28,7 @@ from featurekit.core import display
 from featurekit.core.config import __version__
 from featurekit.core.definitions import Aggregation
 from featurekit.core.errors import ReproducibilityError, SchemaError
-from featurekit.core.hashing import ColumnsDigest, frame_hash, stable_hash
+from featurekit.core.hashing import AHEAD_ROWS, ColumnsDigest, frame_hash, stable_hash
 from featurekit.core.names import validate_name
 from featurekit.core.redact import redact_url
 from featurekit.core.timeutil import before, to_utc_expr, utcnow
@@ -371,7 +371,7 @@ def _join(
 def _label_digest(labels: pl.DataFrame, width: int) -> ColumnsDigest:
     """The result hash's digest fed the label columns (a result's first columns)."""
     digest = ColumnsDigest(labels.height, width)
-    digest.update(labels.get_columns())
+    digest.update(labels.get_columns(), ahead=labels.height >= AHEAD_ROWS)
     return digest
 
 
@@ -413,7 +413,7 @@ class _Result:
         if self.prefix is None or not self._starts_with_labels(self.prefix):
             return frame_hash(self.frame)
         digest = self.prefix.copy()
-        digest.update(self.frame.get_columns()[len(self.prefix.names) :])
+        digest.update(self.frame.get_columns()[len(self.prefix.names) :], ahead=True)
         return digest.hexdigest()
 
     def _starts_with_labels(self, prefix: ColumnsDigest) -> bool:

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 import featurekit as fk
-from featurekit.core.hashing import ColumnsDigest, frame_hash
+from featurekit.core.hashing import AHEAD_ROWS, ColumnsDigest, columns_hash, frame_hash
 
 
 def test_hashes_of_dtypes_that_always_hashed_are_unchanged() -> None:
@@ -107,3 +107,16 @@ def test_a_frame_hashed_in_parts_hashes_as_a_whole() -> None:
     digest.update([frame.get_column("t")])  # the copy's continuation left it where it was
     digest.update([frame.get_column("f")])
     assert digest.hexdigest() == frame_hash(frame)
+
+
+def test_large_frames_hash_as_before_while_columns_are_prepared_ahead() -> None:
+    n = 200_000  # above AHEAD_ROWS: the next column's bytes are made on another thread
+    frame = pl.DataFrame(
+        {"i": pl.int_range(0, n, eager=True), "s": pl.int_range(0, n, eager=True).cast(pl.String)}
+    ).with_columns(
+        pl.when(pl.col("i") % 7 == 0).then(None).otherwise(pl.col("i") * 0.5).alias("f"),
+        pl.col("i").cast(pl.Datetime("us")).alias("t"),
+    )
+    assert n >= AHEAD_ROWS
+    assert frame_hash(frame) == "cf06e0472ded591693c2cafe22bf85970bde13739c3dfa973a776feaf0924fd5"
+    assert columns_hash(n, frame.width, iter(frame.get_columns())) == frame_hash(frame)
