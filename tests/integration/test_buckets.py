@@ -182,7 +182,7 @@ def test_reads_filter_on_the_label_keys_up_to_the_limit_of_distinct_keys(tmp_pat
     SOURCE.write_parquet(source)
     store = _build(tmp_path / "store", source, 1)
     uri = store.registry.layout.table_uri("stats", 1)
-    for drivers, filtered in ((40, True), (41, False), (70, False), (200, False)):
+    for drivers, filtered in ((40, True), (41, False), (44, False), (70, False), (200, False)):
         labels = pl.DataFrame(
             {
                 "driver_id": pl.Series(np.arange(drivers).repeat(3), dtype=pl.Int64),
