@@ -579,9 +579,11 @@ def _read_buckets(
     if rows.height - keep.sum() >= rows.height * FILTER_SHARE:
         rows = rows.filter(keep)
     parts = by_bucket(rows)
-    empty = rows.clear().drop(BUCKET)
+    whole = rows.drop(BUCKET)  # the readers hold no bucket column
+    del rows
+    empty = whole.clear()
     return lambda _labels, bucket: _view_frame(
-        req, rows.drop(BUCKET) if bucket is None else parts.get(bucket, empty)
+        req, whole if bucket is None else parts.get(bucket, empty)
     )
 
 
