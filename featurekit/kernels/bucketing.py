@@ -151,8 +151,8 @@ def choose_buckets(estimated_bytes: int, key_dtypes: Sequence[pl.DataType]) -> i
     return min(MAX_BUCKETS, 1 << (wanted - 1).bit_length())
 
 
-def by_bucket(rows: pl.DataFrame) -> dict[int, pl.DataFrame]:
-    """``rows`` (holding a :data:`BUCKET` column) split into each bucket's rows, in order.
+def by_bucket(rows: pl.DataFrame, ids: pl.Series) -> dict[int, pl.DataFrame]:
+    """``rows`` split into each bucket's rows, in order; ``ids`` is each row's bucket.
 
     The rows of one bucket keep their relative order (the point-in-time tie-break reads
     it), so each part holds exactly what reading that bucket alone would give. A table
@@ -162,15 +162,15 @@ def by_bucket(rows: pl.DataFrame) -> dict[int, pl.DataFrame]:
     """
     if rows.height == 0:
         return {}
-    ids = rows.get_column(BUCKET).to_numpy()
-    starts = np.concatenate([[0], np.flatnonzero(ids[1:] != ids[:-1]) + 1])
-    runs = ids[starts].tolist()
-    body = rows.drop(BUCKET)
+    values = ids.to_numpy()
+    starts = np.concatenate([[0], np.flatnonzero(values[1:] != values[:-1]) + 1])
+    runs = values[starts].tolist()
     if len(set(runs)) == len(runs):
         bounds = [*starts.tolist(), rows.height]
         return {
-            int(b): body.slice(first, end - first)
+            int(b): rows.slice(first, end - first)
             for b, first, end in zip(runs, bounds[:-1], bounds[1:], strict=True)
         }
-    parts = rows.partition_by(BUCKET, maintain_order=True, as_dict=True)
+    tagged = rows.with_columns(ids.alias(BUCKET))
+    parts = tagged.partition_by(BUCKET, maintain_order=True, as_dict=True)
     return {int(key[0]): part.drop(BUCKET) for key, part in parts.items()}  # type: ignore[call-overload]

@@ -569,21 +569,24 @@ def _read_buckets(
     scan = delta.scan_rows(req.table, version=req.delta_version, storage_options=options)
     if frame_bytes(scan.select(columns)) > limit:
         return None
-    rows = delta.read_rows(
+    read = delta.read_rows(
         req.table, version=req.delta_version, columns=[*columns, BUCKET], storage_options=options
     )
+    # the bucket column (a partition value) can come in other chunks than the rest: kept
+    # apart, so that no operation on the rows first copies them all to line chunks up
+    ids = read.get_column(BUCKET)
+    rows = pl.DataFrame([read.get_column(c) for c in columns])
+    del read
     # filtered after the scan, and only when that pays: a filter copies every column, and
     # labels usually span the table's time range, so it would drop a few rows at its ends
     where = _prune(labels, timestamp, req.record, req.ttl, KEY_PRUNE_LIMIT)
     keep = rows.select(where.alias("keep")).to_series().fill_null(False)  # null: dropped
     if rows.height - keep.sum() >= rows.height * FILTER_SHARE:
-        rows = rows.filter(keep)
-    parts = by_bucket(rows)
-    whole = rows.drop(BUCKET)  # the readers hold no bucket column
-    del rows
-    empty = whole.clear()
+        rows, ids = rows.filter(keep), ids.filter(keep)
+    parts = by_bucket(rows, ids)
+    empty = rows.clear()
     return lambda _labels, bucket: _view_frame(
-        req, whole if bucket is None else parts.get(bucket, empty)
+        req, rows if bucket is None else parts.get(bucket, empty)
     )
 
 

@@ -113,14 +113,14 @@ def test_small_views_and_unhashable_keys_keep_one_bucket() -> None:
 
 def test_rows_split_by_bucket_keep_their_order() -> None:
     # each bucket one run (one file per bucket): slices, in the rows' order
-    runs = pl.DataFrame({"v": [1, 2, 3, 4, 5], bucketing.BUCKET: [2, 2, 0, 0, 0]})
-    parts = bucketing.by_bucket(runs)
+    runs = pl.DataFrame({"v": [1, 2, 3, 4, 5]})
+    parts = bucketing.by_bucket(runs, pl.Series([2, 2, 0, 0, 0], dtype=pl.Int32))
     assert sorted(parts) == [0, 2]
     assert parts[2].to_dict(as_series=False) == {"v": [1, 2]}
     assert parts[0].to_dict(as_series=False) == {"v": [3, 4, 5]}
     # a bucket's rows apart (a later file appended to it): gathered, still in order
-    apart = pl.DataFrame({"v": [1, 2, 3, 4, 5, 6], bucketing.BUCKET: [1, 0, 0, 1, 1, 0]})
-    parts = bucketing.by_bucket(apart)
+    apart = pl.DataFrame({"v": [1, 2, 3, 4, 5, 6]})
+    parts = bucketing.by_bucket(apart, pl.Series([1, 0, 0, 1, 1, 0], dtype=pl.Int32))
     assert parts[1].to_dict(as_series=False) == {"v": [1, 4, 5]}
     assert parts[0].to_dict(as_series=False) == {"v": [2, 3, 6]}
-    assert bucketing.by_bucket(apart.clear()) == {}
+    assert bucketing.by_bucket(apart.clear(), pl.Series([], dtype=pl.Int32)) == {}
