@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,20 +27,105 @@ def stable_hash(value: Any, length: int = 16) -> str:
     return hashlib.sha256(data).hexdigest()[:length]
 
 
+#: from this many rows, a column's bytes are prepared while the previous one is digested
+AHEAD_ROWS = 100_000
+
+
 def frame_hash(frame: pl.DataFrame) -> str:
     """SHA-256 over column names, dtypes, row order and every value (nulls included)."""
-    return columns_hash(frame.height, frame.width, frame.get_columns())
+    digest = ColumnsDigest(frame.height, frame.width)
+    digest.update(frame.get_columns(), ahead=frame.height >= AHEAD_ROWS)
+    return digest.hexdigest()
 
 
 def columns_hash(height: int, width: int, columns: Iterable[pl.Series]) -> str:
     """:func:`frame_hash` of a frame given column by column (``width`` columns of
     ``height`` rows), so a frame larger than memory is hashed one column at a time."""
-    digest = hashlib.sha256()
-    digest.update(f"rows={height};cols={width};".encode())
-    for series in columns:
-        digest.update(f"{series.name}:{series.dtype};".encode())
-        _hash_array(digest, _arrow(series))
+    digest = ColumnsDigest(height, width)
+    digest.update(columns)
     return digest.hexdigest()
+
+
+class ColumnsDigest:
+    """:func:`columns_hash` fed its columns a few at a time, in order.
+
+    A frame's first columns can be hashed before its last ones exist (a training set's
+    label columns while its features are joined); :meth:`copy` keeps that state for
+    several continuations.
+
+    Example:
+        >>> digest = ColumnsDigest(frame.height, frame.width)
+        >>> digest.update(frame.get_columns()[:2]); digest.update(frame.get_columns()[2:])
+        >>> digest.hexdigest() == frame_hash(frame)
+        True
+    """
+
+    def __init__(self, height: int, width: int) -> None:
+        self.height = height
+        self.width = width
+        self.names: list[tuple[str, pl.DataType]] = []  # the columns fed so far
+        self._digest = hashlib.sha256()
+        self._digest.update(f"rows={height};cols={width};".encode())
+
+    def update(self, columns: Iterable[pl.Series], *, ahead: bool = False) -> None:
+        """Feed the next columns (in the frame's order).
+
+        ``ahead``: the next column's bytes (validity, values with nulls zeroed) are made on
+        another thread while the digest reads the current one's (both release the GIL):
+        for columns already in memory, since two are then held at once.
+        """
+        if not ahead:
+            for series in columns:
+                self._feed(_column_bytes(series))
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="featurekit-hash") as pool:
+            pending: Future[_ColumnBytes] | None = None
+            for series in columns:
+                upcoming = pool.submit(_column_bytes, series)
+                if pending is not None:
+                    self._feed(pending.result())
+                pending = upcoming
+            if pending is not None:
+                self._feed(pending.result())
+
+    def _feed(self, column: _ColumnBytes) -> None:
+        for data in column.data:
+            self._digest.update(data)
+        self.names.append((column.name, column.dtype))
+
+    def copy(self) -> ColumnsDigest:
+        """An independent digest in the same state."""
+        twin = ColumnsDigest.__new__(ColumnsDigest)
+        twin.height, twin.width, twin.names = self.height, self.width, list(self.names)
+        twin._digest = self._digest.copy()
+        return twin
+
+    def hexdigest(self) -> str:
+        """The hash of the columns fed (the frame's :func:`frame_hash` once all are)."""
+        return self._digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class _ColumnBytes:
+    """What the digest reads for one column, in order."""
+
+    name: str
+    dtype: pl.DataType
+    data: list[Any]
+
+
+class _Collected(list[Any]):
+    """Records what a digest would be fed (``update``), to feed it later."""
+
+    def update(self, data: Any) -> None:
+        self.append(data)
+
+
+def _column_bytes(series: pl.Series) -> _ColumnBytes:
+    collected = _Collected()
+    collected.update(f"{series.name}:{series.dtype};".encode())
+    _hash_array(collected, _arrow(series))
+    return _ColumnBytes(series.name, series.dtype, collected)
 
 
 def _arrow(series: pl.Series) -> pa.Array | pa.ChunkedArray:
@@ -68,8 +155,11 @@ def _arrow(series: pl.Series) -> pa.Array | pa.ChunkedArray:
 def _hash_array(digest: Any, array: pa.Array | pa.ChunkedArray) -> None:
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
-    validity = pc.is_valid(array).to_numpy(zero_copy_only=False)
-    digest.update(validity.tobytes())
+    whole = array.null_count == 0  # the common case: the same bytes, without computing them
+    if whole:
+        digest.update(np.ones(len(array), dtype=np.bool_))
+    else:
+        digest.update(_contiguous(pc.is_valid(array).to_numpy(zero_copy_only=False)))
     kind = array.type
     if pa.types.is_dictionary(kind):
         array = array.cast(kind.value_type)
@@ -81,8 +171,8 @@ def _hash_array(digest: Any, array: pa.Array | pa.ChunkedArray) -> None:
         array = array.cast(pa.int64())
         kind = array.type
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
-        values = array.fill_null(False if pa.types.is_boolean(kind) else 0)
-        digest.update(values.to_numpy(zero_copy_only=False).tobytes())
+        values = array if whole else array.fill_null(False if pa.types.is_boolean(kind) else 0)
+        digest.update(_contiguous(values.to_numpy(zero_copy_only=False)))
         return
     if _is_binary_like(kind):
         binary = array.cast(pa.large_binary()).fill_null(b"")
@@ -95,6 +185,12 @@ def _hash_array(digest: Any, array: pa.Array | pa.ChunkedArray) -> None:
         return
     # nested and other types: a canonical JSON rendering of each value
     digest.update(orjson.dumps(array.to_pylist(), default=str))
+
+
+def _contiguous(values: np.ndarray) -> np.ndarray:
+    """The array's bytes in order, as a buffer the digest reads in place (no copy when the
+    array already is one, as Arrow's primitive arrays are)."""
+    return np.ascontiguousarray(values)
 
 
 def _is_binary_like(kind: pa.DataType) -> bool:

@@ -37,6 +37,7 @@ __all__ = [
     "MAX_BUCKETS",
     "TARGET_BUCKET_BYTES",
     "bucket_ids",
+    "by_bucket",
     "choose_buckets",
     "hash_class",
     "hashable",
@@ -148,3 +149,49 @@ def choose_buckets(estimated_bytes: int, key_dtypes: Sequence[pl.DataType]) -> i
         return 1
     wanted = -(-estimated_bytes // TARGET_BUCKET_BYTES)
     return min(MAX_BUCKETS, 1 << (wanted - 1).bit_length())
+
+
+def by_bucket(rows: pl.DataFrame, ids: pl.Series) -> dict[int, pl.DataFrame]:
+    """``rows`` split into each bucket's rows, in order; ``ids`` is each row's bucket.
+
+    The rows of one bucket keep their relative order (the point-in-time tie-break reads
+    it), so each part holds exactly what reading that bucket alone would give. A table
+    read whole lists each file's rows together, and usually has one file per bucket:
+    every bucket is then one run of rows, and its part a zero-copy slice. Otherwise (a
+    bucket's rows in several files, apart) the rows are partitioned, still in order.
+    """
+    if rows.height == 0:
+        return {}
+    starts, runs = _runs(ids)
+    if len(set(runs)) == len(runs):
+        bounds = [*starts.tolist(), rows.height]
+        return {
+            int(b): rows.slice(first, end - first)
+            for b, first, end in zip(runs, bounds[:-1], bounds[1:], strict=True)
+        }
+    tagged = rows.with_columns(ids.alias(BUCKET))
+    parts = tagged.partition_by(BUCKET, maintain_order=True, as_dict=True)
+    return {int(key[0]): part.drop(BUCKET) for key, part in parts.items()}  # type: ignore[call-overload]
+
+
+def _runs(ids: pl.Series) -> tuple[np.ndarray, list[int]]:
+    """Where each run of equal ``ids`` starts, and its value.
+
+    A partition column comes in one chunk per file, each holding one value: then the
+    chunks' bounds give the runs without reading every row (a tenth of the cost).
+    """
+    first = 0
+    starts: list[int] = []
+    runs: list[int] = []
+    for length in ids.chunk_lengths():
+        chunk = ids.slice(first, length)
+        low, high = chunk.min(), chunk.max()
+        if low != high:  # not one value per chunk: compare every row
+            values = ids.to_numpy()
+            where = np.concatenate([[0], np.flatnonzero(values[1:] != values[:-1]) + 1])
+            return where, values[where].tolist()
+        if length and (not runs or runs[-1] != low):
+            starts.append(first)
+            runs.append(int(low))  # type: ignore[arg-type]
+        first += length
+    return np.asarray(starts, dtype=np.int64), runs

@@ -229,7 +229,7 @@ def _join_one(
     rows = _ranked_rows(view, row_keys, knowledge, unit)
     packing = Packing.of(rows, keys, _AVAIL)
     if packing is not None:
-        matched = _packed_match(left, rows, keys[0], packing)
+        matched = _packed_match(left, rows, keys[0], packing, ordered=not knowledge)
     else:
         matched = _general_match(left, rows, keys, knowledge)
     chosen = matched[_BEST]
@@ -263,7 +263,7 @@ def _in_label_order(values: pl.DataFrame, label_index: pl.Series, height: int) -
 
 
 def _packed_match(
-    left: pl.DataFrame, rows: pl.DataFrame, key: str, packing: Packing
+    left: pl.DataFrame, rows: pl.DataFrame, key: str, packing: Packing, *, ordered: bool = False
 ) -> pl.DataFrame:
     """Each label's best known row (``_BEST``) for one integer key: no re-sort, no hashing.
 
@@ -272,8 +272,14 @@ def _packed_match(
     "known from" is <= t: any better row would itself be known by t. Packed with the key,
     those instants form one sorted ``UInt64`` column; one as-of search on it (no ``by``)
     answers every label, and a match that lands in another entity is discarded.
+
+    ``ordered``: ``avail`` is the event time (event mode, or no created time), which rank
+    order already sorts within each entity; "known from" is then ``avail`` itself, and
+    the running minimum (an identity on a sorted column) is skipped.
     """
-    known = packing.expr(key, _AVAIL).cum_min(reverse=True)
+    known = packing.expr(key, _AVAIL)
+    if not ordered:
+        known = known.cum_min(reverse=True)
     right = rows.select(known.alias(_PACKED_R), pl.col(_RANK).alias(_BEST)).filter(
         last_of_runs([_PACKED_R])  # the best row of each run of equal instants
     )

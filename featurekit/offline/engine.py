@@ -13,7 +13,8 @@ dtypes, values, order, hence its hash and the training set's id) is the same for
 
 Views are joined one after another; each keeps only its feature columns, so memory holds
 the labels, the finished columns, and one bucket of one view per worker thread
-(:class:`LocalRunner`).
+(:class:`LocalRunner`), or, when a view's table fits a :data:`PEAK_FACTOR`-th of the
+budget, that table, read in one scan and split by bucket (see :func:`join`).
 
 Out of core (:func:`join_within`): when the joined result is estimated not to fit the
 memory budget, each view's features are written bucket by bucket to parquet files (with
@@ -49,6 +50,7 @@ from featurekit.kernels.pit import (
     pit_join,
     pit_join_unordered,
 )
+from featurekit.offline.batching import DEFAULT_BUDGET
 from featurekit.storage.remote import is_remote
 
 __all__ = [
@@ -114,6 +116,10 @@ SERIAL = LocalRunner(workers=1)
 
 #: reads one view for the given labels: all of it (bucket None) or one bucket's files
 Reader = Callable[[pl.DataFrame, int | None], ViewFrame]
+#: reads every bucket of one view at once for the given (whole) labels, when the rows
+#: take at most the given bytes in memory: a :data:`Reader` of each bucket's rows from
+#: memory, or None (too large: each bucket is then read on its own)
+ReadAll = Callable[[pl.DataFrame, int], Reader | None]
 
 
 @dataclass(frozen=True)
@@ -124,12 +130,14 @@ class BucketedView:
         read: the view's rows for some labels, whole or one bucket (a lazy ViewFrame).
         buckets: ``B`` of the pinned table version (1: not bucketed).
         stored: the stored dtype name of each key column (``VersionRecord.output``).
+        read_all: every bucket in one scan (see :data:`ReadAll`), or None.
     """
 
     read: Reader
     buckets: int
     keys: tuple[str, ...]
     stored: Mapping[str, str]
+    read_all: ReadAll | None = None
 
 
 def join(
@@ -139,16 +147,25 @@ def join(
     views: Sequence[BucketedView],
     point_in_time: PointInTime,
     runner: Runner = LOCAL,
+    budget: int | None = None,
 ) -> pl.DataFrame:
-    """``labels`` with every view's features attached, as :func:`pit_join` would attach them."""
+    """``labels`` with every view's features attached, as :func:`pit_join` would attach them.
+
+    On the local engine, a bucketed view whose rows fit a :data:`PEAK_FACTOR`-th of
+    ``budget`` (bytes; default :data:`~featurekit.offline.batching.DEFAULT_BUDGET`) is read
+    in one scan and split by bucket in memory: one read of the table costs much less than
+    one per bucket (each opens the table and plans its own scan), with the same rows.
+    """
     whole = [v.read(labels, None) for v in views]
     if labels.height == 0 or not any(_splits(labels, v) for v in views):
         return pit_join(labels, timestamp=timestamp, views=whole, point_in_time=point_in_time)
     names = output_names(labels.columns, whole)
     columns: list[pl.Series] = []
+    # cluster tasks read their own bucket where they run: only the local engine reads whole
+    limit = (budget or DEFAULT_BUDGET) // PEAK_FACTOR if isinstance(runner, LocalRunner) else None
     for view, frame in zip(views, whole, strict=True):
         if _splits(labels, view):
-            features = _bucketed(labels, timestamp, view, frame, point_in_time, runner)
+            features = _bucketed(labels, timestamp, view, frame, point_in_time, runner, limit)
         else:
             features = _features(labels, timestamp, frame, point_in_time)
         columns.extend(features.get_columns())
@@ -213,11 +230,14 @@ def _bucketed(
     frame: ViewFrame,
     point_in_time: PointInTime,
     runner: Runner,
+    limit: int | None = None,
 ) -> pl.DataFrame:
-    """One view's feature columns, joined bucket by bucket and put back in label order."""
+    """One view's feature columns, joined bucket by bucket and put back in label order
+    (its buckets read in one scan when they take at most ``limit`` bytes)."""
     parts: list[pl.DataFrame] = []
     positions: list[np.ndarray] = []
-    for _, rows, values in _view_parts(labels, timestamp, view, frame, point_in_time, runner):
+    pieces = _view_parts(labels, timestamp, view, frame, point_in_time, runner, limit)
+    for _, rows, values in pieces:
         parts.append(values)
         positions.append(rows)
     stacked = pl.concat(parts, how="vertical")
@@ -265,6 +285,12 @@ def estimated_bytes(labels: pl.DataFrame, features: int) -> int:
     return int(labels.estimated_size()) + labels.height * 16 * features
 
 
+def in_memory(labels: pl.DataFrame, features: int, budget: int | None) -> bool:
+    """Whether :func:`join_within` joins in memory (else it writes the result to files)."""
+    size = estimated_bytes(labels, features)
+    return budget is None or labels.height == 0 or size * PEAK_FACTOR <= budget
+
+
 def join_within(
     labels: pl.DataFrame,
     *,
@@ -291,9 +317,14 @@ def join_within(
     whole = [v.read(labels, None) for v in views]
     features = sum(len(w.features) for w in whole)
     size = estimated_bytes(labels, features)
-    if budget is None or labels.height == 0 or size * PEAK_FACTOR <= budget:
+    if budget is None or in_memory(labels, features, budget):
         return join(
-            labels, timestamp=timestamp, views=views, point_in_time=point_in_time, runner=runner
+            labels,
+            timestamp=timestamp,
+            views=views,
+            point_in_time=point_in_time,
+            runner=runner,
+            budget=budget,
         )
     folder = scratch()
     options = _options(storage_options)
@@ -371,9 +402,14 @@ def _view_parts(
     frame: ViewFrame,
     point_in_time: PointInTime,
     runner: Runner,
+    limit: int | None = None,
 ) -> Iterator[tuple[int, np.ndarray, pl.DataFrame]]:
     """(bucket, label positions, feature columns) of one view, a bucket at a time; the
-    buckets run as ``runner`` runs tasks (here, or on a cluster), their results in order."""
+    buckets run as ``runner`` runs tasks (here, or on a cluster), their results in order.
+
+    With a ``limit`` (bytes), a view that can read all its buckets at once
+    (:attr:`BucketedView.read_all`) and whose rows fit it is read in one scan first.
+    """
     if not _splits(labels, view):
         yield 0, np.arange(labels.height), _features(labels, timestamp, frame, point_in_time)
         return
@@ -390,11 +426,14 @@ def _view_parts(
     # left for the kernel to refuse with its own message)
     narrow = labels.select(wanted) if timestamp in labels.columns else labels
     grouped = gather_rows(narrow, pl.Series(order, dtype=pl.get_index_type()))
+    read = view.read
+    if limit is not None and view.read_all is not None:
+        read = view.read_all(labels, limit) or read
 
     def tasks() -> Iterator[Task]:  # made as the runner takes them: one bucket's labels each
         for bucket in buckets:
             sub = grouped.slice(int(starts[bucket]), int(counts[bucket]))
-            yield partial(_unordered, sub, timestamp, view.read(sub, bucket), point_in_time)
+            yield partial(_unordered, sub, timestamp, read(sub, bucket), point_in_time)
 
     for bucket, where, result in zip(buckets, positions, runner.map(tasks()), strict=True):
         # the kernel's rows name their label within the bucket: map them to label rows

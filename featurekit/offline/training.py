@@ -13,7 +13,8 @@ import base64
 import contextlib
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import metadata
@@ -27,13 +28,14 @@ from featurekit.core import display
 from featurekit.core.config import __version__
 from featurekit.core.definitions import Aggregation
 from featurekit.core.errors import ReproducibilityError, SchemaError
-from featurekit.core.hashing import frame_hash, stable_hash
+from featurekit.core.hashing import AHEAD_ROWS, ColumnsDigest, frame_hash, stable_hash
 from featurekit.core.names import validate_name
 from featurekit.core.redact import redact_url
 from featurekit.core.timeutil import before, to_utc_expr, utcnow
-from featurekit.kernels.bucketing import BUCKET
+from featurekit.kernels.bucketing import BUCKET, by_bucket
 from featurekit.kernels.pit import PointInTime, ViewFrame
 from featurekit.offline import engine
+from featurekit.offline.batching import frame_bytes
 from featurekit.offline.damage import damaged_data_is_irreproducible
 from featurekit.offline.dtypes import check_label_columns
 from featurekit.storage import delta
@@ -212,7 +214,15 @@ def build(
     _check_label_timestamp(labels, timestamp)
     check_label_columns(labels)
     result = _join(
-        registry, labels, timestamp, requests, point_in_time, memory_budget, on_demand, runner
+        registry,
+        labels,
+        timestamp,
+        requests,
+        point_in_time,
+        memory_budget,
+        on_demand,
+        runner,
+        labels_hash=True,
     )
     joined = iter(result.joined)  # the kernel's names, view by view
     views: list[dict[str, Any]] = [
@@ -231,7 +241,7 @@ def build(
         for r in requests
     ]
     identity: dict[str, Any] = {
-        "labels": frame_hash(labels),
+        "labels": result.labels_hash or frame_hash(labels),
         "timestamp": timestamp,
         "views": views,
         "point_in_time": point_in_time,
@@ -320,23 +330,49 @@ def _join(
     memory_budget: int | None,
     hook: OnDemandHook | None,
     runner: engine.Runner,
+    *,
+    labels_hash: bool = False,
 ) -> _Result:
-    """The joined result of a build or a rebuild (the same join, so the same rows)."""
+    """The joined result of a build or a rebuild (the same join, so the same rows).
+
+    Hashing runs on one core, so what can be hashed before the join ends is hashed while
+    it runs, on another thread (hashlib, like polars, releases the GIL): the labels'
+    own hash (``labels_hash``: a build's id needs it) and, for a result joined in memory
+    without on-demand features, the result hash's label columns, which come first.
+    """
     readers = [_bucketed_view(req, timestamp, registry.storage_options) for req in requests]
     scratch = registry.layout.training_set_scratch(uuid.uuid4().hex)
-    out = engine.join_within(
-        labels,
-        timestamp=timestamp,
-        views=readers,
-        point_in_time=point_in_time,
-        budget=memory_budget,
-        scratch=lambda: scratch,
-        finish=hook,
-        runner=runner,
-        storage_options=registry.storage_options,
-        remove=registry.layout.remove_folder,
-    )
-    return _Result.of(out, labels, hook, scratch)
+    features = sum(len(req.features) for req in requests)
+    with ThreadPoolExecutor(1, thread_name_prefix="featurekit-hash") as pool:
+        own = pool.submit(frame_hash, labels) if labels_hash else None
+        prefix = (
+            pool.submit(_label_digest, labels, labels.width + features)
+            if hook is None and engine.in_memory(labels, features, memory_budget)
+            else None
+        )
+        out = engine.join_within(
+            labels,
+            timestamp=timestamp,
+            views=readers,
+            point_in_time=point_in_time,
+            budget=memory_budget,
+            scratch=lambda: scratch,
+            finish=hook,
+            runner=runner,
+            storage_options=registry.storage_options,
+            remove=registry.layout.remove_folder,
+        )
+        result = _Result.of(out, labels, hook, scratch)
+        result.labels_hash = None if own is None else own.result()
+        result.prefix = None if prefix is None else prefix.result()
+    return result
+
+
+def _label_digest(labels: pl.DataFrame, width: int) -> ColumnsDigest:
+    """The result hash's digest fed the label columns (a result's first columns)."""
+    digest = ColumnsDigest(labels.height, width)
+    digest.update(labels.get_columns(), ahead=labels.height >= AHEAD_ROWS)
+    return digest
 
 
 @dataclass
@@ -349,6 +385,11 @@ class _Result:
     joined: list[str]
     columns: list[str]
     rows: int
+    labels: pl.DataFrame | None = None
+    #: the labels' hash, when it was computed during the join
+    labels_hash: str | None = None
+    #: the result hash's digest of the label columns, when computed during the join
+    prefix: ColumnsDigest | None = None
 
     @classmethod
     def of(
@@ -363,13 +404,29 @@ class _Result:
             return cls(None, out, folder, list(out.joined), columns, out.rows)
         joined = out.columns[labels.width :]
         frame = on_demand(out) if on_demand is not None else out
-        return cls(frame, None, folder, joined, frame.columns, frame.height)
+        return cls(frame, None, folder, joined, frame.columns, frame.height, labels)
 
     def hash(self, registry: Registry) -> str:
         if self.spilled is not None:
             return self.spilled.hash(self.folder, registry.storage_options)
         assert self.frame is not None
-        return frame_hash(self.frame)
+        if self.prefix is None or not self._starts_with_labels(self.prefix):
+            return frame_hash(self.frame)
+        digest = self.prefix.copy()
+        digest.update(self.frame.get_columns()[len(self.prefix.names) :], ahead=True)
+        return digest.hexdigest()
+
+    def _starts_with_labels(self, prefix: ColumnsDigest) -> bool:
+        """Whether the frame is the labels (names, dtypes, values) then other columns, as
+        many as ``prefix`` was made for: only then does it continue the frame's hash."""
+        frame, labels = self.frame, self.labels
+        assert frame is not None
+        if labels is None or (frame.height, frame.width) != (prefix.height, prefix.width):
+            return False
+        first = frame.get_columns()[: labels.width]
+        return [(s.name, s.dtype) for s in first] == prefix.names and all(
+            s.equals(labels.get_column(s.name), check_dtypes=True, null_equal=True) for s in first
+        )
 
     def training_set(self, registry: Registry, manifest: Manifest) -> TrainingSet:
         """The training set; written rows move into its folder (``<id>/result``)."""
@@ -417,6 +474,33 @@ def _bucketed_view(
         buckets=count,
         keys=tuple(req.record.keys),
         stored=req.record.output,
+        read_all=lambda labels, limit: _read_buckets(req, labels, timestamp, options, limit),
+    )
+
+
+def _stored_columns(req: ViewRequest) -> list[str]:
+    """The stored columns a training set reads from the view's table."""
+    record = req.record
+    columns = [*record.keys, record.timestamp]
+    if record.created_timestamp:
+        columns.append(record.created_timestamp)
+    stored = record.event_columns if aggregation_specs(record, req.features) else req.features
+    columns.extend(f for f in stored if f not in columns)
+    return columns
+
+
+def _view_frame(req: ViewRequest, rows: pl.DataFrame | Callable[[], pl.DataFrame]) -> ViewFrame:
+    """The kernel's view of ``req`` over ``rows`` (in memory, or a function loading them)."""
+    record = req.record
+    return ViewFrame(
+        name=req.qualifier or record.view,
+        frame=rows,
+        keys=tuple(record.keys),
+        timestamp=record.timestamp,
+        created_timestamp=record.created_timestamp,
+        features=req.features,
+        ttl=req.ttl,
+        aggregations=aggregation_specs(record, req.features),
     )
 
 
@@ -430,30 +514,24 @@ def _read_view(
 ) -> ViewFrame:
     """The view's rows that ``labels`` may pick, read lazily; one bucket's files only when
     ``bucket`` is given (Delta partition pruning skips the others; ``buckets`` is ``B``)."""
-    record = req.record
-    columns = [*record.keys, record.timestamp]
-    if record.created_timestamp:
-        columns.append(record.created_timestamp)
-    specs = aggregation_specs(record, req.features)
-    stored = record.event_columns if specs else req.features
-    columns.extend(f for f in stored if f not in columns)
+    columns = _stored_columns(req)
     version = 0 if req.delta_version is None else req.delta_version
-    # as_of before the table's first commit: no rows yet (the schema still comes from v0)
-    where = (
-        pl.lit(False)
-        if req.delta_version is None
-        # one bucket holds a B-th of the entities: the key filter pays off below a B-th
-        # of the limit (the same rows are picked either way)
-        else _prune(
-            labels,
-            timestamp,
-            record,
-            req.ttl,
-            KEY_PRUNE_LIMIT // (buckets if bucket is not None else 1),
-        )
-    )
 
     def load() -> pl.DataFrame:  # the kernel reads one view at a time: memory holds one table
+        # as_of before the table's first commit: no rows yet (the schema still comes from v0)
+        where = (
+            pl.lit(False)
+            if req.delta_version is None
+            # one bucket holds a B-th of the entities: the key filter pays off below a B-th
+            # of the limit (the same rows are picked either way)
+            else _prune(
+                labels,
+                timestamp,
+                req.record,
+                req.ttl,
+                KEY_PRUNE_LIMIT // (buckets if bucket is not None else 1),
+            )
+        )
         if bucket is None:
             return delta.read_rows(
                 req.table, version=version, columns=columns, where=where, storage_options=options
@@ -466,17 +544,55 @@ def _read_view(
             storage_options=options,
         ).drop(BUCKET)
 
-    return ViewFrame(
-        name=req.qualifier or record.view,
-        frame=load,
-        keys=tuple(record.keys),
-        timestamp=record.timestamp,
-        created_timestamp=record.created_timestamp,
-        features=req.features,
-        ttl=req.ttl,
-        aggregations=specs,
+    return _view_frame(req, load)
+
+
+def _read_buckets(
+    req: ViewRequest,
+    labels: pl.DataFrame,
+    timestamp: str,
+    options: Mapping[str, str],
+    limit: int,
+) -> engine.Reader | None:
+    """Every bucket of the view in one scan, split by bucket in memory: a reader of each
+    bucket's rows, or None when the needed columns take more than ``limit`` bytes.
+
+    Each bucket's part holds, in the table's order, every row of the bucket that one of
+    ``labels`` may pick (those the whole-table read takes), and possibly rows none can
+    pick: too new or too old for every label, they change no answer (the per-bucket reads
+    already differ so, each pruned by its own labels' times), so they are only filtered
+    out when that drops at least :data:`FILTER_SHARE` of the rows.
+    """
+    if req.delta_version is None:
+        return None
+    columns = _stored_columns(req)
+    scan = delta.scan_rows(req.table, version=req.delta_version, storage_options=options)
+    if frame_bytes(scan.select(columns)) > limit:
+        return None
+    read = delta.read_rows(
+        req.table, version=req.delta_version, columns=[*columns, BUCKET], storage_options=options
+    )
+    # the bucket column (a partition value) can come in other chunks than the rest: kept
+    # apart, so that no operation on the rows first copies them all to line chunks up
+    ids = read.get_column(BUCKET)
+    rows = pl.DataFrame([read.get_column(c) for c in columns])
+    del read
+    # filtered after the scan, and only when that pays: a filter copies every column, and
+    # labels usually span the table's time range, so it would drop a few rows at its ends
+    where = _prune(labels, timestamp, req.record, req.ttl, KEY_PRUNE_LIMIT)
+    keep = rows.select(where.alias("keep")).to_series().fill_null(False)  # null: dropped
+    if rows.height - keep.sum() >= rows.height * FILTER_SHARE:
+        rows, ids = rows.filter(keep), ids.filter(keep)
+    parts = by_bucket(rows, ids)
+    empty = rows.clear()
+    return lambda _labels, bucket: _view_frame(
+        req, rows if bucket is None else parts.get(bucket, empty)
     )
 
+
+#: A table read whole for a training set is filtered to the rows its labels may pick only
+#: when that drops at least this share of its rows (else the filter costs more than it saves).
+FILTER_SHARE = 0.25
 
 #: Below this many distinct label entities, reads also filter on the keys (small training
 #: sets from big stores read only what they need; above it, the filter costs more than it saves).
@@ -508,10 +624,22 @@ def _prune(
     for key in record.keys:
         if key not in labels.columns or str(labels.schema[key]) != record.output.get(key):
             continue  # the kernel aligns or rejects mismatched key dtypes, with a clear message
-        values = labels.get_column(key).drop_nulls().unique()
+        values = labels.get_column(key).drop_nulls()
+        # an estimate of the distinct count (a tenth of the cost; not for nested keys) rules
+        # out the filter when it is clearly above the limit (its error is below 1%, and a
+        # wrong call would change which rows are read, not the answers); near the limit,
+        # the exact count decides
+        if not values.dtype.is_nested() and _about_distinct(values) > limit + limit // 8:
+            continue
+        values = values.unique()
         if values.len() <= limit:
             condition = condition & pl.col(key).is_in(values.implode())
     return condition
+
+
+def _about_distinct(values: pl.Series) -> int:
+    """About how many distinct values (HyperLogLog; within a few percent)."""
+    return int(values.to_frame().select(pl.first().approx_n_unique()).item())
 
 
 def aggregation_specs(record: VersionRecord, features: Sequence[str]) -> tuple[Aggregation, ...]:

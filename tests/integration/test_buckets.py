@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 import featurekit as fk
+from featurekit.core.hashing import frame_hash
 from featurekit.storage import delta
 from featurekit.storage.records import VersionRecord
 
@@ -109,6 +110,92 @@ def test_any_bucket_count_gives_the_same_training_set(tmp_path: Path) -> None:
             assert got[0] == one[0]  # the id does not depend on B
             assert got[1] == one[1]
             assert got[2].equals(one[2])
+
+
+def _table_reads(store: fk.Store, labels: pl.DataFrame) -> tuple[fk.TrainingSet, int]:
+    """A training set of ``stats:value``, and how many reads of its table it took."""
+    uri = store.registry.layout.table_uri("stats", 1)
+    with mock.patch.object(delta, "read_rows", wraps=delta.read_rows) as read:
+        ts = store.training_set(labels, ["stats:value"], "ts")
+    return ts, sum(1 for call in read.call_args_list if call.args[0] == uri)
+
+
+def test_a_table_that_fits_memory_is_read_once_and_split_by_bucket(tmp_path: Path) -> None:
+    source = tmp_path / "trips.parquet"
+    SOURCE.write_parquet(source)
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    pushed = pl.DataFrame(  # another file in the buckets of 3 and 150: their rows lie apart
+        {
+            "driver_id": [3, 150, 3],
+            "event_ts": [now - timedelta(minutes=m) for m in (3, 2, 1)],
+            "value": [7.0, 8.0, 9.0],
+        }
+    )
+    later = {"driver_id": pl.Series([3, 150], dtype=pl.Int32), "ts": [now + timedelta(hours=1)] * 2}
+    labels = LABELS.head(200).vstack(pl.DataFrame(later))
+    # late labels: rows older than their TTL reaches are dropped after the one scan
+    late = LABELS.filter(pl.col("ts") > BASE + timedelta(minutes=9_000)).head(200)
+    results = {}
+    for n in (1, 4):
+        store = _build(tmp_path / f"store{n}", source, n)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fk.FeatureKitWarning)
+            store.push("stats", pushed)
+        # a budget the result fits but the table does not: each bucket is read on its own
+        tight = fk.Store(tmp_path / f"store{n}", progress=False, memory_budget=40_000)
+        for which, frame in (("all", labels), ("late", late)):
+            one_scan, reads = _table_reads(store, frame)
+            assert reads == 1  # the whole table: for B = 4, one scan split by bucket in memory
+            per_bucket, reads = _table_reads(tight, frame)
+            assert not list((tmp_path / f"store{n}").rglob("result/part-*.parquet"))  # in memory
+            assert reads == n
+            assert per_bucket.id == one_scan.id
+            assert per_bucket.manifest.result_hash == one_scan.manifest.result_hash
+            assert per_bucket.to_polars().equals(one_scan.to_polars())
+            results[(n, which)] = one_scan
+        assert results[(n, "all")].to_polars()["value"].to_list()[-2:] == [9.0, 8.0]  # pushed
+    for which in ("all", "late"):
+        assert results[(4, which)].manifest.result_hash == results[(1, which)].manifest.result_hash
+        assert results[(4, which)].to_polars().equals(results[(1, which)].to_polars())
+    assert results[(4, "late")].to_polars()["value"].null_count() < late.height
+
+
+def test_hashes_made_while_the_join_runs_are_the_frames_hashes(tmp_path: Path) -> None:
+    source = tmp_path / "trips.parquet"
+    SOURCE.write_parquet(source)
+    store = _build(tmp_path / "store", source, 4)
+    weights = pl.Series("weight", RNG.random(LABELS.height)).to_frame()
+    plain = LABELS.hstack(weights)
+    odd = plain.with_columns(  # nulls and a NaN among the label columns
+        pl.when(pl.col("weight") < 0.1).then(None).otherwise(pl.col("weight")).alias("weight"),
+        pl.Series("note", [float("nan")] + [1.0] * (LABELS.height - 1)),
+    )
+    for labels in (plain, odd):
+        ts = store.training_set(labels, FEATURES, "ts")
+        assert ts.manifest.labels.hash == frame_hash(labels)
+        assert ts.manifest.result_hash == frame_hash(ts.to_polars())
+        assert store.training_set_by_id(ts.id).manifest.result_hash == ts.manifest.result_hash
+
+
+def test_reads_filter_on_the_label_keys_up_to_the_limit_of_distinct_keys(tmp_path: Path) -> None:
+    source = tmp_path / "trips.parquet"
+    SOURCE.write_parquet(source)
+    store = _build(tmp_path / "store", source, 1)
+    uri = store.registry.layout.table_uri("stats", 1)
+    for drivers, filtered in ((40, True), (41, False), (44, False), (70, False), (200, False)):
+        labels = pl.DataFrame(
+            {
+                "driver_id": pl.Series(np.arange(drivers).repeat(3), dtype=pl.Int64),
+                "ts": [BASE + timedelta(days=5)] * (3 * drivers),
+            }
+        )
+        with (
+            mock.patch("featurekit.offline.training.KEY_PRUNE_LIMIT", 40),
+            mock.patch.object(delta, "read_rows", wraps=delta.read_rows) as read,
+        ):
+            store.training_set(labels, ["stats:value"], "ts")
+        (where,) = [c.kwargs["where"] for c in read.call_args_list if c.args[0] == uri]
+        assert ("is_in" in str(where)) is filtered, drivers
 
 
 def test_incremental_runs_keep_the_buckets(tmp_path: Path) -> None:

@@ -109,3 +109,31 @@ def test_small_views_and_unhashable_keys_keep_one_bucket() -> None:
     assert choose_buckets(10**18, [pl.Int64()]) == bucketing.MAX_BUCKETS
     assert choose_buckets(10 * target, [pl.Float64()]) == 1
     assert not hashable([pl.Date()])
+
+
+def test_rows_split_by_bucket_keep_their_order() -> None:
+    # each bucket one run (one file per bucket): slices, in the rows' order
+    runs = pl.DataFrame({"v": [1, 2, 3, 4, 5]})
+    parts = bucketing.by_bucket(runs, pl.Series([2, 2, 0, 0, 0], dtype=pl.Int32))
+    assert sorted(parts) == [0, 2]
+    assert parts[2].to_dict(as_series=False) == {"v": [1, 2]}
+    assert parts[0].to_dict(as_series=False) == {"v": [3, 4, 5]}
+    # a bucket's rows apart (a later file appended to it): gathered, still in order
+    apart = pl.DataFrame({"v": [1, 2, 3, 4, 5, 6]})
+    parts = bucketing.by_bucket(apart, pl.Series([1, 0, 0, 1, 1, 0], dtype=pl.Int32))
+    assert parts[1].to_dict(as_series=False) == {"v": [1, 4, 5]}
+    assert parts[0].to_dict(as_series=False) == {"v": [2, 3, 6]}
+    assert bucketing.by_bucket(apart.clear(), pl.Series([], dtype=pl.Int32)) == {}
+
+
+def test_rows_split_by_a_bucket_column_in_chunks_of_one_value_each() -> None:
+    # as a partition column comes: one chunk per file, each of one bucket
+    files = [[3, 3], [3], [1, 1], [0]]
+    ids = pl.concat([pl.Series(f, dtype=pl.Int32) for f in files], rechunk=False)
+    assert ids.n_chunks() == 4
+    rows = pl.DataFrame({"v": [1, 2, 3, 4, 5, 6]})
+    parts = bucketing.by_bucket(rows, ids)
+    assert {b: p["v"].to_list() for b, p in parts.items()} == {3: [1, 2, 3], 1: [4, 5], 0: [6]}
+    back = pl.concat([ids, pl.Series([3], dtype=pl.Int32)], rechunk=False)  # 3 again, apart
+    parts = bucketing.by_bucket(rows.vstack(pl.DataFrame({"v": [7]})), back)
+    assert {b: p["v"].to_list() for b, p in parts.items()} == {3: [1, 2, 3, 7], 1: [4, 5], 0: [6]}

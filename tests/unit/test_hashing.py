@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 import featurekit as fk
-from featurekit.core.hashing import frame_hash
+from featurekit.core.hashing import AHEAD_ROWS, ColumnsDigest, columns_hash, frame_hash
 
 
 def test_hashes_of_dtypes_that_always_hashed_are_unchanged() -> None:
@@ -36,6 +36,29 @@ def test_hashes_of_dtypes_that_always_hashed_are_unchanged() -> None:
         }
     )
     assert frame_hash(frame) == "4f09214cd3871c2ceddd115eacaf67c6312b2218fb3a4f9db6433a7c49b49ab0"
+
+
+def test_hashes_of_frames_without_nulls_are_unchanged() -> None:
+    frame = pl.DataFrame(
+        {
+            "i": [1, -2, 3],
+            "u": pl.Series([3, 4, 5], dtype=pl.UInt32),
+            "f": [1.5, 2.5, -0.0],
+            "s": ["a", "", "ccc"],
+            "b": [True, False, True],
+            "t": [dt.datetime(2026, 1, 1), dt.datetime(2026, 1, 2), dt.datetime(1970, 1, 1)],
+            "d": [dt.date(2026, 1, 1), dt.date(2026, 1, 2), dt.date(1969, 12, 31)],
+            "c": pl.Series(["x", "y", "x"], dtype=pl.Categorical),
+            "du": [dt.timedelta(1), dt.timedelta(0), dt.timedelta(seconds=-1)],
+        }
+    )
+    assert frame_hash(frame) == "1e0e2693ba4de48e8eac7be63768b8166ddfe8f5fa517a6cbed60f7e6f1e7237"
+    # slices and chunked frames hash by their values too
+    assert frame_hash(frame.slice(1, 2)) == (
+        "2f8e453bbf0276d9ee8cdb324856713d8fea1259d73eb55fa5959b9a5a4e57ae"
+    )
+    chunked = pl.concat([frame.head(1), frame.tail(2)], rechunk=False)
+    assert frame_hash(chunked) == frame_hash(frame)
 
 
 @pytest.mark.parametrize(
@@ -69,3 +92,31 @@ def test_python_objects_are_refused_by_name() -> None:
         "or store. Convert it to a plain type first, e.g. "
         "pl.col('c').map_elements(str, return_dtype=pl.String)."
     )
+
+
+def test_a_frame_hashed_in_parts_hashes_as_a_whole() -> None:
+    frame = pl.DataFrame(
+        {"k": [1, 2, None], "t": [dt.datetime(2026, 1, 1)] * 3, "f": [0.5, None, float("nan")]}
+    )
+    digest = ColumnsDigest(frame.height, frame.width)
+    digest.update(frame.get_columns()[:1])
+    assert digest.names == [("k", pl.Int64)]
+    twin = digest.copy()
+    twin.update(frame.get_columns()[1:])
+    assert twin.hexdigest() == frame_hash(frame)
+    digest.update([frame.get_column("t")])  # the copy's continuation left it where it was
+    digest.update([frame.get_column("f")])
+    assert digest.hexdigest() == frame_hash(frame)
+
+
+def test_large_frames_hash_as_before_while_columns_are_prepared_ahead() -> None:
+    n = 200_000  # above AHEAD_ROWS: the next column's bytes are made on another thread
+    frame = pl.DataFrame(
+        {"i": pl.int_range(0, n, eager=True), "s": pl.int_range(0, n, eager=True).cast(pl.String)}
+    ).with_columns(
+        pl.when(pl.col("i") % 7 == 0).then(None).otherwise(pl.col("i") * 0.5).alias("f"),
+        pl.col("i").cast(pl.Datetime("us")).alias("t"),
+    )
+    assert n >= AHEAD_ROWS
+    assert frame_hash(frame) == "cf06e0472ded591693c2cafe22bf85970bde13739c3dfa973a776feaf0924fd5"
+    assert columns_hash(n, frame.width, iter(frame.get_columns())) == frame_hash(frame)
