@@ -16,12 +16,15 @@ code hands over lists it never changes after it returns, so referencing them is 
 Why a sender thread: pickling one lookup and sending it cost a one-entity lookup about
 a fifth of its time (pickle 2.4 µs, ``send`` 1.4 µs, on a 24 µs lookup); ``record`` now
 costs it about 0.15 µs. Pickled together, lookups cost less each, and a chunk's ``send``
-is one system call for up to :data:`CHUNK_LOOKUPS` lookups. The chunks keep each stretch
-of ``pickle`` that holds the GIL short (a couple of hundred microseconds at most), and
-the sender pauses between two chunks: released only in ``send``, the GIL was taken back
-by the sender before a waiting lookup had run, and that lookup then waited for the
-interpreter's switch interval (5 ms); behind (an eighth of :data:`PENDING_LOOKUPS`
-pending), it sends larger chunks without pausing until it has caught up. A one-entity
+is one system call for up to :data:`CHUNK_LOOKUPS` lookups. Each hand-over makes the
+lookup running at that moment wait while a chunk is pickled, so hand-overs are few
+(:data:`SEND_SECONDS`), and the sender pauses between two chunks: released only in
+``send``, the GIL was taken back by the sender before a waiting lookup had run, and that
+lookup then waited for the interpreter's switch interval (5 ms); behind (half of
+:data:`PENDING_LOOKUPS` pending), it sends larger chunks without pausing until it has
+caught up. A lookup of more than :data:`INLINE_CELLS` values is pickled when it is
+recorded, by its own thread (:class:`Packed`): its cost is then a share of that lookup's
+own, where the sender's pickling of such lookups stalled other lookups. A one-entity
 lookup is held as one flat tuple (:data:`One`, :meth:`ServingLog.record_one`): held as
 lists and dicts for the send interval, pending lookups reached the collector's oldest
 generation and set off full collections.
@@ -145,17 +148,22 @@ SEND_BUFFER = 4 * 1024 * 1024
 #: the largest message sent; a larger lookup is split by entity rows
 MAX_MESSAGE = 256 * 1024
 #: how often the sender thread hands the pending lookups to the writer: the most a
-#: serving-process crash loses while the writer keeps up
-SEND_SECONDS = 0.01
+#: serving-process crash loses while the writer keeps up. Each hand-over makes one lookup
+#: wait for the GIL while a chunk is pickled, so fewer, larger hand-overs delay fewer
+#: lookups (measured: 10 ms gave one-entity lookups a p99 1.3x that of no logging, 50 ms
+#: none measurable)
+SEND_SECONDS = 0.05
 #: pending lookups that wake the sender before its interval ends
-SEND_LOOKUPS = 256
+SEND_LOOKUPS = 2048
 #: pending lookups past which a lookup is dropped (counted): bounds what they hold
 PENDING_LOOKUPS = 8192
 #: lookups per message, and values (entity rows x key and served columns) past which a
 #: message is closed: a chunk is pickled in a few hundred microseconds and fits in
 #: MAX_MESSAGE with plain values
-CHUNK_LOOKUPS = 256
-CHUNK_CELLS = 4096
+CHUNK_LOOKUPS = 1024
+CHUNK_CELLS = 16384
+#: values past which a lookup is pickled by the lookup's own thread (see :class:`Packed`)
+INLINE_CELLS = 512
 #: a writer that died is replaced at most once per this many seconds
 RESTART_SECONDS = 1.0
 #: how long close() waits for the writer to commit and exit before killing it
@@ -212,6 +220,18 @@ def as_entry(item: Entry | One) -> Entry:
     entities = {k: [v] for k, v in zip(keys, key_values, strict=True)}
     served = {f: [v] for f, v in zip(features, values, strict=True)}
     return at_us, keys, entities, [(view, version, features, served, [status], [event])], None
+
+
+class Packed(NamedTuple):
+    """A large lookup, pickled into its messages by the thread that made the lookup.
+
+    Pickling a lookup of many entities costs about a tenth of the lookup itself; paid
+    by the sender, it held the GIL for that long in the middle of another lookup, several
+    times per hand-over (a 100-entity lookup's p99 was twice that of no logging). Paid by
+    its own lookup, it is a cost proportional to that lookup, and the sender only sends.
+    """
+
+    messages: tuple[tuple[bytes | None, int], ...]
 
 
 class WriterConfig(NamedTuple):
@@ -347,7 +367,7 @@ class ServingLog:
             uri, options, batch_lookups, flush_seconds, queue_size, batch_rows
         )
         # appended by lookups, taken by the sender (a deque: both are atomic under the GIL)
-        self._pending: collections.deque[Entry | One] = collections.deque()
+        self._pending: collections.deque[Entry | One | Packed] = collections.deque()
         self._dropped = 0  # lookups not recorded: the pending list full (lookup threads)
         self._lost = 0  # lookups taken and not sent: no writer, too big (under _lock)
         self._past_written = 0  # counts of the writers replaced
@@ -398,6 +418,9 @@ class ServingLog:
     ) -> None:
         """Queue one lookup (sampled) for the writer; never blocks, never raises.
 
+        A lookup of more than :data:`INLINE_CELLS` values is pickled here (see
+        :class:`Packed`); a smaller one is pickled later by the sender thread.
+
         ``entities`` and the lists in ``views`` are kept by reference until the sender
         thread has pickled them: the caller must not change them afterwards.
         """
@@ -407,7 +430,14 @@ class ServingLog:
         if len(pending) >= PENDING_LOOKUPS:
             self._dropped += 1
             return
-        pending.append((at_us, keys, entities, views, None))
+        entry: Entry = (at_us, keys, entities, views, None)
+        if _cells(entry) > INLINE_CELLS:
+            try:
+                pending.append(Packed(tuple(_messages([entry]))))
+            except Exception:
+                self._dropped += 1  # never raises into the lookup
+        else:
+            pending.append(entry)
         if len(pending) == SEND_LOOKUPS:
             self._wake.set()
 
@@ -474,17 +504,24 @@ class ServingLog:
             for _ in range(left):
                 pending.popleft()
             return left == 0
-        # Behind (an eighth of the bound pending): larger chunks and no pauses. When the
+        # Behind (half the bound pending): larger chunks and no pauses. When the
         # lookups never release the GIL (a memory online store), a paused sender gets it
         # back only by the interpreter's forced switch, once per switch interval (5 ms),
         # and fell behind for good on 100-entity lookups (measured).
-        behind = left > PENDING_LOOKUPS // 8
+        behind = left > PENDING_LOOKUPS // 2
         bound = 4 * CHUNK_CELLS if behind else CHUNK_CELLS
         while left:
-            chunk: list[Entry | One] = []
+            chunk: list[Entry | One | Packed] = []
             cells = 0
             while left and len(chunk) < CHUNK_LOOKUPS and cells < bound:
                 entry = pending.popleft()
+                if isinstance(entry, Packed):  # sent alone, as it was pickled
+                    if chunk:
+                        pending.appendleft(entry)
+                    else:
+                        chunk.append(entry)
+                        left -= 1
+                    break
                 left -= 1
                 chunk.append(entry)
                 cells += _cells(entry)
@@ -507,8 +544,8 @@ class ServingLog:
         return True
 
     def _send_chunk(
-        self, writer: _Writer, chunk: list[Entry | One], until: float | None
-    ) -> list[Entry | One] | None:
+        self, writer: _Writer, chunk: list[Entry | One | Packed], until: float | None
+    ) -> list[Entry | One | Packed] | None:
         """Send ``chunk`` as one message or more.
 
         Returns:
@@ -517,7 +554,7 @@ class ServingLog:
         """
         done = 0  # lookups of chunk fully sent (or dropped)
         partial = False  # some parts of the next lookup were sent
-        for message, completes in _messages(chunk):
+        for message, completes in _chunk_messages(chunk):
             if message is None:
                 self._lost += 1  # a value pickle cannot carry, or an entity row too big
                 done += 1
@@ -626,6 +663,16 @@ def _cells(entry: Entry | One) -> int:
         return 1
     first = views[0]  # the views of one lookup are alike enough for an estimate
     return len(first[4]) * (len(entry[1]) + (len(first[2]) + 2) * len(views))
+
+
+def _chunk_messages(chunk: list[Entry | One | Packed]) -> Iterator[tuple[bytes | None, int]]:
+    """:func:`_messages` of a chunk; a :class:`Packed` lookup comes alone, already pickled."""
+    lookups: list[Entry | One] = []
+    for item in chunk:
+        if isinstance(item, Packed):
+            return iter(item.messages)
+        lookups.append(item)
+    return _messages(lookups)
 
 
 def _messages(chunk: list[Entry | One]) -> Iterator[tuple[bytes | None, int]]:

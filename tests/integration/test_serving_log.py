@@ -557,3 +557,38 @@ def test_a_one_entity_lookup_is_held_flat_so_the_collector_stops_tracking_it(
         lookup[-1],
     )
     assert isinstance(lookup[-1], int)  # the event time served
+
+
+def test_a_lookup_of_many_values_is_pickled_by_its_own_thread_and_a_small_one_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pickled by the sender, a large lookup held the GIL in the middle of another lookup;
+    # pickled by its own thread, its cost is proportional to its own work
+    _quiet_sender(monkeypatch)
+    log = ServingLog(str(tmp_path / "log"))
+    assert log.flush()
+    on_caller: list[int] = []
+    dumps = pickle.dumps
+
+    def spy_dumps(*args: Any, **kwargs: Any) -> bytes:
+        if threading.get_ident() == caller:
+            on_caller.append(len(args[0]))
+        return dumps(*args, **kwargs)
+
+    caller = threading.get_ident()
+    monkeypatch.setattr(pickle, "dumps", spy_dumps)
+    log.record(T0, {"driver_id": [-1]}, ("driver_id",), [ONE])
+    assert on_caller == []
+    n = serving_log.INLINE_CELLS // 4 + 1  # 4 values per entity row: past the limit
+    big = LoggedView(
+        "ratings", 1, ("rating",), {"rating": list(range(n))}, ["present"] * n, [None] * n
+    )
+    log.record(T0 + 1, {"driver_id": list(range(n))}, ("driver_id",), [big])
+    assert on_caller == [1]  # the one lookup, pickled here
+    assert log.pending == 2  # and both still wait for the sender
+    log.close()
+    assert log.dropped == 0
+    rows = pl.read_delta(str(tmp_path / "log"))
+    assert _entities_of(rows) == [-1, *range(n)]
+    assert rows["request_id"].unique_counts().to_list() == [1, n]
+    assert [orjson.loads(f)["rating"] for f in rows["features"][1:]] == list(range(n))
