@@ -24,7 +24,8 @@ lookup then waited for the interpreter's switch interval (5 ms); behind (half of
 :data:`PENDING_LOOKUPS` pending), it sends larger chunks without pausing until it has
 caught up. A lookup of more than :data:`INLINE_CELLS` values is pickled when it is
 recorded, by its own thread (:class:`Packed`): its cost is then a share of that lookup's
-own, where the sender's pickling of such lookups stalled other lookups. A one-entity
+own, where the sender's pickling of such lookups stalled other lookups; the sender joins
+their pickles into one message (the writer reads every pickle of a message). A one-entity
 lookup is held as one flat tuple (:data:`One`, :meth:`ServingLog.record_one`): held as
 lists and dicts for the send interval, pending lookups reached the collector's oldest
 generation and set off full collections.
@@ -232,6 +233,13 @@ class Packed(NamedTuple):
     """
 
     messages: tuple[tuple[bytes | None, int], ...]
+
+    @property
+    def whole(self) -> bytes | None:
+        """The lookup's one message (None: it was split, or cannot be sent)."""
+        if len(self.messages) == 1 and self.messages[0][1] == 1:
+            return self.messages[0][0]
+        return None
 
 
 class WriterConfig(NamedTuple):
@@ -512,22 +520,30 @@ class ServingLog:
         bound = 4 * CHUNK_CELLS if behind else CHUNK_CELLS
         while left:
             chunk: list[Entry | One | Packed] = []
-            cells = 0
+            cells = size = 0  # size: bytes of the pickled lookups in chunk
             while left and len(chunk) < CHUNK_LOOKUPS and cells < bound:
                 entry = pending.popleft()
-                if isinstance(entry, Packed):  # sent alone, as it was pickled
-                    if chunk:
+                if isinstance(entry, Packed):  # sent as pickled: joined to the next ones
+                    whole = entry.whole
+                    if chunk and (not size or whole is None or size + len(whole) > MAX_MESSAGE):
                         pending.appendleft(entry)
-                    else:
-                        chunk.append(entry)
-                        left -= 1
+                        break
+                    chunk.append(entry)
+                    left -= 1
+                    if whole is None:
+                        break
+                    size += len(whole)
+                    continue
+                if size:  # a chunk of pickled lookups takes no other
+                    pending.appendleft(entry)
                     break
                 left -= 1
                 chunk.append(entry)
                 cells += _cells(entry)
             unsent = self._send_chunk(writer, chunk, until)
             if unsent is None:
-                if left and until is None and not behind:
+                packed = isinstance(chunk[0], Packed)  # sent, not pickled: nothing to yield
+                if left and until is None and not behind and not packed:
                     # Released in send(), the GIL is taken back by this thread before a
                     # lookup woken to take it has run: without a pause the lookup waits
                     # for the switch interval (5 ms) for each chunk (measured: 1-6 ms)
@@ -666,12 +682,21 @@ def _cells(entry: Entry | One) -> int:
 
 
 def _chunk_messages(chunk: list[Entry | One | Packed]) -> Iterator[tuple[bytes | None, int]]:
-    """:func:`_messages` of a chunk; a :class:`Packed` lookup comes alone, already pickled."""
+    """:func:`_messages` of a chunk. A chunk of :class:`Packed` lookups, already pickled,
+    is sent as they are: one split lookup alone, else their pickles joined into one
+    message (the writer reads every pickle of a message)."""
     lookups: list[Entry | One] = []
+    wholes: list[bytes] = []
     for item in chunk:
         if isinstance(item, Packed):
-            return iter(item.messages)
-        lookups.append(item)
+            whole = item.whole
+            if whole is None:
+                return iter(item.messages)
+            wholes.append(whole)
+        else:
+            lookups.append(item)
+    if wholes:
+        return iter([(b"".join(wholes), len(wholes))])
     return _messages(lookups)
 
 

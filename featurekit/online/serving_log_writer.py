@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import gc
+import io
 import os
 import pickle
 import signal
@@ -133,19 +134,20 @@ class Writer:
             try:
                 if flags & socket.MSG_TRUNC:
                     raise ValueError("message larger than the buffer")
-                item = pickle.loads(view[:n])
+                items = _pickles(view[:n])
             except Exception:
                 self.dropped += 1  # its lookups are not known: counted as one
                 continue
-            if isinstance(item, list):  # lookups
-                self._queue.extend(item)
-                if len(self._queue) >= self.config.batch_lookups:
-                    self._wake.set()
-                continue
-            self._queue.append(item)  # a marker
-            self._wake.set()
-            if item[0] == "close":
-                return
+            for item in items:
+                if isinstance(item, list):  # lookups
+                    self._queue.extend(item)
+                    continue
+                self._queue.append(item)  # a marker
+                self._wake.set()
+                if item[0] == "close":
+                    return
+            if len(self._queue) >= self.config.batch_lookups:
+                self._wake.set()
 
     def _commit(self) -> None:
         if not self._built:
@@ -205,6 +207,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     gc.freeze()
     gc.disable()
     Writer(config, sock).run()
+
+
+def _pickles(message: memoryview) -> list[Any]:
+    """Every object pickled in ``message``: lookups pickled apart (large ones, by the
+    lookup's own thread) are joined into one message by the sender."""
+    stream = io.BytesIO(message)
+    items = [pickle.load(stream)]
+    while stream.tell() < len(message):
+        items.append(pickle.load(stream))
+    return items
 
 
 def _request_ids(n: int) -> list[str]:

@@ -592,3 +592,34 @@ def test_a_lookup_of_many_values_is_pickled_by_its_own_thread_and_a_small_one_is
     assert _entities_of(rows) == [-1, *range(n)]
     assert rows["request_id"].unique_counts().to_list() == [1, n]
     assert [orjson.loads(f)["rating"] for f in rows["features"][1:]] == list(range(n))
+
+
+def test_large_lookups_handed_over_together_go_in_one_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # each a send of its own, the sender's system calls (and the GIL each gives back)
+    # came once per lookup; joined, the writer reads every pickle of the message
+    _quiet_sender(monkeypatch)
+    log = ServingLog(str(tmp_path / "log"))
+    assert log.flush()
+    n = serving_log.INLINE_CELLS // 4 + 1
+    for i in range(3):
+        big = LoggedView(
+            "ratings", 1, ("rating",), {"rating": [i] * n}, ["present"] * n, [None] * n
+        )
+        log.record(T0 + i, {"driver_id": list(range(i * n, (i + 1) * n))}, ("driver_id",), [big])
+    sent: list[int] = []
+    send = socket.socket.send
+
+    def spy_send(self: socket.socket, data: Any, *args: Any) -> int:
+        sent.append(len(data))
+        return send(self, data, *args)
+
+    monkeypatch.setattr(socket.socket, "send", spy_send)
+    assert log.flush()
+    assert len(sent) == 2  # the three lookups, then the flush marker
+    log.close()
+    rows = pl.read_delta(str(tmp_path / "log"))
+    assert _entities_of(rows) == list(range(3 * n))
+    assert rows["request_id"].unique_counts().to_list() == [n, n, n]
+    assert [orjson.loads(f)["rating"] for f in rows["features"]] == [0] * n + [1] * n + [2] * n
