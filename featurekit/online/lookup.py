@@ -164,10 +164,7 @@ class OnlineService:
         plan = self._make_plan(features, columns)
         # on object storage there is no folder time to watch: plan every lookup afresh
         if key is not None and self.planner.registry.layout.is_local:
-            with self._lock:
-                if len(self._plans) > 1024:
-                    self._plans.clear()
-                self._plans[key] = plan
+            self._remember(self._plans, key, plan, 1024)
         return plan
 
     def _make_plan(self, features: Any, columns: tuple[str, ...]) -> _Plan:
@@ -211,14 +208,19 @@ class OnlineService:
             single=single,
         )
 
+    def _remember(self, cache: dict[Any, Any], key: Any, value: Any, limit: int) -> None:
+        """Store ``value`` in one of the lookup caches; past ``limit`` entries it starts
+        afresh (a bound on memory, not an eviction policy: entries are cheap to redo)."""
+        with self._lock:
+            if len(cache) > limit:
+                cache.clear()
+            cache[key] = value
+
     def _meta(self, sid: str, raw: bytes) -> SnapshotMeta:
         meta = self._metas.get(sid)
         if meta is None:
             meta = SnapshotMeta.from_bytes(raw)
-            with self._lock:
-                if len(self._metas) > 4096:
-                    self._metas.clear()
-                self._metas[sid] = meta
+            self._remember(self._metas, sid, meta, 4096)
         return meta
 
     # ---- lookups ----------------------------------------------------------------------------
@@ -426,10 +428,7 @@ class OnlineService:
             )
         }
         snap = _Snap(meta, tuple(index[f] for f in view.features), stats)
-        with self._lock:
-            if len(view.snaps) > 64:
-                view.snaps.clear()
-            view.snaps[sid] = snap
+        self._remember(view.snaps, sid, snap, 64)
         return snap
 
     def _shape(
@@ -443,10 +442,7 @@ class OnlineService:
         shape = plan.shapes.get(key)
         if shape is None:
             shape = _Shape.of(plan, data, metas, with_metadata)
-            with self._lock:
-                if len(plan.shapes) > 64:
-                    plan.shapes.clear()
-                plan.shapes[key] = shape
+            self._remember(plan.shapes, key, shape, 64)
         return shape
 
     def _no_data(self, record: VersionRecord) -> NotFoundError:
