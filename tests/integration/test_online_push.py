@@ -398,6 +398,21 @@ def in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
     return thread, out
 
 
+Ran = tuple[threading.Thread, dict[str, Any]]
+
+
+def one_group(gate: Gate, first: Callable[[], Any], rest: list[Callable[[], Any]]) -> list[Ran]:
+    """Run ``first`` until it holds the gate, then ``rest`` queued behind it, so that they
+    commit as one group; wait for all. Returns each call's thread and outcome, in order."""
+    started = in_thread(first)
+    assert gate.entered.wait(60)
+    others = [in_thread(fn) for fn in rest]
+    gate.queue("rides", len(rest))
+    for thread, _ in [started, *others]:
+        thread.join(60)
+    return [started, *others]
+
+
 def grouped_store(tmp_path: Path, seed: int, **view: Any) -> tuple[fk.Store, fk.FeatureView]:
     path = tmp_path / "trips.parquet"
     write_trips(path, datetime.now(UTC).replace(tzinfo=None), seed)
@@ -424,15 +439,12 @@ def test_concurrent_pushes_share_commits_and_land_once(
     store, _ = grouped_store(tmp_path, 20)
     gate = Gate(monkeypatch)
     n = 8
-    first = in_thread(lambda: store.push("rides", one_row(100, 100.0)))
-    assert gate.entered.wait(60)
-    rest = [
-        in_thread(lambda i=i: store.push("rides", one_row(100 + i, 100.0 + i))) for i in range(1, n)
-    ]
-    gate.queue("rides", n - 1)
-    for thread, _ in [first, *rest]:
-        thread.join(60)
-    results = [out["result"] for _, out in [first, *rest]]
+    ran = one_group(
+        gate,
+        lambda: store.push("rides", one_row(100, 100.0)),
+        [lambda i=i: store.push("rides", one_row(100 + i, 100.0 + i)) for i in range(1, n)],
+    )
+    results = [out["result"] for _, out in ran]
     assert gate.groups == [1, n - 1]
     assert push_runs(store) == [1, n - 1]  # 2 commits for 8 pushes, from the Delta history
     assert len({r.delta_version for r in results[1:]}) == 1
@@ -478,14 +490,11 @@ def test_a_failed_group_commit_fails_every_push_of_the_group_and_writes_nothing(
 ) -> None:
     store, _ = grouped_store(tmp_path, 22)
     gate = Gate(monkeypatch, fail=fk.StorageError("appending to Delta table failed: disk full"))
-    first = in_thread(lambda: store.push("rides", one_row(100, 1.0)))
-    assert gate.entered.wait(60)
-    rest = [
-        in_thread(lambda i=i: store.push("rides", one_row(100 + i, float(i)))) for i in (1, 2, 3)
-    ]
-    gate.queue("rides", 3)
-    for thread, _ in [first, *rest]:
-        thread.join(60)
+    first, *rest = one_group(
+        gate,
+        lambda: store.push("rides", one_row(100, 1.0)),
+        [lambda i=i: store.push("rides", one_row(100 + i, float(i))) for i in (1, 2, 3)],
+    )
     committed = first[1]["result"].delta_version
     errors = [out["error"] for _, out in rest]
     assert [type(e) for e in errors] == [fk.StorageError] * 3
@@ -574,13 +583,8 @@ def test_concurrent_http_pushes_share_commits(
         return dict(reply.json())
 
     with http_server(app) as base:
-        first = in_thread(lambda: post(0))
-        assert gate.entered.wait(60)
-        rest = [in_thread(lambda i=i: post(i)) for i in range(1, n)]
-        gate.queue("rides", n - 1)
-        for thread, _ in [first, *rest]:
-            thread.join(60)
-        replies = [out["result"] for _, out in [first, *rest]]
+        ran = one_group(gate, lambda: post(0), [lambda i=i: post(i) for i in range(1, n)])
+        replies = [out["result"] for _, out in ran]
         with httpx.Client(base_url=base) as c:
             lookup = {"features": ["rides:fare"], "entities": {"rider_id": list(range(100, 108))}}
             columns = c.post("/v1/features", json=lookup).json()["columns"]
@@ -663,14 +667,11 @@ def test_an_online_failure_after_a_group_commit_names_the_group_in_every_push(
         return bool(real(*args))
 
     monkeypatch.setattr(online, "update_entries", update_entries)
-    first = in_thread(lambda: store.push("rides", one_row(100, 1.0)))
-    assert gate.entered.wait(60)
-    rest = [
-        in_thread(lambda i=i: store.push("rides", one_row(100 + i, float(i)))) for i in (1, 2, 3)
-    ]
-    gate.queue("rides", 3)
-    for thread, _ in [first, *rest]:
-        thread.join(60)
+    first, *rest = one_group(
+        gate,
+        lambda: store.push("rides", one_row(100, 1.0)),
+        [lambda i=i: store.push("rides", one_row(100 + i, float(i))) for i in (1, 2, 3)],
+    )
     version = first[1]["result"].delta_version + 1
     for _, out in rest:
         assert isinstance(out["error"], fk.OnlineStoreError)
