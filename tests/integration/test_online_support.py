@@ -13,7 +13,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -216,6 +216,24 @@ def redis_process(*args: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
 SERVE = ("python", "-m", "featurekit.cli", "serve")
 
 
+def wait_healthy(
+    url: str, proc: subprocess.Popen[bytes], seconds: float, output: Callable[[], str]
+) -> None:
+    """Wait until the server at ``url`` answers ``/health``; fail with its ``output`` if its
+    process exits first, or after ``seconds``."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        if proc.poll() is not None:
+            raise AssertionError(f"featurekit serve exited: {output()}")
+        assert time.monotonic() < deadline, "featurekit serve did not start"
+        time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def serve_logged(
     root: str | Path, *args: str, env: dict[str, str], logs: Path
@@ -223,8 +241,6 @@ def serve_logged(
     """``featurekit serve`` writing stdout and stderr to a file in ``logs`` (to check what it
     prints); yields its URL and the file."""
     import sys
-
-    import httpx
 
     port = free_port()
     output = logs / f"serve-{port}.log"
@@ -237,14 +253,7 @@ def serve_logged(
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                        break
-                assert proc.poll() is None, output.read_text()
-                assert time.monotonic() < deadline, "featurekit serve did not start"
-                time.sleep(0.1)
+            wait_healthy(url, proc, 60, output.read_text)
             yield url, output
         finally:
             proc.terminate()
@@ -256,8 +265,6 @@ def served(root: Path, *args: str, env: dict[str, str] | None = None) -> Iterato
     """``featurekit serve`` as a real subprocess on a free loopback port; yields its URL."""
     import sys
 
-    import httpx
-
     port = free_port()
     serve = (sys.executable, *SERVE[1:])
     proc = subprocess.Popen(
@@ -267,17 +274,12 @@ def served(root: Path, *args: str, env: dict[str, str] | None = None) -> Iterato
         env={**os.environ, **(env or {})},
     )
     base = f"http://127.0.0.1:{port}"
+
+    def output() -> str:
+        return repr(proc.stdout.read() if proc.stdout else b"")
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            if proc.poll() is not None:
-                output = proc.stdout.read() if proc.stdout else b""
-                raise AssertionError(f"featurekit serve exited: {output!r}")
-            assert time.monotonic() < deadline, "featurekit serve did not start"
-            time.sleep(0.1)
+        wait_healthy(base, proc, 30, output)
         yield base
     finally:
         proc.terminate()
