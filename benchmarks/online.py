@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -39,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from _servers import free_port, start_redis
 from _targets import smoke, target
 
 import featurekit as fk
@@ -258,12 +257,6 @@ def concurrent_pushes(
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def build(folder: Path, entities: int) -> tuple[fk.Store, fk.FeatureView]:
     rng = random.Random(7)
     now = datetime.now(UTC).replace(tzinfo=None)
@@ -286,25 +279,6 @@ def build(folder: Path, entities: int) -> tuple[fk.Store, fk.FeatureView]:
     store = fk.Store(folder / "store", progress=False)
     store.materialize(view)
     return store, view
-
-
-def start_redis() -> tuple[subprocess.Popen[bytes], str] | None:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        return None
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    return proc, f"redis://127.0.0.1:{port}/0"
 
 
 def in_process(

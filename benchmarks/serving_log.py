@@ -5,7 +5,12 @@ One run, on one store of 10 features x N entities, measures both modes in the sa
 in alternating blocks (off, on, on, off, ...), so that drift on a shared machine falls on
 both alike:
   - in-process: ``get_online_features`` for 1 and 100 entities x 10 features, from two
-    Stores on the same root, ``Store(log_serving=False)`` and ``Store(log_serving=True)``;
+    Stores on the same root, ``Store(log_serving=False)`` and ``Store(log_serving=True)``,
+    one lookup at a time on the embedded store (a stricter case than the load test: the
+    lookup loop keeps one core busy, so whatever the log spends is taken from it);
+  - in-process under load, as in the in-process half of tests/integration/test_online_load.py:
+    ``--threads`` threads of one process looking up at once from a Redis online store (a
+    redis-server started on loopback; the part is skipped, with a message, without one);
   - HTTP on loopback: real ``featurekit serve`` processes on the same store under a
     concurrent load (``--threads`` clients, as in tests/integration/test_online_load.py),
     1 and 100 entities per request. Each block gets a server process of its own, started
@@ -32,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,10 +44,12 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
+from _servers import free_port, start_redis
 from _targets import target
 
 import featurekit as fk
@@ -62,6 +68,12 @@ def bench_stats(stats: pl.LazyFrame) -> pl.LazyFrame:
     return stats.select("driver_id", "event_ts", *FEATURES)
 
 
+def feature_view(folder: Path) -> fk.FeatureView:
+    """The benchmark's view over the parquet file that :func:`build` writes in ``folder``."""
+    source = fk.Source("stats", folder / "data" / "stats.parquet", timestamp="event_ts")
+    return fk.feature_view(entity=entity, sources=[source], ttl="1d")(bench_stats)
+
+
 def build(folder: Path, entities: int) -> Path:
     rng = random.Random(7)
     now = datetime.now(UTC).replace(tzinfo=None)
@@ -74,10 +86,8 @@ def build(folder: Path, entities: int) -> Path:
     )
     (folder / "data").mkdir()
     frame.write_parquet(folder / "data" / "stats.parquet")
-    source = fk.Source("stats", folder / "data" / "stats.parquet", timestamp="event_ts")
-    view = fk.feature_view(entity=entity, sources=[source], ttl="1d")(bench_stats)
     store = fk.Store(folder / "store", progress=False)
-    store.materialize(view)
+    store.materialize(feature_view(folder))
     return store.root
 
 
@@ -99,7 +109,7 @@ class Result:
     def show(self) -> None:
         met = "" if self.p99 <= TARGET else "NOT MET"
         print(
-            f"{self.name:<34} off p50 {self.off[0]:>8.1f} p99 {self.off[1]:>8.1f} us | "
+            f"{self.name:<40} off p50 {self.off[0]:>8.1f} p99 {self.off[1]:>8.1f} us | "
             f"on p50 {self.on[0]:>8.1f} p99 {self.on[1]:>8.1f} us | "
             f"on/off p50 {self.p50:.3f} p99 {self.p99:.3f} "
             f"{target(f'(target p99 <= {TARGET:.2f}) {met}')}  [n {self.n[0]}/{self.n[1]}]",
@@ -148,6 +158,9 @@ def alternate(blocks: int) -> list[bool]:
     return [bool((i + i // 2) % 2) for i in range(2 * blocks)]
 
 
+SIZES = (1, 100)
+
+
 # ---- in-process ------------------------------------------------------------------------
 def in_process(root: Path, entities: int, args: argparse.Namespace) -> tuple[list[Result], bool]:
     off = fk.Store(root, progress=False)
@@ -158,7 +171,7 @@ def in_process(root: Path, entities: int, args: argparse.Namespace) -> tuple[lis
     since = datetime.now(UTC)
     sent: list[Signature] = []
     results = []
-    for size in (1, 100):
+    for size in SIZES:
         samples: dict[bool, list[float]] = {False: [], True: []}
         for store in (off, on):  # warm-up (logged too, so counted as sent)
             for _ in range(50):
@@ -188,13 +201,104 @@ def in_process(root: Path, entities: int, args: argparse.Namespace) -> tuple[lis
     return results, verify("in-process log", root, since, sent)
 
 
+def concurrently(
+    threads: int,
+    seconds: float,
+    draw: Callable[[], Signature],
+    call: Callable[[int, Signature], bool],
+) -> tuple[list[float], list[Signature]]:
+    """``threads`` threads calling ``call(thread, signature)`` for ``seconds``: every
+    call's latency (us), and the signatures of the calls that succeeded."""
+    deadline = time.perf_counter() + seconds
+    lock = threading.Lock()
+    out: list[float] = []
+    done: list[Signature] = []
+
+    def worker(thread: int) -> None:
+        mine: list[float] = []
+        sigs: list[Signature] = []
+        while time.perf_counter() < deadline:
+            sig = draw()
+            began = time.perf_counter_ns()
+            ok = call(thread, sig)
+            mine.append((time.perf_counter_ns() - began) / 1000)
+            if ok:
+                sigs.append(sig)
+        with lock:
+            out.extend(mine)
+            done.extend(sigs)
+
+    workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    return out, done
+
+
+# ---- in process under concurrent load, on Redis ------------------------------------------
+def in_process_load(
+    root: Path, entities: int, args: argparse.Namespace
+) -> tuple[list[Result], bool]:
+    """The in-process half of the online load test (tests/integration/test_online_load.py):
+    ``--threads`` threads of one process looking up at once, from a Redis online store."""
+    started = start_redis()
+    if started is None:
+        print("redis-server is not installed: the in-process load on Redis is skipped")
+        return [], True
+    proc, url = started
+    ids = list(range(entities))
+    since = datetime.now(UTC)
+    sent: list[Signature] = []
+    results = []
+    try:
+        off = fk.Store(root, progress=False, online=url)
+        off.materialize(feature_view(root.parent))  # fills Redis (a no-op offline)
+        on = fk.Store(root, progress=False, online=url, log_serving=True)
+        log = on.online_service().serving_log
+        assert log is not None
+        for size in SIZES:
+            samples: dict[bool, list[float]] = {False: [], True: []}
+
+            def draw(size: int = size) -> Signature:
+                return choose(ids, size)
+
+            def lookup(store: fk.Store) -> Callable[[int, Signature], bool]:
+                def call(_: int, sig: Signature) -> bool:
+                    store.get_online_features(REFS, {"driver_id": list(sig)})
+                    return True
+
+                return call
+
+            # warm-up, off the clock (logged too, so counted as sent)
+            concurrently(args.threads, min(0.5, args.block_seconds), draw, lookup(off))
+            sent += concurrently(args.threads, min(0.5, args.block_seconds), draw, lookup(on))[1]
+            for logging in alternate(args.blocks):
+                log.flush()  # the previous block's writes stay out of this block
+                store = on if logging else off
+                latencies, done = concurrently(
+                    args.threads, args.block_seconds, draw, lookup(store)
+                )
+                samples[logging] += latencies
+                if logging:
+                    sent.extend(done)
+            name = (
+                f"in-process x{args.threads}, Redis, {size} entit{'y' if size == 1 else 'ies'} x 10"
+            )
+            results.append(Result(name, samples[False], samples[True]))
+            results[-1].show()
+        dropped = log.dropped
+        on.close()
+        off.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    if dropped:
+        print(f"in-process load: the log dropped {dropped} lookups (queue full or failed writes)")
+    return results, verify("in-process load log (Redis)", root, since, sent)
+
+
 # ---- HTTP --------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def serve(root: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     import httpx
 
@@ -218,9 +322,6 @@ def serve(root: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit(f"featurekit serve {' '.join(extra)} did not start")
 
 
-SIZES = (1, 100)
-
-
 def http(root: Path, entities: int, args: argparse.Namespace) -> tuple[list[Result], bool]:
     import httpx
 
@@ -231,32 +332,17 @@ def http(root: Path, entities: int, args: argparse.Namespace) -> tuple[list[Resu
 
     def load(clients: list[httpx.Client], logging: bool, size: int, seconds: float) -> list[float]:
         """One client per thread posting for ``seconds``: the latencies (us)."""
-        deadline = time.perf_counter() + seconds
-        lock = threading.Lock()
-        out: list[float] = []
 
-        def worker(client: httpx.Client) -> None:
-            mine: list[float] = []
-            sigs: list[Signature] = []
-            while time.perf_counter() < deadline:
-                sig = choose(ids, size)
-                body = {"features": REFS, "entities": {"driver_id": list(sig)}}
-                began = time.perf_counter_ns()
-                reply = client.post("/v1/features", json=body)
-                mine.append((time.perf_counter_ns() - began) / 1000)
-                if reply.status_code != 200:
-                    errors.append(f"HTTP {reply.status_code}: {reply.text[:200]}")
-                elif logging:
-                    sigs.append(sig)
-            with lock:
-                out.extend(mine)
-                sent.extend(sigs)
+        def call(thread: int, sig: Signature) -> bool:
+            body = {"features": REFS, "entities": {"driver_id": list(sig)}}
+            reply = clients[thread].post("/v1/features", json=body)
+            if reply.status_code != 200:
+                errors.append(f"HTTP {reply.status_code}: {reply.text[:200]}")
+            return reply.status_code == 200
 
-        threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        out, done = concurrently(len(clients), seconds, lambda: choose(ids, size), call)
+        if logging:
+            sent.extend(done)
         return out
 
     samples: dict[int, dict[bool, list[float]]] = {n: {False: [], True: []} for n in SIZES}
@@ -290,8 +376,9 @@ def one_run(args: argparse.Namespace) -> tuple[list[Result], bool]:
     with tempfile.TemporaryDirectory() as tmp:
         root = build(Path(tmp), args.entities)
         results, ok = in_process(root, args.entities, args)
+        loaded, ok_load = in_process_load(root, args.entities, args)
         more, ok_http = http(root, args.entities, args)
-        return results + more, ok and ok_http
+        return results + loaded + more, ok and ok_load and ok_http
 
 
 def summary(runs: list[list[Result]]) -> None:
@@ -302,7 +389,7 @@ def summary(runs: list[list[Result]]) -> None:
         med = statistics.median(p99)
         met = "met" if med <= TARGET else "NOT MET"
         print(
-            f"{first.name:<34} p50 {statistics.median(p50):.3f} ({min(p50):.3f}-{max(p50):.3f})"
+            f"{first.name:<40} p50 {statistics.median(p50):.3f} ({min(p50):.3f}-{max(p50):.3f})"
             f"   p99 {med:.3f} ({min(p99):.3f}-{max(p99):.3f}) "
             f"{target(f'(target <= {TARGET:.2f}: {met})')}"
         )
