@@ -690,7 +690,14 @@ def _writer_properties(schema: Any) -> Any:
 
     Feature values and timestamps rarely repeat, so the writer's dictionary attempt is
     wasted work (it falls back to plain encoding anyway): skipping it halves the write
-    time and speeds up reads, at the same file size. Keys keep their dictionaries.
+    time and speeds up reads. Keys keep their dictionaries.
+
+    Given properties, the files are written uncompressed (the Rust parquet writer's
+    default; delta-rs uses snappy only when no properties are given). Kept so: feature
+    values are mostly floats, which compress poorly (2M rows of keys, times and floats,
+    measured: 132 MB uncompressed, 120 MB snappy, 113 MB zstd level 1), while snappy
+    costs 40% more write time and zstd twice the write and three times the read time.
+    A table with no float or time column gets no properties, hence snappy.
     """
     import pyarrow as pa
     from deltalake import ColumnProperties, WriterProperties
