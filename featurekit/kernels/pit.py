@@ -14,7 +14,11 @@ older still). Cost: two sorts of the view rows and one of the labels, linear oth
 Fast paths (same answers; tests/integration/test_perf_kernel.py compares them): stored
 rows are usually already in rank order, so their sort is skipped; with one integer key,
 the ``avail``-order re-sort is replaced by a suffix minimum of ``avail`` in rank order
-(see ``_join_one``), and sorts by (key, time) use one packed ``UInt64`` key.
+(see ``_join_one``), and sorts by (key, time) use one packed ``UInt64`` key. With one
+integer key of up to 64 bits, that match, the TTL check and the gather run in numpy on
+flat arrays (``_packed_join``), in place where they can: at a bucket's size (hundreds of
+thousands of rows) polars' frames between steps and fresh memory for each cost more than
+the arithmetic.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Literal
 
+import numpy as np
 import polars as pl
 
 from featurekit.core.definitions import Aggregation
@@ -226,7 +231,11 @@ def _join_one(
     """
     keys = list(view.keys)
     knowledge = point_in_time == "knowledge" and view.created_timestamp is not None
-    rows = _ranked_rows(view, row_keys, knowledge, unit)
+    ordered = _ordered_rows(view, row_keys, knowledge, unit)
+    packed = _packed_join(left, ordered, view, knowledge, unit)
+    if packed is not None:
+        return packed
+    rows = _ranked(ordered, knowledge)
     packing = Packing.of(rows, keys, _AVAIL)
     if packing is not None:
         matched = _packed_match(left, rows, keys[0], packing, ordered=not knowledge)
@@ -238,6 +247,119 @@ def _join_one(
         chosen = pl.select(pl.when(expired).then(None).otherwise(chosen)).to_series()
     values = rows.select(view.features).gather(chosen.cast(pl.get_index_type()))
     return values, matched[_IDX]
+
+
+#: integer key dtypes the numpy path reads as 64-bit integers (wider ones take polars')
+_NUMPY_KEYS = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
+
+
+def _packed_join(
+    left: pl.DataFrame,
+    rows: pl.DataFrame,
+    view: LoadedView,
+    knowledge: bool,
+    unit: TimeUnit,
+) -> tuple[pl.DataFrame, pl.Series] | None:
+    """:func:`_join_one`'s answer for one integer key, in numpy; None when it does not apply.
+
+    The same steps as :func:`_packed_match` and the TTL check, on the ``rows`` of
+    :func:`_ordered_rows` (whose position is the rank): each row's "known from" instant
+    packed with its key (a suffix minimum of ``avail`` in rank order), one binary search
+    per label for the greatest rank known by its time, a match in another entity
+    discarded, then the TTL. At a bucket's size polars' per-call overhead and the
+    frames it builds between steps cost more than these few passes over flat arrays.
+    """
+    keys = list(view.keys)
+    if len(keys) != 1 or rows.height < 2 or rows.schema[keys[0]] not in _NUMPY_KEYS:
+        return None
+    if left.get_column(keys[0]).dtype != rows.schema[keys[0]]:
+        return None
+    wide = np.uint64 if rows.schema[keys[0]].is_unsigned_integer() else np.int64
+    key = rows.get_column(keys[0]).to_numpy().astype(wide, copy=False)
+    event = _instants(rows.get_column(_E))
+    # in place where it can be: every pass over a bucket's rows costs memory bandwidth
+    avail = np.maximum(event, _instants(rows.get_column(_C))) if knowledge else event
+    # rows are in (key, event) order: the key's bounds are its ends
+    key_min, key_max = key[0], key[-1]
+    time_min, time_max = int(avail.min()), int(avail.max())
+    key_bits, bits = int(key_max - key_min).bit_length(), (time_max - time_min).bit_length()
+    if key_bits > 62 or bits > 62 or key_bits + bits > 64:
+        return None
+    shift = np.uint64(bits)
+    known = np.subtract(key, key_min).view(np.uint64)
+    np.left_shift(known, shift, out=known)
+    offset = np.subtract(avail, time_min, out=avail if avail is not event else None)
+    np.bitwise_or(known, offset.view(np.uint64), out=known)
+    del offset, avail
+    if knowledge:  # event order sorts avail = event already: the minimum would be an identity
+        _suffix_min(known)
+    label_key = left.get_column(keys[0]).to_numpy().astype(wide, copy=False)
+    t = _instants(left.get_column(_T))
+    reachable = (label_key >= key_min) & (label_key <= key_max) & (t >= time_min)
+    # unreachable labels wrap around here; they are discarded below
+    label_offset = (label_key - key_min).view(np.uint64)
+    clipped = (np.minimum(t, time_max) - time_min).view(np.uint64)
+    packed = (label_offset << shift) | clipped
+    position = np.searchsorted(known, packed, side="right") - 1
+    before = position < 0  # earlier than anything is known for the first entity
+    position[before] = 0
+    chosen = reachable & ~before & ((known[position] >> shift) == label_offset)
+    if view.ttl is not None:
+        chosen &= ~_expired(t, event[position], view.ttl, unit)
+    return _gathered(rows, view.features, position, chosen), left.get_column(_IDX)
+
+
+def _gathered(
+    rows: pl.DataFrame, features: Sequence[str], position: np.ndarray, chosen: np.ndarray
+) -> pl.DataFrame:
+    """``rows[position]`` of each feature, null where not ``chosen``.
+
+    Column by column with an index without nulls, then masked: a frame's gather by an
+    index with nulls costs several times as much at a bucket's size.
+    """
+    index = pl.Series(position, dtype=pl.get_index_type())
+    columns = [rows.get_column(f).gather(index) for f in features]
+    if chosen.all():
+        return pl.DataFrame(columns)
+    keep = pl.Series(chosen)
+    return pl.DataFrame(columns).select(pl.when(keep).then(pl.all()))
+
+
+def _instants(series: pl.Series) -> np.ndarray:
+    """A datetime column's physical values (no nulls) as int64."""
+    return series.to_physical().to_numpy().astype(np.int64, copy=False)
+
+
+def _suffix_min(values: np.ndarray) -> None:
+    """Each value's minimum with every later one, in place (``values`` mostly ascend).
+
+    A value above its successor takes the successor's value, pass after pass: on mostly
+    ascending data a few passes settle it (each writes only the descents), where a
+    reversed running minimum walks every value one at a time; long chains finish with it.
+    """
+    for _ in range(4):
+        down = np.flatnonzero(values[:-1] > values[1:])
+        if not down.size:
+            return
+        values[down] = values[down + 1]
+    np.minimum.accumulate(values[::-1], out=values[::-1])
+
+
+def _expired(t: np.ndarray, event: np.ndarray, ttl: timedelta, unit: TimeUnit) -> np.ndarray:
+    """``t - event > ttl`` for rows known by ``t`` (so ``event <= t``).
+
+    The age is taken as unsigned 64-bit: it is never negative, and below 2**64 for any two
+    64-bit instants, where a signed difference could wrap (a row clamped to 1677 at a
+    label in 2026, in nanoseconds; see :func:`_older_than`).
+    """
+    per_us = 1000 if unit == "ns" else 1
+    limit = int(ttl / timedelta(microseconds=1)) * per_us
+    if limit < 0:
+        return np.ones(t.shape, dtype=np.bool_)
+    if limit >= 1 << 64:
+        return np.zeros(t.shape, dtype=np.bool_)
+    age = t.view(np.uint64) - event.view(np.uint64)
+    return age > np.uint64(limit)
 
 
 def _older_than(t: pl.Series, event: pl.Series, ttl: timedelta, unit: TimeUnit) -> pl.Series:
@@ -384,10 +506,12 @@ def _event_times(
     return frame.select([*selected, *extra])
 
 
-def _ranked_rows(
+def _ordered_rows(
     view: LoadedView, row_keys: list[pl.Expr], knowledge: bool, unit: TimeUnit
 ) -> pl.DataFrame:
-    """View rows in (keys, event, created, position) order with their rank and ``avail``."""
+    """View rows in (keys, event, created, position) order: keys, ``__fk_e`` (and
+    ``__fk_c``), then the features; rows without a key or time (or, ``knowledge``, a
+    created time) dropped."""
     frame = view.frame
     keys = list(view.keys)
     for col in (*keys, view.timestamp, *view.features):
@@ -397,11 +521,17 @@ def _ranked_rows(
             )
     order = [*keys, _E, *([_C] if view.created_timestamp is not None else [])]
     features = [pl.col(f) for f in view.features if f not in keys]
-    rows = _event_times(view, row_keys, unit, features).drop_nulls([*keys, _E])
-    if knowledge:
-        rows = rows.drop_nulls([_C])
+    rows = _event_times(view, row_keys, unit, features)
+    required = [*keys, _E, *([_C] if knowledge else [])]
+    if any(rows.get_column(c).null_count() for c in required):
+        rows = rows.drop_nulls(required)  # only then: it copies every column
     if not in_order(rows, order, strict=False):  # stored tables usually are: skip the sort
         rows = rows.sort(order, maintain_order=True, nulls_last=False)
+    return rows
+
+
+def _ranked(rows: pl.DataFrame, knowledge: bool) -> pl.DataFrame:
+    """:func:`_ordered_rows`' rows with their rank (position) and ``avail``."""
     avail = pl.max_horizontal(_E, _C) if knowledge else pl.col(_E)
     return rows.with_row_index(_RANK).with_columns(avail.alias(_AVAIL))
 
