@@ -148,6 +148,7 @@ def join(
     point_in_time: PointInTime,
     runner: Runner = LOCAL,
     budget: int | None = None,
+    sink: Callable[[pl.Series], object] | None = None,
 ) -> pl.DataFrame:
     """``labels`` with every view's features attached, as :func:`pit_join` would attach them.
 
@@ -155,11 +156,17 @@ def join(
     ``budget`` (bytes; default :data:`~featurekit.offline.batching.DEFAULT_BUDGET`) is read
     in one scan and split by bucket in memory: one read of the table costs much less than
     one per bucket (each opens the table and plans its own scan), with the same rows.
+
+    ``sink`` is given each feature column of a view joined bucket by bucket, with its
+    output name, as soon as it is in label order (and the columns of the views before
+    it): the result hash can digest one column while the next is being put in order.
+    Columns it was given are the result's columns after the labels, in order; the
+    rest (after a view joined whole, and every column when no view is) it is not given.
     """
     whole = [v.read(labels, None) for v in views]
     if labels.height == 0 or not any(_splits(labels, v) for v in views):
         return pit_join(labels, timestamp=timestamp, views=whole, point_in_time=point_in_time)
-    names = output_names(labels.columns, whole)
+    names = iter(output_names(labels.columns, whole))
     columns: list[pl.Series] = []
     # cluster tasks read their own bucket where they run: only the local engine reads whole
     limit = (budget or DEFAULT_BUDGET) // PEAK_FACTOR if isinstance(runner, LocalRunner) else None
@@ -167,9 +174,13 @@ def join(
         if _splits(labels, view):
             features = _bucketed(labels, timestamp, view, frame, point_in_time, runner, limit)
         else:
-            features = _features(labels, timestamp, frame, point_in_time)
-        columns.extend(features.get_columns())
-    return labels.hstack([s.alias(n) for s, n in zip(columns, names, strict=True)])
+            features = iter(_features(labels, timestamp, frame, point_in_time).get_columns())
+            sink = None  # the columns after these are not given either: the sink's are a prefix
+        for column in features:
+            columns.append(column.alias(next(names)))
+            if sink is not None:
+                sink(columns[-1])
+    return labels.hstack(columns)
 
 
 def _splits(labels: pl.DataFrame, view: BucketedView) -> bool:
@@ -231,9 +242,10 @@ def _bucketed(
     point_in_time: PointInTime,
     runner: Runner,
     limit: int | None = None,
-) -> pl.DataFrame:
+) -> Iterator[pl.Series]:
     """One view's feature columns, joined bucket by bucket and put back in label order
-    (its buckets read in one scan when they take at most ``limit`` bytes)."""
+    (its buckets read in one scan when they take at most ``limit`` bytes), one column at
+    a time: the caller may use one (hash it) while the next is put in order."""
     parts: list[pl.DataFrame] = []
     positions: list[np.ndarray] = []
     pieces = _view_parts(labels, timestamp, view, frame, point_in_time, runner, limit)
@@ -245,7 +257,13 @@ def _bucketed(
     # inverse (one scatter) puts the rows back in label order without sorting them
     inverse = np.empty(labels.height, dtype=np.int64)
     inverse[np.concatenate(positions)] = np.arange(labels.height, dtype=np.int64)
-    return gather_rows(stacked, pl.Series(inverse, dtype=pl.get_index_type()))
+    index = pl.Series(inverse, dtype=pl.get_index_type())
+    del parts, positions, inverse
+    names = stacked.columns
+    for name in names:
+        column = stacked.get_column(name)
+        stacked = stacked.drop(name)  # each column's parts are let go once it is in order
+        yield gather_rows(column.to_frame(), index).to_series()
 
 
 @dataclass(frozen=True)
@@ -303,6 +321,7 @@ def join_within(
     runner: Runner = LOCAL,
     storage_options: Mapping[str, str] | None = None,
     remove: Callable[[str], None] | None = None,
+    sink: Callable[[pl.Series], object] | None = None,
 ) -> pl.DataFrame | Spilled:
     """:func:`join`, or, when the result does not fit ``budget`` (bytes), the result
     written under the folder ``scratch()`` gives (see the module docstring).
@@ -313,6 +332,7 @@ def join_within(
 
     ``finish`` (on-demand features) is applied to each range of rows of a written result;
     an in-memory result is returned without it (the caller applies it to the whole frame).
+    ``sink`` is :func:`join`'s, for a result joined in memory (a written one never calls it).
     """
     whole = [v.read(labels, None) for v in views]
     features = sum(len(w.features) for w in whole)
@@ -325,6 +345,7 @@ def join_within(
             point_in_time=point_in_time,
             runner=runner,
             budget=budget,
+            sink=sink,
         )
     folder = scratch()
     options = _options(storage_options)

@@ -16,6 +16,7 @@ import pytest
 
 import featurekit as fk
 from featurekit.core.hashing import frame_hash
+from featurekit.offline import training
 from featurekit.storage import delta
 from featurekit.storage.records import VersionRecord
 
@@ -174,6 +175,36 @@ def test_hashes_made_while_the_join_runs_are_the_frames_hashes(tmp_path: Path) -
         ts = store.training_set(labels, FEATURES, "ts")
         assert ts.manifest.labels.hash == frame_hash(labels)
         assert ts.manifest.result_hash == frame_hash(ts.to_polars())
+        assert store.training_set_by_id(ts.id).manifest.result_hash == ts.manifest.result_hash
+
+
+def whole(trips: pl.LazyFrame) -> pl.LazyFrame:
+    return trips.select("driver_id", "event_ts", "ingested_at", "value")
+
+
+def test_feature_columns_are_hashed_as_they_are_put_in_label_order(tmp_path: Path) -> None:
+    """The result hash digests each bucketed view's columns while the next are ordered:
+    up to the first view joined whole (B = 1), then the rest at the end; always the
+    frame's own hash."""
+    source = tmp_path / "trips.parquet"
+    SOURCE.write_parquet(source)
+    store = _build(tmp_path / "store", source, 4)
+    src = fk.Source("trips", source, timestamp="event_ts", created_timestamp="ingested_at")
+    with buckets(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", fk.FeatureKitWarning)
+        store.materialize(fk.feature_view(entity=DRIVER, sources=[src])(whole))
+    orders = {
+        ("stats:value", "counts:value_sum_2d"): ["value", "value_sum_2d"],
+        ("stats:value", "whole:value", "counts:value_sum_2d"): ["stats__value"],
+        ("whole:value", "stats:value"): [],
+    }
+    for features, hashed_early in orders.items():
+        with mock.patch.object(training, "_feed_later", wraps=training._feed_later) as fed:
+            ts = store.training_set(LABELS, list(features), "ts")
+        assert [call.args[-1].name for call in fed.call_args_list] == hashed_early
+        frame = ts.to_polars()
+        assert frame.columns[LABELS.width :][: len(hashed_early)] == hashed_early
+        assert ts.manifest.result_hash == frame_hash(frame)
         assert store.training_set_by_id(ts.id).manifest.result_hash == ts.manifest.result_hash
 
 
