@@ -186,6 +186,13 @@ def _view_columns(
     view = lazy_view.loaded()  # released when the next view is loaded
     unit = _time_unit(labels.schema[timestamp], view)
     label_keys, row_keys = _aligned_keys(labels, view)
+    rows = None
+    if not view.aggregations:
+        knowledge = point_in_time == "knowledge" and view.created_timestamp is not None
+        rows = _ordered_rows(view, row_keys, knowledge, unit)
+        packed = _packed_join(labels, timestamp, label_keys, rows, view, knowledge, unit)
+        if packed is not None:
+            return packed
     cache_key = (tuple(str(k) for k in label_keys), unit)
     if cache_key not in sorted_labels:
         t_expr = to_utc_expr(
@@ -201,9 +208,9 @@ def _view_columns(
             gather_rows(base, order) if order is not None else base.sort([*view.keys, _T])
         )
     left = sorted_labels[cache_key]
-    if view.aggregations:
+    if rows is None:
         return _aggregate_one(left, labels.height, view, row_keys, point_in_time, unit), None
-    return _join_one(left, view, row_keys, point_in_time, unit)
+    return _join_one(left, view, rows, point_in_time, unit)
 
 
 def _time_unit(label_dtype: pl.DataType, view: LoadedView) -> TimeUnit:
@@ -217,13 +224,14 @@ def _time_unit(label_dtype: pl.DataType, view: LoadedView) -> TimeUnit:
 def _join_one(
     left: pl.DataFrame,
     view: LoadedView,
-    row_keys: list[pl.Expr],
+    ordered: pl.DataFrame,
     point_in_time: PointInTime,
     unit: TimeUnit,
 ) -> tuple[pl.DataFrame, pl.Series]:
     """Feature values of one view for the labels in ``left``'s order, and each row's label.
 
-    ``left`` holds the labels' keys, UTC time and row index, sorted by (keys, time).
+    ``left`` holds the labels' keys, UTC time and row index, sorted by (keys, time);
+    ``ordered`` the view's rows from :func:`_ordered_rows`.
     ``chosen`` follows that order, so it mostly ascends: gathering in that order reads the
     (multi-file, chunked) rows nearly sequentially; only the small result is then permuted
     into label order (:func:`_in_label_order`). Gathering in label order instead jumps
@@ -231,10 +239,6 @@ def _join_one(
     """
     keys = list(view.keys)
     knowledge = point_in_time == "knowledge" and view.created_timestamp is not None
-    ordered = _ordered_rows(view, row_keys, knowledge, unit)
-    packed = _packed_join(left, ordered, view, knowledge, unit)
-    if packed is not None:
-        return packed
     rows = _ranked(ordered, knowledge)
     packing = Packing.of(rows, keys, _AVAIL)
     if packing is not None:
@@ -254,7 +258,9 @@ _NUMPY_KEYS = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UI
 
 
 def _packed_join(
-    left: pl.DataFrame,
+    labels: pl.DataFrame,
+    timestamp: str,
+    label_keys: list[pl.Expr],
     rows: pl.DataFrame,
     view: LoadedView,
     knowledge: bool,
@@ -266,14 +272,25 @@ def _packed_join(
     :func:`_ordered_rows` (whose position is the rank): each row's "known from" instant
     packed with its key (a suffix minimum of ``avail`` in rank order), one binary search
     per label for the greatest rank known by its time, a match in another entity
-    discarded, then the TTL. At a bucket's size polars' per-call overhead and the
-    frames it builds between steps cost more than these few passes over flat arrays.
+    discarded, then the TTL. The labels are sorted here too, by their packed value (so
+    the searches and the gather walk the rows in order), in any order among equal ones:
+    they get the same answer, each with its own label position. At a bucket's size
+    polars' per-call overhead and the frames it builds between steps cost more than
+    these few passes over flat arrays.
     """
     keys = list(view.keys)
     if len(keys) != 1 or rows.height < 2 or rows.schema[keys[0]] not in _NUMPY_KEYS:
         return None
-    if left.get_column(keys[0]).dtype != rows.schema[keys[0]]:
+    t_expr = to_utc_expr(
+        timestamp, labels.schema[timestamp], what="label timestamp", time_unit=unit
+    )
+    base = labels.select(label_keys[0], t_expr.alias(_T))
+    if base.schema[keys[0]] != rows.schema[keys[0]]:
         return None
+    present = None
+    if base.get_column(keys[0]).null_count() or base.get_column(_T).null_count():
+        base = base.with_row_index(_IDX).drop_nulls([keys[0], _T])  # those match nothing
+        present = base.get_column(_IDX).to_numpy()
     wide = np.uint64 if rows.schema[keys[0]].is_unsigned_integer() else np.int64
     key = rows.get_column(keys[0]).to_numpy().astype(wide, copy=False)
     event = _instants(rows.get_column(_E))
@@ -293,20 +310,29 @@ def _packed_join(
     del offset, avail
     if knowledge:  # event order sorts avail = event already: the minimum would be an identity
         _suffix_min(known)
-    label_key = left.get_column(keys[0]).to_numpy().astype(wide, copy=False)
-    t = _instants(left.get_column(_T))
-    reachable = (label_key >= key_min) & (label_key <= key_max) & (t >= time_min)
-    # unreachable labels wrap around here; they are discarded below
+    label_key = base.get_column(keys[0]).to_numpy().astype(wide, copy=False)
+    t = _instants(base.get_column(_T))
+    # unreachable labels (unknown keys, earlier than every row) wrap around here; they
+    # are discarded below. Later than every row, a label's time is clipped: it sees all.
     label_offset = (label_key - key_min).view(np.uint64)
-    clipped = (np.minimum(t, time_max) - time_min).view(np.uint64)
-    packed = (label_offset << shift) | clipped
+    packed = (label_offset << shift) | (np.minimum(t, time_max) - time_min).view(np.uint64)
+    order = np.argsort(packed)
+    packed, label_key, label_offset, t = (
+        packed[order],
+        label_key[order],
+        label_offset[order],
+        t[order],
+    )
+    reachable = (label_key >= key_min) & (label_key <= key_max) & (t >= time_min)
     position = np.searchsorted(known, packed, side="right") - 1
     before = position < 0  # earlier than anything is known for the first entity
     position[before] = 0
     chosen = reachable & ~before & ((known[position] >> shift) == label_offset)
     if view.ttl is not None:
         chosen &= ~_expired(t, event[position], view.ttl, unit)
-    return _gathered(rows, view.features, position, chosen), left.get_column(_IDX)
+    where = order if present is None else present[order]
+    values = _gathered(rows, view.features, position, chosen)
+    return values, pl.Series(where, dtype=pl.get_index_type())
 
 
 def _gathered(

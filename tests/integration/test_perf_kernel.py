@@ -230,6 +230,7 @@ def test_in_order_matches_a_loop(
     key_dtype=st.sampled_from([pl.Int64, pl.Int8, pl.UInt8, pl.UInt64, pl.UInt32]),
     unit=st.sampled_from(["us", "ns"]),
     null_created=st.one_of(st.none(), st.integers(0, 39)),
+    null_label=st.one_of(st.none(), st.integers(0, 59)),
     presorted=st.booleans(),
 )
 def test_numpy_path_matches_polars_path(
@@ -240,10 +241,12 @@ def test_numpy_path_matches_polars_path(
     key_dtype: type[pl.DataType],
     unit: str,
     null_created: int | None,
+    null_label: int | None,
     presorted: bool,
 ) -> None:
     """One integer key: the numpy path (``_packed_join``) gives exactly the polars path's
-    values, on stored-like (sorted) and unsorted rows, ties, TTLs, and both time units."""
+    values, on stored-like (sorted) and unsorted rows, ties, TTLs, both time units, and
+    labels without a key or a time."""
     shift = 2 if key_dtype in (pl.UInt8, pl.UInt64, pl.UInt32) else 0
     created = [
         None if i == null_created else BASE + timedelta(minutes=e + c)
@@ -266,6 +269,11 @@ def test_numpy_path_matches_polars_path(
             "t": at([t for _, t in labels]),
         }
     )
+    if null_label is not None and null_label // 2 < label_frame.height:  # a key or a time
+        column = "kt"[null_label % 2]
+        label_frame = label_frame.with_columns(
+            label_frame.get_column(column).scatter(null_label // 2, None)
+        )
     view = ViewFrame(
         "v",
         frame,
