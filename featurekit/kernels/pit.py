@@ -338,17 +338,37 @@ def _packed_join(
 def _gathered(
     rows: pl.DataFrame, features: Sequence[str], position: np.ndarray, chosen: np.ndarray
 ) -> pl.DataFrame:
-    """``rows[position]`` of each feature, null where not ``chosen``.
+    """``rows[position]`` of each feature, null where not ``chosen``; ``position`` ascends.
 
     Column by column with an index without nulls, then masked: a frame's gather by an
     index with nulls costs several times as much at a bucket's size.
     """
-    index = pl.Series(position, dtype=pl.get_index_type())
-    columns = [rows.get_column(f).gather(index) for f in features]
+    columns = [_gather_ascending(rows.get_column(f), position) for f in features]
     if chosen.all():
         return pl.DataFrame(columns)
     keep = pl.Series(chosen)
     return pl.DataFrame(columns).select(pl.when(keep).then(pl.all()))
+
+
+def _gather_ascending(column: pl.Series, position: np.ndarray) -> pl.Series:
+    """``column[position]`` for ascending positions, chunk by chunk.
+
+    A column in several chunks (a bucket of several files) would have each position's
+    chunk looked up; the ascending positions of one chunk are one run, gathered from
+    that chunk alone.
+    """
+    index = pl.get_index_type()
+    if column.n_chunks() == 1:
+        return column.gather(pl.Series(position, dtype=index))
+    bounds = np.cumsum([0, *column.chunk_lengths()])
+    cuts = [0, *np.searchsorted(position, bounds[1:-1]).tolist(), position.size]
+    pieces = [
+        chunk.gather(pl.Series(position[a:b] - first, dtype=index))
+        for chunk, a, b, first in zip(
+            column.get_chunks(), cuts[:-1], cuts[1:], bounds[:-1].tolist(), strict=True
+        )
+    ]
+    return pl.concat(pieces, rechunk=True)
 
 
 def _instants(series: pl.Series) -> np.ndarray:

@@ -232,6 +232,7 @@ def test_in_order_matches_a_loop(
     null_created=st.one_of(st.none(), st.integers(0, 39)),
     null_label=st.one_of(st.none(), st.integers(0, 59)),
     presorted=st.booleans(),
+    chunks=st.lists(st.integers(1, 39), max_size=3),
 )
 def test_numpy_path_matches_polars_path(
     rows: list[tuple[int, int, int]],
@@ -243,10 +244,11 @@ def test_numpy_path_matches_polars_path(
     null_created: int | None,
     null_label: int | None,
     presorted: bool,
+    chunks: list[int],
 ) -> None:
     """One integer key: the numpy path (``_packed_join``) gives exactly the polars path's
-    values, on stored-like (sorted) and unsorted rows, ties, TTLs, both time units, and
-    labels without a key or a time."""
+    values, on stored-like (sorted) and unsorted rows in one or several chunks (a bucket
+    of several files), ties, TTLs, both time units, and labels without a key or a time."""
     shift = 2 if key_dtype in (pl.UInt8, pl.UInt64, pl.UInt32) else 0
     created = [
         None if i == null_created else BASE + timedelta(minutes=e + c)
@@ -263,6 +265,8 @@ def test_numpy_path_matches_polars_path(
     )
     if presorted:
         frame = frame.sort(["k", "e", "c"], nulls_last=False, maintain_order=True)
+    cuts = sorted({0, *(c for c in chunks if c < frame.height), frame.height})
+    frame = pl.concat([frame[a:b] for a, b in pairwise(cuts)], rechunk=False)
     label_frame = pl.DataFrame(
         {
             "k": pl.Series([k + shift for k, _ in labels], dtype=key_dtype),
