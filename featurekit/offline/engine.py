@@ -434,6 +434,13 @@ def _view_parts(
     if not _splits(labels, view):
         yield 0, np.arange(labels.height), _features(labels, timestamp, frame, point_in_time)
         return
+    scan: Future[Reader | None] | None = None
+    if limit is not None and view.read_all is not None:
+        # the table is read on a thread of its own while the labels are grouped by
+        # bucket here: the scan keeps about one core busy, the grouping the other
+        reading = ThreadPoolExecutor(1, thread_name_prefix="featurekit-read")
+        scan = reading.submit(view.read_all, labels, limit)
+        reading.shutdown(wait=False)
     ids = bucket_ids(labels, view.keys, view.buckets).to_numpy()
     # one stable counting sort groups the labels by bucket (keeping label order within
     # each): a bucket's labels are then one slice, gathered once for all buckets
@@ -448,8 +455,8 @@ def _view_parts(
     narrow = labels.select(wanted) if timestamp in labels.columns else labels
     grouped = gather_rows(narrow, pl.Series(order, dtype=pl.get_index_type()))
     read = view.read
-    if limit is not None and view.read_all is not None:
-        read = view.read_all(labels, limit) or read
+    if scan is not None:
+        read = scan.result() or read
 
     def tasks() -> Iterator[Task]:  # made as the runner takes them: one bucket's labels each
         for bucket in buckets:

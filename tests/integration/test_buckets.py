@@ -208,6 +208,28 @@ def test_feature_columns_are_hashed_as_they_are_put_in_label_order(tmp_path: Pat
         assert store.training_set_by_id(ts.id).manifest.result_hash == ts.manifest.result_hash
 
 
+def test_a_damaged_file_read_beside_the_label_grouping_is_a_storage_error(
+    tmp_path: Path,
+) -> None:
+    """The one scan of a bucketed table runs on its own thread while the labels are
+    grouped by bucket; a damaged file still fails the training set with the table's and
+    the file's names, as a read on the calling thread would."""
+    source = tmp_path / "trips.parquet"
+    SOURCE.write_parquet(source)
+    store = _build(tmp_path / "store", source, 4)
+    folder = store.root / "features" / "stats" / "v1"
+    path = sorted(folder.glob("__fk_buckets=4/__fk_bucket=2/*.parquet"))[0]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(fk.StorageError) as info:
+        store.training_set(LABELS, ["stats:value"], "ts")
+    assert str(info.value).startswith(
+        f"reading Delta table {str(folder)!r} at version 0 failed: data file "
+        f"{path.relative_to(folder).as_posix()!r} is {len(data) // 2} bytes, but the log "
+        f"recorded {len(data)}."
+    )
+
+
 def test_reads_filter_on_the_label_keys_up_to_the_limit_of_distinct_keys(tmp_path: Path) -> None:
     source = tmp_path / "trips.parquet"
     SOURCE.write_parquet(source)
