@@ -32,7 +32,7 @@ import shutil
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Protocol
@@ -360,10 +360,10 @@ def join_within(
         pieces = _view_parts(
             labels, timestamp, view, frame, point_in_time, SERIAL if runner is LOCAL else runner
         )
-        for bucket, rows, values in pieces:
+        for k, (_, rows, values) in enumerate(pieces):  # a bucket may come in pieces
             values.columns = own
             values = values.insert_column(0, pl.Series(_ROW, rows, dtype=pl.UInt64))
-            _write(values, _under(target, f"{bucket:05d}.parquet"), options, 64 * 1024)
+            _write(values, _under(target, f"{k:05d}.parquet"), options, 64 * 1024)
     per_row = max(1, size // labels.height)
     chunk = max(1, budget // (PEAK_FACTOR * per_row))
     parts: list[str] = []
@@ -458,12 +458,80 @@ def _view_parts(
     if scan is not None:
         read = scan.result() or read
 
-    def tasks() -> Iterator[Task]:  # made as the runner takes them: one bucket's labels each
-        for bucket in buckets:
-            sub = grouped.slice(int(starts[bucket]), int(counts[bucket]))
-            yield partial(_unordered, sub, timestamp, read(sub, bucket), point_in_time)
+    made: deque[tuple[int, np.ndarray]] = deque()  # each task's bucket and label positions
 
-    for bucket, where, result in zip(buckets, positions, runner.map(tasks()), strict=True):
-        # the kernel's rows name their label within the bucket: map them to label rows
+    def tasks() -> Iterator[Task]:  # made as the runner takes them: one bucket's labels each
+        for bucket, where in zip(buckets, positions, strict=True):
+            sub = grouped.slice(int(starts[bucket]), int(counts[bucket]))
+            for index, piece, rows in _pieces(sub, read(sub, bucket), view.keys):
+                made.append((bucket, where if index is None else where[index]))
+                yield partial(_unordered, piece, timestamp, rows, point_in_time)
+
+    for result in runner.map(tasks()):
+        bucket, where = made.popleft()
+        # the kernel's rows name their label within the task: map them to label rows
         local = result.get_column(_ROW).to_numpy()
         yield bucket, where[local], result.drop(_ROW)
+
+
+#: a bucket in memory with at least twice this many rows is joined in pieces of about
+#: this many rows (see :func:`_pieces`): the size of B = 16's buckets at 10M rows, whose
+#: kernel calls cost the least per row in the measurements of docs/scale.md
+PIECE_ROWS = 625_000
+_SPLIT_KEYS = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
+
+
+def _pieces(
+    labels: pl.DataFrame, view: ViewFrame, keys: tuple[str, ...]
+) -> Iterator[tuple[np.ndarray | None, pl.DataFrame, ViewFrame]]:
+    """One bucket's work as tasks: (label rows of ``labels``, or None for all; those
+    labels; the view over the rows they can match).
+
+    A large bucket in memory, with one integer key and rows stored in key order, is cut
+    into pieces of whole entities at key values (the rows of a piece are a zero-copy
+    slice; each label goes with its key's piece): entities are joined independently, so
+    the pieces' answers are the bucket's. Pieces of about :data:`PIECE_ROWS` rows keep a
+    kernel call's arrays small (a 5M-row bucket costs more per row than a 625k-row one)
+    and give the threads more, shorter tasks. Anything else is one task.
+    """
+    frame = view.frame
+    whole = (None, labels, view)
+    if (
+        not isinstance(frame, pl.DataFrame)
+        or frame.height < 2 * PIECE_ROWS
+        or len(keys) != 1
+        or view.aggregations
+        or keys[0] not in frame.columns
+        or keys[0] not in labels.columns
+    ):
+        yield whole
+        return
+    key, label_key = frame.get_column(keys[0]), labels.get_column(keys[0])
+    if not (
+        key.dtype in _SPLIT_KEYS
+        and key.dtype == label_key.dtype
+        and key.null_count() == 0
+        and label_key.null_count() == 0
+        and key.is_sorted()
+    ):
+        yield whole
+        return
+    count = -(-frame.height // PIECE_ROWS)
+    cuts = key.gather([frame.height * i // count for i in range(1, count)]).unique(
+        maintain_order=True
+    )
+    bounds = [0, *key.search_sorted(cuts, side="left").to_list(), frame.height]
+    # a label's piece: how many cut values its key reaches
+    piece = np.searchsorted(cuts.to_numpy(), label_key.to_numpy(), side="right")
+    order = np.argsort(piece.astype(np.uint16), kind="stable")
+    sizes = np.bincount(piece, minlength=len(bounds) - 1)
+    firsts = np.concatenate([[0], np.cumsum(sizes)])
+    grouped = gather_rows(labels, pl.Series(order, dtype=pl.get_index_type()))
+    for i in range(len(bounds) - 1):
+        if sizes[i]:
+            rows = frame.slice(bounds[i], bounds[i + 1] - bounds[i])
+            yield (
+                order[firsts[i] : firsts[i + 1]],
+                grouped.slice(int(firsts[i]), int(sizes[i])),
+                replace(view, frame=rows),
+            )

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import numpy as np
@@ -16,7 +17,7 @@ import pytest
 
 import featurekit as fk
 from featurekit.core.hashing import frame_hash
-from featurekit.offline import training
+from featurekit.offline import engine, training
 from featurekit.storage import delta
 from featurekit.storage.records import VersionRecord
 
@@ -228,6 +229,49 @@ def test_a_damaged_file_read_beside_the_label_grouping_is_a_storage_error(
         f"{path.relative_to(folder).as_posix()!r} is {len(data) // 2} bytes, but the log "
         f"recorded {len(data)}."
     )
+
+
+def test_large_buckets_are_joined_in_pieces_of_whole_entities(tmp_path: Path) -> None:
+    """A bucket with many rows is cut at key values into pieces joined as tasks of their
+    own; the training set is the one B = 1 gives, also where pushed rows leave a bucket
+    out of key order (that bucket is then one task)."""
+    source = tmp_path / "trips.parquet"
+    SOURCE.write_parquet(source)
+    labels = LABELS.with_columns(pl.col("driver_id").cast(pl.Int64))  # the stored dtype
+    pushed = pl.DataFrame(
+        {
+            "driver_id": [150, 3, 77],
+            "event_ts": [BASE + timedelta(minutes=m) for m in (9_000, 9_001, 9_002)],
+            "value": [7.0, 8.0, 9.0],
+        }
+    )
+    stores = {n: _build(tmp_path / f"store{n}", source, n) for n in (1, 4)}
+    for push in (False, True):
+        if push:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", fk.FeatureKitWarning)
+                for store in stores.values():
+                    store.push("stats", pushed)
+        for mode in ("knowledge", "event"):
+            one = stores[1].training_set(labels, FEATURES, "ts", point_in_time=mode)
+            tasks: list[int] = []
+
+            def counted(*args: Any, real: Any = engine._pieces, tasks: list[int] = tasks) -> Any:
+                made = list(real(*args))
+                tasks.append(len(made))
+                return iter(made)
+
+            with (
+                mock.patch.object(engine, "PIECE_ROWS", 40),
+                mock.patch.object(engine, "_pieces", counted),
+            ):
+                four = stores[4].training_set(labels, FEATURES, "ts", point_in_time=mode)
+            assert len(tasks) == 8  # two views of four buckets
+            # the plain view's buckets come in pieces; a bucket with pushed rows in one
+            assert sum(tasks) >= 8 + 4 * (3 if not push else 2)
+            assert four.id == one.id
+            assert four.manifest.result_hash == one.manifest.result_hash
+            assert four.to_polars().equals(one.to_polars())
 
 
 def test_reads_filter_on_the_label_keys_up_to_the_limit_of_distinct_keys(tmp_path: Path) -> None:
