@@ -88,13 +88,24 @@ def hashable(dtypes: Sequence[pl.DataType]) -> bool:
     return bool(dtypes) and all(hash_class(d) is not None for d in dtypes)
 
 
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finalizer of ``x + GOLDEN`` (numpy ``uint64`` arithmetic wraps)."""
+def _mix(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """splitmix64's finalizer of ``x + GOLDEN`` (numpy ``uint64`` arithmetic wraps), into
+    ``out`` (which may be ``x``) or a new array.
+
+    In place after the first step: at a million keys every fresh temporary costs more
+    (its memory is new to the process) than the arithmetic done in it.
+    """
     with np.errstate(over="ignore"):
-        z = x + np.uint64(GOLDEN)
-        z = (z ^ (z >> np.uint64(30))) * _C1
-        z = (z ^ (z >> np.uint64(27))) * _C2
-        return z ^ (z >> np.uint64(31))
+        z: np.ndarray = np.add(x, np.uint64(GOLDEN), out=out)
+        shifted = np.right_shift(z, np.uint64(30))
+        z ^= shifted
+        z *= _C1
+        np.right_shift(z, np.uint64(27), out=shifted)
+        z ^= shifted
+        z *= _C2
+        np.right_shift(z, np.uint64(31), out=shifted)
+        z ^= shifted
+        return z
 
 
 def _values(series: pl.Series) -> np.ndarray:
@@ -125,7 +136,8 @@ def key_hash(frame: pl.DataFrame, keys: Sequence[str]) -> pl.Series:
     """The 64-bit bucketing hash of each row's ``keys`` (see the module docstring)."""
     h = np.full(frame.height, SEED, dtype=np.uint64)
     for key in keys:
-        h = _mix(h ^ _mix(_values(frame.get_column(key))))
+        h ^= _mix(_values(frame.get_column(key)))
+        _mix(h, out=h)
     return pl.Series("__fk_key_hash", h, dtype=pl.UInt64)
 
 

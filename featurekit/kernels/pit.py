@@ -14,7 +14,11 @@ older still). Cost: two sorts of the view rows and one of the labels, linear oth
 Fast paths (same answers; tests/integration/test_perf_kernel.py compares them): stored
 rows are usually already in rank order, so their sort is skipped; with one integer key,
 the ``avail``-order re-sort is replaced by a suffix minimum of ``avail`` in rank order
-(see ``_join_one``), and sorts by (key, time) use one packed ``UInt64`` key.
+(see ``_join_one``), and sorts by (key, time) use one packed ``UInt64`` key. With one
+integer key of up to 64 bits, that match, the TTL check and the gather run in numpy on
+flat arrays (``_packed_join``), in place where they can: at a bucket's size (hundreds of
+thousands of rows) polars' frames between steps and fresh memory for each cost more than
+the arithmetic.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Literal
 
+import numpy as np
 import polars as pl
 
 from featurekit.core.definitions import Aggregation
@@ -181,6 +186,13 @@ def _view_columns(
     view = lazy_view.loaded()  # released when the next view is loaded
     unit = _time_unit(labels.schema[timestamp], view)
     label_keys, row_keys = _aligned_keys(labels, view)
+    rows = None
+    if not view.aggregations:
+        knowledge = point_in_time == "knowledge" and view.created_timestamp is not None
+        rows = _ordered_rows(view, row_keys, knowledge, unit)
+        packed = _packed_join(labels, timestamp, label_keys, rows, view, knowledge, unit)
+        if packed is not None:
+            return packed
     cache_key = (tuple(str(k) for k in label_keys), unit)
     if cache_key not in sorted_labels:
         t_expr = to_utc_expr(
@@ -196,9 +208,9 @@ def _view_columns(
             gather_rows(base, order) if order is not None else base.sort([*view.keys, _T])
         )
     left = sorted_labels[cache_key]
-    if view.aggregations:
+    if rows is None:
         return _aggregate_one(left, labels.height, view, row_keys, point_in_time, unit), None
-    return _join_one(left, view, row_keys, point_in_time, unit)
+    return _join_one(left, view, rows, point_in_time, unit)
 
 
 def _time_unit(label_dtype: pl.DataType, view: LoadedView) -> TimeUnit:
@@ -212,13 +224,14 @@ def _time_unit(label_dtype: pl.DataType, view: LoadedView) -> TimeUnit:
 def _join_one(
     left: pl.DataFrame,
     view: LoadedView,
-    row_keys: list[pl.Expr],
+    ordered: pl.DataFrame,
     point_in_time: PointInTime,
     unit: TimeUnit,
 ) -> tuple[pl.DataFrame, pl.Series]:
     """Feature values of one view for the labels in ``left``'s order, and each row's label.
 
-    ``left`` holds the labels' keys, UTC time and row index, sorted by (keys, time).
+    ``left`` holds the labels' keys, UTC time and row index, sorted by (keys, time);
+    ``ordered`` the view's rows from :func:`_ordered_rows`.
     ``chosen`` follows that order, so it mostly ascends: gathering in that order reads the
     (multi-file, chunked) rows nearly sequentially; only the small result is then permuted
     into label order (:func:`_in_label_order`). Gathering in label order instead jumps
@@ -226,7 +239,7 @@ def _join_one(
     """
     keys = list(view.keys)
     knowledge = point_in_time == "knowledge" and view.created_timestamp is not None
-    rows = _ranked_rows(view, row_keys, knowledge, unit)
+    rows = _ranked(ordered, knowledge)
     packing = Packing.of(rows, keys, _AVAIL)
     if packing is not None:
         matched = _packed_match(left, rows, keys[0], packing, ordered=not knowledge)
@@ -238,6 +251,161 @@ def _join_one(
         chosen = pl.select(pl.when(expired).then(None).otherwise(chosen)).to_series()
     values = rows.select(view.features).gather(chosen.cast(pl.get_index_type()))
     return values, matched[_IDX]
+
+
+#: integer key dtypes the numpy path reads as 64-bit integers (wider ones take polars')
+_NUMPY_KEYS = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
+
+
+def _packed_join(
+    labels: pl.DataFrame,
+    timestamp: str,
+    label_keys: list[pl.Expr],
+    rows: pl.DataFrame,
+    view: LoadedView,
+    knowledge: bool,
+    unit: TimeUnit,
+) -> tuple[pl.DataFrame, pl.Series] | None:
+    """:func:`_join_one`'s answer for one integer key, in numpy; None when it does not apply.
+
+    The same steps as :func:`_packed_match` and the TTL check, on the ``rows`` of
+    :func:`_ordered_rows` (whose position is the rank): each row's "known from" instant
+    packed with its key (a suffix minimum of ``avail`` in rank order), one binary search
+    per label for the greatest rank known by its time, a match in another entity
+    discarded, then the TTL. The labels are sorted here too, by their packed value (so
+    the searches and the gather walk the rows in order), in any order among equal ones:
+    they get the same answer, each with its own label position. At a bucket's size
+    polars' per-call overhead and the frames it builds between steps cost more than
+    these few passes over flat arrays.
+    """
+    keys = list(view.keys)
+    if len(keys) != 1 or rows.height < 2 or rows.schema[keys[0]] not in _NUMPY_KEYS:
+        return None
+    t_expr = to_utc_expr(
+        timestamp, labels.schema[timestamp], what="label timestamp", time_unit=unit
+    )
+    base = labels.select(label_keys[0], t_expr.alias(_T))
+    if base.schema[keys[0]] != rows.schema[keys[0]]:
+        return None
+    present = None
+    if base.get_column(keys[0]).null_count() or base.get_column(_T).null_count():
+        base = base.with_row_index(_IDX).drop_nulls([keys[0], _T])  # those match nothing
+        present = base.get_column(_IDX).to_numpy()
+    wide = np.uint64 if rows.schema[keys[0]].is_unsigned_integer() else np.int64
+    key = rows.get_column(keys[0]).to_numpy().astype(wide, copy=False)
+    event = _instants(rows.get_column(_E))
+    # in place where it can be: every pass over a bucket's rows costs memory bandwidth
+    avail = np.maximum(event, _instants(rows.get_column(_C))) if knowledge else event
+    # rows are in (key, event) order: the key's bounds are its ends
+    key_min, key_max = key[0], key[-1]
+    time_min, time_max = int(avail.min()), int(avail.max())
+    key_bits, bits = int(key_max - key_min).bit_length(), (time_max - time_min).bit_length()
+    if key_bits > 62 or bits > 62 or key_bits + bits > 64:
+        return None
+    shift = np.uint64(bits)
+    known = np.subtract(key, key_min).view(np.uint64)
+    np.left_shift(known, shift, out=known)
+    offset = np.subtract(avail, time_min, out=avail if avail is not event else None)
+    np.bitwise_or(known, offset.view(np.uint64), out=known)
+    del offset, avail
+    if knowledge:  # event order sorts avail = event already: the minimum would be an identity
+        _suffix_min(known)
+    label_key = base.get_column(keys[0]).to_numpy().astype(wide, copy=False)
+    t = _instants(base.get_column(_T))
+    # unreachable labels (unknown keys, earlier than every row) wrap around here; they
+    # are discarded below. Later than every row, a label's time is clipped: it sees all.
+    label_offset = (label_key - key_min).view(np.uint64)
+    packed = (label_offset << shift) | (np.minimum(t, time_max) - time_min).view(np.uint64)
+    order = np.argsort(packed)
+    packed, label_key, label_offset, t = (
+        packed[order],
+        label_key[order],
+        label_offset[order],
+        t[order],
+    )
+    reachable = (label_key >= key_min) & (label_key <= key_max) & (t >= time_min)
+    position = np.searchsorted(known, packed, side="right") - 1
+    before = position < 0  # earlier than anything is known for the first entity
+    position[before] = 0
+    chosen = reachable & ~before & ((known[position] >> shift) == label_offset)
+    if view.ttl is not None:
+        chosen &= ~_expired(t, event[position], view.ttl, unit)
+    where = order if present is None else present[order]
+    values = _gathered(rows, view.features, position, chosen)
+    return values, pl.Series(where, dtype=pl.get_index_type())
+
+
+def _gathered(
+    rows: pl.DataFrame, features: Sequence[str], position: np.ndarray, chosen: np.ndarray
+) -> pl.DataFrame:
+    """``rows[position]`` of each feature, null where not ``chosen``; ``position`` ascends.
+
+    Column by column with an index without nulls, then masked: a frame's gather by an
+    index with nulls costs several times as much at a bucket's size.
+    """
+    columns = [_gather_ascending(rows.get_column(f), position) for f in features]
+    if chosen.all():
+        return pl.DataFrame(columns)
+    keep = pl.Series(chosen)
+    return pl.DataFrame(columns).select(pl.when(keep).then(pl.all()))
+
+
+def _gather_ascending(column: pl.Series, position: np.ndarray) -> pl.Series:
+    """``column[position]`` for ascending positions, chunk by chunk.
+
+    A column in several chunks (a bucket of several files) would have each position's
+    chunk looked up; the ascending positions of one chunk are one run, gathered from
+    that chunk alone.
+    """
+    index = pl.get_index_type()
+    if column.n_chunks() == 1:
+        return column.gather(pl.Series(position, dtype=index))
+    bounds = np.cumsum([0, *column.chunk_lengths()])
+    cuts = [0, *np.searchsorted(position, bounds[1:-1]).tolist(), position.size]
+    pieces = [
+        chunk.gather(pl.Series(position[a:b] - first, dtype=index))
+        for chunk, a, b, first in zip(
+            column.get_chunks(), cuts[:-1], cuts[1:], bounds[:-1].tolist(), strict=True
+        )
+    ]
+    return pl.concat(pieces, rechunk=True)
+
+
+def _instants(series: pl.Series) -> np.ndarray:
+    """A datetime column's physical values (no nulls) as int64."""
+    return series.to_physical().to_numpy().astype(np.int64, copy=False)
+
+
+def _suffix_min(values: np.ndarray) -> None:
+    """Each value's minimum with every later one, in place (``values`` mostly ascend).
+
+    A value above its successor takes the successor's value, pass after pass: on mostly
+    ascending data a few passes settle it (each writes only the descents), where a
+    reversed running minimum walks every value one at a time; long chains finish with it.
+    """
+    for _ in range(4):
+        down = np.flatnonzero(values[:-1] > values[1:])
+        if not down.size:
+            return
+        values[down] = values[down + 1]
+    np.minimum.accumulate(values[::-1], out=values[::-1])
+
+
+def _expired(t: np.ndarray, event: np.ndarray, ttl: timedelta, unit: TimeUnit) -> np.ndarray:
+    """``t - event > ttl`` for rows known by ``t`` (so ``event <= t``).
+
+    The age is taken as unsigned 64-bit: it is never negative, and below 2**64 for any two
+    64-bit instants, where a signed difference could wrap (a row clamped to 1677 at a
+    label in 2026, in nanoseconds; see :func:`_older_than`).
+    """
+    per_us = 1000 if unit == "ns" else 1
+    limit = int(ttl / timedelta(microseconds=1)) * per_us
+    if limit < 0:
+        return np.ones(t.shape, dtype=np.bool_)
+    if limit >= 1 << 64:
+        return np.zeros(t.shape, dtype=np.bool_)
+    age = t.view(np.uint64) - event.view(np.uint64)
+    return age > np.uint64(limit)
 
 
 def _older_than(t: pl.Series, event: pl.Series, ttl: timedelta, unit: TimeUnit) -> pl.Series:
@@ -384,10 +552,12 @@ def _event_times(
     return frame.select([*selected, *extra])
 
 
-def _ranked_rows(
+def _ordered_rows(
     view: LoadedView, row_keys: list[pl.Expr], knowledge: bool, unit: TimeUnit
 ) -> pl.DataFrame:
-    """View rows in (keys, event, created, position) order with their rank and ``avail``."""
+    """View rows in (keys, event, created, position) order: keys, ``__fk_e`` (and
+    ``__fk_c``), then the features; rows without a key or time (or, ``knowledge``, a
+    created time) dropped."""
     frame = view.frame
     keys = list(view.keys)
     for col in (*keys, view.timestamp, *view.features):
@@ -397,11 +567,17 @@ def _ranked_rows(
             )
     order = [*keys, _E, *([_C] if view.created_timestamp is not None else [])]
     features = [pl.col(f) for f in view.features if f not in keys]
-    rows = _event_times(view, row_keys, unit, features).drop_nulls([*keys, _E])
-    if knowledge:
-        rows = rows.drop_nulls([_C])
+    rows = _event_times(view, row_keys, unit, features)
+    required = [*keys, _E, *([_C] if knowledge else [])]
+    if any(rows.get_column(c).null_count() for c in required):
+        rows = rows.drop_nulls(required)  # only then: it copies every column
     if not in_order(rows, order, strict=False):  # stored tables usually are: skip the sort
         rows = rows.sort(order, maintain_order=True, nulls_last=False)
+    return rows
+
+
+def _ranked(rows: pl.DataFrame, knowledge: bool) -> pl.DataFrame:
+    """:func:`_ordered_rows`' rows with their rank (position) and ``avail``."""
     avail = pl.max_horizontal(_E, _C) if knowledge else pl.col(_E)
     return rows.with_row_index(_RANK).with_columns(avail.alias(_AVAIL))
 

@@ -32,7 +32,7 @@ import shutil
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Protocol
@@ -148,6 +148,7 @@ def join(
     point_in_time: PointInTime,
     runner: Runner = LOCAL,
     budget: int | None = None,
+    sink: Callable[[pl.Series], object] | None = None,
 ) -> pl.DataFrame:
     """``labels`` with every view's features attached, as :func:`pit_join` would attach them.
 
@@ -155,11 +156,17 @@ def join(
     ``budget`` (bytes; default :data:`~featurekit.offline.batching.DEFAULT_BUDGET`) is read
     in one scan and split by bucket in memory: one read of the table costs much less than
     one per bucket (each opens the table and plans its own scan), with the same rows.
+
+    ``sink`` is given each feature column of a view joined bucket by bucket, with its
+    output name, as soon as it is in label order (and the columns of the views before
+    it): the result hash can digest one column while the next is being put in order.
+    Columns it was given are the result's columns after the labels, in order; the
+    rest (after a view joined whole, and every column when no view is) it is not given.
     """
     whole = [v.read(labels, None) for v in views]
     if labels.height == 0 or not any(_splits(labels, v) for v in views):
         return pit_join(labels, timestamp=timestamp, views=whole, point_in_time=point_in_time)
-    names = output_names(labels.columns, whole)
+    names = iter(output_names(labels.columns, whole))
     columns: list[pl.Series] = []
     # cluster tasks read their own bucket where they run: only the local engine reads whole
     limit = (budget or DEFAULT_BUDGET) // PEAK_FACTOR if isinstance(runner, LocalRunner) else None
@@ -167,9 +174,13 @@ def join(
         if _splits(labels, view):
             features = _bucketed(labels, timestamp, view, frame, point_in_time, runner, limit)
         else:
-            features = _features(labels, timestamp, frame, point_in_time)
-        columns.extend(features.get_columns())
-    return labels.hstack([s.alias(n) for s, n in zip(columns, names, strict=True)])
+            features = iter(_features(labels, timestamp, frame, point_in_time).get_columns())
+            sink = None  # the columns after these are not given either: the sink's are a prefix
+        for column in features:
+            columns.append(column.alias(next(names)))
+            if sink is not None:
+                sink(columns[-1])
+    return labels.hstack(columns)
 
 
 def _splits(labels: pl.DataFrame, view: BucketedView) -> bool:
@@ -231,9 +242,10 @@ def _bucketed(
     point_in_time: PointInTime,
     runner: Runner,
     limit: int | None = None,
-) -> pl.DataFrame:
+) -> Iterator[pl.Series]:
     """One view's feature columns, joined bucket by bucket and put back in label order
-    (its buckets read in one scan when they take at most ``limit`` bytes)."""
+    (its buckets read in one scan when they take at most ``limit`` bytes), one column at
+    a time: the caller may use one (hash it) while the next is put in order."""
     parts: list[pl.DataFrame] = []
     positions: list[np.ndarray] = []
     pieces = _view_parts(labels, timestamp, view, frame, point_in_time, runner, limit)
@@ -245,7 +257,13 @@ def _bucketed(
     # inverse (one scatter) puts the rows back in label order without sorting them
     inverse = np.empty(labels.height, dtype=np.int64)
     inverse[np.concatenate(positions)] = np.arange(labels.height, dtype=np.int64)
-    return gather_rows(stacked, pl.Series(inverse, dtype=pl.get_index_type()))
+    index = pl.Series(inverse, dtype=pl.get_index_type())
+    del parts, positions, inverse
+    names = stacked.columns
+    for name in names:
+        column = stacked.get_column(name)
+        stacked = stacked.drop(name)  # each column's parts are let go once it is in order
+        yield gather_rows(column.to_frame(), index).to_series()
 
 
 @dataclass(frozen=True)
@@ -303,6 +321,7 @@ def join_within(
     runner: Runner = LOCAL,
     storage_options: Mapping[str, str] | None = None,
     remove: Callable[[str], None] | None = None,
+    sink: Callable[[pl.Series], object] | None = None,
 ) -> pl.DataFrame | Spilled:
     """:func:`join`, or, when the result does not fit ``budget`` (bytes), the result
     written under the folder ``scratch()`` gives (see the module docstring).
@@ -313,6 +332,7 @@ def join_within(
 
     ``finish`` (on-demand features) is applied to each range of rows of a written result;
     an in-memory result is returned without it (the caller applies it to the whole frame).
+    ``sink`` is :func:`join`'s, for a result joined in memory (a written one never calls it).
     """
     whole = [v.read(labels, None) for v in views]
     features = sum(len(w.features) for w in whole)
@@ -325,6 +345,7 @@ def join_within(
             point_in_time=point_in_time,
             runner=runner,
             budget=budget,
+            sink=sink,
         )
     folder = scratch()
     options = _options(storage_options)
@@ -339,10 +360,10 @@ def join_within(
         pieces = _view_parts(
             labels, timestamp, view, frame, point_in_time, SERIAL if runner is LOCAL else runner
         )
-        for bucket, rows, values in pieces:
+        for k, (_, rows, values) in enumerate(pieces):  # a bucket may come in pieces
             values.columns = own
             values = values.insert_column(0, pl.Series(_ROW, rows, dtype=pl.UInt64))
-            _write(values, _under(target, f"{bucket:05d}.parquet"), options, 64 * 1024)
+            _write(values, _under(target, f"{k:05d}.parquet"), options, 64 * 1024)
     per_row = max(1, size // labels.height)
     chunk = max(1, budget // (PEAK_FACTOR * per_row))
     parts: list[str] = []
@@ -413,6 +434,13 @@ def _view_parts(
     if not _splits(labels, view):
         yield 0, np.arange(labels.height), _features(labels, timestamp, frame, point_in_time)
         return
+    scan: Future[Reader | None] | None = None
+    if limit is not None and view.read_all is not None:
+        # the table is read on a thread of its own while the labels are grouped by
+        # bucket here: the scan keeps about one core busy, the grouping the other
+        reading = ThreadPoolExecutor(1, thread_name_prefix="featurekit-read")
+        scan = reading.submit(view.read_all, labels, limit)
+        reading.shutdown(wait=False)
     ids = bucket_ids(labels, view.keys, view.buckets).to_numpy()
     # one stable counting sort groups the labels by bucket (keeping label order within
     # each): a bucket's labels are then one slice, gathered once for all buckets
@@ -427,15 +455,83 @@ def _view_parts(
     narrow = labels.select(wanted) if timestamp in labels.columns else labels
     grouped = gather_rows(narrow, pl.Series(order, dtype=pl.get_index_type()))
     read = view.read
-    if limit is not None and view.read_all is not None:
-        read = view.read_all(labels, limit) or read
+    if scan is not None:
+        read = scan.result() or read
+
+    made: deque[tuple[int, np.ndarray]] = deque()  # each task's bucket and label positions
 
     def tasks() -> Iterator[Task]:  # made as the runner takes them: one bucket's labels each
-        for bucket in buckets:
+        for bucket, where in zip(buckets, positions, strict=True):
             sub = grouped.slice(int(starts[bucket]), int(counts[bucket]))
-            yield partial(_unordered, sub, timestamp, read(sub, bucket), point_in_time)
+            for index, piece, rows in _pieces(sub, read(sub, bucket), view.keys):
+                made.append((bucket, where if index is None else where[index]))
+                yield partial(_unordered, piece, timestamp, rows, point_in_time)
 
-    for bucket, where, result in zip(buckets, positions, runner.map(tasks()), strict=True):
-        # the kernel's rows name their label within the bucket: map them to label rows
+    for result in runner.map(tasks()):
+        bucket, where = made.popleft()
+        # the kernel's rows name their label within the task: map them to label rows
         local = result.get_column(_ROW).to_numpy()
         yield bucket, where[local], result.drop(_ROW)
+
+
+#: a bucket in memory with at least twice this many rows is joined in pieces of about
+#: this many rows (see :func:`_pieces`): the size of B = 16's buckets at 10M rows, whose
+#: kernel calls cost the least per row in the measurements of docs/scale.md
+PIECE_ROWS = 625_000
+_SPLIT_KEYS = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
+
+
+def _pieces(
+    labels: pl.DataFrame, view: ViewFrame, keys: tuple[str, ...]
+) -> Iterator[tuple[np.ndarray | None, pl.DataFrame, ViewFrame]]:
+    """One bucket's work as tasks: (label rows of ``labels``, or None for all; those
+    labels; the view over the rows they can match).
+
+    A large bucket in memory, with one integer key and rows stored in key order, is cut
+    into pieces of whole entities at key values (the rows of a piece are a zero-copy
+    slice; each label goes with its key's piece): entities are joined independently, so
+    the pieces' answers are the bucket's. Pieces of about :data:`PIECE_ROWS` rows keep a
+    kernel call's arrays small (a 5M-row bucket costs more per row than a 625k-row one)
+    and give the threads more, shorter tasks. Anything else is one task.
+    """
+    frame = view.frame
+    whole = (None, labels, view)
+    if (
+        not isinstance(frame, pl.DataFrame)
+        or frame.height < 2 * PIECE_ROWS
+        or len(keys) != 1
+        or view.aggregations
+        or keys[0] not in frame.columns
+        or keys[0] not in labels.columns
+    ):
+        yield whole
+        return
+    key, label_key = frame.get_column(keys[0]), labels.get_column(keys[0])
+    if not (
+        key.dtype in _SPLIT_KEYS
+        and key.dtype == label_key.dtype
+        and key.null_count() == 0
+        and label_key.null_count() == 0
+        and key.is_sorted()
+    ):
+        yield whole
+        return
+    count = -(-frame.height // PIECE_ROWS)
+    cuts = key.gather([frame.height * i // count for i in range(1, count)]).unique(
+        maintain_order=True
+    )
+    bounds = [0, *key.search_sorted(cuts, side="left").to_list(), frame.height]
+    # a label's piece: how many cut values its key reaches
+    piece = np.searchsorted(cuts.to_numpy(), label_key.to_numpy(), side="right")
+    order = np.argsort(piece.astype(np.uint16), kind="stable")
+    sizes = np.bincount(piece, minlength=len(bounds) - 1)
+    firsts = np.concatenate([[0], np.cumsum(sizes)])
+    grouped = gather_rows(labels, pl.Series(order, dtype=pl.get_index_type()))
+    for i in range(len(bounds) - 1):
+        if sizes[i]:
+            rows = frame.slice(bounds[i], bounds[i + 1] - bounds[i])
+            yield (
+                order[firsts[i] : firsts[i + 1]],
+                grouped.slice(int(firsts[i]), int(sizes[i])),
+                replace(view, frame=rows),
+            )

@@ -14,9 +14,10 @@ import contextlib
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -338,18 +339,22 @@ def _join(
     Hashing runs on one core, so what can be hashed before the join ends is hashed while
     it runs, on another thread (hashlib, like polars, releases the GIL): the labels'
     own hash (``labels_hash``: a build's id needs it) and, for a result joined in memory
-    without on-demand features, the result hash's label columns, which come first.
+    without on-demand features, the result hash's label columns, which come first, then
+    each feature column the engine has put in label order while it orders the next.
     """
     readers = [_bucketed_view(req, timestamp, registry.storage_options) for req in requests]
     scratch = registry.layout.training_set_scratch(uuid.uuid4().hex)
     features = sum(len(req.features) for req in requests)
     with ThreadPoolExecutor(1, thread_name_prefix="featurekit-hash") as pool:
         own = pool.submit(frame_hash, labels) if labels_hash else None
-        prefix = (
-            pool.submit(_label_digest, labels, labels.width + features)
-            if hook is None and engine.in_memory(labels, features, memory_budget)
-            else None
-        )
+        digest: ColumnsDigest | None = None
+        fed: list[Future[None]] = []
+        if hook is None and engine.in_memory(labels, features, memory_budget):
+            digest = ColumnsDigest(labels.height, labels.width + features)
+            ahead = labels.height >= AHEAD_ROWS
+            fed.append(pool.submit(digest.update, labels.get_columns(), ahead=ahead))
+        # one thread: the digest takes the columns in the order they were given
+        sink = None if digest is None else partial(_feed_later, pool, digest, fed)
         out = engine.join_within(
             labels,
             timestamp=timestamp,
@@ -361,18 +366,21 @@ def _join(
             runner=runner,
             storage_options=registry.storage_options,
             remove=registry.layout.remove_folder,
+            sink=sink,
         )
         result = _Result.of(out, labels, hook, scratch)
         result.labels_hash = None if own is None else own.result()
-        result.prefix = None if prefix is None else prefix.result()
+        for done in fed:
+            done.result()
+        result.prefix = digest
     return result
 
 
-def _label_digest(labels: pl.DataFrame, width: int) -> ColumnsDigest:
-    """The result hash's digest fed the label columns (a result's first columns)."""
-    digest = ColumnsDigest(labels.height, width)
-    digest.update(labels.get_columns(), ahead=labels.height >= AHEAD_ROWS)
-    return digest
+def _feed_later(
+    pool: ThreadPoolExecutor, digest: ColumnsDigest, fed: list[Future[None]], column: pl.Series
+) -> None:
+    """Feed ``column`` to ``digest`` on ``pool``'s thread, after what it was given before."""
+    fed.append(pool.submit(digest.update, [column]))
 
 
 @dataclass
@@ -388,7 +396,8 @@ class _Result:
     labels: pl.DataFrame | None = None
     #: the labels' hash, when it was computed during the join
     labels_hash: str | None = None
-    #: the result hash's digest of the label columns, when computed during the join
+    #: the result hash's digest of its first columns (the labels, then the feature
+    #: columns the engine gave it), when computed during the join
     prefix: ColumnsDigest | None = None
 
     @classmethod
@@ -413,18 +422,22 @@ class _Result:
         if self.prefix is None or not self._starts_with_labels(self.prefix):
             return frame_hash(self.frame)
         digest = self.prefix.copy()
-        digest.update(self.frame.get_columns()[len(self.prefix.names) :], ahead=True)
+        rest = self.frame.get_columns()[len(self.prefix.names) :]
+        if rest:
+            digest.update(rest, ahead=True)
         return digest.hexdigest()
 
     def _starts_with_labels(self, prefix: ColumnsDigest) -> bool:
-        """Whether the frame is the labels (names, dtypes, values) then other columns, as
-        many as ``prefix`` was made for: only then does it continue the frame's hash."""
+        """Whether the frame is the labels (names, dtypes, values) then the columns the
+        engine gave ``prefix`` (names, dtypes), then others, as many as ``prefix`` was
+        made for: only then does it continue the frame's hash."""
         frame, labels = self.frame, self.labels
         assert frame is not None
         if labels is None or (frame.height, frame.width) != (prefix.height, prefix.width):
             return False
-        first = frame.get_columns()[: labels.width]
-        return [(s.name, s.dtype) for s in first] == prefix.names and all(
+        fed = frame.get_columns()[: len(prefix.names)]
+        first = fed[: labels.width]
+        return [(s.name, s.dtype) for s in fed] == prefix.names and all(
             s.equals(labels.get_column(s.name), check_dtypes=True, null_equal=True) for s in first
         )
 

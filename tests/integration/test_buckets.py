@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 
 import featurekit as fk
 from featurekit.core.hashing import frame_hash
+from featurekit.offline import engine, training
 from featurekit.storage import delta
 from featurekit.storage.records import VersionRecord
 
@@ -175,6 +177,101 @@ def test_hashes_made_while_the_join_runs_are_the_frames_hashes(tmp_path: Path) -
         assert ts.manifest.labels.hash == frame_hash(labels)
         assert ts.manifest.result_hash == frame_hash(ts.to_polars())
         assert store.training_set_by_id(ts.id).manifest.result_hash == ts.manifest.result_hash
+
+
+def whole(trips: pl.LazyFrame) -> pl.LazyFrame:
+    return trips.select("driver_id", "event_ts", "ingested_at", "value")
+
+
+def test_feature_columns_are_hashed_as_they_are_put_in_label_order(tmp_path: Path) -> None:
+    """The result hash digests each bucketed view's columns while the next are ordered:
+    up to the first view joined whole (B = 1), then the rest at the end; always the
+    frame's own hash."""
+    source = tmp_path / "trips.parquet"
+    SOURCE.write_parquet(source)
+    store = _build(tmp_path / "store", source, 4)
+    src = fk.Source("trips", source, timestamp="event_ts", created_timestamp="ingested_at")
+    with buckets(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", fk.FeatureKitWarning)
+        store.materialize(fk.feature_view(entity=DRIVER, sources=[src])(whole))
+    orders = {
+        ("stats:value", "counts:value_sum_2d"): ["value", "value_sum_2d"],
+        ("stats:value", "whole:value", "counts:value_sum_2d"): ["stats__value"],
+        ("whole:value", "stats:value"): [],
+    }
+    for features, hashed_early in orders.items():
+        with mock.patch.object(training, "_feed_later", wraps=training._feed_later) as fed:
+            ts = store.training_set(LABELS, list(features), "ts")
+        assert [call.args[-1].name for call in fed.call_args_list] == hashed_early
+        frame = ts.to_polars()
+        assert frame.columns[LABELS.width :][: len(hashed_early)] == hashed_early
+        assert ts.manifest.result_hash == frame_hash(frame)
+        assert store.training_set_by_id(ts.id).manifest.result_hash == ts.manifest.result_hash
+
+
+def test_a_damaged_file_read_beside_the_label_grouping_is_a_storage_error(
+    tmp_path: Path,
+) -> None:
+    """The one scan of a bucketed table runs on its own thread while the labels are
+    grouped by bucket; a damaged file still fails the training set with the table's and
+    the file's names, as a read on the calling thread would."""
+    source = tmp_path / "trips.parquet"
+    SOURCE.write_parquet(source)
+    store = _build(tmp_path / "store", source, 4)
+    folder = store.root / "features" / "stats" / "v1"
+    path = sorted(folder.glob("__fk_buckets=4/__fk_bucket=2/*.parquet"))[0]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(fk.StorageError) as info:
+        store.training_set(LABELS, ["stats:value"], "ts")
+    assert str(info.value).startswith(
+        f"reading Delta table {str(folder)!r} at version 0 failed: data file "
+        f"{path.relative_to(folder).as_posix()!r} is {len(data) // 2} bytes, but the log "
+        f"recorded {len(data)}."
+    )
+
+
+def test_large_buckets_are_joined_in_pieces_of_whole_entities(tmp_path: Path) -> None:
+    """A bucket with many rows is cut at key values into pieces joined as tasks of their
+    own; the training set is the one B = 1 gives, also where pushed rows leave a bucket
+    out of key order (that bucket is then one task)."""
+    source = tmp_path / "trips.parquet"
+    SOURCE.write_parquet(source)
+    labels = LABELS.with_columns(pl.col("driver_id").cast(pl.Int64))  # the stored dtype
+    pushed = pl.DataFrame(
+        {
+            "driver_id": [150, 3, 77],
+            "event_ts": [BASE + timedelta(minutes=m) for m in (9_000, 9_001, 9_002)],
+            "value": [7.0, 8.0, 9.0],
+        }
+    )
+    stores = {n: _build(tmp_path / f"store{n}", source, n) for n in (1, 4)}
+    for push in (False, True):
+        if push:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", fk.FeatureKitWarning)
+                for store in stores.values():
+                    store.push("stats", pushed)
+        for mode in ("knowledge", "event"):
+            one = stores[1].training_set(labels, FEATURES, "ts", point_in_time=mode)
+            tasks: list[int] = []
+
+            def counted(*args: Any, real: Any = engine._pieces, tasks: list[int] = tasks) -> Any:
+                made = list(real(*args))
+                tasks.append(len(made))
+                return iter(made)
+
+            with (
+                mock.patch.object(engine, "PIECE_ROWS", 40),
+                mock.patch.object(engine, "_pieces", counted),
+            ):
+                four = stores[4].training_set(labels, FEATURES, "ts", point_in_time=mode)
+            assert len(tasks) == 8  # two views of four buckets
+            # the plain view's buckets come in pieces; a bucket with pushed rows in one
+            assert sum(tasks) >= 8 + 4 * (3 if not push else 2)
+            assert four.id == one.id
+            assert four.manifest.result_hash == one.manifest.result_hash
+            assert four.to_polars().equals(one.to_polars())
 
 
 def test_reads_filter_on_the_label_keys_up_to_the_limit_of_distinct_keys(tmp_path: Path) -> None:

@@ -11,9 +11,11 @@ from datetime import datetime, timedelta
 from itertools import pairwise
 
 import polars as pl
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from featurekit.kernels import pit
 from featurekit.kernels.frames import in_order, last_of_runs, packed_order, sort_rows
 from featurekit.kernels.pit import ViewFrame, pit_join
 
@@ -217,3 +219,107 @@ def test_in_order_matches_a_loop(
     if sort_by:  # by the first two columns only, or by all of them
         frame = frame.sort(columns[:sort_by], nulls_last=False, maintain_order=True)
     assert in_order(frame, columns, strict=strict) == _in_order_by_loop(frame, columns, strict)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=rows_st,
+    labels=labels_st,
+    ttl=st.sampled_from([None, 0, 3, 10, 10**9]),
+    mode=st.sampled_from(["knowledge", "event"]),
+    key_dtype=st.sampled_from([pl.Int64, pl.Int8, pl.UInt8, pl.UInt64, pl.UInt32]),
+    unit=st.sampled_from(["us", "ns"]),
+    null_created=st.one_of(st.none(), st.integers(0, 39)),
+    null_label=st.one_of(st.none(), st.integers(0, 59)),
+    presorted=st.booleans(),
+    chunks=st.lists(st.integers(1, 39), max_size=3),
+)
+def test_numpy_path_matches_polars_path(
+    rows: list[tuple[int, int, int]],
+    labels: list[tuple[int, int]],
+    ttl: int | None,
+    mode: str,
+    key_dtype: type[pl.DataType],
+    unit: str,
+    null_created: int | None,
+    null_label: int | None,
+    presorted: bool,
+    chunks: list[int],
+) -> None:
+    """One integer key: the numpy path (``_packed_join``) gives exactly the polars path's
+    values, on stored-like (sorted) and unsorted rows in one or several chunks (a bucket
+    of several files), ties, TTLs, both time units, and labels without a key or a time."""
+    shift = 2 if key_dtype in (pl.UInt8, pl.UInt64, pl.UInt32) else 0
+    created = [
+        None if i == null_created else BASE + timedelta(minutes=e + c)
+        for i, (_, e, c) in enumerate(rows)
+    ]
+    frame = pl.DataFrame(
+        {
+            "k": pl.Series([k + shift for k, _, _ in rows], dtype=key_dtype),
+            "e": at([e for _, e, _ in rows]).cast(pl.Datetime(unit)),  # type: ignore[arg-type]
+            "c": pl.Series(created, dtype=pl.Datetime(unit)),  # type: ignore[arg-type]
+            "v": pl.Series([float(i) for i in range(len(rows))]),
+            "s": pl.Series([f"r{i}" for i in range(len(rows))]),
+        }
+    )
+    if presorted:
+        frame = frame.sort(["k", "e", "c"], nulls_last=False, maintain_order=True)
+    cuts = sorted({0, *(c for c in chunks if c < frame.height), frame.height})
+    frame = pl.concat([frame[a:b] for a, b in pairwise(cuts)], rechunk=False)
+    label_frame = pl.DataFrame(
+        {
+            "k": pl.Series([k + shift for k, _ in labels], dtype=key_dtype),
+            "t": at([t for _, t in labels]),
+        }
+    )
+    if null_label is not None and null_label // 2 < label_frame.height:  # a key or a time
+        column = "kt"[null_label % 2]
+        label_frame = label_frame.with_columns(
+            label_frame.get_column(column).scatter(null_label // 2, None)
+        )
+    view = ViewFrame(
+        "v",
+        frame,
+        ("k",),
+        "e",
+        "c",
+        ("v", "s", "k"),
+        None if ttl is None else timedelta(minutes=ttl),
+    )
+    used = []
+    numpy_path = pit._packed_join
+
+    def counted(*args: object) -> object:
+        out = numpy_path(*args)  # type: ignore[arg-type]
+        used.append(out is not None)
+        return out
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pit, "_packed_join", counted)
+        fast = pit_join(label_frame, timestamp="t", views=[view], point_in_time=mode)  # type: ignore[arg-type]
+        patch.setattr(pit, "_packed_join", lambda *args: None)
+        slow = pit_join(label_frame, timestamp="t", views=[view], point_in_time=mode)  # type: ignore[arg-type]
+    assert fast.equals(slow)
+    assert fast.schema == slow.schema
+    if frame.drop_nulls(["c"] if mode == "knowledge" else []).height >= 2:
+        assert used == [True]  # the numpy path answered
+
+
+def test_numpy_path_answers_a_stored_like_view() -> None:
+    """Sorted rows with one Int64 key (what a stored table gives): exact values and nulls
+    for a label before any row, a late-known row, an expired row and an unknown entity."""
+    frame = pl.DataFrame(
+        {
+            "k": pl.Series([1, 1, 1, 2], dtype=pl.Int64),
+            "e": at([0, 5, 10, 0]),
+            "c": at([0, 20, 10, 0]),  # the row at 5 is known only at 20
+            "v": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
+    labels = pl.DataFrame({"k": [1, 1, 1, 2, 3, 1], "t": at([-1, 6, 12, 30, 5, 19])})
+    view = ViewFrame("v", frame, ("k",), "e", "c", ("v",), timedelta(minutes=10))
+    left = pit_join(labels, timestamp="t", views=[view], point_in_time="knowledge")
+    assert left.get_column("v").to_list() == [None, 1.0, 3.0, None, None, 3.0]
+    event = pit_join(labels, timestamp="t", views=[view], point_in_time="event")
+    assert event.get_column("v").to_list() == [None, 2.0, 3.0, None, None, 3.0]
