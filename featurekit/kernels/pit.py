@@ -254,7 +254,7 @@ def _join_one(
 
 
 #: integer key dtypes the numpy path reads as 64-bit integers (wider ones take polars')
-_NUMPY_KEYS = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
+INTEGER_KEYS = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
 
 
 def _packed_join(
@@ -279,7 +279,7 @@ def _packed_join(
     these few passes over flat arrays.
     """
     keys = list(view.keys)
-    if len(keys) != 1 or rows.height < 2 or rows.schema[keys[0]] not in _NUMPY_KEYS:
+    if len(keys) != 1 or rows.height < 2 or rows.schema[keys[0]] not in INTEGER_KEYS:
         return None
     t_expr = to_utc_expr(
         timestamp, labels.schema[timestamp], what="label timestamp", time_unit=unit

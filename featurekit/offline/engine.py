@@ -44,6 +44,7 @@ from featurekit.core.hashing import columns_hash
 from featurekit.kernels.bucketing import bucket_ids, hash_class
 from featurekit.kernels.frames import gather_rows
 from featurekit.kernels.pit import (
+    INTEGER_KEYS,
     PointInTime,
     ViewFrame,
     output_names,
@@ -478,7 +479,6 @@ def _view_parts(
 #: this many rows (see :func:`_pieces`): the size of B = 16's buckets at 10M rows, whose
 #: kernel calls cost the least per row in the measurements of docs/scale.md
 PIECE_ROWS = 625_000
-_SPLIT_KEYS = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
 
 
 def _pieces(
@@ -508,7 +508,7 @@ def _pieces(
         return
     key, label_key = frame.get_column(keys[0]), labels.get_column(keys[0])
     if not (
-        key.dtype in _SPLIT_KEYS
+        key.dtype in INTEGER_KEYS
         and key.dtype == label_key.dtype
         and key.null_count() == 0
         and label_key.null_count() == 0
