@@ -46,6 +46,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import polars as pl
@@ -191,7 +192,7 @@ def in_process(root: Path, entities: int, args: argparse.Namespace) -> tuple[lis
                 out.append((time.perf_counter_ns() - began) / 1000)
                 if logging:
                     sent.append(sig)
-        name = f"in-process, {size} entit{'y' if size == 1 else 'ies'} x 10"
+        name = case("in-process", size)
         results.append(Result(name, samples[False], samples[True]))
         results[-1].show()
     dropped = log.dropped
@@ -236,6 +237,21 @@ def concurrently(
     return out, done
 
 
+def case(prefix: str, size: int) -> str:
+    """A case's name in the output: how it looks up, and how many entities."""
+    return f"{prefix}, {size} entit{'y' if size == 1 else 'ies'} x 10"
+
+
+def lookup(store: fk.Store) -> Callable[[int, Signature], bool]:
+    """A :func:`concurrently` call that looks the signature's entities up in ``store``."""
+
+    def call(_: int, sig: Signature) -> bool:
+        store.get_online_features(REFS, {"driver_id": list(sig)})
+        return True
+
+    return call
+
+
 # ---- in process under concurrent load, on Redis ------------------------------------------
 def in_process_load(
     root: Path, entities: int, args: argparse.Namespace
@@ -259,17 +275,7 @@ def in_process_load(
         assert log is not None
         for size in SIZES:
             samples: dict[bool, list[float]] = {False: [], True: []}
-
-            def draw(size: int = size) -> Signature:
-                return choose(ids, size)
-
-            def lookup(store: fk.Store) -> Callable[[int, Signature], bool]:
-                def call(_: int, sig: Signature) -> bool:
-                    store.get_online_features(REFS, {"driver_id": list(sig)})
-                    return True
-
-                return call
-
+            draw = partial(choose, ids, size)
             # warm-up, off the clock (logged too, so counted as sent)
             concurrently(args.threads, min(0.5, args.block_seconds), draw, lookup(off))
             sent += concurrently(args.threads, min(0.5, args.block_seconds), draw, lookup(on))[1]
@@ -282,9 +288,7 @@ def in_process_load(
                 samples[logging] += latencies
                 if logging:
                     sent.extend(done)
-            name = (
-                f"in-process x{args.threads}, Redis, {size} entit{'y' if size == 1 else 'ies'} x 10"
-            )
+            name = case(f"in-process x{args.threads}, Redis", size)
             results.append(Result(name, samples[False], samples[True]))
             results[-1].show()
         dropped = log.dropped
@@ -364,7 +368,7 @@ def http(root: Path, entities: int, args: argparse.Namespace) -> tuple[list[Resu
             proc.wait(30)
     results = []
     for size in SIZES:
-        name = f"HTTP x{args.threads}, {size} entit{'y' if size == 1 else 'ies'} x 10"
+        name = case(f"HTTP x{args.threads}", size)
         results.append(Result(name, samples[size][False], samples[size][True]))
         results[-1].show()
     if errors:
