@@ -430,7 +430,12 @@ class _Result:
     def _starts_with_labels(self, prefix: ColumnsDigest) -> bool:
         """Whether the frame is the labels (names, dtypes, values) then the columns the
         engine gave ``prefix`` (names, dtypes), then others, as many as ``prefix`` was
-        made for: only then does it continue the frame's hash."""
+        made for: only then does it continue the frame's hash.
+
+        The fed feature columns' values are not compared: the frame is the engine's own
+        ``hstack`` of those series. A step that changes the frame between the join and
+        the hash (today only on-demand features) must leave ``prefix`` unset, as
+        :func:`_join` does for them."""
         frame, labels = self.frame, self.labels
         assert frame is not None
         if labels is None or (frame.height, frame.width) != (prefix.height, prefix.width):
