@@ -111,6 +111,7 @@ from typing import Any, NamedTuple
 import polars as pl
 
 from featurekit.core.errors import DefinitionError
+from featurekit.online import priority
 from featurekit.storage.remote import options_for
 
 __all__ = [
@@ -119,6 +120,7 @@ __all__ = [
     "CHUNK_CELLS",
     "CHUNK_LOOKUPS",
     "FLUSH_SECONDS",
+    "HURRY_SECONDS",
     "INLINE_CELLS",
     "MAX_MESSAGE",
     "PENDING_LOOKUPS",
@@ -169,6 +171,8 @@ CHUNK_CELLS = 16384
 INLINE_CELLS = 512
 #: a writer that died is replaced at most once per this many seconds
 RESTART_SECONDS = 1.0
+#: the sender brings a writer that is behind back to normal priority at most this often
+HURRY_SECONDS = 0.1
 #: how long close() waits for the writer to commit and exit before killing it
 CLOSE_SECONDS = 30.0
 
@@ -253,6 +257,8 @@ class WriterConfig(NamedTuple):
     flush_seconds: float
     queue_size: int
     batch_rows: int
+    #: run at idle CPU priority when it can come back (see :mod:`featurekit.online.priority`)
+    idle: bool = True
 
 
 def log_schema() -> dict[str, pl.DataType]:
@@ -303,6 +309,7 @@ class _Writer:
         self.dropped = 0
         self.gone = False  # a send failed: the writer died or its socket is closed
         self.give_up: float | None = None  # set by close(): a send waits for room until then
+        self._hurried = 0.0  # when hurry() last brought the writer to normal priority
         ours.sendall(pickle.dumps(config, protocol=_PICKLE))  # fits: the buffer is empty
 
     def send(self, message: bytes, until: float | None) -> bool:
@@ -316,6 +323,7 @@ class _Writer:
                 self.sock.send(message, _SEND_FLAGS)
                 return True
             except BlockingIOError:
+                self.hurry()  # the writer is behind: at idle priority it may be starving
                 limit = until if until is not None else self.give_up
                 if limit is not None and time.monotonic() >= limit:
                     return False
@@ -325,6 +333,14 @@ class _Writer:
             except OSError:
                 self.gone = True
                 return False
+
+    def hurry(self) -> None:
+        """Bring the writer to normal priority (it goes idle again once caught up; see
+        :mod:`featurekit.online.priority`): at most once per :data:`HURRY_SECONDS`."""
+        now = time.monotonic()
+        if now - self._hurried >= HURRY_SECONDS:
+            self._hurried = now
+            priority.hurry(self.process.pid)
 
     def reply(self, token: int, deadline: float) -> bool:
         """Wait for the writer's answer to ``token`` (False: none before ``deadline``)."""
@@ -365,6 +381,7 @@ class ServingLog:
         queue_size: int = QUEUE_SIZE,
         batch_rows: int = BATCH_ROWS,
         storage_options: Mapping[str, str] | None = None,
+        idle: bool = True,
     ) -> None:
         if not 0.0 < sample <= 1.0:
             raise DefinitionError(
@@ -374,7 +391,7 @@ class ServingLog:
         self.uri, self.sample = uri, sample
         options = dict(storage_options) if storage_options else options_for(uri)
         self._config = WriterConfig(
-            uri, options, batch_lookups, flush_seconds, queue_size, batch_rows
+            uri, options, batch_lookups, flush_seconds, queue_size, batch_rows, idle
         )
         # appended by lookups, taken by the sender (a deque: both are atomic under the GIL)
         self._pending: collections.deque[Entry | One | Packed] = collections.deque()
@@ -519,6 +536,8 @@ class ServingLog:
         # back only by the interpreter's forced switch, once per switch interval (5 ms),
         # and fell behind for good on 100-entity lookups (measured).
         behind = left > PENDING_LOOKUPS // 2
+        if behind:
+            writer.hurry()
         bound = 4 * CHUNK_CELLS if behind else CHUNK_CELLS
         while left:
             chunk: list[Entry | One | Packed] = []
@@ -633,6 +652,7 @@ class ServingLog:
             if writer is None or writer.gone:
                 return False
             self._token += 1
+            writer.hurry()  # waited for: not at idle priority behind busy cores
             message = pickle.dumps(("flush", self._token), protocol=_PICKLE)
             return sent and writer.send(message, deadline) and writer.reply(self._token, deadline)
         finally:
@@ -661,6 +681,7 @@ class ServingLog:
             if writer is None:
                 return
             if locked and not writer.gone:
+                writer.hurry()
                 self._token += 1
                 message = pickle.dumps(("close", self._token), protocol=_PICKLE)
                 if writer.send(message, deadline):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from test_online_support import served
 from views_trips import fare_view
 
 import featurekit as fk
-from featurekit.online import serving_log
+from featurekit.online import priority, serving_log
 from featurekit.online.serving_log import LoggedView, ServingLog
 from featurekit.storage import delta
 
@@ -234,6 +236,88 @@ def test_a_full_log_drops_lookups_and_counts_them(tmp_path: Path) -> None:
     log.close()  # writes what was kept
     assert log.written == kept
     assert _entities(tmp_path / "log") == list(range(kept))
+
+
+def _idle_threads(pid: int) -> list[bool]:
+    """Whether each thread of process ``pid`` runs under ``SCHED_IDLE``."""
+    flags = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            flags.append(os.sched_getscheduler(int(task.name)) == os.SCHED_IDLE)
+    return flags
+
+
+def _until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+@pytest.mark.skipif(not priority.idle_is_reversible(), reason="SCHED_IDLE is not reversible here")
+def test_the_writer_runs_at_idle_priority_and_is_hurried_when_its_socket_is_full(
+    tmp_path: Path,
+) -> None:
+    """Idle, the writer's work does not delay lookups; behind, it is brought back to normal
+    priority (an idle writer on cores that never idle would starve and drop lookups)."""
+    log = ServingLog(str(tmp_path / "log"))
+    log.record(T0, {"driver_id": [0]}, ("driver_id",), [ONE])
+    assert log.flush()  # the writer runs, its thread pools too
+    pid = log.writer_pid
+    assert pid is not None
+    # idle again once the flush is answered: every thread, those of polars and delta-rs too
+    assert _until(lambda: all(_idle_threads(pid)))
+    assert len(_idle_threads(pid)) >= 2
+    os.kill(pid, signal.SIGSTOP)
+    many = LoggedView(
+        "ratings", 1, ("rating",), {"rating": [4] * 600}, ["present"] * 600, [None] * 600
+    )
+    lookups = 1
+    try:
+        while any(_idle_threads(pid)):
+            log.record(T0, {"driver_id": list(range(600))}, ("driver_id",), [many])
+            lookups += 1
+            assert lookups < 20_000, "the writer was never hurried"
+            time.sleep(0.0005)
+        assert log.dropped == 0  # hurried when the socket was full, long before a drop
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert log.flush(timeout=60)
+    assert log.dropped == 0 and log.written == lookups
+    assert _until(lambda: all(_idle_threads(pid)))  # caught up: idle again
+    log.close()
+
+
+UNPRIVILEGED = """
+import os, sys
+from featurekit.online import priority
+from featurekit.online.serving_log import LoggedView, ServingLog
+log = ServingLog(sys.argv[1])
+log.record(1_767_225_600_000_000, {"driver_id": [0]}, ("driver_id",),
+           [LoggedView("ratings", 1, ("rating",), {"rating": [4]}, ["present"], [None])])
+assert log.flush()
+idle = [os.sched_getscheduler(int(t)) == os.SCHED_IDLE for t in os.listdir(f"/proc/{log.writer_pid}/task")]
+print(priority.idle_is_reversible(), any(idle), log.written)
+log.close()
+"""
+
+
+@pytest.mark.skipif(not Path("/usr/bin/setpriv").exists(), reason="needs util-linux's setpriv")
+def test_a_writer_that_could_not_leave_idle_priority_never_enters_it(tmp_path: Path) -> None:
+    """Without the right to set nice 0 (root, CAP_SYS_NICE or RLIMIT_NICE), a process under
+    SCHED_IDLE cannot leave it: the writer must then keep normal priority, or it could
+    never be hurried and would starve on busy cores."""
+    drop = ["--bounding-set", "-sys_nice", "--inh-caps", "-sys_nice"]
+    run = subprocess.run(
+        ["setpriv", *drop, sys.executable, "-c", UNPRIVILEGED, str(tmp_path / "log")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["False", "False", "1"]
 
 
 def test_the_writer_is_another_process_and_the_append_happens_there(
