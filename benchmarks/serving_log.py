@@ -10,10 +10,11 @@ both alike:
     lookup loop keeps one core busy, so whatever the log spends is taken from it);
   - in-process under load, as in the in-process half of tests/integration/test_online_load.py:
     ``--threads`` threads of one process looking up at once from a Redis online store (a
-    redis-server started on loopback; the part is skipped, with a message, without one);
+    redis-server started on loopback; the part is skipped, with a message, without one),
+    1 and 100 entities x 10 features and the load test's own 50 entities x 2 features;
   - HTTP on loopback: real ``featurekit serve`` processes on the same store under a
     concurrent load (``--threads`` clients, as in tests/integration/test_online_load.py),
-    1 and 100 entities per request. Each block gets a server process of its own, started
+    the same three lookups per request. Each block gets a server process of its own, started
     (and warmed up) off the clock, with ``--log-features`` for an "on" block: two long-lived
     servers differed by more than the log costs (one process faster than the other for
     reasons of its own: memory layout, hash seed, the core it ran on), and that difference
@@ -48,6 +49,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import polars as pl
 from _servers import free_port, start_redis
@@ -159,7 +161,22 @@ def alternate(blocks: int) -> list[bool]:
     return [bool((i + i // 2) % 2) for i in range(2 * blocks)]
 
 
-SIZES = (1, 100)
+class Shape(NamedTuple):
+    """What one lookup asks for: how many entities, and how many of the 10 features."""
+
+    entities: int
+    features: int = 10
+
+    @property
+    def refs(self) -> list[str]:
+        return REFS[: self.features]
+
+
+#: the one-at-a-time loop's lookups
+SHAPES = (Shape(1), Shape(100))
+#: the concurrent parts' lookups: also the load test's own, 50 entities x 2 features
+#: (tests/integration/test_online_load.py)
+LOAD_SHAPES = (*SHAPES, Shape(50, 2))
 
 
 # ---- in-process ------------------------------------------------------------------------
@@ -172,12 +189,12 @@ def in_process(root: Path, entities: int, args: argparse.Namespace) -> tuple[lis
     since = datetime.now(UTC)
     sent: list[Signature] = []
     results = []
-    for size in SIZES:
+    for shape in SHAPES:
         samples: dict[bool, list[float]] = {False: [], True: []}
         for store in (off, on):  # warm-up (logged too, so counted as sent)
             for _ in range(50):
-                sig = choose(ids, size)
-                store.get_online_features(REFS, {"driver_id": list(sig)})
+                sig = choose(ids, shape.entities)
+                store.get_online_features(shape.refs, {"driver_id": list(sig)})
                 if store is on:
                     sent.append(sig)
         for logging in alternate(args.blocks):
@@ -186,13 +203,13 @@ def in_process(root: Path, entities: int, args: argparse.Namespace) -> tuple[lis
             out = samples[logging]
             deadline = time.perf_counter() + args.block_seconds
             while time.perf_counter() < deadline:
-                sig = choose(ids, size)
+                sig = choose(ids, shape.entities)
                 began = time.perf_counter_ns()
-                store.get_online_features(REFS, {"driver_id": list(sig)})
+                store.get_online_features(shape.refs, {"driver_id": list(sig)})
                 out.append((time.perf_counter_ns() - began) / 1000)
                 if logging:
                     sent.append(sig)
-        name = case("in-process", size)
+        name = case("in-process", shape)
         results.append(Result(name, samples[False], samples[True]))
         results[-1].show()
     dropped = log.dropped
@@ -237,16 +254,18 @@ def concurrently(
     return out, done
 
 
-def case(prefix: str, size: int) -> str:
-    """A case's name in the output: how it looks up, and how many entities."""
-    return f"{prefix}, {size} entit{'y' if size == 1 else 'ies'} x 10"
+def case(prefix: str, shape: Shape) -> str:
+    """A case's name in the output: how it looks up, how many entities and features."""
+    n = shape.entities
+    return f"{prefix}, {n} entit{'y' if n == 1 else 'ies'} x {shape.features}"
 
 
-def lookup(store: fk.Store) -> Callable[[int, Signature], bool]:
+def lookup(store: fk.Store, shape: Shape) -> Callable[[int, Signature], bool]:
     """A :func:`concurrently` call that looks the signature's entities up in ``store``."""
+    refs = shape.refs
 
     def call(_: int, sig: Signature) -> bool:
-        store.get_online_features(REFS, {"driver_id": list(sig)})
+        store.get_online_features(refs, {"driver_id": list(sig)})
         return True
 
     return call
@@ -273,22 +292,23 @@ def in_process_load(
         on = fk.Store(root, progress=False, online=url, log_serving=True)
         log = on.online_service().serving_log
         assert log is not None
-        for size in SIZES:
+        for shape in LOAD_SHAPES:
             samples: dict[bool, list[float]] = {False: [], True: []}
-            draw = partial(choose, ids, size)
+            draw = partial(choose, ids, shape.entities)
             # warm-up, off the clock (logged too, so counted as sent)
-            concurrently(args.threads, min(0.5, args.block_seconds), draw, lookup(off))
-            sent += concurrently(args.threads, min(0.5, args.block_seconds), draw, lookup(on))[1]
+            warm = min(0.5, args.block_seconds)
+            concurrently(args.threads, warm, draw, lookup(off, shape))
+            sent += concurrently(args.threads, warm, draw, lookup(on, shape))[1]
             for logging in alternate(args.blocks):
                 log.flush()  # the previous block's writes stay out of this block
                 store = on if logging else off
                 latencies, done = concurrently(
-                    args.threads, args.block_seconds, draw, lookup(store)
+                    args.threads, args.block_seconds, draw, lookup(store, shape)
                 )
                 samples[logging] += latencies
                 if logging:
                     sent.extend(done)
-            name = case(f"in-process x{args.threads}, Redis", size)
+            name = case(f"in-process x{args.threads}, Redis", shape)
             results.append(Result(name, samples[False], samples[True]))
             results[-1].show()
         dropped = log.dropped
@@ -334,42 +354,47 @@ def http(root: Path, entities: int, args: argparse.Namespace) -> tuple[list[Resu
     sent: list[Signature] = []
     errors: list[str] = []
 
-    def load(clients: list[httpx.Client], logging: bool, size: int, seconds: float) -> list[float]:
+    def load(
+        clients: list[httpx.Client], logging: bool, shape: Shape, seconds: float
+    ) -> list[float]:
         """One client per thread posting for ``seconds``: the latencies (us)."""
+        refs = shape.refs
 
         def call(thread: int, sig: Signature) -> bool:
-            body = {"features": REFS, "entities": {"driver_id": list(sig)}}
+            body = {"features": refs, "entities": {"driver_id": list(sig)}}
             reply = clients[thread].post("/v1/features", json=body)
             if reply.status_code != 200:
                 errors.append(f"HTTP {reply.status_code}: {reply.text[:200]}")
             return reply.status_code == 200
 
-        out, done = concurrently(len(clients), seconds, lambda: choose(ids, size), call)
+        out, done = concurrently(len(clients), seconds, partial(choose, ids, shape.entities), call)
         if logging:
             sent.extend(done)
         return out
 
-    samples: dict[int, dict[bool, list[float]]] = {n: {False: [], True: []} for n in SIZES}
+    samples: dict[Shape, dict[bool, list[float]]] = {
+        shape: {False: [], True: []} for shape in LOAD_SHAPES
+    }
     for logging in alternate(args.blocks):
-        # a server of its own per block (both sizes), started off the clock
+        # a server of its own per block (every shape), started off the clock
         proc, base = serve(root, *(("--log-features",) if logging else ()))
         clients = [httpx.Client(base_url=base, timeout=30) for _ in range(args.threads)]
         try:
-            for size in SIZES:
-                load(clients, logging, size, min(0.5, args.block_seconds))  # warm-up
+            for shape in LOAD_SHAPES:
+                load(clients, logging, shape, min(0.5, args.block_seconds))  # warm-up
                 # the server's writer flushes at least every FLUSH_SECONDS: wait for it, so
-                # that the warm-up's (and the previous size's) writes stay out of the block
+                # that the warm-up's (and the previous shape's) writes stay out of the block
                 time.sleep(FLUSH_SECONDS + 0.3)
-                samples[size][logging] += load(clients, logging, size, args.block_seconds)
+                samples[shape][logging] += load(clients, logging, shape, args.block_seconds)
         finally:
             for c in clients:
                 c.close()
             proc.terminate()  # an orderly stop: the logging server writes what is queued
             proc.wait(30)
     results = []
-    for size in SIZES:
-        name = case(f"HTTP x{args.threads}", size)
-        results.append(Result(name, samples[size][False], samples[size][True]))
+    for shape in LOAD_SHAPES:
+        name = case(f"HTTP x{args.threads}", shape)
+        results.append(Result(name, samples[shape][False], samples[shape][True]))
         results[-1].show()
     if errors:
         print(f"HTTP: {len(errors)} failed requests, e.g. {errors[0]}")
