@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Protocol
 
 import numpy as np
@@ -117,10 +119,11 @@ SERIAL = LocalRunner(workers=1)
 
 #: reads one view for the given labels: all of it (bucket None) or one bucket's files
 Reader = Callable[[pl.DataFrame, int | None], ViewFrame]
-#: reads every bucket of one view at once for the given (whole) labels, when the rows
-#: take at most the given bytes in memory: a :data:`Reader` of each bucket's rows from
-#: memory, or None (too large: each bucket is then read on its own)
-ReadAll = Callable[[pl.DataFrame, int], Reader | None]
+#: reads every bucket of one view in one scan for the given (whole) labels, when the
+#: rows take at most the given bytes in memory: each bucket's rows as soon as they are
+#: read, ``(bucket, rows)``, every bucket once in any order; or None (too large: each
+#: bucket is then read on its own)
+ReadAll = Callable[[pl.DataFrame, int], Iterable[tuple[int, ViewFrame]] | None]
 
 
 @dataclass(frozen=True)
@@ -427,21 +430,31 @@ def _view_parts(
     limit: int | None = None,
 ) -> Iterator[tuple[int, np.ndarray, pl.DataFrame]]:
     """(bucket, label positions, feature columns) of one view, a bucket at a time; the
-    buckets run as ``runner`` runs tasks (here, or on a cluster), their results in order.
+    buckets run as ``runner`` runs tasks (here, or on a cluster), their results in the
+    order of the tasks.
 
     With a ``limit`` (bytes), a view that can read all its buckets at once
-    (:attr:`BucketedView.read_all`) and whose rows fit it is read in one scan first.
+    (:attr:`BucketedView.read_all`) and whose rows fit it is read in one scan on another
+    thread, and its buckets are joined in the order the scan reads them, each as soon as
+    its rows are read (the order of buckets changes no answer: each row's label position
+    comes with it).
     """
     if not _splits(labels, view):
         yield 0, np.arange(labels.height), _features(labels, timestamp, frame, point_in_time)
         return
-    scan: Future[Reader | None] | None = None
+    arrivals: SimpleQueue[object] | None = None
+    stop = threading.Event()
     if limit is not None and view.read_all is not None:
         # the table is read on a thread of its own while the labels are grouped by
-        # bucket here: the scan keeps about one core busy, the grouping the other
-        reading = ThreadPoolExecutor(1, thread_name_prefix="featurekit-read")
-        scan = reading.submit(view.read_all, labels, limit)
-        reading.shutdown(wait=False)
+        # bucket here (the scan keeps about one core busy, the grouping the other), and
+        # each bucket's rows are joined as soon as they are read, while the scan goes on
+        arrivals = SimpleQueue()
+        threading.Thread(
+            target=_read_ahead,
+            args=(view.read_all, labels, limit, arrivals, stop),
+            name="featurekit-read",
+            daemon=True,  # a failed join stops it at its next bucket; exit never waits
+        ).start()
     ids = bucket_ids(labels, view.keys, view.buckets).to_numpy()
     # one stable counting sort groups the labels by bucket (keeping label order within
     # each): a bucket's labels are then one slice, gathered once for all buckets
@@ -449,30 +462,80 @@ def _view_parts(
     counts = np.bincount(ids, minlength=view.buckets)
     starts = np.concatenate([[0], np.cumsum(counts)])
     buckets = [int(b) for b in np.flatnonzero(counts).tolist()]
-    positions = [order[starts[b] : starts[b + 1]] for b in buckets]
     wanted = list(dict.fromkeys([*view.keys, timestamp]))
     # only the columns the kernel reads travel to the tasks (a missing timestamp column is
     # left for the kernel to refuse with its own message)
     narrow = labels.select(wanted) if timestamp in labels.columns else labels
     grouped = gather_rows(narrow, pl.Series(order, dtype=pl.get_index_type()))
-    read = view.read
-    if scan is not None:
-        read = scan.result() or read
 
     made: deque[tuple[int, np.ndarray]] = deque()  # each task's bucket and label positions
 
     def tasks() -> Iterator[Task]:  # made as the runner takes them: one bucket's labels each
-        for bucket, where in zip(buckets, positions, strict=True):
+        for bucket, rows in _arrived(buckets, arrivals):
+            where = order[starts[bucket] : starts[bucket + 1]]
             sub = grouped.slice(int(starts[bucket]), int(counts[bucket]))
-            for index, piece, rows in _pieces(sub, read(sub, bucket), view.keys):
+            frame = rows if rows is not None else view.read(sub, bucket)
+            for index, piece, part in _pieces(sub, frame, view.keys):
                 made.append((bucket, where if index is None else where[index]))
-                yield partial(_unordered, piece, timestamp, rows, point_in_time)
+                yield partial(_unordered, piece, timestamp, part, point_in_time)
 
-    for result in runner.map(tasks()):
-        bucket, where = made.popleft()
-        # the kernel's rows name their label within the task: map them to label rows
-        local = result.get_column(_ROW).to_numpy()
-        yield bucket, where[local], result.drop(_ROW)
+    try:
+        for result in runner.map(tasks()):
+            bucket, where = made.popleft()
+            # the kernel's rows name their label within the task: map them to label rows
+            local = result.get_column(_ROW).to_numpy()
+            yield bucket, where[local], result.drop(_ROW)
+    finally:
+        stop.set()
+
+
+#: what the reading thread gives after the last bucket (see :func:`_read_ahead`)
+_END = object()
+
+
+def _read_ahead(
+    read_all: ReadAll,
+    labels: pl.DataFrame,
+    limit: int,
+    out: SimpleQueue[object],
+    stop: threading.Event,
+) -> None:
+    """Put each bucket's rows that ``read_all`` gives into ``out`` as they come, then
+    :data:`_END` (at once when the rows do not fit ``limit``); or the error reading
+    raised, which the joining thread raises in its turn. Stops when ``stop`` is set."""
+    try:
+        parts = read_all(labels, limit)
+        for part in parts or ():
+            if stop.is_set():
+                return
+            out.put(part)
+    except BaseException as err:  # raised again where the buckets are joined
+        out.put(err)
+        return
+    out.put(_END)
+
+
+def _arrived(
+    buckets: Sequence[int], arrivals: SimpleQueue[object] | None
+) -> Iterator[tuple[int, ViewFrame | None]]:
+    """Each of ``buckets`` with its rows as the reading thread gives them, in the order
+    they come; then those it did not give (all, without a reading thread), with None:
+    each such bucket is read on its own."""
+    left = dict.fromkeys(buckets)
+    while arrivals is not None:
+        item = arrivals.get()
+        if item is _END:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        assert isinstance(item, tuple)
+        bucket: int = item[0]
+        rows: ViewFrame = item[1]
+        if bucket in left:
+            del left[bucket]
+            yield bucket, rows
+    for bucket in left:
+        yield bucket, None
 
 
 #: a bucket in memory with at least twice this many rows is joined in pieces of about
