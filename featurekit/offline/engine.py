@@ -251,23 +251,33 @@ def _bucketed(
     (its buckets read in one scan when they take at most ``limit`` bytes), one column at
     a time: the caller may use one (hash it) while the next is put in order."""
     parts: list[pl.DataFrame] = []
-    positions: list[np.ndarray] = []
+    # every label is in exactly one bucket: the positions are a permutation, and its
+    # inverse puts the rows back in label order without sorting them; it is filled in
+    # as the buckets' results come (while the others are joined), in polars' index dtype
+    # (no conversion after)
+    index_type = pl.get_index_type()
+    inverse = np.empty(labels.height, dtype=np.uint32 if index_type == pl.UInt32 else np.uint64)
+    done = 0
     pieces = _view_parts(labels, timestamp, view, frame, point_in_time, runner, limit)
     for _, rows, values in pieces:
         parts.append(values)
-        positions.append(rows)
+        inverse[rows] = np.arange(done, done + len(rows), dtype=inverse.dtype)
+        done += len(rows)
     stacked = pl.concat(parts, how="vertical")
-    # every label is in exactly one bucket: the positions are a permutation, and its
-    # inverse (one scatter) puts the rows back in label order without sorting them
-    inverse = np.empty(labels.height, dtype=np.int64)
-    inverse[np.concatenate(positions)] = np.arange(labels.height, dtype=np.int64)
-    index = pl.Series(inverse, dtype=pl.get_index_type())
-    del parts, positions, inverse
-    names = stacked.columns
-    for name in names:
-        column = stacked.get_column(name)
-        stacked = stacked.drop(name)  # each column's parts are let go once it is in order
+    index = pl.Series(inverse, dtype=index_type)
+    del parts, inverse
+    yield from _in_order(stacked, index)
+
+
+def _in_order(stacked: pl.DataFrame, index: pl.Series) -> Iterator[pl.Series]:
+    """Each column of ``stacked`` gathered through ``index``, one at a time (each
+    column's parts are let go once it is in order)."""
+    columns = stacked.get_columns()
+    del stacked
+    for k, column in enumerate(columns):
+        columns[k] = column.clear()
         yield gather_rows(column.to_frame(), index).to_series()
+        del column
 
 
 @dataclass(frozen=True)

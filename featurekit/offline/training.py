@@ -36,7 +36,7 @@ from featurekit.core.timeutil import before, to_utc_expr, utcnow
 from featurekit.kernels.bucketing import BUCKET
 from featurekit.kernels.pit import PointInTime, ViewFrame
 from featurekit.offline import engine
-from featurekit.offline.batching import frame_bytes
+from featurekit.offline.batching import rows_bytes
 from featurekit.offline.damage import damaged_data_is_irreproducible
 from featurekit.offline.dtypes import check_label_columns
 from featurekit.storage import delta
@@ -589,7 +589,7 @@ def _read_buckets(
         version=req.delta_version,
         columns=_stored_columns(req),
         storage_options=options,
-        fits=lambda scan: frame_bytes(scan) <= limit,
+        fits=lambda schema, rows: rows_bytes(schema, rows) <= limit,
     )
     if parts is None:
         return None

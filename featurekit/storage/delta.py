@@ -405,13 +405,13 @@ def read_buckets(
     version: int,
     columns: Sequence[str],
     storage_options: Mapping[str, str] | None = None,
-    fits: Callable[[pl.LazyFrame], bool] | None = None,
+    fits: Callable[[pl.Schema, int], bool] | None = None,
 ) -> Iterator[tuple[int, pl.DataFrame]] | None:
     """Every bucket's ``columns`` of a bucketed table at a pinned ``version``, read in one
     scan and given bucket by bucket as soon as the scan has read all of a bucket's rows:
     ``(bucket, rows)``, each bucket of the table's ``B`` once (those without rows last,
-    empty). None when ``fits``, given the lazy scan of ``columns``, says they do not fit
-    in memory (it may count rows: that reads file footers, not data).
+    empty). None when ``fits``, given the schema of ``columns`` and the table's row count
+    (the log's, else counted from the files' footers), says they do not fit in memory.
 
     A bucket's rows keep the table's order (what :func:`read_rows` of that bucket alone
     gives). It is one scan (opening the table and planning a read per bucket costs more
@@ -444,24 +444,30 @@ def read_buckets(
             expected[bucket] = expected.get(bucket, 0) + int(count)
     try:
         lf = _decode(table, pl.scan_delta(table))
-        if fits is not None and not fits(lf.select(list(columns))):
-            return None
-        empty = pl.DataFrame(schema=lf.select(list(columns)).collect_schema())
+        schema = lf.select(list(columns)).collect_schema()
+        if fits is not None:
+            # the log's counts (an upper bound when rows were deleted) save reading footers
+            logged = bool(expected) or not ids
+            rows = sum(expected.values()) if logged else int(lf.select(pl.len()).collect().item())
+            if not fits(schema, rows):
+                return None
+        # started here: the scan runs while the caller gets ready for its first bucket
+        stream = lf.select([*columns, BUCKET]).collect_batches()
     except BaseException as err:
         if not _is_failure(err):
             raise
         raise _read_error(uri, version, table, err) from err
-    batches = _bucket_batches(lf.select([*columns, BUCKET]), list(columns), expected)
-    return _given(uri, version, table, batches, buckets, empty)
+    batches = _bucket_batches(stream, list(columns), expected)
+    return _given(uri, version, table, batches, buckets, pl.DataFrame(schema=schema))
 
 
 def _bucket_batches(
-    lf: pl.LazyFrame, columns: list[str], expected: Mapping[int, int]
+    stream: Iterator[pl.DataFrame], columns: list[str], expected: Mapping[int, int]
 ) -> Iterator[tuple[int, pl.DataFrame]]:
     """:func:`read_buckets`' buckets with rows, from the scan's batches."""
     pending: dict[int, list[pl.DataFrame]] = {}
     seen: dict[int, int] = {}
-    for batch in lf.collect_batches():
+    for batch in stream:
         # the partition column may come in other chunks than the rest: split apart
         for bucket, part in by_bucket(batch.select(columns), batch.get_column(BUCKET)).items():
             pending.setdefault(bucket, []).append(part)
