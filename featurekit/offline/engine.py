@@ -89,8 +89,10 @@ class LocalRunner:
 
     A task is mostly polars work, which releases the GIL, so buckets joined on one thread
     per core keep the cores busy where one bucket's many small operations leave one idle
-    (default: one worker per core, at most four). At most ``workers`` results are held
-    before the caller takes them, in task order.
+    (default: one worker per core, at most four). One task more than ``workers`` is given
+    to the threads, so that a thread whose task ends before the one the caller waits for
+    (results come in task order) takes the next at once instead of waiting: at most
+    ``workers + 1`` results are held before the caller takes them.
     """
 
     def __init__(self, workers: int | None = None) -> None:
@@ -106,7 +108,7 @@ class LocalRunner:
             pending: deque[Future[pl.DataFrame]] = deque()
             for task in tasks:
                 pending.append(pool.submit(task))
-                if len(pending) >= self.workers:
+                if len(pending) > self.workers:
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
