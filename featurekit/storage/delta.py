@@ -468,8 +468,10 @@ def _bucket_batches(
     pending: dict[int, list[pl.DataFrame]] = {}
     seen: dict[int, int] = {}
     for batch in stream:
-        # the partition column may come in other chunks than the rest: split apart
-        for bucket, part in by_bucket(batch.select(columns), batch.get_column(BUCKET)).items():
+        # the partition column may come in other chunks than the rest: split apart (a
+        # frame of the batch's columns, not a select, which would plan a query for each)
+        rows = pl.DataFrame([batch.get_column(c) for c in columns])
+        for bucket, part in by_bucket(rows, batch.get_column(BUCKET)).items():
             pending.setdefault(bucket, []).append(part)
             seen[bucket] = seen.get(bucket, 0) + part.height
             if seen[bucket] == expected.get(bucket):
