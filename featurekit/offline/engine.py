@@ -465,40 +465,40 @@ def _view_parts(
             target=_read_ahead,
             args=(view.read_all, labels, limit, arrivals, stop),
             name="featurekit-read",
-            daemon=True,  # a failed join stops it at its next bucket; exit never waits
+            daemon=True,  # exit never waits for it
         ).start()
-    ids = bucket_ids(labels, view.keys, view.buckets).to_numpy()
-    # one stable counting sort groups the labels by bucket (keeping label order within
-    # each): a bucket's labels are then one slice, gathered once for all buckets
-    order = np.argsort(ids.astype(np.uint16) if view.buckets <= 1 << 16 else ids, kind="stable")
-    counts = np.bincount(ids, minlength=view.buckets)
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    buckets = [int(b) for b in np.flatnonzero(counts).tolist()]
-    wanted = list(dict.fromkeys([*view.keys, timestamp]))
-    # only the columns the kernel reads travel to the tasks (a missing timestamp column is
-    # left for the kernel to refuse with its own message)
-    narrow = labels.select(wanted) if timestamp in labels.columns else labels
-    grouped = gather_rows(narrow, pl.Series(order, dtype=pl.get_index_type()))
-
-    made: deque[tuple[int, np.ndarray]] = deque()  # each task's bucket and label positions
-
-    def tasks() -> Iterator[Task]:  # made as the runner takes them: one bucket's labels each
-        for bucket, rows in _arrived(buckets, arrivals):
-            where = order[starts[bucket] : starts[bucket + 1]]
-            sub = grouped.slice(int(starts[bucket]), int(counts[bucket]))
-            frame = rows if rows is not None else view.read(sub, bucket)
-            for index, piece, part in _pieces(sub, frame, view.keys):
-                made.append((bucket, where if index is None else where[index]))
-                yield partial(_unordered, piece, timestamp, part, point_in_time)
-
     try:
+        ids = bucket_ids(labels, view.keys, view.buckets).to_numpy()
+        # one stable counting sort groups the labels by bucket (keeping label order within
+        # each): a bucket's labels are then one slice, gathered once for all buckets
+        order = np.argsort(ids.astype(np.uint16) if view.buckets <= 1 << 16 else ids, kind="stable")
+        counts = np.bincount(ids, minlength=view.buckets)
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        buckets = [int(b) for b in np.flatnonzero(counts).tolist()]
+        wanted = list(dict.fromkeys([*view.keys, timestamp]))
+        # only the columns the kernel reads travel to the tasks (a missing timestamp column is
+        # left for the kernel to refuse with its own message)
+        narrow = labels.select(wanted) if timestamp in labels.columns else labels
+        grouped = gather_rows(narrow, pl.Series(order, dtype=pl.get_index_type()))
+
+        made: deque[tuple[int, np.ndarray]] = deque()  # each task's bucket and label positions
+
+        def tasks() -> Iterator[Task]:  # made as the runner takes them: one bucket's labels each
+            for bucket, rows in _arrived(buckets, arrivals):
+                where = order[starts[bucket] : starts[bucket + 1]]
+                sub = grouped.slice(int(starts[bucket]), int(counts[bucket]))
+                frame = rows if rows is not None else view.read(sub, bucket)
+                for index, piece, part in _pieces(sub, frame, view.keys):
+                    made.append((bucket, where if index is None else where[index]))
+                    yield partial(_unordered, piece, timestamp, part, point_in_time)
+
         for result in runner.map(tasks()):
             bucket, where = made.popleft()
             # the kernel's rows name their label within the task: map them to label rows
             local = result.get_column(_ROW).to_numpy()
             yield bucket, where[local], result.drop(_ROW)
     finally:
-        stop.set()
+        stop.set()  # a failed join: the reading thread stops at its next bucket
 
 
 #: what the reading thread gives after the last bucket (see :func:`_read_ahead`)
