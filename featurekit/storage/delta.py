@@ -472,6 +472,10 @@ def _bucket_batches(
         # frame of the batch's columns, not a select, which would plan a query for each)
         rows = pl.DataFrame([batch.get_column(c) for c in columns])
         for bucket, part in by_bucket(rows, batch.get_column(BUCKET)).items():
+            if bucket in seen and bucket not in pending:  # given already: it was not whole
+                raise StorageError(
+                    f"bucket {bucket} has more rows than the log counts for its files"
+                )
             pending.setdefault(bucket, []).append(part)
             seen[bucket] = seen.get(bucket, 0) + part.height
             if seen[bucket] == expected.get(bucket):
