@@ -296,6 +296,21 @@ def test_a_bucket_given_by_the_one_scan_is_the_bucket_read_on_its_own(tmp_path: 
     assert pushed_rows["value"].to_list() == [7.0, 8.0]
 
 
+def test_a_bucket_with_more_rows_than_the_log_counts_is_a_storage_error() -> None:
+    """A bucket is given once the log's count of its rows has come: rows of it coming
+    after that (a log that undercounts) fail the read instead of being left out."""
+    batches = [
+        pl.DataFrame({"v": [1.0, 2.0], BUCKET: [3, 3]}),
+        pl.DataFrame({"v": [3.0], BUCKET: [3]}),
+    ]
+    given = delta._bucket_batches(iter(batches), ["v"], {3: 2})
+    assert next(given)[1]["v"].to_list() == [1.0, 2.0]
+    with pytest.raises(fk.StorageError, match="^bucket 3 has more rows than the log counts"):
+        next(given)
+    whole = delta._bucket_batches(iter(batches), ["v"], {3: 3})
+    assert [(b, rows["v"].to_list()) for b, rows in whole] == [(3, [1.0, 2.0, 3.0])]
+
+
 def test_a_damaged_file_found_while_the_buckets_are_joined_is_a_storage_error(
     tmp_path: Path,
 ) -> None:
