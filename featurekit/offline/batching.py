@@ -104,8 +104,12 @@ def source_errors(name: str) -> Iterator[None]:
 
 def frame_bytes(lf: pl.LazyFrame) -> int:
     """Rows times their width in memory (counting rows reads file metadata, not data)."""
-    width = sum(_width(dtype) for dtype in lf.collect_schema().dtypes())
-    return int(lf.select(pl.len()).collect().item()) * width
+    return rows_bytes(lf.collect_schema(), int(lf.select(pl.len()).collect().item()))
+
+
+def rows_bytes(schema: pl.Schema, rows: int) -> int:
+    """``rows`` rows of ``schema`` times their width in memory (as :func:`frame_bytes`)."""
+    return rows * sum(_width(dtype) for dtype in schema.dtypes())
 
 
 def batch_count(estimated: int, budget: int) -> int:

@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Protocol
 
 import numpy as np
@@ -87,8 +89,10 @@ class LocalRunner:
 
     A task is mostly polars work, which releases the GIL, so buckets joined on one thread
     per core keep the cores busy where one bucket's many small operations leave one idle
-    (default: one worker per core, at most four). At most ``workers`` results are held
-    before the caller takes them, in task order.
+    (default: one worker per core, at most four). One task more than ``workers`` is given
+    to the threads, so that a thread whose task ends before the one the caller waits for
+    (results come in task order) takes the next at once instead of waiting: at most
+    ``workers + 1`` results are held before the caller takes them.
     """
 
     def __init__(self, workers: int | None = None) -> None:
@@ -104,7 +108,7 @@ class LocalRunner:
             pending: deque[Future[pl.DataFrame]] = deque()
             for task in tasks:
                 pending.append(pool.submit(task))
-                if len(pending) >= self.workers:
+                if len(pending) > self.workers:
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
@@ -117,10 +121,11 @@ SERIAL = LocalRunner(workers=1)
 
 #: reads one view for the given labels: all of it (bucket None) or one bucket's files
 Reader = Callable[[pl.DataFrame, int | None], ViewFrame]
-#: reads every bucket of one view at once for the given (whole) labels, when the rows
-#: take at most the given bytes in memory: a :data:`Reader` of each bucket's rows from
-#: memory, or None (too large: each bucket is then read on its own)
-ReadAll = Callable[[pl.DataFrame, int], Reader | None]
+#: reads every bucket of one view in one scan for the given (whole) labels, when the
+#: rows take at most the given bytes in memory: each bucket's rows as soon as they are
+#: read, ``(bucket, rows)``, every bucket once in any order; or None (too large: each
+#: bucket is then read on its own)
+ReadAll = Callable[[pl.DataFrame, int], Iterable[tuple[int, ViewFrame]] | None]
 
 
 @dataclass(frozen=True)
@@ -248,23 +253,33 @@ def _bucketed(
     (its buckets read in one scan when they take at most ``limit`` bytes), one column at
     a time: the caller may use one (hash it) while the next is put in order."""
     parts: list[pl.DataFrame] = []
-    positions: list[np.ndarray] = []
+    # every label is in exactly one bucket: the positions are a permutation, and its
+    # inverse puts the rows back in label order without sorting them; it is filled in
+    # as the buckets' results come (while the others are joined), in polars' index dtype
+    # (no conversion after)
+    index_type = pl.get_index_type()
+    inverse = np.empty(labels.height, dtype=np.uint32 if index_type == pl.UInt32 else np.uint64)
+    done = 0
     pieces = _view_parts(labels, timestamp, view, frame, point_in_time, runner, limit)
     for _, rows, values in pieces:
         parts.append(values)
-        positions.append(rows)
+        inverse[rows] = np.arange(done, done + len(rows), dtype=inverse.dtype)
+        done += len(rows)
     stacked = pl.concat(parts, how="vertical")
-    # every label is in exactly one bucket: the positions are a permutation, and its
-    # inverse (one scatter) puts the rows back in label order without sorting them
-    inverse = np.empty(labels.height, dtype=np.int64)
-    inverse[np.concatenate(positions)] = np.arange(labels.height, dtype=np.int64)
-    index = pl.Series(inverse, dtype=pl.get_index_type())
-    del parts, positions, inverse
-    names = stacked.columns
-    for name in names:
-        column = stacked.get_column(name)
-        stacked = stacked.drop(name)  # each column's parts are let go once it is in order
+    index = pl.Series(inverse, dtype=index_type)
+    del parts, inverse
+    yield from _in_order(stacked, index)
+
+
+def _in_order(stacked: pl.DataFrame, index: pl.Series) -> Iterator[pl.Series]:
+    """Each column of ``stacked`` gathered through ``index``, one at a time (each
+    column's parts are let go once it is in order)."""
+    columns = stacked.get_columns()
+    del stacked
+    for k, column in enumerate(columns):
+        columns[k] = column.clear()
         yield gather_rows(column.to_frame(), index).to_series()
+        del column
 
 
 @dataclass(frozen=True)
@@ -427,52 +442,112 @@ def _view_parts(
     limit: int | None = None,
 ) -> Iterator[tuple[int, np.ndarray, pl.DataFrame]]:
     """(bucket, label positions, feature columns) of one view, a bucket at a time; the
-    buckets run as ``runner`` runs tasks (here, or on a cluster), their results in order.
+    buckets run as ``runner`` runs tasks (here, or on a cluster), their results in the
+    order of the tasks.
 
     With a ``limit`` (bytes), a view that can read all its buckets at once
-    (:attr:`BucketedView.read_all`) and whose rows fit it is read in one scan first.
+    (:attr:`BucketedView.read_all`) and whose rows fit it is read in one scan on another
+    thread, and its buckets are joined in the order the scan reads them, each as soon as
+    its rows are read (the order of buckets changes no answer: each row's label position
+    comes with it).
     """
     if not _splits(labels, view):
         yield 0, np.arange(labels.height), _features(labels, timestamp, frame, point_in_time)
         return
-    scan: Future[Reader | None] | None = None
+    arrivals: SimpleQueue[object] | None = None
+    stop = threading.Event()
     if limit is not None and view.read_all is not None:
         # the table is read on a thread of its own while the labels are grouped by
-        # bucket here: the scan keeps about one core busy, the grouping the other
-        reading = ThreadPoolExecutor(1, thread_name_prefix="featurekit-read")
-        scan = reading.submit(view.read_all, labels, limit)
-        reading.shutdown(wait=False)
-    ids = bucket_ids(labels, view.keys, view.buckets).to_numpy()
-    # one stable counting sort groups the labels by bucket (keeping label order within
-    # each): a bucket's labels are then one slice, gathered once for all buckets
-    order = np.argsort(ids.astype(np.uint16) if view.buckets <= 1 << 16 else ids, kind="stable")
-    counts = np.bincount(ids, minlength=view.buckets)
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    buckets = [int(b) for b in np.flatnonzero(counts).tolist()]
-    positions = [order[starts[b] : starts[b + 1]] for b in buckets]
-    wanted = list(dict.fromkeys([*view.keys, timestamp]))
-    # only the columns the kernel reads travel to the tasks (a missing timestamp column is
-    # left for the kernel to refuse with its own message)
-    narrow = labels.select(wanted) if timestamp in labels.columns else labels
-    grouped = gather_rows(narrow, pl.Series(order, dtype=pl.get_index_type()))
-    read = view.read
-    if scan is not None:
-        read = scan.result() or read
+        # bucket here (the scan keeps about one core busy, the grouping the other), and
+        # each bucket's rows are joined as soon as they are read, while the scan goes on
+        arrivals = SimpleQueue()
+        threading.Thread(
+            target=_read_ahead,
+            args=(view.read_all, labels, limit, arrivals, stop),
+            name="featurekit-read",
+            daemon=True,  # exit never waits for it
+        ).start()
+    try:
+        ids = bucket_ids(labels, view.keys, view.buckets).to_numpy()
+        # one stable counting sort groups the labels by bucket (keeping label order within
+        # each): a bucket's labels are then one slice, gathered once for all buckets
+        order = np.argsort(ids.astype(np.uint16) if view.buckets <= 1 << 16 else ids, kind="stable")
+        counts = np.bincount(ids, minlength=view.buckets)
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        buckets = [int(b) for b in np.flatnonzero(counts).tolist()]
+        wanted = list(dict.fromkeys([*view.keys, timestamp]))
+        # only the columns the kernel reads travel to the tasks (a missing timestamp column is
+        # left for the kernel to refuse with its own message)
+        narrow = labels.select(wanted) if timestamp in labels.columns else labels
+        grouped = gather_rows(narrow, pl.Series(order, dtype=pl.get_index_type()))
 
-    made: deque[tuple[int, np.ndarray]] = deque()  # each task's bucket and label positions
+        made: deque[tuple[int, np.ndarray]] = deque()  # each task's bucket and label positions
 
-    def tasks() -> Iterator[Task]:  # made as the runner takes them: one bucket's labels each
-        for bucket, where in zip(buckets, positions, strict=True):
-            sub = grouped.slice(int(starts[bucket]), int(counts[bucket]))
-            for index, piece, rows in _pieces(sub, read(sub, bucket), view.keys):
-                made.append((bucket, where if index is None else where[index]))
-                yield partial(_unordered, piece, timestamp, rows, point_in_time)
+        def tasks() -> Iterator[Task]:  # made as the runner takes them: one bucket's labels each
+            for bucket, rows in _arrived(buckets, arrivals):
+                where = order[starts[bucket] : starts[bucket + 1]]
+                sub = grouped.slice(int(starts[bucket]), int(counts[bucket]))
+                frame = rows if rows is not None else view.read(sub, bucket)
+                for index, piece, part in _pieces(sub, frame, view.keys):
+                    made.append((bucket, where if index is None else where[index]))
+                    yield partial(_unordered, piece, timestamp, part, point_in_time)
 
-    for result in runner.map(tasks()):
-        bucket, where = made.popleft()
-        # the kernel's rows name their label within the task: map them to label rows
-        local = result.get_column(_ROW).to_numpy()
-        yield bucket, where[local], result.drop(_ROW)
+        for result in runner.map(tasks()):
+            bucket, where = made.popleft()
+            # the kernel's rows name their label within the task: map them to label rows
+            local = result.get_column(_ROW).to_numpy()
+            yield bucket, where[local], result.drop(_ROW)
+    finally:
+        stop.set()  # a failed join: the reading thread stops at its next bucket
+
+
+#: what the reading thread gives after the last bucket (see :func:`_read_ahead`)
+_END = object()
+
+
+def _read_ahead(
+    read_all: ReadAll,
+    labels: pl.DataFrame,
+    limit: int,
+    out: SimpleQueue[object],
+    stop: threading.Event,
+) -> None:
+    """Put each bucket's rows that ``read_all`` gives into ``out`` as they come, then
+    :data:`_END` (at once when the rows do not fit ``limit``); or the error reading
+    raised, which the joining thread raises in its turn. Stops when ``stop`` is set."""
+    try:
+        parts = read_all(labels, limit)
+        for part in parts or ():
+            if stop.is_set():
+                return
+            out.put(part)
+    except BaseException as err:  # raised again where the buckets are joined
+        out.put(err)
+        return
+    out.put(_END)
+
+
+def _arrived(
+    buckets: Sequence[int], arrivals: SimpleQueue[object] | None
+) -> Iterator[tuple[int, ViewFrame | None]]:
+    """Each of ``buckets`` with its rows as the reading thread gives them, in the order
+    they come; then those it did not give (all, without a reading thread), with None:
+    each such bucket is read on its own."""
+    left = dict.fromkeys(buckets)
+    while arrivals is not None:
+        item = arrivals.get()
+        if item is _END:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        assert isinstance(item, tuple)
+        bucket: int = item[0]
+        rows: ViewFrame = item[1]
+        if bucket in left:
+            del left[bucket]
+            yield bucket, rows
+    for bucket in left:
+        yield bucket, None
 
 
 #: a bucket in memory with at least twice this many rows is joined in pieces of about

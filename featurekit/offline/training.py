@@ -33,10 +33,10 @@ from featurekit.core.hashing import AHEAD_ROWS, ColumnsDigest, frame_hash, stabl
 from featurekit.core.names import validate_name
 from featurekit.core.redact import redact_url
 from featurekit.core.timeutil import before, to_utc_expr, utcnow
-from featurekit.kernels.bucketing import BUCKET, by_bucket
+from featurekit.kernels.bucketing import BUCKET
 from featurekit.kernels.pit import PointInTime, ViewFrame
 from featurekit.offline import engine
-from featurekit.offline.batching import frame_bytes
+from featurekit.offline.batching import rows_bytes
 from featurekit.offline.damage import damaged_data_is_irreproducible
 from featurekit.offline.dtypes import check_label_columns
 from featurekit.storage import delta
@@ -571,41 +571,40 @@ def _read_buckets(
     timestamp: str,
     options: Mapping[str, str],
     limit: int,
-) -> engine.Reader | None:
-    """Every bucket of the view in one scan, split by bucket in memory: a reader of each
-    bucket's rows, or None when the needed columns take more than ``limit`` bytes.
+) -> Iterator[tuple[int, ViewFrame]] | None:
+    """Every bucket of the view in one scan, each bucket's rows (as the kernel's view of
+    them) as soon as the scan has read them, every bucket once; or None when the needed
+    columns take more than ``limit`` bytes.
 
     Each bucket's part holds, in the table's order, every row of the bucket that one of
     ``labels`` may pick (those the whole-table read takes), and possibly rows none can
     pick: too new or too old for every label, they change no answer (the per-bucket reads
     already differ so, each pruned by its own labels' times), so they are only filtered
-    out when that drops at least :data:`FILTER_SHARE` of the rows.
+    out of a bucket when that drops at least :data:`FILTER_SHARE` of its rows.
     """
     if req.delta_version is None:
         return None
-    columns = _stored_columns(req)
-    scan = delta.scan_rows(req.table, version=req.delta_version, storage_options=options)
-    if frame_bytes(scan.select(columns)) > limit:
-        return None
-    read = delta.read_rows(
-        req.table, version=req.delta_version, columns=[*columns, BUCKET], storage_options=options
+    parts = delta.read_buckets(
+        req.table,
+        version=req.delta_version,
+        columns=_stored_columns(req),
+        storage_options=options,
+        fits=lambda schema, rows: rows_bytes(schema, rows) <= limit,
     )
-    # the bucket column (a partition value) can come in other chunks than the rest: kept
-    # apart, so that no operation on the rows first copies them all to line chunks up
-    ids = read.get_column(BUCKET)
-    rows = pl.DataFrame([read.get_column(c) for c in columns])
-    del read
+    if parts is None:
+        return None
     # filtered after the scan, and only when that pays: a filter copies every column, and
     # labels usually span the table's time range, so it would drop a few rows at its ends
     where = _prune(labels, timestamp, req.record, req.ttl, KEY_PRUNE_LIMIT)
-    keep = rows.select(where.alias("keep")).to_series().fill_null(False)  # null: dropped
-    if rows.height - keep.sum() >= rows.height * FILTER_SHARE:
-        rows, ids = rows.filter(keep), ids.filter(keep)
-    parts = by_bucket(rows, ids)
-    empty = rows.clear()
-    return lambda _labels, bucket: _view_frame(
-        req, rows if bucket is None else parts.get(bucket, empty)
-    )
+
+    def frames(parts: Iterator[tuple[int, pl.DataFrame]]) -> Iterator[tuple[int, ViewFrame]]:
+        for bucket, rows in parts:
+            keep = rows.select(where.alias("keep")).to_series().fill_null(False)  # null: out
+            if rows.height - keep.sum() >= rows.height * FILTER_SHARE:
+                rows = rows.filter(keep)
+            yield bucket, _view_frame(req, rows)
+
+    return frames(parts)
 
 
 #: A table read whole for a training set is filtered to the rows its labels may pick only

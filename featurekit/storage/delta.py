@@ -6,7 +6,7 @@ window, source watermarks), so a table's history is also its materialization log
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +17,7 @@ import polars as pl
 from polars.datatypes import DataTypeClass
 
 from featurekit.core.errors import StorageError, is_rust_panic
-from featurekit.kernels.bucketing import BUCKET, BUCKETS, bucket_ids
+from featurekit.kernels.bucketing import BUCKET, BUCKETS, bucket_ids, by_bucket
 
 META_PREFIX = "featurekit."
 #: How often delta-rs retries a commit that lost a race to another writer before failing
@@ -397,6 +397,120 @@ def read_rows(
         if not _is_failure(err):
             raise
         raise _read_error(uri, version, table, err) from err
+
+
+def read_buckets(
+    uri: str,
+    *,
+    version: int,
+    columns: Sequence[str],
+    storage_options: Mapping[str, str] | None = None,
+    fits: Callable[[pl.Schema, int], bool] | None = None,
+) -> Iterator[tuple[int, pl.DataFrame]] | None:
+    """Every bucket's ``columns`` of a bucketed table at a pinned ``version``, read in one
+    scan and given bucket by bucket as soon as the scan has read all of a bucket's rows:
+    ``(bucket, rows)``, each bucket of the table's ``B`` once (those without rows last,
+    empty). None when ``fits``, given the schema of ``columns`` and the table's row count
+    (the log's, else counted from the files' footers), says they do not fit in memory.
+
+    A bucket's rows keep the table's order (what :func:`read_rows` of that bucket alone
+    gives). It is one scan (opening the table and planning a read per bucket costs more
+    than the read), streamed so that the caller can work on the first buckets while the
+    next are read. A bucket is complete when its files' rows, as the log counts them,
+    have all come; a table whose log lacks the counts, or whose counts are not the rows
+    read (deleted rows), gives those buckets at the end of the scan.
+
+    Raises:
+        StorageError: as :func:`read_rows`; the table is opened and its files checked
+            before this returns, and a file found damaged while reading fails the
+            iteration.
+        ValueError: the table is not bucketed.
+    """
+    import pyarrow as pa
+
+    table = _open(uri, version, storage_options)
+    _check_files(uri, version, table)
+    if BUCKETS not in table.metadata().partition_columns:
+        raise ValueError(f"Delta table {uri!r} is not bucketed")
+    actions = pa.table(table.get_add_actions(flatten=True))
+    ids = [int(b) for b in actions.column(f"partition.{BUCKET}").to_pylist()]
+    buckets = max((int(b) for b in actions.column(f"partition.{BUCKETS}").to_pylist()), default=1)
+    expected: dict[int, int] = {}
+    counts = (
+        actions.column("num_records").to_pylist() if "num_records" in actions.column_names else []
+    )
+    if len(counts) == len(ids) and None not in counts:
+        for bucket, count in zip(ids, counts, strict=True):
+            expected[bucket] = expected.get(bucket, 0) + int(count)
+    try:
+        lf = _decode(table, pl.scan_delta(table))
+        schema = lf.select(list(columns)).collect_schema()
+        if fits is not None:
+            # the log's counts (an upper bound when rows were deleted) save reading footers
+            logged = bool(expected) or not ids
+            rows = sum(expected.values()) if logged else int(lf.select(pl.len()).collect().item())
+            if not fits(schema, rows):
+                return None
+        # started here: the scan runs while the caller gets ready for its first bucket
+        stream = lf.select([*columns, BUCKET]).collect_batches()
+    except BaseException as err:
+        if not _is_failure(err):
+            raise
+        raise _read_error(uri, version, table, err) from err
+    batches = _bucket_batches(stream, list(columns), expected)
+    return _given(uri, version, table, batches, buckets, pl.DataFrame(schema=schema))
+
+
+def _bucket_batches(
+    stream: Iterator[pl.DataFrame], columns: list[str], expected: Mapping[int, int]
+) -> Iterator[tuple[int, pl.DataFrame]]:
+    """:func:`read_buckets`' buckets with rows, from the scan's batches."""
+    pending: dict[int, list[pl.DataFrame]] = {}
+    seen: dict[int, int] = {}
+    for batch in stream:
+        # the partition column may come in other chunks than the rest: split apart (a
+        # frame of the batch's columns, not a select, which would plan a query for each)
+        rows = pl.DataFrame([batch.get_column(c) for c in columns])
+        for bucket, part in by_bucket(rows, batch.get_column(BUCKET)).items():
+            if bucket in seen and bucket not in pending:  # given already: it was not whole
+                raise StorageError(
+                    f"bucket {bucket} has more rows than the log counts for its files"
+                )
+            pending.setdefault(bucket, []).append(part)
+            seen[bucket] = seen.get(bucket, 0) + part.height
+            if seen[bucket] == expected.get(bucket):
+                yield bucket, _stacked(pending.pop(bucket))
+    for bucket in sorted(pending):
+        yield bucket, _stacked(pending.pop(bucket))
+
+
+def _given(
+    uri: str,
+    version: int,
+    table: Any,
+    batches: Iterator[tuple[int, pl.DataFrame]],
+    buckets: int,
+    empty: pl.DataFrame,
+) -> Iterator[tuple[int, pl.DataFrame]]:
+    """``batches``' buckets, then the others of ``buckets`` empty; a failed read as
+    :func:`read_rows` reports it."""
+    given = set()
+    try:
+        for bucket, rows in batches:
+            given.add(bucket)
+            yield bucket, rows
+    except BaseException as err:
+        if not _is_failure(err):
+            raise
+        raise _read_error(uri, version, table, err) from err
+    for bucket in range(buckets):
+        if bucket not in given:
+            yield bucket, empty
+
+
+def _stacked(parts: list[pl.DataFrame]) -> pl.DataFrame:
+    """One frame of a bucket's parts, in order (kept in their chunks: no copy)."""
+    return parts[0] if len(parts) == 1 else pl.concat(parts, how="vertical", rechunk=False)
 
 
 def _hide_buckets(lf: pl.LazyFrame, columns: Sequence[str] | None) -> pl.LazyFrame:

@@ -17,6 +17,7 @@ import pytest
 
 import featurekit as fk
 from featurekit.core.hashing import frame_hash
+from featurekit.kernels.bucketing import BUCKET, bucket_ids
 from featurekit.offline import engine, training
 from featurekit.storage import delta
 from featurekit.storage.records import VersionRecord
@@ -115,11 +116,24 @@ def test_any_bucket_count_gives_the_same_training_set(tmp_path: Path) -> None:
 
 
 def _table_reads(store: fk.Store, labels: pl.DataFrame) -> tuple[fk.TrainingSet, int]:
-    """A training set of ``stats:value``, and how many reads of its table it took."""
+    """A training set of ``stats:value``, and how many reads of its table it took (a
+    scan of all its buckets, given bucket by bucket, is one)."""
     uri = store.registry.layout.table_uri("stats", 1)
-    with mock.patch.object(delta, "read_rows", wraps=delta.read_rows) as read:
+    scans = []
+    scan = delta.read_buckets
+
+    def counted(*args: Any, **options: Any) -> Any:
+        parts = scan(*args, **options)
+        if parts is not None and args[0] == uri:  # None: too large, nothing read
+            scans.append(args[0])
+        return parts
+
+    with (
+        mock.patch.object(delta, "read_rows", wraps=delta.read_rows) as read,
+        mock.patch.object(delta, "read_buckets", counted),
+    ):
         ts = store.training_set(labels, ["stats:value"], "ts")
-    return ts, sum(1 for call in read.call_args_list if call.args[0] == uri)
+    return ts, len(scans) + sum(1 for call in read.call_args_list if call.args[0] == uri)
 
 
 def test_a_table_that_fits_memory_is_read_once_and_split_by_bucket(tmp_path: Path) -> None:
@@ -228,6 +242,93 @@ def test_a_damaged_file_read_beside_the_label_grouping_is_a_storage_error(
         f"reading Delta table {str(folder)!r} at version 0 failed: data file "
         f"{path.relative_to(folder).as_posix()!r} is {len(data) // 2} bytes, but the log "
         f"recorded {len(data)}."
+    )
+
+
+def test_a_bucket_given_by_the_one_scan_is_the_bucket_read_on_its_own(tmp_path: Path) -> None:
+    """The one scan of a bucketed table gives each bucket as soon as all its rows are
+    read: the rows (and their order) a read of that bucket alone gives, each bucket once;
+    a bucket with rows in a later file comes only once that file is read."""
+    source = tmp_path / "trips.parquet"
+    SOURCE.write_parquet(source)
+    store = _build(tmp_path / "store", source, 4)
+    pushed = pl.DataFrame(  # a later file with rows of driver 3's bucket only
+        {"driver_id": [3, 3], "event_ts": [BASE, BASE], "value": [7.0, 8.0]}
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fk.FeatureKitWarning)
+        store.push("stats", pushed)
+    uri = store.registry.layout.table_uri("stats", 1)
+    version = delta.current_version(uri)
+    assert version is not None
+    columns = ["driver_id", "event_ts", "ingested_at", "value"]
+    pulled: list[pl.DataFrame] = []  # the scan's batches read so far
+    scan = pl.LazyFrame.collect_batches
+
+    def counted(self: pl.LazyFrame, **options: Any) -> Iterator[pl.DataFrame]:
+        for batch in scan(self, **options):
+            pulled.append(batch)
+            yield batch
+
+    given = []
+    with mock.patch.object(pl.LazyFrame, "collect_batches", counted):
+        for bucket, rows in delta.read_buckets(uri, version=version, columns=columns):
+            given.append((bucket, rows, len(pulled)))
+    assert sorted(b for b, _, _ in given) == [0, 1, 2, 3]
+    total = sum(batch.height for batch in pulled)
+    assert sum(rows.height for _, rows, _ in given) == total
+    for bucket, rows, read in given:
+        alone = delta.read_rows(
+            uri,
+            version=version,
+            columns=[*columns, BUCKET],
+            where=pl.col(BUCKET) == bucket,
+        ).drop(BUCKET)
+        assert rows.height > 0
+        assert rows.equals(alone)
+        # given with the batch that completed it: not before, not after
+        assert pl.concat(pulled[:read]).filter(pl.col(BUCKET) == bucket).height == rows.height
+        assert bucket in pulled[read - 1].get_column(BUCKET).to_list()
+    late = bucket_ids(pushed, ["driver_id"], 4)[0]
+    pushed_rows = next(rows for b, rows, _ in given if b == late).filter(
+        pl.col("value") >= 7.0  # the source's values are in [0, 1)
+    )
+    assert pushed_rows["value"].to_list() == [7.0, 8.0]
+
+
+def test_a_bucket_with_more_rows_than_the_log_counts_is_a_storage_error() -> None:
+    """A bucket is given once the log's count of its rows has come: rows of it coming
+    after that (a log that undercounts) fail the read instead of being left out."""
+    batches = [
+        pl.DataFrame({"v": [1.0, 2.0], BUCKET: [3, 3]}),
+        pl.DataFrame({"v": [3.0], BUCKET: [3]}),
+    ]
+    given = delta._bucket_batches(iter(batches), ["v"], {3: 2})
+    assert next(given)[1]["v"].to_list() == [1.0, 2.0]
+    with pytest.raises(fk.StorageError, match="^bucket 3 has more rows than the log counts"):
+        next(given)
+    whole = delta._bucket_batches(iter(batches), ["v"], {3: 3})
+    assert [(b, rows["v"].to_list()) for b, rows in whole] == [(3, [1.0, 2.0, 3.0])]
+
+
+def test_a_damaged_file_found_while_the_buckets_are_joined_is_a_storage_error(
+    tmp_path: Path,
+) -> None:
+    """A bucket file of the logged size that is not parquet fails the scan while other
+    buckets are being joined: the training set fails with the table's and the file's
+    names, as a read on the calling thread would."""
+    source = tmp_path / "trips.parquet"
+    SOURCE.write_parquet(source)
+    store = _build(tmp_path / "store", source, 4)
+    folder = store.root / "features" / "stats" / "v1"
+    path = sorted(folder.glob("__fk_buckets=4/__fk_bucket=2/*.parquet"))[0]
+    data = path.read_bytes()
+    path.write_bytes(data[:-8] + b"\0" * 8)  # same size, no footer
+    with pytest.raises(fk.StorageError) as info:
+        store.training_set(LABELS, ["stats:value"], "ts")
+    assert str(info.value).startswith(
+        f"reading Delta table {str(folder)!r} at version 0 failed: data file "
+        f"{path.relative_to(folder).as_posix()!r} is not valid parquet ("
     )
 
 
