@@ -1,11 +1,13 @@
 """Idle CPU priority for background processes, and the way back when they fall behind.
 
 The serving log's writer does its work (rows, JSON, parquet, commits) on the cores the
-lookups run on. Under load a writer at normal priority made lookups wait: with 8 threads
-looking up 50 entities at once on 2 cores, their p99 was 1.28x that of no logging. Niced
-(19) it changed nothing measurable, since a niced task still preempts on wakeup and
-shares each core by weight. Under Linux's ``SCHED_IDLE`` policy it runs only where a core
-has nothing else to run, and a waking lookup takes the core back at once (p99 1.05-1.10).
+lookups run on, and that work is what costs them: with a writer that only drains its
+socket, 8 threads looking up 50 entities at once on 2 cores had the p99 of no logging;
+with the real writer, 1.1-1.3x. Niced (19) the writer changed nothing measurable (a
+niced task still preempts on wakeup and shares each core by weight). Under Linux's
+``SCHED_IDLE`` policy it runs only where a core has nothing else to run; in alternating
+A/B runs on the same machine that took a little off the lookups' p99 (1.13 -> 1.12 and
+1.12 -> 1.07 of no logging, 50 and 100 entities), not all of the writer's cost.
 
 An idle process can starve on cores that never idle, and an unprivileged process may
 not leave ``SCHED_IDLE`` again (leaving it needs the right to set nice 0: root,

@@ -17,8 +17,8 @@ gone) it commits what it received and exits. SIGINT is ignored: a Ctrl-C on the 
 reaches the whole process group, and the writer stops when the server closes the log.
 It runs under Linux's ``SCHED_IDLE`` policy where it can come back from it
 (:mod:`featurekit.online.priority`): only on a core that has nothing else to run, so
-that its work does not delay lookups (at normal priority, or niced, it raised their p99 by
-a quarter under load). When it falls behind (its queue half full) or the serving process
+that its work delays lookups less (a little, measured: see that module; niced, it
+changed nothing). When it falls behind (its queue half full) or the serving process
 finds its socket full or waits for a flush or close, it is brought back to normal
 priority until its queue is short again, so an idle writer does not starve on busy cores
 and make the log drop lookups.
