@@ -223,17 +223,23 @@ def test_feature_columns_are_hashed_as_they_are_put_in_label_order(tmp_path: Pat
         assert store.training_set_by_id(ts.id).manifest.result_hash == ts.manifest.result_hash
 
 
+def _four_buckets_and_a_file_of_one(tmp_path: Path) -> tuple[fk.Store, Path, Path]:
+    """A store whose view is in 4 buckets: the store, the table's folder, and a data file
+    of bucket 2 (for the damage tests)."""
+    source = tmp_path / "trips.parquet"
+    SOURCE.write_parquet(source)
+    store = _build(tmp_path / "store", source, 4)
+    folder = store.root / "features" / "stats" / "v1"
+    return store, folder, sorted(folder.glob("__fk_buckets=4/__fk_bucket=2/*.parquet"))[0]
+
+
 def test_a_damaged_file_read_beside_the_label_grouping_is_a_storage_error(
     tmp_path: Path,
 ) -> None:
     """The one scan of a bucketed table runs on its own thread while the labels are
     grouped by bucket; a damaged file still fails the training set with the table's and
     the file's names, as a read on the calling thread would."""
-    source = tmp_path / "trips.parquet"
-    SOURCE.write_parquet(source)
-    store = _build(tmp_path / "store", source, 4)
-    folder = store.root / "features" / "stats" / "v1"
-    path = sorted(folder.glob("__fk_buckets=4/__fk_bucket=2/*.parquet"))[0]
+    store, folder, path = _four_buckets_and_a_file_of_one(tmp_path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(fk.StorageError) as info:
@@ -317,11 +323,7 @@ def test_a_damaged_file_found_while_the_buckets_are_joined_is_a_storage_error(
     """A bucket file of the logged size that is not parquet fails the scan while other
     buckets are being joined: the training set fails with the table's and the file's
     names, as a read on the calling thread would."""
-    source = tmp_path / "trips.parquet"
-    SOURCE.write_parquet(source)
-    store = _build(tmp_path / "store", source, 4)
-    folder = store.root / "features" / "stats" / "v1"
-    path = sorted(folder.glob("__fk_buckets=4/__fk_bucket=2/*.parquet"))[0]
+    store, folder, path = _four_buckets_and_a_file_of_one(tmp_path)
     data = path.read_bytes()
     path.write_bytes(data[:-8] + b"\0" * 8)  # same size, no footer
     with pytest.raises(fk.StorageError) as info:
