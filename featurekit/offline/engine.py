@@ -42,7 +42,7 @@ from typing import Protocol
 import numpy as np
 import polars as pl
 
-from featurekit.core.hashing import columns_hash
+from featurekit.core.hashing import Algorithm, columns_hash
 from featurekit.kernels.bucketing import bucket_ids, hash_class
 from featurekit.kernels.frames import gather_rows
 from featurekit.kernels.pit import (
@@ -307,11 +307,16 @@ class Spilled:
             [_under(folder, p) for p in self.parts], storage_options=_options(storage_options)
         )
 
-    def hash(self, folder: str, storage_options: Mapping[str, str] | None = None) -> str:
+    def hash(
+        self,
+        folder: str,
+        storage_options: Mapping[str, str] | None = None,
+        algorithm: Algorithm = "sha256",
+    ) -> str:
         """:func:`~featurekit.core.hashing.frame_hash` of the rows, one column in memory."""
         scan = self.scan(folder, storage_options)
         columns = (scan.select(name).collect().to_series() for name in self.schema.names())
-        return columns_hash(self.rows, len(self.schema), columns)
+        return columns_hash(self.rows, len(self.schema), columns, algorithm)
 
 
 def estimated_bytes(labels: pl.DataFrame, features: int) -> int:

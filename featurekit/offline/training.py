@@ -29,7 +29,13 @@ from featurekit.core import display
 from featurekit.core.config import __version__
 from featurekit.core.definitions import Aggregation
 from featurekit.core.errors import ReproducibilityError, SchemaError
-from featurekit.core.hashing import AHEAD_ROWS, ColumnsDigest, frame_hash, stable_hash
+from featurekit.core.hashing import (
+    AHEAD_ROWS,
+    Algorithm,
+    ColumnsDigest,
+    frame_hash,
+    stable_hash,
+)
 from featurekit.core.names import validate_name
 from featurekit.core.redact import redact_url
 from featurekit.core.timeutil import before, to_utc_expr, utcnow
@@ -224,6 +230,7 @@ def build(
         on_demand,
         runner,
         labels_hash=True,
+        algorithm=RESULT_HASH,
     )
     joined = iter(result.joined)  # the kernel's names, view by view
     views: list[dict[str, Any]] = [
@@ -274,6 +281,7 @@ def build(
         point_in_time=point_in_time,
         as_of=as_of,
         result_hash=result.hash(registry),
+        result_hash_algorithm=RESULT_HASH,
         result_rows=result.rows,
         library_versions=library_versions(),
         on_demand=entries,
@@ -310,7 +318,15 @@ def rebuild(
         )
     hook = on_demand if manifest.on_demand else None
     result = _join(
-        registry, labels, timestamp, requests, manifest.point_in_time, memory_budget, hook, runner
+        registry,
+        labels,
+        timestamp,
+        requests,
+        manifest.point_in_time,
+        memory_budget,
+        hook,
+        runner,
+        algorithm=manifest.result_hash_algorithm,  # as recorded: older sets used SHA-256
     )
     got = result.hash(registry)
     if got != manifest.result_hash:
@@ -333,6 +349,7 @@ def _join(
     runner: engine.Runner,
     *,
     labels_hash: bool = False,
+    algorithm: Algorithm,
 ) -> _Result:
     """The joined result of a build or a rebuild (the same join, so the same rows).
 
@@ -350,7 +367,7 @@ def _join(
         digest: ColumnsDigest | None = None
         fed: list[Future[None]] = []
         if hook is None and engine.in_memory(labels, features, memory_budget):
-            digest = ColumnsDigest(labels.height, labels.width + features)
+            digest = ColumnsDigest(labels.height, labels.width + features, algorithm)
             ahead = labels.height >= AHEAD_ROWS
             fed.append(pool.submit(digest.update, labels.get_columns(), ahead=ahead))
         # one thread: the digest takes the columns in the order they were given
@@ -368,7 +385,7 @@ def _join(
             remove=registry.layout.remove_folder,
             sink=sink,
         )
-        result = _Result.of(out, labels, hook, scratch)
+        result = _Result.of(out, labels, hook, scratch, algorithm)
         result.labels_hash = None if own is None else own.result()
         for done in fed:
             done.result()
@@ -399,6 +416,8 @@ class _Result:
     #: the result hash's digest of its first columns (the labels, then the feature
     #: columns the engine gave it), when computed during the join
     prefix: ColumnsDigest | None = None
+    #: the digest the result hash is read with
+    algorithm: Algorithm = "sha256"
 
     @classmethod
     def of(
@@ -407,20 +426,23 @@ class _Result:
         labels: pl.DataFrame,
         on_demand: OnDemandHook | None,
         folder: str,
+        algorithm: Algorithm,
     ) -> _Result:
         if isinstance(out, engine.Spilled):
             columns = out.schema.names()
-            return cls(None, out, folder, list(out.joined), columns, out.rows)
+            return cls(None, out, folder, list(out.joined), columns, out.rows, algorithm=algorithm)
         joined = out.columns[labels.width :]
         frame = on_demand(out) if on_demand is not None else out
-        return cls(frame, None, folder, joined, frame.columns, frame.height, labels)
+        return cls(
+            frame, None, folder, joined, frame.columns, frame.height, labels, algorithm=algorithm
+        )
 
     def hash(self, registry: Registry) -> str:
         if self.spilled is not None:
-            return self.spilled.hash(self.folder, registry.storage_options)
+            return self.spilled.hash(self.folder, registry.storage_options, self.algorithm)
         assert self.frame is not None
         if self.prefix is None or not self._starts_with_labels(self.prefix):
-            return frame_hash(self.frame)
+            return frame_hash(self.frame, self.algorithm)
         digest = self.prefix.copy()
         rest = self.frame.get_columns()[len(self.prefix.names) :]
         if rest:
@@ -460,6 +482,11 @@ class _Result:
             with contextlib.suppress(OSError):  # other builds may be using it
                 Path(self.folder).parent.rmdir()
         return TrainingSet(registry, manifest, (self.spilled, home))
+
+
+#: the digest of the result hash of training sets built now (see
+#: :mod:`featurekit.core.hashing`); the labels' hash, part of the id, stays SHA-256
+RESULT_HASH: Algorithm = "xxh3-128"
 
 
 def library_versions() -> dict[str, str]:

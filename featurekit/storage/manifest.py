@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from featurekit.core.errors import StorageError
+from featurekit.core.hashing import Algorithm
 
 __all__ = [
     "MANIFEST_FORMAT",
@@ -32,8 +33,9 @@ __all__ = [
     "parse_manifest",
 ]
 
-#: The manifest format this featurekit writes (and the newest it reads).
-MANIFEST_FORMAT = 2
+#: The manifest format this featurekit writes (and the newest it reads). Format 3 names
+#: the digest of its result hash (``result_hash_algorithm``); older ones used SHA-256.
+MANIFEST_FORMAT = 3
 
 
 class LabelsInfo(BaseModel):
@@ -109,6 +111,8 @@ class Manifest(BaseModel):
     point_in_time: Literal["knowledge", "event"]
     as_of: datetime | None
     result_hash: str
+    #: the digest ``result_hash`` was read with (see :mod:`featurekit.core.hashing`)
+    result_hash_algorithm: Algorithm = "sha256"
     result_rows: int
     library_versions: dict[str, str]
     on_demand: list[OnDemandEntry] = []

@@ -189,7 +189,7 @@ def test_hashes_made_while_the_join_runs_are_the_frames_hashes(tmp_path: Path) -
     for labels in (plain, odd):
         ts = store.training_set(labels, FEATURES, "ts")
         assert ts.manifest.labels.hash == frame_hash(labels)
-        assert ts.manifest.result_hash == frame_hash(ts.to_polars())
+        assert ts.manifest.result_hash == frame_hash(ts.to_polars(), "xxh3-128")
         assert store.training_set_by_id(ts.id).manifest.result_hash == ts.manifest.result_hash
 
 
@@ -219,7 +219,7 @@ def test_feature_columns_are_hashed_as_they_are_put_in_label_order(tmp_path: Pat
         assert [call.args[-1].name for call in fed.call_args_list] == hashed_early
         frame = ts.to_polars()
         assert frame.columns[LABELS.width :][: len(hashed_early)] == hashed_early
-        assert ts.manifest.result_hash == frame_hash(frame)
+        assert ts.manifest.result_hash == frame_hash(frame, "xxh3-128")
         assert store.training_set_by_id(ts.id).manifest.result_hash == ts.manifest.result_hash
 
 

@@ -102,7 +102,8 @@ def test_manifest_is_typed_and_written_once(world: dict[str, Any]) -> None:
         timestamp="label_ts",
     )
     m = ts.manifest
-    assert isinstance(m, Manifest) and m.format_version == 2
+    assert isinstance(m, Manifest) and m.format_version == 3
+    assert m.result_hash_algorithm == "xxh3-128"
     assert [(v.ref, v.columns) for v in m.views] == [
         ("driver_stats@1", ["avg_fare"]),
         ("zone_stats@1", ["surge"]),

@@ -74,7 +74,8 @@ def test_rebuild_in_a_fresh_process_after_new_data_and_new_code(
         "from featurekit.core.hashing import frame_hash\n"
         "import json\n"
         "s = fk.Store(sys.argv[1], json.loads(sys.argv[3]), progress=False, online=False)\n"
-        "print(frame_hash(s.training_set_by_id(sys.argv[2]).to_polars()))\n"
+        "t = s.training_set_by_id(sys.argv[2])\n"
+        "print(frame_hash(t.to_polars(), t.manifest.result_hash_algorithm))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", script, str(store.root), ts.id, json.dumps(store.storage_options)],
@@ -83,7 +84,8 @@ def test_rebuild_in_a_fresh_process_after_new_data_and_new_code(
         check=True,
         env={"TZ": "Asia/Kolkata", "PATH": "", "AWS_EC2_METADATA_DISABLED": "true"},
     )
-    assert out.stdout.strip() == frame_hash(expected) == ts.manifest.result_hash
+    assert ts.manifest.result_hash_algorithm == "xxh3-128"
+    assert out.stdout.strip() == frame_hash(expected, "xxh3-128") == ts.manifest.result_hash
 
 
 def test_same_inputs_give_the_same_id(store: fk.Store, data_dir: Path) -> None:
@@ -103,12 +105,46 @@ def test_manifest_records_what_defines_the_set(store: fk.Store, data_dir: Path) 
     assert m.views[0].fingerprint == result.fingerprint
     assert m.views[0].delta_version == result.delta_version
     assert m.labels.hash == frame_hash(labels())
-    assert m.result_hash == frame_hash(ts.to_polars())
+    assert m.result_hash == frame_hash(ts.to_polars(), "xxh3-128")
     assert set(m.library_versions) == {"featurekit", "polars", "deltalake", "pyarrow"}
     stored = store.registry.objects.read(f"training_sets/{ts.id}/manifest.json")
     assert stored is not None
     on_disk = json.loads(stored)
     assert on_disk["result_hash"] == m.result_hash
+
+
+def test_a_set_recorded_with_sha256_rebuilds_and_is_verified_with_it(
+    store: fk.Store, data_dir: Path, store_root: StoreRoot
+) -> None:
+    """Manifests before format 3 hashed their result with SHA-256 and do not say so: a
+    rebuild verifies them with SHA-256 (a changed row still fails), newer ones with the
+    digest they name."""
+    store.materialize(fare_view(data_dir))
+    ts = store.training_set(labels(), features=["fare_features:fare"], timestamp="label_ts")
+    key = f"training_sets/{ts.id}/manifest.json"
+
+    def record_as_format_2(result_hash: str) -> None:
+        stored = store.registry.objects.read(key)
+        assert stored is not None
+        old = json.loads(stored)
+        old.pop("result_hash_algorithm", None)
+        old.update(format_version=2, result_hash=result_hash)
+        store.registry.objects.delete(key)
+        assert store.registry.objects.write_if_absent(key, json.dumps(old).encode())
+
+    written = store.registry.objects.read(key)
+    assert written is not None
+    assert json.loads(written)["result_hash_algorithm"] == "xxh3-128"
+    sha256 = frame_hash(ts.to_polars())
+    assert len(sha256) == 64 and sha256 != ts.manifest.result_hash
+    record_as_format_2(sha256)
+    again = store_root.open(str(store.root)).training_set_by_id(ts.id)
+    assert again.manifest.result_hash_algorithm == "sha256"
+    assert again.manifest.result_hash == sha256
+    assert again.to_polars().equals(ts.to_polars())
+    record_as_format_2(frame_hash(ts.to_polars().with_columns(pl.col("fare") + 1)))
+    with pytest.raises(fk.ReproducibilityError, match="rebuilt to different rows"):
+        store_root.open(str(store.root)).training_set_by_id(ts.id)
 
 
 def test_saved_name_and_tampering_is_detected(store: fk.Store, data_dir: Path) -> None:

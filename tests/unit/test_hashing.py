@@ -120,3 +120,26 @@ def test_large_frames_hash_as_before_while_columns_are_prepared_ahead() -> None:
     assert n >= AHEAD_ROWS
     assert frame_hash(frame) == "cf06e0472ded591693c2cafe22bf85970bde13739c3dfa973a776feaf0924fd5"
     assert columns_hash(n, frame.width, iter(frame.get_columns())) == frame_hash(frame)
+
+
+def test_the_fast_digest_reads_the_same_bytes_and_its_hashes_stay_put() -> None:
+    """Result hashes since manifest format 3 are xxh3-128 over the bytes SHA-256 reads:
+    pinned here like the SHA-256 ones, and fed in parts or at once alike."""
+    frame = pl.DataFrame(
+        {
+            "i": [1, None, 3],
+            "f": [1.5, None, float("nan")],
+            "s": ["a", None, ""],
+            "t": [dt.datetime(2026, 1, 1), None, dt.datetime(1970, 1, 1)],
+        }
+    )
+    fast = frame_hash(frame, "xxh3-128")
+    assert fast == "b24238696e29eb44680dcacc8fb7d7f0"
+    assert len(fast) == 32 and fast != frame_hash(frame)[:32]
+    assert columns_hash(3, 4, frame.get_columns(), "xxh3-128") == fast
+    digest = ColumnsDigest(3, 4, "xxh3-128")
+    digest.update(frame.get_columns()[:1])
+    twin = digest.copy()
+    twin.update(frame.get_columns()[1:], ahead=True)
+    assert twin.hexdigest() == fast
+    assert frame_hash(frame.with_columns(pl.col("i").fill_null(0)), "xxh3-128") != fast
