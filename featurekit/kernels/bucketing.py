@@ -49,11 +49,8 @@ BUCKET = "__fk_bucket"
 #: the partition column holding the table's bucket count ``B`` (``Int32``, one value per
 #: table version), so a pinned Delta version says by itself how it was bucketed
 BUCKETS = "__fk_buckets"
-#: aim for buckets of about this many in-memory bytes when choosing ``B``: about the
-#: 625k-row buckets (40 MB) at which a training set's kernel costs least per row, and
-#: small enough that a one-scan read hands the joins their first bucket early (10M rows
-#: at 16 buckets build in about 0.6x the time of 2; see docs/scale.md)
-TARGET_BUCKET_BYTES = 64 * 1024**2
+#: aim for buckets of about this many in-memory bytes when choosing ``B``
+TARGET_BUCKET_BYTES = 512 * 1024**2
 #: never more buckets than this (a file per bucket and run: more would mean tiny files)
 MAX_BUCKETS = 1024
 
