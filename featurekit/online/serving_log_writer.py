@@ -58,10 +58,14 @@ from featurekit.online.serving_log import (
 )
 from featurekit.storage import delta
 
-__all__ = ["POLL_SECONDS", "Writer", "main", "rows"]
+__all__ = ["POLL_SECONDS", "UNINDEXED", "Writer", "main", "rows"]
 
 #: how long the reader sleeps when the socket is empty (the buffer holds far more)
 POLL_SECONDS = 0.005
+
+#: columns written without parquet statistics: reads filter on ``lookup_at`` only, and
+#: the min and max of random ids or JSON text would skip no file
+UNINDEXED = ("request_id", "entity", "features")
 
 
 class Writer:
@@ -77,7 +81,10 @@ class Writer:
         self._built: list[pl.DataFrame] = []
         self._built_lookups = 0
         self._built_rows = 0
-        self._exists = False  # the table exists (known once written; a log is not removed)
+        # held open between commits; its JSON and random ids are never filtered on
+        self._log = delta.Appender(
+            config.uri, storage_options=config.storage_options, unindexed=UNINDEXED
+        )
         # idle priority when it is reversible; set before the reader thread (and the
         # thread pools of polars and delta-rs) start, so that they inherit it
         self._idle = config.idle and priority.idle_is_reversible()
@@ -178,35 +185,28 @@ class Writer:
         frame = pl.concat(self._built) if len(self._built) > 1 else self._built[0]
         batch = uuid.uuid4().hex[:16]
         frame = frame.with_columns(pl.lit(batch).alias("batch_id"))
-        uri, options = self.config.uri, self.config.storage_options
-        for attempt in (1, 2):
+        meta = {"serving_log": batch}
+        try:
+            # a new batch id has no rows in the table yet: a plain append (a replace by
+            # predicate cost more than the parquet encoding: it scans the rows it writes)
+            self._log.append(frame, metadata=meta)
+        except Exception:
             try:
-                # a retry replaces the rows of its batch id: a first attempt that committed
-                # and then failed is not written twice
-                exists = self._exists or delta.table_exists(uri, options)
-                predicate = f"batch_id = '{batch}'" if exists else None
-                delta.write_rows(
-                    uri,
-                    frame,
-                    metadata={"serving_log": batch},
-                    predicate=predicate,
-                    storage_options=options,
-                )
+                # the first attempt may have committed and then failed: its rows are
+                # replaced by their batch id, never written twice
+                self._log.replace(frame, f"batch_id = '{batch}'", metadata=meta)
             except Exception as err:
-                self._exists = False
-                if attempt == 1:
-                    continue
                 self.dropped += lookups
                 warnings.warn(
-                    f"serving log {uri!r}: {lookups} lookups could not be written "
+                    f"serving log {self.config.uri!r}: {lookups} lookups could not be written "
                     f"and were dropped: {type(err).__name__}: {err}",
                     FeatureKitWarning,
                     stacklevel=1,
                 )
             else:
-                self._exists = True
                 self.written += lookups
-                break
+        else:
+            self.written += lookups
         self._built, self._built_lookups, self._built_rows = [], 0, 0
 
 

@@ -799,8 +799,9 @@ def file_count(uri: str, version: int, storage_options: Mapping[str, str] | None
     return len(_open(uri, version, storage_options).file_uris())
 
 
-def _writer_properties(schema: Any) -> Any:
-    """Parquet settings: no dictionary encoding for float and time columns.
+def _writer_properties(schema: Any, unindexed: Sequence[str] = ()) -> Any:
+    """Parquet settings: no dictionary encoding for float and time columns, no statistics
+    for the ``unindexed`` columns.
 
     Feature values and timestamps rarely repeat, so the writer's dictionary attempt is
     wasted work (it falls back to plain encoding anyway): skipping it halves the write
@@ -811,21 +812,118 @@ def _writer_properties(schema: Any) -> Any:
     values are mostly floats, which compress poorly (2M rows of keys, times and floats,
     measured: 132 MB uncompressed, 120 MB snappy, 113 MB zstd level 1), while snappy
     costs 40% more write time and zstd twice the write and three times the read time.
-    A table with no float or time column gets no properties, hence snappy.
+    A table with no float or time column and no unindexed column gets no properties,
+    hence snappy.
+
+    Statistics (each file's min, max and null count of a column, in the file and in the
+    Delta log) only serve to skip files when reading with a filter on that column; for
+    columns nobody filters on, or whose values are random (ids, JSON text), they are
+    work with no use: a tenth of the serving log's write time (measured).
     """
     import pyarrow as pa
     from deltalake import ColumnProperties, WriterProperties
 
-    plain = [
+    plain = {
         field.name
         for field in schema
         if pa.types.is_floating(field.type) or pa.types.is_temporal(field.type)
-    ]
-    if not plain:
+    }
+    bare = set(unindexed) & set(schema.names)
+    if not plain and not bare:
         return None
     return WriterProperties(
-        column_properties={name: ColumnProperties(dictionary_enabled=False) for name in plain}
+        column_properties={
+            name: ColumnProperties(
+                dictionary_enabled=False if name in plain else None,
+                statistics_enabled="NONE" if name in bare else None,
+            )
+            for name in sorted(plain | bare)
+        }
     )
+
+
+class Appender:
+    """Commits batches of rows to one Delta table, holding the table open between commits.
+
+    For a process that commits to one table again and again (the serving log's writer,
+    a commit a second). Opening a table reads its log (the last checkpoint and the commits
+    since): :func:`write_rows` opens it twice a commit (to write, then to read the new
+    version), about 6 ms of CPU each for the serving log, more as it grows. Held open,
+    the table is moved by delta-rs to each version it commits, reading only the commits
+    other writers made in between. After a failed commit it is opened afresh.
+
+    Example:
+        >>> log = Appender("store/serving_log", unindexed=["entity"])
+        >>> log.append(frame, metadata={"serving_log": "a1b2"})
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        storage_options: Mapping[str, str] | None = None,
+        unindexed: Sequence[str] = (),
+    ) -> None:
+        """Commit to the table at ``uri``; ``unindexed`` columns are written without
+        parquet statistics: columns no read filters on, whose statistics are pure cost."""
+        self.uri = uri
+        self.storage_options = storage_options
+        self.unindexed = tuple(unindexed)
+        self._table: Any = None
+
+    def append(self, frame: pl.DataFrame, *, metadata: Mapping[str, Any]) -> int:
+        """Append ``frame`` in one commit, creating the table if there is none; returns
+        the new version. Appends never conflict with other writers' appends."""
+        return self._commit(frame, metadata, None)
+
+    def replace(self, frame: pl.DataFrame, predicate: str, *, metadata: Mapping[str, Any]) -> int:
+        """Replace the rows matching ``predicate`` with ``frame`` in one commit (append
+        when there is no table yet); returns the new version.
+
+        The table is opened afresh first: a replace reads the table, and one held since
+        another writer's commit would fail as stale.
+        """
+        self._table = None
+        return self._commit(frame, metadata, predicate)
+
+    def _commit(
+        self, frame: pl.DataFrame, metadata: Mapping[str, Any], predicate: str | None
+    ) -> int:
+        from deltalake import CommitProperties, write_deltalake
+
+        custom = {
+            META_PREFIX + k: v if isinstance(v, str) else orjson.dumps(v).decode()
+            for k, v in metadata.items()
+        }
+        data = _one_batch(frame)
+        try:
+            if self._table is None and table_exists(self.uri, self.storage_options):
+                self._table = _open(self.uri, storage_options=self.storage_options)
+            held = self._table is not None
+            if predicate is not None and held:
+                mode: dict[str, Any] = {"mode": "overwrite", "predicate": predicate}
+            else:
+                mode = {"mode": "append"}
+            write_deltalake(
+                self._table if held else self.uri,
+                data,
+                writer_properties=_writer_properties(data.schema, self.unindexed),
+                **mode,
+                storage_options=None if held else _options(self.storage_options, self.uri),
+                commit_properties=CommitProperties(
+                    custom_metadata=custom, max_commit_retries=COMMIT_RETRIES
+                ),
+            )
+            if not held:  # just created: held from the next commit on
+                self._table = _open(self.uri, storage_options=self.storage_options)
+            return int(self._table.version())
+        except BaseException as err:
+            self._table = None  # its state is unknown: opened afresh next time
+            if not _is_failure(err):
+                raise
+            if isinstance(err, StorageError):
+                raise
+            raise _write_error(self.uri, err, self.storage_options) from err
 
 
 # ---- team stores: conflicts, deletion and vacuum ----------------------------------------
