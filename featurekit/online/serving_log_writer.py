@@ -43,6 +43,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import orjson
 import polars as pl
 
@@ -301,27 +302,38 @@ def _json(columns: dict[str, pl.Series]) -> pl.Series:
 
 
 class _Group:
-    """Columns of the rows of one (view, version, features, keys), in arrival order."""
+    """Columns of the rows of one (view, version, features, keys), in arrival order.
+
+    What a lookup shares by all its rows (its position, request id and instant) is kept
+    once per lookup, with its row count, and repeated by polars: repeated in Python
+    lists, it was a sixth of the time to build the rows.
+    """
 
     def __init__(self, features: tuple[str, ...], keys: tuple[str, ...]) -> None:
-        self.seq: list[int] = []
+        self.seq: list[int] = []  # per lookup, as request, at and count
         self.request: list[str] = []
         self.at: list[int] = []
-        self.keys: dict[str, list[Any]] = {k: [] for k in keys}
+        self.count: list[int] = []
+        self.keys: dict[str, list[Any]] = {k: [] for k in keys}  # per row
         self.values: dict[str, list[Any]] = {f: [] for f in features}
         self.status: list[str] = []
         self.event: list[int | None] = []
 
     def frame(self, view: str, version: int) -> pl.DataFrame:
         us = pl.Datetime("us", "UTC")
-        n = len(self.seq)
-        entity = _json({k: _column(v, None).alias(k) for k, v in self.keys.items()})
-        features = _json({f: _column(v, None).alias(f) for f, v in self.values.items()})
-        return pl.DataFrame(
+        n = len(self.status)
+        lookups = pl.DataFrame(
             [
                 _column(self.seq, pl.Int64()).alias("_seq"),
                 _column(self.request, pl.String()).alias("request_id"),
                 _column(self.at, pl.Int64()).cast(us).alias("lookup_at"),
+            ]
+        )
+        rows = lookups[np.repeat(np.arange(len(self.count)), self.count)]
+        entity = _json({k: _column(v, None).alias(k) for k, v in self.keys.items()})
+        features = _json({f: _column(v, None).alias(f) for f, v in self.values.items()})
+        return rows.hstack(
+            [
                 pl.repeat(view, n, dtype=pl.String, eager=True).alias("view"),
                 pl.repeat(version, n, dtype=pl.Int64, eager=True).alias("version"),
                 entity.alias("entity"),
@@ -346,6 +358,7 @@ def _rows_by_column(entries: list[Entry | One], requests: list[str]) -> pl.DataF
             group.seq.append(seq)
             group.request.append(request)
             group.at.append(at_us)
+            group.count.append(1)
             for k, value in zip(keys, key_row, strict=True):
                 group.keys[k].append(value)
             for f, value in zip(features, row, strict=True):
@@ -362,9 +375,10 @@ def _rows_by_column(entries: list[Entry | One], requests: list[str]) -> pl.DataF
             group = groups.get((view, version, features, keys))
             if group is None:
                 group = groups[view, version, features, keys] = _Group(features, keys)
-            group.seq.extend([seq] * m)
-            group.request.extend([request] * m)
-            group.at.extend([at_us] * m)
+            group.seq.append(seq)
+            group.request.append(request)
+            group.at.append(at_us)
+            group.count.append(m)
             for k, column in zip(keys, key_values, strict=True):
                 group.keys[k].extend(column)
             for f in features:
