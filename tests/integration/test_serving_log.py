@@ -802,3 +802,26 @@ def test_appenders_of_two_writers_interleave_and_a_replace_is_not_refused_as_sta
     counts = pl.read_delta(uri).group_by("batch_id").len().sort("batch_id")
     assert counts.rows() == [("a0", 1), ("a1", 3), ("b0", 2), ("b1", 5)]
     assert [h["featurekit"]["by"] for h in delta.history(uri)] == ["ours", "theirs"] * 2 + ["ours"]
+
+
+def test_an_appender_opens_its_table_afresh_every_few_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # held open, each commit costs more than the one before: delta-rs goes over every
+    # commit since the table was opened
+    monkeypatch.setattr(delta, "REOPEN_COMMITS", 3)
+    opened: list[str] = []
+    exists = delta.table_exists
+
+    def looked_up(uri: str, storage_options: Any = None) -> bool:
+        opened.append(uri)
+        return exists(uri, storage_options)
+
+    monkeypatch.setattr(delta, "table_exists", looked_up)
+    uri = str(tmp_path / "t")
+    log = delta.Appender(uri)
+    versions = [log.append(pl.DataFrame({"i": [i]}), metadata={}) for i in range(8)]
+    assert versions == list(range(8))
+    # looked up (and opened when there) at the first commit, then every third one
+    assert len(opened) == 3
+    assert pl.read_delta(uri)["i"].sort().to_list() == list(range(8))
