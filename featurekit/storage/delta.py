@@ -824,7 +824,7 @@ def _writer_properties(schema: Any, unindexed: Sequence[str] = ()) -> Any:
     Statistics (each file's min, max and null count of a column, in the file and in the
     Delta log) only serve to skip files when reading with a filter on that column; for
     columns nobody filters on, or whose values are random (ids, JSON text), they are
-    work with no use: a tenth of the serving log's write time (measured).
+    work with no use: a sixth of the serving log's write time (measured).
     """
     import pyarrow as pa
     from deltalake import ColumnProperties, WriterProperties
