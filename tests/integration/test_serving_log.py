@@ -825,3 +825,20 @@ def test_an_appender_opens_its_table_afresh_every_few_commits(
     # looked up (and opened when there) at the first commit, then every third one
     assert len(opened) == 3
     assert pl.read_delta(uri)["i"].sort().to_list() == list(range(8))
+
+
+def test_the_log_reads_back_in_its_schema_and_filters_on_lookup_at(tmp_path: Path) -> None:
+    # written as string views without statistics of the JSON: read as the log's schema
+    uri = tmp_path / "log"
+    log = ServingLog(str(uri))
+    day = 86_400_000_000
+    for i in range(3):
+        log.record(T0 + i * day, {"driver_id": [i]}, ("driver_id",), [ONE])
+        assert log.flush()  # a commit, hence a file, each
+    log.close()
+    version = delta.current_version(str(uri))
+    assert version is not None
+    since = datetime(2026, 1, 2, tzinfo=UTC)
+    rows = delta.read_rows(str(uri), version=version, where=pl.col("lookup_at") >= since)
+    assert dict(rows.drop("batch_id").schema) == serving_log.log_schema()
+    assert sorted(_entities_of(rows)) == [1, 2]
