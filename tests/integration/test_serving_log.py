@@ -707,3 +707,138 @@ def test_large_lookups_handed_over_together_go_in_one_message(
     assert _entities_of(rows) == list(range(3 * n))
     assert rows["request_id"].unique_counts().to_list() == [n, n, n]
     assert [orjson.loads(f)["rating"] for f in rows["features"]] == [0] * n + [1] * n + [2] * n
+
+
+def _commits(uri: Path) -> list[list[dict[str, Any]]]:
+    """The actions of each commit in the table's log, oldest first."""
+    return [
+        [json.loads(line) for line in path.read_text().splitlines()]
+        for path in sorted((uri / "_delta_log").glob("*.json"))
+    ]
+
+
+def test_each_commit_of_the_log_is_a_plain_append_without_statistics_of_its_json(
+    tmp_path: Path,
+) -> None:
+    # a fresh batch id has no rows to replace: a replace by predicate would only cost
+    log = ServingLog(str(tmp_path / "log"))
+    for i in range(3):
+        log.record(T0 + i, {"driver_id": [i]}, ("driver_id",), [ONE])
+        assert log.flush()
+    log.close()
+    commits = _commits(tmp_path / "log")
+    modes = [
+        a["commitInfo"]["operationParameters"]["mode"]
+        for c in commits
+        for a in c
+        if "commitInfo" in a
+    ]
+    assert modes == ["Append"] * 3
+    # no statistics of the random ids and the JSON text (event_ts has none: all null)
+    stats = [json.loads(a["add"]["stats"]) for c in commits for a in c if "add" in a]
+    assert [sorted(s["minValues"]) for s in stats] == [
+        ["batch_id", "lookup_at", "status", "version", "view"]
+    ] * 3
+    assert sorted(_entities(tmp_path / "log")) == [0, 1, 2]
+
+
+def test_a_commit_that_landed_and_then_failed_is_replaced_not_written_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from featurekit.online.serving_log_writer import Writer
+
+    append = delta.Appender.append
+    calls: list[int] = []
+
+    def landed_then_failed(self: delta.Appender, *args: Any, **kwargs: Any) -> int:
+        version = append(self, *args, **kwargs)
+        calls.append(version)
+        if len(calls) == 1:  # the first commit lands, and its caller hears of a failure
+            raise OSError("connection reset after the commit")
+        return version
+
+    monkeypatch.setattr(delta.Appender, "append", landed_then_failed)
+    uri = tmp_path / "log"
+    config = serving_log.WriterConfig(str(uri), None, 256, 60.0, 10_000, 200_000, idle=False)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, theirs:
+        two = LoggedView("ratings", 1, ("rating",), {"rating": [4, 5]}, ["present"] * 2, [None] * 2)
+        lookups = [
+            (T0 + i, ("driver_id",), {"driver_id": [i, i + 10]}, [two], None) for i in range(3)
+        ]
+        ours.send(pickle.dumps(lookups))
+        ours.send(pickle.dumps(("close", 7)))
+        Writer(config, theirs).run()
+        assert pickle.loads(ours.recv(4096)) == (7, 3, 0)  # token, written, dropped
+    assert sorted(_entities(uri)) == [0, 1, 2, 10, 11, 12]
+    modes = [
+        a["commitInfo"]["operationParameters"]["mode"]
+        for c in _commits(uri)
+        for a in c
+        if "commitInfo" in a
+    ]
+    assert modes == ["Append", "Overwrite"]  # the retry replaced the batch it had written
+
+
+def test_appenders_of_two_writers_interleave_and_a_replace_is_not_refused_as_stale(
+    tmp_path: Path,
+) -> None:
+    uri = str(tmp_path / "t")
+
+    def batch(name: str, n: int) -> pl.DataFrame:
+        return pl.DataFrame({"batch_id": [name] * n, "i": list(range(n))})
+
+    ours, theirs = delta.Appender(uri), delta.Appender(uri)
+    versions = [
+        ours.append(batch("a0", 1), metadata={"by": "ours"}),
+        theirs.append(batch("b0", 2), metadata={"by": "theirs"}),
+        ours.append(batch("a1", 3), metadata={"by": "ours"}),
+        theirs.append(batch("b1", 4), metadata={"by": "theirs"}),
+    ]
+    assert versions == [0, 1, 2, 3]
+    # ours was held since version 2: the replace reads the table as it is now, with the
+    # rows it replaces (held, it would be refused: a concurrent commit added such rows)
+    assert ours.replace(batch("b1", 5), "batch_id = 'b1'", metadata={"by": "ours"}) == 4
+    counts = pl.read_delta(uri).group_by("batch_id").len().sort("batch_id")
+    assert counts.rows() == [("a0", 1), ("a1", 3), ("b0", 2), ("b1", 5)]
+    assert [h["featurekit"]["by"] for h in delta.history(uri)] == ["ours", "theirs"] * 2 + ["ours"]
+
+
+def test_an_appender_opens_its_table_afresh_every_few_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # held open, each commit costs more than the one before: delta-rs goes over every
+    # commit since the table was opened
+    monkeypatch.setattr(delta, "REOPEN_COMMITS", 3)
+    opened: list[str] = []
+    exists = delta.table_exists
+
+    def looked_up(uri: str, storage_options: Any = None) -> bool:
+        opened.append(uri)
+        return exists(uri, storage_options)
+
+    monkeypatch.setattr(delta, "table_exists", looked_up)
+    uri = str(tmp_path / "t")
+    log = delta.Appender(uri)
+    versions = [log.append(pl.DataFrame({"i": [i]}), metadata={}) for i in range(8)]
+    assert versions == list(range(8))
+    # looked up (and opened when there) at the first commit, then every third one
+    assert len(opened) == 3
+    assert pl.read_delta(uri)["i"].sort().to_list() == list(range(8))
+
+
+def test_the_log_reads_back_in_its_schema_and_filters_on_lookup_at(tmp_path: Path) -> None:
+    # written as string views without statistics of the JSON: read as the log's schema
+    uri = tmp_path / "log"
+    log = ServingLog(str(uri))
+    day = 86_400_000_000
+    for i in range(3):
+        log.record(T0 + i * day, {"driver_id": [i]}, ("driver_id",), [ONE])
+        assert log.flush()  # a commit, hence a file, each
+    log.close()
+    version = delta.current_version(str(uri))
+    assert version is not None
+    since = datetime(2026, 1, 2, tzinfo=UTC)
+    rows = delta.read_rows(str(uri), version=version, where=pl.col("lookup_at") >= since)
+    assert dict(rows.drop("batch_id").schema) == serving_log.log_schema()
+    assert sorted(_entities_of(rows)) == [1, 2]

@@ -3,7 +3,9 @@ general form, whichever builder (by column, by row) runs."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
 
 from featurekit.online.serving_log import Entry, One, as_entry
 from featurekit.online.serving_log_writer import rows
@@ -71,3 +73,35 @@ def test_a_flat_lookup_with_a_date_key_is_built_row_by_row_alike() -> None:
     assert got.drop("request_id").equals(rows([as_entry(day)]).drop("request_id"))
     assert got["entity"].to_list() == ['{"day":"2026-01-01"}']
     assert got["features"].to_list() == ['{"rating":4}']
+
+
+@pytest.mark.parametrize("lookups", [3, 40])  # 90 rows, and 1,200: repeated in Python, by polars
+def test_what_a_lookup_shares_is_repeated_on_each_of_its_rows(lookups: int) -> None:
+    entries: list[Entry | One] = [
+        (
+            T0 + i,
+            ("driver_id",),
+            {"driver_id": list(range(30))},
+            [
+                (
+                    "fares",
+                    2,
+                    ("fare",),
+                    {"fare": [i + j / 2 for j in range(30)]},
+                    ["present"] * 30,
+                    [T0] * 30,
+                )
+            ],
+            f"request-{i}",
+        )
+        for i in range(lookups)
+    ]
+    got = rows(entries)
+    pairs = [(i, j) for i in range(lookups) for j in range(30)]
+    assert got["request_id"].to_list() == [f"request-{i}" for i, _ in pairs]
+    assert got["lookup_at"].to_list() == [
+        datetime(2026, 1, 1, tzinfo=UTC) + timedelta(microseconds=i) for i, _ in pairs
+    ]
+    assert got["entity"].to_list() == [f'{{"driver_id":{j}}}' for _, j in pairs]
+    assert got["features"].to_list() == [f'{{"fare":{i + j / 2}}}' for i, j in pairs]
+    assert got["view"].unique().to_list() == ["fares"]
