@@ -281,7 +281,7 @@ def build(
         point_in_time=point_in_time,
         as_of=as_of,
         result_hash=result.hash(registry),
-        result_hash_algorithm=RESULT_HASH,
+        result_hash_algorithm=result.algorithm,
         result_rows=result.rows,
         library_versions=library_versions(),
         on_demand=entries,

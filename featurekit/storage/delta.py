@@ -124,10 +124,7 @@ def write_rows(
     """
     from deltalake import CommitProperties, DeltaTable, write_deltalake
 
-    custom = {
-        META_PREFIX + k: v if isinstance(v, str) else orjson.dumps(v).decode()
-        for k, v in metadata.items()
-    }
+    custom = _commit_metadata(metadata)
     failures: list[BaseException] = []
     data = _one_batch(frame) if isinstance(frame, pl.DataFrame) else _stream(frame, failures)
     schema_mode: Literal["overwrite"] | None = "overwrite" if replace_schema else None
@@ -181,10 +178,7 @@ def append_rows(
     """
     from deltalake import CommitProperties, DeltaTable, write_deltalake
 
-    custom = {
-        META_PREFIX + k: v if isinstance(v, str) else orjson.dumps(v).decode()
-        for k, v in metadata.items()
-    }
+    custom = _commit_metadata(metadata)
     data = _one_batch(frame)
     try:
         # one open of the log, not two: the writer commits through this object and
@@ -622,6 +616,15 @@ def _read_error(uri: str, version: int, table: Any, err: BaseException) -> Stora
     )
 
 
+def _commit_metadata(metadata: Mapping[str, Any]) -> dict[str, str]:
+    """A commit's custom metadata: each key under featurekit's prefix, values as text
+    (JSON for anything not a string)."""
+    return {
+        META_PREFIX + k: v if isinstance(v, str) else orjson.dumps(v).decode()
+        for k, v in metadata.items()
+    }
+
+
 def _one_batch(frame: pl.DataFrame, *, string_views: bool = False) -> Any:
     """The frame as an Arrow table of one record batch, in types Delta Lake can hold.
 
@@ -905,10 +908,7 @@ class Appender:
     ) -> int:
         from deltalake import CommitProperties, write_deltalake
 
-        custom = {
-            META_PREFIX + k: v if isinstance(v, str) else orjson.dumps(v).decode()
-            for k, v in metadata.items()
-        }
+        custom = _commit_metadata(metadata)
         # string views: strings copied into plain Arrow strings first cost about 15% more
         # CPU to write (the copy and its encoding; the serving log's rows, paired runs)
         data = _one_batch(frame, string_views=True)
@@ -981,10 +981,7 @@ def delete_rows(
     """
     from deltalake import CommitProperties, DeltaTable
 
-    custom = {
-        META_PREFIX + k: v if isinstance(v, str) else orjson.dumps(v).decode()
-        for k, v in metadata.items()
-    }
+    custom = _commit_metadata(metadata)
     try:
         table = DeltaTable(uri, storage_options=_options(storage_options, uri))
         metrics = table.delete(

@@ -717,6 +717,16 @@ def _commits(uri: Path) -> list[list[dict[str, Any]]]:
     ]
 
 
+def _modes(commits: list[list[dict[str, Any]]]) -> list[str]:
+    """The write mode of each commit (``Append``, ``Overwrite``)."""
+    return [
+        a["commitInfo"]["operationParameters"]["mode"]
+        for c in commits
+        for a in c
+        if "commitInfo" in a
+    ]
+
+
 def test_each_commit_of_the_log_is_a_plain_append_without_statistics_of_its_json(
     tmp_path: Path,
 ) -> None:
@@ -727,13 +737,7 @@ def test_each_commit_of_the_log_is_a_plain_append_without_statistics_of_its_json
         assert log.flush()
     log.close()
     commits = _commits(tmp_path / "log")
-    modes = [
-        a["commitInfo"]["operationParameters"]["mode"]
-        for c in commits
-        for a in c
-        if "commitInfo" in a
-    ]
-    assert modes == ["Append"] * 3
+    assert _modes(commits) == ["Append"] * 3
     # no statistics of the random ids and the JSON text (event_ts has none: all null)
     stats = [json.loads(a["add"]["stats"]) for c in commits for a in c if "add" in a]
     assert [sorted(s["minValues"]) for s in stats] == [
@@ -771,13 +775,10 @@ def test_a_commit_that_landed_and_then_failed_is_replaced_not_written_twice(
         Writer(config, theirs).run()
         assert pickle.loads(ours.recv(4096)) == (7, 3, 0)  # token, written, dropped
     assert sorted(_entities(uri)) == [0, 1, 2, 10, 11, 12]
-    modes = [
-        a["commitInfo"]["operationParameters"]["mode"]
-        for c in _commits(uri)
-        for a in c
-        if "commitInfo" in a
-    ]
-    assert modes == ["Append", "Overwrite"]  # the retry replaced the batch it had written
+    assert _modes(_commits(uri)) == [
+        "Append",
+        "Overwrite",
+    ]  # the retry replaced the batch it had written
 
 
 def test_appenders_of_two_writers_interleave_and_a_replace_is_not_refused_as_stale(
