@@ -22,10 +22,13 @@ lookup running at that moment wait while a chunk is pickled, so hand-overs are f
 ``send``, the GIL was taken back by the sender before a waiting lookup had run, and that
 lookup then waited for the interpreter's switch interval (5 ms); behind (half of
 :data:`PENDING_LOOKUPS` pending), it sends larger chunks without pausing until it has
-caught up. A lookup of more than :data:`INLINE_CELLS` values is pickled when it is
-recorded, by its own thread (:class:`Packed`): its cost is then a share of that lookup's
-own, where the sender's pickling of such lookups stalled other lookups; the sender joins
-their pickles into one message (the writer reads every pickle of a message). A one-entity
+caught up. A lookup of more than :data:`INLINE_CELLS` values (all but the smallest
+lookups) is pickled when it is recorded, by its own thread (:class:`Packed`), while its
+objects are still in the CPU's caches: its cost is then a share of that lookup's own,
+where the sender's pickling of such lookups stalled other lookups, and cost more, the
+objects having left the caches (and, held as lists, survived young collections) by
+then; the sender joins their pickles into one message (the writer reads every pickle of
+a message). A one-entity
 lookup is held as one flat tuple (:data:`One`, :meth:`ServingLog.record_one`): held as
 lists and dicts for the send interval, pending lookups reached the collector's oldest
 generation and set off full collections.
@@ -167,8 +170,11 @@ PENDING_LOOKUPS = 8192
 #: MAX_MESSAGE with plain values
 CHUNK_LOOKUPS = 1024
 CHUNK_CELLS = 16384
-#: values past which a lookup is pickled by the lookup's own thread (see :class:`Packed`)
-INLINE_CELLS = 512
+#: values past which a lookup is pickled by the lookup's own thread (see :class:`Packed`).
+#: Low: a lookup of 50 entities x 2 features (250 values), pickled by the sender 50 ms
+#: later, cost it 20 us of CPU, cold, against about 10 in place (8 threads on Redis,
+#: measured); left pending, it also held its lists through young collections
+INLINE_CELLS = 16
 #: a writer that died is replaced at most once per this many seconds
 RESTART_SECONDS = 1.0
 #: the sender brings a writer that is behind back to normal priority at most this often
