@@ -53,6 +53,7 @@ from featurekit.kernels.pit import (
     pit_join,
     pit_join_unordered,
 )
+from featurekit.kernels.reorder import Reorder
 from featurekit.offline.batching import DEFAULT_BUDGET
 from featurekit.storage.remote import is_remote
 
@@ -276,9 +277,10 @@ def _in_order(stacked: pl.DataFrame, index: pl.Series) -> Iterator[pl.Series]:
     column's parts are let go once it is in order)."""
     columns = stacked.get_columns()
     del stacked
+    reorder = Reorder(index)
     for k, column in enumerate(columns):
         columns[k] = column.clear()
-        yield gather_rows(column.to_frame(), index).to_series()
+        yield reorder.column(column)
         del column
 
 
