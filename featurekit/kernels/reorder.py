@@ -77,28 +77,16 @@ class Reorder:
         return gathered
 
 
-#: polars dtypes whose Arrow form is one buffer of fixed-width values (and a validity)
-_FIXED = (
-    pl.Int8,
-    pl.Int16,
-    pl.Int32,
-    pl.Int64,
-    pl.UInt8,
-    pl.UInt16,
-    pl.UInt32,
-    pl.UInt64,
-    pl.Float32,
-    pl.Float64,
-    pl.Date,
-    pl.Datetime,
-    pl.Duration,
-    pl.Time,
-)
+#: integers with no Arrow form of fixed width (polars exports them as its own extension)
+_WIDE = tuple(t for t in (getattr(pl, "Int128", None), getattr(pl, "UInt128", None)) if t)
 
 
 def _fixed_width(dtype: pl.DataType) -> bool:
-    """Whether :meth:`Reorder.column` gathers a column of ``dtype`` itself."""
-    return isinstance(dtype, _FIXED)
+    """Whether :meth:`Reorder.column` gathers a column of ``dtype`` itself: numbers and
+    times, whose Arrow form is one buffer of fixed-width values (and a validity)."""
+    if isinstance(dtype, _WIDE):
+        return False
+    return dtype.is_integer() or dtype.is_float() or dtype.is_temporal()
 
 
 def _width(kind: pa.DataType) -> np.dtype[np.unsignedinteger[Any]] | None:
