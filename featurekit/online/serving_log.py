@@ -28,10 +28,9 @@ objects are still in the CPU's caches: its cost is then a share of that lookup's
 where the sender's pickling of such lookups stalled other lookups, and cost more, the
 objects having left the caches (and, held as lists, survived young collections) by
 then; the sender joins their pickles into one message (the writer reads every pickle of
-a message). A one-entity
-lookup is held as one flat tuple (:data:`One`, :meth:`ServingLog.record_one`): held as
-lists and dicts for the send interval, pending lookups reached the collector's oldest
-generation and set off full collections.
+a message). A one-entity lookup is held as one flat tuple (:data:`One`,
+:meth:`ServingLog.record_one`): held as lists and dicts for the send interval, pending
+lookups reached the collector's oldest generation and set off full collections.
 
 Why a process and not a thread for the writer: its Python work (unpacking lookups into
 columns, calling polars and delta-rs) needs the GIL, and each time it takes it back a
