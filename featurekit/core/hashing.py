@@ -13,7 +13,7 @@ names, so both stay readable.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -87,8 +87,9 @@ class ColumnsDigest:
         for columns already in memory, since two are then held at once.
         """
         if not ahead:
-            for series in columns:
-                self._feed(_column_bytes(series))
+            for series in columns:  # straight into the digest: no bytes held for later
+                _hash_column(self._digest, series, keep=False)
+                self.names.append((series.name, series.dtype))
             return
         with ThreadPoolExecutor(1, thread_name_prefix="featurekit-hash") as pool:
             pending: Future[_ColumnBytes] | None = None
@@ -135,9 +136,15 @@ class _Collected(list[Any]):
 
 def _column_bytes(series: pl.Series) -> _ColumnBytes:
     collected = _Collected()
-    collected.update(f"{series.name}:{series.dtype};".encode())
-    _hash_array(collected, _arrow(series))
+    _hash_column(collected, series, keep=True)
     return _ColumnBytes(series.name, series.dtype, collected)
+
+
+def _hash_column(digest: Any, series: pl.Series, *, keep: bool) -> None:
+    """Feed one column's header and bytes; ``keep``: the digest holds what it is given
+    (the bytes are read later), so no scratch buffer is handed to it."""
+    digest.update(f"{series.name}:{series.dtype};".encode())
+    _hash_array(digest, _arrow(series), keep=keep)
 
 
 def _arrow(series: pl.Series) -> pa.Array | pa.ChunkedArray:
@@ -164,14 +171,12 @@ def _arrow(series: pl.Series) -> pa.Array | pa.ChunkedArray:
         ) from err
 
 
-def _hash_array(digest: Any, array: pa.Array | pa.ChunkedArray) -> None:
+def _hash_array(digest: Any, array: pa.Array | pa.ChunkedArray, *, keep: bool = True) -> None:
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     whole = array.null_count == 0  # the common case: the same bytes, without computing them
-    if whole:
-        digest.update(np.ones(len(array), dtype=np.bool_))
-    else:
-        digest.update(_contiguous(pc.is_valid(array).to_numpy(zero_copy_only=False)))
+    valid = np.ones(len(array), dtype=np.bool_) if whole else _validity(array)
+    digest.update(valid)
     kind = array.type
     if pa.types.is_dictionary(kind):
         array = array.cast(kind.value_type)
@@ -182,8 +187,12 @@ def _hash_array(digest: Any, array: pa.Array | pa.ChunkedArray) -> None:
     if pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_duration(kind):
         array = array.cast(pa.int64())
         kind = array.type
+    if not whole and (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+        for block in _zeroed_blocks(_values(array), valid):
+            digest.update(block.copy() if keep else block)
+        return
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
-        values = array if whole else array.fill_null(False if pa.types.is_boolean(kind) else 0)
+        values = array if whole else array.fill_null(False)
         digest.update(_contiguous(values.to_numpy(zero_copy_only=False)))
         return
     if _is_binary_like(kind):
@@ -197,6 +206,48 @@ def _hash_array(digest: Any, array: pa.Array | pa.ChunkedArray) -> None:
         return
     # nested and other types: a canonical JSON rendering of each value
     digest.update(orjson.dumps(array.to_pylist(), default=str))
+
+
+#: values per block when nulls are zeroed for the digest: the block (512 KiB at 8 bytes a
+#: value) is written and read while it is in the core's cache, where a zeroed copy of a
+#: whole column took fresh memory (page faults: 3 ms for a million values, against 1)
+ZERO_BLOCK = 1 << 16
+
+
+def _validity(array: pa.Array) -> np.ndarray:
+    """One byte per value, 1 where it is valid: the bitmap unpacked (pyarrow's
+    ``is_valid`` makes a bitmap first, then bytes from it, several times the cost)."""
+    bitmap = array.buffers()[0]
+    if bitmap is None or pa.types.is_dictionary(array.type):
+        return _contiguous(pc.is_valid(array).to_numpy(zero_copy_only=False))
+    bits = np.frombuffer(bitmap, dtype=np.uint8)
+    end = array.offset + len(array)
+    return np.unpackbits(bits, count=end, bitorder="little")[array.offset :].view(np.bool_)
+
+
+def _values(array: pa.Array) -> np.ndarray:
+    """A fixed-width array's value buffer as numpy, nulls' slots as they are (no copy)."""
+    dtype = np.dtype(array.type.to_pandas_dtype())
+    return np.frombuffer(array.buffers()[1], dtype=dtype, count=array.offset + len(array))[
+        array.offset :
+    ]
+
+
+def _zeroed_blocks(values: np.ndarray, valid: np.ndarray) -> Iterator[np.ndarray]:
+    """``values`` with invalid slots set to zero, block by block in one scratch buffer
+    (each block is overwritten by the next: read it before asking for another)."""
+    # as unsigned integers of the values' width, AND-ed with all ones (valid) or zeros:
+    # a masked copy (``np.copyto(where=...)``) took 3.6 ms a million values, this 0.6
+    bits = np.dtype(f"u{values.dtype.itemsize}")
+    raw = values.view(bits)
+    size = min(values.size, ZERO_BLOCK)
+    scratch, mask = np.empty(size, dtype=bits), np.empty(size, dtype=bits)
+    for start in range(0, values.size, ZERO_BLOCK):
+        stop = min(start + ZERO_BLOCK, values.size)
+        block, ones = scratch[: stop - start], mask[: stop - start]
+        np.negative(valid[start:stop], out=ones, dtype=bits, casting="unsafe")
+        np.bitwise_and(raw[start:stop], ones, out=block)
+        yield block
 
 
 def _contiguous(values: np.ndarray) -> np.ndarray:
