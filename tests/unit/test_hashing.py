@@ -217,7 +217,7 @@ def test_numbers_with_nulls_hash_the_bytes_pyarrow_would_make(
         values = pl.Series("c", rng.integers(-(2**63), 2**63, size, dtype=np.int64))
         values = values.reinterpret(signed=False) if dtype == pl.UInt64 else values.cast(dtype)
     nulls = pl.Series(rng.random(rows + offset) < null_share)
-    values = values.set(nulls, None) if null_share else values  # type: ignore[arg-type]
+    values = values.set(nulls, None) if null_share else values
     column = values.slice(offset, rows)
     chunked = pl.concat([column.head(rows // 3), column.tail(rows - rows // 3)], rechunk=False)
     want = _reference_hash(column)
