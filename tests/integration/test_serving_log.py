@@ -692,16 +692,22 @@ def test_large_lookups_handed_over_together_go_in_one_message(
             "ratings", 1, ("rating",), {"rating": [i] * n}, ["present"] * n, [None] * n
         )
         log.record(T0 + i, {"driver_id": list(range(i * n, (i + 1) * n))}, ("driver_id",), [big])
-    sent: list[int] = []
-    send = socket.socket.send
+    sent: list[int] = []  # pickles per system call
+    send, sendmsg = socket.socket.send, socket.socket.sendmsg
 
     def spy_send(self: socket.socket, data: Any, *args: Any) -> int:
-        sent.append(len(data))
+        sent.append(1)
         return send(self, data, *args)
 
+    def spy_sendmsg(self: socket.socket, buffers: Any, *args: Any) -> int:
+        # the pickles as they are, gathered into one message by the kernel (no join)
+        sent.append(len(buffers))
+        return sendmsg(self, buffers, *args)
+
     monkeypatch.setattr(socket.socket, "send", spy_send)
+    monkeypatch.setattr(socket.socket, "sendmsg", spy_sendmsg)
     assert log.flush()
-    assert len(sent) == 2  # the three lookups, then the flush marker
+    assert sent == [3, 1]  # the three lookups in one message, then the flush marker
     log.close()
     rows = pl.read_delta(str(tmp_path / "log"))
     assert _entities_of(rows) == list(range(3 * n))
