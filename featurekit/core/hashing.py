@@ -171,7 +171,7 @@ def _arrow(series: pl.Series) -> pa.Array | pa.ChunkedArray:
         ) from err
 
 
-def _hash_array(digest: Any, array: pa.Array | pa.ChunkedArray, *, keep: bool = True) -> None:
+def _hash_array(digest: Any, array: pa.Array | pa.ChunkedArray, *, keep: bool) -> None:
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     whole = array.null_count == 0  # the common case: the same bytes, without computing them
@@ -209,8 +209,8 @@ def _hash_array(digest: Any, array: pa.Array | pa.ChunkedArray, *, keep: bool = 
 
 
 #: values per block when nulls are zeroed for the digest: the block (512 KiB at 8 bytes a
-#: value) is written and read while it is in the core's cache, where a zeroed copy of a
-#: whole column took fresh memory (page faults: 3 ms for a million values, against 1)
+#: value) is written and read while it is in the core's cache, and reused (pyarrow's
+#: ``fill_null`` copy of a whole column took 3 ms a million values, blocks 0.6 ms)
 ZERO_BLOCK = 1 << 16
 
 

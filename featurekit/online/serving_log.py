@@ -29,11 +29,12 @@ where the sender's pickling of such lookups stalled other lookups, and cost more
 objects having left the caches (and, held as lists, survived young collections) by
 then; the sender sends their pickles together as one message (``sendmsg``: gathered by
 the kernel, never joined while it holds the GIL; the writer reads every pickle of a
-message), pausing between two such messages as between two chunks (without the
-pauses, a 100-entity lookup that met a hand-over waited for all of it: p99 1.2-1.5x that
-of no logging, against 1.13 with them, measured). A one-entity lookup is held as one flat tuple (:data:`One`,
-:meth:`ServingLog.record_one`): held as lists and dicts for the send interval, pending
-lookups reached the collector's oldest generation and set off full collections.
+message), pausing between two such messages as between two chunks (without the pauses,
+a 100-entity lookup that met a hand-over waited for all of it: p99 1.2-1.5x that of no
+logging, against 1.13 with them, measured). A one-entity lookup is held as one flat
+tuple (:data:`One`, :meth:`ServingLog.record_one`): held as lists and dicts for the send
+interval, pending lookups reached the collector's oldest generation and set off full
+collections.
 
 Why a process and not a thread for the writer: its Python work (unpacking lookups into
 columns, calling polars and delta-rs) needs the GIL, and each time it takes it back a
