@@ -35,6 +35,8 @@ __all__ = [
     "BUCKET",
     "BUCKETS",
     "MAX_BUCKETS",
+    "SMALL_BUCKETS",
+    "SMALL_BUCKET_BYTES",
     "TARGET_BUCKET_BYTES",
     "bucket_ids",
     "by_bucket",
@@ -49,7 +51,15 @@ BUCKET = "__fk_bucket"
 #: the partition column holding the table's bucket count ``B`` (``Int32``, one value per
 #: table version), so a pinned Delta version says by itself how it was bucketed
 BUCKETS = "__fk_buckets"
-#: aim for buckets of about this many in-memory bytes when choosing ``B``
+#: buckets of about this many in-memory bytes are what training sets join fastest (a
+#: 10M-row view, 640 MB: 0.24-0.33x polars at B = 16, 0.39-0.43x at B = 2; docs/scale.md),
+#: up to :data:`SMALL_BUCKETS` of them
+SMALL_BUCKET_BYTES = 64 * 1024**2
+#: the most buckets a view's size asks for at :data:`SMALL_BUCKET_BYTES` each: one write
+#: holds a Delta writer per bucket it writes, and 128 of them took a 100M-row full run to
+#: 10.2 GiB against 7.1 at 16 (docs/scale.md). Past 16 x 64 MiB, buckets grow instead.
+SMALL_BUCKETS = 16
+#: the largest buckets a view's size asks for (what one task holds in memory)
 TARGET_BUCKET_BYTES = 512 * 1024**2
 #: never more buckets than this (a file per bucket and run: more would mean tiny files)
 MAX_BUCKETS = 1024
@@ -154,13 +164,21 @@ def bucket_ids(frame: pl.DataFrame, keys: Sequence[str], buckets: int) -> pl.Ser
 def choose_buckets(estimated_bytes: int, key_dtypes: Sequence[pl.DataType]) -> int:
     """``B`` for a view whose rows take about ``estimated_bytes`` in memory.
 
-    One bucket per :data:`TARGET_BUCKET_BYTES`, rounded up to a power of two and capped at
-    :data:`MAX_BUCKETS`; small views, and views whose keys cannot be hashed, keep ``B = 1``.
+    One bucket per :data:`SMALL_BUCKET_BYTES` up to :data:`SMALL_BUCKETS` buckets, and at
+    least one per :data:`TARGET_BUCKET_BYTES`, rounded up to a power of two and capped at
+    :data:`MAX_BUCKETS`; small views (up to one small bucket), and views whose keys cannot
+    be hashed, keep ``B = 1``.
     """
-    if not hashable(key_dtypes) or estimated_bytes <= TARGET_BUCKET_BYTES:
+    if not hashable(key_dtypes) or estimated_bytes <= SMALL_BUCKET_BYTES:
         return 1
-    wanted = -(-estimated_bytes // TARGET_BUCKET_BYTES)
-    return min(MAX_BUCKETS, 1 << (wanted - 1).bit_length())
+    small = min(SMALL_BUCKETS, _power_of_two(-(-estimated_bytes // SMALL_BUCKET_BYTES)))
+    large = _power_of_two(-(-estimated_bytes // TARGET_BUCKET_BYTES))
+    return min(MAX_BUCKETS, max(small, large))
+
+
+def _power_of_two(count: int) -> int:
+    """The smallest power of two at least ``count``."""
+    return 1 << (count - 1).bit_length()
 
 
 def by_bucket(rows: pl.DataFrame, ids: pl.Series) -> dict[int, pl.DataFrame]:

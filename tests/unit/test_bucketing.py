@@ -102,12 +102,21 @@ def test_bucket_counts_are_powers_of_two() -> None:
 
 
 def test_small_views_and_unhashable_keys_keep_one_bucket() -> None:
-    target = bucketing.TARGET_BUCKET_BYTES
-    assert choose_buckets(target, [pl.Int64()]) == 1
-    assert choose_buckets(target + 1, [pl.Int64()]) == 2
-    assert choose_buckets(5 * target, [pl.String()]) == 8
+    small, target = bucketing.SMALL_BUCKET_BYTES, bucketing.TARGET_BUCKET_BYTES
+    assert choose_buckets(small, [pl.Int64()]) == 1
+    assert choose_buckets(small + 1, [pl.Int64()]) == 2
+    # small buckets, up to 16 of them: 10M rows of 64 bytes (640 MB) get 16
+    assert choose_buckets(10_000_000 * 64, [pl.Int64()]) == 16
+    assert choose_buckets(5 * small, [pl.String()]) == 8
+    # then buckets grow: 16 of at most the target size, then one per target size
+    assert choose_buckets(16 * target, [pl.Int64()]) == 16
+    assert choose_buckets(16 * target + 1, [pl.Int64()]) == 32
+    assert choose_buckets(100 * target, [pl.Int64()]) == 128
     assert choose_buckets(10**18, [pl.Int64()]) == bucketing.MAX_BUCKETS
     assert choose_buckets(10 * target, [pl.Float64()]) == 1
+    sizes = [small * k // 3 for k in range(1, 3000, 7)]
+    counts = [choose_buckets(size, [pl.Int64()]) for size in sizes]
+    assert counts == sorted(counts)  # a view that grows never asks for fewer buckets
     assert not hashable([pl.Date()])
 
 
