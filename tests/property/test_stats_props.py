@@ -192,3 +192,15 @@ def test_stats_frame_schema_and_other_kinds() -> None:
         "p01", "p05", "p25", "p50", "p75", "p95", "p99", "distinct",
         "histogram_edges", "histogram_counts", "top_values", "top_counts",
     ]  # fmt: skip
+
+
+def test_the_distinct_estimate_does_not_depend_on_how_often_values_repeat() -> None:
+    # above the sketch's 4096 hashes: the smallest are found among the smallest few when
+    # the values are distinct, and among all of them when repeats crowd the smallest few;
+    # either way the sketch holds the same distinct hashes, so the same estimate
+    values = [(i * 7919) % 50_000 / 8 for i in range(50_000)]
+    once = pl.DataFrame({"x": values})
+    thrice = pl.DataFrame({"x": values * 3})
+    (a,), (b,) = compute_stats(once), compute_stats(thrice)
+    assert a.distinct == b.distinct
+    assert abs(a.distinct - 50_000) <= 50_000 * 4 / 64  # four standard errors of 1/sqrt(4096)
