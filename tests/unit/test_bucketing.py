@@ -146,3 +146,17 @@ def test_rows_split_by_a_bucket_column_in_chunks_of_one_value_each() -> None:
     back = pl.concat([ids, pl.Series([3], dtype=pl.Int32)], rechunk=False)  # 3 again, apart
     parts = bucketing.by_bucket(rows.vstack(pl.DataFrame({"v": [7]})), back)
     assert {b: p["v"].to_list() for b, p in parts.items()} == {3: [1, 2, 3, 7], 1: [4, 5], 0: [6]}
+
+
+def test_hashes_of_many_rows_are_those_of_each_row_alone() -> None:
+    # the hash runs block by block: rows on either side of a block's edge, with two keys,
+    # hash as they do in a frame of their own
+    n = 3 * bucketing.HASH_BLOCK + 5
+    frame = pl.DataFrame(
+        {"i": pl.int_range(0, n, eager=True) * 7919, "s": [f"k{j % 97}" for j in range(n)]}
+    ).with_columns(pl.when(pl.col("i") % 11 == 0).then(None).otherwise(pl.col("i")).alias("i"))
+    whole = key_hash(frame, ["i", "s"])
+    step = 1000
+    parts = [key_hash(frame.slice(j, step), ["i", "s"]) for j in range(0, n, step)]
+    assert whole.equals(pl.concat(parts))
+    assert key_hash(frame.slice(5, 1), ["i", "s"]).item() == whole[5]
