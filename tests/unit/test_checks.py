@@ -5,8 +5,10 @@ from __future__ import annotations
 import warnings
 from datetime import UTC, datetime, timedelta
 
+import hypothesis.strategies as st
 import polars as pl
 import pytest
+from hypothesis import given, settings
 
 import featurekit as fk
 from featurekit.core.checks import (
@@ -362,3 +364,36 @@ def test_every_view_reports_differing_duplicates_at_least_as_a_warning() -> None
         Check.unique(name="default_unique", severity="warn"),
     )
     assert with_default_checks(None) == (Check.unique(severity="warn"),)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.integers(0, 3)),
+            st.one_of(st.none(), st.integers(0, 2)),
+            st.one_of(st.none(), st.sampled_from([1.0, 2.0, float("nan")])),
+        ),
+        max_size=40,
+    ),
+    identical=st.booleans(),
+)
+def test_unique_flags_the_rows_a_window_over_every_row_flags(
+    rows: list[tuple[int | None, int | None, float | None]], identical: bool
+) -> None:
+    """Uniqueness is judged on the few rows whose columns' hash repeats: the same rows
+    as the plain window over every row, with null keys, NaNs and identical rows."""
+    frame = pl.DataFrame(
+        {
+            "driver_id": [r[0] for r in rows],
+            "event_ts": [None if r[1] is None else T0 + timedelta(hours=r[1]) for r in rows],
+            "fare": [r[2] for r in rows],
+        },
+        schema={"driver_id": pl.Int64, "event_ts": pl.Datetime("us"), "fare": pl.Float64},
+    )
+    cols = ["driver_id", "event_ts"]
+    window = pl.struct(pl.all()).n_unique().over(cols) if identical else pl.len().over(cols)
+    want = frame.select((window > 1).fill_null(False)).to_series().to_list()
+    (result,) = run(Check.unique(ignore_identical=identical), frame=frame).results
+    assert result.mask is not None
+    assert result.mask.to_list() == want
