@@ -205,7 +205,7 @@ def _repeated_hash(frame: pl.DataFrame, cols: Sequence[str]) -> pl.Series:
     hashes = frame.select(pl.struct(cols).hash(_UNIQUE_SEED)).to_series()
     ordered = hashes.sort()
     repeated = ordered.filter(ordered == ordered.shift(1)).unique()
-    return hashes.is_in(repeated)
+    return hashes.is_in(repeated.implode())
 
 
 #: the seed of the hash :class:`UniqueRule` narrows its candidates with (any fixed value)
