@@ -291,6 +291,7 @@ def _run(
         quality.keep_refused()  # the quarantine, written once the writer has let go
         raise
     finally:
+        quality.settle()  # the statistics thread, whatever ended the write
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
     del frames

@@ -10,8 +10,12 @@ while the Delta writer is still consuming, so a raise aborts the commit):
   :class:`~featurekit.core.errors.ValidationError`: nothing is committed, offline or
   online (the online sync runs after the commit);
 * per-feature statistics of the batch are summarized from the same frame (no second read)
-  and merged (:mod:`featurekit.kernels.stats`); after the commit they are appended to the
-  version's statistics table, one row per feature, tagged with the run.
+  and merged (:mod:`featurekit.kernels.stats`), on a thread of their own while the Delta
+  writer writes the batch (one batch at a time: the next waits for the last); after the
+  commit they are appended to the version's statistics table, one row per feature, tagged
+  with the run. Summarized in line, a 10M-row full run's statistics (1.2 s) came on top
+  of its write (1.3 s); statistics that fail warn after the commit, as a failure to save
+  them does, and lose only themselves.
 
 What the checks see. A run checks its rows as the view produced them, before rows that
 share (keys, event time, created time) are resolved to the last one (so ``unique`` can
@@ -33,6 +37,7 @@ import math
 import re
 import warnings
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -193,6 +198,9 @@ class RunQuality:
         self.batched = False
         self._summaries: dict[str, CheckSummary] = {}
         self._states: dict[str, StatsState] = {}
+        self._summarizer: ThreadPoolExecutor | None = None
+        self._summarizing: Future[None] | None = None
+        self._stats_error: Exception | None = None
         self._latest: list[pl.DataFrame] = []
         self._warnings: list[str] = []
         self.rows = 0
@@ -224,10 +232,35 @@ class RunQuality:
         self._checked += rows.height
 
     def summarize(self, rows: pl.DataFrame) -> None:
-        """Add one batch of the rows written to the run's statistics."""
+        """Add one batch of the rows written to the run's statistics, on the statistics
+        thread (after the batch before it: one batch held for them at a time)."""
+        self._settle_batch()
+        if self._summarizer is None:
+            self._summarizer = ThreadPoolExecutor(1, thread_name_prefix="featurekit-stats")
+        self._summarizing = self._summarizer.submit(self._summarize, rows)
+        self.rows += rows.height
+
+    def _summarize(self, rows: pl.DataFrame) -> None:
         part = partial_stats(rows, list(self.resolved.layout.stored_values))
         self._states = merge_states(self._states, part) if self._states else part
-        self.rows += rows.height
+
+    def _settle_batch(self) -> None:
+        """Wait for the batch being summarized; keep its failure for :meth:`save_stats`."""
+        pending, self._summarizing = self._summarizing, None
+        if pending is None:
+            return
+        try:
+            pending.result()
+        except Exception as err:
+            self._stats_error = self._stats_error or err
+
+    def settle(self) -> None:
+        """Wait for the statistics thread and let it go (every run calls this, however
+        it ends)."""
+        self._settle_batch()
+        if self._summarizer is not None:
+            self._summarizer.shutdown(wait=True)
+            self._summarizer = None
 
     def finish(self) -> None:
         """Judge the whole-run rules of a batched run (after its last batch, before commit)."""
@@ -304,7 +337,14 @@ class RunQuality:
             warnings.warn(f"{text}\nThe rows were committed.", FeatureKitWarning, stacklevel=4)
 
     def stats(self) -> pl.DataFrame:
-        """Statistics of every stored value column over the run's rows, one row per feature."""
+        """Statistics of every stored value column over the run's rows, one row per feature.
+
+        Raises:
+            Exception: what summarizing a batch raised.
+        """
+        self.settle()
+        if self._stats_error is not None:
+            raise self._stats_error
         return stats_frame(finish(self._states.values()))
 
     def keep_refused(self) -> None:
@@ -338,18 +378,19 @@ class RunQuality:
     def save_stats(self, delta_version: int, mode: str) -> None:
         """Append the run's statistics to the version's statistics table.
 
-        Runs after the commit: a failure here warns and loses only these statistics.
+        Runs after the commit: a failure here (or summarizing the rows) warns and loses
+        only these statistics.
         """
-        frame = self.stats().with_columns(
-            pl.lit(self.run_id).alias("run_id"),
-            pl.lit(delta_version, pl.Int64).alias("delta_version"),
-            pl.lit(mode).alias("mode"),
-            pl.lit(self.now).alias("computed_at"),
-            pl.lit(self.rows, pl.Int64).alias("rows"),
-        )
         uri = self.layout.stats_uri(self.resolved.name, self.version)
         meta = {"view": self.resolved.name, "version": str(self.version), "run_id": self.run_id}
         try:
+            frame = self.stats().with_columns(
+                pl.lit(self.run_id).alias("run_id"),
+                pl.lit(delta_version, pl.Int64).alias("delta_version"),
+                pl.lit(mode).alias("mode"),
+                pl.lit(self.now).alias("computed_at"),
+                pl.lit(self.rows, pl.Int64).alias("rows"),
+            )
             _append(uri, frame, self.run_id, meta)
             self._record(self.results, committed=True)
         except Exception as err:  # the rows are committed; only the statistics are lost
