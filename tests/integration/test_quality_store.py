@@ -177,6 +177,36 @@ def test_stats_equal_a_plain_polars_computation(store: fk.Store, data_dir: Path)
         store.stats("fare_features", run=7)
 
 
+def test_statistics_that_fail_warn_after_the_commit_and_lose_only_themselves(
+    store: fk.Store, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # statistics are summarized beside the write: a failure there cannot stop the commit,
+    # so it is reported as a failure to save them is
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise MemoryError("no room for the statistics")
+
+    monkeypatch.setattr(quality, "partial_stats", broken)
+    with pytest.warns(fk.FeatureKitWarning, match="no room for the statistics"):
+        result = store.materialize(checked_view(data_dir))
+    assert result.rows_written == 5
+    assert store.read("fare_features").height == 5
+    with pytest.raises(fk.NotFoundError):
+        store.stats("fare_features")
+    monkeypatch.undo()
+    add_trips(
+        data_dir,
+        {
+            "driver_id": [2],
+            "event_ts": [at(60)],
+            "ingested_at": [at(60)],
+            "fare": [1.0],
+            "status": ["ok"],
+        },
+    )
+    store.materialize(checked_view(data_dir))  # the next run's statistics are kept
+    assert store.stats("fare_features")["count"].to_list() == [1, 1]
+
+
 def test_check_rows_evaluates_view_checks_plus_defaults(data_dir: Path) -> None:
     resolved = resolve(checked_view(data_dir, FARE_CAP))
     rows = pl.DataFrame(
