@@ -31,6 +31,14 @@ def add_trips(folder: Path, rows: dict[str, list[object]]) -> None:
 
 
 FARE_CAP = fk.Check(pl.col("fare") <= 45, name="fare_cap")
+#: a trip that arrives after the first run: the next run is incremental
+LATE_TRIP: dict[str, list[object]] = {
+    "driver_id": [2],
+    "event_ts": [at(60)],
+    "ingested_at": [at(60)],
+    "fare": [1.0],
+    "status": ["ok"],
+}
 
 
 def test_error_check_commits_nothing_and_quarantines_failing_rows(
@@ -159,16 +167,7 @@ def test_stats_equal_a_plain_polars_computation(store: fk.Store, data_dir: Path)
     assert fare["std"] == pytest.approx(rows["fare"].std())
     assert fare["p50"] == pytest.approx(rows["fare"].quantile(0.5, "linear"))
     assert (fare["run_id"], fare["delta_version"], fare["rows"]) == (first.run_id, 0, 5)
-    add_trips(
-        data_dir,
-        {
-            "driver_id": [2],
-            "event_ts": [at(60)],
-            "ingested_at": [at(60)],
-            "fare": [1.0],
-            "status": ["ok"],
-        },
-    )
+    add_trips(data_dir, LATE_TRIP)
     second = store.materialize(view)
     assert store.stats("fare_features")["run_id"].to_list() == [second.run_id] * 2
     assert store.stats("fare_features", run=first.run_id)["count"].to_list() == [5, 5]
@@ -193,16 +192,7 @@ def test_statistics_that_fail_warn_after_the_commit_and_lose_only_themselves(
     with pytest.raises(fk.NotFoundError):
         store.stats("fare_features")
     monkeypatch.undo()
-    add_trips(
-        data_dir,
-        {
-            "driver_id": [2],
-            "event_ts": [at(60)],
-            "ingested_at": [at(60)],
-            "fare": [1.0],
-            "status": ["ok"],
-        },
-    )
+    add_trips(data_dir, LATE_TRIP)
     store.materialize(checked_view(data_dir))  # the next run's statistics are kept
     assert store.stats("fare_features")["count"].to_list() == [1, 1]
 

@@ -156,20 +156,10 @@ def test_the_fast_digest_reads_the_same_bytes_and_its_hashes_stay_put() -> None:
     assert frame_hash(frame.with_columns(pl.col("i").fill_null(0)), "xxh3-128") != fast
 
 
+INTEGERS = [getattr(pl, f"{sign}Int{bits}") for sign in ("", "U") for bits in (8, 16, 32, 64)]
 NUMERIC = [
-    pl.Int8,
-    pl.Int16,
-    pl.Int32,
-    pl.Int64,
-    pl.UInt8,
-    pl.UInt16,
-    pl.UInt32,
-    pl.UInt64,
-    pl.Float32,
-    pl.Float64,
-    pl.Datetime("us"),
-    pl.Datetime("ns", "UTC"),
-    pl.Duration("ms"),
+    *INTEGERS,
+    *(pl.Float32, pl.Float64, pl.Datetime("us"), pl.Datetime("ns", "UTC"), pl.Duration("ms")),
     pl.Date,
 ]
 
