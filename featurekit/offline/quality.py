@@ -396,7 +396,7 @@ class RunQuality:
         except Exception as err:  # the rows are committed; only the statistics are lost
             warnings.warn(
                 f"view {self.resolved.name!r}: the run's rows are committed (Delta version "
-                f"{delta_version}) but its statistics could not be saved to {uri!r}: "
+                f"{delta_version}) but its statistics could not be computed or saved to {uri!r}: "
                 f"{type(err).__name__}: {err}",
                 FeatureKitWarning,
                 stacklevel=4,
