@@ -354,8 +354,8 @@ def _smallest(hashes: pl.Series) -> pl.Series:
 
     First from the smallest :data:`DISTINCT_SKETCH` hashes (a selection, not a sort of
     all): when they are distinct, they are the answer, as every hash below the largest of
-    them is among them. Ten million distinct values: 14 ms, against 156 for the unique
-    and sort of all, which values repeated that often still take.
+    them is among them. Otherwise (values that repeat), from the unique hashes of all.
+    Ten million distinct values: 14 ms, against 156 for the unique and sort of all.
     """
     if hashes.len() > DISTINCT_SKETCH:
         candidates = hashes.bottom_k(DISTINCT_SKETCH).unique()
