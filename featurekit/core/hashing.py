@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
+from featurekit.core.arrowviews import unpacked_validity, value_view
 from featurekit.core.errors import SchemaError
 
 
@@ -188,7 +189,8 @@ def _hash_array(digest: Any, array: pa.Array | pa.ChunkedArray, *, keep: bool) -
         array = array.cast(pa.int64())
         kind = array.type
     if not whole and (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
-        for block in _zeroed_blocks(_values(array), valid):
+        values = value_view(array, np.dtype(array.type.to_pandas_dtype()))
+        for block in _zeroed_blocks(values, valid):
             digest.update(block.copy() if keep else block)
         return
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
@@ -217,20 +219,9 @@ ZERO_BLOCK = 1 << 16
 def _validity(array: pa.Array) -> np.ndarray:
     """One byte per value, 1 where it is valid: the bitmap unpacked (pyarrow's
     ``is_valid`` makes a bitmap first, then bytes from it, several times the cost)."""
-    bitmap = array.buffers()[0]
-    if bitmap is None or pa.types.is_dictionary(array.type):
+    if array.buffers()[0] is None or pa.types.is_dictionary(array.type):
         return _contiguous(pc.is_valid(array).to_numpy(zero_copy_only=False))
-    bits = np.frombuffer(bitmap, dtype=np.uint8)
-    end = array.offset + len(array)
-    return np.unpackbits(bits, count=end, bitorder="little")[array.offset :].view(np.bool_)
-
-
-def _values(array: pa.Array) -> np.ndarray:
-    """A fixed-width array's value buffer as numpy, nulls' slots as they are (no copy)."""
-    dtype = np.dtype(array.type.to_pandas_dtype())
-    return np.frombuffer(array.buffers()[1], dtype=dtype, count=array.offset + len(array))[
-        array.offset :
-    ]
+    return unpacked_validity(array).view(np.bool_)
 
 
 def _zeroed_blocks(values: np.ndarray, valid: np.ndarray) -> Iterator[np.ndarray]:

@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from featurekit.core.arrowviews import unpacked_validity, value_view
 from featurekit.kernels.frames import gather_rows
 
 __all__ = ["Reorder"]
@@ -53,24 +54,16 @@ class Reorder:
         width = _width(array.type)
         if width is None or len(array) == 0 or len(self._positions) == 0:
             return gather_rows(column.to_frame(), self._index).to_series()
-        validity, data = array.buffers()[:2]
-        values = np.frombuffer(
-            data, dtype=width, count=len(array), offset=array.offset * width.itemsize
-        )
-        taken = np.take(values, self._positions)
-        bitmap = None if array.null_count == 0 else self._gathered_validity(array, validity)
+        taken = np.take(value_view(array, width), self._positions)
+        bitmap = None if array.null_count == 0 else self._gathered_validity(array)
         out = pa.Array.from_buffers(array.type, len(taken), [bitmap, pa.py_buffer(taken)])
         result = pl.Series(column.name, out)
         return result if result.dtype == column.dtype else result.cast(column.dtype)
 
-    def _gathered_validity(self, array: pa.Array, validity: pa.Buffer) -> pa.Buffer:
+    def _gathered_validity(self, array: pa.Array) -> pa.Buffer:
         """``array``'s validity bitmap gathered through the index (reused when the last
         column gathered had the same one)."""
-        bits = np.unpackbits(
-            np.frombuffer(validity, dtype=np.uint8),
-            bitorder="little",
-            count=array.offset + len(array),
-        )[array.offset :]
+        bits = unpacked_validity(array)
         if self._validity is not None and np.array_equal(self._validity[0], bits):
             return self._validity[1]
         gathered = pa.py_buffer(np.packbits(np.take(bits, self._positions), bitorder="little"))
