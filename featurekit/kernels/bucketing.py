@@ -26,10 +26,12 @@ keep ``B = 1`` (:func:`hashable`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import polars as pl
+
+from featurekit.kernels.frames import group_order
 
 __all__ = [
     "BUCKET",
@@ -39,6 +41,7 @@ __all__ = [
     "SMALL_BUCKET_BYTES",
     "TARGET_BUCKET_BYTES",
     "bucket_ids",
+    "bucket_parts",
     "by_bucket",
     "choose_buckets",
     "hash_class",
@@ -196,23 +199,36 @@ def by_bucket(rows: pl.DataFrame, ids: pl.Series) -> dict[int, pl.DataFrame]:
     """``rows`` split into each bucket's rows, in order; ``ids`` is each row's bucket.
 
     The rows of one bucket keep their relative order (the point-in-time tie-break reads
-    it), so each part holds exactly what reading that bucket alone would give. A table
-    read whole lists each file's rows together, and usually has one file per bucket:
-    every bucket is then one run of rows, and its part a zero-copy slice. Otherwise (a
-    bucket's rows in several files, apart) the rows are partitioned, still in order.
+    it), so each part holds exactly what reading that bucket alone would give
+    (:func:`bucket_parts`, all at once).
+    """
+    return dict(bucket_parts(rows, ids))
+
+
+def bucket_parts(rows: pl.DataFrame, ids: pl.Series) -> Iterator[tuple[int, pl.DataFrame]]:
+    """Each bucket of ``rows`` with its rows in order, one at a time, in bucket order
+    where the buckets are apart.
+
+    A table read whole lists each file's rows together, and usually has one file per
+    bucket: every bucket is then one run of rows, and its part a zero-copy slice.
+    Otherwise (rows sorted by key, buckets interleaved) each part is gathered when it is
+    asked for, so at most one bucket's copy is held besides ``rows``: a writer fed bucket
+    by bucket needs no second copy of a whole batch.
     """
     if rows.height == 0:
-        return {}
+        return
     starts, runs = _runs(ids)
     if len(set(runs)) == len(runs):
         bounds = [*starts.tolist(), rows.height]
-        return {
-            int(b): rows.slice(first, end - first)
-            for b, first, end in zip(runs, bounds[:-1], bounds[1:], strict=True)
-        }
-    tagged = rows.with_columns(ids.alias(BUCKET))
-    parts = tagged.partition_by(BUCKET, maintain_order=True, as_dict=True)
-    return {int(key[0]): part.drop(BUCKET) for key, part in parts.items()}  # type: ignore[call-overload]
+        for b, first, end in zip(runs, bounds[:-1], bounds[1:], strict=True):
+            yield int(b), rows.slice(first, end - first)
+        return
+    values = ids.to_numpy()
+    order = group_order(values)
+    ranked = values[order]
+    cuts = np.flatnonzero(ranked[1:] != ranked[:-1]) + 1
+    for first, end in zip([0, *cuts.tolist()], [*cuts.tolist(), rows.height], strict=True):
+        yield int(ranked[first]), rows[order[first:end]]
 
 
 def _runs(ids: pl.Series) -> tuple[np.ndarray, list[int]]:

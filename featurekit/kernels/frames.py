@@ -63,6 +63,7 @@ def sort_rows(
     created: str | None,
     *,
     unique: bool = False,
+    lead: str | None = None,
 ) -> pl.DataFrame:
     """Rows stably sorted by (keys, event, created): ties keep their order (nulls first).
 
@@ -73,15 +74,30 @@ def sort_rows(
     ``created`` order on their own. ``unique=True`` also keeps only the last row of each
     run of equal (keys, event, created), as ``filter(last_of_runs(...))`` would; the
     packed path finds those runs among the tied rows, without another pass.
+
+    ``lead`` names a column of small non-negative integers that is a function of the keys
+    (a row's bucket): it then leads the order, (lead, keys, event, created), so each of
+    its values is one run of rows. Packed into the high bits when they are free (no extra
+    cost), else the rows are grouped by it after the sort.
     """
     identity = [*keys, event, *([created] if created else [])]
     packing = Packing.of(frame, keys, event)
     if packing is None:
-        ordered = frame.with_row_index(_POSITION).sort([*identity, _POSITION]).drop(_POSITION)
+        order = [*([lead] if lead else []), *identity, _POSITION]
+        ordered = frame.with_row_index(_POSITION).sort(order).drop(_POSITION)
         return ordered.filter(last_of_runs(identity)) if unique else ordered
+    packed_expr = packing.expr(keys[0], event)
+    width = (packing.key_max - packing.key_min).bit_length() + packing.bits
+    leading = False
+    if lead is not None:
+        top = int(frame.get_column(lead).max() or 0)  # type: ignore[arg-type]
+        leading = width + top.bit_length() <= 64
+        if leading and top:  # (all zero: nothing to add, and 1 << 64 has no UInt64)
+            high = pl.col(lead).cast(pl.UInt64) * pl.lit(1 << width, pl.UInt64)
+            packed_expr = packed_expr + high
     ordered = (
         frame.lazy()
-        .with_columns(packing.expr(keys[0], event).alias(_PACKED))
+        .with_columns(packed_expr.alias(_PACKED))
         .sort(_PACKED, maintain_order=True)
         .collect(engine="streaming")
     )
@@ -94,7 +110,21 @@ def sort_rows(
     if unique and repeated is not None and repeated.len():
         keep = pl.repeat(True, out.height, eager=True).scatter(repeated, False)
         out = out.filter(keep)
+    if lead is not None and not leading:
+        out = grouped_by(out, lead)
     return out
+
+
+def grouped_by(frame: pl.DataFrame, lead: str) -> pl.DataFrame:
+    """``frame``'s rows stably grouped by the small non-negative integers in ``lead``."""
+    return frame[group_order(frame.get_column(lead).to_numpy())]
+
+
+def group_order(values: np.ndarray) -> np.ndarray:
+    """The stable order that groups small non-negative integers (bucket ids) by value."""
+    if values.size and values.max() < 1 << 15:
+        values = values.astype(np.int16)  # numpy sorts 16-bit values by radix: linear time
+    return np.argsort(values, kind="stable")
 
 
 def _order_ties(

@@ -26,7 +26,14 @@ from dataclasses import dataclass
 import polars as pl
 
 from featurekit.core.errors import DefinitionError
-from featurekit.kernels.bucketing import BUCKET, BUCKETS, MAX_BUCKETS, bucket_ids, choose_buckets
+from featurekit.kernels.bucketing import (
+    BUCKET,
+    BUCKETS,
+    MAX_BUCKETS,
+    bucket_ids,
+    bucket_parts,
+    choose_buckets,
+)
 from featurekit.offline.batching import estimate_bytes
 from featurekit.offline.compute import Window
 from featurekit.storage import delta
@@ -47,9 +54,15 @@ class Bucketing:
         """The Delta partition columns (None: an unpartitioned ``B = 1`` table)."""
         return [BUCKETS, BUCKET] if self.buckets > 1 else None
 
+    @property
+    def lead(self) -> str | None:
+        """The column a write's rows are sorted by first (their bucket), None when ``B = 1``."""
+        return BUCKET if self.buckets > 1 else None
+
     def frame(self, rows: pl.DataFrame) -> pl.DataFrame:
-        """``rows`` with their partition columns added (unchanged when ``B = 1``)."""
-        if self.buckets == 1:
+        """``rows`` with their partition columns added (unchanged when ``B = 1`` or when
+        they are there already)."""
+        if self.buckets == 1 or BUCKET in rows.columns:
             return rows
         return rows.with_columns(
             pl.lit(self.buckets, dtype=pl.Int32).alias(BUCKETS),
@@ -59,10 +72,29 @@ class Bucketing:
     def frames(
         self, rows: pl.DataFrame | Iterable[pl.DataFrame]
     ) -> pl.DataFrame | Iterator[pl.DataFrame]:
-        """:meth:`frame` of one frame, or of each batch as the writer consumes it."""
-        if isinstance(rows, pl.DataFrame):
-            return self.frame(rows)
-        return (self.frame(batch) for batch in rows)
+        """What the Delta writer is handed: ``rows`` as they are when ``B = 1``; else each
+        frame (or batch) split into its buckets' rows, one frame per bucket, in order.
+
+        The writer keeps one record batch per frame; a batch that holds one bucket goes to
+        one partition writer as it is, where a batch of every bucket is split by the
+        writer on one core first (10M rows at B = 16: 0.7 s to write bucket by bucket,
+        1.6-2.7 s as one batch; docs/scale.md). Rows sorted with :attr:`lead` first hand
+        each bucket over as a slice, without a copy.
+        """
+        if self.buckets == 1:
+            return rows if isinstance(rows, pl.DataFrame) else iter(rows)
+        batches = [rows] if isinstance(rows, pl.DataFrame) else rows
+        return (part for batch in batches for part in self._parts(self.frame(batch)))
+
+    def _parts(self, rows: pl.DataFrame) -> Iterator[pl.DataFrame]:
+        # the partition columns last, where the first write put them (columns added since,
+        # such as the pushed rows' marker, come before them)
+        rows = rows.select(pl.exclude(BUCKETS, BUCKET), BUCKETS, BUCKET)
+        if rows.height == 0:  # the writer still needs the schema
+            yield rows
+            return
+        for _, part in bucket_parts(rows, rows.get_column(BUCKET)):
+            yield part
 
 
 def check_bucket_count(buckets: int, what: str) -> int:

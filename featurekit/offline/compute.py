@@ -280,20 +280,28 @@ def collect_rows(
     ``before_tidy`` sees the output as the view produced it, before duplicates are resolved
     (data-quality checks must see the duplicates that resolving would hide).
     """
-    what = describe(view, version)
+    frame = collect_output(view, lf, layout, version)
+    if before_tidy is not None:
+        before_tidy(frame)
+    return tidy_rows(frame, layout, describe(view, version))
+
+
+def collect_output(
+    view: FeatureView, lf: pl.LazyFrame, layout: Layout, version: int | None = None
+) -> pl.DataFrame:
+    """A view's output as it produced it, in ``layout``'s shape; its failures named as the
+    view's (or its inputs')."""
     try:
-        frame = shaped(lf, layout).collect()
+        return shaped(lf, layout).collect()
     except FeatureKitError:
         raise
     except Exception as err:
+        what = describe(view, version)
         raise UserCodeError(f"{what} failed while computing: {type(err).__name__}: {err}") from err
     except BaseException as err:  # Rust panics derive from BaseException
         if not is_rust_panic(err):
             raise
         raise reader_panic(view, version, err) from err
-    if before_tidy is not None:
-        before_tidy(frame)
-    return tidy_rows(frame, layout, what)
 
 
 def reader_panic(view: FeatureView, version: int | None, err: BaseException) -> StorageError:
@@ -315,8 +323,14 @@ def reader_panic(view: FeatureView, version: int | None, err: BaseException) -> 
     )
 
 
-def tidy_rows(frame: pl.DataFrame, layout: Layout, what: str) -> pl.DataFrame:
-    """Drop rows that can never match, keep the last of exact duplicates, sort by key/time."""
+def tidy_rows(
+    frame: pl.DataFrame, layout: Layout, what: str, lead: str | None = None
+) -> pl.DataFrame:
+    """Drop rows that can never match, keep the last of exact duplicates, sort by key/time.
+
+    ``lead`` (a bucket column, see :func:`~featurekit.kernels.frames.sort_rows`) leads the
+    order when given.
+    """
     required = [*layout.keys, layout.timestamp]
     kept = frame.drop_nulls(required)
     if kept.height < frame.height:
@@ -327,10 +341,11 @@ def tidy_rows(frame: pl.DataFrame, layout: Layout, what: str) -> pl.DataFrame:
         )
     identity = [*required, *([layout.created_timestamp] if layout.created_timestamp else [])]
     unique = not layout.aggregations  # events (aggregation views) all count
-    if not in_order(kept, identity, strict=False):
+    order = [*([lead] if lead else []), *identity]
+    if not in_order(kept, order, strict=False):
         keys, ts, created = list(layout.keys), layout.timestamp, layout.created_timestamp
-        return sort_rows(kept, keys, ts, created, unique=unique)
-    if unique and not in_order(kept, identity, strict=True):
+        return sort_rows(kept, keys, ts, created, unique=unique, lead=lead)
+    if unique and not in_order(kept, order, strict=True):
         kept = kept.filter(last_of_runs(identity))
     return kept
 

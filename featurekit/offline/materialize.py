@@ -70,7 +70,16 @@ from featurekit.offline.batching import (
     key_partitions,
     source_errors,
 )
-from featurekit.offline.compute import Layout, Window, call_view, collect_rows, shaped, view_inputs
+from featurekit.offline.compute import (
+    Layout,
+    Window,
+    call_view,
+    collect_output,
+    describe,
+    shaped,
+    tidy_rows,
+    view_inputs,
+)
 from featurekit.offline.engine import LOCAL, Runner
 from featurekit.offline.push import keep_pushed
 from featurekit.offline.quality import CheckSummary, RunQuality, leakage_findings
@@ -250,9 +259,9 @@ def _run(
             shutil.rmtree(staging, ignore_errors=True)
             staging = None
     if parts:  # the view ran bucket by bucket; the driver never runs it on everything
-        batches = _staged_batches(resolved, parts, number, quality)
+        batches = _staged_batches(resolved, parts, number, quality, split)
     else:
-        batches = _batches(resolved, snaps, window, number, budget, quality)
+        batches = _batches(resolved, snaps, window, number, budget, quality, split)
     counted = _Counted(resolved, snaps, window, mode, batches, quality)
     try:
         # one batch is checked here, before its commit metadata is built; batches are
@@ -380,6 +389,21 @@ class _Counted:
 _Batch = Callable[[], pl.DataFrame]
 
 
+def _batch(
+    resolved: ResolvedView,
+    lf: pl.LazyFrame,
+    version: int,
+    quality: RunQuality,
+    split: buckets.Bucketing,
+) -> pl.DataFrame:
+    """One batch of the run's rows: computed, checked as the view produced it, given its
+    bucket columns, then tidied in bucket order (so the writer gets each bucket as a slice)."""
+    view, layout = resolved.view, resolved.layout
+    rows = collect_output(view, lf, layout, version)
+    quality.check(rows)
+    return tidy_rows(split.frame(rows), layout, describe(view, version), lead=split.lead)
+
+
 def _batches(
     resolved: ResolvedView,
     snaps: Mapping[str, SourceSnapshot],
@@ -387,22 +411,19 @@ def _batches(
     version: int,
     budget: int,
     quality: RunQuality,
+    split: buckets.Bucketing,
 ) -> list[_Batch]:
-    """One callable per batch; one batch when the inputs fit the budget.
-
-    Each batch is checked as the view produced it (``quality.check``), before it is tidied.
-    """
-    lf, layout = _lazy_rows(resolved, snaps, window, version)
+    """One callable per batch; one batch when the inputs fit the budget."""
+    lf, _ = _lazy_rows(resolved, snaps, window, version)
     sources = list(snaps.values())
     estimated = estimate_bytes(sources, [window.bounds(s.source.timestamp) for s in sources])
     n = batch_count(estimated, budget)
-    view = resolved.view
     quality.batched = n > 1
     if n == 1:
-        return [lambda: collect_rows(view, lf, layout, version, quality.check)]
-    parts = key_partitions(lf, layout.keys, n)
+        return [lambda: _batch(resolved, lf, version, quality, split)]
+    parts = key_partitions(lf, resolved.layout.keys, n)
     return [
-        lambda part=part: collect_rows(view, lf.filter(part), layout, version, quality.check)  # type: ignore[misc]
+        lambda part=part: _batch(resolved, lf.filter(part), version, quality, split)  # type: ignore[misc]
         for part in parts
     ]
 
@@ -433,15 +454,16 @@ def _bucket_parts(
 
 
 def _staged_batches(
-    resolved: ResolvedView, parts: list[str], version: int, quality: RunQuality
+    resolved: ResolvedView,
+    parts: list[str],
+    version: int,
+    quality: RunQuality,
+    split: buckets.Bucketing,
 ) -> list[_Batch]:
     """One batch per computed bucket: its file, checked as the view produced it, then tidied."""
-    view, layout = resolved.view, resolved.layout
     quality.batched = len(parts) > 1
     return [
-        lambda part=part: collect_rows(  # type: ignore[misc]
-            view, pl.scan_parquet(part), layout, version, quality.check
-        )
+        lambda part=part: _batch(resolved, pl.scan_parquet(part), version, quality, split)  # type: ignore[misc]
         for part in parts
     ]
 

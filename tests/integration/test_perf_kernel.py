@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from featurekit.kernels import pit
+from featurekit.kernels.bucketing import BUCKET, bucket_ids
 from featurekit.kernels.frames import in_order, last_of_runs, packed_order, sort_rows
 from featurekit.kernels.pit import ViewFrame, pit_join
 
@@ -323,3 +324,55 @@ def test_numpy_path_answers_a_stored_like_view() -> None:
     assert left.get_column("v").to_list() == [None, 1.0, 3.0, None, None, 3.0]
     event = pit_join(labels, timestamp="t", views=[view], point_in_time="event")
     assert event.get_column("v").to_list() == [None, 2.0, 3.0, None, None, 3.0]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    rows=rows_st,
+    buckets=st.sampled_from([2, 4, 16]),
+    wide=st.booleans(),
+)
+def test_sort_rows_with_the_bucket_leading(
+    rows: list[tuple[int, int, int]], buckets: int, wide: bool
+) -> None:
+    """Rows sorted by (bucket, keys, event, created), stably: packed into the high bits when
+    they are free, grouped after the sort when they are not (``wide``: a key span that
+    leaves no bits), and by the general sort for string keys: the same rows every way."""
+    spread = 1 << 31 if wide else 1  # keys 34 bits apart, minutes 30: no bit left
+    frame = pl.DataFrame(
+        {
+            "k": pl.Series([k * spread for k, _, _ in rows], dtype=pl.Int64),
+            "e": at([e for _, e, _ in rows]),
+            "c": at([e + c for _, e, c in rows]),
+            "i": pl.Series(list(range(len(rows)))),
+        }
+    )
+    frame = frame.with_columns(bucket_ids(frame, ["k"], buckets))
+    expected = frame.with_row_index("p").sort([BUCKET, "k", "e", "c", "p"]).drop("p")
+    assert sort_rows(frame, ["k"], "e", "c", lead=BUCKET).equals(expected)
+    unique = expected.filter(last_of_runs(["k", "e", "c"]))
+    assert sort_rows(frame, ["k"], "e", "c", unique=True, lead=BUCKET).equals(unique)
+    stringy = frame.with_columns(pl.col("k").cast(pl.String))
+    by_string = stringy.with_row_index("p").sort([BUCKET, "k", "e", "c", "p"]).drop("p")
+    assert sort_rows(stringy, ["k"], "e", "c", lead=BUCKET).equals(by_string)
+
+
+def test_a_bucket_with_no_bits_left_is_grouped_after_the_sort(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from featurekit.kernels import frames
+
+    grouped: list[int] = []
+    real = frames.grouped_by
+    monkeypatch.setattr(frames, "grouped_by", lambda f, c: grouped.append(f.height) or real(f, c))
+    frame = pl.DataFrame(
+        {
+            "k": pl.Series([5 << 31, 0, 5 << 31, 0, 1 << 31], dtype=pl.Int64),
+            "e": at([12, 0, 3, 3, 7]),
+            "c": at([12, 1, 3, 4, 7]),
+        }
+    )
+    frame = frame.with_columns(bucket_ids(frame, ["k"], 4))
+    expected = frame.with_row_index("p").sort([BUCKET, "k", "e", "c", "p"]).drop("p")
+    assert sort_rows(frame, ["k"], "e", "c", lead=BUCKET).equals(expected)
+    assert grouped == [5]
