@@ -316,10 +316,12 @@ def _numeric_state(
     if n == 0:
         return replace(base, nans=nans, values=values, hashes=pl.Series([], dtype=pl.UInt64))
     mean = float(values.mean())  # type: ignore[arg-type]
-    m2 = float(((values - mean) ** 2).sum())
+    m2 = float(values.var(ddof=0)) * n  # type: ignore[arg-type]
     summary, weights = values, None
     if sketch_size is not None and n > sketch_size:
-        summary, weights = _compact(values.sort(), None, sketch_size)
+        # on one core: a run summarizes beside its Delta writer, and a parallel sort of
+        # 10M values costs a fifth more CPU time (370 ms against 310) for it to share
+        summary, weights = _compact(values.sort(multithreaded=False), None, sketch_size)
     # hash the values as stored, so large integers (ids) stay apart; for floats, + 0.0
     # makes -0.0 and 0.0 one value, as they compare equal
     hashes = _smallest((raw + 0.0 if raw.dtype.is_float() else raw).hash(_HASH_SEED))

@@ -176,6 +176,33 @@ def test_stats_equal_a_plain_polars_computation(store: fk.Store, data_dir: Path)
         store.stats("fare_features", run=7)
 
 
+def test_stats_are_of_the_rows_written_when_tidying_drops_some(
+    store: fk.Store, data_dir: Path
+) -> None:
+    # a one-batch run starts its statistics on the rows as produced; a row with a null key
+    # and an exact duplicate are then dropped, so the statistics must be redone on the rest
+    add_trips(
+        data_dir,
+        {
+            "driver_id": [None, 1],
+            "event_ts": [at(30), at(0)],
+            "ingested_at": [at(30), at(0)],
+            "fare": [1000.0, 10.0],
+            "status": ["ok", "ok"],
+        },
+    )
+    raw = pl.read_parquet(data_dir / "trips.parquet").filter(pl.col("status") == "ok")
+    first = raw.filter(pl.col("driver_id").is_not_null()).head(1).row(0, named=True)
+    add_trips(data_dir, {k: [v] for k, v in first.items()})  # the same row again
+    with pytest.warns(fk.FeatureKitWarning):
+        store.materialize(checked_view(data_dir, fk.Check.unique(severity="warn")))
+    written = store.read("fare_features")
+    fare = store.stats("fare_features").row(0, named=True)
+    assert fare["count"] == fare["rows"] == written.height
+    assert fare["max"] == written["fare"].max() < 1000.0
+    assert fare["mean"] == pytest.approx(written["fare"].mean())
+
+
 def test_statistics_that_fail_warn_after_the_commit_and_lose_only_themselves(
     store: fk.Store, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
