@@ -413,8 +413,12 @@ class RunQuality:
                 pl.lit(self.now).alias("computed_at"),
                 pl.lit(self.rows, pl.Int64).alias("rows"),
             )
-            _append(uri, frame, self.run_id, meta)
-            self._record(self.results, committed=True)
+            # two small Delta writes, side by side (the writer lets go of the GIL): the
+            # log reads and commits of each are most of an incremental run's fixed cost
+            with ThreadPoolExecutor(1, thread_name_prefix="featurekit-record") as pool:
+                recorded = pool.submit(self._record, self.results, committed=True)
+                _append(uri, frame, self.run_id, meta)
+                recorded.result()
         except Exception as err:  # the rows are committed; only the statistics are lost
             warnings.warn(
                 f"view {self.resolved.name!r}: the run's rows are committed (Delta version "
