@@ -71,11 +71,12 @@ def snapshot(source: Source) -> SourceSnapshot:
             return SourceSnapshot(source, delta_version=version)
         if not _is_pattern(location):
             return SourceSnapshot(source)
-        listed = (
+        listed = _local_files(location) or (
             raw_scan(source, include_paths=True)
             .select(pl.col(_PATH_COLUMN).unique())
             .collect()
             .get_column(_PATH_COLUMN)
+            .to_list()
         )
     except (SchemaError, StorageError):
         raise
@@ -83,7 +84,31 @@ def snapshot(source: Source) -> SourceSnapshot:
         raise StorageError(
             f"source {source.name!r}: cannot list the files of {location!r}: {err}"
         ) from err
-    return SourceSnapshot(source, files=tuple(sorted(listed.to_list())))
+    return SourceSnapshot(source, files=tuple(sorted(listed)))
+
+
+def _local_files(location: str) -> list[str]:
+    """The files a scan of the local ``location`` reads, expanded by polars' own glob and
+    folder rules without opening them; empty when that cannot be had (then the caller
+    lists them with a scan, which reads each file's footer and names what is wrong).
+
+    The scan makes a column of each row's file and takes its unique values: its cost grew
+    with the rows (100 ms for 10M rows, a third of an incremental run), this one's with
+    the files (under 3 ms). The expansion is polars' internal helper, so it is guarded:
+    if it goes away or lists anything but existing files, the scan answers; a test pins
+    both to the same answer.
+    """
+    if "://" in location:
+        return []
+    try:
+        from polars.io._expand_paths import _expand_paths
+
+        found = _expand_paths(location).collect().get_column("path").to_list()
+    except Exception:
+        return []
+    if not found or not all(Path(p).is_file() for p in found):
+        return []
+    return [str(p) for p in found]
 
 
 def _is_pattern(location: str) -> bool:

@@ -181,6 +181,29 @@ def test_a_snapshot_reads_the_same_files_and_delta_version(tmp_path: Path) -> No
     assert scan_source(snapshot(lake)).collect().height == 5
 
 
+@pytest.mark.parametrize(
+    "pattern", ["*.parquet", "", "/", "**/*.parquet", "[ab].parquet", "day=*/*"]
+)
+def test_a_snapshot_lists_the_files_a_scan_reads(
+    tmp_path: Path, pattern: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the file list comes from polars' glob expansion without opening a file; it must be
+    # what listing each row's file through a scan gives (the way it is taken otherwise)
+    from featurekit.storage import sources
+
+    folder = tmp_path / "src"
+    (folder / "day=1").mkdir(parents=True)
+    for i, name in enumerate(["a.parquet", "b.parquet", "day=1/c.parquet", ".hidden.parquet"]):
+        rows(range(i, i + 1), event=BASE, created=BASE).write_parquet(folder / name)
+    location = str(folder) + (f"/{pattern}" if pattern.strip("/") else pattern)
+    source = fk.Source("s", location, timestamp="event_ts", kind="parquet")
+    assert sources._local_files(str(source.location))  # the fast listing answered
+    fast = snapshot(source)
+    monkeypatch.setattr(sources, "_local_files", lambda location: [])
+    assert snapshot(source).files == fast.files
+    assert fast.files and all(Path(f).is_file() for f in fast.files)
+
+
 def test_a_delta_source_appended_mid_run_is_read_by_the_next_run(tmp_path: Path) -> None:
     table = str(tmp_path / "table")
     src = fk.Source("trips", table, timestamp="event_ts", created_timestamp="ingested_at")
