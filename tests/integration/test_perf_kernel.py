@@ -141,8 +141,15 @@ def test_sort_rows_null_created_and_no_created(
     )
 
 
-def test_sort_rows_large_chunked_frame_with_many_ties() -> None:
-    """Big enough for the streaming sort to split into morsels; stability must survive."""
+@pytest.mark.parametrize("threaded", [False, True])
+def test_sort_rows_large_chunked_frame_with_many_ties(
+    threaded: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Big enough for the streaming sort to split into morsels; stability must survive
+    (and the ties' columns written from two threads, as on frames of a million rows)."""
+    from featurekit.kernels import frames
+
+    monkeypatch.setattr(frames, "_THREADED_SCATTER", 1 if threaded else 1 << 40)
     n, parts = 400_000, 4
     size = n // parts
     chunks = []
