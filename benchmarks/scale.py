@@ -19,7 +19,7 @@ Three measurements, each from the command line:
   the results are identical, and each Ray worker's peak RSS.
 
 Usage: python benchmarks/scale.py [--labels 1e6] [--rows 1e7] [--entities 1e5]
-       [--buckets 16] [--repeat 3]
+       [--buckets 16] [--repeat 5]
        python benchmarks/scale.py --out-of-core [--dir /tmp/fk-scale] [--budget 8GiB]
        python benchmarks/scale.py --ray [--labels 1e6] [--rows 1e7] [--buckets 16]
 """
@@ -32,11 +32,13 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
 
@@ -80,7 +82,7 @@ def main() -> None:
     parser.add_argument("--rows", type=float, default=1e7)
     parser.add_argument("--entities", type=float, default=1e5)
     parser.add_argument("--buckets", type=int, default=16)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--no-rss", action="store_true", help="skip the peak-memory children")
     parser.add_argument("--out-of-core", action="store_true", help="10M x 100M under a budget")
     parser.add_argument("--big-labels", type=float, default=1e7)
@@ -146,18 +148,38 @@ def main() -> None:
             )
 
         baseline = timed(lambda: polars_asof(features, labels), args.repeat)
-        floor_s = timed(floor, args.repeat)
+        floors: list[float] = []
+
+        def warm(fn: Callable[[], object]) -> float:
+            """Seconds of ``fn``'s second of two runs in a row (the first warms it up)."""
+            fn()
+            return timed(fn, 1)
+
+        def paired(fn: Callable[[], object]) -> tuple[float, float]:
+            """``fn``'s median seconds, and the median of its ratios to a floor run just
+            before each run, both warm: the floor takes a fifth of a second, so a ratio
+            of two medians taken a minute apart moved with the machine (0.93-1.77 the
+            floor over four runs of the same code)."""
+            runs, ratios = [], []
+            for _ in range(args.repeat):
+                floors.append(warm(floor))
+                runs.append(warm(fn))
+                ratios.append(runs[-1] / floors[-1])
+            return statistics.median(runs), statistics.median(ratios)
+
         # (what, B, store): the full run's own layout, and one file a bucket by optimize
         stores = [
             ("B=1", 1, plain),
             (f"B={chosen} (a full run's choice)", chosen, auto),
             (f"B={n} (optimize --buckets {n})", n, bucketed),
         ]
-        seconds = {
-            (what, mode): timed(lambda st=st, mode=mode: build(st, mode), args.repeat)
+        measured = {
+            (what, mode): paired(lambda st=st, mode=mode: build(st, mode))
             for what, _, st in stores
             for mode in ("knowledge", "event")
         }
+        seconds = {key: took for key, (took, _) in measured.items()}
+        floor_s = statistics.median(floors)
         for mode in ("knowledge", "event"):  # bucketing changes no answer
             want = build(plain, mode).manifest.result_hash
             for what, _, st in stores:
@@ -171,16 +193,17 @@ def main() -> None:
         assert spilled.manifest.result_hash == build(plain).manifest.result_hash
         print(f"polars sort + join_asof (event time)     : 1.00  ({baseline:.2f}s baseline)")
         print(
-            f"floor: read needed columns + sort labels : {floor_s / baseline:.2f}x  ({floor_s:.2f}s)"
+            f"floor: read needed columns + sort labels : {floor_s / baseline:.2f}x  ({floor_s:.2f}s;"
+            " each build below is timed against a floor run just before it)"
         )
         for what, b, _ in stores:
             for mode in ("knowledge", "event"):
-                took = seconds[(what, mode)]
+                took, over_floor = measured[(what, mode)]
                 goal = b > 1
                 print(
                     f"featurekit {mode:<9} time, {what:<30}: {took / baseline:.2f}x"
                     f"{target('  (target <= 0.5)') if goal else ''}, "
-                    f"{took / floor_s:.2f}x the floor{target('  (target <= 1.6)') if goal else ''}"
+                    f"{over_floor:.2f}x the floor{target('  (target <= 1.6)') if goal else ''}"
                 )
         print("results hash-identical to B=1 in both modes: yes")
         print(
