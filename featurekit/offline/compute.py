@@ -329,7 +329,7 @@ def tidy_rows(
     """Drop rows that can never match, keep the last of exact duplicates, sort by key/time.
 
     ``lead`` (a bucket column, see :func:`~featurekit.kernels.frames.sort_rows`) leads the
-    order when given.
+    order when the rows need sorting; rows already in key order are left so.
     """
     required = [*layout.keys, layout.timestamp]
     kept = frame.drop_nulls(required)
@@ -343,8 +343,10 @@ def tidy_rows(
     unique = not layout.aggregations  # events (aggregation views) all count
     order = [*([lead] if lead else []), *identity]
     if not in_order(kept, order, strict=False):
-        keys, ts, created = list(layout.keys), layout.timestamp, layout.created_timestamp
-        return sort_rows(kept, keys, ts, created, unique=unique, lead=lead)
+        if lead is None or not in_order(kept, identity, strict=False):
+            keys, ts, created = list(layout.keys), layout.timestamp, layout.created_timestamp
+            return sort_rows(kept, keys, ts, created, unique=unique, lead=lead)
+        order = identity  # in key order already: the writer gathers each bucket, not a sort
     if unique and not in_order(kept, order, strict=True):
         kept = kept.filter(last_of_runs(identity))
     return kept

@@ -114,7 +114,7 @@ def optimize(
         ordered = sort_rows(rows, keys, record.timestamp, created)
         written = delta.write_rows(
             uri,
-            split.frame(ordered),
+            split.frames(ordered),
             partition_by=split.partition_by,
             metadata={
                 "view": view,
@@ -187,7 +187,7 @@ def _in_parts(
     def ordered(rows: pl.DataFrame) -> pl.DataFrame:
         rows = sort_rows(rows, keys, record.timestamp, created)
         counted[0] += rows.height
-        return split.frame(rows)
+        return rows
 
     def batches() -> Iterator[pl.DataFrame]:
         if split.buckets == 1:  # one part of keys in memory at a time
@@ -215,7 +215,7 @@ def _in_parts(
 
     written = delta.write_rows(
         uri,
-        batches(),
+        split.frames(batches()),
         partition_by=split.partition_by,
         metadata={
             "view": view,

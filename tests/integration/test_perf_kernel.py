@@ -383,3 +383,25 @@ def test_a_bucket_with_no_bits_left_is_grouped_after_the_sort(
     expected = frame.with_row_index("p").sort([BUCKET, "k", "e", "c", "p"]).drop("p")
     assert sort_rows(frame, ["k"], "e", "c", lead=BUCKET).equals(expected)
     assert grouped == [5]
+
+
+def test_tidy_rows_leads_with_the_bucket_only_when_it_sorts() -> None:
+    """Rows that need a sort come out bucket first; rows already in key order stay in it
+    (the writer gathers each bucket: cheaper than sorting them again)."""
+    from featurekit.offline.compute import Layout, tidy_rows
+
+    layout = Layout(("k",), "e", "c", ("v",), ())
+    frame = pl.DataFrame(
+        {
+            "k": pl.Series(list(range(20)), dtype=pl.Int64),
+            "e": at(list(range(20))),
+            "c": at(list(range(20))),
+            "v": pl.Series([float(i) for i in range(20)]),
+        }
+    )
+    frame = frame.with_columns(bucket_ids(frame, ["k"], 4))
+    assert tidy_rows(frame, layout, "test", lead=BUCKET).equals(frame)
+    shuffled = frame.reverse()
+    by_bucket = frame.with_row_index("p").sort([BUCKET, "k", "p"]).drop("p")
+    assert tidy_rows(shuffled, layout, "test", lead=BUCKET).equals(by_bucket)
+    assert not by_bucket.equals(frame)  # the two answers differ: both paths were taken
