@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -268,29 +268,12 @@ def view_inputs(
     return frames
 
 
-def collect_rows(
-    view: FeatureView,
-    lf: pl.LazyFrame,
-    layout: Layout,
-    version: int | None = None,
-    before_tidy: Callable[[pl.DataFrame], None] | None = None,
-) -> pl.DataFrame:
-    """Collect a run's output: nulls dropped, exact duplicates resolved, sorted.
-
-    ``before_tidy`` sees the output as the view produced it, before duplicates are resolved
-    (data-quality checks must see the duplicates that resolving would hide).
-    """
-    frame = collect_output(view, lf, layout, version)
-    if before_tidy is not None:
-        before_tidy(frame)
-    return tidy_rows(frame, layout, describe(view, version))
-
-
 def collect_output(
     view: FeatureView, lf: pl.LazyFrame, layout: Layout, version: int | None = None
 ) -> pl.DataFrame:
     """A view's output as it produced it, in ``layout``'s shape; its failures named as the
-    view's (or its inputs')."""
+    view's (or its inputs'). Checks see it so, before :func:`tidy_rows` resolves the
+    duplicates they must report."""
     try:
         return shaped(lf, layout).collect()
     except FeatureKitError:
