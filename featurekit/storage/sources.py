@@ -57,9 +57,10 @@ class SourceSnapshot:
 def snapshot(source: Source) -> SourceSnapshot:
     """Fix the state of ``source`` now: its current files, or its current Delta version.
 
-    Files are listed by polars itself (the same glob and folder rules as a plain scan),
-    reading parquet footers only; a file written after this call is not part of the
-    snapshot, so the next run reads it.
+    Files are listed by polars itself (the same glob and folder rules as a plain scan):
+    on a local disk from the file system alone, elsewhere by a scan that reads each
+    file's footer; a file written after this call is not part of the snapshot, so the
+    next run reads it.
     """
     if source.frame is not None or not isinstance(source.location, str):
         return SourceSnapshot(source)
