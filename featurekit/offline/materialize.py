@@ -397,7 +397,8 @@ def _batch(
     split: buckets.Bucketing,
 ) -> pl.DataFrame:
     """One batch of the run's rows: computed, checked as the view produced it, given its
-    bucket columns, then tidied in bucket order (so the writer gets each bucket as a slice)."""
+    bucket columns, then tidied (sorted bucket first where they need a sort, so the
+    writer gets each bucket as a slice)."""
     view, layout = resolved.view, resolved.layout
     rows = collect_output(view, lf, layout, version)
     quality.check(rows)

@@ -109,7 +109,7 @@ def _local_files(location: str) -> list[str]:
         return []
     if not found or not all(Path(p).is_file() for p in found):
         return []
-    return [str(p) for p in found]
+    return found
 
 
 def _is_pattern(location: str) -> bool:
